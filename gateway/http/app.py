@@ -1,0 +1,101 @@
+"""The application factory: wires settings, spool, exporter and service into a FastAPI app."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from gateway.exporter import MlflowExporter
+from gateway.http.errors import install_error_handlers
+from gateway.http.routes import router
+from gateway.service import PredictionService
+from gateway.settings import Settings
+from gateway.spool import PredictionSpool
+from gateway.variants import ModelLoader
+
+log = logging.getLogger("gateway")
+
+
+def open_spool(settings: Settings) -> PredictionSpool | None:
+    if not settings.spool.enabled:
+        return None
+    max_bytes = int(settings.spool.max_size_mb * 1024 * 1024) if settings.spool.max_size_mb else None
+    try:
+        return PredictionSpool(settings.spool.dir, fsync=settings.spool.fsync, max_bytes=max_bytes)
+    except Exception as exc:
+        log.error("cannot open the prediction spool in %s: %s (on_log_failure = %s)",
+                  settings.spool.dir, exc, settings.spool.on_log_failure)
+        return None
+
+
+def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = None,
+               loader: ModelLoader | None = None) -> FastAPI:
+    """Build the gateway. ``on_fatal`` is called with one line if the models cannot be loaded."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        spool = open_spool(settings)
+        service = PredictionService(settings, spool)
+        exporter = None
+        if spool is not None and settings.spool.export:
+            exporter = MlflowExporter(
+                spool, settings.mlflow.tracking_uri, settings.mlflow.experiment,
+                granularity=settings.mlflow.granularity, workers=settings.mlflow.export_workers,
+                window_seconds=settings.mlflow.window_seconds,
+                window_max_records=settings.mlflow.window_max_records,
+                retention_seconds=settings.spool.retention_hours * 3600,
+            )
+            exporter.start()
+        app.state.service = service
+        app.state.exporter = exporter
+        app.state.stats = lambda: _stats(service, spool, exporter)
+
+        model_loader = loader or ModelLoader(settings.mlflow.tracking_uri, settings.mlflow.model_cache_dir)
+
+        def load() -> None:
+            try:
+                service.load_variants(model_loader)
+                log.info("ready: %s, mode %s, config %s", ", ".join(service.variants),
+                         service.routing.mode, service.routing.config_hash)
+            except Exception as exc:
+                service.fail_loading(exc)
+                log.error("%s", exc)
+                if on_fatal is not None:
+                    on_fatal(str(exc))
+
+        # Load in the background so /healthz and /readyz answer (503) while models download.
+        threading.Thread(target=load, name="model-loader", daemon=True).start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(service.shutdown)
+            if exporter is not None:
+                left = await run_in_threadpool(exporter.stop, settings.spool.shutdown_grace_seconds)
+                log.info("shutdown: %d record(s) exported this run, %d left in the spool",
+                         exporter.counters.exported, left)
+
+    app = FastAPI(
+        title="Iris A/B gateway",
+        version="0.1.0",
+        description="Routes iris predictions between MLflow-registered model versions and logs every "
+                    "prediction to MLflow off the request path.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(router)
+    return app
+
+
+def _stats(service: PredictionService, spool: PredictionSpool | None,
+           exporter: MlflowExporter | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"requests": dict(service.counts)}
+    out["spool"] = spool.stats() if spool is not None else None
+    out["exporter"] = exporter.counters.snapshot() if exporter is not None else None
+    return out

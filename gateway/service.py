@@ -1,0 +1,210 @@
+"""The prediction use case: route, predict, record durably, and score the shadow afterwards.
+
+Framework-free. The HTTP layer calls ``predict`` from a worker thread (it is CPU-bound) and
+``submit_shadow`` after the response has been sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.errors import ModelLoadError, NotReady, SpoolUnavailable
+from gateway.features import CLASS_NAMES, IrisFeatures
+from gateway.routing import Decision, Router, RoutingReason
+from gateway.settings import RoutingConfig, Settings
+from gateway.spool import DuplicateRequest, PredictionRecord, PredictionSpool, SpoolWriteError
+from gateway.variants import LoadedVariant, ModelLoader
+
+log = logging.getLogger("gateway.service")
+
+
+class ConflictingRequest(Exception):
+    """The request id was used before for different features."""
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"request id {request_id!r} was already used for a different prediction")
+        self.request_id = request_id
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionOutcome:
+    request_id: str
+    model_version: str
+    class_index: int
+    reason: str
+    inference_time_ms: float
+    logged: bool
+    replayed: bool = False
+    shadow: str | None = None
+
+    @property
+    def class_name(self) -> str:
+        return CLASS_NAMES[self.class_index]
+
+
+class PredictionService:
+    def __init__(self, settings: Settings, spool: PredictionSpool | None, *, shadow_queue: int = 1000) -> None:
+        self.settings = settings
+        self.spool = spool
+        self.logging_enabled = settings.spool.enabled
+        self.on_log_failure = settings.spool.on_log_failure
+        self._routing = settings.routing_config()
+        self._router = Router(self._routing)
+        self.variants: dict[str, LoadedVariant] = {}
+        self.ready = threading.Event()
+        self.load_error: str | None = None
+        self._shadow_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shadow")
+        self._shadow_slots = threading.BoundedSemaphore(shadow_queue)
+        self._lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+        self.listeners: list[Any] = []  # observers with on_prediction(record, logged) (metrics)
+
+    # -- configuration -----------------------------------------------------------------------
+
+    @property
+    def routing(self) -> RoutingConfig:
+        return self._routing
+
+    @property
+    def router(self) -> Router:
+        return self._router
+
+    def load_variants(self, loader: ModelLoader) -> None:
+        """Load every configured variant; on success the service is ready."""
+        loaded = {}
+        for spec in self._routing.variants:
+            variant = loader.load(spec)
+            log.info("variant %s loaded from %s (%s, registry version %s) in %.2fs", spec.name,
+                     spec.model_uri, variant.source, variant.registry_version, variant.load_seconds)
+            loaded[spec.name] = variant
+        self.variants = loaded
+        self.ready.set()
+
+    def fail_loading(self, error: ModelLoadError | Exception) -> None:
+        self.load_error = str(error)
+
+    # -- the request path --------------------------------------------------------------------
+
+    def predict(self, features: IrisFeatures, *, forced: str | None = None, user_key: str | None = None,
+                request_id: str | None = None) -> PredictionOutcome:
+        if not self.ready.is_set():
+            raise NotReady(self.load_error or "models are still loading")
+        router = self._router  # one consistent config for the whole request
+        decision: Decision = router.decide(forced=forced, user_key=user_key)
+        request_id = request_id or uuid.uuid4().hex
+        variant = self.variants[decision.variant]
+        class_index, elapsed_ms = variant.predict(features.as_row())
+        record = PredictionRecord(
+            request_id=request_id, role="primary", model_version=decision.variant,
+            sepal_length=features.sepal_length, sepal_width=features.sepal_width,
+            petal_length=features.petal_length, petal_width=features.petal_width,
+            class_index=class_index, class_name=CLASS_NAMES[class_index],
+            inference_time_ms=elapsed_ms, ts_ms=int(time.time() * 1000), routing=str(decision.reason),
+            config_hash=router.config.config_hash,
+        )
+        logged = False
+        if self.logging_enabled:
+            try:
+                if self.spool is None:
+                    raise SpoolWriteError("the prediction spool could not be opened at start-up")
+                self.spool.append(record)
+                logged = True
+            except DuplicateRequest as dup:
+                return self._replay(dup.existing, record)
+            except SpoolWriteError as exc:
+                if self.on_log_failure == "reject":
+                    self._count("rejected_unlogged")
+                    raise SpoolUnavailable(
+                        f"prediction not served: it could not be logged ({exc}); on_log_failure = reject"
+                    ) from None
+                self._count("served_unlogged")
+                log.error("serving unlogged prediction %s: %s", request_id, exc)
+        self._count("served")
+        for listener in self.listeners:
+            listener.on_prediction(record, logged)
+        return PredictionOutcome(request_id, decision.variant, class_index, str(decision.reason),
+                                 elapsed_ms, logged, shadow=decision.shadow)
+
+    def _replay(self, existing: PredictionRecord, attempted: PredictionRecord) -> PredictionOutcome:
+        """A retried request id: answer what was recorded, provided it is the same question."""
+        if existing.features() != attempted.features():
+            raise ConflictingRequest(existing.request_id)
+        self._count("replayed")
+        return PredictionOutcome(existing.request_id, existing.model_version, existing.class_index,
+                                 existing.routing, existing.inference_time_ms, logged=True, replayed=True)
+
+    # -- shadow scoring, after the response --------------------------------------------------
+
+    def submit_shadow(self, outcome: PredictionOutcome, features: IrisFeatures) -> bool:
+        """Queue the candidate's scoring; never blocks. Returns False when the queue is full."""
+        if outcome.shadow is None or outcome.replayed:
+            return False
+        if not self._shadow_slots.acquire(blocking=False):
+            self._count("shadow_dropped")
+            return False
+        try:
+            self._shadow_pool.submit(self._score_shadow, outcome, features, self._router.config.config_hash)
+        except RuntimeError:  # shutting down
+            self._shadow_slots.release()
+            return False
+        return True
+
+    def _score_shadow(self, outcome: PredictionOutcome, features: IrisFeatures, config_hash: str) -> None:
+        try:
+            candidate = self.variants[outcome.shadow]  # type: ignore[index]
+            class_index, elapsed_ms = candidate.predict(features.as_row())
+            record = PredictionRecord(
+                request_id=outcome.request_id, role="shadow", model_version=candidate.name,
+                sepal_length=features.sepal_length, sepal_width=features.sepal_width,
+                petal_length=features.petal_length, petal_width=features.petal_width,
+                class_index=class_index, class_name=CLASS_NAMES[class_index], inference_time_ms=elapsed_ms,
+                ts_ms=int(time.time() * 1000), routing=str(RoutingReason.SHADOW), config_hash=config_hash,
+            )
+            logged = False
+            if self.logging_enabled and self.spool is not None:
+                self.spool.append(record)
+                logged = True
+            self._count("shadow_scored")
+            if class_index == outcome.class_index:
+                self._count("shadow_agree")
+            for listener in self.listeners:
+                listener.on_prediction(record, logged, primary_class=outcome.class_index)
+        except DuplicateRequest:
+            self._count("shadow_scored")
+        except Exception as exc:  # a failing candidate must never touch the primary
+            self._count("shadow_failed")
+            log.warning("shadow scoring of %s by %s failed: %s", outcome.request_id, outcome.shadow, exc)
+        finally:
+            self._shadow_slots.release()
+
+    # -- state -------------------------------------------------------------------------------
+
+    def _count(self, key: str, by: int = 1) -> None:
+        with self._lock:
+            self.counts[key] += by
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Finish queued shadow scoring (it is fast) so its records reach the spool."""
+        self._shadow_pool.shutdown(wait=True, cancel_futures=False)
+
+    def describe(self) -> dict[str, Any]:
+        cfg = self._routing
+        return {
+            "mode": cfg.mode,
+            "config_hash": cfg.config_hash,
+            "ready": self.ready.is_set(),
+            "weights": {name: round(w, 6) for name, w in self._router.weights.items()},
+            "shadow": cfg.shadow.model_dump() if cfg.mode == "shadow" else None,
+            "variants": [
+                self.variants[v.name].describe() if v.name in self.variants
+                else {"name": v.name, "model_uri": v.model_uri, "weight": v.weight, "loaded": False}
+                for v in cfg.variants
+            ],
+        }

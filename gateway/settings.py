@@ -1,0 +1,207 @@
+"""Gateway settings: one TOML file, overridden by environment variables, validated at start-up.
+
+Precedence, highest first: ``MLFLOW_TRACKING_URI`` (for ``mlflow.tracking_uri`` only),
+``GATEWAY_<SECTION>__<KEY>`` environment variables, the TOML file, the defaults below.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_CONFIG_PATH = Path("config/gateway.toml")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the offending key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MlflowSection(_Section):
+    tracking_uri: str = "http://127.0.0.1:5001"
+    experiment: str = "iris-flower-prediction"
+    granularity: Literal["prediction", "window"] = "prediction"
+    window_seconds: float = Field(10.0, gt=0)
+    window_max_records: int = Field(5000, gt=0)
+    export_workers: int = Field(8, ge=1, le=64)
+    model_cache_dir: Path = Path("./var/model-cache")
+
+    @field_validator("tracking_uri", "experiment")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+
+class RoutingSection(_Section):
+    mode: Literal["weighted", "shadow"] = "weighted"
+    variant_header: str = "X-Model-Version"
+    sticky_header: str = "X-User-ID"
+    salt: str = "iris-ab"
+
+
+class VariantSpec(_Section):
+    name: str = Field(min_length=1, max_length=64)
+    model_uri: str = Field(min_length=1)
+    weight: float = Field(1.0, ge=0)
+
+    @field_validator("weight")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    @field_validator("model_uri")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not value.startswith(("models:/", "runs:/", "file:", "/", "./", "mlflow-artifacts:")):
+            raise ValueError("must be a models:/, runs:/ or local path URI")
+        return value
+
+
+class ShadowSection(_Section):
+    primary: str = "v1.0"
+    candidate: str = "v2.0"
+    sample_rate: float = Field(1.0, ge=0, le=1)
+
+
+class SpoolSection(_Section):
+    enabled: bool = True           # false: no prediction log at all (benchmark baseline only)
+    dir: Path = Path("./var/spool")
+    fsync: Literal["normal", "full"] = "normal"
+    max_size_mb: float | None = Field(None, gt=0)
+    retention_hours: float = Field(24.0, ge=0)
+    on_log_failure: Literal["reject", "serve"] = "reject"
+    export: bool = True
+    shutdown_grace_seconds: float = Field(10.0, ge=0)
+
+
+class RoutingConfig(BaseModel):
+    """The part of the settings that decides who answers; it can change while serving."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["weighted", "shadow"]
+    variants: tuple[VariantSpec, ...]
+    shadow: ShadowSection
+    salt: str
+
+    @property
+    def config_hash(self) -> str:
+        """A short stable digest, tagged on every run so periods with different weights differ."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def validate_routing(
+    mode: str, variants: list[VariantSpec] | tuple[VariantSpec, ...], shadow: ShadowSection
+) -> None:
+    """Cross-field rules shared by start-up config and any later routing change."""
+    names = [v.name for v in variants]
+    if not names:
+        raise ValueError("variants: at least one variant is required")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"variants: duplicate variant name(s) {duplicates}")
+    if mode == "weighted" and sum(v.weight for v in variants) <= 0:
+        raise ValueError("variants.weight: weights must sum to more than 0")
+    if mode == "shadow":
+        for key in ("primary", "candidate"):
+            if getattr(shadow, key) not in names:
+                raise ValueError(
+                    f"shadow.{key}: unknown variant {getattr(shadow, key)!r}; configured: {names}"
+                )
+        if shadow.primary == shadow.candidate:
+            raise ValueError("shadow.candidate: must differ from shadow.primary")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
+    )
+
+    mlflow: MlflowSection = MlflowSection()
+    routing: RoutingSection = RoutingSection()
+    variants: list[VariantSpec] = Field(
+        default_factory=lambda: [
+            VariantSpec(name="v1.0", model_uri="models:/IrisClassifier/1", weight=0.5),
+            VariantSpec(name="v2.0", model_uri="models:/IrisClassifier/2", weight=0.5),
+        ]
+    )
+    shadow: ShadowSection = ShadowSection()
+    spool: SpoolSection = SpoolSection()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init kwargs (see load_settings); environment must beat it.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Settings:
+        validate_routing(self.routing.mode, self.variants, self.shadow)
+        return self
+
+    def routing_config(self) -> RoutingConfig:
+        return RoutingConfig(
+            mode=self.routing.mode,
+            variants=tuple(self.variants),
+            shadow=self.shadow,
+            salt=self.routing.salt,
+        )
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "config"
+        msg = err["msg"].removeprefix("Value error, ")
+        # Cross-field errors already start with their key ("shadow.primary: ...").
+        parts.append(msg if key == "config" or ": " in msg.split(" ")[0] else f"{key}: {msg}")
+    return "; ".join(parts)
+
+
+def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
+    """Read the TOML file (if any), apply the environment, validate; raise ConfigError on any problem."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {path}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    for key, value in overrides.items():
+        data[key] = value
+    env_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if env_uri:
+        data.setdefault("mlflow", {})
+        data["mlflow"] = {**data["mlflow"], "tracking_uri": env_uri}
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid config ({path or 'defaults'}): {_format_validation_error(exc)}") from exc
+    if env_uri:
+        # An explicit MLFLOW_TRACKING_URI beats GATEWAY_MLFLOW__TRACKING_URI too.
+        settings.mlflow.tracking_uri = env_uri
+    return settings
