@@ -1,0 +1,82 @@
+# Every target creates .venv first when it is missing.
+SHELL := /bin/bash
+.ONESHELL:
+.SHELLFLAGS := -eu -o pipefail -c
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# make run: ports, addresses and paths (override on the command line or in the environment)
+VAR_DIR ?= ./var
+CONFIG ?= config/gateway.toml
+MLFLOW_HOST ?= 127.0.0.1
+MLFLOW_PORT ?= 5001
+GATEWAY_HOST ?= 127.0.0.1
+GATEWAY_PORT ?= 8000
+MLFLOW_WORKERS ?= 2
+
+.PHONY: install run test test-fast bench lint clean system-deps
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+# Debian packages for the benchmark (wrk) and the browser check of the report (chromium).
+system-deps:
+	if ! command -v wrk >/dev/null || ! command -v chromium >/dev/null; then
+	  SUDO=$$( [ "$$(id -u)" = 0 ] && echo "" || echo sudo )
+	  $$SUDO apt-get update -qq
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk chromium >/dev/null
+	fi
+
+run: $(STAMP)
+	mkdir -p $(VAR_DIR)/mlflow
+	export MLFLOW_TRACKING_URI=http://$(MLFLOW_HOST):$(MLFLOW_PORT)
+	export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false  # its 8 background worker processes are not used here
+	# Own process group for the MLflow server so that one signal stops it and its workers.
+	setsid $(VENV)/bin/mlflow server --host $(MLFLOW_HOST) --port $(MLFLOW_PORT) --workers $(MLFLOW_WORKERS) \
+	  --backend-store-uri sqlite:///$$(realpath $(VAR_DIR))/mlflow/mlflow.db \
+	  --artifacts-destination $$(realpath $(VAR_DIR))/mlflow/artifacts > $(VAR_DIR)/mlflow/server.log 2>&1 &
+	mlflow_pid=$$!
+	gateway_pid=
+	stop() {
+	  trap - INT TERM EXIT
+	  [ -n "$$gateway_pid" ] && kill -TERM $$gateway_pid 2>/dev/null && wait $$gateway_pid 2>/dev/null || true
+	  kill -TERM -- -$$mlflow_pid 2>/dev/null || true
+	  wait $$mlflow_pid 2>/dev/null || true
+	  echo "stopped MLflow and the gateway"
+	}
+	trap stop EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+	echo "MLflow server starting on $$MLFLOW_TRACKING_URI (log: $(VAR_DIR)/mlflow/server.log)"
+	for i in $$(seq 1 120); do
+	  curl -fsS $$MLFLOW_TRACKING_URI/health >/dev/null 2>&1 && break
+	  kill -0 $$mlflow_pid 2>/dev/null || { echo "MLflow server exited; see $(VAR_DIR)/mlflow/server.log"; exit 1; }
+	  sleep 0.5
+	done
+	$(PY) -m models.train
+	$(PY) -m gateway --config $(CONFIG) --host $(GATEWAY_HOST) --port $(GATEWAY_PORT) &
+	gateway_pid=$$!
+	wait $$gateway_pid
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not integration"
+
+bench: $(STAMP) system-deps
+	$(PY) -m experiments.bench
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VAR_DIR) .pytest_cache .hypothesis

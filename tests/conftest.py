@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from experiments.local_stack import GatewayProcess, MlflowServer, train_models, write_config
+
+os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def local_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Both candidate estimators saved as local MLflow models: {label: file path}."""
+    import mlflow.sklearn
+    from sklearn.datasets import load_iris
+
+    from models.train import CANDIDATES
+
+    x, y = load_iris(return_X_y=True)
+    root = tmp_path_factory.mktemp("local-models")
+    out = {}
+    for cand in CANDIDATES:
+        model = cand.build().fit(x, y)
+        path = root / cand.label
+        mlflow.sklearn.save_model(model, str(path), serialization_format="cloudpickle")
+        out[cand.label] = str(path)
+    return out
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """A real `mlflow server` (SQLite in a temp dir) with IrisClassifier versions 1 and 2 registered."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow"), workers=2).start()
+    try:
+        train_models(server.url)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def start_gateway(tmp_path: Path, mlflow_server: MlflowServer) -> Iterator[Callable[..., GatewayProcess]]:
+    """Start gateway processes against the session's MLflow; each gets its own spool unless told."""
+    started: list[GatewayProcess] = []
+
+    def start(*, tracking_uri: str | None = None, spool_dir: Path | None = None, wait_ready: bool = True,
+              env: dict[str, str] | None = None, name: str = "gw", **sections: Any) -> GatewayProcess:
+        workdir = tmp_path / name
+        config = write_config(workdir / "gateway.toml", tracking_uri or mlflow_server.url,
+                              spool_dir or workdir / "spool", tmp_path / "model-cache", **sections)
+        gw = GatewayProcess(config=config, workdir=workdir, env=env or {})
+        started.append(gw)
+        return gw.start(wait_ready=wait_ready)
+
+    yield start
+    for gw in started:
+        gw.stop()

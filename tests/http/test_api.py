@@ -1,0 +1,235 @@
+"""The HTTP contract, through the app factory in-process, with local model files and no MLflow."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.http.app import create_app
+from gateway.settings import load_settings
+from gateway.spool import PredictionSpool
+from tests.strategies import bad_values, iris_values
+
+SEED_FORM = "sepal_length=5.1&sepal_width=3.5&petal_length=1.4&petal_width=0.2"
+FEATURES = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def make_client(tmp_path: Path, local_models: dict[str, str], **sections: Any) -> TestClient:
+    variants = sections.pop("variants", None) or [
+        {"name": "v1.0", "model_uri": local_models["v1.0"], "weight": 0.5},
+        {"name": "v2.0", "model_uri": local_models["v2.0"], "weight": 0.5},
+    ]
+    spool = {"dir": tmp_path / "spool", "export": False, **sections.pop("spool", {})}
+    settings = load_settings(None, variants=variants, spool=spool,
+                             mlflow={"tracking_uri": "http://127.0.0.1:9", "model_cache_dir": tmp_path / "cache"},
+                             **sections)
+    client = TestClient(create_app(settings))
+    return client
+
+
+@pytest.fixture
+def client(tmp_path: Path, local_models: dict[str, str]) -> Iterator[TestClient]:
+    with make_client(tmp_path, local_models) as c:
+        _wait_ready(c)
+        yield c
+
+
+def _wait_ready(c: TestClient) -> None:
+    for _ in range(200):
+        if c.get("/readyz").status_code == 200:
+            return
+        time.sleep(0.05)
+    raise AssertionError(c.get("/readyz").json())
+
+
+def test_seed_form_call(client: TestClient) -> None:
+    r = client.post("/predict", content=SEED_FORM, headers=FORM)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["prediction"] == "Setosa" and body["prediction_class"] == 0
+    assert body["model_version"] in ("v1.0", "v2.0")
+    assert r.headers["X-Model-Version"] == body["model_version"]
+    assert r.headers["X-Request-ID"] == body["request_id"]
+    assert r.headers["X-Routing-Reason"] == "weighted"
+
+
+def test_json_and_query_string(client: TestClient) -> None:
+    assert client.post("/predict", json=FEATURES).json()["prediction"] == "Setosa"
+    r = client.post("/predict", params=FEATURES)
+    assert r.status_code == 200 and r.json()["prediction"] == "Setosa"
+
+
+def test_forced_version_and_request_id_echo(client: TestClient) -> None:
+    r = client.post("/predict", json=FEATURES, headers={"X-Model-Version": "v2.0", "X-Request-ID": "abc-123"})
+    assert r.status_code == 200
+    assert r.json()["model_version"] == "v2.0" and r.headers["X-Routing-Reason"] == "forced"
+    assert r.headers["X-Request-ID"] == "abc-123" == r.json()["request_id"]
+
+
+def test_unknown_forced_version_lists_valid(client: TestClient) -> None:
+    r = client.post("/predict", json=FEATURES, headers={"X-Model-Version": "v3.0"})
+    assert r.status_code == 400
+    assert r.json()["valid"] == ["v1.0", "v2.0"] and "v1.0, v2.0" in r.json()["message"]
+
+
+def test_sticky_user_keeps_version(client: TestClient) -> None:
+    seen = {u: {client.post("/predict", json=FEATURES, headers={"X-User-ID": u}).json()["model_version"]
+                for _ in range(5)} for u in ("alice", "bob", "carol", "dave", "erin", "frank")}
+    assert all(len(v) == 1 for v in seen.values())
+    r = client.post("/predict", json=FEATURES, headers={"X-User-ID": "alice"})
+    assert r.headers["X-Routing-Reason"] == "sticky"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({k: v for k, v in FEATURES.items() if k != "petal_width"}, "petal_width"),
+        ({**FEATURES, "sepal_length": "long"}, "sepal_length"),
+        ({**FEATURES, "sepal_width": "NaN"}, "sepal_width"),
+        ({**FEATURES, "petal_length": "inf"}, "petal_length"),
+        ({**FEATURES, "petal_length": "-Infinity"}, "petal_length"),
+        ({**FEATURES, "petal_width": 0}, "petal_width"),
+        ({**FEATURES, "petal_width": 100.01}, "petal_width"),
+        ({**FEATURES, "sepal_length": None}, "sepal_length"),
+    ],
+)
+def test_bad_input_names_field(client: TestClient, body: dict[str, Any], field: str) -> None:
+    r = client.post("/predict", json=body)
+    assert r.status_code == 422, r.text
+    assert field in [e["field"] for e in r.json()["errors"]]
+    assert field in r.json()["message"]
+
+
+def test_json_nan_literal_and_form_nan(client: TestClient) -> None:
+    r = client.post("/predict", content='{"sepal_length": NaN, "sepal_width": 3.5, "petal_length": 1.4, '
+                    '"petal_width": Infinity}', headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and {e["field"] for e in r.json()["errors"]} == {"sepal_length", "petal_width"}
+    r = client.post("/predict", content=SEED_FORM.replace("5.1", "nan"), headers=FORM)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "sepal_length"
+
+
+@pytest.mark.parametrize(
+    ("content", "ctype", "status"),
+    [
+        ('{"sepal_length": 5.1,', "application/json", 400),
+        ("[1, 2, 3, 4]", "application/json", 422),
+        ('"just a string"', "application/json", 422),
+        (b"\xff\xfe\x00", "application/json", 400),
+        ("<xml/>", "application/xml", 400),
+        ("", "application/json", 422),
+    ],
+)
+def test_malformed_bodies_never_500(client: TestClient, content: Any, ctype: str, status: int) -> None:
+    r = client.post("/predict", content=content, headers={"Content-Type": ctype})
+    assert r.status_code == status, r.text
+    assert "message" in r.json()
+
+
+def test_bad_request_id_rejected(client: TestClient) -> None:
+    r = client.post("/predict", json=FEATURES, headers={"X-Request-ID": "x" * 200})
+    assert r.status_code == 400 and "X-Request-ID" in r.json()["message"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.fixed_dictionaries({k: st.one_of(iris_values, bad_values) for k in FEATURES}))
+def test_any_input_is_answered_200_or_422(client: TestClient, values: dict[str, Any]) -> None:
+    form = "&".join(f"{k}={v}" for k, v in values.items())
+    r = client.post("/predict", content=form, headers=FORM)
+    assert r.status_code in (200, 422), r.text
+
+
+def test_service_endpoints(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json()["ready"] is True
+    variants = client.get("/variants").json()
+    assert variants["mode"] == "weighted" and variants["weights"] == {"v1.0": 0.5, "v2.0": 0.5}
+    assert len(variants["config_hash"]) == 12
+    assert [v["name"] for v in variants["variants"]] == ["v1.0", "v2.0"]
+    spec = client.get("/openapi.json").json()
+    body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]
+    assert {"application/json", "application/x-www-form-urlencoded"} <= set(body)
+    assert client.get("/docs").status_code == 200
+
+
+def test_every_answer_is_in_the_spool_before_the_response(tmp_path: Path, local_models: dict[str, str]) -> None:
+    with make_client(tmp_path, local_models) as c:
+        _wait_ready(c)
+        spool = PredictionSpool(tmp_path / "spool")
+        for i in range(20):
+            r = c.post("/predict", json=FEATURES)
+            assert r.status_code == 200
+            rec = spool.find(r.json()["request_id"])  # already there when the response arrives
+            assert rec is not None and rec.model_version == r.json()["model_version"]
+            assert rec.class_name == r.json()["prediction"] and rec.routing == "weighted"
+        assert spool.count() == 20
+
+
+def test_retry_with_same_request_id_is_idempotent(client: TestClient) -> None:
+    h = {"X-Request-ID": "retry-1"}
+    first = client.post("/predict", json=FEATURES, headers=h)
+    again = client.post("/predict", json=FEATURES, headers=h)
+    assert again.status_code == 200 and again.json() == first.json()
+    assert again.headers["X-Idempotent-Replay"] == "true"
+    other = client.post("/predict", json={**FEATURES, "sepal_length": 6.0}, headers=h)
+    assert other.status_code == 409
+
+
+def test_shadow_mode_scores_candidate_after_response(tmp_path: Path, local_models: dict[str, str]) -> None:
+    with make_client(tmp_path, local_models, routing={"mode": "shadow"}) as c:
+        _wait_ready(c)
+        ids = []
+        for _ in range(10):
+            r = c.post("/predict", json=FEATURES)
+            assert r.json()["model_version"] == "v1.0" and r.headers["X-Routing-Reason"] == "shadow"
+            ids.append(r.json()["request_id"])
+        spool = PredictionSpool(tmp_path / "spool")
+        for _ in range(100):
+            if spool.count() == 20:
+                break
+            time.sleep(0.05)
+        shadows = [spool.find(i, "shadow") for i in ids]
+        assert all(s is not None and s.model_version == "v2.0" for s in shadows)
+
+
+def test_failing_candidate_never_touches_primary(tmp_path: Path, local_models: dict[str, str]) -> None:
+    with make_client(tmp_path, local_models, routing={"mode": "shadow"}) as c:
+        _wait_ready(c)
+        service = c.app.state.service  # type: ignore[attr-defined]
+
+        class Broken:
+            def predict(self, x: Any) -> Any:
+                raise RuntimeError("candidate exploded")
+
+        service.variants["v2.0"].model = Broken()
+        for _ in range(5):
+            assert c.post("/predict", json=FEATURES).status_code == 200
+        for _ in range(100):
+            if service.counts["shadow_failed"] == 5:
+                break
+            time.sleep(0.05)
+        assert service.counts["shadow_failed"] == 5 and service.counts["served"] == 5
+
+
+@pytest.mark.parametrize(("policy", "status"), [("reject", 503), ("serve", 200)])
+def test_full_spool_policy(tmp_path: Path, local_models: dict[str, str], policy: str, status: int) -> None:
+    with make_client(tmp_path, local_models, spool={"max_size_mb": 0.05, "on_log_failure": policy}) as c:
+        _wait_ready(c)
+        codes = [c.post("/predict", json=FEATURES).status_code for _ in range(400)]
+        assert codes[0] == 200
+        assert codes[-1] == status
+        stats = c.get("/stats").json()
+        if policy == "reject":
+            # Everything answered 200 is in the spool; nothing unlogged was served.
+            assert stats["spool"]["backlog"] == codes.count(200)
+            assert stats["requests"]["rejected_unlogged"] == codes.count(503)
+        else:
+            assert stats["requests"]["served_unlogged"] > 0
+            assert c.post("/predict", json=FEATURES).headers["X-Prediction-Logged"] == "false"
