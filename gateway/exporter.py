@@ -271,18 +271,23 @@ class MlflowExporter:
                     last_prune = time.monotonic()
                 self._wait(0.2)
                 continue
-            for i, row in enumerate(rows):
-                if self._stop.is_set() and self._backing_off():
-                    self.spool.release([r.id for r in rows[i:]], untouched=True)
-                    break
-                try:
-                    self.export_one(row)
-                except Exception as exc:
-                    self.spool.release([row.id], untouched=False)
-                    self.spool.release([r.id for r in rows[i + 1:]], untouched=True)
-                    self._on_failure(exc)
-                    break
-                self._on_success()
+            self.export_claimed(rows)
+
+    def export_claimed(self, rows: list[SpoolRow]) -> int:
+        """Export leased rows in order; on the first failure give the rest back. Return how many went."""
+        for i, row in enumerate(rows):
+            if self._stop.is_set() and self._backing_off():
+                self.spool.release([r.id for r in rows[i:]], untouched=True)
+                return i
+            try:
+                self.export_one(row)
+            except Exception as exc:
+                self.spool.release([row.id], untouched=False)
+                self.spool.release([r.id for r in rows[i + 1:]], untouched=True)
+                self._on_failure(exc)
+                return i
+            self._on_success()
+        return len(rows)
 
     def export_one(self, row: SpoolRow) -> str:
         rec = row.record

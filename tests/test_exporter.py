@@ -1,0 +1,170 @@
+"""Exactly-once export under injected faults, against an in-memory stand-in for MLflow.
+
+The stand-in only models what the exporter relies on: runs with tags, searchable by tag, and
+calls that fail either before reaching the server or after it has acted (a lost response).
+Real-server behaviour is covered by tests/integration.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import hypothesis.strategies as st
+from hypothesis import given, settings
+
+from gateway.exporter import MlflowExporter, window_summary
+from gateway.spool import DONE, PredictionSpool
+from tests.test_spool import rec
+
+
+class FakeMlflow:
+    def __init__(self, faults: list[str]) -> None:
+        self.runs: dict[str, dict[str, Any]] = {}
+        self.faults = iter(faults)
+        self.ids = itertools.count()
+        self.calls = 0
+
+    def _maybe_fail(self, stage: str) -> None:
+        fault = next(self.faults, "ok")
+        if fault == stage:
+            raise ConnectionError(f"injected {stage}")
+
+    def _call(self, action: Any) -> Any:
+        self.calls += 1
+        self._maybe_fail("before")
+        result = action()
+        self._maybe_fail("after")  # the server acted but the answer was lost
+        return result
+
+    def find_run(self, tags: dict[str, str]) -> str | None:
+        def search() -> str | None:
+            for run_id, run in self.runs.items():
+                if all(run["tags"].get(k) == v for k, v in tags.items()):
+                    return run_id
+            return None
+        return self._call(search)  # type: ignore[no-any-return]
+
+    def create_run(self, start_time_ms: int, tags: dict[str, str], run_name: str) -> str:
+        def create() -> str:
+            run_id = f"run{next(self.ids)}"
+            self.runs[run_id] = {"tags": dict(tags), "start": start_time_ms, "metrics": {}, "params": {},
+                                 "status": "RUNNING", "artifacts": {}}
+            return run_id
+        return self._call(create)  # type: ignore[no-any-return]
+
+    def log_batch(self, run_id: str, metrics: list[Any], params: list[Any] = ()) -> None:  # type: ignore[assignment]
+        def log() -> None:
+            run = self.runs[run_id]
+            for m in metrics:
+                run["metrics"].setdefault(m.key, set()).add((m.timestamp, m.step, m.value))
+            for p in params:
+                assert run["params"].get(p.key, p.value) == p.value
+                run["params"][p.key] = p.value
+        self._call(log)
+
+    def finish(self, run_id: str, end_time_ms: int) -> None:
+        self._call(lambda: self.runs[run_id].update(status="FINISHED"))
+
+    def log_text(self, run_id: str, text: str, path: str) -> None:
+        self._call(lambda: self.runs[run_id]["artifacts"].update({path: text}))
+
+
+faults = st.lists(st.sampled_from(["ok", "ok", "ok", "before", "after"]), max_size=120)
+
+
+def _exporter(spool: PredictionSpool, fake: FakeMlflow, **kw: Any) -> MlflowExporter:
+    return MlflowExporter(spool, "http://unused", "exp", writer=fake, max_backoff=0, **kw)  # type: ignore[arg-type]
+
+
+@settings(max_examples=80, deadline=None)
+@given(n=st.integers(1, 25), injected=faults, crash_points=st.lists(st.integers(0, 60), max_size=4))
+def test_prediction_runs_exactly_once(tmp_path_factory: Any, n: int, injected: list[str],
+                                      crash_points: list[int]) -> None:
+    spool = PredictionSpool(tmp_path_factory.mktemp("spool"))
+    expected = set()
+    for i in range(n):
+        for role in ("primary", "shadow") if i % 3 == 0 else ("primary",):
+            spool.append(rec(i, role=role))
+            expected.add((f"r{i}", role))
+    fake = FakeMlflow(injected)
+    exporter = _exporter(spool, fake)
+    for step in range(1000):
+        if step in crash_points:
+            # An exporter dies holding leases: they expire and another exporter takes over.
+            spool.claim(3)
+            spool._update("UPDATE records SET lease_until = 0 WHERE status = 1", [])
+            exporter = _exporter(spool, fake)
+        rows = spool.claim(4)
+        if not rows:
+            break
+        exporter.export_claimed(rows)
+    assert spool.count_open() == 0 and spool.count(DONE) == len(expected)
+    by_key = [(r["tags"]["request_id"], r["tags"]["role"]) for r in fake.runs.values()]
+    assert sorted(by_key) == sorted(expected), "one run per (request_id, role), none duplicated"
+    for run in fake.runs.values():
+        assert run["status"] == "FINISHED"
+        assert set(run["params"]) == {"sepal_length", "sepal_width", "petal_length", "petal_width"}
+        assert {k: len(v) for k, v in run["metrics"].items()} == {"prediction_class": 1, "inference_time_ms": 1}
+        assert {"prediction", "model_version", "request_id", "role", "routing", "config_hash"} <= set(run["tags"])
+
+
+def test_clean_export_uses_three_calls_per_run(tmp_path: Path) -> None:
+    spool = PredictionSpool(tmp_path)
+    for i in range(10):
+        spool.append(rec(i))
+    fake = FakeMlflow([])
+    _exporter(spool, fake).export_claimed(spool.claim(10))
+    assert len(fake.runs) == 10 and fake.calls == 30
+
+
+def test_start_time_is_prediction_time(tmp_path: Path) -> None:
+    spool = PredictionSpool(tmp_path)
+    spool.append(rec(1, ts=1_600_000_000_123))
+    fake = FakeMlflow([])
+    _exporter(spool, fake).export_claimed(spool.claim(1))
+    (run,) = fake.runs.values()
+    assert run["start"] == 1_600_000_000_123
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 60), injected=faults)
+def test_window_runs_exactly_once(tmp_path_factory: Any, n: int, injected: list[str]) -> None:
+    spool = PredictionSpool(tmp_path_factory.mktemp("spool"))
+    t0 = 1_700_000_000_000
+    for i in range(n):
+        spool.append(rec(i, version="v1.0" if i % 2 else "v2.0", ts=t0 + i * 500))
+    fake = FakeMlflow(injected)
+    exporter = _exporter(spool, fake, granularity="window", window_seconds=5, window_max_records=7)
+    for _ in range(2000):
+        claimed = spool.claim_window(5, 7, now=t0 / 1000 + 10_000)
+        if claimed is None:
+            break
+        try:
+            exporter.export_window(*claimed)
+        except ConnectionError:
+            spool.release_batch(claimed[0], untouched=False)
+    assert spool.count_open() == 0
+    window_ids = [r["tags"]["window_id"] for r in fake.runs.values()]
+    assert len(window_ids) == len(set(window_ids))
+    total = sum(int(r["artifacts"]["predictions.jsonl"].count("\n")) for r in fake.runs.values())
+    assert total == n, "every record in exactly one window table"
+    counts = sum(next(iter(r["metrics"]["count"]))[2] for r in fake.runs.values())
+    assert counts == n
+
+
+def test_window_summary_figures() -> None:
+    rows = []
+    spool_rows = [(i, v) for i, v in enumerate([1.0, 2.0, 3.0, 4.0, 10.0])]
+    from gateway.spool import SpoolRow
+
+    for i, latency in spool_rows:
+        r = rec(i)
+        r = r.__class__(**{**{f: getattr(r, f) for f in r.__slots__}, "inference_time_ms": latency,
+                           "class_name": "Setosa" if i < 3 else "Virginica", "class_index": 0 if i < 3 else 2})
+        rows.append(SpoolRow(id=i, record=r, attempts=1, batch_id="b", run_id=None))
+    s = window_summary(rows)
+    assert s["count"] == 5 and s["inference_time_ms_mean"] == 4.0 and s["inference_time_ms_p50"] == 3.0
+    assert s["class_count_Setosa"] == 3 and s["class_count_Virginica"] == 2 and s["class_count_Versicolor"] == 0
+    assert abs(s["inference_time_ms_p95"] - 8.8) < 1e-9  # numpy linear interpolation between 4 and 10
