@@ -1,0 +1,140 @@
+"""End to end over HTTP: a real `mlflow server`, models trained by `models.train`, a gateway process."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from experiments.local_stack import ROOT, GatewayProcess, MlflowServer, free_port, write_config
+from experiments.traffic import run_traffic
+from tests.integration.helpers import FEATURES, runs_by_request, wait_drained
+
+pytestmark = pytest.mark.integration
+
+SEED_FORM = "sepal_length=5.1&sepal_width=3.5&petal_length=1.4&petal_width=0.2"
+
+
+def test_models_registered_with_labels_and_aliases(mlflow_server: MlflowServer) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    v1 = client.get_model_version("IrisClassifier", "1")
+    v2 = client.get_model_version("IrisClassifier", "2")
+    assert v1.tags["model_version"] == "v1.0" and v2.tags["model_version"] == "v2.0"
+    assert client.get_model_version_by_alias("IrisClassifier", "champion").version == "1"
+    assert client.get_model_version_by_alias("IrisClassifier", "challenger").version == "2"
+    runs = client.search_runs([client.get_experiment_by_name("iris-training").experiment_id])
+    by_label = {r.data.tags["model_version"]: r for r in runs if r.info.status == "FINISHED"}
+    for label in ("v1.0", "v2.0"):
+        assert {"accuracy", "precision", "recall", "f1"} <= set(by_label[label].data.metrics)
+        arts = [a.path for a in client.list_artifacts(by_label[label].info.run_id)]
+        assert "confusion_matrix.png" in arts
+    assert by_label["v1.0"].data.params["estimator"] != by_label["v2.0"].data.params["estimator"]
+    # Idempotent: a second run registers nothing new.
+    subprocess.run([sys.executable, "-m", "models.train", "--tracking-uri", mlflow_server.url], check=True,
+                   cwd=ROOT, capture_output=True)
+    assert len(client.search_model_versions("name = 'IrisClassifier'")) == 2
+
+
+def test_routes_and_logs_every_prediction(start_gateway: Callable[..., GatewayProcess],
+                                          mlflow_server: MlflowServer) -> None:
+    gw = start_gateway()
+    with httpx.Client(base_url=gw.url, timeout=10) as http:
+        seed = http.post("/predict", content=SEED_FORM,
+                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert seed.status_code == 200 and seed.json()["prediction"] == "Setosa"
+        as_json = http.post("/predict", json={"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.2,
+                                              "petal_width": 2.3})
+        assert as_json.json()["prediction"] == "Virginica"
+        forced = http.post("/predict", json=FEATURES, headers={"X-Model-Version": "v2.0"})
+        assert forced.headers["X-Model-Version"] == "v2.0" and forced.headers["X-Routing-Reason"] == "forced"
+        assert http.post("/predict", json=FEATURES, headers={"X-Model-Version": "v7"}).status_code == 400
+        sticky = {http.post("/predict", json=FEATURES, headers={"X-User-ID": "u-42"}).json()["model_version"]
+                  for _ in range(5)}
+        assert len(sticky) == 1
+        bad = http.post("/predict", json={**FEATURES, "petal_width": "NaN"})
+        assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "petal_width"
+        variants = http.get("/variants").json()
+        assert [v["registry_version"] for v in variants["variants"]] == ["1", "2"]
+        answered = [seed, as_json, forced]
+    stats = wait_drained(gw)
+    assert stats["exporter"]["exported"] == 8 and stats["exporter"]["duplicates_avoided"] == 0
+    runs = runs_by_request(mlflow_server.url)
+    for resp in answered:
+        (run,) = runs[(resp.json()["request_id"], "primary")]
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["model_version"] == resp.json()["model_version"]
+        assert run.data.tags["prediction"] == resp.json()["prediction"]
+        assert run.data.tags["routing"] == resp.headers["X-Routing-Reason"]
+        assert run.data.tags["config_hash"] == variants["config_hash"]
+        assert run.data.metrics["prediction_class"] == resp.json()["prediction_class"]
+        assert run.data.metrics["inference_time_ms"] > 0
+        assert set(run.data.params) == set(FEATURES)
+    seed_run = runs[(seed.json()["request_id"], "primary")][0]
+    assert seed_run.data.params == {"sepal_length": "5.1", "sepal_width": "3.5", "petal_length": "1.4",
+                                    "petal_width": "0.2"}
+
+
+def test_shadow_mode_end_to_end(start_gateway: Callable[..., GatewayProcess], mlflow_server: MlflowServer) -> None:
+    gw = start_gateway(routing={"mode": "shadow"}, name="shadow")
+    result = asyncio.run(run_traffic(gw.url, 60, concurrency=4, progress=False, seed=7))
+    assert result.ok == 60 and set(result.versions) == {"v1.0"} and set(result.reasons) == {"shadow"}
+    wait_drained(gw)
+    stats = httpx.get(gw.url + "/stats").json()
+    assert stats["requests"]["shadow_scored"] == 60
+    runs = runs_by_request(mlflow_server.url)
+    shadow = [k for k in runs if k[1] == "shadow"]
+    assert len(shadow) >= 60
+    for rid, _ in shadow[:10]:
+        assert runs[(rid, "shadow")][0].data.tags["model_version"] == "v2.0"
+        assert runs[(rid, "primary")][0].data.tags["model_version"] == "v1.0"
+
+
+def test_weighted_shares_over_http(start_gateway: Callable[..., GatewayProcess]) -> None:
+    gw = start_gateway(name="w7030", spool={"export": False}, variants=[
+        {"name": "v1.0", "model_uri": "models:/IrisClassifier/1", "weight": 0.7},
+        {"name": "v2.0", "model_uri": "models:/IrisClassifier@challenger", "weight": 0.3},
+    ])
+    result = asyncio.run(run_traffic(gw.url, 1500, concurrency=8, progress=False, seed=3))
+    assert result.ok == 1500
+    share = result.versions["v1.0"] / 1500
+    assert abs(share - 0.7) < 4.5 * (0.7 * 0.3 / 1500) ** 0.5
+    sticky = asyncio.run(run_traffic(gw.url, 400, concurrency=8, users=25, progress=False, seed=4))
+    assert sticky.sticky_consistent and set(sticky.reasons) == {"sticky"}
+
+
+def test_missing_model_fails_start_with_one_line(tmp_path: Path, mlflow_server: MlflowServer) -> None:
+    config = write_config(tmp_path / "g.toml", mlflow_server.url, tmp_path / "spool", tmp_path / "cache",
+                          variants=[{"name": "v1.0", "model_uri": "models:/IrisClassifier/9", "weight": 1.0}])
+    proc = subprocess.run([sys.executable, "-m", "gateway", "--config", str(config), "--port", str(free_port())],
+                          capture_output=True, text=True, timeout=90, cwd=ROOT)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "models:/IrisClassifier/9" in last and mlflow_server.url in last
+    assert "Traceback" not in proc.stderr
+
+
+def test_unreachable_tracking_server_fails_start_with_one_line(tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    config = write_config(tmp_path / "g.toml", dead, tmp_path / "spool", tmp_path / "empty-cache")
+    proc = subprocess.run([sys.executable, "-m", "gateway", "--config", str(config), "--port", str(free_port())],
+                          capture_output=True, text=True, timeout=90, cwd=ROOT)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert dead in last and "unreachable" in last and "models:/IrisClassifier/1" in last
+    assert "Traceback" not in proc.stderr
+
+
+def test_traffic_cli_prints_shares_and_percentiles(start_gateway: Callable[..., GatewayProcess]) -> None:
+    gw = start_gateway(name="cli", spool={"export": False})
+    proc = subprocess.run([sys.executable, "-m", "experiments.traffic", "--url", gw.url, "-n", "200",
+                           "--variant", "v2.0"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert "v2.0" in proc.stdout and "100.00%" in proc.stdout and "p99" in proc.stdout
+    assert "200/200" in proc.stderr  # the progress bar
