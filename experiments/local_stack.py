@@ -24,7 +24,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, timeout: float, proc: subprocess.Popen[Any] | None = None, ok: tuple[int, ...] = (200,)) -> None:
+def wait_http(url: str, timeout: float, proc: subprocess.Popen[Any] | None = None,
+              ok: tuple[int, ...] = (200,)) -> None:
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
@@ -74,7 +75,7 @@ class MlflowServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         backend = self.backend_uri or f"sqlite:///{self.workdir / 'mlflow.db'}"
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        self._log = open(self.workdir / "server.log", "ab")
+        self._log = open(self.workdir / "server.log", "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
             [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port),
              "--workers", str(self.workers), "--backend-store-uri", backend,
@@ -119,7 +120,7 @@ class GatewayProcess:
 
     def start(self, wait_ready: bool = True, timeout: float = 90) -> GatewayProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "--config", str(self.config), "--port", str(self.port)],
             stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **self.env},

@@ -99,9 +99,8 @@ async def run_traffic(url: str, n: int, concurrency: int = 8, users: int = 0, va
                         result.versions[data["model_version"]] += 1
                         result.classes[data["prediction"]] += 1
                         result.reasons[r.headers.get("X-Routing-Reason", "?")] += 1
-                        if user:
-                            if seen_user.setdefault(user, data["model_version"]) != data["model_version"]:
-                                result.sticky_consistent = False
+                        if user and seen_user.setdefault(user, data["model_version"]) != data["model_version"]:
+                            result.sticky_consistent = False
                     else:
                         result.errors[f"HTTP {r.status_code}"] += 1
                 result.sent += 1

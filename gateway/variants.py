@@ -98,7 +98,7 @@ class ModelLoader:
     def __init__(self, tracking_uri: str, cache_dir: Path) -> None:
         self.tracking_uri = tracking_uri
         self.cache_dir = Path(cache_dir)
-        self._server_problem: str | None | bool = False  # False: not checked yet
+        self._server_problem: str | bool | None = False  # False: not checked yet
 
     def _server_down(self) -> str | None:
         if self._server_problem is False:
@@ -139,10 +139,7 @@ class ModelLoader:
     def load(self, spec: VariantSpec) -> LoadedVariant:
         start = time.perf_counter()
         local = _local_path(spec.model_uri)
-        if local is not None:
-            variant = _load_local(spec, local, source="local")
-        else:
-            variant = self._load_remote(spec)
+        variant = _load_local(spec, local, source="local") if local is not None else self._load_remote(spec)
         variant.load_seconds = time.perf_counter() - start
         return variant
 

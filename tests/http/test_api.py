@@ -163,7 +163,7 @@ def test_every_answer_is_in_the_spool_before_the_response(tmp_path: Path, local_
     with make_client(tmp_path, local_models) as c:
         _wait_ready(c)
         spool = PredictionSpool(tmp_path / "spool")
-        for i in range(20):
+        for _ in range(20):
             r = c.post("/predict", json=FEATURES)
             assert r.status_code == 200
             rec = spool.find(r.json()["request_id"])  # already there when the response arrives

@@ -1,0 +1,176 @@
+"""The prediction log's guarantees under faults, against real processes.
+
+Each test has its own `mlflow server` so that it can stop and restart it. Slow: tens of seconds each.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from experiments.local_stack import GatewayProcess, MlflowServer, train_models, write_config
+from tests.integration.helpers import FEATURES, TrafficThread, assert_exactly_once, wait_drained
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+OUTAGE_SECONDS = float(os.environ.get("FAULT_OUTAGE_SECONDS", "60"))
+
+
+@pytest.fixture
+def own_mlflow(tmp_path: Path):  # type: ignore[no-untyped-def]
+    server = MlflowServer(tmp_path / "mlflow", workers=2).start()
+    train_models(server.url)
+    yield server
+    server.stop()
+
+
+def _gateway(tmp_path: Path, server: MlflowServer, **sections: object) -> GatewayProcess:
+    config = write_config(tmp_path / "gateway.toml", server.url, tmp_path / "spool", tmp_path / "cache",
+                          **sections)  # type: ignore[arg-type]
+    return GatewayProcess(config=config, workdir=tmp_path / "gw")
+
+
+def test_mlflow_down_mid_traffic_then_back(tmp_path: Path, own_mlflow: MlflowServer) -> None:
+    gw = _gateway(tmp_path, own_mlflow).start()
+    try:
+        # About 30 requests/s: a 60 s outage leaves a backlog of ~1,800 to drain afterwards.
+        with TrafficThread(gw.url, connections=3, pause=0.1) as traffic:
+            time.sleep(3)
+            before = len(traffic.ok_ids)
+            own_mlflow.stop(signal.SIGKILL)
+            outage_start = len(traffic.latencies_ms)
+            time.sleep(OUTAGE_SECONDS)
+            outage_lat = traffic.latencies_ms[outage_start:]
+            during = len(traffic.ok_ids) - before
+            backlog = httpx.get(gw.url + "/stats").json()["spool"]["backlog"]
+            own_mlflow.start()
+            time.sleep(3)
+        assert not traffic.failures, traffic.failures[:5]
+        assert during > 50 and backlog > 0
+        stats = wait_drained(gw, timeout=300)
+        assert stats["exporter"]["failed_attempts"] > 0
+        print(f"outage {OUTAGE_SECONDS:.0f}s: served {during} during it, backlog peak ~{backlog}, "
+              f"p50 during outage {statistics.median(outage_lat):.1f} ms")
+        assert_exactly_once(own_mlflow.url, traffic.ok_ids)
+    finally:
+        gw.stop()
+
+
+def test_mlflow_down_at_startup_serves_from_cache(tmp_path: Path, own_mlflow: MlflowServer) -> None:
+    gw = _gateway(tmp_path, own_mlflow).start()  # fills the model cache
+    gw.stop()
+    own_mlflow.stop()
+    gw = _gateway(tmp_path, own_mlflow).start()
+    try:
+        served = []
+        with httpx.Client(base_url=gw.url, timeout=5) as http:
+            for _ in range(40):
+                r = http.post("/predict", json=FEATURES)
+                assert r.status_code == 200
+                served.append(r.json()["request_id"])
+            assert {v["source"] for v in http.get("/variants").json()["variants"]} == {"cache"}
+        assert httpx.get(gw.url + "/stats").json()["spool"]["backlog"] == 40
+        own_mlflow.start()
+        wait_drained(gw, timeout=120)
+        assert_exactly_once(own_mlflow.url, served)
+    finally:
+        gw.stop()
+
+
+def test_sigkill_during_traffic_loses_and_duplicates_nothing(tmp_path: Path, own_mlflow: MlflowServer) -> None:
+    served: list[str] = []
+    for round_ in range(3):
+        gw = _gateway(tmp_path, own_mlflow).start()
+        with TrafficThread(gw.url, connections=4, pause=0.05) as traffic:
+            time.sleep(4 + round_)
+            gw.stop(signal.SIGKILL)  # mid-request, mid-export
+        served += traffic.ok_ids
+    gw = _gateway(tmp_path, own_mlflow).start()
+    try:
+        stats = wait_drained(gw, timeout=300)
+        counts = assert_exactly_once(own_mlflow.url, served)
+        assert counts["served"] > 100
+        print("after 3 SIGKILLs:", counts, "duplicates avoided by tag lookup:",
+              stats["spool"].get("total_duplicates_avoided", 0))
+    finally:
+        gw.stop()
+
+
+def test_sigterm_drains_within_grace_and_keeps_the_rest(tmp_path: Path, own_mlflow: MlflowServer) -> None:
+    gw = _gateway(tmp_path, own_mlflow, spool={"dir": str(tmp_path / "spool"), "shutdown_grace_seconds": 3.0}).start()
+    own_mlflow.stop()
+    with httpx.Client(base_url=gw.url, timeout=5) as http:
+        served = [http.post("/predict", json=FEATURES).json()["request_id"] for _ in range(30)]
+    start = time.monotonic()
+    # uvicorn re-raises the SIGTERM it handled once shutdown is complete: -15 is a clean exit here.
+    assert gw.stop(signal.SIGTERM) in (0, -signal.SIGTERM)
+    took = time.monotonic() - start
+    assert took < 3.0 + 10, took
+    assert "30 left in the spool" in gw.log_text() and "Application shutdown complete" in gw.log_text()
+    # With MLflow back, the next start ships what the last one could not.
+    own_mlflow.start()
+    gw = _gateway(tmp_path, own_mlflow).start()
+    try:
+        wait_drained(gw)
+        with httpx.Client(base_url=gw.url, timeout=5) as http:
+            served += [http.post("/predict", json=FEATURES).json()["request_id"] for _ in range(10)]
+        assert gw.stop(signal.SIGTERM) in (0, -signal.SIGTERM)  # MLflow up: drains before exiting
+        assert "0 left in the spool" in gw.log_text()
+        assert_exactly_once(own_mlflow.url, served)
+    finally:
+        gw.stop()
+
+
+def test_export_cli_drains_a_spool_without_serving(tmp_path: Path, own_mlflow: MlflowServer) -> None:
+    import subprocess
+    import sys
+
+    from experiments.local_stack import ROOT
+
+    gw = _gateway(tmp_path, own_mlflow, spool={"dir": str(tmp_path / "spool"), "export": False}).start()
+    with httpx.Client(base_url=gw.url, timeout=5) as http:
+        served = [http.post("/predict", json=FEATURES).json()["request_id"] for _ in range(25)]
+    gw.stop()
+    config = write_config(tmp_path / "export.toml", own_mlflow.url, tmp_path / "spool", tmp_path / "cache")
+    proc = subprocess.run([sys.executable, "-m", "gateway.export", "--config", str(config), "--quiet"],
+                          capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert "exported 25 record(s)" in proc.stdout
+    assert_exactly_once(own_mlflow.url, served)
+
+
+def test_window_mode_one_run_per_version_role_window(tmp_path: Path, own_mlflow: MlflowServer) -> None:
+    from mlflow import MlflowClient
+
+    gw = _gateway(tmp_path, own_mlflow, mlflow={"tracking_uri": own_mlflow.url,
+                                                 "model_cache_dir": str(tmp_path / "cache"),
+                                                 "granularity": "window", "window_seconds": 2.0,
+                                                 "experiment": "iris-windows"},
+                  routing={"mode": "shadow"}).start()
+    try:
+        with TrafficThread(gw.url, connections=3, pause=0.01) as traffic:
+            time.sleep(5)
+        wait_drained(gw, timeout=120)
+    finally:
+        gw.stop()
+    client = MlflowClient(tracking_uri=own_mlflow.url)
+    exp = client.get_experiment_by_name("iris-windows")
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.granularity = 'window'", max_results=1000)
+    assert len(runs) >= 4
+    counts = {("v1.0", "primary"): 0, ("v2.0", "shadow"): 0}
+    for run in runs:
+        key = (run.data.tags["model_version"], run.data.tags["role"])
+        counts[key] += int(run.data.metrics["count"])
+        assert {"inference_time_ms_p50", "inference_time_ms_p95", "inference_time_ms_p99",
+                "class_count_Setosa"} <= set(run.data.metrics)
+        assert "predictions.jsonl" in [a.path for a in client.list_artifacts(run.info.run_id)]
+        history = client.get_metric_history(run.info.run_id, "inference_time_ms")
+        assert len(history) == int(run.data.metrics["count"])
+        assert int(run.data.tags["window_end_ms"]) - int(run.data.tags["window_start_ms"]) < 2000
+    assert counts[("v1.0", "primary")] == len(traffic.ok_ids) == counts[("v2.0", "shadow")]
