@@ -63,7 +63,7 @@ class MlflowServer:
     workdir: Path
     port: int = field(default_factory=free_port)
     backend_uri: str | None = None
-    workers: int = 1
+    workers: int | None = 1  # None: the server's own default (a "stock" server)
     proc: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
 
@@ -78,7 +78,7 @@ class MlflowServer:
         self._log = open(self.workdir / "server.log", "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
             [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port),
-             "--workers", str(self.workers), "--backend-store-uri", backend,
+             *(["--workers", str(self.workers)] if self.workers else []), "--backend-store-uri", backend,
              "--artifacts-destination", str(self.workdir / "artifacts")],
             stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=self.workdir,
         )

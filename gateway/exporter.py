@@ -127,6 +127,7 @@ def prediction_tags(row: SpoolRow) -> dict[str, str]:
         "role": rec.role,
         "routing": rec.routing,
         "config_hash": rec.config_hash,
+        "weights": rec.weights,
         "granularity": "prediction",
     }
 
@@ -365,6 +366,7 @@ class MlflowExporter:
                 "granularity": "window", "window_id": batch_id, "model_version": first.model_version,
                 "role": first.role, "config_hash": ",".join(sorted({r.record.config_hash for r in rows})),
                 "routing": ",".join(sorted({r.record.routing for r in rows})),
+                "weights": ";".join(sorted({r.record.weights for r in rows})),
                 "window_start_ms": str(start_ms), "window_end_ms": str(end_ms),
                 "window_start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start_ms / 1000)),
                 "window_end": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(end_ms / 1000)),

@@ -66,6 +66,7 @@ class Router:
         self._chosen = [n for n in self.names if self.weights[n] > 0]
         self._edges = list(accumulate(self.weights[n] for n in self._chosen))
         self._edges[-1] = 1.0  # guard against float shortfall such as 0.9999999999
+        self.weights_tag = ",".join(f"{n}={w:.6g}" for n, w in self.weights.items())
 
     def _pick(self, n: float) -> str:
         return self._chosen[min(bisect.bisect_right(self._edges, n), len(self._chosen) - 1)]

@@ -107,7 +107,7 @@ class PredictionService:
             petal_length=features.petal_length, petal_width=features.petal_width,
             class_index=class_index, class_name=CLASS_NAMES[class_index],
             inference_time_ms=elapsed_ms, ts_ms=int(time.time() * 1000), routing=str(decision.reason),
-            config_hash=router.config.config_hash,
+            config_hash=router.config.config_hash, weights=router.weights_tag,
         )
         logged = False
         if self.logging_enabled:
@@ -150,13 +150,13 @@ class PredictionService:
             self._count("shadow_dropped")
             return False
         try:
-            self._shadow_pool.submit(self._score_shadow, outcome, features, self._router.config.config_hash)
+            self._shadow_pool.submit(self._score_shadow, outcome, features, self._router)
         except RuntimeError:  # shutting down
             self._shadow_slots.release()
             return False
         return True
 
-    def _score_shadow(self, outcome: PredictionOutcome, features: IrisFeatures, config_hash: str) -> None:
+    def _score_shadow(self, outcome: PredictionOutcome, features: IrisFeatures, router: Router) -> None:
         try:
             candidate = self.variants[outcome.shadow]  # type: ignore[index]
             class_index, elapsed_ms = candidate.predict(features.as_row())
@@ -165,7 +165,8 @@ class PredictionService:
                 sepal_length=features.sepal_length, sepal_width=features.sepal_width,
                 petal_length=features.petal_length, petal_width=features.petal_width,
                 class_index=class_index, class_name=CLASS_NAMES[class_index], inference_time_ms=elapsed_ms,
-                ts_ms=int(time.time() * 1000), routing=str(RoutingReason.SHADOW), config_hash=config_hash,
+                ts_ms=int(time.time() * 1000), routing=str(RoutingReason.SHADOW),
+                config_hash=router.config.config_hash, weights=router.weights_tag,
             )
             logged = False
             if self.logging_enabled and self.spool is not None:

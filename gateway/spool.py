@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS records (
     ts_ms INTEGER NOT NULL,
     routing TEXT NOT NULL,
     config_hash TEXT NOT NULL,
+    weights TEXT NOT NULL DEFAULT '',
     status INTEGER NOT NULL DEFAULT 0,
     lease_owner TEXT,
     lease_until REAL,
@@ -71,6 +72,7 @@ class PredictionRecord:
     ts_ms: int
     routing: str
     config_hash: str
+    weights: str = ""  # the normalised weights in force, "v1.0=0.7,v2.0=0.3", for the SRM check
 
     def features(self) -> tuple[float, float, float, float]:
         return (self.sepal_length, self.sepal_width, self.petal_length, self.petal_width)
@@ -121,6 +123,10 @@ class PredictionSpool:
         conn = self._conn()
         with self._write_lock:
             conn.executescript(_SCHEMA)
+            # A spool written by an older release lacks later columns; add them in place.
+            have = {row[1] for row in conn.execute("PRAGMA table_info(records)")}
+            if "weights" not in have:
+                conn.execute("ALTER TABLE records ADD COLUMN weights TEXT NOT NULL DEFAULT ''")
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

@@ -1,0 +1,189 @@
+"""The comparison's statistics, on plain arrays. Every test is scipy's; nothing here is hand-rolled
+beyond arranging the inputs and phrasing the verdicts."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+ALPHA = 0.05
+SRM_ALPHA = 0.001  # sample-ratio mismatch is flagged only when very unlikely, as A/B platforms do
+
+
+@dataclass(frozen=True)
+class Interval:
+    low: float
+    high: float
+
+    def as_list(self) -> list[float]:
+        return [round(self.low, 6), round(self.high, 6)]
+
+
+def _rng(seed: int | None) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def bootstrap_quantile_ci(values: np.ndarray, q: float, *, n_resamples: int = 1000, seed: int | None = 0,
+                          max_points: int = 20_000) -> Interval | None:
+    """95% percentile-bootstrap CI of the q-quantile. Large samples are thinned at random first:
+    the interval of 20,000 points is already far narrower than any difference worth reporting."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 10:
+        return None
+    rng = _rng(seed)
+    if len(values) > max_points:
+        values = rng.choice(values, size=max_points, replace=False)
+    res = stats.bootstrap((values,), lambda x, axis: np.quantile(x, q, axis=axis), n_resamples=n_resamples,
+                          confidence_level=0.95, method="percentile", random_state=rng, vectorized=True,
+                          batch=max(1, 2_000_000 // len(values)))
+    return Interval(float(res.confidence_interval.low), float(res.confidence_interval.high))
+
+
+def latency_summary(values: np.ndarray, seed: int | None = 0) -> dict[str, Any]:
+    values = np.asarray(values, dtype=float)
+    out: dict[str, Any] = {
+        "mean": float(values.mean()),
+        "p50": float(np.quantile(values, 0.5)),
+        "p95": float(np.quantile(values, 0.95)),
+        "p99": float(np.quantile(values, 0.99)),
+    }
+    ci50, ci95 = bootstrap_quantile_ci(values, 0.5, seed=seed), bootstrap_quantile_ci(values, 0.95, seed=seed)
+    out["p50_ci"] = ci50.as_list() if ci50 else None
+    out["p95_ci"] = ci95.as_list() if ci95 else None
+    return out
+
+
+def class_chi2(table: np.ndarray) -> dict[str, Any] | None:
+    """Chi-square test of independence, versions (rows) x classes (columns), with Cramér's V."""
+    table = np.asarray(table, dtype=float)
+    table = table[:, table.sum(axis=0) > 0]
+    table = table[table.sum(axis=1) > 0]
+    if table.shape[0] < 2:
+        return None
+    if table.shape[1] < 2:  # every version predicted the same single class: no difference to test
+        return {"chi2": 0.0, "dof": 0, "p_value": 1.0, "cramers_v": 0.0, "significant": False}
+    chi2, p, dof, _ = stats.chi2_contingency(table, correction=False)
+    v = float(stats.contingency.association(table.astype(int), method="cramer"))
+    return {"chi2": float(chi2), "dof": int(dof), "p_value": float(p), "cramers_v": v, "significant": bool(p < ALPHA)}
+
+
+def latency_mwu(a: np.ndarray, b: np.ndarray, *, seed: int | None = 0, n_resamples: int = 1000,
+                max_points: int = 20_000) -> dict[str, Any] | None:
+    """Mann-Whitney U (two-sided) of b against a, with median(b) - median(a) and its bootstrap CI."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) < 2 or len(b) < 2:
+        return None
+    res = stats.mannwhitneyu(b, a, alternative="two-sided")
+    diff = float(np.median(b) - np.median(a))
+    ci = None
+    if len(a) >= 10 and len(b) >= 10:
+        rng = _rng(seed)
+        sa = rng.choice(a, size=max_points, replace=False) if len(a) > max_points else a
+        sb = rng.choice(b, size=max_points, replace=False) if len(b) > max_points else b
+        boot = stats.bootstrap((sa, sb), lambda x, y, axis: np.median(y, axis=axis) - np.median(x, axis=axis),
+                               n_resamples=n_resamples, method="percentile", random_state=rng, vectorized=True,
+                               batch=max(1, 2_000_000 // (len(sa) + len(sb))))
+        ci = Interval(float(boot.confidence_interval.low), float(boot.confidence_interval.high))
+    # Common-language effect size: P(latency_b > latency_a).
+    effect = float(res.statistic) / (len(a) * len(b))
+    return {"u": float(res.statistic), "p_value": float(res.pvalue), "median_diff_ms": diff,
+            "median_diff_ci": ci.as_list() if ci else None, "prob_b_slower": effect,
+            "significant": bool(res.pvalue < ALPHA), "n_a": len(a), "n_b": len(b)}
+
+
+def srm(observed: dict[str, int], weights: dict[str, float]) -> dict[str, Any] | None:
+    """Sample-ratio mismatch: chi-square goodness of fit of the observed split to the configured one."""
+    names = [n for n, w in weights.items() if w > 0]
+    total = sum(observed.get(n, 0) for n in names)
+    if len(names) < 2 or total == 0:
+        return None
+    wsum = sum(weights[n] for n in names)
+    expected = np.array([weights[n] / wsum * total for n in names])
+    obs = np.array([observed.get(n, 0) for n in names], dtype=float)
+    chi2, p = stats.chisquare(obs, expected)
+    return {"chi2": float(chi2), "p_value": float(p), "observed": {n: int(o) for n, o in zip(names, obs, strict=True)},
+            "expected": {n: round(float(e), 1) for n, e in zip(names, expected, strict=True)},
+            "weights": {n: weights[n] / wsum for n in names}, "mismatch": bool(p < SRM_ALPHA)}
+
+
+def agreement(primary: np.ndarray, candidate: np.ndarray) -> dict[str, Any] | None:
+    primary, candidate = np.asarray(primary), np.asarray(candidate)
+    n = len(primary)
+    if n == 0:
+        return None
+    k = int((primary == candidate).sum())
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return {"n": n, "agree": k, "rate": k / n, "ci": [float(ci.low), float(ci.high)]}
+
+
+def paired_latency(primary: np.ndarray, candidate: np.ndarray, *, seed: int | None = 0) -> dict[str, Any] | None:
+    """Candidate minus primary on the same requests: median difference, bootstrap CI, Wilcoxon test."""
+    primary, candidate = np.asarray(primary, dtype=float), np.asarray(candidate, dtype=float)
+    if len(primary) < 10:
+        return None
+    d = candidate - primary
+    rng = _rng(seed)
+    sample = rng.choice(d, size=20_000, replace=False) if len(d) > 20_000 else d
+    boot = stats.bootstrap((sample,), lambda x, axis: np.median(x, axis=axis), n_resamples=1000,
+                           method="percentile", random_state=rng, vectorized=True)
+    w = stats.wilcoxon(d) if np.any(d != 0) else None
+    return {"n": len(d), "median_diff_ms": float(np.median(d)),
+            "median_diff_ci": [float(boot.confidence_interval.low), float(boot.confidence_interval.high)],
+            "p_value": float(w.pvalue) if w is not None else 1.0}
+
+
+def fmt_p(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def latency_verdict(a_name: str, b_name: str, mwu: dict[str, Any] | None, resolution_ms: float = 1.0) -> str:
+    if mwu is None:
+        return f"latency: too few predictions to compare {b_name} with {a_name}"
+    diff, ci = mwu["median_diff_ms"], mwu["median_diff_ci"]
+    ci_text = f" (95% CI {ci[0]:+.3f} to {ci[1]:+.3f})" if ci else ""
+    n = mwu["n_a"] + mwu["n_b"]
+    if mwu["significant"]:
+        word = "slower" if diff > 0 or (diff == 0 and mwu["prob_b_slower"] > 0.5) else "faster"
+        return f"{b_name} is {word} than {a_name}: {diff:+.3f} ms median{ci_text}, {fmt_p(mwu['p_value'])}"
+    if ci and (ci[1] - ci[0]) / 2 > resolution_ms:
+        return (f"latency: no detectable difference between {b_name} and {a_name} (n = {n}, "
+                f"too few for ±{resolution_ms:g} ms){ci_text}")
+    return f"latency: no detectable difference between {b_name} and {a_name} (n = {n}){ci_text}, {fmt_p(mwu['p_value'])}"
+
+
+def class_verdict(chi: dict[str, Any] | None, names: list[str]) -> str:
+    if chi is None:
+        return "classes: only one version, nothing to compare"
+    if chi["significant"]:
+        strength = "weak" if chi["cramers_v"] < 0.1 else "moderate" if chi["cramers_v"] < 0.3 else "strong"
+        return (f"class distribution differs between {' and '.join(names)}: chi2 = {chi['chi2']:.1f}, "
+                f"{fmt_p(chi['p_value'])}, Cramér's V = {chi['cramers_v']:.3f} ({strength})")
+    return f"class distribution: no detectable difference ({fmt_p(chi['p_value'])}, Cramér's V = {chi['cramers_v']:.3f})"
+
+
+def srm_verdict(result: dict[str, Any] | None, label: str = "") -> str:
+    if result is None:
+        return f"sample ratio{label}: not applicable (no weighted traffic across two or more versions)"
+    obs = ", ".join(f"{k} {v}" for k, v in result["observed"].items())
+    exp = ", ".join(f"{k} {v:.0f}" for k, v in result["expected"].items())
+    if result["mismatch"]:
+        return (f"SAMPLE RATIO MISMATCH{label}: observed {obs}, expected {exp} ({fmt_p(result['p_value'])}); "
+                "the split is not what was configured, so the other results are suspect")
+    return f"sample ratio{label}: as configured (observed {obs}; expected {exp}; {fmt_p(result['p_value'])})"
+
+
+def to_jsonable(obj: Any) -> Any:
+    if isinstance(obj, Interval):
+        return asdict(obj)
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    return obj

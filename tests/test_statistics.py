@@ -1,0 +1,142 @@
+"""The comparison's statistics: hand-checked values, an A/A simulation, and detection of known shifts."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments import statistics as st
+from experiments.compare import analyse, build_filter, parse_time
+
+REPS = 200
+
+
+def test_chi2_and_cramers_v_hand_computed() -> None:
+    # [[10, 20], [20, 10]]: expected 15 everywhere, chi2 = 4 * 25 / 15 = 6.667, V = sqrt(6.667 / 60) = 1/3.
+    res = st.class_chi2(np.array([[10, 20], [20, 10]]))
+    assert res is not None
+    assert math.isclose(res["chi2"], 20 / 3, rel_tol=1e-9)
+    assert math.isclose(res["cramers_v"], 1 / 3, rel_tol=1e-9)
+    assert math.isclose(res["p_value"], math.erfc(math.sqrt(20 / 3 / 2)), rel_tol=1e-9)  # chi2, 1 dof
+    assert res["dof"] == 1 and res["significant"]
+
+
+def test_srm_hand_computed() -> None:
+    # 70/30 configured, 720/280 observed of 1000: chi2 = 20^2/700 + 20^2/300 = 1.905
+    res = st.srm({"v1.0": 720, "v2.0": 280}, {"v1.0": 0.7, "v2.0": 0.3})
+    assert res is not None and math.isclose(res["chi2"], 400 / 700 + 400 / 300, rel_tol=1e-9)
+    assert not res["mismatch"]
+    assert st.srm({"v1.0": 600, "v2.0": 400}, {"v1.0": 0.5, "v2.0": 0.5})["mismatch"]  # type: ignore[index]
+    assert st.srm({"v1.0": 10}, {"v1.0": 1.0, "v2.0": 0.0}) is None
+
+
+def test_agreement_wilson_interval() -> None:
+    res = st.agreement(np.array([0, 1, 2, 2] * 25), np.array([0, 1, 2, 1] * 25))
+    assert res is not None and res["n"] == 100 and res["agree"] == 75 and res["rate"] == 0.75
+    # Wilson 95% interval for 75/100: 0.6569-0.8245
+    assert res["ci"][0] == pytest.approx(0.6569, abs=1e-3) and res["ci"][1] == pytest.approx(0.8245, abs=1e-3)
+
+
+def test_latency_summary_figures() -> None:
+    values = np.arange(1, 101, dtype=float)  # 1..100
+    s = st.latency_summary(values)
+    assert s["mean"] == 50.5 and s["p50"] == 50.5
+    assert s["p95"] == pytest.approx(95.05) and s["p99"] == pytest.approx(99.01)
+    assert s["p50_ci"][0] < 50.5 < s["p50_ci"][1]
+
+
+def _aa_false_positive_rates(seed: int = 20261126) -> dict[str, float]:
+    rng = np.random.default_rng(seed)
+    hits = {"class_chi2": 0, "latency_mwu": 0, "srm": 0}
+    probs = [0.3, 0.35, 0.35]
+    for _ in range(REPS):
+        n_a, n_b = rng.multinomial(800, [0.5, 0.5])
+        table = np.array([rng.multinomial(n_a, probs), rng.multinomial(n_b, probs)])
+        hits["class_chi2"] += st.class_chi2(table)["p_value"] < 0.05  # type: ignore[index]
+        a = rng.lognormal(0.0, 0.4, size=n_a)
+        b = rng.lognormal(0.0, 0.4, size=n_b)
+        hits["latency_mwu"] += st.latency_mwu(a, b, n_resamples=20)["p_value"] < 0.05  # type: ignore[index]
+        hits["srm"] += st.srm({"v1.0": int(n_a), "v2.0": int(n_b)}, {"v1.0": 0.5, "v2.0": 0.5})["p_value"] < 0.05  # type: ignore[index]
+    return {k: v / REPS for k, v in hits.items()}
+
+
+def test_aa_simulation_false_positive_rates_are_nominal() -> None:
+    rates = _aa_false_positive_rates()
+    print("A/A false-positive rates at alpha 0.05 over", REPS, "replications:", rates)
+    for name, rate in rates.items():
+        assert 0.02 <= rate <= 0.09, (name, rate)
+
+
+def _records(n: int, seed: int, shift_ms: float = 0.0, class_probs_b: list[float] | None = None,
+             split: float = 0.5, weights: str = "v1.0=0.5,v2.0=0.5") -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    version = np.where(rng.random(n) < split, "v1.0", "v2.0")
+    latency = rng.lognormal(-1.0, 0.3, size=n) + np.where(version == "v2.0", shift_ms, 0.0)
+    pa, pb = [0.33, 0.33, 0.34], class_probs_b or [0.33, 0.33, 0.34]
+    classes = [st_choice(rng, pa if v == "v1.0" else pb) for v in version]
+    return pd.DataFrame({"request_id": [f"r{i}" for i in range(n)], "role": "primary", "model_version": version,
+                         "class_name": classes, "latency_ms": latency, "ts_ms": np.arange(n), "routing": "weighted",
+                         "config_hash": "h1", "weights": weights})
+
+
+def st_choice(rng: np.random.Generator, probs: list[float]) -> str:
+    return ["Setosa", "Versicolor", "Virginica"][int(rng.choice(3, p=probs))]
+
+
+def test_known_shifts_are_detected() -> None:
+    report = analyse(_records(1200, 1, shift_ms=0.05, class_probs_b=[0.2, 0.3, 0.5]))
+    mwu = report["tests"]["latency_mwu"]
+    assert mwu["significant"] and mwu["median_diff_ms"] > 0 and mwu["a"] == "v1.0" and mwu["b"] == "v2.0"
+    assert mwu["median_diff_ci"][0] < 0.05 < mwu["median_diff_ci"][1]
+    assert report["tests"]["class_chi2"]["significant"]
+    assert any("v2.0 is slower than v1.0" in v for v in report["verdicts"])
+    srm = analyse(_records(2000, 2, split=0.6))["tests"]["srm"]
+    assert srm["mismatch"] and srm["p_value"] < 0.001
+
+
+def test_no_difference_verdict_mentions_sample_size() -> None:
+    df = _records(60, 3, split=0.5)
+    v1 = df["model_version"] == "v1.0"
+    df.loc[~v1, "latency_ms"] = np.resize(df.loc[v1, "latency_ms"].to_numpy() * 10, (~v1).sum())
+    df.loc[v1, "latency_ms"] = df.loc[v1, "latency_ms"] * 10  # both groups the same wide distribution
+    report = analyse(df)
+    text = " ".join(report["verdicts"])
+    assert "no detectable difference" in text and "n = 60" in text
+
+
+def test_single_version_reports_without_tests() -> None:
+    df = _records(100, 4, split=1.0)
+    report = analyse(df)
+    assert list(report["versions"]) == ["v1.0"] and report["tests"]["class_chi2"] is None
+    assert report["tests"]["latency_mwu"] is None
+    assert any("only v1.0" in v for v in report["verdicts"])
+
+
+def test_shadow_pairs_by_request_id() -> None:
+    primary = _records(300, 5, split=1.0)
+    shadow = primary.copy()
+    shadow["role"], shadow["model_version"], shadow["routing"] = "shadow", "v2.0", "shadow"
+    shadow["latency_ms"] = primary["latency_ms"] + 0.2
+    flip = shadow.index[:30]
+    shadow.loc[flip, "class_name"] = shadow.loc[flip, "class_name"].map(
+        {"Setosa": "Versicolor", "Versicolor": "Virginica", "Virginica": "Setosa"})
+    report = analyse(pd.concat([primary, shadow]))
+    sh = report["shadow"]
+    assert sh["agreement"]["rate"] == pytest.approx(0.9) and sh["pairs"] == 300
+    assert np.array(sh["confusion"]["matrix"]).sum() == 300 and np.trace(sh["confusion"]["matrix"]) == 270
+    assert sh["paired_latency"]["median_diff_ms"] == pytest.approx(0.2) and sh["paired_latency"]["p_value"] < 0.001
+
+
+def test_filters_and_times() -> None:
+    assert build_filter(since=1, until=2, config_hash="abc", role="shadow") == (
+        "attributes.start_time >= 1 and attributes.start_time < 2 and tags.config_hash = 'abc' and tags.role = 'shadow'")
+    assert build_filter(role="all") == ""
+    assert parse_time("2h", now=10_000.0) == (10_000 - 7200) * 1000
+    assert parse_time("2026-01-01T00:00") == 1767225600000
+    with pytest.raises(Exception, match="not a time"):
+        parse_time("yesterday")
+    with pytest.raises(Exception, match="hexadecimal"):
+        build_filter(config_hash="x' or 1=1")
