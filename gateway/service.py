@@ -34,6 +34,12 @@ class ConflictingRequest(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class ScoredRequest:
+    record: PredictionRecord
+    decision: Decision
+
+
+@dataclass(frozen=True, slots=True)
 class PredictionOutcome:
     request_id: str
     model_version: str
@@ -94,6 +100,12 @@ class PredictionService:
 
     def predict(self, features: IrisFeatures, *, forced: str | None = None, user_key: str | None = None,
                 request_id: str | None = None) -> PredictionOutcome:
+        """Route, predict and record, all in the calling thread."""
+        return self.record(self.score(features, forced=forced, user_key=user_key, request_id=request_id))
+
+    def score(self, features: IrisFeatures, *, forced: str | None = None, user_key: str | None = None,
+              request_id: str | None = None) -> ScoredRequest:
+        """Route and predict (CPU-bound: call it from a worker thread, not the event loop)."""
         if not self.ready.is_set():
             raise NotReady(self.load_error or "models are still loading")
         router = self._router  # one consistent config for the whole request
@@ -109,6 +121,11 @@ class PredictionService:
             inference_time_ms=elapsed_ms, ts_ms=int(time.time() * 1000), routing=str(decision.reason),
             config_hash=router.config.config_hash, weights=router.weights_tag,
         )
+        return ScoredRequest(record, decision)
+
+    def record(self, scored: ScoredRequest) -> PredictionOutcome:
+        """Commit the prediction to the spool before anyone sees the answer (one short local write)."""
+        record, decision = scored.record, scored.decision
         logged = False
         if self.logging_enabled:
             try:
@@ -125,12 +142,12 @@ class PredictionService:
                         f"prediction not served: it could not be logged ({exc}); on_log_failure = reject"
                     ) from None
                 self._count("served_unlogged")
-                log.error("serving unlogged prediction %s: %s", request_id, exc)
+                log.error("serving unlogged prediction %s: %s", record.request_id, exc)
         self._count("served")
         for listener in self.listeners:
             listener.on_prediction(record, logged)
-        return PredictionOutcome(request_id, decision.variant, class_index, str(decision.reason),
-                                 elapsed_ms, logged, shadow=decision.shadow)
+        return PredictionOutcome(record.request_id, decision.variant, record.class_index, str(decision.reason),
+                                 record.inference_time_ms, logged, shadow=decision.shadow)
 
     def _replay(self, existing: PredictionRecord, attempted: PredictionRecord) -> PredictionOutcome:
         """A retried request id: answer what was recorded, provided it is the same question."""

@@ -1,0 +1,161 @@
+"""The comparison report against runs in a real MLflow: figures, CLI, summary runs, Compare Runs page."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments.compare import build_report, log_summary_runs, render_terminal
+from experiments.local_stack import ROOT, MlflowServer
+from gateway.exporter import MlflowExporter
+from gateway.spool import PredictionRecord, PredictionSpool
+
+pytestmark = pytest.mark.integration
+ARTIFACTS = ROOT / "test-artifacts"
+CLASSES = ["Setosa", "Versicolor", "Virginica"]
+
+
+def _ship(tmp: Path, server: MlflowServer, experiment: str, records: list[PredictionRecord],
+          granularity: str = "prediction") -> None:
+    """Put synthetic records into MLflow through the gateway's own spool and exporter."""
+    spool = PredictionSpool(tmp / f"spool-{experiment}-{granularity}")
+    for r in records:
+        spool.append(r)
+    exporter = MlflowExporter(spool, server.url, experiment, granularity=granularity, workers=8,
+                              window_seconds=3600, window_max_records=len(records))
+    exporter._flush_windows_now = True
+    exporter.start(report_every=0)
+    deadline = time.monotonic() + 180
+    while spool.count_open() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert exporter.stop(0) == 0
+
+
+def _synthetic(n: int, seed: int, t0: int = 1_790_000_000_000) -> tuple[list[PredictionRecord], dict]:  # type: ignore[type-arg]
+    rng = np.random.default_rng(seed)
+    recs, truth = [], {"latency": {"v1.0": [], "v2.0": []}, "classes": {"v1.0": [], "v2.0": []}}
+    for i in range(n):
+        v = "v1.0" if i % 4 else "v2.0"  # 75 / 25
+        lat = float(round(rng.lognormal(-1.2 if v == "v1.0" else -0.6, 0.25), 4))
+        cls = int(rng.choice(3, p=[0.34, 0.33, 0.33] if v == "v1.0" else [0.2, 0.3, 0.5]))
+        truth["latency"][v].append(lat)
+        truth["classes"][v].append(cls)
+        recs.append(PredictionRecord(
+            request_id=f"syn-{seed}-{i}", role="primary", model_version=v, sepal_length=5.0, sepal_width=3.0,
+            petal_length=1.5, petal_width=0.2, class_index=cls, class_name=CLASSES[cls], inference_time_ms=lat,
+            ts_ms=t0 + i * 10, routing="weighted", config_hash="c0ffee", weights="v1.0=0.75,v2.0=0.25"))
+    return recs, truth
+
+
+def test_report_figures_match_hand_computed(tmp_path: Path, mlflow_server: MlflowServer) -> None:
+    records, truth = _synthetic(240, seed=11)
+    _ship(tmp_path, mlflow_server, "cmp-figures", records)
+    report, _ = build_report("cmp-figures", mlflow_server.url)
+    assert report["n_runs"] == 240 and report["n_records"] == 240
+    for v in ("v1.0", "v2.0"):
+        lat = np.array(truth["latency"][v])
+        s = report["versions"][v]
+        assert s["count"] == len(lat) and s["share"] == pytest.approx(len(lat) / 240)
+        assert s["latency_ms"]["mean"] == pytest.approx(lat.mean(), rel=1e-9)
+        assert s["latency_ms"]["p50"] == pytest.approx(np.median(lat), rel=1e-9)
+        assert s["latency_ms"]["p95"] == pytest.approx(np.quantile(lat, 0.95), rel=1e-9)
+        counts = np.bincount(truth["classes"][v], minlength=3)
+        assert [s["classes"][c] for c in CLASSES] == counts.tolist()
+    from scipy import stats
+
+    table = np.array([np.bincount(truth["classes"][v], minlength=3) for v in ("v1.0", "v2.0")])
+    assert report["tests"]["class_chi2"]["p_value"] == pytest.approx(stats.chi2_contingency(table)[1], rel=1e-9) \
+        or report["tests"]["class_chi2"]["p_value"] == pytest.approx(
+            stats.chi2_contingency(table, correction=False)[1], rel=1e-9)
+    mwu = stats.mannwhitneyu(truth["latency"]["v2.0"], truth["latency"]["v1.0"])
+    assert report["tests"]["latency_mwu"]["p_value"] == pytest.approx(mwu.pvalue, rel=1e-9)
+    assert report["tests"]["srm"]["expected"] == {"v1.0": 180.0, "v2.0": 60.0}
+    assert not report["tests"]["srm"]["mismatch"]
+    assert any("v2.0 is slower than v1.0" in v for v in report["verdicts"])
+    # The same records as window runs give the same figures.
+    _ship(tmp_path, mlflow_server, "cmp-windows", records, granularity="window")
+    wreport, _ = build_report("cmp-windows", mlflow_server.url)
+    assert wreport["n_runs"] == 2 and wreport["n_records"] == 240
+    assert wreport["versions"]["v1.0"]["latency_ms"]["p50"] == pytest.approx(report["versions"]["v1.0"]["latency_ms"]["p50"])
+
+
+def test_filters_select_runs(tmp_path: Path, mlflow_server: MlflowServer) -> None:
+    early, _ = _synthetic(40, seed=12, t0=1_790_000_000_000)
+    late, _ = _synthetic(40, seed=13, t0=1_790_000_100_000)
+    _ship(tmp_path, mlflow_server, "cmp-filters", early + late)
+    assert build_report("cmp-filters", mlflow_server.url, since=1_790_000_100_000)[0]["n_records"] == 40
+    assert build_report("cmp-filters", mlflow_server.url, until=1_790_000_100_000)[0]["n_records"] == 40
+    assert build_report("cmp-filters", mlflow_server.url, config_hash="c0ffee")[0]["n_records"] == 80
+    from experiments.compare import NoRuns
+
+    with pytest.raises(NoRuns):
+        build_report("cmp-filters", mlflow_server.url, role="shadow")
+
+
+def test_cli_json_html_summary_runs_and_compare_page(tmp_path: Path, mlflow_server: MlflowServer) -> None:
+    records, _ = _synthetic(120, seed=14)
+    _ship(tmp_path, mlflow_server, "cmp-cli", records)
+    html = tmp_path / "report.html"
+    proc = subprocess.run([sys.executable, "-m", "experiments.compare", "--experiment", "cmp-cli", "--json",
+                           "--html", str(html), "--tracking-uri", mlflow_server.url],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    for v in ("v1.0", "v2.0"):
+        assert set(report["versions"][v]) >= {"count", "share", "latency_ms", "classes"}
+        assert set(report["versions"][v]["latency_ms"]) >= {"mean", "p50", "p95", "p99"}
+    assert set(report["tests"]) >= {"class_chi2", "latency_mwu", "srm"} and "shadow" in report
+    text = html.read_text()
+    assert text.count("data:image/png;base64,") >= 2 and "Verdicts" in text
+    ml = report["mlflow"]
+    assert len(ml["summary_run_ids"]) == 2 and ml["compare_url"].startswith(mlflow_server.url + "/#/compare-runs?runs=[")
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    children = [client.get_run(r) for r in ml["summary_run_ids"]]
+    assert {c.data.tags["model_version"] for c in children} == {"v1.0", "v2.0"}
+    assert all(c.data.tags["mlflow.parentRunId"] == ml["parent_run_id"] for c in children)
+    assert all({"count", "latency_p50_ms", "class_share_Setosa", "latency_mwu_p_value"} <= set(c.data.metrics)
+               for c in children)
+    arts = {a.path for a in client.list_artifacts(ml["parent_run_id"])}
+    assert {"report.html", "report.json"} <= arts
+    _screenshot_compare_page(ml["compare_url"], [c.data.metrics["count"] for c in children], tmp_path)
+
+
+def _screenshot_compare_page(url: str, counts: list[float], tmp_path: Path) -> None:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.fail("chromium is not installed; `make system-deps` installs it")
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "compare-runs.png"
+    args = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'chrome'}",
+            "--window-size=1600,1200", "--virtual-time-budget=20000"]
+    dom = subprocess.run([*args, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
+    subprocess.run([*args, f"--screenshot={shot}", url], capture_output=True, timeout=180)
+    assert shot.exists() and shot.stat().st_size > 10_000
+    # The page lists the summary runs' metrics: the record counts appear in the comparison table.
+    assert "latency_p50_ms" in dom, "Compare Runs page did not render the metrics"
+    for c in counts:
+        assert f"{int(c)}" in dom
+
+
+def test_no_runs_exit_2_and_single_version(tmp_path: Path, mlflow_server: MlflowServer) -> None:
+    proc = subprocess.run([sys.executable, "-m", "experiments.compare", "--experiment", "does-not-exist",
+                           "--tracking-uri", mlflow_server.url], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 2 and "no data" in proc.stderr
+    records, _ = _synthetic(30, seed=15)
+    only_v1 = [r for r in records if r.model_version == "v1.0"]
+    _ship(tmp_path, mlflow_server, "cmp-one", only_v1)
+    report, _ = build_report("cmp-one", mlflow_server.url)
+    assert list(report["versions"]) == ["v1.0"] and report["tests"]["latency_mwu"] is None
+    assert "only v1.0 answered traffic" in render_terminal(report)
+    ids = log_summary_runs(report, mlflow_server.url, None)
+    assert len(ids["summary_run_ids"]) == 1
