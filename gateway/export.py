@@ -1,37 +1,74 @@
-"""python -m gateway.export --config FILE [--timeout S]: drain a spool into MLflow without serving.
+"""python -m gateway.export --config FILE: drain a spool into MLflow without serving.
 
 For a spool left behind by a stopped gateway, or one written with ``[spool] export = false``.
 Safe to run beside a live gateway on the same spool: rows are leased, never exported twice.
+
+``--follow`` keeps exporting until SIGTERM/SIGINT, then drains for the grace time: this is how the
+gateway runs its exporter, as a child process at a lower CPU priority (see gateway/export_process.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
+from pathlib import Path
 
 from tqdm import tqdm
 
-from gateway.settings import DEFAULT_CONFIG_PATH, ConfigError, load_settings
+from gateway.settings import DEFAULT_CONFIG_PATH, ConfigError, Settings, load_settings
+
+log = logging.getLogger("gateway.export")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway.export", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", str(DEFAULT_CONFIG_PATH)))
-    parser.add_argument("--timeout", type=float, default=3600.0, help="give up after this many seconds")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
+def build_exporter(settings: Settings, spool: object, lease_seconds: float = 60.0):  # type: ignore[no-untyped-def]
     from gateway.exporter import MlflowExporter
+
+    m = settings.mlflow
+    return MlflowExporter(spool, m.tracking_uri, m.experiment, granularity=m.granularity,  # type: ignore[arg-type]
+                          workers=m.export_workers, window_seconds=m.window_seconds,
+                          window_max_records=m.window_max_records, lease_seconds=lease_seconds,
+                          busy_rps=m.busy_rps, max_deferral_seconds=m.max_deferral_seconds,
+                          retention_seconds=settings.spool.retention_hours * 3600)
+
+
+def write_status(path: Path, payload: dict[str, object]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload))
+    os.replace(tmp, path)
+
+
+def follow(settings: Settings, status_path: Path | None, parent_pid: int | None) -> int:
+    """Export until told to stop (a signal, or the parent gateway going away), then drain."""
+    from gateway.spool import PredictionSpool
+
+    spool = PredictionSpool(settings.spool.dir)
+    exporter = build_exporter(settings, spool)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    exporter.start()
+    log.info("exporter %d following %s into %s (%s)", os.getpid(), spool.path, settings.mlflow.tracking_uri,
+             settings.mlflow.granularity)
+    while not stop.wait(0.5):
+        if status_path is not None:
+            write_status(status_path, {"pid": os.getpid(), "at": time.time(), **exporter.counters.snapshot()})
+        if parent_pid is not None and os.getppid() != parent_pid:
+            log.warning("gateway %d is gone; exporter stopping", parent_pid)
+            break
+    left = exporter.stop(settings.spool.shutdown_grace_seconds)
+    if status_path is not None:
+        write_status(status_path, {"pid": os.getpid(), "at": time.time(), "stopped": True, "left": left,
+                                   **exporter.counters.snapshot()})
+    return 0
+
+
+def drain(settings: Settings, timeout: float, quiet: bool) -> int:
     from gateway.spool import PredictionSpool
     from gateway.variants import check_tracking_server
 
@@ -46,17 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     spool = PredictionSpool(settings.spool.dir)
     total = spool.count_open()
-    exporter = MlflowExporter(
-        spool, settings.mlflow.tracking_uri, settings.mlflow.experiment,
-        granularity=settings.mlflow.granularity, workers=settings.mlflow.export_workers,
-        window_seconds=settings.mlflow.window_seconds, window_max_records=settings.mlflow.window_max_records,
-        lease_seconds=30.0,
-    )
+    exporter = build_exporter(settings, spool, lease_seconds=30.0)
     start = time.monotonic()
     exporter._flush_windows_now = True
     exporter.start()
-    with tqdm(total=total, unit="rec", disable=args.quiet, file=sys.stderr) as bar:
-        deadline = start + args.timeout
+    with tqdm(total=total, unit="rec", disable=quiet, file=sys.stderr) as bar:
+        deadline = start + timeout
         while time.monotonic() < deadline:
             left = spool.count_open()
             bar.n = total - left
@@ -70,6 +102,32 @@ def main(argv: list[str] | None = None) -> int:
     print(f"exported {c['exported']} record(s) in {elapsed:.1f}s ({c['exported'] / max(elapsed, 1e-9):.1f}/s); "
           f"failed attempts {c['failed_attempts']}, duplicates avoided {c['duplicates_avoided']}, left {left}")
     return 0 if left == 0 else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gateway.export", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", str(DEFAULT_CONFIG_PATH)))
+    parser.add_argument("--settings-json", help=argparse.SUPPRESS)  # the gateway passes its own settings
+    parser.add_argument("--timeout", type=float, default=3600.0, help="give up after this many seconds")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--follow", action="store_true", help="keep exporting until SIGTERM, then drain")
+    parser.add_argument("--status-file", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--nice", type=int, default=0, help="lower this process's CPU priority by N")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    if args.nice:
+        os.nice(args.nice)
+    try:
+        settings = (Settings.model_validate_json(args.settings_json) if args.settings_json
+                    else load_settings(args.config))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.follow:
+        return follow(settings, args.status_file, args.parent_pid)
+    return drain(settings, args.timeout, args.quiet)
 
 
 if __name__ == "__main__":

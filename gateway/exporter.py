@@ -165,7 +165,8 @@ class MlflowExporter:
     def __init__(self, spool: PredictionSpool, tracking_uri: str, experiment: str, *, granularity: str = "prediction",
                  workers: int = 8, batch_size: int = 16, window_seconds: float = 10.0,
                  window_max_records: int = 5000, lease_seconds: float = 60.0, max_backoff: float = 30.0,
-                 retention_seconds: float = 24 * 3600.0, writer: RunWriter | None = None) -> None:
+                 retention_seconds: float = 24 * 3600.0, writer: RunWriter | None = None,
+                 busy_rps: float = 0.0, max_deferral_seconds: float = 60.0) -> None:
         self.spool = spool
         self.granularity = granularity
         self.workers = workers if granularity == "prediction" else 1
@@ -176,6 +177,10 @@ class MlflowExporter:
         self.max_backoff = max_backoff
         self.retention_seconds = retention_seconds
         self.writer = writer or RunWriter(tracking_uri, experiment)
+        self.busy_rps = busy_rps
+        self.max_deferral_seconds = max_deferral_seconds
+        self._rate_sample: tuple[float, int] | None = None
+        self._busy = False
         self.counters = ExportCounters()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -216,9 +221,8 @@ class MlflowExporter:
     def stop(self, grace_seconds: float) -> int:
         """Drain for up to ``grace_seconds`` while MLflow answers, then stop. Return the backlog left."""
         deadline = time.monotonic() + grace_seconds
+        self._flush_windows_now = True  # close open windows, and no deferring to traffic now
         while time.monotonic() < deadline and self.spool.count_open() > 0:
-            if self.granularity == "window":
-                self._flush_windows_now = True
             if self._backoff_until > time.time() + (deadline - time.monotonic()):
                 break  # MLflow is down and will not be retried within the grace time
             self._wake.set()
@@ -266,6 +270,32 @@ class MlflowExporter:
             self._backoff_until = 0.0
         self.counters.last_success_at = time.time()
 
+    # -- deferring to traffic ----------------------------------------------------------------
+
+    def deferring(self) -> bool:
+        """True while predictions arrive faster than ``busy_rps`` and none has waited longer than
+        ``max_deferral_seconds``. A run costs the tracking server about 15 ms of CPU, the gateway's
+        request well under 1 ms: on a shared machine, exporting during a burst would slow serving,
+        while waiting costs nothing but lag (the records are already durable)."""
+        if not self.busy_rps or self._stop.is_set() or self._flush_windows_now:
+            return False
+        now = time.monotonic()
+        with self._state_lock:
+            if self._rate_sample is None or now - self._rate_sample[0] >= 0.5:
+                high = self.spool.high_water()
+                if self._rate_sample is not None:
+                    rate = (high - self._rate_sample[1]) / (now - self._rate_sample[0])
+                    busy = rate >= self.busy_rps
+                    if busy != self._busy:
+                        log.info("inbound %.0f predictions/s: export %s", rate,
+                                 "deferred while busy" if busy else "resumed")
+                    self._busy = busy
+                self._rate_sample = (now, high)
+            if not self._busy:
+                return False
+        oldest = self.spool.oldest_open_ts_ms()
+        return oldest is not None and time.time() - oldest / 1000 < self.max_deferral_seconds
+
     # -- per-prediction mode -----------------------------------------------------------------
 
     def _prediction_loop(self) -> None:
@@ -274,6 +304,9 @@ class MlflowExporter:
             pause = self._backing_off()
             if pause:
                 self._wait(pause)
+                continue
+            if self.deferring():
+                self._wait(0.5)
                 continue
             rows = self.spool.claim(self.batch_size, self.lease_seconds)
             if not rows:
@@ -287,7 +320,7 @@ class MlflowExporter:
     def export_claimed(self, rows: list[SpoolRow]) -> int:
         """Export leased rows in order; on the first failure give the rest back. Return how many went."""
         for i, row in enumerate(rows):
-            if self._stop.is_set() and self._backing_off():
+            if (self._stop.is_set() and self._backing_off()) or self.deferring():
                 self.spool.release([r.id for r in rows[i:]], untouched=True)
                 return i
             try:

@@ -35,6 +35,10 @@ class MlflowSection(_Section):
     window_seconds: float = Field(10.0, gt=0)
     window_max_records: int = Field(5000, gt=0)
     export_workers: int = Field(8, ge=1, le=64)
+    # Per-prediction export defers to traffic: above this many predictions/s it waits, unless the
+    # oldest unexported prediction is older than max_deferral_seconds. 0 turns deferral off.
+    busy_rps: float = Field(200.0, ge=0)
+    max_deferral_seconds: float = Field(60.0, ge=0)
     model_cache_dir: Path = Path("./var/model-cache")
 
     @field_validator("tracking_uri", "experiment")
@@ -86,6 +90,8 @@ class SpoolSection(_Section):
     retention_hours: float = Field(24.0, ge=0)
     on_log_failure: Literal["reject", "serve"] = "reject"
     export: bool = True
+    exporter: Literal["process", "thread"] = "process"  # a niced child process, or threads in the gateway
+    exporter_nice: int = Field(10, ge=0, le=19)
     shutdown_grace_seconds: float = Field(10.0, ge=0)
 
 

@@ -326,6 +326,14 @@ class PredictionSpool:
         return {"backlog": int(backlog), "oldest_pending_ts_ms": oldest, "export_lag_seconds": round(lag, 3),
                 "done_retained": int(done), **{f"total_{k}": int(v) for k, v in counters.items()}}
 
+    def high_water(self) -> int:
+        """The newest row id: its growth over time is the inbound prediction rate (O(1) to read)."""
+        return int(self._conn().execute("SELECT COALESCE(MAX(id), 0) FROM records").fetchone()[0])
+
+    def oldest_open_ts_ms(self) -> int | None:
+        row = self._conn().execute("SELECT ts_ms FROM records WHERE status < 2 ORDER BY id LIMIT 1").fetchone()
+        return int(row[0]) if row else None
+
     def count_open(self) -> int:
         return int(self._conn().execute("SELECT COUNT(*) FROM records WHERE status < 2").fetchone()[0])
 

@@ -11,6 +11,8 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from gateway.export import build_exporter
+from gateway.export_process import ExporterProcess
 from gateway.exporter import MlflowExporter
 from gateway.http.errors import install_error_handlers
 from gateway.http.routes import router
@@ -42,15 +44,12 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         spool = open_spool(settings)
         service = PredictionService(settings, spool)
-        exporter = None
+        exporter: MlflowExporter | ExporterProcess | None = None
         if spool is not None and settings.spool.export:
-            exporter = MlflowExporter(
-                spool, settings.mlflow.tracking_uri, settings.mlflow.experiment,
-                granularity=settings.mlflow.granularity, workers=settings.mlflow.export_workers,
-                window_seconds=settings.mlflow.window_seconds,
-                window_max_records=settings.mlflow.window_max_records,
-                retention_seconds=settings.spool.retention_hours * 3600,
-            )
+            if settings.spool.exporter == "process":
+                exporter = ExporterProcess(settings, nice=settings.spool.exporter_nice)
+            else:
+                exporter = build_exporter(settings, spool)
             exporter.start()
         app.state.service = service
         app.state.exporter = exporter
@@ -76,9 +75,10 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
         finally:
             await run_in_threadpool(service.shutdown)
             if exporter is not None:
-                left = await run_in_threadpool(exporter.stop, settings.spool.shutdown_grace_seconds)
-                log.info("shutdown: %d record(s) exported this run, %d left in the spool",
-                         exporter.counters.exported, left)
+                await run_in_threadpool(exporter.stop, settings.spool.shutdown_grace_seconds)
+            if spool is not None:
+                log.info("shutdown: %d record(s) left in the spool%s", spool.count_open(),
+                         " for the next start" if spool.count_open() else "")
 
     app = FastAPI(
         title="Iris A/B gateway",
@@ -94,8 +94,11 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
 
 
 def _stats(service: PredictionService, spool: PredictionSpool | None,
-           exporter: MlflowExporter | None) -> dict[str, Any]:
+           exporter: MlflowExporter | ExporterProcess | None) -> dict[str, Any]:
     out: dict[str, Any] = {"requests": dict(service.counts)}
     out["spool"] = spool.stats() if spool is not None else None
-    out["exporter"] = exporter.counters.snapshot() if exporter is not None else None
+    if isinstance(exporter, ExporterProcess):
+        out["exporter"] = exporter.status()
+    else:
+        out["exporter"] = exporter.counters.snapshot() if exporter is not None else None
     return out

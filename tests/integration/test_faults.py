@@ -112,7 +112,7 @@ def test_sigterm_drains_within_grace_and_keeps_the_rest(tmp_path: Path, own_mlfl
     assert gw.stop(signal.SIGTERM) in (0, -signal.SIGTERM)
     took = time.monotonic() - start
     assert took < 3.0 + 10, took
-    assert "30 left in the spool" in gw.log_text() and "Application shutdown complete" in gw.log_text()
+    assert "30 record(s) left in the spool" in gw.log_text() and "Application shutdown complete" in gw.log_text()
     # With MLflow back, the next start ships what the last one could not.
     own_mlflow.start()
     gw = _gateway(tmp_path, own_mlflow).start()
@@ -121,7 +121,7 @@ def test_sigterm_drains_within_grace_and_keeps_the_rest(tmp_path: Path, own_mlfl
         with httpx.Client(base_url=gw.url, timeout=5) as http:
             served += [http.post("/predict", json=FEATURES).json()["request_id"] for _ in range(10)]
         assert gw.stop(signal.SIGTERM) in (0, -signal.SIGTERM)  # MLflow up: drains before exiting
-        assert "0 left in the spool" in gw.log_text()
+        assert "shutdown: 0 record(s) left in the spool" in gw.log_text()
         assert_exactly_once(own_mlflow.url, served)
     finally:
         gw.stop()

@@ -64,7 +64,7 @@ def test_routes_and_logs_every_prediction(start_gateway: Callable[..., GatewayPr
         assert [v["registry_version"] for v in variants["variants"]] == ["1", "2"]
         answered = [seed, as_json, forced]
     stats = wait_drained(gw)
-    assert stats["exporter"]["exported"] == 8 and stats["exporter"]["duplicates_avoided"] == 0
+    assert stats["spool"]["total_exported"] == 8 and stats["spool"].get("total_duplicates_avoided", 0) == 0
     runs = runs_by_request(mlflow_server.url)
     for resp in answered:
         (run,) = runs[(resp.json()["request_id"], "primary")]

@@ -1,0 +1,95 @@
+"""The gateway's exporter as a supervised child process at a lower CPU priority.
+
+Why a process and not threads in the gateway: the exporter is mostly MLflow-client work in Python.
+As threads it competes with request handling for the GIL, and on a small machine with the tracking
+server for the CPU. As a niced process it gets its own interpreter, and the kernel gives serving
+priority: under saturation the backlog waits (durably, in the spool) and drains when load drops.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from gateway.settings import Settings
+
+log = logging.getLogger("gateway.export")
+
+
+class ExporterProcess:
+    def __init__(self, settings: Settings, nice: int = 10) -> None:
+        self.settings = settings
+        self.nice = nice
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self._monitor: threading.Thread | None = None
+        self._status_path: Path | None = None
+
+    def _spawn(self) -> None:
+        status = self.settings.spool.dir / f"exporter-{os.getpid()}-{self.restarts}.json"
+        self._status_path = status
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.export", "--follow", "--nice", str(self.nice),
+             "--settings-json", self.settings.model_dump_json(), "--status-file", str(status),
+             "--parent-pid", str(os.getpid())],
+        )
+
+    def start(self) -> None:
+        self._spawn()
+        self._monitor = threading.Thread(target=self._watch, name="exporter-supervisor", daemon=True)
+        self._monitor.start()
+
+    def _watch(self) -> None:
+        backoff = 1.0
+        while not self._stopping.wait(1.0):
+            if self.proc is not None and self.proc.poll() is not None and not self._stopping.is_set():
+                log.error("exporter process exited with code %s; restarting in %.0fs", self.proc.returncode, backoff)
+                if self._stopping.wait(backoff):
+                    return
+                self.restarts += 1
+                self._spawn()
+                backoff = min(backoff * 2, 30.0)
+
+    def status(self) -> dict[str, Any] | None:
+        if self._status_path is None or not self._status_path.exists():
+            return None
+        try:
+            data: dict[str, Any] = json.loads(self._status_path.read_text())
+        except (OSError, ValueError):
+            return None
+        data["restarts"] = self.restarts
+        data["alive"] = self.proc is not None and self.proc.poll() is None
+        return data
+
+    def stop(self, grace_seconds: float) -> dict[str, Any] | None:
+        """Ask the child to drain for the grace time and exit; wait a little longer than that."""
+        self._stopping.set()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=grace_seconds + 15)
+            except subprocess.TimeoutExpired:
+                log.error("exporter did not stop within %.0fs; killing it (its leases will expire)", grace_seconds)
+                self.proc.kill()
+                self.proc.wait()
+        final = self.status()
+        if self._status_path is not None:
+            for leftover in self._status_path.parent.glob(f"exporter-{os.getpid()}-*.json"):
+                leftover.unlink(missing_ok=True)
+        return final
+
+    def wait_started(self, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.status() is not None:
+                return True
+            time.sleep(0.1)
+        return False
