@@ -10,6 +10,7 @@ Prints a table and writes JSON under var/bench/. Ratios are against (b), measure
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -152,10 +153,8 @@ def scenario_gateway(work: Path, script: Path, seconds: int, connections: int, l
 
             def sample_lag() -> None:
                 while not stop.wait(0.5):
-                    try:
+                    with contextlib.suppress(Exception):  # sampling is best effort
                         lags.append(float(_stats(gw.url)["spool"]["export_lag_seconds"]))
-                    except Exception:  # noqa: BLE001 - sampling is best effort
-                        pass
 
             sampler = threading.Thread(target=sample_lag, daemon=True)
             if logging_on:
@@ -217,7 +216,7 @@ def scenario_seed(work: Path, script: Path, seconds: int, connections: int) -> S
             proc.terminate()
             proc.wait(30)
             log.close()
-        runs, distinct = mlflow_run_stats(server.url)
+        runs, _ = mlflow_run_stats(server.url)
     served = wrk.requests - wrk.non_2xx
     return ScenarioResult(name=name, wrk=wrk, served=served, runs_in_mlflow=runs, distinct_request_ids=None,
                           drain_seconds=0.0, extra={"note": "runs are written inside each request"})

@@ -53,8 +53,8 @@ def latency_ecdf(records: pd.DataFrame) -> str:
 
 def class_bars(report: dict[str, Any]) -> str:
     plt = _plt()
-    rows = [(f"{v} ({role})", s["class_shares"]) for role, key in (("primary", "versions"), ("shadow", "shadow_versions"))
-            for v, s in report[key].items()]
+    rows = [(f"{v} ({role})", s["class_shares"])
+            for role, key in (("primary", "versions"), ("shadow", "shadow_versions")) for v, s in report[key].items()]
     fig, ax = plt.subplots(figsize=(7, 3.4), dpi=110)
     width = 0.8 / max(1, len(rows))
     x = np.arange(len(CLASS_NAMES))

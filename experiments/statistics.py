@@ -151,7 +151,8 @@ def latency_verdict(a_name: str, b_name: str, mwu: dict[str, Any] | None, resolu
     if ci and (ci[1] - ci[0]) / 2 > resolution_ms:
         return (f"latency: no detectable difference between {b_name} and {a_name} (n = {n}, "
                 f"too few for ±{resolution_ms:g} ms){ci_text}")
-    return f"latency: no detectable difference between {b_name} and {a_name} (n = {n}){ci_text}, {fmt_p(mwu['p_value'])}"
+    return (f"latency: no detectable difference between {b_name} and {a_name} (n = {n}){ci_text}, "
+            f"{fmt_p(mwu['p_value'])}")
 
 
 def class_verdict(chi: dict[str, Any] | None, names: list[str]) -> str:
@@ -161,7 +162,8 @@ def class_verdict(chi: dict[str, Any] | None, names: list[str]) -> str:
         strength = "weak" if chi["cramers_v"] < 0.1 else "moderate" if chi["cramers_v"] < 0.3 else "strong"
         return (f"class distribution differs between {' and '.join(names)}: chi2 = {chi['chi2']:.1f}, "
                 f"{fmt_p(chi['p_value'])}, Cramér's V = {chi['cramers_v']:.3f} ({strength})")
-    return f"class distribution: no detectable difference ({fmt_p(chi['p_value'])}, Cramér's V = {chi['cramers_v']:.3f})"
+    return (f"class distribution: no detectable difference ({fmt_p(chi['p_value'])}, "
+            f"Cramér's V = {chi['cramers_v']:.3f})")
 
 
 def srm_verdict(result: dict[str, Any] | None, label: str = "") -> str:

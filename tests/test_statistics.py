@@ -59,7 +59,8 @@ def _aa_false_positive_rates(seed: int = 20261126) -> dict[str, float]:
         a = rng.lognormal(0.0, 0.4, size=n_a)
         b = rng.lognormal(0.0, 0.4, size=n_b)
         hits["latency_mwu"] += st.latency_mwu(a, b, n_resamples=20)["p_value"] < 0.05  # type: ignore[index]
-        hits["srm"] += st.srm({"v1.0": int(n_a), "v2.0": int(n_b)}, {"v1.0": 0.5, "v2.0": 0.5})["p_value"] < 0.05  # type: ignore[index]
+        srm = st.srm({"v1.0": int(n_a), "v2.0": int(n_b)}, {"v1.0": 0.5, "v2.0": 0.5})
+        hits["srm"] += srm["p_value"] < 0.05  # type: ignore[index]
     return {k: v / REPS for k, v in hits.items()}
 
 
@@ -132,7 +133,8 @@ def test_shadow_pairs_by_request_id() -> None:
 
 def test_filters_and_times() -> None:
     assert build_filter(since=1, until=2, config_hash="abc", role="shadow") == (
-        "attributes.start_time >= 1 and attributes.start_time < 2 and tags.config_hash = 'abc' and tags.role = 'shadow'")
+        "attributes.start_time >= 1 and attributes.start_time < 2 and tags.config_hash = 'abc' "
+        "and tags.role = 'shadow'")
     assert build_filter(role="all") == ""
     assert parse_time("2h", now=10_000.0) == (10_000 - 7200) * 1000
     assert parse_time("2026-01-01T00:00") == 1767225600000
