@@ -66,7 +66,7 @@ run: $(STAMP)
 	gateway_pid=$$!
 	wait $$gateway_pid
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)
