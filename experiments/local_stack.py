@@ -121,9 +121,10 @@ class GatewayProcess:
     def start(self, wait_ready: bool = True, timeout: float = 90) -> GatewayProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the config file decides
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "--config", str(self.config), "--port", str(self.port)],
-            stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
+            stdout=self._log, stderr=subprocess.STDOUT, env={**env, **self.env},
             start_new_session=True, cwd=ROOT,
         )
         if wait_ready:

@@ -13,6 +13,13 @@ os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
+@pytest.fixture(autouse=True)
+def _no_inherited_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mlflow.set_tracking_uri() also exports MLFLOW_TRACKING_URI; keep one test's server out of the next
+    test's subprocesses, where the variable would (by design) override their config."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 @pytest.fixture(scope="session")
 def local_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Both candidate estimators saved as local MLflow models: {label: file path}."""

@@ -16,6 +16,7 @@ from gateway.export_process import ExporterProcess
 from gateway.exporter import MlflowExporter
 from gateway.http.errors import install_error_handlers
 from gateway.http.routes import router
+from gateway.metrics import GatewayMetrics
 from gateway.service import PredictionService
 from gateway.settings import Settings
 from gateway.spool import PredictionSpool
@@ -54,6 +55,9 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
         app.state.service = service
         app.state.exporter = exporter
         app.state.stats = lambda: _stats(service, spool, exporter)
+        metrics = GatewayMetrics(app.state.stats, lambda: service.describe()["variants"])
+        service.listeners.append(metrics)
+        app.state.metrics = metrics
 
         model_loader = loader or ModelLoader(settings.mlflow.tracking_uri, settings.mlflow.model_cache_dir)
 

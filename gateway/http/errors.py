@@ -45,7 +45,14 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, GatewayError):
         body.update(exc.detail)
     headers = {"Retry-After": "1"} if status == 503 else None
+    _count_failed_predict(request, status)
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _count_failed_predict(request: Request, status: int) -> None:
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None and request.url.path == "/predict":
+        metrics.on_response(None, None, status)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -58,6 +65,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
+    _count_failed_predict(request, 500)
     return JSONResponse({"error": "InternalError", "message": "internal error; see the gateway log"},
                         status_code=500)
 

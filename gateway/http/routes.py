@@ -121,6 +121,7 @@ async def predict(request: Request) -> Response:
         headers["X-Idempotent-Replay"] = "true"
     if not outcome.logged and service.logging_enabled:
         headers["X-Prediction-Logged"] = "false"
+    request.app.state.metrics.on_response(outcome.model_version, outcome.reason, 200)
     background = None
     if outcome.shadow is not None:
         async def _shadow() -> None:
@@ -150,6 +151,14 @@ async def readyz(request: Request) -> JSONResponse:
 @router.get("/variants", summary="Routing mode, weights, model URIs and registry versions")
 async def variants(request: Request) -> dict[str, Any]:
     return service_of(request).describe()
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    body = await run_in_threadpool(request.app.state.metrics.render)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/stats", summary="Prediction log state: backlog, export lag, exported/failed counts")

@@ -233,3 +233,26 @@ def test_full_spool_policy(tmp_path: Path, local_models: dict[str, str], policy:
         else:
             assert stats["requests"]["served_unlogged"] > 0
             assert c.post("/predict", json=FEATURES).headers["X-Prediction-Logged"] == "false"
+
+
+def test_metrics_endpoint_counts_per_variant(tmp_path: Path, local_models: dict[str, str]) -> None:
+    with make_client(tmp_path, local_models, routing={"mode": "shadow"}) as c:
+        _wait_ready(c)
+        for _ in range(6):
+            assert c.post("/predict", json=FEATURES).status_code == 200
+        assert c.post("/predict", json={**FEATURES, "petal_width": -1}).status_code == 422
+        assert c.post("/predict", json=FEATURES, headers={"X-Model-Version": "nope"}).status_code == 400
+        for _ in range(100):
+            if c.app.state.service.counts["shadow_scored"] == 6:  # type: ignore[attr-defined]
+                break
+            time.sleep(0.05)
+        text = c.get("/metrics").text
+    assert 'gateway_requests_total{reason="shadow",role="primary",status="200",variant="v1.0"} 6.0' in text
+    assert 'gateway_requests_total{reason="none",role="primary",status="422",variant="none"} 1.0' in text
+    assert 'gateway_requests_total{reason="none",role="primary",status="400",variant="none"} 1.0' in text
+    assert 'gateway_predict_latency_seconds_count{role="primary",variant="v1.0"} 6.0' in text
+    assert 'gateway_predict_latency_seconds_count{role="shadow",variant="v2.0"} 6.0' in text
+    assert 'gateway_predictions_total{prediction="Setosa",role="primary",variant="v1.0"} 6.0' in text
+    assert 'gateway_shadow_comparisons_total{agree="true",candidate="v2.0"} 6.0' in text
+    assert "gateway_spool_backlog 12.0" in text and "gateway_export_lag_seconds" in text
+    assert 'gateway_variant_info{' in text and 'variant="v2.0"' in text

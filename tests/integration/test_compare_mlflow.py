@@ -139,7 +139,7 @@ def _screenshot_compare_page(url: str, counts: list[float], tmp_path: Path) -> N
     shot = ARTIFACTS / "compare-runs.png"
     args = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'chrome'}",
-            "--window-size=1600,1200", "--virtual-time-budget=20000"]
+            "--window-size=1600,3200", "--virtual-time-budget=20000"]
     dom = subprocess.run([*args, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
     subprocess.run([*args, f"--screenshot={shot}", url], capture_output=True, timeout=180)
     assert shot.exists() and shot.stat().st_size > 10_000

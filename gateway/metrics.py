@@ -1,0 +1,81 @@
+"""Prometheus metrics for operations: per-variant traffic, latency, classes, shadow agreement, and
+the prediction log's state. Names follow Prometheus conventions (base units, ``_total`` counters)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+from gateway.spool import PredictionRecord
+
+# Predict latency is sub-millisecond to a few ms: buckets from 50 us to 100 ms.
+LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+
+class GatewayMetrics:
+    """Owns one registry per app, so several apps in one process (tests) never collide."""
+
+    def __init__(self, state: Callable[[], dict[str, Any]], variants: Callable[[], Iterable[dict[str, Any]]]) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "gateway_requests", "Prediction requests by variant, role, routing reason and HTTP status.",
+            ["variant", "role", "reason", "status"], registry=self.registry)
+        self.latency = Histogram(
+            "gateway_predict_latency_seconds", "The model's own predict time.", ["variant", "role"],
+            buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.classes = Counter(
+            "gateway_predictions", "Predictions by variant, role and predicted class.",
+            ["variant", "role", "prediction"], registry=self.registry)
+        self.shadow = Counter(
+            "gateway_shadow_comparisons", "Shadow scorings by candidate and whether it agreed with the primary.",
+            ["candidate", "agree"], registry=self.registry)
+        self.registry.register(_StateCollector(state, variants))
+
+    def on_prediction(self, record: PredictionRecord, logged: bool, primary_class: int | None = None) -> None:
+        self.latency.labels(record.model_version, record.role).observe(record.inference_time_ms / 1000.0)
+        self.classes.labels(record.model_version, record.role, record.class_name).inc()
+        if record.role == "shadow":
+            self.requests.labels(record.model_version, "shadow", record.routing, "200").inc()
+            if primary_class is not None:
+                self.shadow.labels(record.model_version, str(primary_class == record.class_index).lower()).inc()
+
+    def on_response(self, variant: str | None, reason: str | None, status: int) -> None:
+        self.requests.labels(variant or "none", "primary", reason or "none", str(status)).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _StateCollector(Collector):
+    """Read at scrape time: spool backlog and lag, export totals, and one info series per variant."""
+
+    def __init__(self, state: Callable[[], dict[str, Any]], variants: Callable[[], Iterable[dict[str, Any]]]) -> None:
+        self._state = state
+        self._variants = variants
+
+    def collect(self) -> Iterable[Any]:
+        stats = self._state()
+        spool = stats.get("spool") or {}
+        exporter = stats.get("exporter") or {}
+        yield GaugeMetricFamily("gateway_spool_backlog", "Predictions in the spool not yet in MLflow.",
+                                value=float(spool.get("backlog", 0) or 0))
+        yield GaugeMetricFamily("gateway_export_lag_seconds", "Age of the oldest prediction not yet in MLflow.",
+                                value=float(spool.get("export_lag_seconds", 0) or 0))
+        yield CounterMetricFamily("gateway_exported", "Prediction records exported to MLflow (all exporters).",
+                                  value=float(spool.get("total_exported", 0) or 0))
+        yield CounterMetricFamily("gateway_export_failed", "Failed export attempts by this gateway's exporter.",
+                                  value=float(exporter.get("failed_attempts", 0) or 0))
+        yield CounterMetricFamily("gateway_export_duplicates_avoided",
+                                  "Runs found already in MLflow after an uncertain attempt.",
+                                  value=float(spool.get("total_duplicates_avoided", 0) or 0))
+        info = InfoMetricFamily("gateway_variant", "Each variant's model URI and registry version.",
+                                labels=["variant"])
+        for v in self._variants():
+            info.add_metric([v["name"]], {"model_uri": str(v.get("model_uri")),
+                                          "registry_version": str(v.get("registry_version") or ""),
+                                          "weight": f"{v.get('weight', 0):g}"})
+        yield info
