@@ -274,8 +274,9 @@ def shadow_analysis(primary: pd.DataFrame, shadow: pd.DataFrame, seed: int = 0) 
 # -- output ---------------------------------------------------------------------------------
 
 def render_terminal(report: dict[str, Any]) -> str:
-    lines = [f"A/B report {report.get('report_id', '')}: {report['n_records']} prediction records "
-             f"from experiment {report.get('experiment', '?')}", ""]
+    lines = [f"A/B report {report.get('report_id', '')}: {report['n_records']} prediction records from "
+             f"{report.get('n_runs', '?')} runs in experiment {report.get('experiment', '?')} "
+             f"(read in {report.get('read_seconds', '?')} s)", ""]
     for title, key in (("answered traffic (role primary)", "versions"), ("shadow scoring (role shadow)",
                                                                            "shadow_versions")):
         versions = report[key]
@@ -367,7 +368,8 @@ def build_report(experiment: str, tracking_uri: str, *, since: int | None = None
     if runs.empty:
         raise NoRuns(f"no prediction runs in experiment {experiment!r} match the filters")
     read_s = time.perf_counter() - started
-    records = pd.concat([prediction_records(runs), window_records(runs, tracking_uri)], ignore_index=True)
+    parts = [f for f in (prediction_records(runs), window_records(runs, tracking_uri)) if not f.empty]
+    records = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=RECORD_COLUMNS)
     if records.empty:
         raise NoRuns(f"experiment {experiment!r} has runs, but none is a prediction run")
     report = analyse(records, seed=seed)

@@ -119,6 +119,8 @@ def render_html(report: dict[str, Any], records: pd.DataFrame) -> str:
     if shadow and shadow.get("confusion"):
         sections.append(f"<img alt='shadow confusion matrix' src='{confusion_heatmap(shadow)}'>")
     tests = {k: v for k, v in report["tests"].items() if v is not None}
+    if shadow:
+        tests["shadow"] = {k: v for k, v in shadow.items() if k not in ("confusion", "verdicts")}
     sections.append("<h2>Tests</h2><pre>" + html.escape(_pretty(tests)) + "</pre>")
     style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
