@@ -42,7 +42,3 @@ class SpoolUnavailable(GatewayError):
 
 class ModelLoadError(GatewayError):
     """A variant's model could not be loaded at start-up."""
-
-
-class UnknownRequest(GatewayError):
-    """No prediction with this request id is known."""

@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +84,3 @@ class ExporterProcess:
             for leftover in self._status_path.parent.glob(f"exporter-{os.getpid()}-*.json"):
                 leftover.unlink(missing_ok=True)
         return final
-
-    def wait_started(self, timeout: float = 30.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.status() is not None:
-                return True
-            time.sleep(0.1)
-        return False

@@ -208,7 +208,7 @@ class PredictionService:
         with self._lock:
             self.counts[key] += by
 
-    def shutdown(self, timeout: float = 5.0) -> None:
+    def shutdown(self) -> None:
         """Finish queued shadow scoring (it is fast) so its records reach the spool."""
         self._shadow_pool.shutdown(wait=True, cancel_futures=False)
 

@@ -168,15 +168,6 @@ class PredictionSpool:
         ).fetchone()
         return PredictionRecord(*row) if row else None
 
-    def run_id_for(self, request_id: str, role: str = "primary") -> tuple[bool, str | None]:
-        """(known, run id once exported)."""
-        row = self._conn().execute(
-            "SELECT run_id, status FROM records WHERE request_id = ? AND role = ?", (request_id, role)
-        ).fetchone()
-        if row is None:
-            return False, None
-        return True, row[0] if row[1] == DONE else None
-
     # -- claiming, for exporters ------------------------------------------------------------
 
     def _rows(self, cursor: Iterable[Sequence[object]]) -> list[SpoolRow]:

@@ -14,7 +14,6 @@ from gateway.errors import (
     MalformedBody,
     NotReady,
     SpoolUnavailable,
-    UnknownRequest,
     UnknownVariant,
 )
 from gateway.service import ConflictingRequest
@@ -25,7 +24,6 @@ STATUS_BY_ERROR: dict[type[Exception], int] = {
     InvalidFeatures: 422,
     MalformedBody: 400,
     UnknownVariant: 400,
-    UnknownRequest: 404,
     ConflictingRequest: 409,
     NotReady: 503,
     SpoolUnavailable: 503,
