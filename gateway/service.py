@@ -15,14 +15,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.errors import ModelLoadError, NotReady, SpoolUnavailable
+from gateway.errors import GatewayError, ModelLoadError, NotReady, SpoolUnavailable, UnknownVariant
 from gateway.features import CLASS_NAMES, IrisFeatures
 from gateway.routing import Decision, Router, RoutingReason
-from gateway.settings import RoutingConfig, Settings
+from gateway.settings import RoutingConfig, Settings, ShadowSection, VariantSpec, validate_routing
 from gateway.spool import DuplicateRequest, PredictionRecord, PredictionSpool, SpoolWriteError
 from gateway.variants import LoadedVariant, ModelLoader
 
 log = logging.getLogger("gateway.service")
+
+
+class InvalidRoutingChange(GatewayError):
+    """A live routing change that the start-up config would have refused too."""
 
 
 class ConflictingRequest(Exception):
@@ -61,8 +65,8 @@ class PredictionService:
         self.spool = spool
         self.logging_enabled = settings.spool.enabled
         self.on_log_failure = settings.spool.on_log_failure
-        self._routing = settings.routing_config()
-        self._router = Router(self._routing)
+        self._router = Router(settings.routing_config())
+        self._routing_lock = threading.Lock()
         self.variants: dict[str, LoadedVariant] = {}
         self.ready = threading.Event()
         self.load_error: str | None = None
@@ -71,12 +75,13 @@ class PredictionService:
         self._lock = threading.Lock()
         self.counts: Counter[str] = Counter()
         self.listeners: list[Any] = []  # observers with on_prediction(record, logged) (metrics)
+        self.change_listeners: list[Any] = []  # callables taking a routing-change dict
 
     # -- configuration -----------------------------------------------------------------------
 
     @property
     def routing(self) -> RoutingConfig:
-        return self._routing
+        return self._router.config
 
     @property
     def router(self) -> Router:
@@ -85,7 +90,7 @@ class PredictionService:
     def load_variants(self, loader: ModelLoader) -> None:
         """Load every configured variant; on success the service is ready."""
         loaded = {}
-        for spec in self._routing.variants:
+        for spec in self._router.config.variants:
             variant = loader.load(spec)
             log.info("variant %s loaded from %s (%s, registry version %s) in %.2fs", spec.name,
                      spec.model_uri, variant.source, variant.registry_version, variant.load_seconds)
@@ -95,6 +100,71 @@ class PredictionService:
 
     def fail_loading(self, error: ModelLoadError | Exception) -> None:
         self.load_error = str(error)
+
+    # -- live routing changes ----------------------------------------------------------------
+
+    def change_routing(self, *, mode: str | None = None, weights: dict[str, float] | None = None,
+                       shadow: dict[str, Any] | None = None, salt: str | None = None,
+                       source: str = "") -> dict[str, Any]:
+        """Validate like the start-up config, then swap the router in one assignment: every request
+        sees either the old config or the new one, never a mix."""
+        from pydantic import ValidationError
+
+        with self._routing_lock:
+            old = self._router.config
+            names = [v.name for v in old.variants]
+            unknown = sorted(set(weights or {}) - set(names))
+            if unknown:
+                raise InvalidRoutingChange(f"weights: unknown variant(s) {unknown}; configured: {names}")
+            try:
+                variants = tuple(VariantSpec.model_validate({**v.model_dump(), "weight": (weights or {}).get(
+                    v.name, v.weight)}) for v in old.variants)
+                new_shadow = ShadowSection.model_validate({**old.shadow.model_dump(), **(shadow or {})})
+                new = RoutingConfig(mode=mode or old.mode, variants=variants, shadow=new_shadow,  # type: ignore[arg-type]
+                                    salt=old.salt if salt is None else salt)
+                validate_routing(new.mode, new.variants, new.shadow)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                key = ".".join(str(p) for p in err["loc"])
+                raise InvalidRoutingChange(f"{key}: {err['msg']}") from None
+            except ValueError as exc:
+                raise InvalidRoutingChange(str(exc)) from None
+            self._router = Router(new)
+        change = {"source": source, "old_config_hash": old.config_hash, "config_hash": new.config_hash,
+                  "mode": new.mode, "weights": self._router.weights,
+                  "shadow": new.shadow.model_dump() if new.mode == "shadow" else None}
+        log.info("routing changed by %s: config %s -> %s, mode %s, weights %s", source or "?",
+                 old.config_hash, new.config_hash, new.mode, self._router.weights_tag)
+        for on_change in self.change_listeners:
+            on_change(change)
+        return change
+
+    def promote(self, variant: str) -> dict[str, Any]:
+        """All traffic to one variant, and the registry's champion alias to its model version."""
+        names = [v.name for v in self._router.config.variants]
+        if variant not in names:
+            raise UnknownVariant(variant, names)
+        change = self.change_routing(mode="weighted", weights={n: 1.0 if n == variant else 0.0 for n in names},
+                                     source=f"POST /admin/promote {variant}")
+        loaded = self.variants.get(variant)
+        alias: dict[str, Any] = {"alias": "champion", "moved": False}
+        if loaded is None or not loaded.registered_name or not loaded.registry_version:
+            alias["reason"] = "the variant's model is not a registry model version"
+        else:
+            try:
+                from mlflow import MlflowClient
+
+                client = MlflowClient(tracking_uri=self.settings.mlflow.tracking_uri,
+                                      registry_uri=self.settings.mlflow.tracking_uri)
+                client.set_registered_model_alias(loaded.registered_name, "champion", loaded.registry_version)
+                alias.update(moved=True, model=loaded.registered_name, version=loaded.registry_version)
+                log.info("champion alias of %s moved to version %s (%s)", loaded.registered_name,
+                         loaded.registry_version, variant)
+            except Exception as exc:
+                alias["reason"] = f"MLflow refused or is unreachable: {str(exc).splitlines()[0][:200]}"
+                log.error("promote %s: routing changed but the champion alias was not moved: %s", variant,
+                          alias["reason"])
+        return {"routing": change, "registry": alias}
 
     # -- the request path --------------------------------------------------------------------
 
@@ -213,7 +283,7 @@ class PredictionService:
         self._shadow_pool.shutdown(wait=True, cancel_futures=False)
 
     def describe(self) -> dict[str, Any]:
-        cfg = self._routing
+        cfg = self._router.config
         return {
             "mode": cfg.mode,
             "config_hash": cfg.config_hash,

@@ -26,7 +26,7 @@ def test_services_ports_and_dependencies() -> None:
         compose["volumes"])
     for name, svc in services.items():
         if name != "trainer":
-            assert svc["restart"] == "unless-stopped" and "healthcheck" in svc or name == "grafana", name
+            assert (svc["restart"] == "unless-stopped" and "healthcheck" in svc) or name == "grafana", name
         image = svc.get("image", "")
         assert image and ":" in image and "latest" not in image, name
     assert services["api"]["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"

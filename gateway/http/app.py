@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -11,14 +12,16 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from gateway.change_log import RoutingChangeRecorder
 from gateway.export import build_exporter
 from gateway.export_process import ExporterProcess
 from gateway.exporter import MlflowExporter
+from gateway.http.admin import router as admin_router
 from gateway.http.errors import install_error_handlers
 from gateway.http.routes import router
 from gateway.metrics import GatewayMetrics
 from gateway.service import PredictionService
-from gateway.settings import Settings
+from gateway.settings import ConfigError, Settings, load_settings
 from gateway.spool import PredictionSpool
 from gateway.variants import ModelLoader
 
@@ -38,8 +41,9 @@ def open_spool(settings: Settings) -> PredictionSpool | None:
 
 
 def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = None,
-               loader: ModelLoader | None = None) -> FastAPI:
-    """Build the gateway. ``on_fatal`` is called with one line if the models cannot be loaded."""
+               loader: ModelLoader | None = None, config_path: str | None = None) -> FastAPI:
+    """Build the gateway. ``on_fatal`` is called with one line if the models cannot be loaded.
+    With ``config_path``, SIGHUP re-reads that file and applies its routing section."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -57,7 +61,11 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
         app.state.stats = lambda: _stats(service, spool, exporter)
         metrics = GatewayMetrics(app.state.stats, lambda: service.describe()["variants"])
         service.listeners.append(metrics)
+        service.change_listeners.append(RoutingChangeRecorder(settings.mlflow.tracking_uri))
         app.state.metrics = metrics
+        if config_path is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
+                target=reload_routing, args=(service, config_path), name="sighup-reload", daemon=True).start())
 
         model_loader = loader or ModelLoader(settings.mlflow.tracking_uri, settings.mlflow.model_cache_dir)
 
@@ -94,7 +102,29 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(admin_router)
     return app
+
+
+def reload_routing(service: PredictionService, config_path: str) -> None:
+    """SIGHUP: apply the file's routing (mode, weights, shadow, salt). Variants themselves (names,
+    model URIs) need a restart, because their models are loaded at start-up."""
+    try:
+        fresh = load_settings(config_path)
+    except ConfigError as exc:
+        log.error("SIGHUP: config not reloaded, keeping the current routing: %s", exc)
+        return
+    current = [(v.name, v.model_uri) for v in service.routing.variants]
+    wanted = [(v.name, v.model_uri) for v in fresh.variants]
+    if current != wanted:
+        log.error("SIGHUP: variants or model URIs changed in %s; routing not reloaded (restart to load models)",
+                  config_path)
+        return
+    try:
+        service.change_routing(mode=fresh.routing.mode, weights={v.name: v.weight for v in fresh.variants},
+                               shadow=fresh.shadow.model_dump(), salt=fresh.routing.salt, source="SIGHUP")
+    except Exception as exc:
+        log.error("SIGHUP: routing not reloaded: %s", exc)
 
 
 def _stats(service: PredictionService, spool: PredictionSpool | None,

@@ -16,7 +16,7 @@ from gateway.errors import (
     SpoolUnavailable,
     UnknownVariant,
 )
-from gateway.service import ConflictingRequest
+from gateway.service import ConflictingRequest, InvalidRoutingChange
 
 log = logging.getLogger("gateway.http")
 
@@ -25,6 +25,7 @@ STATUS_BY_ERROR: dict[type[Exception], int] = {
     MalformedBody: 400,
     UnknownVariant: 400,
     ConflictingRequest: 409,
+    InvalidRoutingChange: 422,
     NotReady: 503,
     SpoolUnavailable: 503,
 }

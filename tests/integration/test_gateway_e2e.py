@@ -138,3 +138,46 @@ def test_traffic_cli_prints_shares_and_percentiles(start_gateway: Callable[..., 
     assert proc.returncode == 0, proc.stderr
     assert "v2.0" in proc.stdout and "100.00%" in proc.stdout and "p99" in proc.stdout
     assert "200/200" in proc.stderr  # the progress bar
+
+
+def test_live_routing_sighup_promote_and_change_log(start_gateway: Callable[..., GatewayProcess],
+                                                    mlflow_server: MlflowServer) -> None:
+    import signal
+    import time
+
+    from mlflow import MlflowClient
+
+    gw = start_gateway(name="admin", spool={"export": False}, env={"GATEWAY_ADMIN_TOKEN": "tok"})
+    auth = {"Authorization": "Bearer tok"}
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    try:
+        # SIGHUP: the edited file's weights apply without a restart.
+        text = gw.config.read_text().replace("weight = 0.5", "weight = 0.0", 1)
+        gw.config.write_text(text)
+        before = httpx.get(gw.url + "/variants").json()["config_hash"]
+        gw.send_signal(signal.SIGHUP)
+        for _ in range(50):
+            variants = httpx.get(gw.url + "/variants").json()
+            if variants["config_hash"] != before:
+                break
+            time.sleep(0.1)
+        assert variants["weights"] == {"v1.0": 0.0, "v2.0": 1.0}
+        result = asyncio.run(run_traffic(gw.url, 100, progress=False))
+        assert result.versions == {"v2.0": 100}
+        # Promote v1.0: all traffic, and the champion alias follows.
+        r = httpx.post(gw.url + "/admin/promote", json={"variant": "v1.0"}, headers=auth)
+        assert r.status_code == 200 and r.json()["registry"]["moved"] is True
+        assert client.get_model_version_by_alias("IrisClassifier", "champion").version == "1"
+        r = httpx.post(gw.url + "/admin/promote", json={"variant": "v2.0"}, headers=auth)
+        assert client.get_model_version_by_alias("IrisClassifier", "champion").version == "2"
+        # Every change is a run in iris-ab-routing-changes, with its old and new config hash.
+        for _ in range(50):
+            exp = client.get_experiment_by_name("iris-ab-routing-changes")
+            runs = client.search_runs([exp.experiment_id]) if exp else []
+            if len(runs) >= 3:
+                break
+            time.sleep(0.2)
+        assert {r.data.tags["source"] for r in runs} >= {"SIGHUP", "POST /admin/promote v1.0"}
+        assert "routing changed by SIGHUP" in gw.log_text()
+    finally:
+        client.set_registered_model_alias("IrisClassifier", "champion", "1")

@@ -1,0 +1,44 @@
+"""Routing changes recorded in MLflow: one run per change in experiment ``iris-ab-routing-changes``.
+
+Written from a background thread; a failure is logged, never raised to the admin call (the change
+itself is already in force, and the gateway's log has a line for it either way)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+log = logging.getLogger("gateway.changes")
+
+EXPERIMENT = "iris-ab-routing-changes"
+
+
+class RoutingChangeRecorder:
+    def __init__(self, tracking_uri: str) -> None:
+        self.tracking_uri = tracking_uri
+
+    def __call__(self, change: dict[str, Any]) -> None:
+        threading.Thread(target=self._record, args=(dict(change), int(time.time() * 1000)),
+                         name="routing-change-log", daemon=True).start()
+
+    def _record(self, change: dict[str, Any], at_ms: int) -> None:
+        try:
+            from mlflow import MlflowClient
+            from mlflow.entities import Param
+
+            client = MlflowClient(tracking_uri=self.tracking_uri)
+            exp = client.get_experiment_by_name(EXPERIMENT)
+            exp_id = exp.experiment_id if exp else client.create_experiment(EXPERIMENT)
+            run = client.create_run(exp_id, start_time=at_ms, run_name=f"routing-{change['config_hash']}", tags={
+                "config_hash": change["config_hash"], "old_config_hash": change["old_config_hash"],
+                "source": change.get("source", ""), "mode": change["mode"]})
+            client.log_batch(run.info.run_id, params=[
+                Param("weights", json.dumps(change["weights"], sort_keys=True)),
+                Param("shadow", json.dumps(change.get("shadow"), sort_keys=True))])
+            client.set_terminated(run.info.run_id, end_time=at_ms)
+        except Exception as exc:
+            log.warning("routing change %s -> %s not recorded in MLflow: %s", change.get("old_config_hash"),
+                        change.get("config_hash"), str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
