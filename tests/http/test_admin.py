@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gateway.spool import PredictionSpool
-from tests.http.test_api import FEATURES, _wait_ready, client, make_client  # noqa: F401 - fixture
+from tests.http.conftest import FEATURES, _wait_ready, make_client
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
