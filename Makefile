@@ -29,10 +29,10 @@ $(STAMP): pyproject.toml requirements.lock
 
 # Debian packages for the benchmark (wrk) and the browser check of the report (chromium).
 system-deps:
-	if ! command -v wrk >/dev/null || ! command -v chromium >/dev/null; then
+	if ! command -v wrk >/dev/null || ! command -v chromium >/dev/null || ! command -v prometheus >/dev/null; then
 	  SUDO=$$( [ "$$(id -u)" = 0 ] && echo "" || echo sudo )
 	  $$SUDO apt-get update -qq
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk chromium >/dev/null
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk chromium prometheus >/dev/null
 	fi
 
 run: $(STAMP)
