@@ -32,7 +32,7 @@ CLASS_NAMES = ["Setosa", "Versicolor", "Virginica"]
 SUMMARY_EXPERIMENT = "iris-ab-comparison"
 PAGE = 50_000  # MLflow's largest page for search_runs
 RECORD_COLUMNS = ["request_id", "role", "model_version", "class_name", "latency_ms", "ts_ms", "routing",
-                  "config_hash", "weights"]
+                  "config_hash", "weights", "correct"]
 
 
 class NoRuns(Exception):
@@ -132,6 +132,7 @@ def prediction_records(runs: pd.DataFrame) -> pd.DataFrame:
         "routing": _col(df, "tags.routing", "weighted").fillna("weighted"),
         "config_hash": _col(df, "tags.config_hash", "").fillna(""),
         "weights": _col(df, "tags.weights", "").fillna(""),
+        "correct": _col(df, "metrics.correct", np.nan).astype(float),
     }).dropna(subset=["latency_ms", "class_name"])
 
 
@@ -156,6 +157,7 @@ def window_records(runs: pd.DataFrame, tracking_uri: str) -> pd.DataFrame:
         "class_name": raw["class_name"], "latency_ms": raw["inference_time_ms"].astype(float),
         "ts_ms": raw["ts_ms"].astype("int64"), "routing": raw["routing"], "config_hash": raw["config_hash"],
         "weights": raw["weights"] if "weights" in raw.columns else "",
+        "correct": np.nan,  # ground truth is joined to per-prediction runs only
     })
 
 
@@ -176,7 +178,9 @@ def _group_summary(group: pd.DataFrame, total: int, seed: int) -> dict[str, Any]
     counts = group["class_name"].value_counts()
     classes = {c: int(counts.get(c, 0)) for c in CLASS_NAMES}
     n = len(group)
+    correct = group["correct"] if "correct" in group.columns else pd.Series(dtype=float)
     return {
+        "accuracy": st.accuracy(correct.to_numpy(dtype=float)),
         "count": n,
         "share": n / total if total else 0.0,
         "latency_ms": st.latency_summary(group["latency_ms"].to_numpy(), seed=seed),
@@ -218,6 +222,18 @@ def analyse(records: pd.DataFrame, seed: int = 0) -> dict[str, Any]:
             report["tests"]["latency_mwu_all"] = pairs
     elif names:
         verdicts.append(f"only {names[0]} answered traffic: no between-version tests")
+    labelled = {v: s["accuracy"] for v, s in report["versions"].items() if s["accuracy"]}
+    if labelled:
+        for v, acc in labelled.items():
+            verdicts.append(f"accuracy of {v}: {acc['rate']:.1%} of {acc['n']} labelled predictions "
+                            f"(95% CI {acc['ci'][0]:.1%}-{acc['ci'][1]:.1%})")
+        if len(labelled) >= 2:
+            table = np.array([[a["correct"], a["n"] - a["correct"]] for a in labelled.values()])
+            res = st.accuracy_difference(table)
+            report["tests"]["accuracy"] = res
+            if res is not None:
+                verdicts.append(f"accuracy {'differs' if res['significant'] else 'shows no detectable difference'} "
+                                f"between {' and '.join(labelled)} ({res['test']}, {st.fmt_p(res['p_value'])})")
     # Sample-ratio mismatch, per configuration period, on randomised traffic only.
     randomised = primary[primary["routing"].isin(["weighted", "sticky"]) & (primary["weights"] != "")]
     by_config = {}
@@ -339,6 +355,9 @@ def log_summary_runs(report: dict[str, Any], tracking_uri: str, html: str | None
                        **{f"class_share_{c}": s["class_shares"][c] for c in CLASS_NAMES},
                        **{f"class_count_{c}": s["classes"][c] for c in CLASS_NAMES},
                        **{k: v for k, v in pvals.items() if v is not None}}
+            if s.get("accuracy"):
+                metrics["accuracy"] = s["accuracy"]["rate"]
+                metrics["labelled"] = s["accuracy"]["n"]
             run = client.create_run(exp_id, start_time=now, run_name=f"{version} ({role})", tags={
                 "model_version": version, "role": role, "report_id": rid, "mlflow.parentRunId": parent_id})
             client.log_batch(run.info.run_id,

@@ -119,6 +119,30 @@ def agreement(primary: np.ndarray, candidate: np.ndarray) -> dict[str, Any] | No
     return {"n": n, "agree": k, "rate": k / n, "ci": [float(ci.low), float(ci.high)]}
 
 
+def accuracy(correct: np.ndarray) -> dict[str, Any] | None:
+    """Share of labelled predictions that were right, with a Wilson 95% interval."""
+    correct = np.asarray(correct, dtype=float)
+    correct = correct[~np.isnan(correct)]
+    if len(correct) == 0:
+        return None
+    k, n = int(correct.sum()), len(correct)
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return {"n": n, "correct": k, "rate": k / n, "ci": [float(ci.low), float(ci.high)]}
+
+
+def accuracy_difference(table: np.ndarray) -> dict[str, Any] | None:
+    """Versions (rows) x (correct, wrong): Fisher's exact test for two versions, chi-square beyond."""
+    table = np.asarray(table, dtype=int)
+    table = table[table.sum(axis=1) > 0]
+    if table.shape[0] < 2:
+        return None
+    if table.shape[0] == 2:
+        res = stats.fisher_exact(table)
+        return {"test": "fisher_exact", "p_value": float(res.pvalue), "significant": bool(res.pvalue < ALPHA)}
+    chi2, p, dof, _ = stats.chi2_contingency(table, correction=False)
+    return {"test": "chi2", "chi2": float(chi2), "dof": int(dof), "p_value": float(p), "significant": bool(p < ALPHA)}
+
+
 def paired_latency(primary: np.ndarray, candidate: np.ndarray, *, seed: int | None = 0) -> dict[str, Any] | None:
     """Candidate minus primary on the same requests: median difference, bootstrap CI, Wilcoxon test."""
     primary, candidate = np.asarray(primary, dtype=float), np.asarray(candidate, dtype=float)

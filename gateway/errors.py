@@ -36,6 +36,14 @@ class NotReady(GatewayError):
     """The variants are still loading."""
 
 
+class UnknownRequest(GatewayError):
+    """No answered prediction with this request id is in the spool."""
+
+
+class InvalidFeedback(GatewayError):
+    """A true label that is not an iris class."""
+
+
 class SpoolUnavailable(GatewayError):
     """The prediction could not be recorded durably, and the policy is to refuse unlogged answers."""
 

@@ -108,8 +108,9 @@ class RunWriter:
         run = self.client.create_run(self.experiment_id(), start_time=start_time_ms, tags=tags, run_name=run_name)
         return str(run.info.run_id)
 
-    def log_batch(self, run_id: str, metrics: list[Any], params: list[Any] = ()) -> None:  # type: ignore[assignment]
-        self.client.log_batch(run_id, metrics=metrics, params=params, synchronous=True)
+    def log_batch(self, run_id: str, metrics: list[Any], params: list[Any] = (),  # type: ignore[assignment]
+                  tags: list[Any] = ()) -> None:  # type: ignore[assignment]
+        self.client.log_batch(run_id, metrics=metrics, params=params, tags=tags, synchronous=True)
 
     def finish(self, run_id: str, end_time_ms: int) -> None:
         self.client.set_terminated(run_id, status="FINISHED", end_time=end_time_ms)
@@ -310,6 +311,8 @@ class MlflowExporter:
                 continue
             rows = self.spool.claim(self.batch_size, self.lease_seconds)
             if not rows:
+                if self.export_feedback():
+                    continue
                 if time.monotonic() - last_prune > 60:
                     self.spool.prune(self.retention_seconds)
                     last_prune = time.monotonic()
@@ -332,6 +335,34 @@ class MlflowExporter:
                 return i
             self._on_success()
         return len(rows)
+
+    def export_feedback(self, limit: int = 16) -> int:
+        """Join true labels to their prediction runs: metric ``correct`` (1/0) and tag ``true_label``.
+        A label whose prediction is not in MLflow yet waits for it. Re-logging is idempotent."""
+        from mlflow.entities import Metric, RunTag
+
+        joined = 0
+        for fid, request_id, label, correct, run_id in self.spool.claim_feedback(limit, self.lease_seconds):
+            try:
+                if run_id is None:
+                    if self.spool.find(request_id, "primary") is not None:
+                        self.spool.finish_feedback(fid, None)  # the prediction itself is not exported yet
+                        continue
+                    # Pruned from the spool after export: find its run by tag.
+                    run_id = self.writer.find_run({"request_id": request_id, "role": "primary"})
+                    if run_id is None:
+                        self.spool.finish_feedback(fid, None)
+                        continue
+                now = int(time.time() * 1000)
+                self.writer.log_batch(run_id, [Metric("correct", 1.0 if correct else 0.0, now, 0)],
+                                      tags=[RunTag("true_label", label)])
+                self.spool.finish_feedback(fid, run_id)
+                joined += 1
+            except Exception as exc:
+                self.spool.finish_feedback(fid, None)
+                self._on_failure(exc)
+                break
+        return joined
 
     def export_one(self, row: SpoolRow) -> str:
         rec = row.record

@@ -15,7 +15,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.errors import GatewayError, ModelLoadError, NotReady, SpoolUnavailable, UnknownVariant
+from gateway.errors import (
+    GatewayError,
+    InvalidFeedback,
+    ModelLoadError,
+    NotReady,
+    SpoolUnavailable,
+    UnknownRequest,
+    UnknownVariant,
+)
 from gateway.features import CLASS_NAMES, IrisFeatures
 from gateway.routing import Decision, Router, RoutingReason
 from gateway.settings import RoutingConfig, Settings, ShadowSection, VariantSpec, validate_routing
@@ -227,6 +235,26 @@ class PredictionService:
         return PredictionOutcome(existing.request_id, existing.model_version, existing.class_index,
                                  existing.routing, existing.inference_time_ms, logged=True, replayed=True)
 
+    # -- ground truth --------------------------------------------------------------------------
+
+    def record_feedback(self, request_id: str, true_label: str | int) -> dict[str, Any]:
+        """Store a true label durably; the exporter joins it to the prediction's MLflow run."""
+        label = _class_name(true_label)
+        if self.spool is None:
+            raise SpoolUnavailable("feedback needs the prediction spool, which is disabled or could not be opened")
+        predicted = self.spool.find(request_id, "primary")
+        if predicted is None:
+            raise UnknownRequest(f"no answered prediction with request_id {request_id!r} in the spool "
+                                 f"(unknown, or older than the spool's retention)", request_id=request_id)
+        correct = predicted.class_name == label
+        try:
+            self.spool.append_feedback(request_id, label, correct)
+        except SpoolWriteError as exc:
+            raise SpoolUnavailable(f"feedback not stored: {exc}") from None
+        self._count("feedback")
+        return {"request_id": request_id, "true_label": label, "prediction": predicted.class_name,
+                "model_version": predicted.model_version, "correct": correct}
+
     # -- shadow scoring, after the response --------------------------------------------------
 
     def submit_shadow(self, outcome: PredictionOutcome, features: IrisFeatures) -> bool:
@@ -296,3 +324,14 @@ class PredictionService:
                 for v in cfg.variants
             ],
         }
+
+
+def _class_name(label: str | int) -> str:
+    if isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(CLASS_NAMES):
+        return CLASS_NAMES[label]
+    if isinstance(label, str):
+        for name in CLASS_NAMES:
+            if label.strip().lower() == name.lower():
+                return name
+    raise InvalidFeedback(f"true_label must be one of {list(CLASS_NAMES)} or 0-2, got {label!r}",
+                          errors=[{"field": "true_label", "message": f"unknown label {label!r}"}])

@@ -52,6 +52,18 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_open ON records (id) WHERE status < 2;
 CREATE INDEX IF NOT EXISTS records_open_key ON records (model_version, role, id) WHERE status < 2;
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL,
+    true_label TEXT NOT NULL,
+    correct INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    status INTEGER NOT NULL DEFAULT 0,
+    lease_until REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    run_id TEXT
+);
+CREATE INDEX IF NOT EXISTS feedback_open ON feedback (id) WHERE status < 2;
 """
 
 
@@ -167,6 +179,55 @@ class PredictionSpool:
             (request_id, role),
         ).fetchone()
         return PredictionRecord(*row) if row else None
+
+    # -- ground-truth feedback ----------------------------------------------------------------
+
+    def append_feedback(self, request_id: str, true_label: str, correct: bool) -> int:
+        """Commit a true label for an answered prediction; the exporter joins it to the run."""
+        try:
+            with self._write_lock:
+                cur = self._conn().execute(
+                    "INSERT INTO feedback (request_id, true_label, correct, ts_ms) VALUES (?, ?, ?, ?)",
+                    (request_id, true_label, int(correct), int(time.time() * 1000)))
+            return int(cur.lastrowid or 0)
+        except sqlite3.Error as exc:
+            raise SpoolWriteError(f"cannot write the prediction spool {self.path}: {exc}") from exc
+
+    def claim_feedback(self, limit: int, lease_seconds: float = 60.0) -> list[tuple[int, str, str, bool, str | None]]:
+        """Lease open feedback rows: (id, request_id, true_label, correct, run id of the prediction if
+        exported and still in the spool)."""
+        now = time.time()
+        with self._write_lock:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = conn.execute(
+                    f"""UPDATE feedback SET status = {CLAIMED}, lease_until = ?, attempts = attempts + 1
+                        WHERE id IN (SELECT id FROM feedback WHERE status < 2
+                                     AND (status = {PENDING} OR lease_until < ?) ORDER BY id LIMIT ?)
+                        RETURNING id, request_id, true_label, correct""",
+                    (now + lease_seconds, now, limit)).fetchall()
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        out = []
+        for fid, rid, label, correct in sorted(rows):
+            run = conn.execute(f"SELECT run_id FROM records WHERE request_id = ? AND role = 'primary' "
+                               f"AND status = {DONE}", (rid,)).fetchone()
+            out.append((int(fid), str(rid), str(label), bool(correct), run[0] if run else None))
+        return out
+
+    def finish_feedback(self, feedback_id: int, run_id: str | None) -> None:
+        """Done (joined to ``run_id``), or with None back to pending for a later try."""
+        if run_id is None:
+            self._update(f"UPDATE feedback SET status = {PENDING}, lease_until = NULL WHERE id = ?", [feedback_id])
+        else:
+            self._update(f"UPDATE feedback SET status = {DONE}, run_id = ?, lease_until = NULL WHERE id = ?",
+                         [run_id, feedback_id])
+
+    def count_open_feedback(self) -> int:
+        return int(self._conn().execute("SELECT COUNT(*) FROM feedback WHERE status < 2").fetchone()[0])
 
     # -- claiming, for exporters ------------------------------------------------------------
 

@@ -142,3 +142,19 @@ def test_filters_and_times() -> None:
         parse_time("yesterday")
     with pytest.raises(Exception, match="hexadecimal"):
         build_filter(config_hash="x' or 1=1")
+
+
+def test_accuracy_and_its_difference() -> None:
+    acc = st.accuracy(np.array([1, 1, 1, 0, np.nan] * 20))
+    assert acc is not None and acc["n"] == 80 and acc["correct"] == 60 and acc["rate"] == 0.75
+    res = st.accuracy_difference(np.array([[45, 5], [30, 20]]))
+    from scipy.stats import fisher_exact
+
+    assert res is not None and res["test"] == "fisher_exact"
+    assert res["p_value"] == pytest.approx(fisher_exact([[45, 5], [30, 20]]).pvalue) and res["significant"]
+    df = _records(400, 6)
+    df["correct"] = np.where(df["model_version"] == "v1.0", 1.0, (np.arange(400) % 2).astype(float))
+    report = analyse(df)
+    assert report["versions"]["v1.0"]["accuracy"]["rate"] == 1.0
+    assert report["tests"]["accuracy"]["significant"]
+    assert any(v.startswith("accuracy differs between v1.0 and v2.0") for v in report["verdicts"])

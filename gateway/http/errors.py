@@ -11,9 +11,11 @@ from fastapi.responses import JSONResponse
 from gateway.errors import (
     GatewayError,
     InvalidFeatures,
+    InvalidFeedback,
     MalformedBody,
     NotReady,
     SpoolUnavailable,
+    UnknownRequest,
     UnknownVariant,
 )
 from gateway.service import ConflictingRequest, InvalidRoutingChange
@@ -22,6 +24,8 @@ log = logging.getLogger("gateway.http")
 
 STATUS_BY_ERROR: dict[type[Exception], int] = {
     InvalidFeatures: 422,
+    InvalidFeedback: 422,
+    UnknownRequest: 404,
     MalformedBody: 400,
     UnknownVariant: 400,
     ConflictingRequest: 409,

@@ -135,6 +135,18 @@ async def predict(request: Request) -> Response:
     )
 
 
+class FeedbackBody(BaseModel):
+    request_id: str
+    true_label: str | int
+
+
+@router.post("/feedback", status_code=202, summary="Ground truth for an answered prediction")
+async def feedback(request: Request, body: FeedbackBody) -> dict[str, Any]:
+    """Stored durably in the spool, then joined to the prediction's MLflow run (metric ``correct``,
+    tag ``true_label``). 404 for an unknown request id, 422 for a label that is not an iris class."""
+    return service_of(request).record_feedback(body.request_id, body.true_label)
+
+
 @router.get("/healthz", summary="Liveness: the process answers")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}

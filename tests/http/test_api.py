@@ -222,3 +222,23 @@ def test_metrics_endpoint_counts_per_variant(tmp_path: Path, local_models: dict[
     assert 'gateway_shadow_comparisons_total{agree="true",candidate="v2.0"} 6.0' in text
     assert "gateway_spool_backlog 12.0" in text and "gateway_export_lag_seconds" in text
     assert 'gateway_variant_info{' in text and 'variant="v2.0"' in text
+
+
+def test_feedback_is_stored_and_validated(tmp_path: Path, local_models: dict[str, str]) -> None:
+    with make_client(tmp_path, local_models) as c:
+        _wait_ready(c)
+        rid = c.post("/predict", json=FEATURES).json()["request_id"]
+        r = c.post("/feedback", json={"request_id": rid, "true_label": "setosa"})
+        assert r.status_code == 202 and r.json()["correct"] is True and r.json()["true_label"] == "Setosa"
+        r = c.post("/feedback", json={"request_id": rid, "true_label": 2})
+        assert r.status_code == 202 and r.json()["correct"] is False and r.json()["true_label"] == "Virginica"
+        r = c.post("/feedback", json={"request_id": rid, "true_label": "tulip"})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "true_label"
+        assert c.post("/feedback", json={"request_id": rid, "true_label": 7}).status_code == 422
+        r = c.post("/feedback", json={"request_id": "never-seen", "true_label": "Setosa"})
+        assert r.status_code == 404 and "never-seen" in r.json()["message"]
+        assert c.post("/feedback", json={"true_label": "Setosa"}).status_code == 422
+    spool = PredictionSpool(tmp_path / "spool")
+    assert spool.count_open_feedback() == 2
+    (first, second) = spool.claim_feedback(10)
+    assert first[1] == rid and first[3] is True and second[3] is False

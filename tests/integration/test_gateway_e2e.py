@@ -181,3 +181,31 @@ def test_live_routing_sighup_promote_and_change_log(start_gateway: Callable[...,
         assert "routing changed by SIGHUP" in gw.log_text()
     finally:
         client.set_registered_model_alias("IrisClassifier", "champion", "1")
+
+
+def test_feedback_joins_the_prediction_run_and_the_report(start_gateway: Callable[..., GatewayProcess],
+                                                          mlflow_server: MlflowServer) -> None:
+    import time
+
+    from experiments.compare import build_report
+
+    gw = start_gateway(name="feedback", mlflow={"experiment": "iris-feedback"})
+    with httpx.Client(base_url=gw.url, timeout=10) as http:
+        answers = [http.post("/predict", json=FEATURES).json() for _ in range(20)]
+        for i, a in enumerate(answers):
+            label = "Setosa" if i % 4 else "Virginica"  # every fourth answer is "wrong"
+            assert http.post("/feedback", json={"request_id": a["request_id"], "true_label": label}).status_code == 202
+    runs: dict = {}  # type: ignore[type-arg]
+    for _ in range(120):
+        runs = runs_by_request(mlflow_server.url, "iris-feedback")
+        if len(runs) == 20 and all("correct" in v[0].data.metrics for v in runs.values()):
+            break
+        time.sleep(0.5)
+    for i, a in enumerate(answers):
+        (run,) = runs[(a["request_id"], "primary")]
+        assert run.data.tags["true_label"] == ("Setosa" if i % 4 else "Virginica")
+        assert run.data.metrics["correct"] == (1.0 if i % 4 else 0.0)
+    report, _ = build_report("iris-feedback", mlflow_server.url)
+    labelled = sum(s["accuracy"]["n"] for s in report["versions"].values())
+    right = sum(s["accuracy"]["correct"] for s in report["versions"].values())
+    assert labelled == 20 and right == 15
