@@ -107,6 +107,7 @@ class GatewayProcess:
     workdir: Path
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
+    args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
 
@@ -123,7 +124,7 @@ class GatewayProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the config file decides
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "--config", str(self.config), "--port", str(self.port)],
+            [sys.executable, "-m", "gateway", "--config", str(self.config), "--port", str(self.port), *self.args],
             stdout=self._log, stderr=subprocess.STDOUT, env={**env, **self.env},
             start_new_session=True, cwd=ROOT,
         )

@@ -17,6 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default=os.environ.get("GATEWAY_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GATEWAY_PORT", "8000")))
     parser.add_argument("--log-level", default=os.environ.get("GATEWAY_LOG_LEVEL", "info"))
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("GATEWAY_WORKERS", "1")),
+                        help="uvicorn worker processes (metrics are summed across them)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -30,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from gateway.http.app import create_app
+
+    if args.workers > 1:
+        return _serve_workers(args, settings)
 
     fatal: list[str] = []
     server: uvicorn.Server | None = None
@@ -47,6 +52,37 @@ def main(argv: list[str] | None = None) -> int:
     if fatal:
         print(f"error: {fatal[0]}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _serve_workers(args: argparse.Namespace, settings: object) -> int:
+    """Several uvicorn workers. Models are loaded once here first, so that a missing model fails
+    with one line now, and the workers load from the local cache."""
+    import shutil
+
+    import uvicorn
+
+    from gateway.errors import ModelLoadError
+    from gateway.variants import ModelLoader
+
+    loader = ModelLoader(settings.mlflow.tracking_uri, settings.mlflow.model_cache_dir)  # type: ignore[attr-defined]
+    try:
+        for spec in settings.variants:  # type: ignore[attr-defined]
+            loader.load(spec)
+    except ModelLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    metrics_dir = settings.spool.dir / f"prometheus-{os.getpid()}"  # type: ignore[attr-defined]
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    os.environ["GATEWAY_CONFIG"] = str(args.config)
+    try:
+        uvicorn.run("gateway.http.app:app_from_env", factory=True, host=args.host, port=args.port,
+                    workers=args.workers, log_level=args.log_level.lower(), access_log=False,
+                    timeout_graceful_shutdown=30)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

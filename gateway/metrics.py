@@ -3,6 +3,7 @@ the prediction log's state. Names follow Prometheus conventions (base units, ``_
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -33,7 +34,8 @@ class GatewayMetrics:
         self.shadow = Counter(
             "gateway_shadow_comparisons", "Shadow scorings by candidate and whether it agreed with the primary.",
             ["candidate", "agree"], registry=self.registry)
-        self.registry.register(_StateCollector(state, variants))
+        self._state = _StateCollector(state, variants)
+        self.registry.register(self._state)
 
     def on_prediction(self, record: PredictionRecord, logged: bool, primary_class: int | None = None) -> None:
         self.latency.labels(record.model_version, record.role).observe(record.inference_time_ms / 1000.0)
@@ -47,6 +49,14 @@ class GatewayMetrics:
         self.requests.labels(variant or "none", "primary", reason or "none", str(status)).inc()
 
     def render(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # Several workers: the counters live in files shared by all of them; add them up.
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            registry.register(self._state)
+            return generate_latest(registry)
         return generate_latest(self.registry)
 
 

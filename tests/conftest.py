@@ -56,11 +56,12 @@ def start_gateway(tmp_path: Path, mlflow_server: MlflowServer) -> Iterator[Calla
     started: list[GatewayProcess] = []
 
     def start(*, tracking_uri: str | None = None, spool_dir: Path | None = None, wait_ready: bool = True,
-              env: dict[str, str] | None = None, name: str = "gw", **sections: Any) -> GatewayProcess:
+              env: dict[str, str] | None = None, name: str = "gw", args: list[str] | None = None,
+              **sections: Any) -> GatewayProcess:
         workdir = tmp_path / name
         config = write_config(workdir / "gateway.toml", tracking_uri or mlflow_server.url,
                               spool_dir or workdir / "spool", tmp_path / "model-cache", **sections)
-        gw = GatewayProcess(config=config, workdir=workdir, env=env or {})
+        gw = GatewayProcess(config=config, workdir=workdir, env=env or {}, args=args or [])
         started.append(gw)
         return gw.start(wait_ready=wait_ready)
 

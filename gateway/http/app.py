@@ -106,6 +106,21 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
     return app
 
 
+def app_from_env() -> FastAPI:
+    """Factory for `python -m gateway --workers N`: each worker process builds its own app from
+    GATEWAY_CONFIG (the parent has already validated it and filled the model cache)."""
+    import os
+
+    path = os.environ["GATEWAY_CONFIG"]
+    settings = load_settings(path)
+
+    def fatal(message: str) -> None:
+        log.error("worker %d cannot serve: %s", os.getpid(), message)
+        os._exit(3)
+
+    return create_app(settings, on_fatal=fatal, config_path=path)
+
+
 def reload_routing(service: PredictionService, config_path: str) -> None:
     """SIGHUP: apply the file's routing (mode, weights, shadow, salt). Variants themselves (names,
     model URIs) need a restart, because their models are loaded at start-up."""

@@ -209,3 +209,24 @@ def test_feedback_joins_the_prediction_run_and_the_report(start_gateway: Callabl
     labelled = sum(s["accuracy"]["n"] for s in report["versions"].values())
     right = sum(s["accuracy"]["correct"] for s in report["versions"].values())
     assert labelled == 20 and right == 15
+
+
+def test_several_workers_give_correct_metric_totals(start_gateway: Callable[..., GatewayProcess],
+                                                    mlflow_server: MlflowServer) -> None:
+    import re
+
+    gw = start_gateway(name="workers", args=["--workers", "2"], mlflow={"experiment": "iris-workers"})
+    result = asyncio.run(run_traffic(gw.url, 300, concurrency=8, progress=False, seed=9))
+    assert result.ok == 300
+    totals = set()
+    for _ in range(6):  # a fresh connection each time: the scrape may land on either worker
+        text = httpx.get(gw.url + "/metrics", headers={"Connection": "close"}).text
+        counts = re.findall(r'^gateway_requests_total\{[^}]*status="200"[^}]*\} ([0-9.]+)$', text, re.M)
+        totals.add(sum(float(c) for c in counts))
+    assert totals == {300.0}
+    # Both workers served (each keeps its own counter file), and the scrape summed them.
+    counter_files = list((gw.workdir / "spool").glob("prometheus-*/counter_*.db"))
+    assert len(counter_files) >= 2, counter_files
+    wait_drained(gw)
+    runs = runs_by_request(mlflow_server.url, "iris-workers")
+    assert len(runs) == 300 and all(len(v) == 1 for v in runs.values())
