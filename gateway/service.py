@@ -84,6 +84,7 @@ class PredictionService:
         self.counts: Counter[str] = Counter()
         self.listeners: list[Any] = []  # observers with on_prediction(record, logged) (metrics)
         self.change_listeners: list[Any] = []  # callables taking a routing-change dict
+        self._in_flight: set[str] = set()  # request ids being scored right now
 
     # -- configuration -----------------------------------------------------------------------
 
@@ -190,7 +191,12 @@ class PredictionService:
         decision: Decision = router.decide(forced=forced, user_key=user_key)
         request_id = request_id or uuid.uuid4().hex
         variant = self.variants[decision.variant]
-        class_index, elapsed_ms = variant.predict(features.as_row())
+        self._in_flight.add(request_id)
+        try:
+            class_index, elapsed_ms = variant.predict(features.as_row())
+        except BaseException:
+            self._in_flight.discard(request_id)
+            raise
         record = PredictionRecord(
             request_id=request_id, role="primary", model_version=decision.variant,
             sepal_length=features.sepal_length, sepal_width=features.sepal_width,
@@ -204,6 +210,12 @@ class PredictionService:
     def record(self, scored: ScoredRequest) -> PredictionOutcome:
         """Commit the prediction to the spool before anyone sees the answer (one short local write)."""
         record, decision = scored.record, scored.decision
+        try:
+            return self._record(record, decision)
+        finally:
+            self._in_flight.discard(record.request_id)
+
+    def _record(self, record: PredictionRecord, decision: Decision) -> PredictionOutcome:
         logged = False
         if self.logging_enabled:
             try:
@@ -243,6 +255,10 @@ class PredictionService:
         if self.spool is None:
             raise SpoolUnavailable("feedback needs the prediction spool, which is disabled or could not be opened")
         predicted = self.spool.find(request_id, "primary")
+        deadline = time.monotonic() + 2.0
+        while predicted is None and request_id in self._in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)  # its prediction is being answered right now: it lands in a moment
+            predicted = self.spool.find(request_id, "primary")
         if predicted is None:
             raise UnknownRequest(f"no answered prediction with request_id {request_id!r} in the spool "
                                  f"(unknown, or older than the spool's retention)", request_id=request_id)

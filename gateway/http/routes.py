@@ -144,7 +144,7 @@ class FeedbackBody(BaseModel):
 async def feedback(request: Request, body: FeedbackBody) -> dict[str, Any]:
     """Stored durably in the spool, then joined to the prediction's MLflow run (metric ``correct``,
     tag ``true_label``). 404 for an unknown request id, 422 for a label that is not an iris class."""
-    return service_of(request).record_feedback(body.request_id, body.true_label)
+    return await run_in_threadpool(service_of(request).record_feedback, body.request_id, body.true_label)
 
 
 @router.get("/healthz", summary="Liveness: the process answers")

@@ -242,3 +242,17 @@ def test_feedback_is_stored_and_validated(tmp_path: Path, local_models: dict[str
     assert spool.count_open_feedback() == 2
     (first, second) = spool.claim_feedback(10)
     assert first[1] == rid and first[3] is True and second[3] is False
+
+
+def test_feedback_for_a_prediction_still_in_flight_waits_for_it(tmp_path: Path, local_models: dict[str, str]) -> None:
+    import threading
+
+    with make_client(tmp_path, local_models) as c:
+        _wait_ready(c)
+        service = c.app.state.service  # type: ignore[attr-defined]
+        from gateway.features import IrisFeatures
+
+        scored = service.score(IrisFeatures(**FEATURES), request_id="slow-one")  # answered, not yet recorded
+        threading.Timer(0.3, service.record, args=(scored,)).start()
+        r = c.post("/feedback", json={"request_id": "slow-one", "true_label": "Setosa"})
+        assert r.status_code == 202 and r.json()["correct"] is True
