@@ -4,6 +4,7 @@ the trainer, the gateway, and a real Prometheus (Debian's package) scraping the 
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import time
@@ -13,7 +14,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from experiments.local_stack import GatewayProcess, MlflowServer, free_port, train_models, wait_http, write_config
+from experiments.local_stack import (
+    ROOT,
+    GatewayProcess,
+    MlflowServer,
+    free_port,
+    train_models,
+    wait_http,
+    write_config,
+)
 from experiments.traffic import run_traffic
 from tests.integration.helpers import runs_by_request, wait_drained
 
@@ -73,6 +82,16 @@ def test_postgres_mlflow_gateway_and_prometheus(tmp_path: Path, postgres_db: str
                 lag = httpx.get(f"http://127.0.0.1:{port}/api/v1/query",
                                 params={"query": "gateway_export_lag_seconds"}).json()["data"]["result"]
                 assert lag and float(lag[0]["value"][1]) >= 0
+                # Every Grafana panel query is valid PromQL and finds data in this Prometheus.
+                dash = json.loads((ROOT / "config" / "grafana" / "dashboards" / "iris-ab-gateway.json").read_text())
+                for panel in dash["panels"]:
+                    for target in panel["targets"]:
+                        answer = httpx.get(f"http://127.0.0.1:{port}/api/v1/query",
+                                           params={"query": target["expr"]}).json()
+                        assert answer["status"] == "success", (panel["title"], answer)
+                        expect_data = not any(w in target["expr"] for w in ("shadow", "failed", 'status!="200"'))
+                        if expect_data:  # no shadow traffic and no errors were sent here
+                            assert answer["data"]["result"], (panel["title"], target["expr"])
                 info = httpx.get(f"http://127.0.0.1:{port}/api/v1/query",
                                  params={"query": "gateway_variant_info"}).json()["data"]["result"]
                 assert {(r["metric"]["variant"], r["metric"]["registry_version"]) for r in info} == {
