@@ -1,7 +1,7 @@
 """The prediction use case: route, predict, record durably, and score the shadow afterwards.
 
-Framework-free. The HTTP layer calls ``predict`` from a worker thread (it is CPU-bound) and
-``submit_shadow`` after the response has been sent.
+Framework-free. The HTTP layer calls ``score`` from a worker thread (it is CPU-bound), ``record``
+before it answers, and ``submit_shadow`` after the response has been sent.
 """
 
 from __future__ import annotations
@@ -176,11 +176,6 @@ class PredictionService:
         return {"routing": change, "registry": alias}
 
     # -- the request path --------------------------------------------------------------------
-
-    def predict(self, features: IrisFeatures, *, forced: str | None = None, user_key: str | None = None,
-                request_id: str | None = None) -> PredictionOutcome:
-        """Route, predict and record, all in the calling thread."""
-        return self.record(self.score(features, forced=forced, user_key=user_key, request_id=request_id))
 
     def score(self, features: IrisFeatures, *, forced: str | None = None, user_key: str | None = None,
               request_id: str | None = None) -> ScoredRequest:
