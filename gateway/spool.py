@@ -151,7 +151,8 @@ class PredictionSpool:
             if self._max_bytes:
                 # A size cap: past it SQLite answers SQLITE_FULL, exactly as on a full disk.
                 page = conn.execute("PRAGMA page_size").fetchone()[0]
-                conn.execute(f"PRAGMA max_page_count = {max(8, self._max_bytes // page)}")
+                # At least room for the schema itself (about 12 pages), or the spool could not open.
+                conn.execute(f"PRAGMA max_page_count = {max(16, self._max_bytes // page)}")
             self._local.conn = conn
         return conn
 

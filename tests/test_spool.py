@@ -177,7 +177,7 @@ def test_window_by_time(tmp_path: Path) -> None:
 
 
 def test_full_spool_raises_write_error(tmp_path: Path) -> None:
-    spool = PredictionSpool(tmp_path, max_bytes=40_000)
+    spool = PredictionSpool(tmp_path, max_bytes=80_000)
     with pytest.raises(SpoolWriteError, match="full"):
         for i in range(10_000):
             spool.append(rec(i))
