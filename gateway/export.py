@@ -85,7 +85,7 @@ def drain(settings: Settings, timeout: float, quiet: bool) -> int:
     total = spool.count_open()
     exporter = build_exporter(settings, spool, lease_seconds=30.0)
     start = time.monotonic()
-    exporter._flush_windows_now = True
+    exporter.drain_now()
     exporter.start()
     with tqdm(total=total, unit="rec", disable=quiet, file=sys.stderr) as bar:
         deadline = start + timeout

@@ -189,6 +189,7 @@ class MlflowExporter:
         self._backoff_until = 0.0
         self._failures_in_row = 0
         self._state_lock = threading.Lock()
+        self._draining = False  # export everything now: close open windows, no deferring to traffic
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -216,13 +217,14 @@ class MlflowExporter:
                          c["duplicates_avoided"])
             last = now
 
-    def notify(self) -> None:
-        self._wake.set()
+    def drain_now(self) -> None:
+        """From now on, close windows early and never defer to traffic (drain and shutdown)."""
+        self._draining = True
 
     def stop(self, grace_seconds: float) -> int:
         """Drain for up to ``grace_seconds`` while MLflow answers, then stop. Return the backlog left."""
         deadline = time.monotonic() + grace_seconds
-        self._flush_windows_now = True  # close open windows, and no deferring to traffic now
+        self.drain_now()
         while time.monotonic() < deadline and self.spool.count_open() > 0:
             if self._backoff_until > time.time() + (deadline - time.monotonic()):
                 break  # MLflow is down and will not be retried within the grace time
@@ -236,8 +238,6 @@ class MlflowExporter:
         if left:
             log.warning("export stopped with %d prediction record(s) left in the spool for the next start", left)
         return left
-
-    _flush_windows_now = False
 
     # -- failure handling --------------------------------------------------------------------
 
@@ -278,7 +278,7 @@ class MlflowExporter:
         ``max_deferral_seconds``. A run costs the tracking server about 15 ms of CPU, the gateway's
         request well under 1 ms: on a shared machine, exporting during a burst would slow serving,
         while waiting costs nothing but lag (the records are already durable)."""
-        if not self.busy_rps or self._stop.is_set() or self._flush_windows_now:
+        if not self.busy_rps or self._stop.is_set() or self._draining:
             return False
         now = time.monotonic()
         with self._state_lock:
@@ -396,7 +396,7 @@ class MlflowExporter:
                 self._wait(pause)
                 continue
             # Drain or shutdown: close every open window now rather than wait for its end.
-            now = time.time() + (self.window_seconds + 1 if self._flush_windows_now else 0)
+            now = time.time() + (self.window_seconds + 1 if self._draining else 0)
             claimed = self.spool.claim_window(self.window_seconds, self.window_max_records,
                                               lease_seconds=max(self.lease_seconds, 120.0), now=now)
             if claimed is None:

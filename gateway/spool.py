@@ -373,11 +373,10 @@ class PredictionSpool:
         backlog, oldest = conn.execute(
             "SELECT COUNT(*), MIN(ts_ms) FROM records WHERE status < 2"
         ).fetchone()
-        done = conn.execute(f"SELECT COUNT(*) FROM records WHERE status = {DONE}").fetchone()[0]
         counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
         lag = max(0.0, time.time() - oldest / 1000) if oldest is not None else 0.0
         return {"backlog": int(backlog), "oldest_pending_ts_ms": oldest, "export_lag_seconds": round(lag, 3),
-                "done_retained": int(done), **{f"total_{k}": int(v) for k, v in counters.items()}}
+                **{f"total_{k}": int(v) for k, v in counters.items()}}
 
     def high_water(self) -> int:
         """The newest row id: its growth over time is the inbound prediction rate (O(1) to read)."""

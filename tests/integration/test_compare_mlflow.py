@@ -30,7 +30,7 @@ def _ship(tmp: Path, server: MlflowServer, experiment: str, records: list[Predic
         spool.append(r)
     exporter = MlflowExporter(spool, server.url, experiment, granularity=granularity, workers=8,
                               window_seconds=3600, window_max_records=len(records))
-    exporter._flush_windows_now = True
+    exporter.drain_now()
     exporter.start(report_every=0)
     deadline = time.monotonic() + 180
     while spool.count_open() and time.monotonic() < deadline:
