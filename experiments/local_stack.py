@@ -162,16 +162,20 @@ def write_config(path: Path, tracking_uri: str, spool_dir: Path, cache_dir: Path
         "shadow": {"primary": "v1.0", "candidate": "v2.0", "sample_rate": 1.0},
         "spool": {"dir": str(spool_dir), "shutdown_grace_seconds": 10.0},
     }
-    variants = sections.pop("variants", None) or [
-        {"name": "v1.0", "model_uri": "models:/IrisClassifier/1", "weight": 0.5},
-        {"name": "v2.0", "model_uri": "models:/IrisClassifier/2", "weight": 0.5},
-    ]
+    variants = sections.pop("variants", None)
+    if variants is None:  # the embedded default: both IrisClassifier versions, as config/gateway.toml
+        variants = [
+            {"name": "v1.0", "model_uri": "models:/IrisClassifier/1", "weight": 0.5},
+            {"name": "v2.0", "model_uri": "models:/IrisClassifier/2", "weight": 0.5},
+        ]
+        bounds = {c: {"gt": 0, "le": 100} for c in ("sepal_length", "sepal_width", "petal_length", "petal_width")}
+        base["model"] = {"class_names": ["Setosa", "Versicolor", "Virginica"], "bounds": bounds}
     for name, values in sections.items():
         base.setdefault(name, {}).update(values)
     lines = []
     for name, values in base.items():
         lines.append(f"[{name}]")
-        lines += [f"{k} = {_toml(v)}" for k, v in values.items()]
+        lines += [f"{_key(k)} = {_toml(v)}" for k, v in values.items()]
         lines.append("")
     for v in variants:
         lines.append("[[variants]]")
@@ -182,7 +186,15 @@ def write_config(path: Path, tracking_uri: str, spool_dir: Path, cache_dir: Path
     return path
 
 
+def _key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else _toml(key)
+
+
 def _toml(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_key(k)} = {_toml(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):

@@ -11,7 +11,7 @@ from gateway.settings import DEFAULT_CONFIG_PATH, ConfigError, load_settings
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway", description="Serve the iris A/B gateway.")
+    parser = argparse.ArgumentParser(prog="python -m gateway", description="Serve the A/B model gateway.")
     parser.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", str(DEFAULT_CONFIG_PATH)),
                         help="TOML config file (default: %(default)s)")
     parser.add_argument("--host", default=os.environ.get("GATEWAY_HOST", "127.0.0.1"))
@@ -65,7 +65,8 @@ def _serve_workers(args: argparse.Namespace, settings: object) -> int:
     from gateway.errors import ModelLoadError
     from gateway.variants import ModelLoader
 
-    loader = ModelLoader(settings.mlflow.tracking_uri, settings.mlflow.model_cache_dir)  # type: ignore[attr-defined]
+    loader = ModelLoader(settings.mlflow.tracking_uri, settings.mlflow.model_cache_dir,  # type: ignore[attr-defined]
+                         settings.model)  # type: ignore[attr-defined]
     try:
         for spec in settings.variants:  # type: ignore[attr-defined]
             loader.load(spec)

@@ -1,4 +1,4 @@
-"""Routing changes recorded in MLflow: one run per change in experiment ``iris-ab-routing-changes``.
+"""Routing changes recorded in MLflow: one run per change in the routing-changes experiment.
 
 Written from a background thread; a failure is logged, never raised to the admin call (the change
 itself is already in force, and the gateway's log has a line for it either way)."""
@@ -11,9 +11,11 @@ import threading
 import time
 from typing import Any
 
-log = logging.getLogger("gateway.changes")
+from gateway.contract import ROUTING_CHANGES_EXPERIMENT as EXPERIMENT
+from gateway.contract import get_or_create_experiment
+from gateway.exceptions import first_line
 
-EXPERIMENT = "iris-ab-routing-changes"
+log = logging.getLogger("gateway.changes")
 
 
 class RoutingChangeRecorder:
@@ -30,8 +32,7 @@ class RoutingChangeRecorder:
             from mlflow.entities import Param
 
             client = MlflowClient(tracking_uri=self.tracking_uri)
-            exp = client.get_experiment_by_name(EXPERIMENT)
-            exp_id = exp.experiment_id if exp else client.create_experiment(EXPERIMENT)
+            exp_id = get_or_create_experiment(client, EXPERIMENT)
             run = client.create_run(exp_id, start_time=at_ms, run_name=f"routing-{change['config_hash']}", tags={
                 "config_hash": change["config_hash"], "old_config_hash": change["old_config_hash"],
                 "source": change.get("source", ""), "mode": change["mode"]})
@@ -41,4 +42,4 @@ class RoutingChangeRecorder:
             client.set_terminated(run.info.run_id, end_time=at_ms)
         except Exception as exc:
             log.warning("routing change %s -> %s not recorded in MLflow: %s", change.get("old_config_hash"),
-                        change.get("config_hash"), str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+                        change.get("config_hash"), first_line(exc, 200))

@@ -13,7 +13,8 @@ class GatewayError(Exception):
 
 
 class InvalidFeatures(GatewayError):
-    """The request's features are missing, not numbers, or out of range."""
+    """The request's rows do not fit the model's input schema: a column missing, of the wrong type, or
+    out of its configured bounds. ``errors`` names each row (in a batch) and column."""
 
     def __init__(self, message: str, errors: list[dict[str, object]]) -> None:
         super().__init__(message, errors=errors)
@@ -41,7 +42,23 @@ class UnknownRequest(GatewayError):
 
 
 class InvalidFeedback(GatewayError):
-    """A true label that is not an iris class."""
+    """A true label that is not one of the model's classes (or not a number, for a regressor)."""
+
+
+class TooManyRows(GatewayError):
+    """A batch larger than ``[model] max_rows``."""
+
+    def __init__(self, rows: int, limit: int) -> None:
+        super().__init__(f"{rows} rows in one request; the limit is {limit} ([model] max_rows)",
+                         rows=rows, limit=limit)
+
+
+class UnknownModel(GatewayError):
+    """An Open Inference Protocol model name that is not this gateway's."""
+
+
+class ModelFailure(GatewayError):
+    """The model raised on rows that passed validation; only the requests of that call fail."""
 
 
 class SpoolUnavailable(GatewayError):
@@ -50,3 +67,19 @@ class SpoolUnavailable(GatewayError):
 
 class ModelLoadError(GatewayError):
     """A variant's model could not be loaded at start-up."""
+
+
+class SchemaMismatch(ModelLoadError):
+    """A model has no usable signature, or the variants' input schemas differ."""
+
+
+class InvalidRoutingChange(GatewayError):
+    """A live routing change that the start-up config would have refused too."""
+
+
+class ConflictingRequest(GatewayError):
+    """The request id was used before for different rows."""
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"request id {request_id!r} was already used for a different prediction",
+                         request_id=request_id)

@@ -11,7 +11,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
-from gateway.spool import PredictionRecord
+from gateway.model_output import ModelKind
+from gateway.records import PredictionRecord
 
 # Predict latency is sub-millisecond to a few ms: buckets from 50 us to 100 ms.
 LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
@@ -37,13 +38,18 @@ class GatewayMetrics:
         self._state = _StateCollector(state, variants)
         self.registry.register(self._state)
 
-    def on_prediction(self, record: PredictionRecord, logged: bool, primary_class: int | None = None) -> None:
+    def on_prediction(self, record: PredictionRecord, logged: bool, primary: object = None) -> None:
+        """One predicted row. Classes are counted for classifiers only (a regressor's values would
+        make one series per value)."""
         self.latency.labels(record.model_version, record.role).observe(record.inference_time_ms / 1000.0)
-        self.classes.labels(record.model_version, record.role, record.class_name).inc()
+        classifier = record.kind == ModelKind.CLASSIFIER
+        if classifier:
+            self.classes.labels(record.model_version, record.role, str(record.prediction)).inc()
         if record.role == "shadow":
-            self.requests.labels(record.model_version, "shadow", record.routing, "200").inc()
-            if primary_class is not None:
-                self.shadow.labels(record.model_version, str(primary_class == record.class_index).lower()).inc()
+            if record.row_index == 0:
+                self.requests.labels(record.model_version, "shadow", record.routing, "200").inc()
+            if primary is not None and classifier:
+                self.shadow.labels(record.model_version, str(primary == record.prediction).lower()).inc()
 
     def on_response(self, variant: str | None, reason: str | None, status: int) -> None:
         self.requests.labels(variant or "none", "primary", reason or "none", str(status)).inc()

@@ -76,6 +76,32 @@ class VariantSpec(_Section):
         return value
 
 
+class BoundsSpec(_Section):
+    """Limits on one numeric column: any of gt, ge, lt, le."""
+
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+
+
+class ModelSection(_Section):
+    """What the gateway needs to know about the model beyond its signature."""
+
+    name: str | None = Field(None, min_length=1, max_length=128)  # the route name (OIP /v2/models/{name})
+    kind: Literal["auto", "classifier", "regressor"] = "auto"
+    class_names: list[str] = Field(default_factory=list)  # names for integer classes 0, 1, 2, ...
+    bounds: dict[str, BoundsSpec] = Field(default_factory=dict)  # per input column
+    max_rows: int = Field(1000, ge=1, le=1_000_000)  # rows per request; past it 413
+
+    @field_validator("class_names")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("class names must be distinct")
+        return value
+
+
 class ShadowSection(_Section):
     primary: str = "v1.0"
     candidate: str = "v2.0"
@@ -149,6 +175,7 @@ class Settings(BaseSettings):
     )
     shadow: ShadowSection = ShadowSection()
     spool: SpoolSection = SpoolSection()
+    model: ModelSection = ModelSection()
 
     @classmethod
     def settings_customise_sources(

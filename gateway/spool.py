@@ -1,96 +1,109 @@
 """A durable local log of predictions, written before each response, drained by the exporter.
 
-SQLite in WAL mode: one row per prediction and role. A row is *pending*, then *claimed* by an
-exporter under a time-limited lease, then *done* with the MLflow run id. A lease that runs out (its
-exporter was killed) makes the row claimable again, and ``attempts`` tells the next exporter that
-a run may already exist in MLflow. Several processes may share one spool file: claims happen inside
-``BEGIN IMMEDIATE`` transactions, so two exporters never hold the same row at once.
+SQLite in WAL mode: one row per predicted row (a batch request leaves several) and role. A row is
+*pending*, then *claimed* by an exporter under a time-limited lease, then *done* with the MLflow
+run id. A lease that runs out (its exporter was killed) makes the row claimable again, and
+``attempts`` tells the next exporter that a run may already exist in MLflow. Several processes may
+share one spool file: claims happen inside ``BEGIN IMMEDIATE`` transactions, so two exporters never
+hold the same row at once.
 
-Durability: a row is committed before ``append`` returns. With ``synchronous=NORMAL`` a commit
-survives the death of the process (SIGKILL, OOM kill); ``fsync = "full"`` also survives power loss.
+Durability: a request's rows are committed in one transaction before ``append_many`` returns. With
+``synchronous=NORMAL`` a commit survives the death of the process (SIGKILL, OOM kill);
+``fsync = "full"`` also survives power loss.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
+from enum import IntEnum
 from pathlib import Path
+from typing import Any
 
-PENDING, CLAIMED, DONE = 0, 1, 2
+from gateway.records import PredictionRecord
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (
+
+class RowState(IntEnum):
+    """A spool row's life: written, leased by an exporter, in MLflow."""
+
+    PENDING = 0
+    CLAIMED = 1
+    DONE = 2
+
+
+PENDING, CLAIMED, DONE = RowState.PENDING, RowState.CLAIMED, RowState.DONE
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS predictions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     request_id TEXT NOT NULL,
+    row_index INTEGER NOT NULL DEFAULT 0,
     role TEXT NOT NULL,
     model_version TEXT NOT NULL,
-    sepal_length REAL NOT NULL,
-    sepal_width REAL NOT NULL,
-    petal_length REAL NOT NULL,
-    petal_width REAL NOT NULL,
-    class_index INTEGER NOT NULL,
-    class_name TEXT NOT NULL,
+    features TEXT NOT NULL,
+    prediction TEXT NOT NULL,
+    class_index INTEGER,
+    kind TEXT NOT NULL,
     inference_time_ms REAL NOT NULL,
     ts_ms INTEGER NOT NULL,
     routing TEXT NOT NULL,
     config_hash TEXT NOT NULL,
     weights TEXT NOT NULL DEFAULT '',
-    status INTEGER NOT NULL DEFAULT 0,
+    status INTEGER NOT NULL DEFAULT {PENDING:d},
     lease_owner TEXT,
     lease_until REAL,
     attempts INTEGER NOT NULL DEFAULT 0,
     batch_id TEXT,
     run_id TEXT,
     exported_at REAL,
-    UNIQUE (request_id, role)
+    UNIQUE (request_id, role, row_index)
 );
-CREATE INDEX IF NOT EXISTS records_open ON records (id) WHERE status < 2;
-CREATE INDEX IF NOT EXISTS records_open_key ON records (model_version, role, id) WHERE status < 2;
+CREATE INDEX IF NOT EXISTS predictions_open ON predictions (id) WHERE status != {DONE:d};
+CREATE INDEX IF NOT EXISTS predictions_open_key ON predictions (model_version, role, id) WHERE status != {DONE:d};
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS feedback (
+CREATE TABLE IF NOT EXISTS labels (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     request_id TEXT NOT NULL,
+    row_index INTEGER NOT NULL DEFAULT 0,
+    model_version TEXT NOT NULL,
     true_label TEXT NOT NULL,
-    correct INTEGER NOT NULL,
+    correct INTEGER,
+    abs_error REAL,
     ts_ms INTEGER NOT NULL,
-    status INTEGER NOT NULL DEFAULT 0,
+    status INTEGER NOT NULL DEFAULT {PENDING:d},
     lease_until REAL,
     attempts INTEGER NOT NULL DEFAULT 0,
+    batch_id TEXT,
     run_id TEXT
 );
-CREATE INDEX IF NOT EXISTS feedback_open ON feedback (id) WHERE status < 2;
+CREATE INDEX IF NOT EXISTS labels_open ON labels (id) WHERE status != {DONE:d};
 """
 
-
-@dataclass(frozen=True, slots=True)
-class PredictionRecord:
-    """What one answered (or shadow-scored) prediction leaves behind."""
-
-    request_id: str
-    role: str  # "primary" | "shadow"
-    model_version: str
-    sepal_length: float
-    sepal_width: float
-    petal_length: float
-    petal_width: float
-    class_index: int
-    class_name: str
-    inference_time_ms: float
-    ts_ms: int
-    routing: str
-    config_hash: str
-    weights: str = ""  # the normalised weights in force, "v1.0=0.7,v2.0=0.3", for the SRM check
-
-    def features(self) -> tuple[float, float, float, float]:
-        return (self.sepal_length, self.sepal_width, self.petal_length, self.petal_width)
+_RECORD_COLUMNS = ("request_id", "row_index", "role", "model_version", "features", "prediction", "class_index",
+                   "kind", "inference_time_ms", "ts_ms", "routing", "config_hash", "weights")
+_COLS = ", ".join(_RECORD_COLUMNS)
+_INSERT = f"INSERT INTO predictions ({_COLS}) VALUES ({', '.join('?' * len(_RECORD_COLUMNS))})"
 
 
-_RECORD_COLUMNS = tuple(f.name for f in fields(PredictionRecord))
+def _values(record: PredictionRecord) -> tuple[Any, ...]:
+    return (record.request_id, record.row_index, record.role, record.model_version, record.features_json(),
+            json.dumps(record.prediction), record.class_index, record.kind, record.inference_time_ms,
+            record.ts_ms, record.routing, record.config_hash, record.weights)
+
+
+def _record(row: Sequence[Any]) -> PredictionRecord:
+    (request_id, row_index, role, version, features, prediction, class_index, kind, ms, ts, routing, config_hash,
+     weights) = row
+    return PredictionRecord(request_id=request_id, role=role, model_version=version, features=json.loads(features),
+                            prediction=json.loads(prediction), class_index=class_index, inference_time_ms=ms,
+                            ts_ms=ts, routing=routing, config_hash=config_hash, weights=weights,
+                            row_index=row_index, kind=kind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,15 +117,33 @@ class SpoolRow:
     run_id: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class LabelRow:
+    """A ground-truth label as the exporter sees it, with the prediction's run id once known."""
+
+    id: int
+    request_id: str
+    row_index: int
+    model_version: str
+    true_label: str | int | float
+    correct: bool | None
+    abs_error: float | None
+    ts_ms: int
+    attempts: int
+    batch_id: str | None
+    prediction_run_id: str | None
+
+
 class SpoolWriteError(Exception):
     """The spool could not commit a record (disk full, read-only file system, locked too long)."""
 
 
 class DuplicateRequest(Exception):
-    """A record with this (request_id, role) exists already; ``existing`` is what was recorded."""
+    """Records with this (request_id, role) exist already; ``existing`` is what was recorded."""
 
-    def __init__(self, existing: PredictionRecord) -> None:
-        super().__init__(f"request {existing.request_id} ({existing.role}) is already recorded")
+    def __init__(self, existing: list[PredictionRecord]) -> None:
+        first = existing[0]
+        super().__init__(f"request {first.request_id} ({first.role}) is already recorded")
         self.existing = existing
 
 
@@ -135,10 +166,7 @@ class PredictionSpool:
         conn = self._conn()
         with self._write_lock:
             conn.executescript(_SCHEMA)
-            # A spool written by an older release lacks later columns; add them in place.
-            have = {row[1] for row in conn.execute("PRAGMA table_info(records)")}
-            if "weights" not in have:
-                conn.execute("ALTER TABLE records ADD COLUMN weights TEXT NOT NULL DEFAULT ''")
+            _migrate_single_row_spool(conn)
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -156,113 +184,135 @@ class PredictionSpool:
             self._local.conn = conn
         return conn
 
+    def _transaction(self, work: Any) -> Any:
+        """Run ``work(conn)`` inside one write transaction (BEGIN IMMEDIATE ... COMMIT)."""
+        with self._write_lock:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return result
+
     # -- writing, on the request path ------------------------------------------------------
 
     def append(self, record: PredictionRecord) -> int:
         """Commit one record durably; return its row id. Raise DuplicateRequest or SpoolWriteError."""
-        values = [getattr(record, c) for c in _RECORD_COLUMNS]
-        sql = f"INSERT INTO records ({', '.join(_RECORD_COLUMNS)}) VALUES ({', '.join('?' * len(values))})"
+        return self.append_many([record])[0]
+
+    def append_many(self, records: Sequence[PredictionRecord]) -> list[int]:
+        """Commit the records of one request in one transaction: all of them or none."""
         try:
-            with self._write_lock:
-                cur = self._conn().execute(sql, values)
-            return int(cur.lastrowid or 0)
+            return self._transaction(  # type: ignore[no-any-return]
+                lambda conn: [int(conn.execute(_INSERT, _values(r)).lastrowid or 0) for r in records])
         except sqlite3.IntegrityError:
-            existing = self.find(record.request_id, record.role)
-            if existing is None:  # pragma: no cover - the row vanished between insert and read
+            existing = self.find_request(records[0].request_id, records[0].role)
+            if not existing:  # pragma: no cover - the rows vanished between insert and read
                 raise SpoolWriteError("spool integrity error without a conflicting row") from None
             raise DuplicateRequest(existing) from None
         except sqlite3.Error as exc:
             raise SpoolWriteError(f"cannot write the prediction spool {self.path}: {exc}") from exc
 
-    def find(self, request_id: str, role: str = "primary") -> PredictionRecord | None:
+    def find(self, request_id: str, role: str = "primary", row_index: int = 0) -> PredictionRecord | None:
         row = self._conn().execute(
-            f"SELECT {', '.join(_RECORD_COLUMNS)} FROM records WHERE request_id = ? AND role = ?",
-            (request_id, role),
-        ).fetchone()
-        return PredictionRecord(*row) if row else None
+            f"SELECT {_COLS} FROM predictions WHERE request_id = ? AND role = ? AND row_index = ?",
+            (request_id, role, row_index)).fetchone()
+        return _record(row) if row else None
 
-    # -- ground-truth feedback ----------------------------------------------------------------
+    def find_request(self, request_id: str, role: str = "primary") -> list[PredictionRecord]:
+        rows = self._conn().execute(
+            f"SELECT {_COLS} FROM predictions WHERE request_id = ? AND role = ? ORDER BY row_index",
+            (request_id, role)).fetchall()
+        return [_record(r) for r in rows]
 
-    def append_feedback(self, request_id: str, true_label: str, correct: bool) -> int:
-        """Commit a true label for an answered prediction; the exporter joins it to the run."""
+    # -- ground-truth labels -------------------------------------------------------------------
+
+    def append_label(self, record: PredictionRecord, true_label: str | int | float, correct: bool | None,
+                     abs_error: float | None) -> int:
+        """Commit a true label for an answered prediction; the exporter takes it to MLflow."""
         try:
             with self._write_lock:
                 cur = self._conn().execute(
-                    "INSERT INTO feedback (request_id, true_label, correct, ts_ms) VALUES (?, ?, ?, ?)",
-                    (request_id, true_label, int(correct), int(time.time() * 1000)))
+                    "INSERT INTO labels (request_id, row_index, model_version, true_label, correct, abs_error, ts_ms) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (record.request_id, record.row_index, record.model_version, json.dumps(true_label),
+                     None if correct is None else int(correct), abs_error, int(time.time() * 1000)))
             return int(cur.lastrowid or 0)
         except sqlite3.Error as exc:
             raise SpoolWriteError(f"cannot write the prediction spool {self.path}: {exc}") from exc
 
-    def claim_feedback(self, limit: int, lease_seconds: float = 60.0) -> list[tuple[int, str, str, bool, str | None]]:
-        """Lease open feedback rows: (id, request_id, true_label, correct, run id of the prediction if
-        exported and still in the spool)."""
+    def claim_labels(self, limit: int, lease_seconds: float = 60.0) -> tuple[str, list[LabelRow]]:
+        """Lease open labels, all under one batch id (a lease that ran out is taken back whole)."""
         now = time.time()
-        with self._write_lock:
-            conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                rows = conn.execute(
-                    f"""UPDATE feedback SET status = {CLAIMED}, lease_until = ?, attempts = attempts + 1
-                        WHERE id IN (SELECT id FROM feedback WHERE status < 2
-                                     AND (status = {PENDING} OR lease_until < ?) ORDER BY id LIMIT ?)
-                        RETURNING id, request_id, true_label, correct""",
-                    (now + lease_seconds, now, limit)).fetchall()
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+
+        def work(conn: sqlite3.Connection) -> tuple[str, list[Any]]:
+            stale = conn.execute(f"SELECT batch_id FROM labels WHERE status = {CLAIMED:d} AND lease_until < ? "
+                                 "ORDER BY id LIMIT 1", (now,)).fetchone()
+            batch_id = stale[0] if stale else uuid.uuid4().hex
+            where = ("batch_id = ?", (batch_id,)) if stale else (
+                f"id IN (SELECT id FROM labels WHERE status = {PENDING:d} ORDER BY id LIMIT ?)", (limit,))
+            rows = conn.execute(
+                f"""UPDATE labels SET status = {CLAIMED:d}, lease_until = ?, attempts = attempts + 1, batch_id = ?
+                    WHERE {where[0]} RETURNING id, request_id, row_index, model_version, true_label, correct,
+                    abs_error, ts_ms, attempts, batch_id""", (now + lease_seconds, batch_id, *where[1])).fetchall()
+            return batch_id, rows
+
+        batch_id, rows = self._transaction(work)
+        conn = self._conn()
         out = []
-        for fid, rid, label, correct in sorted(rows):
-            run = conn.execute(f"SELECT run_id FROM records WHERE request_id = ? AND role = 'primary' "
-                               f"AND status = {DONE}", (rid,)).fetchone()
-            out.append((int(fid), str(rid), str(label), bool(correct), run[0] if run else None))
-        return out
+        for lid, rid, idx, version, label, correct, abs_error, ts, attempts, batch in sorted(rows):
+            run = conn.execute(f"SELECT run_id FROM predictions WHERE request_id = ? AND role = 'primary' "
+                               f"AND row_index = ? AND status = {DONE:d}", (rid, idx)).fetchone()
+            out.append(LabelRow(int(lid), str(rid), int(idx), str(version), json.loads(label),
+                                None if correct is None else bool(correct), abs_error, int(ts), int(attempts),
+                                batch, run[0] if run else None))
+        return batch_id, out
 
-    def finish_feedback(self, feedback_id: int, run_id: str | None) -> None:
-        """Done (joined to ``run_id``), or with None back to pending for a later try."""
+    def finish_labels(self, label_ids: Sequence[int], run_id: str | None) -> None:
+        """Done (in run ``run_id``), or with None back to pending for a later try."""
+        if not label_ids:
+            return
         if run_id is None:
-            self._update(f"UPDATE feedback SET status = {PENDING}, lease_until = NULL WHERE id = ?", [feedback_id])
+            self._update(f"UPDATE labels SET status = {PENDING:d}, lease_until = NULL, batch_id = NULL "
+                         f"WHERE id IN ({_marks(label_ids)})", list(label_ids))
         else:
-            self._update(f"UPDATE feedback SET status = {DONE}, run_id = ?, lease_until = NULL WHERE id = ?",
-                         [run_id, feedback_id])
+            self._update(f"UPDATE labels SET status = {DONE:d}, run_id = ?, lease_until = NULL "
+                         f"WHERE id IN ({_marks(label_ids)})", [run_id, *label_ids])
 
-    def count_open_feedback(self) -> int:
-        return int(self._conn().execute("SELECT COUNT(*) FROM feedback WHERE status < 2").fetchone()[0])
+    def release_labels(self, batch_id: str) -> None:
+        """Give a label batch back whole, same batch id, claimable at once (it may be in MLflow)."""
+        self._update(f"UPDATE labels SET lease_until = 0 WHERE batch_id = ? AND status = {CLAIMED:d}", [batch_id])
+
+    def oldest_open_label_ts_ms(self) -> int | None:
+        row = self._conn().execute(f"SELECT MIN(ts_ms) FROM labels WHERE status != {DONE:d}").fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
+    def count_open_labels(self) -> int:
+        return int(self._conn().execute(f"SELECT COUNT(*) FROM labels WHERE status != {DONE:d}").fetchone()[0])
 
     # -- claiming, for exporters ------------------------------------------------------------
 
-    def _rows(self, cursor: Iterable[Sequence[object]]) -> list[SpoolRow]:
-        out = []
-        for row in cursor:
-            rec = PredictionRecord(*row[4:])
-            out.append(SpoolRow(id=int(row[0]), attempts=int(row[1]), batch_id=row[2], run_id=row[3],  # type: ignore[arg-type]
-                                record=rec))
+    @staticmethod
+    def _rows(cursor: Iterable[Sequence[Any]]) -> list[SpoolRow]:
+        out = [SpoolRow(id=int(row[0]), attempts=int(row[1]), batch_id=row[2], run_id=row[3], record=_record(row[4:]))
+               for row in cursor]
         out.sort(key=lambda r: r.id)
         return out
 
     def claim(self, limit: int, lease_seconds: float = 60.0) -> list[SpoolRow]:
         """Lease up to ``limit`` open rows (pending, or claimed with an expired lease)."""
         now = time.time()
-        cols = ", ".join(_RECORD_COLUMNS)
-        with self._write_lock:
-            conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                cur = conn.execute(
-                    f"""UPDATE records SET status = {CLAIMED}, lease_owner = ?, lease_until = ?,
-                            attempts = attempts + 1
-                        WHERE id IN (SELECT id FROM records WHERE status < 2
-                                     AND (status = {PENDING} OR lease_until < ?) ORDER BY id LIMIT ?)
-                        RETURNING id, attempts, batch_id, run_id, {cols}""",
-                    (self.owner, now + lease_seconds, now, limit),
-                )
-                rows = self._rows(cur.fetchall())
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        return rows
+        return self._transaction(lambda conn: self._rows(conn.execute(  # type: ignore[no-any-return]
+            f"""UPDATE predictions SET status = {CLAIMED:d}, lease_owner = ?, lease_until = ?,
+                    attempts = attempts + 1
+                WHERE id IN (SELECT id FROM predictions WHERE status != {DONE:d}
+                             AND (status = {PENDING:d} OR lease_until < ?) ORDER BY id LIMIT ?)
+                RETURNING id, attempts, batch_id, run_id, {_COLS}""",
+            (self.owner, now + lease_seconds, now, limit)).fetchall()))
 
     def claim_window(self, window_seconds: float, max_records: int, lease_seconds: float = 120.0,
                      now: float | None = None) -> tuple[str, list[SpoolRow]] | None:
@@ -270,60 +320,45 @@ class PredictionSpool:
         up to ``window_seconds`` later, at most ``max_records``. A window is closed once its time
         has passed or it is full. A window whose lease expired is re-claimed whole, same batch id."""
         now = time.time() if now is None else now
-        cols = ", ".join(_RECORD_COLUMNS)
-        with self._write_lock:
-            conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                stale = conn.execute(
-                    f"SELECT batch_id FROM records WHERE status = {CLAIMED} AND lease_until < ? "
-                    "AND batch_id IS NOT NULL ORDER BY id LIMIT 1", (now,)
-                ).fetchone()
-                if stale:
-                    batch_id = stale[0]
-                    cur = conn.execute(
-                        f"""UPDATE records SET lease_owner = ?, lease_until = ?, attempts = attempts + 1
-                            WHERE batch_id = ? AND status = {CLAIMED}
-                            RETURNING id, attempts, batch_id, run_id, {cols}""",
-                        (self.owner, now + lease_seconds, batch_id),
-                    )
-                    rows = self._rows(cur.fetchall())
-                    conn.execute("COMMIT")
-                    return batch_id, rows
-                heads = conn.execute(
-                    f"""SELECT model_version, role, MIN(ts_ms), COUNT(*) FROM records
-                        WHERE status = {PENDING} GROUP BY model_version, role ORDER BY MIN(id)"""
-                ).fetchall()
-                for version, role, first_ts, count in heads:
-                    end_ms = first_ts + int(window_seconds * 1000)
-                    if now * 1000 < end_ms and count < max_records:
-                        continue  # this window is still open
-                    batch_id = uuid.uuid4().hex
-                    cur = conn.execute(
-                        f"""UPDATE records SET status = {CLAIMED}, lease_owner = ?, lease_until = ?,
-                                attempts = attempts + 1, batch_id = ?
-                            WHERE id IN (SELECT id FROM records WHERE status = {PENDING}
-                                AND model_version = ? AND role = ? AND ts_ms < ? ORDER BY id LIMIT ?)
-                            RETURNING id, attempts, batch_id, run_id, {cols}""",
-                        (self.owner, now + lease_seconds, batch_id, version, role, end_ms, max_records),
-                    )
-                    rows = self._rows(cur.fetchall())
-                    conn.execute("COMMIT")
-                    return batch_id, rows
-                conn.execute("COMMIT")
-                return None
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+
+        def work(conn: sqlite3.Connection) -> tuple[str, list[SpoolRow]] | None:
+            stale = conn.execute(
+                f"SELECT batch_id FROM predictions WHERE status = {CLAIMED:d} AND lease_until < ? "
+                "AND batch_id IS NOT NULL ORDER BY id LIMIT 1", (now,)).fetchone()
+            if stale:
+                batch_id = stale[0]
+                return batch_id, self._rows(conn.execute(
+                    f"""UPDATE predictions SET lease_owner = ?, lease_until = ?, attempts = attempts + 1
+                        WHERE batch_id = ? AND status = {CLAIMED:d}
+                        RETURNING id, attempts, batch_id, run_id, {_COLS}""",
+                    (self.owner, now + lease_seconds, batch_id)).fetchall())
+            heads = conn.execute(
+                f"""SELECT model_version, role, MIN(ts_ms), COUNT(*) FROM predictions
+                    WHERE status = {PENDING:d} GROUP BY model_version, role ORDER BY MIN(id)""").fetchall()
+            for version, role, first_ts, count in heads:
+                end_ms = first_ts + int(window_seconds * 1000)
+                if now * 1000 < end_ms and count < max_records:
+                    continue  # this window is still open
+                batch_id = uuid.uuid4().hex
+                return batch_id, self._rows(conn.execute(
+                    f"""UPDATE predictions SET status = {CLAIMED:d}, lease_owner = ?, lease_until = ?,
+                            attempts = attempts + 1, batch_id = ?
+                        WHERE id IN (SELECT id FROM predictions WHERE status = {PENDING:d}
+                            AND model_version = ? AND role = ? AND ts_ms < ? ORDER BY id LIMIT ?)
+                        RETURNING id, attempts, batch_id, run_id, {_COLS}""",
+                    (self.owner, now + lease_seconds, batch_id, version, role, end_ms, max_records)).fetchall())
+            return None
+
+        return self._transaction(work)  # type: ignore[no-any-return]
 
     def set_run_id(self, row_ids: Sequence[int], run_id: str) -> None:
-        self._update(f"UPDATE records SET run_id = ? WHERE id IN ({_marks(row_ids)})", [run_id, *row_ids])
+        self._update(f"UPDATE predictions SET run_id = ? WHERE id IN ({_marks(row_ids)})", [run_id, *row_ids])
 
     def mark_done(self, row_ids: Sequence[int], run_id: str | None = None) -> None:
         if not row_ids:
             return
         self._update(
-            f"""UPDATE records SET status = {DONE}, run_id = COALESCE(?, run_id), exported_at = ?,
+            f"""UPDATE predictions SET status = {DONE:d}, run_id = COALESCE(?, run_id), exported_at = ?,
                 lease_owner = NULL, lease_until = NULL WHERE id IN ({_marks(row_ids)})""",
             [run_id, time.time(), *row_ids],
         )
@@ -335,8 +370,8 @@ class PredictionSpool:
             return
         dec = ", attempts = MAX(attempts - 1, 0)" if untouched else ""
         self._update(
-            f"""UPDATE records SET status = {PENDING}, lease_owner = NULL, lease_until = NULL{dec}
-                WHERE id IN ({_marks(row_ids)}) AND status = {CLAIMED}""",
+            f"""UPDATE predictions SET status = {PENDING:d}, lease_owner = NULL, lease_until = NULL{dec}
+                WHERE id IN ({_marks(row_ids)}) AND status = {CLAIMED:d}""",
             list(row_ids),
         )
 
@@ -344,8 +379,13 @@ class PredictionSpool:
         """Put a window's rows back under the same batch id, claimable at once."""
         dec = ", attempts = MAX(attempts - 1, 0)" if untouched else ""
         self._update(
-            f"UPDATE records SET lease_until = 0{dec} WHERE batch_id = ? AND status = {CLAIMED}", [batch_id]
+            f"UPDATE predictions SET lease_until = 0{dec} WHERE batch_id = ? AND status = {CLAIMED:d}", [batch_id]
         )
+
+    def expire_leases(self) -> None:
+        """Every current lease runs out now, as if its exporter had been killed (for tests and tools)."""
+        self._update(f"UPDATE predictions SET lease_until = 0 WHERE status = {CLAIMED:d}", [])
+        self._update(f"UPDATE labels SET lease_until = 0 WHERE status = {CLAIMED:d}", [])
 
     def _update(self, sql: str, args: Sequence[object]) -> None:
         with self._write_lock:
@@ -364,35 +404,52 @@ class PredictionSpool:
         cutoff = time.time() - older_than_seconds
         with self._write_lock:
             cur = self._conn().execute(
-                f"DELETE FROM records WHERE status = {DONE} AND exported_at < ?", (cutoff,)
-            )
+                f"DELETE FROM predictions WHERE status = {DONE:d} AND exported_at < ?", (cutoff,))
         return cur.rowcount
 
     def stats(self) -> dict[str, float | int | None]:
         conn = self._conn()
         backlog, oldest = conn.execute(
-            "SELECT COUNT(*), MIN(ts_ms) FROM records WHERE status < 2"
-        ).fetchone()
+            f"SELECT COUNT(*), MIN(ts_ms) FROM predictions WHERE status != {DONE:d}").fetchone()
         counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
         lag = max(0.0, time.time() - oldest / 1000) if oldest is not None else 0.0
         return {"backlog": int(backlog), "oldest_pending_ts_ms": oldest, "export_lag_seconds": round(lag, 3),
+                "labels_backlog": self.count_open_labels(),
                 **{f"total_{k}": int(v) for k, v in counters.items()}}
+
+    def open_in_range(self, since_ms: int | None = None, until_ms: int | None = None,
+                      role: str | None = None) -> int:
+        """Records not yet in MLflow within a time range (for the report's completeness warning)."""
+        clauses, args = [f"status != {DONE:d}"], []
+        if since_ms is not None:
+            clauses.append("ts_ms >= ?")
+            args.append(since_ms)
+        if until_ms is not None:
+            clauses.append("ts_ms < ?")
+            args.append(until_ms)
+        if role is not None:
+            clauses.append("role = ?")
+            args.append(role)
+        sql = f"SELECT COUNT(*) FROM predictions WHERE {' AND '.join(clauses)}"
+        return int(self._conn().execute(sql, args).fetchone()[0])
 
     def high_water(self) -> int:
         """The newest row id: its growth over time is the inbound prediction rate (O(1) to read)."""
-        return int(self._conn().execute("SELECT COALESCE(MAX(id), 0) FROM records").fetchone()[0])
+        return int(self._conn().execute("SELECT COALESCE(MAX(id), 0) FROM predictions").fetchone()[0])
 
     def oldest_open_ts_ms(self) -> int | None:
-        row = self._conn().execute("SELECT ts_ms FROM records WHERE status < 2 ORDER BY id LIMIT 1").fetchone()
+        row = self._conn().execute(
+            f"SELECT ts_ms FROM predictions WHERE status != {DONE:d} ORDER BY id LIMIT 1").fetchone()
         return int(row[0]) if row else None
 
     def count_open(self) -> int:
-        return int(self._conn().execute("SELECT COUNT(*) FROM records WHERE status < 2").fetchone()[0])
+        return int(self._conn().execute(f"SELECT COUNT(*) FROM predictions WHERE status != {DONE:d}").fetchone()[0])
 
-    def count(self, status: int | None = None) -> int:
+    def count(self, status: RowState | None = None) -> int:
         if status is None:
-            return int(self._conn().execute("SELECT COUNT(*) FROM records").fetchone()[0])
-        return int(self._conn().execute("SELECT COUNT(*) FROM records WHERE status = ?", (status,)).fetchone()[0])
+            return int(self._conn().execute("SELECT COUNT(*) FROM predictions").fetchone()[0])
+        return int(self._conn().execute("SELECT COUNT(*) FROM predictions WHERE status = ?",
+                                        (int(status),)).fetchone()[0])
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -405,5 +462,33 @@ def _marks(ids: Sequence[object]) -> str:
     return ", ".join("?" * len(ids))
 
 
-def record_dict(record: PredictionRecord) -> dict[str, object]:
-    return asdict(record)
+_OLD_BOOKKEEPING = {"id", "request_id", "role", "model_version", "class_index", "class_name", "inference_time_ms",
+                    "ts_ms", "routing", "config_hash", "weights", "status", "lease_owner", "lease_until",
+                    "attempts", "batch_id", "run_id", "exported_at"}
+
+
+def _migrate_single_row_spool(conn: sqlite3.Connection) -> None:
+    """A spool written by the single-model release keeps its unexported records: they move into the
+    new table, their feature columns becoming the features object."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'records'").fetchone():
+        return
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(records)")]
+    features = [c for c in columns if c not in _OLD_BOOKKEEPING]
+    weights = "weights" if "weights" in columns else "''"
+    rows = conn.execute(f"SELECT request_id, role, model_version, class_index, class_name, inference_time_ms, "
+                        f"ts_ms, routing, config_hash, {weights}, {', '.join(features)} FROM records "
+                        f"WHERE status != {DONE:d}").fetchall()
+    conn.execute("BEGIN IMMEDIATE")
+    for r in rows:
+        record = PredictionRecord(request_id=r[0], role=r[1], model_version=r[2], class_index=r[3], prediction=r[4],
+                                  inference_time_ms=r[5], ts_ms=r[6], routing=r[7], config_hash=r[8], weights=r[9],
+                                  features=dict(zip(features, r[10:], strict=True)))
+        conn.execute(_INSERT.replace("INSERT", "INSERT OR IGNORE", 1), _values(record))
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'feedback'").fetchone():
+        conn.execute(f"""INSERT INTO labels (request_id, model_version, true_label, correct, ts_ms)
+                         SELECT f.request_id, COALESCE(r.model_version, ''), json_quote(f.true_label), f.correct,
+                                f.ts_ms FROM feedback f LEFT JOIN records r
+                         ON r.request_id = f.request_id AND r.role = 'primary' WHERE f.status != {DONE:d}""")
+        conn.execute("DROP TABLE feedback")
+    conn.execute("DROP TABLE records")
+    conn.execute("COMMIT")

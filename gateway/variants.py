@@ -23,48 +23,71 @@ from urllib.parse import urlparse
 import httpx
 import numpy as np
 
-from gateway.errors import ModelLoadError
-from gateway.features import CLASS_NAMES
-from gateway.settings import VariantSpec
+from gateway.errors import ModelLoadError, SchemaMismatch
+from gateway.exceptions import first_line
+from gateway.model_output import ModelKind, OutputDecoder, Prediction, detect_kind
+from gateway.model_schema import ModelSchema
+from gateway.settings import ModelSection, VariantSpec
 
 log = logging.getLogger("gateway.variants")
 
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<ref>[^/]+)|@(?P<alias>[^/]+))/?$")
 
 
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    predictions: list[Prediction]
+    elapsed_ms: float  # the model call's own time, for the whole batch
+
+
 @dataclass
 class LoadedVariant:
-    """A variant ready to answer: its spec, its in-memory model and where it came from."""
+    """A variant ready to answer: its spec, its in-memory model, its schema and where it came from."""
 
     spec: VariantSpec
     model: Any
+    schema: ModelSchema
+    kind: ModelKind
+    decoder: OutputDecoder
     registered_name: str | None = None
     registry_version: str | None = None
     version_tags: dict[str, str] = field(default_factory=dict)
     source: str = "mlflow"  # "mlflow" | "cache" | "local"
     load_seconds: float = 0.0
-    _uses_pyfunc: bool = False
+    flavor: str = "sklearn"  # "sklearn": the estimator itself | "pyfunc": MLflow's generic wrapper
+    input_example: Any = None
 
     @property
     def name(self) -> str:
         return self.spec.name
 
-    def predict(self, row: list[float]) -> tuple[int, float]:
-        """Return (class index, the model's own predict time in ms)."""
-        start = time.perf_counter()
-        if self._uses_pyfunc:
-            import pandas as pd
+    @property
+    def has_probabilities(self) -> bool:
+        return self.kind is ModelKind.CLASSIFIER and hasattr(self.model, "predict_proba")
 
-            frame = pd.DataFrame([row], columns=["sepal_length", "sepal_width", "petal_length", "petal_width"])
-            out = self.model.predict(frame)
-        else:
-            out = self.model.predict(np.asarray([row], dtype=np.float64))
+    def _model_input(self, rows: list[dict[str, Any]]) -> Any:
+        names = self.schema.names
+        if self.flavor == "sklearn" and self.schema.all_numeric and not hasattr(self.model, "feature_names_in_"):
+            # The estimator was fitted on a plain array: skip building a DataFrame.
+            return np.array([[np.nan if r[c] is None else r[c] for c in names] for r in rows], dtype=np.float64)
+        import pandas as pd
+
+        frame = pd.DataFrame.from_records(rows, columns=names)
+        for col in self.schema.columns:
+            if col.type in ("float", "double") or (col.numeric and not col.required):
+                frame[col.name] = frame[col.name].astype("float64" if col.type != "float" else "float32")
+            elif col.type in ("long", "integer"):
+                frame[col.name] = frame[col.name].astype("int64" if col.type == "long" else "int32")
+        return frame
+
+    def predict(self, rows: list[dict[str, Any]], probabilities: bool = False) -> BatchResult:
+        """One model call for every row; validated rows in, decoded predictions out."""
+        data = self._model_input(rows)
+        start = time.perf_counter()
+        raw = self.model.predict(data)
+        proba = self.model.predict_proba(data) if probabilities and self.has_probabilities else None
         elapsed_ms = (time.perf_counter() - start) * 1000.0
-        value = np.asarray(out).ravel()[0]
-        index = int(value) if not isinstance(value, str) else CLASS_NAMES.index(value)
-        if not 0 <= index < len(CLASS_NAMES):
-            raise ValueError(f"model {self.spec.model_uri} returned class {value!r}, not an iris class")
-        return index, elapsed_ms
+        return BatchResult(self.decoder.decode(raw, len(rows), proba), elapsed_ms)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -75,6 +98,8 @@ class LoadedVariant:
             "registry_version": self.registry_version,
             "version_label": self.version_tags.get("model_version"),
             "source": self.source,
+            "flavor": self.flavor,
+            "kind": str(self.kind),
             "load_seconds": round(self.load_seconds, 3),
         }
 
@@ -95,9 +120,10 @@ def check_tracking_server(tracking_uri: str, timeout: float = 3.0) -> str | None
 class ModelLoader:
     """Resolves a variant's URI against the registry, caches the artifacts, and loads the model."""
 
-    def __init__(self, tracking_uri: str, cache_dir: Path) -> None:
+    def __init__(self, tracking_uri: str, cache_dir: Path, model: ModelSection | None = None) -> None:
         self.tracking_uri = tracking_uri
         self.cache_dir = Path(cache_dir)
+        self.model_config = model or ModelSection()
         self._server_problem: str | bool | None = False  # False: not checked yet
 
     def _server_down(self) -> str | None:
@@ -139,9 +165,70 @@ class ModelLoader:
     def load(self, spec: VariantSpec) -> LoadedVariant:
         start = time.perf_counter()
         local = _local_path(spec.model_uri)
-        variant = _load_local(spec, local, source="local") if local is not None else self._load_remote(spec)
+        variant = (self._load_local(spec, local, source="local") if local is not None
+                   else self._load_remote(spec))
         variant.load_seconds = time.perf_counter() - start
         return variant
+
+    def _load_local(self, spec: VariantSpec, path: Path, source: str,
+                    meta: dict[str, Any] | None = None) -> LoadedVariant:
+        meta = meta or {}
+        if not (path / "MLmodel").exists():
+            raise ModelLoadError(f"cannot load {spec.model_uri} for variant {spec.name}: no MLmodel in {path}")
+        # MLflow refuses to deserialise any sklearn model (skops included) unless told the source is
+        # trusted. The gateway loads only what its own config names from its own registry.
+        os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+        from mlflow.models import Model
+
+        try:
+            info = Model.load(str(path / "MLmodel"))
+            schema = ModelSchema.from_signature(info.signature, spec.model_uri)
+            if "sklearn" in info.flavors:
+                import mlflow.sklearn
+
+                model, flavor = mlflow.sklearn.load_model(str(path)), "sklearn"
+            else:
+                import mlflow.pyfunc
+
+                model, flavor = mlflow.pyfunc.load_model(str(path)), "pyfunc"
+        except SchemaMismatch:
+            raise
+        except Exception as exc:
+            raise ModelLoadError(
+                f"cannot load {spec.model_uri} for variant {spec.name} from {path}: {first_line(exc)}"
+            ) from None
+        cfg = self.model_config
+        kind = ModelKind(cfg.kind) if cfg.kind != "auto" else detect_kind(model, info.signature, spec.model_uri)
+        class_names = cfg.class_names or list((info.metadata or {}).get("class_names") or [])
+        classes = getattr(model, "classes_", None) if kind is ModelKind.CLASSIFIER else None
+        variant = LoadedVariant(
+            spec=spec, model=model, schema=schema, kind=kind, decoder=OutputDecoder(kind, class_names, classes),
+            registered_name=meta.get("registered_model"), registry_version=meta.get("registry_version"),
+            version_tags=meta.get("version_tags", {}), source=source, flavor=flavor,
+        )
+        self._warm_up(variant, info, path)
+        return variant
+
+    def _warm_up(self, variant: LoadedVariant, info: Any, path: Path) -> None:
+        """Predict once, with the model's own input example if it has one: proof that it answers."""
+        rows: list[dict[str, Any]] | None = None
+        try:
+            example = info.load_input_example(str(path))
+            if example is not None and hasattr(example, "to_dict"):
+                rows = variant.schema.validate_rows(example.head(1).to_dict("records"))
+        except Exception as exc:  # an example that no longer validates is not the model's fault
+            log.debug("input example of %s not usable: %s", variant.spec.model_uri, first_line(exc))
+        own_example = rows is not None
+        rows = rows or [variant.schema.example_row()]
+        variant.input_example = rows[0]
+        try:
+            variant.predict(rows)
+        except Exception as exc:
+            if own_example:
+                raise ModelLoadError(f"model {variant.spec.model_uri} for variant {variant.spec.name} loaded but "
+                                     f"cannot predict its own input example: {first_line(exc)}") from None
+            log.warning("variant %s: a made-up warm-up row failed (%s); the model has no input example",
+                        variant.spec.name, first_line(exc))
 
     def _load_remote(self, spec: VariantSpec) -> LoadedVariant:
         cache = self._uri_cache(spec.model_uri)
@@ -154,7 +241,7 @@ class ModelLoader:
                     "MLflow at %s is unreachable (%s); serving %s from the local cache (registry version %s)",
                     self.tracking_uri, problem, spec.model_uri, meta.get("registry_version"),
                 )
-                return _load_local(spec, cache / "model", source="cache", meta=meta)
+                return self._load_local(spec, cache / "model", source="cache", meta=meta)
             raise ModelLoadError(
                 f"cannot load {spec.model_uri} for variant {spec.name}: MLflow tracking server "
                 f"{self.tracking_uri} is unreachable ({problem}) and no cached copy exists"
@@ -166,14 +253,14 @@ class ModelLoader:
         except Exception as exc:
             raise ModelLoadError(
                 f"cannot load {spec.model_uri} for variant {spec.name} from MLflow at {self.tracking_uri}: "
-                f"{_first_line(exc)}"
+                f"{first_line(exc)}"
             ) from None
         meta = {"model_uri": spec.model_uri, "registered_model": name, "registry_version": version,
                 "version_tags": tags, "downloaded_at": time.time()}
         if meta_path.exists():
             old = json.loads(meta_path.read_text())
             if version is not None and old.get("registry_version") == version:
-                return _load_local(spec, cache / "model", source="cache", meta=meta)
+                return self._load_local(spec, cache / "model", source="cache", meta=meta)
         download_uri = f"models:/{name}/{version}" if name and version else spec.model_uri
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=self.cache_dir))
@@ -201,16 +288,11 @@ class ModelLoader:
         except Exception as exc:
             raise ModelLoadError(
                 f"cannot download {spec.model_uri} for variant {spec.name} from MLflow at "
-                f"{self.tracking_uri}: {_first_line(exc)}"
+                f"{self.tracking_uri}: {first_line(exc)}"
             ) from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        return _load_local(spec, cache / "model", source="mlflow", meta=meta)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+        return self._load_local(spec, cache / "model", source="mlflow", meta=meta)
 
 
 def _local_path(uri: str) -> Path | None:
@@ -227,38 +309,3 @@ def _find_mlmodel_dir(root: Path) -> Path:
     for candidate in root.rglob("MLmodel"):
         return candidate.parent
     raise ModelLoadError(f"no MLmodel file in the artifacts downloaded to {root}")
-
-
-def _load_local(spec: VariantSpec, path: Path, source: str, meta: dict[str, Any] | None = None) -> LoadedVariant:
-    meta = meta or {}
-    mlmodel = path / "MLmodel"
-    if not mlmodel.exists():
-        raise ModelLoadError(f"cannot load {spec.model_uri} for variant {spec.name}: no MLmodel in {path}")
-    # MLflow refuses to deserialise any sklearn model (skops included) unless told the source is
-    # trusted. The gateway loads only what its own config names from its own registry.
-    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
-    try:
-        if "sklearn:" in mlmodel.read_text():
-            import mlflow.sklearn
-
-            model, pyfunc = mlflow.sklearn.load_model(str(path)), False
-        else:
-            import mlflow.pyfunc
-
-            model, pyfunc = mlflow.pyfunc.load_model(str(path)), True
-    except Exception as exc:
-        raise ModelLoadError(
-            f"cannot load {spec.model_uri} for variant {spec.name} from {path}: {_first_line(exc)}"
-        ) from None
-    variant = LoadedVariant(
-        spec=spec, model=model, registered_name=meta.get("registered_model"),
-        registry_version=meta.get("registry_version"), version_tags=meta.get("version_tags", {}),
-        source=source, _uses_pyfunc=pyfunc,
-    )
-    try:
-        variant.predict([5.1, 3.5, 1.4, 0.2])  # warm-up, and proof that the model answers
-    except Exception as exc:
-        raise ModelLoadError(
-            f"model {spec.model_uri} for variant {spec.name} loaded but cannot predict: {_first_line(exc)}"
-        ) from None
-    return variant

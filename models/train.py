@@ -139,6 +139,8 @@ def train_and_register(tracking_uri: str, force: bool = False) -> dict[str, str]
             info = mlflow.sklearn.log_model(
                 model, name="iris_model", signature=signature, input_example=example,
                 registered_model_name=REGISTERED_MODEL,
+                # The classes are predicted as 0, 1, 2: the gateway answers with these names.
+                metadata={"class_names": CLASSES},
                 # Trees are stored as raw node arrays; this model is our own, so its type is trusted.
                 skops_trusted_types=["sklearn.tree._tree.Tree"] if cand.label == "v2.0" else None,
             )

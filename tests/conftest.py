@@ -22,11 +22,14 @@ def _no_inherited_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def local_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Both candidate estimators saved as local MLflow models: {label: file path}."""
+    """Both candidate estimators saved as local MLflow models, with the signature and class names that
+    models.train logs: {label: file path}."""
     import mlflow.sklearn
+    import pandas as pd
+    from mlflow.models import infer_signature
     from sklearn.datasets import load_iris
 
-    from models.train import CANDIDATES
+    from models.train import CANDIDATES, CLASSES, FEATURES
 
     x, y = load_iris(return_X_y=True)
     root = tmp_path_factory.mktemp("local-models")
@@ -34,7 +37,10 @@ def local_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     for cand in CANDIDATES:
         model = cand.build().fit(x, y)
         path = root / cand.label
-        mlflow.sklearn.save_model(model, str(path), serialization_format="cloudpickle")
+        example = pd.DataFrame(x[:3], columns=FEATURES)
+        mlflow.sklearn.save_model(model, str(path), serialization_format="cloudpickle",
+                                  signature=infer_signature(example, model.predict(x[:3])),
+                                  metadata={"class_names": CLASSES})
         out[cand.label] = str(path)
     return out
 

@@ -12,15 +12,19 @@ import pytest
 from hypothesis import settings
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
-from gateway.spool import DONE, DuplicateRequest, PredictionRecord, PredictionSpool, SpoolWriteError
+from gateway.records import PredictionRecord
+from gateway.spool import DONE, DuplicateRequest, PredictionSpool, SpoolWriteError
+
+FEATURES = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
 
-def rec(i: int, role: str = "primary", version: str = "v1.0", ts: int | None = None) -> PredictionRecord:
-    return PredictionRecord(
-        request_id=f"r{i}", role=role, model_version=version, sepal_length=5.1, sepal_width=3.5,
-        petal_length=1.4, petal_width=0.2, class_index=0, class_name="Setosa", inference_time_ms=0.5,
-        ts_ms=ts if ts is not None else 1_700_000_000_000 + i, routing="weighted", config_hash="abc",
-    )
+def rec(i: int, role: str = "primary", version: str = "v1.0", ts: int | None = None, row: int = 0,
+        **fields: object) -> PredictionRecord:
+    base: dict[str, object] = dict(
+        request_id=f"r{i}", role=role, model_version=version, features=dict(FEATURES), prediction="Setosa",
+        class_index=0, inference_time_ms=0.5, ts_ms=ts if ts is not None else 1_700_000_000_000 + i,
+        routing="weighted", config_hash="abc", row_index=row)
+    return PredictionRecord(**{**base, **fields})  # type: ignore[arg-type]
 
 
 class SpoolMachine(RuleBasedStateMachine):
@@ -75,7 +79,7 @@ class SpoolMachine(RuleBasedStateMachine):
     @rule()
     def exporter_killed(self) -> None:
         # Its leases run out: make every current lease expire.
-        self.spool._update("UPDATE records SET lease_until = 0 WHERE status = 1", [])
+        self.spool.expire_leases()
         self.held.clear()
 
     @rule(i=st.integers(0, 50))
@@ -92,7 +96,7 @@ class SpoolMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         # Drain: everything not done is claimable (after leases expire) and exported exactly once.
-        self.spool._update("UPDATE records SET lease_until = 0 WHERE status = 1", [])
+        self.spool.expire_leases()
         while rows := self.spool.claim(100):
             for r in rows:
                 assert r.record.request_id not in self.done
@@ -160,7 +164,7 @@ def test_window_full_closes_early(tmp_path: Path) -> None:
     batch_id, rows = claimed
     assert [r.record.request_id for r in rows] == ["r0", "r1", "r2", "r3"]
     # An expired window lease brings back the same batch, whole.
-    spool._update("UPDATE records SET lease_until = 0 WHERE batch_id = ?", [batch_id])
+    spool.expire_leases()
     again = spool.claim_window(10, 4, now=t0 / 1000 + 1)
     assert again is not None and again[0] == batch_id and len(again[1]) == 4
 

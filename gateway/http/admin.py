@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from gateway.service import PredictionService
+from gateway.http.inference import services
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 TOKEN_ENV = "GATEWAY_ADMIN_TOKEN"
@@ -57,17 +57,12 @@ def _authorize(request: Request) -> JSONResponse | None:
     return None
 
 
-def _service(request: Request) -> PredictionService:
-    return request.app.state.service  # type: ignore[no-any-return]
-
-
 @router.put("/routing", summary="Change mode, weights or shadow settings atomically, without a restart")
 async def put_routing(request: Request, update: RoutingUpdate) -> Any:
     if (denied := _authorize(request)) is not None:
         return denied
-    service = _service(request)
     shadow = update.shadow.model_dump(exclude_none=True) if update.shadow else None
-    change = await run_in_threadpool(service.change_routing, mode=update.mode, weights=update.weights,
+    change = await run_in_threadpool(services(request).routing.change, mode=update.mode, weights=update.weights,
                                      shadow=shadow, source="PUT /admin/routing")
     return change
 
@@ -76,4 +71,4 @@ async def put_routing(request: Request, update: RoutingUpdate) -> Any:
 async def promote(request: Request, body: Promotion) -> Any:
     if (denied := _authorize(request)) is not None:
         return denied
-    return await run_in_threadpool(_service(request).promote, body.variant)
+    return await run_in_threadpool(services(request).promote, body.variant)

@@ -13,14 +13,15 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from gateway.change_log import RoutingChangeRecorder
-from gateway.export import build_exporter
-from gateway.export_process import ExporterProcess
-from gateway.exporter import MlflowExporter
+from gateway.export import Exporter, build_exporter
 from gateway.http.admin import router as admin_router
 from gateway.http.errors import install_error_handlers
+from gateway.http.mlflow_scoring import router as mlflow_scoring_router
+from gateway.http.oip import router as oip_router
+from gateway.http.predict import router as predict_router
 from gateway.http.routes import router
 from gateway.metrics import GatewayMetrics
-from gateway.service import PredictionService
+from gateway.service import GatewayServices
 from gateway.settings import ConfigError, Settings, load_settings
 from gateway.spool import PredictionSpool
 from gateway.variants import ModelLoader
@@ -48,34 +49,33 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         spool = open_spool(settings)
-        service = PredictionService(settings, spool)
-        exporter: MlflowExporter | ExporterProcess | None = None
+        services = GatewayServices.build(settings, spool)
+        exporter: Exporter | None = None
         if spool is not None and settings.spool.export:
-            if settings.spool.exporter == "process":
-                exporter = ExporterProcess(settings, nice=settings.spool.exporter_nice)
-            else:
-                exporter = build_exporter(settings, spool)
+            exporter = build_exporter(settings, spool)
             exporter.start()
-        app.state.service = service
+        app.state.services = services
         app.state.exporter = exporter
-        app.state.stats = lambda: _stats(service, spool, exporter)
-        metrics = GatewayMetrics(app.state.stats, lambda: service.describe()["variants"])
-        service.listeners.append(metrics)
-        service.change_listeners.append(RoutingChangeRecorder(settings.mlflow.tracking_uri))
+        app.state.stats = lambda: _stats(services, spool, exporter)
+        metrics = GatewayMetrics(app.state.stats, lambda: services.describe()["variants"])
+        services.scorer.listeners.append(metrics)
+        services.routing.listeners.append(RoutingChangeRecorder(settings.mlflow.tracking_uri))
         app.state.metrics = metrics
         if config_path is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
-                target=reload_routing, args=(service, config_path), name="sighup-reload", daemon=True).start())
+                target=reload_routing, args=(services, config_path), name="sighup-reload", daemon=True).start())
 
-        model_loader = loader or ModelLoader(settings.mlflow.tracking_uri, settings.mlflow.model_cache_dir)
+        model_loader = loader or ModelLoader(settings.mlflow.tracking_uri, settings.mlflow.model_cache_dir,
+                                             settings.model)
 
         def load() -> None:
             try:
-                service.load_variants(model_loader)
-                log.info("ready: %s, mode %s, config %s", ", ".join(service.variants),
-                         service.routing.mode, service.routing.config_hash)
+                services.scorer.load_variants(model_loader)
+                app.openapi_schema = None  # the model's row schema is known now
+                log.info("ready: %s, mode %s, config %s", ", ".join(services.scorer.variants),
+                         services.routing.config.mode, services.routing.config.config_hash)
             except Exception as exc:
-                service.fail_loading(exc)
+                services.scorer.fail_loading(exc)
                 log.error("%s", exc)
                 if on_fatal is not None:
                     on_fatal(str(exc))
@@ -85,7 +85,7 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
         try:
             yield
         finally:
-            await run_in_threadpool(service.shutdown)
+            await run_in_threadpool(services.scorer.shutdown)
             if exporter is not None:
                 await run_in_threadpool(exporter.stop, settings.spool.shutdown_grace_seconds)
             if spool is not None:
@@ -93,17 +93,47 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
                          " for the next start" if spool.count_open() else "")
 
     app = FastAPI(
-        title="Iris A/B gateway",
+        title="A/B model gateway",
         version="0.1.0",
-        description="Routes iris predictions between MLflow-registered model versions and logs every "
-                    "prediction to MLflow off the request path.",
+        description="Routes predictions between MLflow-registered model versions and logs every prediction "
+                    "to MLflow off the request path. The request schema is the models' signature.",
         lifespan=lifespan,
     )
     app.state.settings = settings
     install_error_handlers(app)
+    app.include_router(predict_router)
+    app.include_router(mlflow_scoring_router)
+    app.include_router(oip_router)
     app.include_router(router)
     app.include_router(admin_router)
+    _openapi_from_signature(app)
     return app
+
+
+def _openapi_from_signature(app: FastAPI) -> None:
+    """/docs shows the model's own columns: the row schema is put in once the variants are loaded."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        services: GatewayServices | None = getattr(app.state, "services", None)
+        schema = services.scorer.schema if services is not None else None
+        if schema is None:
+            return spec  # not cached: asked again once the models are loaded
+        row = schema.json_schema()
+        row.pop("title", None)
+        spec.setdefault("components", {}).setdefault("schemas", {})["Row"] = {"title": "Row", **row}
+        body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]
+        ref = {"$ref": "#/components/schemas/Row"}
+        body["application/json"] = {"schema": {"oneOf": [ref, {"type": "array", "items": ref}]},
+                                    "example": schema.example_row()}
+        body["application/x-www-form-urlencoded"] = {"schema": ref}
+        app.openapi_schema = spec
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def app_from_env() -> FastAPI:
@@ -121,7 +151,7 @@ def app_from_env() -> FastAPI:
     return create_app(settings, on_fatal=fatal, config_path=path)
 
 
-def reload_routing(service: PredictionService, config_path: str) -> None:
+def reload_routing(services: GatewayServices, config_path: str) -> None:
     """SIGHUP: apply the file's routing (mode, weights, shadow, salt). Variants themselves (names,
     model URIs) need a restart, because their models are loaded at start-up."""
     try:
@@ -129,25 +159,19 @@ def reload_routing(service: PredictionService, config_path: str) -> None:
     except ConfigError as exc:
         log.error("SIGHUP: config not reloaded, keeping the current routing: %s", exc)
         return
-    current = [(v.name, v.model_uri) for v in service.routing.variants]
+    current = [(v.name, v.model_uri) for v in services.routing.config.variants]
     wanted = [(v.name, v.model_uri) for v in fresh.variants]
     if current != wanted:
         log.error("SIGHUP: variants or model URIs changed in %s; routing not reloaded (restart to load models)",
                   config_path)
         return
     try:
-        service.change_routing(mode=fresh.routing.mode, weights={v.name: v.weight for v in fresh.variants},
+        services.routing.change(mode=fresh.routing.mode, weights={v.name: v.weight for v in fresh.variants},
                                shadow=fresh.shadow.model_dump(), salt=fresh.routing.salt, source="SIGHUP")
     except Exception as exc:
         log.error("SIGHUP: routing not reloaded: %s", exc)
 
 
-def _stats(service: PredictionService, spool: PredictionSpool | None,
-           exporter: MlflowExporter | ExporterProcess | None) -> dict[str, Any]:
-    out: dict[str, Any] = {"requests": dict(service.counts)}
-    out["spool"] = spool.stats() if spool is not None else None
-    if isinstance(exporter, ExporterProcess):
-        out["exporter"] = exporter.status()
-    else:
-        out["exporter"] = exporter.counters.snapshot() if exporter is not None else None
-    return out
+def _stats(services: GatewayServices, spool: PredictionSpool | None, exporter: Exporter | None) -> dict[str, Any]:
+    return {"requests": services.counts.snapshot(), "spool": spool.stats() if spool is not None else None,
+            "exporter": exporter.status() if exporter is not None else None}

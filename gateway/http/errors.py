@@ -1,4 +1,6 @@
-"""The one place where domain errors become HTTP statuses."""
+"""The one place where domain errors become HTTP statuses, with the body shaped per protocol:
+MLflow's ``{"error_code", "message"}`` on /invocations, ``{"error": ...}`` on the Open Inference
+Protocol's /v2, and ``{"error", "message", ...details}`` everywhere else."""
 
 from __future__ import annotations
 
@@ -9,16 +11,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from gateway.errors import (
+    ConflictingRequest,
     GatewayError,
     InvalidFeatures,
     InvalidFeedback,
+    InvalidRoutingChange,
     MalformedBody,
+    ModelFailure,
     NotReady,
     SpoolUnavailable,
+    TooManyRows,
+    UnknownModel,
     UnknownRequest,
     UnknownVariant,
 )
-from gateway.service import ConflictingRequest, InvalidRoutingChange
+from gateway.exceptions import error_location
 
 log = logging.getLogger("gateway.http")
 
@@ -26,13 +33,18 @@ STATUS_BY_ERROR: dict[type[Exception], int] = {
     InvalidFeatures: 422,
     InvalidFeedback: 422,
     UnknownRequest: 404,
+    UnknownModel: 404,
     MalformedBody: 400,
     UnknownVariant: 400,
     ConflictingRequest: 409,
+    TooManyRows: 413,
     InvalidRoutingChange: 422,
+    ModelFailure: 500,
     NotReady: 503,
     SpoolUnavailable: 503,
 }
+
+_PREDICTION_PATHS = ("/predict", "/invocations")
 
 
 def _status_for(exc: Exception) -> int:
@@ -42,35 +54,46 @@ def _status_for(exc: Exception) -> int:
     return 500
 
 
-async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
-    status = _status_for(exc)
-    body: dict[str, object] = {"error": type(exc).__name__, "message": str(exc)}
-    if isinstance(exc, GatewayError):
-        body.update(exc.detail)
+def _is_prediction(request: Request) -> bool:
+    path = request.url.path
+    return path in _PREDICTION_PATHS or (path.startswith("/v2/models/") and path.endswith("/infer"))
+
+
+def error_response(request: Request, status: int, name: str, message: str,
+                   detail: dict[str, object] | None = None) -> JSONResponse:
+    detail = detail or {}
+    path = request.url.path
     headers = {"Retry-After": "1"} if status == 503 else None
-    _count_failed_predict(request, status)
-    return JSONResponse(body, status_code=status, headers=headers)
+    if path == "/invocations":
+        from gateway.http.mlflow_scoring import error_body
 
-
-def _count_failed_predict(request: Request, status: int) -> None:
+        response = error_body(status, message, detail)
+    elif path.startswith("/v2"):
+        response = JSONResponse({"error": message, **detail}, status_code=status)
+    else:
+        response = JSONResponse({"error": name, "message": message, **detail}, status_code=status)
+    if headers:
+        response.headers.update(headers)
     metrics = getattr(request.app.state, "metrics", None)
-    if metrics is not None and request.url.path == "/predict":
+    if metrics is not None and _is_prediction(request):
         metrics.on_response(None, None, status)
+    return response
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    detail = dict(exc.detail) if isinstance(exc, GatewayError) else {}
+    return error_response(request, _status_for(exc), type(exc).__name__, str(exc), detail)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [{"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]}
-              for e in exc.errors()]
-    return JSONResponse({"error": "InvalidRequest", "message": "invalid request", "errors": errors},
-                        status_code=422)
+    errors = [{"field": error_location(e["loc"], skip=("body",)), "message": e["msg"]} for e in exc.errors()]
+    return error_response(request, 422, "InvalidRequest", "invalid request", {"errors": errors})
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    _count_failed_predict(request, 500)
-    return JSONResponse({"error": "InternalError", "message": "internal error; see the gateway log"},
-                        status_code=500)
+    return error_response(request, 500, "InternalError", "internal error; see the gateway log")
 
 
 def install_error_handlers(app: FastAPI) -> None:

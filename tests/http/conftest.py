@@ -16,6 +16,9 @@ from gateway.settings import load_settings
 SEED_FORM = "sepal_length=5.1&sepal_width=3.5&petal_length=1.4&petal_width=0.2"
 FEATURES = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+# The shipped config's [model] section: class names and the (0, 100] bounds of every measurement.
+IRIS_MODEL = {"class_names": ["Setosa", "Versicolor", "Virginica"],
+              "bounds": {name: {"gt": 0, "le": 100} for name in FEATURES}}
 
 
 def make_client(tmp_path: Path, local_models: dict[str, str], **sections: Any) -> TestClient:
@@ -24,6 +27,7 @@ def make_client(tmp_path: Path, local_models: dict[str, str], **sections: Any) -
         {"name": "v2.0", "model_uri": local_models["v2.0"], "weight": 0.5},
     ]
     spool = {"dir": tmp_path / "spool", "export": False, **sections.pop("spool", {})}
+    sections.setdefault("model", IRIS_MODEL)
     settings = load_settings(None, variants=variants, spool=spool,
                              mlflow={"tracking_uri": "http://127.0.0.1:9", "model_cache_dir": tmp_path / "cache"},
                              **sections)

@@ -134,7 +134,8 @@ def test_every_answer_is_in_the_spool_before_the_response(tmp_path: Path, local_
             assert r.status_code == 200
             rec = spool.find(r.json()["request_id"])  # already there when the response arrives
             assert rec is not None and rec.model_version == r.json()["model_version"]
-            assert rec.class_name == r.json()["prediction"] and rec.routing == "weighted"
+            assert rec.prediction == r.json()["prediction"] and rec.routing == "weighted"
+            assert rec.features == FEATURES
         assert spool.count() == 20
 
 
@@ -168,20 +169,21 @@ def test_shadow_mode_scores_candidate_after_response(tmp_path: Path, local_model
 def test_failing_candidate_never_touches_primary(tmp_path: Path, local_models: dict[str, str]) -> None:
     with make_client(tmp_path, local_models, routing={"mode": "shadow"}) as c:
         _wait_ready(c)
-        service = c.app.state.service  # type: ignore[attr-defined]
+        services = c.app.state.services  # type: ignore[attr-defined]
 
         class Broken:
             def predict(self, x: Any) -> Any:
                 raise RuntimeError("candidate exploded")
 
-        service.variants["v2.0"].model = Broken()
+        services.scorer.variants["v2.0"].model = Broken()
         for _ in range(5):
             assert c.post("/predict", json=FEATURES).status_code == 200
         for _ in range(100):
-            if service.counts["shadow_failed"] == 5:
+            if services.counts.snapshot().get("shadow_failed") == 5:
                 break
             time.sleep(0.05)
-        assert service.counts["shadow_failed"] == 5 and service.counts["served"] == 5
+        counts = services.counts.snapshot()
+        assert counts["shadow_failed"] == 5 and counts["served"] == 5
 
 
 @pytest.mark.parametrize(("policy", "status"), [("reject", 503), ("serve", 200)])
@@ -209,7 +211,7 @@ def test_metrics_endpoint_counts_per_variant(tmp_path: Path, local_models: dict[
         assert c.post("/predict", json={**FEATURES, "petal_width": -1}).status_code == 422
         assert c.post("/predict", json=FEATURES, headers={"X-Model-Version": "nope"}).status_code == 400
         for _ in range(100):
-            if c.app.state.service.counts["shadow_scored"] == 6:  # type: ignore[attr-defined]
+            if c.app.state.services.counts.snapshot().get("shadow_scored") == 6:  # type: ignore[attr-defined]
                 break
             time.sleep(0.05)
         text = c.get("/metrics").text
@@ -239,9 +241,9 @@ def test_feedback_is_stored_and_validated(tmp_path: Path, local_models: dict[str
         assert r.status_code == 404 and "never-seen" in r.json()["message"]
         assert c.post("/feedback", json={"true_label": "Setosa"}).status_code == 422
     spool = PredictionSpool(tmp_path / "spool")
-    assert spool.count_open_feedback() == 2
-    (first, second) = spool.claim_feedback(10)
-    assert first[1] == rid and first[3] is True and second[3] is False
+    assert spool.count_open_labels() == 2
+    _, (first, second) = spool.claim_labels(10)
+    assert first.request_id == rid and first.correct is True and second.correct is False
 
 
 def test_feedback_for_a_prediction_still_in_flight_waits_for_it(tmp_path: Path, local_models: dict[str, str]) -> None:
@@ -249,10 +251,8 @@ def test_feedback_for_a_prediction_still_in_flight_waits_for_it(tmp_path: Path, 
 
     with make_client(tmp_path, local_models) as c:
         _wait_ready(c)
-        service = c.app.state.service  # type: ignore[attr-defined]
-        from gateway.features import IrisFeatures
-
-        scored = service.score(IrisFeatures(**FEATURES), request_id="slow-one")  # answered, not yet recorded
-        threading.Timer(0.3, service.record, args=(scored,)).start()
+        scorer = c.app.state.services.scorer  # type: ignore[attr-defined]
+        scored = scorer.score([FEATURES], request_id="slow-one")  # answered, not yet recorded
+        threading.Timer(0.3, scorer.record, args=(scored,)).start()
         r = c.post("/feedback", json={"request_id": "slow-one", "true_label": "Setosa"})
         assert r.status_code == 202 and r.json()["correct"] is True

@@ -21,20 +21,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from gateway.export import build_thread_exporter
 from gateway.settings import DEFAULT_CONFIG_PATH, ConfigError, Settings, load_settings
 
 log = logging.getLogger("gateway.export")
-
-
-def build_exporter(settings: Settings, spool: object, lease_seconds: float = 60.0):  # type: ignore[no-untyped-def]
-    from gateway.exporter import MlflowExporter
-
-    m = settings.mlflow
-    return MlflowExporter(spool, m.tracking_uri, m.experiment, granularity=m.granularity,  # type: ignore[arg-type]
-                          workers=m.export_workers, window_seconds=m.window_seconds,
-                          window_max_records=m.window_max_records, lease_seconds=lease_seconds,
-                          busy_rps=m.busy_rps, max_deferral_seconds=m.max_deferral_seconds,
-                          retention_seconds=settings.spool.retention_hours * 3600)
 
 
 def write_status(path: Path, payload: dict[str, object]) -> None:
@@ -48,7 +38,7 @@ def follow(settings: Settings, status_path: Path | None, parent_pid: int | None)
     from gateway.spool import PredictionSpool
 
     spool = PredictionSpool(settings.spool.dir)
-    exporter = build_exporter(settings, spool)
+    exporter = build_thread_exporter(settings, spool)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -57,14 +47,14 @@ def follow(settings: Settings, status_path: Path | None, parent_pid: int | None)
              settings.mlflow.granularity)
     while not stop.wait(0.5):
         if status_path is not None:
-            write_status(status_path, {"pid": os.getpid(), "at": time.time(), **exporter.counters.snapshot()})
+            write_status(status_path, {"pid": os.getpid(), "at": time.time(), **exporter.status()})
         if parent_pid is not None and os.getppid() != parent_pid:
             log.warning("gateway %d is gone; exporter stopping", parent_pid)
             break
     left = exporter.stop(settings.spool.shutdown_grace_seconds)
     if status_path is not None:
         write_status(status_path, {"pid": os.getpid(), "at": time.time(), "stopped": True, "left": left,
-                                   **exporter.counters.snapshot()})
+                                   **exporter.status()})
     return 0
 
 
@@ -82,15 +72,15 @@ def drain(settings: Settings, timeout: float, quiet: bool) -> int:
               "nothing exported, the spool is unchanged", file=sys.stderr)
         return 1
     spool = PredictionSpool(settings.spool.dir)
-    total = spool.count_open()
-    exporter = build_exporter(settings, spool, lease_seconds=30.0)
+    total = spool.count_open() + spool.count_open_labels()
+    exporter = build_thread_exporter(settings, spool, lease_seconds=30.0)
     start = time.monotonic()
     exporter.drain_now()
     exporter.start()
     with tqdm(total=total, unit="rec", disable=quiet, file=sys.stderr) as bar:
         deadline = start + timeout
         while time.monotonic() < deadline:
-            left = spool.count_open()
+            left = spool.count_open() + spool.count_open_labels()
             bar.n = total - left
             bar.refresh()
             if left == 0:
@@ -98,7 +88,7 @@ def drain(settings: Settings, timeout: float, quiet: bool) -> int:
             time.sleep(0.25)
     left = exporter.stop(grace_seconds=0)
     elapsed = time.monotonic() - start
-    c = exporter.counters.snapshot()
+    c = exporter.status()
     print(f"exported {c['exported']} record(s) in {elapsed:.1f}s ({c['exported'] / max(elapsed, 1e-9):.1f}/s); "
           f"failed attempts {c['failed_attempts']}, duplicates avoided {c['duplicates_avoided']}, left {left}")
     return 0 if left == 0 else 1

@@ -22,7 +22,7 @@ from gateway.settings import Settings
 log = logging.getLogger("gateway.export")
 
 
-class ExporterProcess:
+class ProcessExporter:
     def __init__(self, settings: Settings, nice: int = 10) -> None:
         self.settings = settings
         self.nice = nice
@@ -57,18 +57,19 @@ class ExporterProcess:
                 self._spawn()
                 backoff = min(backoff * 2, 30.0)
 
-    def status(self) -> dict[str, Any] | None:
-        if self._status_path is None or not self._status_path.exists():
-            return None
-        try:
-            data: dict[str, Any] = json.loads(self._status_path.read_text())
-        except (OSError, ValueError):
-            return None
+    def status(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        if self._status_path is not None and self._status_path.exists():
+            try:
+                data = json.loads(self._status_path.read_text())
+            except (OSError, ValueError):
+                data = {}
+        data["kind"] = "process"
         data["restarts"] = self.restarts
         data["alive"] = self.proc is not None and self.proc.poll() is None
         return data
 
-    def stop(self, grace_seconds: float) -> dict[str, Any] | None:
+    def stop(self, grace_seconds: float) -> dict[str, Any]:
         """Ask the child to drain for the grace time and exit; wait a little longer than that."""
         self._stopping.set()
         if self.proc is not None and self.proc.poll() is None:

@@ -1,0 +1,106 @@
+"""The MLflow contract: every experiment, tag, param and metric name the gateway writes and the
+report reads. The exporter and ``experiments/compare.py`` both import these names from here.
+
+Per-prediction runs keep the seed's schema exactly: params are the model's input columns, metrics
+``prediction_class`` and ``inference_time_ms``, tags ``prediction`` and ``model_version``.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Iterable
+from typing import Any
+
+# Experiments
+ROUTING_CHANGES_EXPERIMENT = "iris-ab-routing-changes"
+SUMMARY_EXPERIMENT = "iris-ab-comparison"
+
+# Tags of a prediction run
+TAG_PREDICTION = "prediction"
+TAG_MODEL_VERSION = "model_version"
+TAG_REQUEST_ID = "request_id"
+TAG_ROW_INDEX = "row_index"
+TAG_ROLE = "role"
+TAG_ROUTING = "routing"
+TAG_CONFIG_HASH = "config_hash"
+TAG_WEIGHTS = "weights"
+TAG_GRANULARITY = "granularity"
+TAG_MODEL_KIND = "model_kind"
+TAG_TRUE_LABEL = "true_label"
+TAG_WINDOW_ID = "window_id"
+TAG_FEEDBACK_BATCH = "feedback_batch_id"
+
+GRANULARITY_PREDICTION = "prediction"
+GRANULARITY_WINDOW = "window"
+GRANULARITY_FEEDBACK = "feedback-window"
+
+# Metrics of a prediction run
+METRIC_PREDICTION_CLASS = "prediction_class"  # classifiers
+METRIC_PREDICTION_VALUE = "prediction_value"  # regressors
+METRIC_INFERENCE_TIME = "inference_time_ms"
+METRIC_CORRECT = "correct"  # feedback: 1 or 0 (classifiers)
+METRIC_ABS_ERROR = "abs_error"  # feedback: |true - predicted| (regressors)
+METRIC_TRUE_VALUE = "true_value"
+
+# Artifacts of window runs
+RECORDS_ARTIFACT = "predictions.jsonl"
+FEEDBACK_ARTIFACT = "feedback.jsonl"
+
+MAX_KEY_LENGTH = 250  # MLflow's limit on param and metric keys
+_KEY_CHARS = re.compile(r"[^/\w.\- :]")
+
+
+def param_name(column: str) -> str:
+    """The MLflow param key for an input column: the column's own name whenever MLflow accepts it.
+
+    MLflow keys may hold letters, digits, ``_ - . : /`` and spaces, must not read as another path
+    (no ``//``, ``..``, leading or trailing ``/``) and are at most 250 characters. Anything else
+    becomes ``_``; the README lists the rule.
+    """
+    key = _KEY_CHARS.sub("_", column)
+    key = re.sub(r"/{2,}", "/", key).strip("/")
+    parts = ["_" if p in (".", "..") else p for p in key.split("/")]
+    key = "/".join(parts)[:MAX_KEY_LENGTH] or "_"
+    return key if posixpath.normpath(key) == key else key.replace("/", "_")
+
+
+def param_names(columns: Iterable[str]) -> dict[str, str]:
+    """Column -> param key for every column, distinct even where two columns clean up the same."""
+    out: dict[str, str] = {}
+    taken: set[str] = set()
+    for column in columns:
+        key = param_name(column)
+        n = 2
+        while key in taken:
+            suffix = f"_{n}"
+            key = param_name(column)[: MAX_KEY_LENGTH - len(suffix)] + suffix
+            n += 1
+        taken.add(key)
+        out[column] = key
+    return out
+
+
+def param_value(value: Any) -> str:
+    """A feature value as the seed logged it: repr of a float ("5.1"), else its text."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int | float):
+        return repr(float(value)) if isinstance(value, float) else str(value)
+    return str(value)[:6000]
+
+
+def get_or_create_experiment(client: Any, name: str) -> str:
+    """The id of experiment ``name``, created if missing (another process may win the race)."""
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return str(exp.experiment_id)
+    try:
+        return str(client.create_experiment(name))
+    except MlflowException:
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return str(exp.experiment_id)

@@ -1,0 +1,112 @@
+"""Ground-truth labels (``POST /feedback``) to MLflow, as a step of its own in either granularity.
+
+Per-prediction mode joins each label to its prediction's run: metric ``correct`` (1/0, classifiers)
+or ``abs_error`` and ``true_value`` (regressors), and tag ``true_label``. A label whose prediction is
+not in MLflow yet waits for it; re-logging is idempotent. Window mode has no run per prediction, so
+labels go into runs of their own (``granularity = feedback-window``) with a ``feedback.jsonl``
+table that the report joins to the records by request id and row.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Protocol
+
+from gateway import contract as c
+from gateway.export.strategies import ExportCounters
+from gateway.export.writer import RunWriter
+from gateway.spool import LabelRow, PredictionSpool
+
+
+class LabelStep(Protocol):
+    def run(self, draining: bool) -> int:
+        """Export what is due; return how many labels went. Raise on an MLflow failure."""
+
+
+def label_payload(label: LabelRow) -> tuple[list[Any], list[Any]]:
+    from mlflow.entities import Metric, RunTag
+
+    now = int(time.time() * 1000)
+    metrics = []
+    if label.correct is not None:
+        metrics.append(Metric(c.METRIC_CORRECT, 1.0 if label.correct else 0.0, now, 0))
+    if label.abs_error is not None:
+        metrics.append(Metric(c.METRIC_ABS_ERROR, float(label.abs_error), now, 0))
+        metrics.append(Metric(c.METRIC_TRUE_VALUE, float(label.true_label), now, 0))
+    return metrics, [RunTag(c.TAG_TRUE_LABEL, str(label.true_label))]
+
+
+class LabelsOnPredictionRuns:
+    def __init__(self, spool: PredictionSpool, writer: RunWriter, counters: ExportCounters, limit: int = 16,
+                 lease_seconds: float = 60.0) -> None:
+        self.spool, self.writer, self.counters = spool, writer, counters
+        self.limit, self.lease_seconds = limit, lease_seconds
+
+    def run(self, draining: bool) -> int:
+        _, labels = self.spool.claim_labels(self.limit, self.lease_seconds)
+        joined = 0
+        for i, label in enumerate(labels):
+            try:
+                run_id = label.prediction_run_id
+                if run_id is None:
+                    if self.spool.find(label.request_id, "primary", label.row_index) is not None:
+                        self.spool.finish_labels([label.id], None)  # its prediction is not exported yet
+                        continue
+                    # Pruned from the spool after export: find its run by tag.
+                    run_id = self.writer.find_run({c.TAG_REQUEST_ID: label.request_id, c.TAG_ROLE: "primary",
+                                                   c.TAG_ROW_INDEX: str(label.row_index)})
+                    if run_id is None:
+                        self.spool.finish_labels([label.id], None)
+                        continue
+                metrics, tags = label_payload(label)
+                self.writer.log_batch(run_id, metrics, tags=tags)
+                self.spool.finish_labels([label.id], run_id)
+                joined += 1
+            except Exception:
+                self.spool.finish_labels([lb.id for lb in labels[i:]], None)
+                raise
+        self.counters.add(labels_exported=joined)
+        return joined
+
+
+class LabelWindows:
+    def __init__(self, spool: PredictionSpool, writer: RunWriter, counters: ExportCounters,
+                 window_seconds: float = 10.0, max_labels: int = 5000, lease_seconds: float = 120.0) -> None:
+        self.spool, self.writer, self.counters = spool, writer, counters
+        self.window_seconds, self.max_labels, self.lease_seconds = window_seconds, max_labels, lease_seconds
+
+    def run(self, draining: bool) -> int:
+        oldest = self.spool.oldest_open_label_ts_ms()
+        if oldest is None or (not draining and time.time() - oldest / 1000 < self.window_seconds
+                              and self.spool.count_open_labels() < self.max_labels):
+            return 0
+        batch_id, labels = self.spool.claim_labels(self.max_labels, self.lease_seconds)
+        if not labels:
+            return 0
+        try:
+            run_id = self.writer.find_run({c.TAG_FEEDBACK_BATCH: batch_id}) if max(
+                lb.attempts for lb in labels) > 1 else None
+            if run_id is None:
+                first, last = min(lb.ts_ms for lb in labels), max(lb.ts_ms for lb in labels)
+                run_id = self.writer.create_run(first, {c.TAG_GRANULARITY: c.GRANULARITY_FEEDBACK,
+                                                        c.TAG_FEEDBACK_BATCH: batch_id}, f"feedback_{first // 1000}")
+            from mlflow.entities import Metric
+
+            known = [lb.correct for lb in labels if lb.correct is not None]
+            metrics = [Metric("labelled", float(len(labels)), last, 0)]
+            if known:
+                metrics.append(Metric(c.METRIC_CORRECT, float(sum(known)), last, 0))
+            self.writer.log_batch(run_id, metrics)
+            table = "\n".join(json.dumps({"request_id": lb.request_id, "row_index": lb.row_index,
+                                          "model_version": lb.model_version, "true_label": lb.true_label,
+                                          "correct": lb.correct, "abs_error": lb.abs_error, "ts_ms": lb.ts_ms},
+                                         separators=(",", ":")) for lb in labels) + "\n"
+            self.writer.log_text(run_id, table, c.FEEDBACK_ARTIFACT)
+            self.writer.finish(run_id, last + 1)
+        except Exception:
+            self.spool.release_labels(batch_id)
+            raise
+        self.spool.finish_labels([lb.id for lb in labels], run_id)
+        self.counters.add(labels_exported=len(labels))
+        return len(labels)

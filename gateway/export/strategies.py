@@ -1,0 +1,253 @@
+"""One strategy per granularity: how spooled records become MLflow runs.
+
+``PredictionRuns``: one run per record with three calls: ``create_run`` (start time and all tags),
+one ``log_batch`` (params and metrics), ``update_run`` (finished). ``WindowRuns``: one run per
+(model_version, role, window) with summary metrics, per-record metric series and a JSON-lines
+table of every record.
+
+Exactly once: a record's lease counts attempts. A record claimed again after an attempt that may
+have reached MLflow (a timeout, a crash, a SIGKILL) is first looked up by its tags (``request_id``,
+``role``, ``row_index``; ``window_id`` for windows); an existing run is finished, not created again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from gateway import contract as c
+from gateway.export.writer import SERIES_CHUNK, RunWriter
+from gateway.model_output import ModelKind
+from gateway.records import PredictionRecord
+from gateway.spool import PredictionSpool, SpoolRow
+
+
+@dataclass
+class ExportCounters:
+    exported: int = 0
+    runs_created: int = 0
+    labels_exported: int = 0
+    failed_attempts: int = 0
+    duplicates_avoided: int = 0
+    last_error: str | None = None
+    last_error_at: float | None = None
+    last_success_at: float | None = None
+    lock: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+
+    def add(self, **deltas: int) -> None:
+        with self.lock:
+            for key, value in deltas.items():
+                setattr(self, key, getattr(self, key) + value)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {k: getattr(self, k) for k in ("exported", "runs_created", "labels_exported", "failed_attempts",
+                                                  "duplicates_avoided", "last_error", "last_error_at",
+                                                  "last_success_at")}
+
+
+class ExportStrategy(Protocol):
+    """Claims work from the spool and turns it into runs; raises on an MLflow failure, after giving
+    back whatever it did not finish."""
+
+    workers: int
+    defers_to_traffic: bool
+
+    def claim(self, draining: bool) -> Any | None: ...
+
+    def export(self, work: Any, interrupted: Callable[[], bool]) -> int: ...
+
+
+def prediction_tags(rec: PredictionRecord) -> dict[str, str]:
+    return {
+        c.TAG_PREDICTION: str(rec.prediction),
+        c.TAG_MODEL_VERSION: rec.model_version,
+        c.TAG_REQUEST_ID: rec.request_id,
+        c.TAG_ROW_INDEX: str(rec.row_index),
+        c.TAG_ROLE: rec.role,
+        c.TAG_ROUTING: rec.routing,
+        c.TAG_CONFIG_HASH: rec.config_hash,
+        c.TAG_WEIGHTS: rec.weights,
+        c.TAG_GRANULARITY: c.GRANULARITY_PREDICTION,
+        c.TAG_MODEL_KIND: rec.kind,
+    }
+
+
+def prediction_payload(rec: PredictionRecord) -> tuple[list[Any], list[Any]]:
+    """The seed's params (one per input column) and metrics of one prediction run."""
+    from mlflow.entities import Metric, Param
+
+    keys = c.param_names(rec.features)
+    params = [Param(keys[name], c.param_value(value)) for name, value in rec.features.items()]
+    metrics = [Metric(c.METRIC_INFERENCE_TIME, float(rec.inference_time_ms), rec.ts_ms, 0)]
+    if rec.kind == ModelKind.REGRESSOR:
+        metrics.insert(0, Metric(c.METRIC_PREDICTION_VALUE, float(rec.prediction), rec.ts_ms, 0))  # type: ignore[arg-type]
+    elif rec.class_index is not None:
+        metrics.insert(0, Metric(c.METRIC_PREDICTION_CLASS, float(rec.class_index), rec.ts_ms, 0))
+    return params, metrics
+
+
+def _mark_found(spool: PredictionSpool, counters: ExportCounters) -> None:
+    counters.add(duplicates_avoided=1)
+    spool.bump_counter("duplicates_avoided")
+
+
+class PredictionRuns:
+    """One run per prediction record and role (the seed's schema)."""
+
+    defers_to_traffic = True
+
+    def __init__(self, spool: PredictionSpool, writer: RunWriter, counters: ExportCounters, *, workers: int = 8,
+                 batch_size: int = 16, lease_seconds: float = 60.0) -> None:
+        self.spool, self.writer, self.counters = spool, writer, counters
+        self.workers, self.batch_size, self.lease_seconds = workers, batch_size, lease_seconds
+
+    def claim(self, draining: bool) -> list[SpoolRow] | None:
+        return self.spool.claim(self.batch_size, self.lease_seconds) or None
+
+    def export(self, rows: list[SpoolRow], interrupted: Callable[[], bool]) -> int:
+        """Export leased rows in order; on the first failure give the rest back and raise."""
+        for i, row in enumerate(rows):
+            if interrupted():
+                self.spool.release([r.id for r in rows[i:]], untouched=True)
+                return i
+            try:
+                self.export_one(row)
+            except Exception:
+                self.spool.release([row.id], untouched=False)
+                self.spool.release([r.id for r in rows[i + 1:]], untouched=True)
+                raise
+        return len(rows)
+
+    def export_one(self, row: SpoolRow) -> str:
+        rec = row.record
+        run_id = row.run_id
+        if run_id is None and row.attempts > 1:
+            run_id = self.writer.find_run({c.TAG_REQUEST_ID: rec.request_id, c.TAG_ROLE: rec.role,
+                                           c.TAG_ROW_INDEX: str(rec.row_index)})
+            if run_id is not None:
+                _mark_found(self.spool, self.counters)
+        if run_id is None:
+            suffix = f"_row{rec.row_index}" if rec.row_index else ""
+            run_id = self.writer.create_run(rec.ts_ms, prediction_tags(rec),
+                                            f"prediction_{rec.ts_ms // 1000}_{rec.model_version}_{rec.role}{suffix}")
+            self.spool.set_run_id([row.id], run_id)
+            self.counters.add(runs_created=1)
+        params, metrics = prediction_payload(rec)
+        # Re-logging identical params and metrics (same timestamp and step) on a resumed run is harmless.
+        self.writer.log_batch(run_id, metrics, params)
+        self.writer.finish(run_id, rec.ts_ms + max(1, math.ceil(rec.inference_time_ms)))
+        self.spool.mark_done([row.id], run_id)
+        self.spool.bump_counter("exported")
+        self.counters.add(exported=1)
+        return run_id
+
+
+def window_summary(rows: list[SpoolRow]) -> dict[str, float]:
+    """A window's summary metrics: count, latency quantiles, and class counts or value quantiles."""
+    latencies = np.array([r.record.inference_time_ms for r in rows], dtype=float)
+    out = {
+        "count": float(len(rows)),
+        "inference_time_ms_mean": float(latencies.mean()),
+        "inference_time_ms_p50": float(np.percentile(latencies, 50)),
+        "inference_time_ms_p95": float(np.percentile(latencies, 95)),
+        "inference_time_ms_p99": float(np.percentile(latencies, 99)),
+    }
+    if rows and rows[0].record.kind == ModelKind.REGRESSOR:
+        values = np.array([float(r.record.prediction) for r in rows], dtype=float)
+        out.update({f"{c.METRIC_PREDICTION_VALUE}_mean": float(values.mean()),
+                    f"{c.METRIC_PREDICTION_VALUE}_p50": float(np.percentile(values, 50)),
+                    f"{c.METRIC_PREDICTION_VALUE}_p95": float(np.percentile(values, 95))})
+    else:
+        for label, n in sorted(Counter(str(r.record.prediction) for r in rows).items()):
+            out[c.param_name(f"class_count_{label}")] = float(n)
+    return out
+
+
+class WindowRuns:
+    """One run per (model_version, role, window) of ``window_seconds`` or ``window_max_records``."""
+
+    defers_to_traffic = False
+    workers = 1
+
+    def __init__(self, spool: PredictionSpool, writer: RunWriter, counters: ExportCounters, *,
+                 window_seconds: float = 10.0, window_max_records: int = 5000, lease_seconds: float = 120.0) -> None:
+        self.spool, self.writer, self.counters = spool, writer, counters
+        self.window_seconds, self.window_max_records = window_seconds, window_max_records
+        self.lease_seconds = max(lease_seconds, 120.0)
+
+    def claim(self, draining: bool) -> tuple[str, list[SpoolRow]] | None:
+        # Drain or shutdown: close every open window now rather than wait for its end.
+        now = time.time() + (self.window_seconds + 1 if draining else 0)
+        claimed = self.spool.claim_window(self.window_seconds, self.window_max_records,
+                                          lease_seconds=self.lease_seconds, now=now)
+        return claimed if claimed and claimed[1] else None
+
+    def export(self, work: tuple[str, list[SpoolRow]], interrupted: Callable[[], bool]) -> int:
+        batch_id, rows = work
+        try:
+            self.export_window(batch_id, rows)
+        except Exception:
+            self.spool.release_batch(batch_id, untouched=False)
+            raise
+        return len(rows)
+
+    def export_window(self, batch_id: str, rows: list[SpoolRow]) -> str:
+        from mlflow.entities import Metric, Param
+
+        first = rows[0].record
+        start_ms = min(r.record.ts_ms for r in rows)
+        end_ms = max(r.record.ts_ms for r in rows)
+        run_id = rows[0].run_id
+        if run_id is None and max(r.attempts for r in rows) > 1:
+            run_id = self.writer.find_run({c.TAG_WINDOW_ID: batch_id})
+            if run_id is not None:
+                _mark_found(self.spool, self.counters)
+        if run_id is None:
+            tags = {
+                c.TAG_GRANULARITY: c.GRANULARITY_WINDOW, c.TAG_WINDOW_ID: batch_id,
+                c.TAG_MODEL_VERSION: first.model_version, c.TAG_ROLE: first.role, c.TAG_MODEL_KIND: first.kind,
+                c.TAG_CONFIG_HASH: ",".join(sorted({r.record.config_hash for r in rows})),
+                c.TAG_ROUTING: ",".join(sorted({r.record.routing for r in rows})),
+                c.TAG_WEIGHTS: ";".join(sorted({r.record.weights for r in rows})),
+                "window_start_ms": str(start_ms), "window_end_ms": str(end_ms),
+                "window_start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start_ms / 1000)),
+                "window_end": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(end_ms / 1000)),
+            }
+            run_id = self.writer.create_run(start_ms, tags, f"window_{first.model_version}_{first.role}_"
+                                                            f"{start_ms // 1000}")
+            self.spool.set_run_id([r.id for r in rows], run_id)
+            self.counters.add(runs_created=1)
+        summary = [Metric(k, v, end_ms, 0) for k, v in window_summary(rows).items()]
+        params = [Param("window_seconds", repr(self.window_seconds)),
+                  Param("window_max_records", str(self.window_max_records))]
+        self.writer.log_batch(run_id, summary, params)
+        series: list[Any] = []
+        for step, r in enumerate(rows):
+            rec = r.record
+            series.append(Metric(c.METRIC_INFERENCE_TIME, float(rec.inference_time_ms), rec.ts_ms, step))
+            if rec.kind == ModelKind.REGRESSOR:
+                series.append(Metric(c.METRIC_PREDICTION_VALUE, float(rec.prediction), rec.ts_ms, step))  # type: ignore[arg-type]
+            elif rec.class_index is not None:
+                series.append(Metric(c.METRIC_PREDICTION_CLASS, float(rec.class_index), rec.ts_ms, step))
+        for i in range(0, len(series), SERIES_CHUNK):
+            self.writer.log_batch(run_id, series[i:i + SERIES_CHUNK])
+        table = "\n".join(json.dumps(r.record.to_dict(), separators=(",", ":")) for r in rows) + "\n"
+        self.writer.log_text(run_id, table, c.RECORDS_ARTIFACT)
+        self.writer.finish(run_id, end_ms + 1)
+        self.spool.mark_done([r.id for r in rows], run_id)
+        self.spool.bump_counter("exported", len(rows))
+        self.counters.add(exported=len(rows))
+        return run_id

@@ -1,0 +1,89 @@
+"""Ground truth for answered predictions: checked against the prediction, stored durably in the spool.
+
+A classifier's true label must be one of its classes (an int maps through ``class_names``); the
+exporter joins it as ``correct``. A regressor's true value is a number; the exporter logs its
+absolute error.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from gateway.errors import InvalidFeedback, SpoolUnavailable, UnknownRequest
+from gateway.model_output import ModelKind
+from gateway.records import Role
+from gateway.scoring import Scorer, ServiceCounters
+from gateway.spool import SpoolWriteError
+
+
+class FeedbackRecorder:
+    def __init__(self, scorer: Scorer, counts: ServiceCounters) -> None:
+        self.scorer = scorer
+        self.counts = counts
+
+    def record(self, request_id: str, true_label: str | int | float, row_index: int = 0) -> dict[str, Any]:
+        spool = self.scorer.spool
+        if spool is None:
+            raise SpoolUnavailable("feedback needs the prediction spool, which is disabled or could not be opened")
+        predicted = spool.find(request_id, Role.PRIMARY, row_index)
+        deadline = time.monotonic() + 2.0
+        while predicted is None and self.scorer.in_flight(request_id) and time.monotonic() < deadline:
+            time.sleep(0.01)  # its prediction is being answered right now: it lands in a moment
+            predicted = spool.find(request_id, Role.PRIMARY, row_index)
+        if predicted is None:
+            raise UnknownRequest(f"no answered prediction with request_id {request_id!r} and row {row_index} in "
+                                 f"the spool (unknown, or older than the spool's retention)", request_id=request_id)
+        correct: bool | None = None
+        abs_error: float | None = None
+        if predicted.kind == ModelKind.REGRESSOR:
+            value = _number(true_label)
+            abs_error = abs(value - float(predicted.prediction))
+            label: str | int | float = value
+        else:
+            label = self._class_label(true_label)
+            correct = str(predicted.prediction) == str(label)
+        try:
+            spool.append_label(predicted, label, correct, abs_error)
+        except SpoolWriteError as exc:
+            raise SpoolUnavailable(f"feedback not stored: {exc}") from None
+        self.counts.add("feedback")
+        out: dict[str, Any] = {"request_id": request_id, "row_index": row_index, "true_label": label,
+                               "prediction": predicted.prediction, "model_version": predicted.model_version}
+        if correct is not None:
+            out["correct"] = correct
+        if abs_error is not None:
+            out["abs_error"] = abs_error
+        return out
+
+    def _class_label(self, given: str | int | float) -> str | int:
+        labels = self.scorer.labels
+        if labels is None:
+            if isinstance(given, float):
+                raise _invalid(f"true_label must be a class label, got {given!r}")
+            return given
+        if isinstance(given, int) and not isinstance(given, bool):
+            if given in labels:
+                return given
+            if 0 <= given < len(labels):
+                return labels[given]
+        if isinstance(given, str):
+            for name in labels:
+                if given.strip().lower() == str(name).lower():
+                    return name
+        raise _invalid(f"true_label must be one of {labels} or 0-{len(labels) - 1}, got {given!r}")
+
+
+def _number(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise _invalid(f"true_label of a regressor must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(number):
+        raise _invalid(f"true_label of a regressor must be a finite number, got {value!r}")
+    return number
+
+
+def _invalid(message: str) -> InvalidFeedback:
+    return InvalidFeedback(message, errors=[{"field": "true_label", "message": message}])

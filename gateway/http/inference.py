@@ -1,0 +1,106 @@
+"""What every prediction protocol shares: headers in, route + score + record, headers out, shadow after.
+
+A protocol module decodes its body into rows and encodes the outcome; this module does the rest,
+so that /predict, /invocations and /v2/.../infer are routed, logged and counted the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+
+from gateway.errors import MalformedBody
+from gateway.scoring import PredictionOutcome, ScoredRequest
+from gateway.service import GatewayServices
+
+SAGEMAKER_VARIANT_HEADER = "x-amzn-sagemaker-target-variant"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def services(request: Request) -> GatewayServices:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+def header_utf8(request: Request, name: str) -> str | None:
+    """A header's value decoded as UTF-8 (ASGI servers hand over raw bytes; Starlette reads them as
+    Latin-1), so that a non-ASCII user id hashes to the bucket GrowthBook's SDKs give that string."""
+    key = name.lower().encode("latin-1")
+    for k, v in request.scope["headers"]:
+        if k == key:
+            try:
+                return v.decode("utf-8")  # type: ignore[no-any-return]
+            except UnicodeDecodeError:
+                return v.decode("latin-1")  # type: ignore[no-any-return]
+    return None
+
+
+def request_id_of(request: Request, given: Any = None) -> str | None:
+    """The protocol's own id (OIP ``id``) or the X-Request-ID header; None lets the gateway make one."""
+    source = "the request's id" if given is not None else "X-Request-ID"
+    value = given if given is not None else request.headers.get("x-request-id")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _REQUEST_ID.match(value):
+        raise MalformedBody(f"{source} must be 1-128 characters from A-Z a-z 0-9 . _ : -")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    scored: ScoredRequest
+    outcome: PredictionOutcome
+
+    @property
+    def labels(self) -> list[Any]:
+        return [p.label for p in self.outcome.predictions]
+
+    @property
+    def probabilities(self) -> list[dict[str, float]] | None:
+        probs = [p.probabilities for p in self.outcome.predictions]
+        return None if any(p is None for p in probs) else probs  # type: ignore[return-value]
+
+
+async def answer(request: Request, rows: Sequence[Any], *, probabilities: bool = False,
+                 forced: str | None = None, request_id: str | None = None) -> Answered:
+    """Route, predict (in a worker thread: CPU-bound), and commit to the spool before answering."""
+    svc = services(request)
+    routing = svc.settings.routing
+    forced = forced or request.headers.get(routing.variant_header) or request.headers.get(SAGEMAKER_VARIANT_HEADER)
+    user_key = header_utf8(request, routing.sticky_header) or None
+    scored = await run_in_threadpool(svc.scorer.score, rows, forced=forced or None, user_key=user_key,
+                                     request_id=request_id or request_id_of(request), probabilities=probabilities)
+    # The spool commit is one local SQLite transaction (about 50 us), done on the event loop. Measured
+    # here with wrk -c8: committing in the worker thread instead gave 645 req/s against 825 with no
+    # spool at all; committing here gives 785.
+    outcome = svc.scorer.record(scored)
+    request.app.state.metrics.on_response(outcome.model_version, outcome.reason, 200)
+    return Answered(scored, outcome)
+
+
+def answer_headers(request: Request, answered: Answered) -> dict[str, str]:
+    outcome = answered.outcome
+    headers = {"X-Model-Version": outcome.model_version, "X-Request-ID": outcome.request_id,
+               "X-Routing-Reason": outcome.reason}
+    if outcome.replayed:
+        headers["X-Idempotent-Replay"] = "true"
+    if not outcome.logged and services(request).scorer.logging_enabled:
+        headers["X-Prediction-Logged"] = "false"
+    return headers
+
+
+def shadow_task(request: Request, answered: Answered) -> BackgroundTask | None:
+    """The candidate's scoring, queued after the response has been sent."""
+    if answered.outcome.shadow is None:
+        return None
+    scorer = services(request).scorer
+
+    async def _shadow() -> None:
+        scorer.submit_shadow(answered.outcome, answered.scored)
+
+    return BackgroundTask(_shadow)

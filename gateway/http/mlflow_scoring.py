@@ -1,0 +1,45 @@
+"""MLflow's scoring protocol: POST /invocations, GET /ping, /health, /version; so that MLflow's
+scoring client and ``mlflow models serve`` users switch by changing the URL."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from gateway.http.inference import answer, answer_headers, services, shadow_task
+from gateway.protocols import mlflow_scoring
+
+router = APIRouter(tags=["mlflow scoring protocol"])
+
+
+@router.post("/invocations", summary="MLflow scoring protocol: dataframe_split, dataframe_records, instances, "
+                                     "inputs (JSON, with params) or text/csv")
+async def invocations(request: Request) -> Response:
+    svc = services(request)
+    columns = svc.scorer.schema.names if svc.scorer.schema is not None else []
+    rows, params = mlflow_scoring.decode(await request.body(), request.headers.get("content-type", ""), columns)
+    probabilities = bool(params.get(mlflow_scoring.PROBABILITIES_PARAM))
+    answered = await answer(request, rows, probabilities=probabilities)
+    body = mlflow_scoring.encode(answered.labels, answered.probabilities if probabilities else None)
+    return JSONResponse(body, headers=answer_headers(request, answered), background=shadow_task(request, answered))
+
+
+@router.get("/ping", summary="MLflow scoring protocol: 200 once every variant is loaded")
+@router.get("/health", summary="MLflow scoring protocol: 200 once every variant is loaded")
+async def ping(request: Request) -> Response:
+    ready = services(request).scorer.ready.is_set()
+    return Response("\n" if ready else "models are loading\n", status_code=200 if ready else 503,
+                    media_type="application/json")
+
+
+@router.get("/version", summary="MLflow scoring protocol: the MLflow version")
+async def version() -> Response:
+    import mlflow
+
+    return Response(mlflow.__version__, media_type="text/plain")
+
+
+def error_body(status: int, message: str, detail: dict[str, object]) -> JSONResponse:
+    code = {400: "BAD_REQUEST", 404: "RESOURCE_DOES_NOT_EXIST", 413: "INVALID_PARAMETER_VALUE",
+            422: "INVALID_PARAMETER_VALUE", 503: "TEMPORARILY_UNAVAILABLE"}.get(status, "INTERNAL_ERROR")
+    return JSONResponse(mlflow_scoring.error_body(code, message, **detail), status_code=status)

@@ -1,0 +1,92 @@
+"""The Open Inference Protocol over REST (KServe v2, MLServer, Triton): health, metadata and infer.
+
+``{name}`` is the variants' registered model name or ``[model] name``; ``/versions/{variant}`` forces
+that variant. Errors are ``{"error": ...}`` (see gateway/http/errors.py).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from gateway.errors import NotReady, UnknownModel, UnknownVariant
+from gateway.http.inference import answer, answer_headers, request_id_of, services, shadow_task
+from gateway.model_output import ModelKind
+from gateway.protocols import oip
+from gateway.service import GatewayServices
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol"])
+
+
+def _check_model(svc: GatewayServices, name: str, variant: str | None = None) -> None:
+    if not svc.scorer.ready.is_set():
+        raise NotReady(svc.scorer.load_error or "models are still loading")
+    known = {svc.model_name(), *([svc.settings.model.name] if svc.settings.model.name else [])}
+    if name not in known:
+        raise UnknownModel(f"unknown model {name!r}; this gateway serves {sorted(known)}", model=name)
+    if variant is not None and variant not in svc.routing.names:
+        raise UnknownVariant(variant, svc.routing.names)
+
+
+@router.get("", summary="Server metadata")
+async def server_metadata() -> dict[str, object]:
+    return {"name": "ab-gateway", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
+
+
+@router.get("/health/live", summary="Server liveness")
+async def live() -> dict[str, bool]:
+    return {"live": True}
+
+
+@router.get("/health/ready", summary="Server readiness: 200 once every variant is loaded")
+async def ready(request: Request) -> JSONResponse:
+    ok = services(request).scorer.ready.is_set()
+    return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+
+@router.get("/models/{name}", summary="Model metadata: the signature's inputs and the outputs")
+@router.get("/models/{name}/versions/{variant}", summary="Model metadata of one variant")
+async def model_metadata(request: Request, name: str, variant: str | None = None) -> dict[str, object]:
+    svc = services(request)
+    _check_model(svc, name, variant)
+    scorer = svc.scorer
+    assert scorer.schema is not None
+    labels = scorer.labels or []
+    output = "FP64" if scorer.kind is ModelKind.REGRESSOR else oip._datatype(labels) if labels else "BYTES"
+    has_proba = any(v.has_probabilities for v in scorer.variants.values())
+    body = oip.metadata(name, [variant] if variant else svc.routing.names,
+                        [(c.name, c.oip_datatype) for c in scorer.schema.columns], output,
+                        len(labels) if has_proba and labels else None)
+    return body
+
+
+@router.get("/models/{name}/ready", summary="Model readiness")
+@router.get("/models/{name}/versions/{variant}/ready", summary="Variant readiness")
+async def model_ready(request: Request, name: str, variant: str | None = None) -> JSONResponse:
+    svc = services(request)
+    _check_model(svc, name, variant)
+    return JSONResponse({"name": name, "ready": True})
+
+
+@router.post("/models/{name}/infer", summary="Inference, routed like every other protocol")
+@router.post("/models/{name}/versions/{variant}/infer", summary="Inference by one forced variant")
+async def infer(request: Request, name: str, variant: str | None = None) -> Response:
+    svc = services(request)
+    _check_model(svc, name, variant)
+    assert svc.scorer.schema is not None
+    payload, binary = oip.split_binary(await request.body(), request.headers.get(oip.HEADER_LENGTH))
+    rows = oip.decode_inputs(payload, binary, svc.scorer.schema.names)
+    requested = oip.requested_outputs(payload)
+    probabilities = oip.wants_probabilities(payload)
+    answered = await answer(request, rows, probabilities=probabilities, forced=variant,
+                            request_id=request_id_of(request, payload.get("id") or None))
+    body = oip.encode(name, answered.outcome.model_version, answered.outcome.request_id, answered.labels,
+                      answered.probabilities if probabilities else None, requested)
+    headers = answer_headers(request, answered)
+    background = shadow_task(request, answered)
+    binary_body = oip.binary_outputs(payload, body)
+    if binary_body is not None:
+        content, header_length = binary_body
+        headers[oip.HEADER_LENGTH] = str(header_length)
+        return Response(content, media_type="application/octet-stream", headers=headers, background=background)
+    return JSONResponse(body, headers=headers, background=background)

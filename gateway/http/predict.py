@@ -1,0 +1,101 @@
+"""POST /predict: the seed's endpoint. One row as a form, JSON object or query string; a JSON list
+of row objects is a batch. The row schema is the model's signature (see /docs)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from gateway.errors import MalformedBody
+from gateway.http.inference import Answered, answer, answer_headers, services, shadow_task
+from gateway.model_output import Prediction
+
+router = APIRouter()
+
+_FORM_TYPES = ("application/x-www-form-urlencoded",)
+_TRUE = ("1", "true", "yes", "on")
+
+PREDICT_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": False,
+        "description": "One row (a JSON object, a form as in the seed's curl, or the query string), or a JSON "
+                       "list of row objects (a batch, one routing decision for all of them). The columns are the "
+                       "model signature's.",
+        "content": {"application/json": {"schema": {}}, "application/x-www-form-urlencoded": {"schema": {}}},
+    },
+    "parameters": [
+        {"name": "probabilities", "in": "query", "required": False, "schema": {"type": "boolean"},
+         "description": "Also return class probabilities (classifiers with predict_proba)."},
+        {"name": "X-Model-Version", "in": "header", "required": False, "schema": {"type": "string"},
+         "description": "Force this variant (400 lists the valid ones if unknown). "
+                        "X-Amzn-SageMaker-Target-Variant works too."},
+        {"name": "X-User-ID", "in": "header", "required": False, "schema": {"type": "string"},
+         "description": "Sticky key: the same user always gets the same variant."},
+        {"name": "X-Request-ID", "in": "header", "required": False, "schema": {"type": "string"},
+         "description": "Echoed back; a retry with the same id and rows returns the recorded answer."},
+    ],
+}
+
+
+async def _raw_rows(request: Request) -> tuple[list[Any], bool]:
+    """(rows, is_batch) from the body in its content type, the query string filling a single row."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await request.body()
+    data: Any = {}
+    if body.strip():
+        if ctype in _FORM_TYPES:
+            try:
+                data = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True))
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise MalformedBody(f"malformed form body: {exc}") from None
+        elif ctype.startswith("multipart/"):
+            form = await request.form()
+            data = {k: v for k, v in form.items() if isinstance(v, str)}
+        elif ctype in ("", "application/json") or ctype.endswith("+json"):
+            try:
+                data = json.loads(body)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise MalformedBody(f"malformed JSON body: {exc}") from None
+        else:
+            raise MalformedBody(
+                f"unsupported content type {ctype!r}; send application/json or application/x-www-form-urlencoded")
+    if isinstance(data, list):
+        if not data:
+            raise MalformedBody("an empty list has no rows to predict")
+        return data, True
+    if isinstance(data, dict):
+        schema = services(request).scorer.schema
+        for name in schema.names if schema is not None else ():  # the query string fills what the body did not give
+            if name not in data and name in request.query_params:
+                data[name] = request.query_params[name]
+    return [data], False
+
+
+def _item(p: Prediction) -> dict[str, Any]:
+    item: dict[str, Any] = {"prediction": p.label}
+    if p.class_index is not None:
+        item["prediction_class"] = p.class_index
+    if p.probabilities is not None:
+        item["probabilities"] = p.probabilities
+    return item
+
+
+def render(answered: Answered, batch: bool) -> dict[str, Any]:
+    outcome = answered.outcome
+    ids = {"model_version": outcome.model_version, "request_id": outcome.request_id}
+    if batch:
+        return {"predictions": [_item(p) for p in outcome.predictions], **ids}
+    return {**_item(outcome.predictions[0]), **ids}
+
+
+@router.post("/predict", openapi_extra=PREDICT_OPENAPI, summary="Predict with the routed model version")
+async def predict(request: Request) -> Response:
+    rows, batch = await _raw_rows(request)
+    probabilities = request.query_params.get("probabilities", "").lower() in _TRUE
+    answered = await answer(request, rows, probabilities=probabilities)
+    return JSONResponse(render(answered, batch), headers=answer_headers(request, answered),
+                        background=shadow_task(request, answered))

@@ -1,0 +1,112 @@
+"""MLflow's scoring protocol (``mlflow models serve``'s ``/invocations``), as pure functions.
+
+The request is parsed by MLflow's own parser, so every format it takes is taken the same way:
+``dataframe_split``, ``dataframe_records``, ``instances``, ``inputs`` (with optional ``params``) as
+JSON, and ``text/csv``. The result is plain rows for the gateway's validator, which names the row
+and column of any bad value.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from gateway.errors import MalformedBody
+
+CSV = "text/csv"
+JSON = "application/json"
+PROBABILITIES_PARAM = "probabilities"  # reserved by the gateway: also return class probabilities
+
+
+def decode(body: bytes, content_type: str, columns: Sequence[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(rows, params) from an /invocations body; MalformedBody says what is wrong with it."""
+    mime, _, options = content_type.partition(";")
+    mime = mime.strip().lower() or JSON
+    charset = options.partition("charset=")[2].strip().lower() or "utf-8"
+    if charset not in ("utf-8", "utf8"):
+        raise MalformedBody(f"only UTF-8 bodies are supported, not {charset}")
+    if mime == CSV:
+        return _csv_rows(body), {}
+    if mime != JSON and not mime.endswith("+json"):
+        raise MalformedBody(f"unsupported content type {mime!r}; send application/json or text/csv")
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedBody(f"malformed JSON body: {exc}") from None
+    if not isinstance(payload, dict):
+        raise MalformedBody("the body must be a JSON object with one of dataframe_split, dataframe_records, "
+                            f"instances or inputs; got a {type(payload).__name__}")
+    params = payload.get("params") or {}
+    if not isinstance(params, dict):
+        raise MalformedBody("params must be a JSON object")
+    formats = [k for k in ("dataframe_split", "dataframe_records", "instances", "inputs") if k in payload]
+    if len(formats) != 1:
+        raise MalformedBody("the body must have exactly one of dataframe_split, dataframe_records, instances or "
+                            f"inputs; got keys {sorted(payload)}")
+    from mlflow.exceptions import MlflowException
+    from mlflow.pyfunc.scoring_server import infer_and_parse_data
+
+    try:
+        parsed = infer_and_parse_data({formats[0]: payload[formats[0]]})
+    except (MlflowException, ValueError, TypeError, KeyError, IndexError) as exc:
+        message = exc.message if isinstance(exc, MlflowException) else str(exc)
+        raise MalformedBody(f"cannot read {formats[0]}: {message.strip().splitlines()[0][:300]}") from None
+    return _rows(parsed, columns), params
+
+
+def _csv_rows(body: bytes) -> list[dict[str, Any]]:
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(io.BytesIO(body))
+    except Exception as exc:
+        raise MalformedBody(f"malformed CSV body: {str(exc).splitlines()[0][:300]}") from None
+    return _rows(frame, ())
+
+
+def _rows(parsed: Any, columns: Sequence[str]) -> list[dict[str, Any]]:
+    """Whatever MLflow's parser returned (DataFrame, column dict, list of row dicts, 2-D array) as rows."""
+    import numpy as np
+
+    if hasattr(parsed, "to_dict") and hasattr(parsed, "columns"):
+        return [{str(k): _plain(v) for k, v in row.items()} for row in parsed.to_dict("records")]
+    if isinstance(parsed, dict):
+        arrays = {str(k): np.asarray(v).reshape(-1) for k, v in parsed.items()}
+        lengths = {len(a) for a in arrays.values()}
+        if len(lengths) > 1:
+            raise MalformedBody(f"columns have different lengths: { {k: len(a) for k, a in arrays.items()} }")
+        n = lengths.pop() if lengths else 0
+        return [{k: _plain(a[i]) for k, a in arrays.items()} for i in range(n)]
+    if isinstance(parsed, list) and all(isinstance(r, dict) for r in parsed):
+        return [{str(k): _plain(v) for k, v in r.items()} for r in parsed]
+    arr = np.asarray(parsed, dtype=object)
+    if arr.ndim == 1:
+        arr = arr.reshape(1, -1)
+    if arr.ndim != 2 or arr.shape[1] != len(columns):
+        raise MalformedBody(f"positional rows must have {len(columns)} values in signature order {list(columns)}; "
+                            f"got shape {list(arr.shape)}")
+    return [{c: _plain(v) for c, v in zip(columns, row, strict=True)} for row in arr]
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-like Python value: numpy scalars unwrapped, pandas' missing values as None."""
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def encode(labels: list[Any], probabilities: list[dict[str, float]] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"predictions": labels}
+    if probabilities is not None:
+        out["probabilities"] = probabilities
+    return out
+
+
+def error_body(error_code: str, message: str, **detail: Any) -> dict[str, Any]:
+    """MLflow's error shape: ``{"error_code": ..., "message": ...}`` (plus the gateway's details)."""
+    return {"error_code": error_code, "message": message, **detail}

@@ -1,0 +1,191 @@
+"""The Open Inference Protocol (KServe v2, MLServer, Triton) over REST, as pure functions.
+
+Inputs are either one tensor per signature column (shape ``[N]`` or ``[N, 1]``) or a single
+``[N, n_columns]`` tensor in signature order. Tensor data may be flat or nested, as JSON, or in the
+binary tensor extension that Triton's client uses by default (``Inference-Header-Content-Length``).
+Outputs are ``predict`` (labels or values) and, when asked for, ``predict_proba`` ([N, classes]).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from gateway.errors import MalformedBody
+
+HEADER_LENGTH = "inference-header-content-length"
+PREDICT = "predict"
+PREDICT_PROBA = "predict_proba"
+
+_NUMPY = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
+          "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "FP16": np.float16,
+          "FP32": np.float32, "FP64": np.float64}
+
+
+def split_binary(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
+    """The JSON part of a request and the binary tensor bytes that follow it (if any)."""
+    if header_length is None:
+        json_part, rest = body, b""
+    else:
+        try:
+            n = int(header_length)
+        except ValueError:
+            raise MalformedBody(f"Inference-Header-Content-Length must be an integer, got {header_length!r}") from None
+        if not 0 <= n <= len(body):
+            raise MalformedBody(f"Inference-Header-Content-Length {n} is outside the body ({len(body)} bytes)")
+        json_part, rest = body[:n], body[n:]
+    try:
+        payload = json.loads(json_part)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedBody(f"malformed JSON body: {exc}") from None
+    if not isinstance(payload, dict):
+        raise MalformedBody("an inference request must be a JSON object with 'inputs'")
+    return payload, rest
+
+
+def _tensor(spec: Any, binary: memoryview, offset: int) -> tuple[str, np.ndarray, int]:
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise MalformedBody("each input must be an object with name, shape, datatype and data")
+    name, datatype = str(spec["name"]), str(spec.get("datatype", "")).upper()
+    shape = spec.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise MalformedBody(f"input {name!r}: shape must be a list of non-negative integers")
+    size = (spec.get("parameters") or {}).get("binary_data_size")
+    if size is not None:
+        raw = bytes(binary[offset:offset + int(size)])
+        if len(raw) != int(size):
+            raise MalformedBody(f"input {name!r}: binary_data_size {size} runs past the end of the body")
+        offset += int(size)
+        if datatype == "BYTES":  # each element: a 4-byte little-endian length, then the bytes
+            items, i = [], 0
+            while i < len(raw):
+                n = int.from_bytes(raw[i:i + 4], "little")
+                items.append(raw[i + 4:i + 4 + n].decode("utf-8", errors="replace"))
+                i += 4 + n
+            data = np.array(items, dtype=object)
+        elif datatype in _NUMPY:
+            data = np.frombuffer(raw, dtype=_NUMPY[datatype])
+        else:
+            raise MalformedBody(f"input {name!r}: unsupported datatype {datatype!r}")
+    else:
+        if "data" not in spec:
+            raise MalformedBody(f"input {name!r} has no data")
+        data = np.asarray(spec["data"], dtype=object).reshape(-1)
+    expected = int(np.prod(shape)) if shape else 1
+    if data.size != expected:
+        raise MalformedBody(f"input {name!r}: shape {shape} needs {expected} values, got {data.size}")
+    return name, data.reshape(shape) if shape else data, offset
+
+
+def decode_inputs(payload: dict[str, Any], binary: bytes, columns: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows from an inference request's ``inputs``."""
+    inputs = payload.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise MalformedBody("an inference request needs a non-empty 'inputs' list")
+    view, offset = memoryview(binary), 0
+    tensors: dict[str, np.ndarray] = {}
+    for spec in inputs:
+        name, data, offset = _tensor(spec, view, offset)
+        tensors[name] = data
+    if len(tensors) == 1:
+        (name, data), = tensors.items()
+        if data.ndim == 2 and data.shape[1] == len(columns) and (name not in columns or len(columns) > 1):
+            return [{c: _plain(v) for c, v in zip(columns, row, strict=True)} for row in data]
+    unknown = [n for n in tensors if n not in columns]
+    if unknown:
+        raise MalformedBody(f"unknown input(s) {unknown}; the model's inputs are {list(columns)}, or send one "
+                            f"[N, {len(columns)}] tensor in that order")
+    lengths = set()
+    for name, data in tensors.items():
+        if data.ndim == 2 and data.shape[1] == 1:
+            tensors[name] = data = data[:, 0]
+        if data.ndim != 1:
+            raise MalformedBody(f"input {name!r}: shape must be [N] or [N, 1], got {list(data.shape)}")
+        lengths.add(len(data))
+    if len(lengths) != 1:
+        raise MalformedBody(f"inputs have different lengths: { {n: len(d) for n, d in tensors.items()} }")
+    n = lengths.pop()
+    return [{name: _plain(data[i]) for name, data in tensors.items()} for i in range(n)]
+
+
+def wants_probabilities(payload: dict[str, Any]) -> bool:
+    params = payload.get("parameters") or {}
+    outputs = payload.get("outputs") or []
+    return bool(params.get("probabilities")) or any(
+        isinstance(o, dict) and o.get("name") == PREDICT_PROBA for o in outputs)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def _datatype(values: list[Any]) -> str:
+    if all(isinstance(v, bool) for v in values):
+        return "BOOL"
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return "INT64"
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return "FP64"
+    return "BYTES"
+
+
+def encode(model_name: str, variant: str, request_id: str, labels: list[Any],
+           probabilities: list[dict[str, float]] | None, requested: list[str] | None) -> dict[str, Any]:
+    outputs = []
+    if requested is None or PREDICT in requested:
+        outputs.append({"name": PREDICT, "shape": [len(labels)], "datatype": _datatype(labels),
+                        "data": [str(v) if _datatype(labels) == "BYTES" else v for v in labels]})
+    if probabilities is not None and (requested is None or PREDICT_PROBA in requested):
+        classes = list(probabilities[0]) if probabilities else []
+        outputs.append({"name": PREDICT_PROBA, "shape": [len(labels), len(classes)], "datatype": "FP64",
+                        "parameters": {"classes": classes},
+                        "data": [p[c] for p in probabilities for c in classes]})
+    return {"model_name": model_name, "model_version": variant, "id": request_id, "outputs": outputs}
+
+
+def requested_outputs(payload: dict[str, Any]) -> list[str] | None:
+    outputs = payload.get("outputs")
+    if not outputs:
+        return None
+    names = [o.get("name") for o in outputs if isinstance(o, dict)]
+    unknown = [n for n in names if n not in (PREDICT, PREDICT_PROBA)]
+    if unknown:
+        raise MalformedBody(f"unknown output(s) {unknown}; this model has {PREDICT} and {PREDICT_PROBA}")
+    return [str(n) for n in names]
+
+
+def binary_outputs(payload: dict[str, Any], body: dict[str, Any]) -> tuple[bytes, int] | None:
+    """Re-encode outputs in the binary extension when the request asks for it (Triton's default).
+    Returns (full body, JSON header length) or None for a plain JSON answer."""
+    params = payload.get("parameters") or {}
+    asked = {o.get("name"): bool((o.get("parameters") or {}).get("binary_data"))
+             for o in payload.get("outputs") or [] if isinstance(o, dict)}
+    default = bool(params.get("binary_data_output"))
+    chunks = []
+    for out in body["outputs"]:
+        if not asked.get(out["name"], default):
+            continue
+        if out["datatype"] == "BYTES":
+            raw = b"".join(len(b).to_bytes(4, "little") + b for b in (str(v).encode() for v in out["data"]))
+        else:
+            dtype = {"BOOL": np.bool_, "INT64": np.int64, "FP64": np.float64}[out["datatype"]]
+            raw = np.asarray(out["data"], dtype=dtype).tobytes()
+        out["parameters"] = {**out.get("parameters", {}), "binary_data_size": len(raw)}
+        del out["data"]
+        chunks.append(raw)
+    if not chunks:
+        return None
+    header = json.dumps(body).encode()
+    return header + b"".join(chunks), len(header)
+
+
+def metadata(model_name: str, versions: list[str], columns: Sequence[tuple[str, str]], output_datatype: str,
+             n_classes: int | None) -> dict[str, Any]:
+    outputs = [{"name": PREDICT, "datatype": output_datatype, "shape": [-1]}]
+    if n_classes:
+        outputs.append({"name": PREDICT_PROBA, "datatype": "FP64", "shape": [-1, n_classes]})
+    return {"name": model_name, "versions": versions, "platform": "mlflow",
+            "inputs": [{"name": n, "datatype": d, "shape": [-1]} for n, d in columns], "outputs": outputs}

@@ -1,0 +1,44 @@
+"""The prediction record: what one answered (or shadow-scored) row leaves behind.
+
+A domain type, free of storage: the spool persists it, the exporter turns it into MLflow runs, and
+the report reads it back from them. A batch request leaves one record per row (``row_index``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class Role(StrEnum):
+    PRIMARY = "primary"
+    SHADOW = "shadow"
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionRecord:
+    request_id: str
+    role: str  # a Role value
+    model_version: str
+    features: dict[str, Any]  # the validated row, under the signature's own column names
+    prediction: str | int | float  # the label (classifier) or the value (regressor) the client saw
+    class_index: int | None  # a classifier's class position, when the model's classes are known
+    inference_time_ms: float  # the model call's own time
+    ts_ms: int
+    routing: str
+    config_hash: str
+    weights: str = ""  # the normalised weights in force, "v1.0=0.7,v2.0=0.3", for the SRM check
+    row_index: int = 0
+    kind: str = "classifier"  # a ModelKind value
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.request_id, self.role, self.row_index)
+
+    def features_json(self) -> str:
+        return json.dumps(self.features, sort_keys=False, separators=(",", ":"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
