@@ -4,9 +4,11 @@
         [--role primary|shadow|all] [--json] [--html FILE] [--no-log]
 
 Reads every prediction run (per-prediction runs, and window runs through their record tables),
-summarises latency and class distribution per version with the tests that say whether a difference
-is real, logs one summary run per version (plus a parent run holding the report) to experiment
-``iris-ab-comparison``, and prints the URL of MLflow's Compare Runs view for them.
+summarises latency and the prediction distribution per version (classes for a classifier, values for
+a regressor) with the tests that say whether a difference is real, logs one summary run per version
+(plus a parent run holding the report) to the comparison experiment, and prints the URL of MLflow's
+Compare Runs view for them. It warns when the gateway's spool still holds predictions that MLflow
+has not received yet: the report is then partial.
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ import numpy as np
 import pandas as pd
 
 from experiments import statistics as st
+from gateway import contract as c
+from gateway.contract import SUMMARY_EXPERIMENT
 
-CLASS_NAMES = ["Setosa", "Versicolor", "Virginica"]
-SUMMARY_EXPERIMENT = "iris-ab-comparison"
 PAGE = 50_000  # MLflow's largest page for search_runs
-RECORD_COLUMNS = ["request_id", "role", "model_version", "class_name", "latency_ms", "ts_ms", "routing",
-                  "config_hash", "weights", "correct"]
+RECORD_COLUMNS = ["request_id", "row_index", "role", "model_version", "kind", "prediction", "value", "latency_ms",
+                  "ts_ms", "routing", "config_hash", "weights", "correct", "abs_error"]
+REGRESSOR = "regressor"
 
 
 class NoRuns(Exception):
@@ -115,50 +118,85 @@ def _col(df: pd.DataFrame, name: str, default: Any = None) -> pd.Series:
 
 def prediction_records(runs: pd.DataFrame) -> pd.DataFrame:
     """Per-prediction runs as records."""
-    df = runs[_col(runs, "tags.granularity", "prediction").fillna("prediction") == "prediction"]
-    df = df[df.get("tags.model_version", pd.Series(dtype=str)).notna()] if len(df) else df
-    if df.empty or "metrics.inference_time_ms" not in df.columns:
+    df = runs[_col(runs, f"tags.{c.TAG_GRANULARITY}", c.GRANULARITY_PREDICTION).fillna(
+        c.GRANULARITY_PREDICTION) == c.GRANULARITY_PREDICTION]
+    df = df[df.get(f"tags.{c.TAG_MODEL_VERSION}", pd.Series(dtype=str)).notna()] if len(df) else df
+    if df.empty or f"metrics.{c.METRIC_INFERENCE_TIME}" not in df.columns:
         return pd.DataFrame(columns=RECORD_COLUMNS)
-    classes = _col(df, "tags.prediction")
-    fallback = _col(df, "metrics.prediction_class").map(
-        lambda v: CLASS_NAMES[int(v)] if pd.notna(v) and 0 <= int(v) < 3 else None)
-    return pd.DataFrame({
-        "request_id": _col(df, "tags.request_id").fillna(df["run_id"]),
-        "role": _col(df, "tags.role", "primary").fillna("primary"),
-        "model_version": df["tags.model_version"],
-        "class_name": classes.fillna(fallback),
-        "latency_ms": df["metrics.inference_time_ms"].astype(float),
+    kind = _col(df, f"tags.{c.TAG_MODEL_KIND}", "classifier").fillna("classifier")
+    value = _col(df, f"metrics.{c.METRIC_PREDICTION_VALUE}", np.nan).astype(float)
+    label = _col(df, f"tags.{c.TAG_PREDICTION}").astype(object)
+    out = pd.DataFrame({
+        "request_id": _col(df, f"tags.{c.TAG_REQUEST_ID}").fillna(df["run_id"]),
+        "row_index": pd.to_numeric(_col(df, f"tags.{c.TAG_ROW_INDEX}", 0), errors="coerce").fillna(0).astype(int),
+        "role": _col(df, f"tags.{c.TAG_ROLE}", "primary").fillna("primary"),
+        "model_version": df[f"tags.{c.TAG_MODEL_VERSION}"],
+        "kind": kind,
+        "prediction": label.where(kind != REGRESSOR, value),
+        "value": value,
+        "latency_ms": df[f"metrics.{c.METRIC_INFERENCE_TIME}"].astype(float),
         "ts_ms": (df["start_time"].astype("int64") // 1_000_000).astype("int64"),
-        "routing": _col(df, "tags.routing", "weighted").fillna("weighted"),
-        "config_hash": _col(df, "tags.config_hash", "").fillna(""),
-        "weights": _col(df, "tags.weights", "").fillna(""),
-        "correct": _col(df, "metrics.correct", np.nan).astype(float),
-    }).dropna(subset=["latency_ms", "class_name"])
+        "routing": _col(df, f"tags.{c.TAG_ROUTING}", "weighted").fillna("weighted"),
+        "config_hash": _col(df, f"tags.{c.TAG_CONFIG_HASH}", "").fillna(""),
+        "weights": _col(df, f"tags.{c.TAG_WEIGHTS}", "").fillna(""),
+        "correct": _col(df, f"metrics.{c.METRIC_CORRECT}", np.nan).astype(float),
+        "abs_error": _col(df, f"metrics.{c.METRIC_ABS_ERROR}", np.nan).astype(float),
+    })
+    return out.dropna(subset=["latency_ms", "prediction"])
 
 
-def window_records(runs: pd.DataFrame, tracking_uri: str) -> pd.DataFrame:
-    """Window runs expanded to their records, from each run's predictions.jsonl table."""
-    if "tags.granularity" not in runs.columns:
-        return pd.DataFrame(columns=RECORD_COLUMNS)
-    windows = runs[runs["tags.granularity"] == "window"]
-    if windows.empty:
-        return pd.DataFrame(columns=RECORD_COLUMNS)
+def _artifact_tables(runs: pd.DataFrame, granularity: str, artifact: str, tracking_uri: str) -> pd.DataFrame:
+    """The JSON-lines tables that window (or feedback-window) runs carry, concatenated."""
+    if f"tags.{c.TAG_GRANULARITY}" not in runs.columns:
+        return pd.DataFrame()
+    chosen = runs[runs[f"tags.{c.TAG_GRANULARITY}"] == granularity]
+    if chosen.empty:
+        return pd.DataFrame()
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
     frames = []
     with tempfile.TemporaryDirectory() as tmp:
-        for run_id in windows["run_id"]:
-            path = client.download_artifacts(run_id, "predictions.jsonl", tmp)
-            frames.append(pd.read_json(path, lines=True))
-    raw = pd.concat(frames, ignore_index=True)
+        for run_id in chosen["run_id"]:
+            path = client.download_artifacts(run_id, artifact, tmp)
+            frames.append(pd.read_json(path, lines=True, dtype=False))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def window_records(runs: pd.DataFrame, tracking_uri: str) -> pd.DataFrame:
+    """Window runs expanded to their records, from each run's predictions.jsonl table."""
+    raw = _artifact_tables(runs, c.GRANULARITY_WINDOW, c.RECORDS_ARTIFACT, tracking_uri)
+    if raw.empty:
+        return pd.DataFrame(columns=RECORD_COLUMNS)
+    kind = raw["kind"] if "kind" in raw.columns else pd.Series(["classifier"] * len(raw))
+    label = raw["prediction"] if "prediction" in raw.columns else raw["class_name"]  # older tables
+    value = pd.to_numeric(label.where(kind == REGRESSOR), errors="coerce")
     return pd.DataFrame({
-        "request_id": raw["request_id"].astype(str), "role": raw["role"], "model_version": raw["model_version"],
-        "class_name": raw["class_name"], "latency_ms": raw["inference_time_ms"].astype(float),
-        "ts_ms": raw["ts_ms"].astype("int64"), "routing": raw["routing"], "config_hash": raw["config_hash"],
+        "request_id": raw["request_id"].astype(str),
+        "row_index": raw["row_index"].astype(int) if "row_index" in raw.columns else 0,
+        "role": raw["role"], "model_version": raw["model_version"], "kind": kind,
+        "prediction": label.where(kind != REGRESSOR, value), "value": value,
+        "latency_ms": raw["inference_time_ms"].astype(float), "ts_ms": raw["ts_ms"].astype("int64"),
+        "routing": raw["routing"], "config_hash": raw["config_hash"],
         "weights": raw["weights"] if "weights" in raw.columns else "",
-        "correct": np.nan,  # ground truth is joined to per-prediction runs only
+        "correct": np.nan, "abs_error": np.nan,
     })
+
+
+def join_window_labels(records: pd.DataFrame, runs: pd.DataFrame, tracking_uri: str) -> pd.DataFrame:
+    """Ground truth that window mode exported as feedback-window runs, joined to the primary records."""
+    labels = _artifact_tables(runs, c.GRANULARITY_FEEDBACK, c.FEEDBACK_ARTIFACT, tracking_uri)
+    if labels.empty or records.empty:
+        return records
+    labels = labels.drop_duplicates(["request_id", "row_index"], keep="last")
+    labels = labels.assign(request_id=labels["request_id"].astype(str), role="primary",
+                           correct_l=pd.to_numeric(labels["correct"], errors="coerce").astype(float),
+                           abs_error_l=pd.to_numeric(labels["abs_error"], errors="coerce").astype(float))
+    merged = records.merge(labels[["request_id", "row_index", "role", "correct_l", "abs_error_l"]],
+                           on=["request_id", "row_index", "role"], how="left")
+    merged["correct"] = merged["correct"].fillna(merged.pop("correct_l"))
+    merged["abs_error"] = merged["abs_error"].fillna(merged.pop("abs_error_l"))
+    return merged
 
 
 # -- analysis (pure) ------------------------------------------------------------------------
@@ -174,68 +212,118 @@ def _parse_weights(text: str) -> dict[str, float]:
     return out
 
 
-def _group_summary(group: pd.DataFrame, total: int, seed: int) -> dict[str, Any]:
-    counts = group["class_name"].value_counts()
-    classes = {c: int(counts.get(c, 0)) for c in CLASS_NAMES}
+def labels_of(records: pd.DataFrame) -> list[Any]:
+    """Every class label seen, in natural order (numbers numerically, then text)."""
+    return sorted(records["prediction"].dropna().unique().tolist(), key=lambda v: (isinstance(v, str), str(v)
+                  if isinstance(v, str) else float(v)))
+
+
+def _group_summary(group: pd.DataFrame, total: int, seed: int, labels: list[Any] | None) -> dict[str, Any]:
     n = len(group)
-    correct = group["correct"] if "correct" in group.columns else pd.Series(dtype=float)
-    return {
-        "accuracy": st.accuracy(correct.to_numpy(dtype=float)),
+    out: dict[str, Any] = {
         "count": n,
         "share": n / total if total else 0.0,
         "latency_ms": st.latency_summary(group["latency_ms"].to_numpy(), seed=seed),
-        "classes": classes,
-        "class_shares": {c: classes[c] / n for c in CLASS_NAMES},
     }
+    if labels is None:  # a regressor
+        out["predictions"] = st.value_summary(group["value"].to_numpy(dtype=float))
+        errors = group["abs_error"].to_numpy(dtype=float)
+        out["error"] = st.error_summary(errors)
+        return out
+    counts = group["prediction"].astype(str).value_counts()
+    classes = {str(lbl): int(counts.get(str(lbl), 0)) for lbl in labels}
+    out["classes"] = classes
+    out["class_shares"] = {lbl: k / n for lbl, k in classes.items()}
+    out["accuracy"] = st.accuracy(group["correct"].to_numpy(dtype=float))
+    return out
 
 
 def analyse(records: pd.DataFrame, seed: int = 0) -> dict[str, Any]:
     """The whole report, as a JSON-ready dict (schema in the README)."""
     if records.empty:
         raise NoRuns("no prediction records")
+    defaults = {"row_index": 0, "kind": "classifier", "value": np.nan, "correct": np.nan, "abs_error": np.nan}
+    records = records.assign(**{k: v for k, v in defaults.items() if k not in records.columns})
+    regressor = bool((records["kind"] == REGRESSOR).all())
+    labels = None if regressor else labels_of(records)
     primary = records[records["role"] == "primary"]
     shadow = records[records["role"] == "shadow"]
-    report: dict[str, Any] = {"n_records": len(records), "versions": {}, "shadow_versions": {},
+    report: dict[str, Any] = {"n_records": len(records), "kind": REGRESSOR if regressor else "classifier",
+                              "labels": None if labels is None else [str(lbl) for lbl in labels],
+                              "versions": {}, "shadow_versions": {},
                               "tests": {"class_chi2": None, "latency_mwu": None, "srm": None}, "shadow": None,
                               "verdicts": []}
+    if regressor:
+        report["tests"] = {"prediction_mwu": None, "prediction_ks": None, "latency_mwu": None, "srm": None}
     for version, group in sorted(primary.groupby("model_version"), key=lambda kv: str(kv[0])):
-        report["versions"][str(version)] = _group_summary(group, len(primary), seed)
+        report["versions"][str(version)] = _group_summary(group, len(primary), seed, labels)
     for version, group in sorted(shadow.groupby("model_version"), key=lambda kv: str(kv[0])):
-        report["shadow_versions"][str(version)] = _group_summary(group, len(shadow), seed)
+        report["shadow_versions"][str(version)] = _group_summary(group, len(shadow), seed, labels)
     names = list(report["versions"])
     verdicts: list[str] = report["verdicts"]
+    tests = report["tests"]
     if len(names) >= 2:
-        table = np.array([[report["versions"][v]["classes"][c] for c in CLASS_NAMES] for v in names])
-        report["tests"]["class_chi2"] = st.class_chi2(table)
-        verdicts.append(st.class_verdict(report["tests"]["class_chi2"], names))
+        if labels is not None:
+            table = np.array([[report["versions"][v]["classes"][str(lbl)] for lbl in labels] for v in names])
+            tests["class_chi2"] = st.class_chi2(table)
+            verdicts.append(st.class_verdict(tests["class_chi2"], names))
         base = names[0]
         pairs = []
         for other in names[1:]:
-            res = st.latency_mwu(primary.loc[primary["model_version"] == base, "latency_ms"].to_numpy(),
-                                 primary.loc[primary["model_version"] == other, "latency_ms"].to_numpy(), seed=seed)
+            a = primary.loc[primary["model_version"] == base]
+            b = primary.loc[primary["model_version"] == other]
+            res = st.latency_mwu(a["latency_ms"].to_numpy(), b["latency_ms"].to_numpy(), seed=seed)
             if res is not None:
                 res = {"a": base, "b": other, **res}
             pairs.append(res)
             verdicts.append(st.latency_verdict(base, other, res))
-        report["tests"]["latency_mwu"] = pairs[0]
+            if labels is None:
+                va, vb = a["value"].to_numpy(dtype=float), b["value"].to_numpy(dtype=float)
+                mwu = st.values_mwu(va, vb, seed=seed)
+                tests.setdefault("prediction_mwu", None)
+                if tests["prediction_mwu"] is None and mwu is not None:
+                    tests["prediction_mwu"] = {"a": base, "b": other, **mwu}
+                    tests["prediction_ks"] = st.distribution_ks(va, vb)
+                verdicts.append(st.value_verdict(base, other, mwu, st.distribution_ks(va, vb)))
+        tests["latency_mwu"] = pairs[0]
         if len(pairs) > 1:
-            report["tests"]["latency_mwu_all"] = pairs
+            tests["latency_mwu_all"] = pairs
     elif names:
         verdicts.append(f"only {names[0]} answered traffic: no between-version tests")
+    _quality(report, verdicts)
+    _sample_ratio(primary, report, names, verdicts)
+    if not shadow.empty:
+        report["shadow"] = shadow_analysis(primary, shadow, seed, labels)
+        verdicts.extend(report["shadow"]["verdicts"])
+    return report
+
+
+def _quality(report: dict[str, Any], verdicts: list[str]) -> None:
+    """Accuracy (classifiers) or mean absolute error (regressors) from ground-truth feedback."""
+    if report["kind"] == REGRESSOR:
+        for v, s in report["versions"].items():
+            if s["error"]:
+                verdicts.append(f"mean absolute error of {v}: {s['error']['mae']:.4g} over {s['error']['n']} "
+                                f"labelled predictions")
+        return
     labelled = {v: s["accuracy"] for v, s in report["versions"].items() if s["accuracy"]}
-    if labelled:
-        for v, acc in labelled.items():
-            verdicts.append(f"accuracy of {v}: {acc['rate']:.1%} of {acc['n']} labelled predictions "
-                            f"(95% CI {acc['ci'][0]:.1%}-{acc['ci'][1]:.1%})")
-        if len(labelled) >= 2:
-            table = np.array([[a["correct"], a["n"] - a["correct"]] for a in labelled.values()])
-            res = st.accuracy_difference(table)
-            report["tests"]["accuracy"] = res
-            if res is not None:
-                verdicts.append(f"accuracy {'differs' if res['significant'] else 'shows no detectable difference'} "
-                                f"between {' and '.join(labelled)} ({res['test']}, {st.fmt_p(res['p_value'])})")
-    # Sample-ratio mismatch, per configuration period, on randomised traffic only.
-    randomised = primary[primary["routing"].isin(["weighted", "sticky"]) & (primary["weights"] != "")]
+    for v, acc in labelled.items():
+        verdicts.append(f"accuracy of {v}: {acc['rate']:.1%} of {acc['n']} labelled predictions "
+                        f"(95% CI {acc['ci'][0]:.1%}-{acc['ci'][1]:.1%})")
+    if len(labelled) >= 2:
+        table = np.array([[a["correct"], a["n"] - a["correct"]] for a in labelled.values()])
+        res = st.accuracy_difference(table)
+        report["tests"]["accuracy"] = res
+        if res is not None:
+            verdicts.append(f"accuracy {'differs' if res['significant'] else 'shows no detectable difference'} "
+                            f"between {' and '.join(labelled)} ({res['test']}, {st.fmt_p(res['p_value'])})")
+
+
+def _sample_ratio(primary: pd.DataFrame, report: dict[str, Any], names: list[str], verdicts: list[str]) -> None:
+    """Sample-ratio mismatch, per configuration period, on randomised traffic only (one count per
+    request: a batch is one routing decision)."""
+    randomised = primary[primary["routing"].isin(["weighted", "sticky"]) & (primary["weights"] != "")
+                         & (primary["row_index"] == 0)]
     by_config = {}
     for (config_hash, weights), group in randomised.groupby(["config_hash", "weights"]):
         res = st.srm(group["model_version"].value_counts().to_dict(), _parse_weights(str(weights)))
@@ -250,14 +338,11 @@ def analyse(records: pd.DataFrame, seed: int = 0) -> dict[str, Any]:
             verdicts.append(st.srm_verdict(res, f" (config {h})"))
     elif len(names) >= 2:
         verdicts.append(st.srm_verdict(None))
-    if not shadow.empty:
-        report["shadow"] = shadow_analysis(primary, shadow, seed)
-        verdicts.extend(report["shadow"]["verdicts"])
-    return report
 
 
-def shadow_analysis(primary: pd.DataFrame, shadow: pd.DataFrame, seed: int = 0) -> dict[str, Any]:
-    pairs = primary.merge(shadow, on="request_id", suffixes=("_p", "_s"))
+def shadow_analysis(primary: pd.DataFrame, shadow: pd.DataFrame, seed: int = 0,
+                    labels: list[Any] | None = None) -> dict[str, Any]:
+    pairs = primary.merge(shadow, on=["request_id", "row_index"], suffixes=("_p", "_s"))
     out: dict[str, Any] = {"pairs": len(pairs), "agreement": None, "confusion": None, "paired_latency": None,
                            "verdicts": []}
     if pairs.empty:
@@ -265,17 +350,28 @@ def shadow_analysis(primary: pd.DataFrame, shadow: pd.DataFrame, seed: int = 0) 
         return out
     out["primary"] = ", ".join(sorted(pairs["model_version_p"].unique()))
     out["candidate"] = ", ".join(sorted(pairs["model_version_s"].unique()))
-    out["agreement"] = st.agreement(pairs["class_name_p"].to_numpy(), pairs["class_name_s"].to_numpy())
-    matrix = pd.crosstab(pd.Categorical(pairs["class_name_p"], categories=CLASS_NAMES),
-                         pd.Categorical(pairs["class_name_s"], categories=CLASS_NAMES), dropna=False)
-    out["confusion"] = {"rows": "primary", "columns": "candidate", "labels": CLASS_NAMES,
-                        "matrix": matrix.to_numpy().astype(int).tolist()}
+    if labels is None:
+        out["difference"] = st.paired_values(pairs["value_p"].to_numpy(dtype=float),
+                                             pairs["value_s"].to_numpy(dtype=float))
+        d = out["difference"]
+        out["verdicts"].append(
+            f"shadow: {out['candidate']} differs from {out['primary']} by {d['mean_abs_diff']:.4g} on average "
+            f"(mean absolute difference over {d['n']} rows)"
+            + (f"; correlation {d['pearson_r']:.3f}" if d["pearson_r"] is not None else ""))
+    else:
+        names = [str(lbl) for lbl in labels]
+        p_labels, s_labels = pairs["prediction_p"].astype(str), pairs["prediction_s"].astype(str)
+        out["agreement"] = st.agreement(p_labels.to_numpy(), s_labels.to_numpy())
+        matrix = pd.crosstab(pd.Categorical(p_labels, categories=names), pd.Categorical(s_labels, categories=names),
+                             dropna=False)
+        out["confusion"] = {"rows": "primary", "columns": "candidate", "labels": names,
+                            "matrix": matrix.to_numpy().astype(int).tolist()}
+        ag = out["agreement"]
+        out["verdicts"].append(
+            f"shadow: {out['candidate']} agrees with {out['primary']} on {ag['rate']:.1%} of {ag['n']} requests "
+            f"(95% CI {ag['ci'][0]:.1%}-{ag['ci'][1]:.1%})")
     out["paired_latency"] = st.paired_latency(pairs["latency_ms_p"].to_numpy(), pairs["latency_ms_s"].to_numpy(),
                                               seed=seed)
-    ag = out["agreement"]
-    out["verdicts"].append(
-        f"shadow: {out['candidate']} agrees with {out['primary']} on {ag['rate']:.1%} of {ag['n']} requests "
-        f"(95% CI {ag['ci'][0]:.1%}-{ag['ci'][1]:.1%})")
     pl = out["paired_latency"]
     if pl is not None:
         word = "slower" if pl["median_diff_ms"] > 0 else "faster"
@@ -293,33 +389,63 @@ def render_terminal(report: dict[str, Any]) -> str:
     lines = [f"A/B report {report.get('report_id', '')}: {report['n_records']} prediction records from "
              f"{report.get('n_runs', '?')} runs in experiment {report.get('experiment', '?')} "
              f"(read in {report.get('read_seconds', '?')} s)", ""]
+    lines += [f"WARNING: {w}" for w in report.get("warnings", [])]
+    if report.get("warnings"):
+        lines.append("")
+    labels = report.get("labels")
     for title, key in (("answered traffic (role primary)", "versions"), ("shadow scoring (role shadow)",
                                                                            "shadow_versions")):
         versions = report[key]
         if not versions:
             continue
         lines.append(title)
+        extra = ("  ".join(f"{str(lbl)[:10]:>10}" for lbl in labels) if labels is not None
+                 else f"{'pred mean':>10} {'pred p50':>10} {'pred p95':>10}")
         lines.append(f"  {'version':<8} {'count':>7} {'share':>7} {'mean':>7} {'p50':>7} {'p50 95% CI':>17} "
-                     f"{'p95':>7} {'p99':>7}   " + "  ".join(f"{c:>10}" for c in CLASS_NAMES))
+                     f"{'p95':>7} {'p99':>7}   " + extra)
         for v, s in versions.items():
             lat = s["latency_ms"]
             ci = lat["p50_ci"]
             ci_text = f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else "-"
-            classes = "  ".join(f"{s['class_shares'][c]:>10.1%}" for c in CLASS_NAMES)
+            if labels is not None:
+                cells = "  ".join(f"{s['class_shares'][str(lbl)]:>10.1%}" for lbl in labels)
+            else:
+                p = s["predictions"]
+                cells = f"{p['mean']:>10.4g} {p['p50']:>10.4g} {p['p95']:>10.4g}"
             lines.append(f"  {v:<8} {s['count']:>7} {s['share']:>7.1%} {lat['mean']:>7.3f} {lat['p50']:>7.3f} "
-                         f"{ci_text:>17} {lat['p95']:>7.3f} {lat['p99']:>7.3f}   {classes}")
+                         f"{ci_text:>17} {lat['p95']:>7.3f} {lat['p99']:>7.3f}   {cells}")
         lines.append("  (latency in ms: the model's own predict time)")
         lines.append("")
     shadow = report.get("shadow")
     if shadow and shadow.get("confusion"):
+        names = shadow["confusion"]["labels"]
         lines.append(f"shadow confusion (rows: {shadow['primary']} primary, columns: {shadow['candidate']})")
-        lines.append("  " + " " * 11 + "".join(f"{c:>11}" for c in CLASS_NAMES))
-        for label, row in zip(CLASS_NAMES, shadow["confusion"]["matrix"], strict=True):
-            lines.append(f"  {label:<11}" + "".join(f"{x:>11}" for x in row))
+        lines.append("  " + " " * 11 + "".join(f"{str(n)[:10]:>11}" for n in names))
+        for label, row in zip(names, shadow["confusion"]["matrix"], strict=True):
+            lines.append(f"  {str(label)[:10]:<11}" + "".join(f"{x:>11}" for x in row))
         lines.append("")
     lines.append("verdicts")
     lines += [f"  - {v}" for v in report["verdicts"]]
     return "\n".join(lines)
+
+
+def _summary_metrics(s: dict[str, Any], pvals: dict[str, Any]) -> dict[str, float]:
+    lat = s["latency_ms"]
+    metrics = {"count": s["count"], "share": s["share"], "latency_mean_ms": lat["mean"],
+               "latency_p50_ms": lat["p50"], "latency_p95_ms": lat["p95"], "latency_p99_ms": lat["p99"],
+               **{k: v for k, v in pvals.items() if v is not None}}
+    for lbl, share in (s.get("class_shares") or {}).items():
+        metrics[c.param_name(f"class_share_{lbl}")] = share
+        metrics[c.param_name(f"class_count_{lbl}")] = s["classes"][lbl]
+    if s.get("predictions"):
+        metrics.update({f"prediction_{k}": v for k, v in s["predictions"].items() if v is not None})
+    if s.get("accuracy"):
+        metrics["accuracy"] = s["accuracy"]["rate"]
+        metrics["labelled"] = s["accuracy"]["n"]
+    if s.get("error"):
+        metrics["mae"] = s["error"]["mae"]
+        metrics["labelled"] = s["error"]["n"]
+    return metrics
 
 
 def log_summary_runs(report: dict[str, Any], tracking_uri: str, html: str | None) -> dict[str, Any]:
@@ -329,35 +455,30 @@ def log_summary_runs(report: dict[str, Any], tracking_uri: str, html: str | None
 
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     client = MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(SUMMARY_EXPERIMENT)
-    exp_id = exp.experiment_id if exp else client.create_experiment(SUMMARY_EXPERIMENT)
+    exp_id = c.get_or_create_experiment(client, SUMMARY_EXPERIMENT)
     now = int(time.time() * 1000)
     rid = report["report_id"]
     parent = client.create_run(exp_id, start_time=now, run_name=f"ab-report-{rid[:8]}", tags={
         "report_id": rid, "source_experiment": str(report.get("experiment")), "kind": "ab-report",
-        "filters": json.dumps(report.get("filters", {}))})
+        "filters": json.dumps(report.get("filters", {})), "partial": str(bool(report.get("warnings"))).lower()})
     parent_id = parent.info.run_id
     client.log_text(parent_id, json.dumps(report, indent=2), "report.json")
     if html is not None:
         client.log_text(parent_id, html, "report.html")
     tests = report["tests"]
     pvals = {"class_chi2_p_value": (tests.get("class_chi2") or {}).get("p_value"),
+             "prediction_mwu_p_value": (tests.get("prediction_mwu") or {}).get("p_value"),
+             "prediction_ks_p_value": (tests.get("prediction_ks") or {}).get("p_value"),
              "latency_mwu_p_value": (tests.get("latency_mwu") or {}).get("p_value"),
              "srm_p_value": (tests.get("srm") or {}).get("p_value")}
     if report.get("shadow") and report["shadow"].get("agreement"):
         pvals["shadow_agreement"] = report["shadow"]["agreement"]["rate"]
+    if report.get("shadow") and report["shadow"].get("difference"):
+        pvals["shadow_mean_abs_diff"] = report["shadow"]["difference"]["mean_abs_diff"]
     child_ids = []
     for role, versions in (("primary", report["versions"]), ("shadow", report["shadow_versions"])):
         for version, s in versions.items():
-            lat = s["latency_ms"]
-            metrics = {"count": s["count"], "share": s["share"], "latency_mean_ms": lat["mean"],
-                       "latency_p50_ms": lat["p50"], "latency_p95_ms": lat["p95"], "latency_p99_ms": lat["p99"],
-                       **{f"class_share_{c}": s["class_shares"][c] for c in CLASS_NAMES},
-                       **{f"class_count_{c}": s["classes"][c] for c in CLASS_NAMES},
-                       **{k: v for k, v in pvals.items() if v is not None}}
-            if s.get("accuracy"):
-                metrics["accuracy"] = s["accuracy"]["rate"]
-                metrics["labelled"] = s["accuracy"]["n"]
+            metrics = _summary_metrics(s, pvals)
             run = client.create_run(exp_id, start_time=now, run_name=f"{version} ({role})", tags={
                 "model_version": version, "role": role, "report_id": rid, "mlflow.parentRunId": parent_id})
             client.log_batch(run.info.run_id,
@@ -371,6 +492,26 @@ def log_summary_runs(report: dict[str, Any], tracking_uri: str, html: str | None
     url = (f"{base}/#/compare-runs?runs={json.dumps(child_ids, separators=(',', ':'))}"
            f"&experiments={json.dumps([exp_id], separators=(',', ':'))}")
     return {"experiment_id": exp_id, "parent_run_id": parent_id, "summary_run_ids": child_ids, "compare_url": url}
+
+
+def unexported_warning(spool_dir: Path | None, since: int | None, until: int | None, role: str) -> str | None:
+    """A warning when the gateway's spool holds predictions that MLflow has not received yet."""
+    if spool_dir is None:
+        return None
+    from gateway.spool import PredictionSpool
+
+    if not (spool_dir / PredictionSpool.FILENAME).exists():
+        return None
+    try:
+        spool = PredictionSpool(spool_dir)
+        waiting = spool.open_in_range(since, until, None if role == "all" else role)
+        spool.close()
+    except Exception as exc:  # a spool we cannot read must not stop the report
+        return f"could not read the gateway's spool at {spool_dir} ({exc}); the report may be partial"
+    if not waiting:
+        return None
+    return (f"the gateway's spool ({spool_dir}) still holds {waiting} prediction(s) in this range that MLflow has "
+            "not received yet: this report is partial (see /stats for the export lag)")
 
 
 def build_report(experiment: str, tracking_uri: str, *, since: int | None = None, until: int | None = None,
@@ -389,6 +530,7 @@ def build_report(experiment: str, tracking_uri: str, *, since: int | None = None
     read_s = time.perf_counter() - started
     parts = [f for f in (prediction_records(runs), window_records(runs, tracking_uri)) if not f.empty]
     records = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=RECORD_COLUMNS)
+    records = join_window_labels(records, runs, tracking_uri)
     if records.empty:
         raise NoRuns(f"experiment {experiment!r} has runs, but none is a prediction run")
     report = analyse(records, seed=seed)
@@ -400,10 +542,29 @@ def build_report(experiment: str, tracking_uri: str, *, since: int | None = None
     return report, records
 
 
+def _config_defaults(path: str) -> dict[str, Any]:
+    """Experiment, tracking URI and spool directory from the gateway's config file, when it exists."""
+    from gateway.settings import ConfigError, load_settings
+
+    if not Path(path).exists():
+        return {}
+    try:
+        settings = load_settings(path)
+    except ConfigError:
+        return {}
+    return {"experiment": settings.mlflow.experiment, "tracking_uri": settings.mlflow.tracking_uri,
+            "spool": settings.spool.dir}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.compare", description=__doc__.splitlines()[0])
-    parser.add_argument("--experiment", default="iris-flower-prediction")
-    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "http://127.0.0.1:5001"))
+    parser.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", "config/gateway.toml"),
+                        help="the gateway's config: default experiment, tracking URI and spool (%(default)s)")
+    parser.add_argument("--experiment", help="default: the config's [mlflow] experiment, else iris-flower-prediction")
+    parser.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else the config's, else "
+                                               "http://127.0.0.1:5001")
+    parser.add_argument("--spool", type=Path, help="the gateway's spool directory, checked for predictions not in "
+                                                   "MLflow yet (default: the config's [spool] dir)")
     parser.add_argument("--since", type=parse_time, help="ISO time or age (30m, 2h, 7d)")
     parser.add_argument("--until", type=parse_time, help="ISO time or age")
     parser.add_argument("--config-hash", help="only runs served under this routing config")
@@ -414,6 +575,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default %(default)s)")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    defaults = _config_defaults(args.config)
+    args.experiment = args.experiment or defaults.get("experiment", "iris-flower-prediction")
+    args.tracking_uri = (args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+                         or defaults.get("tracking_uri", "http://127.0.0.1:5001"))
+    args.spool = args.spool or defaults.get("spool")
 
     from gateway.variants import check_tracking_server
 
@@ -428,6 +594,10 @@ def main(argv: list[str] | None = None) -> int:
     except NoRuns as exc:
         print(f"no data: {exc}", file=sys.stderr)
         return 2
+    warning = unexported_warning(args.spool, args.since, args.until, args.role)
+    report["warnings"] = [warning] if warning else []
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     report = st.to_jsonable(report)
     html = None
     if args.html or not args.no_log:

@@ -70,6 +70,16 @@ def class_chi2(table: np.ndarray) -> dict[str, Any] | None:
     return {"chi2": float(chi2), "dof": int(dof), "p_value": float(p), "cramers_v": v, "significant": bool(p < ALPHA)}
 
 
+def values_mwu(a: np.ndarray, b: np.ndarray, *, seed: int | None = 0) -> dict[str, Any] | None:
+    """Mann-Whitney U of a regressor's predicted values, b against a, with the median difference."""
+    res = latency_mwu(a, b, seed=seed)
+    if res is None:
+        return None
+    res["median_diff"] = res.pop("median_diff_ms")
+    res["prob_b_greater"] = res.pop("prob_b_slower")
+    return res
+
+
 def latency_mwu(a: np.ndarray, b: np.ndarray, *, seed: int | None = 0, n_resamples: int = 1000,
                 max_points: int = 20_000) -> dict[str, Any] | None:
     """Mann-Whitney U (two-sided) of b against a, with median(b) - median(a) and its bootstrap CI."""
@@ -157,6 +167,67 @@ def paired_latency(primary: np.ndarray, candidate: np.ndarray, *, seed: int | No
     return {"n": len(d), "median_diff_ms": float(np.median(d)),
             "median_diff_ci": [float(boot.confidence_interval.low), float(boot.confidence_interval.high)],
             "p_value": float(w.pvalue) if w is not None else 1.0}
+
+
+def value_summary(values: np.ndarray) -> dict[str, Any]:
+    """A regressor's predictions: mean, spread and quantiles."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return {"n": 0, "mean": None, "std": None, "p05": None, "p50": None, "p95": None}
+    return {"n": len(values), "mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1
+            else 0.0, "p05": float(np.quantile(values, 0.05)), "p50": float(np.quantile(values, 0.5)),
+            "p95": float(np.quantile(values, 0.95))}
+
+
+def error_summary(abs_errors: np.ndarray) -> dict[str, Any] | None:
+    """Mean absolute error from ground-truth feedback, with a bootstrap-free t interval."""
+    errors = np.asarray(abs_errors, dtype=float)
+    errors = errors[~np.isnan(errors)]
+    if len(errors) == 0:
+        return None
+    mae = float(errors.mean())
+    ci = None
+    if len(errors) >= 2 and errors.std(ddof=1) > 0:
+        low, high = stats.t.interval(0.95, len(errors) - 1, loc=mae, scale=stats.sem(errors))
+        ci = [float(low), float(high)]
+    return {"n": len(errors), "mae": mae, "ci": ci}
+
+
+def distribution_ks(a: np.ndarray, b: np.ndarray) -> dict[str, Any] | None:
+    """Two-sample Kolmogorov-Smirnov: do two versions' predicted values come from one distribution?"""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) < 2 or len(b) < 2:
+        return None
+    res = stats.ks_2samp(a, b)
+    return {"statistic": float(res.statistic), "p_value": float(res.pvalue), "significant": bool(res.pvalue < ALPHA),
+            "n_a": len(a), "n_b": len(b)}
+
+
+def paired_values(primary: np.ndarray, candidate: np.ndarray) -> dict[str, Any]:
+    """A regressor's shadow: how far the candidate's values are from the primary's on the same rows."""
+    primary, candidate = np.asarray(primary, dtype=float), np.asarray(candidate, dtype=float)
+    d = candidate - primary
+    out: dict[str, Any] = {"n": len(d), "mean_abs_diff": float(np.abs(d).mean()), "mean_diff": float(d.mean()),
+                           "pearson_r": None, "spearman_rho": None, "p_value": None}
+    if len(d) >= 3 and primary.std() > 0 and candidate.std() > 0:
+        out["pearson_r"] = float(stats.pearsonr(primary, candidate).statistic)
+        out["spearman_rho"] = float(stats.spearmanr(primary, candidate).statistic)
+    if len(d) >= 10 and np.any(d != 0):
+        out["p_value"] = float(stats.wilcoxon(d).pvalue)
+    return out
+
+
+def value_verdict(a_name: str, b_name: str, mwu: dict[str, Any] | None, ks: dict[str, Any] | None) -> str:
+    if mwu is None or ks is None:
+        return f"predictions: too few to compare {b_name} with {a_name}"
+    diff = mwu["median_diff"]
+    if mwu["significant"] or ks["significant"]:
+        return (f"predicted values differ between {b_name} and {a_name}: median {diff:+.4g} "
+                f"(Mann-Whitney {fmt_p(mwu['p_value'])}; Kolmogorov-Smirnov D = {ks['statistic']:.3f}, "
+                f"{fmt_p(ks['p_value'])})")
+    return (f"predicted values: no detectable difference between {b_name} and {a_name} "
+            f"(Mann-Whitney {fmt_p(mwu['p_value'])}, Kolmogorov-Smirnov {fmt_p(ks['p_value'])})")
 
 
 def fmt_p(p: float) -> str:

@@ -79,7 +79,7 @@ def _records(n: int, seed: int, shift_ms: float = 0.0, class_probs_b: list[float
     pa, pb = [0.33, 0.33, 0.34], class_probs_b or [0.33, 0.33, 0.34]
     classes = [st_choice(rng, pa if v == "v1.0" else pb) for v in version]
     return pd.DataFrame({"request_id": [f"r{i}" for i in range(n)], "role": "primary", "model_version": version,
-                         "class_name": classes, "latency_ms": latency, "ts_ms": np.arange(n), "routing": "weighted",
+                         "prediction": classes, "latency_ms": latency, "ts_ms": np.arange(n), "routing": "weighted",
                          "config_hash": "h1", "weights": weights})
 
 
@@ -122,7 +122,7 @@ def test_shadow_pairs_by_request_id() -> None:
     shadow["role"], shadow["model_version"], shadow["routing"] = "shadow", "v2.0", "shadow"
     shadow["latency_ms"] = primary["latency_ms"] + 0.2
     flip = shadow.index[:30]
-    shadow.loc[flip, "class_name"] = shadow.loc[flip, "class_name"].map(
+    shadow.loc[flip, "prediction"] = shadow.loc[flip, "prediction"].map(
         {"Setosa": "Versicolor", "Versicolor": "Virginica", "Virginica": "Setosa"})
     report = analyse(pd.concat([primary, shadow]))
     sh = report["shadow"]
@@ -158,3 +158,44 @@ def test_accuracy_and_its_difference() -> None:
     assert report["versions"]["v1.0"]["accuracy"]["rate"] == 1.0
     assert report["tests"]["accuracy"]["significant"]
     assert any(v.startswith("accuracy differs between v1.0 and v2.0") for v in report["verdicts"])
+
+
+def _regression_records(n: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    version = np.where(np.arange(n) % 2 == 0, "v1.0", "v2.0")
+    value = rng.normal(150.0, 40.0, size=n) + np.where(version == "v2.0", shift, 0.0)
+    return pd.DataFrame({"request_id": [f"r{i}" for i in range(n)], "role": "primary", "model_version": version,
+                         "kind": "regressor", "prediction": value, "value": value,
+                         "latency_ms": rng.lognormal(-1.0, 0.3, size=n), "ts_ms": np.arange(n),
+                         "routing": "weighted", "config_hash": "h1", "weights": "v1.0=0.5,v2.0=0.5"})
+
+
+def test_regressor_distribution_and_two_sample_tests() -> None:
+    from scipy import stats
+
+    df = _regression_records(800, 7, shift=20.0)
+    report = analyse(df)
+    assert report["kind"] == "regressor" and report["labels"] is None
+    for v in ("v1.0", "v2.0"):
+        values = df.loc[df["model_version"] == v, "value"].to_numpy()
+        p = report["versions"][v]["predictions"]
+        assert p["mean"] == pytest.approx(values.mean()) and p["p50"] == pytest.approx(np.median(values))
+        assert p["p95"] == pytest.approx(np.quantile(values, 0.95))
+    a = df.loc[df["model_version"] == "v1.0", "value"].to_numpy()
+    b = df.loc[df["model_version"] == "v2.0", "value"].to_numpy()
+    assert report["tests"]["prediction_ks"]["p_value"] == pytest.approx(stats.ks_2samp(a, b).pvalue)
+    assert report["tests"]["prediction_mwu"]["significant"] and report["tests"]["prediction_mwu"]["median_diff"] > 0
+    assert any(v.startswith("predicted values differ between v2.0 and v1.0") for v in report["verdicts"])
+    same = analyse(_regression_records(400, 8))
+    assert not same["tests"]["prediction_ks"]["significant"]
+
+
+def test_regressor_shadow_difference_and_correlation() -> None:
+    primary = _regression_records(200, 9)
+    primary["model_version"] = "v1.0"
+    shadow = primary.assign(role="shadow", model_version="v2.0", routing="shadow")
+    shadow["value"] = shadow["prediction"] = primary["value"] + 5.0
+    report = analyse(pd.concat([primary, shadow]))
+    d = report["shadow"]["difference"]
+    assert d["n"] == 200 and d["mean_abs_diff"] == pytest.approx(5.0) and d["pearson_r"] == pytest.approx(1.0)
+    assert report["shadow"]["agreement"] is None and report["shadow"]["confusion"] is None

@@ -14,8 +14,10 @@ import pytest
 
 from experiments.compare import build_report, log_summary_runs, render_terminal
 from experiments.local_stack import ROOT, MlflowServer
-from gateway.exporter import MlflowExporter
-from gateway.spool import PredictionRecord, PredictionSpool
+from gateway.export import build_thread_exporter
+from gateway.records import PredictionRecord
+from gateway.settings import load_settings
+from gateway.spool import PredictionSpool
 
 pytestmark = pytest.mark.integration
 ARTIFACTS = ROOT / "test-artifacts"
@@ -28,8 +30,10 @@ def _ship(tmp: Path, server: MlflowServer, experiment: str, records: list[Predic
     spool = PredictionSpool(tmp / f"spool-{experiment}-{granularity}")
     for r in records:
         spool.append(r)
-    exporter = MlflowExporter(spool, server.url, experiment, granularity=granularity, workers=8,
-                              window_seconds=3600, window_max_records=len(records))
+    settings = load_settings(None, mlflow={"tracking_uri": server.url, "experiment": experiment,
+                                           "granularity": granularity, "export_workers": 8, "window_seconds": 3600,
+                                           "window_max_records": len(records)}, spool={"dir": spool.directory})
+    exporter = build_thread_exporter(settings, spool)
     exporter.drain_now()
     exporter.start(report_every=0)
     deadline = time.monotonic() + 180
@@ -48,8 +52,9 @@ def _synthetic(n: int, seed: int, t0: int = 1_790_000_000_000) -> tuple[list[Pre
         truth["latency"][v].append(lat)
         truth["classes"][v].append(cls)
         recs.append(PredictionRecord(
-            request_id=f"syn-{seed}-{i}", role="primary", model_version=v, sepal_length=5.0, sepal_width=3.0,
-            petal_length=1.5, petal_width=0.2, class_index=cls, class_name=CLASSES[cls], inference_time_ms=lat,
+            request_id=f"syn-{seed}-{i}", role="primary", model_version=v,
+            features={"sepal_length": 5.0, "sepal_width": 3.0, "petal_length": 1.5, "petal_width": 0.2},
+            prediction=CLASSES[cls], class_index=cls, inference_time_ms=lat,
             ts_ms=t0 + i * 10, routing="weighted", config_hash="c0ffee", weights="v1.0=0.75,v2.0=0.25"))
     return recs, truth
 

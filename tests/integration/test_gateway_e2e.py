@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -143,7 +144,6 @@ def test_traffic_cli_prints_shares_and_percentiles(start_gateway: Callable[..., 
 def test_live_routing_sighup_promote_and_change_log(start_gateway: Callable[..., GatewayProcess],
                                                     mlflow_server: MlflowServer) -> None:
     import signal
-    import time
 
     from mlflow import MlflowClient
 
@@ -185,7 +185,6 @@ def test_live_routing_sighup_promote_and_change_log(start_gateway: Callable[...,
 
 def test_feedback_joins_the_prediction_run_and_the_report(start_gateway: Callable[..., GatewayProcess],
                                                           mlflow_server: MlflowServer) -> None:
-    import time
 
     from experiments.compare import build_report
 
@@ -216,6 +215,13 @@ def test_several_workers_give_correct_metric_totals(start_gateway: Callable[...,
     import re
 
     gw = start_gateway(name="workers", args=["--workers", "2"], mlflow={"experiment": "iris-workers"})
+    # /readyz answered by one worker says nothing of the other: wait until fresh connections, which
+    # land on either, find both ready, so that both take traffic.
+    ready_in_row = 0
+    while ready_in_row < 20:
+        ok = httpx.get(gw.url + "/readyz", headers={"Connection": "close"}).status_code == 200
+        ready_in_row = ready_in_row + 1 if ok else 0
+        time.sleep(0 if ok else 0.2)
     result = asyncio.run(run_traffic(gw.url, 300, concurrency=8, progress=False, seed=9))
     assert result.ok == 300
     totals = set()
