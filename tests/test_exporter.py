@@ -7,6 +7,7 @@ Real-server behaviour is covered by tests/integration.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from pathlib import Path
 from typing import Any
@@ -80,10 +81,9 @@ def _exporter(spool: PredictionSpool, fake: FakeMlflow) -> PredictionRuns:
 
 
 def _export(strategy: PredictionRuns, rows: list[Any]) -> None:
-    try:
+    # On a failure the rows not exported go back to the spool; the runner would back off and retry.
+    with contextlib.suppress(ConnectionError):
         strategy.export(rows, lambda: False)
-    except ConnectionError:
-        pass  # the rows not exported went back to the spool; the runner would back off and retry
 
 
 @settings(max_examples=80, deadline=None)
