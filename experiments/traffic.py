@@ -1,10 +1,12 @@
-"""Send realistic iris traffic to a gateway and report what it saw.
+"""Send realistic traffic to a gateway, for whatever model it serves, and report what it saw.
 
     python -m experiments.traffic --url http://127.0.0.1:8000 -n 2000 [--concurrency 8]
-        [--users K] [--variant v2.0] [--seed S]
+        [--users K] [--variant v2.0] [--seed S] [--data rows.csv]
 
-Features are iris rows with Gaussian jitter (5% of each feature's spread), so both models see
-in-distribution inputs that sometimes fall near a class boundary.
+Rows are drawn from the model's own logged input example (``GET /variants``), or from a CSV file
+with the model's columns, with Gaussian jitter on numeric columns (5% of each column's spread, kept
+inside the configured bounds), so the models see in-distribution inputs that sometimes fall near a
+decision boundary.
 """
 
 from __future__ import annotations
@@ -12,26 +14,61 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import numpy as np
 from tqdm import tqdm
 
-FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+_BOUND_RE = re.compile(r"^([(\[])([^,]+), ([^)\]]+)([)\]])$")
 
 
-def iris_samples(n: int, seed: int) -> np.ndarray:
-    from sklearn.datasets import load_iris
+def _limits(bounds: str | None) -> tuple[float, float]:
+    """(low, high) to clip into, from /variants' text such as "(0, 100]"; open ends nudged inside."""
+    m = _BOUND_RE.match(bounds or "")
+    if not m:
+        return -np.inf, np.inf
+    low, high = float(m[2]), float(m[3])
+    return (low + 1e-6 if m[1] == "(" else low), (high - 1e-6 if m[4] == ")" else high)
 
+
+def sample_rows(model: dict[str, Any], n: int, seed: int, seeds: list[dict[str, Any]] | None = None) -> list[dict]:  # type: ignore[type-arg]
+    """``n`` rows for the model described by /variants: seed rows picked at random, numeric columns
+    jittered by 5% of their spread across the seed rows (or of their size, with a single seed row)."""
+    seeds = seeds or model.get("examples") or []
+    if not seeds:
+        raise ValueError("the gateway's models have no logged input example; pass --data with rows to send")
     rng = np.random.default_rng(seed)
-    data = load_iris().data
-    rows = data[rng.integers(0, len(data), size=n)]
-    jitter = rng.normal(0.0, 0.05 * data.std(axis=0), size=rows.shape)
-    return np.clip(np.round(rows + jitter, 2), 0.1, 100.0)
+    picks = rng.integers(0, len(seeds), size=n)
+    rows = [dict(seeds[i]) for i in picks]
+    for col in model["inputs"]:
+        name = col["name"]
+        if col["type"] not in ("double", "float", "long", "integer"):
+            continue
+        values = np.array([float(r[name]) for r in seeds if r.get(name) is not None])
+        if len(values) == 0:
+            continue
+        spread = values.std() if len(values) > 1 and values.std() > 0 else max(abs(values.mean()), 1.0) * 0.2
+        low, high = _limits(col.get("bounds"))
+        noise = rng.normal(0.0, 0.05 * spread, size=n)
+        for row, e in zip(rows, noise, strict=True):
+            if row.get(name) is None:
+                continue
+            value = float(np.clip(float(row[name]) + e, low, high))
+            row[name] = round(value) if col["type"] in ("long", "integer") else round(value, 4)
+    return rows
+
+
+def describe_model(url: str) -> dict[str, Any]:
+    model: dict[str, Any] | None = httpx.get(url.rstrip("/") + "/variants", timeout=10).json().get("model")
+    if model is None:
+        raise ValueError(f"the gateway at {url} has not loaded its models yet")
+    return model
 
 
 @dataclass
@@ -60,8 +97,9 @@ class TrafficResult:
 
 
 async def run_traffic(url: str, n: int, concurrency: int = 8, users: int = 0, variant: str | None = None,
-                      seed: int = 0, progress: bool = True, timeout: float = 10.0) -> TrafficResult:
-    rows = iris_samples(n, seed)
+                      seed: int = 0, progress: bool = True, timeout: float = 10.0,
+                      seeds: list[dict[str, Any]] | None = None) -> TrafficResult:
+    rows = sample_rows(describe_model(url), n, seed, seeds)
     rng = np.random.default_rng(seed + 1)
     user_of = rng.integers(0, users, size=n) if users else None
     result = TrafficResult()
@@ -85,7 +123,7 @@ async def run_traffic(url: str, n: int, concurrency: int = 8, users: int = 0, va
                 user = f"user-{user_of[i]}" if user_of is not None else None
                 if user:
                     headers["X-User-ID"] = user
-                body = dict(zip(FEATURES, map(float, rows[i]), strict=True))
+                body = rows[i]
                 start = time.perf_counter()
                 try:
                     r = await client.post("/predict", json=body, headers=headers)
@@ -97,7 +135,7 @@ async def run_traffic(url: str, n: int, concurrency: int = 8, users: int = 0, va
                         data = r.json()
                         result.ok += 1
                         result.versions[data["model_version"]] += 1
-                        result.classes[data["prediction"]] += 1
+                        result.classes[str(data["prediction"])[:40]] += 1
                         result.reasons[r.headers.get("X-Routing-Reason", "?")] += 1
                         if user and seen_user.setdefault(user, data["model_version"]) != data["model_version"]:
                             result.sticky_consistent = False
@@ -137,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=0, help="send X-User-ID from this many sticky users")
     parser.add_argument("--variant", help="force this version with X-Model-Version")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", help="a CSV of rows with the model's columns to sample from (default: the "
+                                       "models' logged input example)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
     if args.n < 1 or args.concurrency < 1 or args.users < 0:
@@ -146,8 +186,17 @@ def main(argv: list[str] | None = None) -> int:
     except httpx.HTTPError as exc:
         print(f"error: gateway at {args.url} is not answering ({type(exc).__name__})", file=sys.stderr)
         return 1
-    result = asyncio.run(run_traffic(args.url, args.n, args.concurrency, args.users, args.variant, args.seed,
-                                     progress=not args.json))
+    seeds = None
+    if args.data:
+        import pandas as pd
+
+        seeds = pd.read_csv(args.data).to_dict("records")
+    try:
+        result = asyncio.run(run_traffic(args.url, args.n, args.concurrency, args.users, args.variant, args.seed,
+                                         progress=not args.json, seeds=seeds))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     summary = result.summary()
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0 if result.ok == result.sent else 3

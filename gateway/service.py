@@ -57,6 +57,7 @@ class GatewayServices:
             "model": None if schema is None else {
                 "name": self.model_name(), "kind": str(scorer.kind), "labels": scorer.labels,
                 "max_rows": scorer.max_rows,
+                "examples": next((v.input_examples for v in scorer.variants.values() if v.input_examples), []),
                 "inputs": [{"name": c.name, "type": c.type, "required": c.required,
                             "bounds": c.bounds.describe() if c.bounds else None} for c in schema.columns]},
             "variants": [

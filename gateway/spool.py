@@ -210,10 +210,11 @@ class PredictionSpool:
             return self._transaction(  # type: ignore[no-any-return]
                 lambda conn: [int(conn.execute(_INSERT, _values(r)).lastrowid or 0) for r in records])
         except sqlite3.IntegrityError:
-            existing = self.find_request(records[0].request_id, records[0].role)
-            if not existing:  # pragma: no cover - the rows vanished between insert and read
-                raise SpoolWriteError("spool integrity error without a conflicting row") from None
-            raise DuplicateRequest(existing) from None
+            for request_id, role in dict.fromkeys((r.request_id, r.role) for r in records):
+                existing = self.find_request(request_id, role)
+                if existing:
+                    raise DuplicateRequest(existing) from None
+            raise SpoolWriteError("spool integrity error without a conflicting row") from None
         except sqlite3.Error as exc:
             raise SpoolWriteError(f"cannot write the prediction spool {self.path}: {exc}") from exc
 

@@ -55,7 +55,7 @@ class LoadedVariant:
     source: str = "mlflow"  # "mlflow" | "cache" | "local"
     load_seconds: float = 0.0
     flavor: str = "sklearn"  # "sklearn": the estimator itself | "pyfunc": MLflow's generic wrapper
-    input_example: Any = None
+    input_examples: list[dict[str, Any]] = field(default_factory=list)  # validated rows of the logged example
 
     @property
     def name(self) -> str:
@@ -215,14 +215,14 @@ class ModelLoader:
         try:
             example = info.load_input_example(str(path))
             if example is not None and hasattr(example, "to_dict"):
-                rows = variant.schema.validate_rows(example.head(1).to_dict("records"))
+                rows = variant.schema.validate_rows(example.head(20).to_dict("records"))
         except Exception as exc:  # an example that no longer validates is not the model's fault
             log.debug("input example of %s not usable: %s", variant.spec.model_uri, first_line(exc))
         own_example = rows is not None
         rows = rows or [variant.schema.example_row()]
-        variant.input_example = rows[0]
+        variant.input_examples = rows
         try:
-            variant.predict(rows)
+            variant.predict(rows[:1])
         except Exception as exc:
             if own_example:
                 raise ModelLoadError(f"model {variant.spec.model_uri} for variant {variant.spec.name} loaded but "

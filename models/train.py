@@ -126,7 +126,7 @@ def train_and_register(tracking_uri: str, force: bool = False) -> dict[str, str]
             "recall": recall_score(y_test, y_pred, average="weighted"),
             "f1": f1_score(y_test, y_pred, average="weighted"),
         }
-        example = pd.DataFrame(x_train[:3], columns=FEATURES)
+        example = pd.DataFrame(x_train[:20], columns=FEATURES)  # also seeds experiments.traffic
         signature = infer_signature(example, model.predict(x_train[:3]))
         with mlflow.start_run(run_name=f"train-{cand.label}") as run:
             params = {k: v for k, v in model.get_params(deep=True).items() if not hasattr(v, "fit")}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
+from gateway.model_schema import Bounds, Column, ModelSchema
 from gateway.settings import RoutingConfig, ShadowSection, VariantSpec
 
 variant_names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789.", min_size=1, max_size=8)
@@ -34,3 +35,33 @@ bad_values = st.one_of(
     st.floats(max_value=0.0, allow_nan=False), st.floats(min_value=100.0001, allow_nan=False, allow_infinity=False),
     st.text(alphabet="abcxyz!?", min_size=1, max_size=5),
 )
+
+
+# -- model schemas ---------------------------------------------------------------------------------
+
+_column_names = st.text(alphabet="abcxyzAB019 ._/-():%é", min_size=1, max_size=12).filter(lambda s: s.strip() == s)
+
+
+@st.composite
+def schemas(draw: st.DrawFn) -> ModelSchema:
+    """Column-based schemas with awkward names, every supported type, optional columns and bounds."""
+    names = draw(st.lists(_column_names, min_size=1, max_size=6, unique=True))
+    columns = []
+    for name in names:
+        kind = draw(st.sampled_from(["double", "float", "long", "integer", "boolean", "string"]))
+        numeric = kind in ("double", "float", "long", "integer")
+        bounds = Bounds(gt=0, le=100) if numeric and draw(st.booleans()) else None
+        columns.append(Column(name, kind, draw(st.booleans()), bounds))
+    return ModelSchema(tuple(columns))
+
+
+def valid_value(column: Column) -> st.SearchStrategy[object]:
+    if column.type in ("double", "float"):
+        if column.bounds is not None:
+            return st.floats(min_value=0.001, max_value=100.0)
+        return st.floats(min_value=-1e9, max_value=1e9, allow_nan=False)
+    if column.type in ("long", "integer"):
+        return st.integers(1, 100) if column.bounds is not None else st.integers(-(10**9), 10**9)
+    if column.type == "boolean":
+        return st.booleans()
+    return st.text(max_size=10)

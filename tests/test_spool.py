@@ -225,3 +225,47 @@ def test_several_processes_share_one_spool(tmp_path: Path) -> None:
         p.join(60)
     claimed = [rid for r in results for rid in r]
     assert len(claimed) == len(set(claimed)) == 900, "every record claimed by exactly one process"
+
+
+def test_a_request_is_committed_whole_or_not_at_all(tmp_path: Path) -> None:
+    spool = PredictionSpool(tmp_path)
+    batch = [rec(1, row=i) for i in range(5)]
+    assert len(spool.append_many(batch)) == 5
+    assert [r.row_index for r in spool.find_request("r1")] == [0, 1, 2, 3, 4]
+    # A retry of the same request id is refused whole and shows what was recorded.
+    with pytest.raises(DuplicateRequest) as dup:
+        spool.append_many([rec(2, row=0), rec(1, row=0)])
+    assert len(dup.value.existing) == 5 and spool.find("r2") is None, "nothing of a refused request is written"
+    # The same request id in another role (its shadow) is a different record.
+    spool.append_many([rec(1, role="shadow", row=i) for i in range(5)])
+    assert spool.count() == 10
+
+
+def test_single_row_spool_of_an_earlier_release_is_migrated(tmp_path: Path) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / PredictionSpool.FILENAME)
+    conn.executescript("""
+        CREATE TABLE records (id INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT, role TEXT, model_version TEXT,
+            sepal_length REAL, sepal_width REAL, petal_length REAL, petal_width REAL, class_index INTEGER,
+            class_name TEXT, inference_time_ms REAL, ts_ms INTEGER, routing TEXT, config_hash TEXT,
+            weights TEXT DEFAULT '', status INTEGER DEFAULT 0, lease_owner TEXT, lease_until REAL,
+            attempts INTEGER DEFAULT 0, batch_id TEXT, run_id TEXT, exported_at REAL, UNIQUE (request_id, role));
+        CREATE TABLE feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT, true_label TEXT,
+            correct INTEGER, ts_ms INTEGER, status INTEGER DEFAULT 0, lease_until REAL, attempts INTEGER DEFAULT 0,
+            run_id TEXT);
+        INSERT INTO records (request_id, role, model_version, sepal_length, sepal_width, petal_length, petal_width,
+            class_index, class_name, inference_time_ms, ts_ms, routing, config_hash, status)
+            VALUES ('old-1', 'primary', 'v1.0', 5.1, 3.5, 1.4, 0.2, 0, 'Setosa', 0.4, 1700000000000, 'weighted',
+                    'abc', 0),
+                   ('old-2', 'primary', 'v2.0', 6.7, 3.0, 5.2, 2.3, 2, 'Virginica', 0.5, 1700000000001, 'weighted',
+                    'abc', 2);
+        INSERT INTO feedback (request_id, true_label, correct, ts_ms) VALUES ('old-1', 'Setosa', 1, 1700000000002);
+    """)
+    conn.commit()
+    conn.close()
+    spool = PredictionSpool(tmp_path)
+    (row,) = spool.claim(10)  # the exported one stays behind: it is in MLflow already
+    assert row.record.features == FEATURES and row.record.prediction == "Setosa" and row.record.class_index == 0
+    _, (label,) = spool.claim_labels(10)
+    assert label.request_id == "old-1" and label.true_label == "Setosa" and label.correct is True

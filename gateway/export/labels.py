@@ -84,11 +84,11 @@ class LabelWindows:
         batch_id, labels = self.spool.claim_labels(self.max_labels, self.lease_seconds)
         if not labels:
             return 0
+        first, last = min(lb.ts_ms for lb in labels), max(lb.ts_ms for lb in labels)
         try:
             run_id = self.writer.find_run({c.TAG_FEEDBACK_BATCH: batch_id}) if max(
                 lb.attempts for lb in labels) > 1 else None
             if run_id is None:
-                first, last = min(lb.ts_ms for lb in labels), max(lb.ts_ms for lb in labels)
                 run_id = self.writer.create_run(first, {c.TAG_GRANULARITY: c.GRANULARITY_FEEDBACK,
                                                         c.TAG_FEEDBACK_BATCH: batch_id}, f"feedback_{first // 1000}")
             from mlflow.entities import Metric

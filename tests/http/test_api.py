@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.spool import PredictionSpool
-from tests.http.conftest import FEATURES, FORM, SEED_FORM, _wait_ready, make_client
+from tests.http.conftest import FEATURES, FORM, IRIS_MODEL, SEED_FORM, _wait_ready, make_client
 from tests.strategies import bad_values, iris_values
 
 
@@ -256,3 +256,40 @@ def test_feedback_for_a_prediction_still_in_flight_waits_for_it(tmp_path: Path, 
         threading.Timer(0.3, scorer.record, args=(scored,)).start()
         r = c.post("/feedback", json={"request_id": "slow-one", "true_label": "Setosa"})
         assert r.status_code == 202 and r.json()["correct"] is True
+
+
+def test_sticky_key_is_hashed_as_utf8(client: TestClient) -> None:
+    """A non-ASCII user id arrives as UTF-8 bytes; it must land in the bucket GrowthBook's SDKs give it."""
+    router = client.app.state.services.routing.router  # type: ignore[attr-defined]
+    users = ["zoë", "Ærøskøbing", "用户-42", "ümlaut", "émile", "ñandú", "Ødegaard", "łukasz"]
+    for user in users:
+        r = client.post("/predict", json=FEATURES, headers={"X-User-ID": user.encode("utf-8")})
+        assert r.status_code == 200 and r.headers["X-Model-Version"] == router.sticky_variant(user), user
+
+
+def test_batch_list_limits_and_row_errors(tmp_path: Path, local_models: dict[str, str]) -> None:
+    with make_client(tmp_path, local_models, model={**IRIS_MODEL, "max_rows": 5}) as c:
+        _wait_ready(c)
+        r = c.post("/predict?probabilities=true", json=[FEATURES, {**FEATURES, "petal_length": 5.5,
+                                                                  "petal_width": 2.2}])
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert [p["prediction"] for p in body["predictions"]] == ["Setosa", "Virginica"]
+        assert set(body["predictions"][0]["probabilities"]) == {"Setosa", "Versicolor", "Virginica"}
+        assert c.post("/predict", json=[FEATURES] * 6).status_code == 413
+        bad = c.post("/predict", json=[FEATURES, {**FEATURES, "sepal_width": -1}, FEATURES])
+        assert bad.status_code == 422 and bad.json()["errors"][0]["row"] == 1
+        assert "row 1 sepal_width" in bad.json()["message"]
+        assert c.post("/predict", json=[]).status_code == 400
+        spool = PredictionSpool(tmp_path / "spool")
+        assert spool.count() == 2, "only the accepted request's rows are logged"
+        assert [rec.row_index for rec in spool.find_request(body["request_id"])] == [0, 1]
+
+
+def test_openapi_shows_the_models_columns(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    row = spec["components"]["schemas"]["Row"]
+    assert set(row["properties"]) == set(FEATURES) and row["properties"]["sepal_length"]["exclusiveMinimum"] == 0
+    body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"]["oneOf"][1]["type"] == "array"
+    assert {"/invocations", "/v2/models/{name}/infer", "/ping"} <= set(spec["paths"])

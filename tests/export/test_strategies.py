@@ -175,3 +175,36 @@ def test_window_summary_figures() -> None:
     assert s["count"] == 5 and s["inference_time_ms_mean"] == 4.0 and s["inference_time_ms_p50"] == 3.0
     assert s["class_count_Setosa"] == 3 and s["class_count_Virginica"] == 2 and "class_count_Versicolor" not in s
     assert abs(s["inference_time_ms_p95"] - 8.8) < 1e-9  # numpy linear interpolation between 4 and 10
+
+
+@settings(max_examples=40, deadline=None)
+@given(sizes=st.lists(st.integers(1, 6), min_size=1, max_size=6), injected=faults)
+def test_batch_rows_are_runs_of_their_own_exactly_once(tmp_path_factory: Any, sizes: list[int],
+                                                       injected: list[str]) -> None:
+    spool = PredictionSpool(tmp_path_factory.mktemp("spool"))
+    expected = set()
+    for i, n in enumerate(sizes):
+        spool.append_many([rec(i, row=k) for k in range(n)])
+        expected |= {(f"r{i}", str(k)) for k in range(n)}
+    fake = FakeMlflow(injected)
+    strategy = _exporter(spool, fake)
+    for step in range(2000):
+        if step % 7 == 3:
+            spool.claim(2)  # an exporter dies holding leases
+            spool.expire_leases()
+        rows = spool.claim(4)
+        if not rows:
+            break
+        _export(strategy, rows)
+    keys = [(r["tags"]["request_id"], r["tags"]["row_index"]) for r in fake.runs.values()]
+    assert sorted(keys) == sorted(expected), "one run per (request, row), none duplicated"
+
+
+def test_regressor_runs_log_the_value() -> None:
+    from gateway.export.strategies import prediction_payload, prediction_tags
+
+    r = rec(1, prediction=151.25, class_index=None, kind="regressor", features={"bmi": 0.05, "s 1/x": -0.01})
+    params, metrics = prediction_payload(r)
+    assert {p.key: p.value for p in params} == {"bmi": "0.05", "s 1/x": "-0.01"}
+    assert {m.key: m.value for m in metrics} == {"prediction_value": 151.25, "inference_time_ms": 0.5}
+    assert prediction_tags(r)["prediction"] == "151.25" and prediction_tags(r)["model_kind"] == "regressor"

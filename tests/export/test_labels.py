@@ -1,0 +1,60 @@
+"""Ground-truth labels reach MLflow exactly once in either granularity: joined to the prediction's run,
+or (window mode) as feedback-window runs with a table the report joins."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import hypothesis.strategies as st
+from hypothesis import given, settings
+
+from gateway.export.labels import LabelsOnPredictionRuns, LabelWindows
+from gateway.export.strategies import ExportCounters, PredictionRuns
+from gateway.spool import PredictionSpool
+from tests.export.test_strategies import FakeMlflow, faults
+from tests.test_spool import rec
+
+
+def test_labels_join_their_prediction_runs_once_exported(tmp_path: Any) -> None:
+    spool = PredictionSpool(tmp_path)
+    spool.append_many([rec(1, row=0), rec(1, row=1, prediction="Virginica", class_index=2)])
+    right = spool.find("r1", "primary", 0)
+    wrong = spool.find("r1", "primary", 1)
+    assert right is not None and wrong is not None
+    spool.append_label(right, "Setosa", True, None)
+    spool.append_label(wrong, "Setosa", False, None)
+    fake = FakeMlflow([])
+    step = LabelsOnPredictionRuns(spool, fake, ExportCounters())  # type: ignore[arg-type]
+    assert step.run(False) == 0 and spool.count_open_labels() == 2, "they wait for their predictions"
+    PredictionRuns(spool, fake, ExportCounters()).export(spool.claim(10), lambda: False)  # type: ignore[arg-type]
+    assert step.run(False) == 2 and spool.count_open_labels() == 0
+    by_row = {r["tags"]["row_index"]: r for r in fake.runs.values()}
+    assert {v for _, _, v in by_row["0"]["metrics"]["correct"]} == {1.0}
+    assert {v for _, _, v in by_row["1"]["metrics"]["correct"]} == {0.0}
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 30), injected=faults)
+def test_label_windows_exactly_once(tmp_path_factory: Any, n: int, injected: list[str]) -> None:
+    spool = PredictionSpool(tmp_path_factory.mktemp("spool"))
+    for i in range(n):
+        spool.append(rec(i))
+        record = spool.find(f"r{i}")
+        assert record is not None
+        spool.append_label(record, "Setosa" if i % 3 else "Virginica", bool(i % 3), None)
+    fake = FakeMlflow(injected)
+    step = LabelWindows(spool, fake, ExportCounters(), window_seconds=3600, max_labels=7)  # type: ignore[arg-type]
+    for _ in range(500):
+        if spool.count_open_labels() == 0:
+            break
+        try:
+            step.run(draining=True)
+        except ConnectionError:
+            spool.expire_leases()
+    assert spool.count_open_labels() == 0
+    batches = [r["tags"]["feedback_batch_id"] for r in fake.runs.values()]
+    assert len(batches) == len(set(batches))
+    rows = [json.loads(line) for r in fake.runs.values() for line in r["artifacts"]["feedback.jsonl"].splitlines()]
+    assert sorted(row["request_id"] for row in rows) == sorted(f"r{i}" for i in range(n)), "each label once"
+    assert sum(1 for row in rows if row["correct"]) == sum(1 for i in range(n) if i % 3)

@@ -1,0 +1,99 @@
+"""The Open Inference Protocol as pure functions: tensors split into rows and predictions join back,
+in JSON and in the binary tensor extension."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.errors import MalformedBody
+from gateway.protocols import oip
+
+COLUMNS = ["x", "y z", "w/v"]
+matrices = st.integers(1, 30).flatmap(lambda n: st.lists(
+    st.lists(st.floats(-1e6, 1e6, allow_nan=False, width=64), min_size=3, max_size=3), min_size=n, max_size=n))
+
+
+@settings(max_examples=50, deadline=None)
+@given(matrix=matrices, layout=st.sampled_from(["columns", "columns_n1", "matrix", "nested", "binary"]))
+def test_tensors_split_into_rows_in_order(matrix: list[list[float]], layout: str) -> None:
+    arr = np.array(matrix, dtype=np.float64)
+    n = len(arr)
+    binary = b""
+    if layout == "matrix":
+        inputs = [{"name": "input-0", "shape": [n, 3], "datatype": "FP64", "data": arr.reshape(-1).tolist()}]
+    elif layout == "nested":
+        inputs = [{"name": "input-0", "shape": [n, 3], "datatype": "FP64", "data": arr.tolist()}]
+    elif layout == "binary":
+        inputs, chunks = [], []
+        for i, c in enumerate(COLUMNS):
+            raw = arr[:, i].tobytes()
+            inputs.append({"name": c, "shape": [n], "datatype": "FP64", "parameters": {"binary_data_size": len(raw)}})
+            chunks.append(raw)
+        binary = b"".join(chunks)
+    else:
+        shape = [n, 1] if layout == "columns_n1" else [n]
+        inputs = [{"name": c, "shape": shape, "datatype": "FP64", "data": arr[:, i].tolist()}
+                  for i, c in enumerate(COLUMNS)]
+    rows = oip.decode_inputs({"inputs": inputs}, binary, COLUMNS)
+    assert rows == [dict(zip(COLUMNS, r, strict=True)) for r in arr.tolist()]
+
+
+def test_binary_request_as_triton_client_sends_it() -> None:
+    import tritonclient.http as triton
+    from tritonclient.http._utils import _get_inference_request
+
+    arr = np.array([1.5, 2.5], dtype=np.float64)
+    inputs = []
+    for c in COLUMNS:
+        t = triton.InferInput(c, [2], "FP64")
+        t.set_data_from_numpy(arr, binary_data=True)
+        inputs.append(t)
+    body, header_length = _get_inference_request(inputs, "rid", None, 0, 0, None, None, None, None)
+    payload, rest = oip.split_binary(body if isinstance(body, bytes) else body.encode(),
+                                     None if header_length is None else str(header_length))
+    assert payload["id"] == "rid" and oip.decode_inputs(payload, rest, COLUMNS) == [
+        dict.fromkeys(COLUMNS, 1.5), dict.fromkeys(COLUMNS, 2.5)]
+
+
+def test_outputs_join_back_and_encode_binary() -> None:
+    body = oip.encode("M", "v2.0", "rid", ["a", "b"], [{"a": 0.9, "b": 0.1}, {"a": 0.2, "b": 0.8}], None)
+    assert body["model_version"] == "v2.0" and body["id"] == "rid"
+    predict, proba = body["outputs"]
+    assert predict == {"name": "predict", "shape": [2], "datatype": "BYTES", "data": ["a", "b"]}
+    assert proba["shape"] == [2, 2] and proba["data"] == [0.9, 0.1, 0.2, 0.8]
+    numbers = oip.encode("M", "v1.0", "r", [1.5, 2.5], None, ["predict"])
+    packed = oip.binary_outputs({"parameters": {"binary_data_output": True}}, numbers)
+    assert packed is not None
+    content, header_length = packed
+    header: dict[str, Any] = json.loads(content[:header_length])
+    assert header["outputs"][0]["parameters"]["binary_data_size"] == 16
+    assert np.frombuffer(content[header_length:], dtype=np.float64).tolist() == [1.5, 2.5]
+    assert oip.binary_outputs({}, oip.encode("M", "v1.0", "r", [1], None, None)) is None
+
+
+@pytest.mark.parametrize(("payload", "match"), [
+    ({}, "non-empty 'inputs'"),
+    ({"inputs": [{"name": "x", "shape": [2], "datatype": "FP64", "data": [1.0]}]}, "needs 2 values"),
+    ({"inputs": [{"name": "q", "shape": [1], "datatype": "FP64", "data": [1.0]}]}, "unknown input"),
+    ({"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [1.0]},
+                 {"name": "y z", "shape": [2], "datatype": "FP64", "data": [1.0, 2.0]}]}, "different lengths"),
+    ({"inputs": [{"name": "x", "shape": "2", "datatype": "FP64", "data": [1.0]}]}, "shape must be"),
+    ({"inputs": [{"name": "x", "shape": [1], "datatype": "FP64"}]}, "has no data"),
+])
+def test_bad_requests_say_what_is_wrong(payload: dict[str, Any], match: str) -> None:
+    with pytest.raises(MalformedBody, match=match):
+        oip.decode_inputs(payload, b"", COLUMNS)
+
+
+def test_binary_sizes_are_checked() -> None:
+    with pytest.raises(MalformedBody, match="outside the body"):
+        oip.split_binary(b"{}", "10")
+    inputs = [{"name": "x", "shape": [2], "datatype": "FP64", "parameters": {"binary_data_size": 16}}]
+    with pytest.raises(MalformedBody, match="runs past the end"):
+        oip.decode_inputs({"inputs": inputs}, b"\x00" * 8, COLUMNS)
