@@ -60,7 +60,7 @@ def test_bounds_for_unknown_or_text_columns_are_refused() -> None:
     schema = ModelSchema((Column("x", "double"), Column("s", "string")))
     with pytest.raises(SchemaMismatch, match=r"model.bounds: unknown column\(s\) \['nope'\]"):
         schema.with_bounds({"nope": Bounds(gt=0)})
-    with pytest.raises(SchemaMismatch, match="model.bounds.s"):
+    with pytest.raises(SchemaMismatch, match=r"model\.bounds\.s"):
         schema.with_bounds({"s": Bounds(gt=0)})
     bounded = schema.with_bounds({"x": Bounds(gt=0, le=100)})
     with pytest.raises(InvalidFeatures, match="invalid features: x"):
