@@ -125,7 +125,7 @@ def mlflow_run_stats(tracking_uri: str, experiment: str = "iris-flower-predictio
     while True:
         page = client.search_runs([exp.experiment_id], max_results=10_000, page_token=token)
         runs += len(page)
-        ids.update((r.data.tags.get("request_id"), r.data.tags.get("role")) for r in page)
+        ids.update((r.data.tags.get("request_id"), r.data.tags.get("row_index"), r.data.tags.get("role")) for r in page)
         token = page.token
         if not token:
             return runs, len(ids)

@@ -17,6 +17,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateway.exceptions import error_location
+
 DEFAULT_CONFIG_PATH = Path("config/gateway.toml")
 
 
@@ -206,7 +208,7 @@ class Settings(BaseSettings):
 def _format_validation_error(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "config"
+        key = error_location(err["loc"]) or "config"
         msg = err["msg"].removeprefix("Value error, ")
         # Cross-field errors already start with their key ("shadow.primary: ...").
         parts.append(msg if key == "config" or ": " in msg.split(" ")[0] else f"{key}: {msg}")

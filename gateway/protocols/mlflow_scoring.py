@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway.errors import MalformedBody
+from gateway.exceptions import first_line
 
 CSV = "text/csv"
 JSON = "application/json"
@@ -52,8 +53,7 @@ def decode(body: bytes, content_type: str, columns: Sequence[str]) -> tuple[list
     try:
         parsed = infer_and_parse_data({formats[0]: payload[formats[0]]})
     except (MlflowException, ValueError, TypeError, KeyError, IndexError) as exc:
-        message = exc.message if isinstance(exc, MlflowException) else str(exc)
-        raise MalformedBody(f"cannot read {formats[0]}: {message.strip().splitlines()[0][:300]}") from None
+        raise MalformedBody(f"cannot read {formats[0]}: {first_line(exc)}") from None
     return _rows(parsed, columns), params
 
 
@@ -63,7 +63,7 @@ def _csv_rows(body: bytes) -> list[dict[str, Any]]:
     try:
         frame = pd.read_csv(io.BytesIO(body))
     except Exception as exc:
-        raise MalformedBody(f"malformed CSV body: {str(exc).splitlines()[0][:300]}") from None
+        raise MalformedBody(f"malformed CSV body: {first_line(exc)}") from None
     return _rows(frame, ())
 
 

@@ -1,0 +1,65 @@
+"""A model of a flavor the gateway has no special path for, served through mlflow.pyfunc: the kind and
+labels come from its signature, and every protocol answers with them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.http.conftest import _wait_ready, make_client
+
+
+class Threshold:
+    """Labels a row "high" when a + b/c exceeds the threshold (pyfunc's PythonModel interface)."""
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+
+    def predict(self, context: Any, model_input: Any, params: Any = None) -> list[str]:
+        total = model_input["a"] + model_input["b/c"]
+        return ["high" if v > self.threshold else "low" for v in total]
+
+
+@pytest.fixture(scope="module")
+def pyfunc_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    import mlflow.pyfunc
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    example = pd.DataFrame({"a": [1.0, 5.0], "b/c": [0.5, 2.0], "n items": [1, 2]})
+    root = tmp_path_factory.mktemp("pyfunc")
+    out = {}
+    for label, threshold in (("v1.0", 3.0), ("v2.0", 6.0)):
+        model = type("ThresholdModel", (Threshold, mlflow.pyfunc.PythonModel), {})(threshold)
+        path = root / label
+        mlflow.pyfunc.save_model(str(path), python_model=model, input_example=example,
+                                 signature=infer_signature(example, ["low", "high"]))
+        out[label] = str(path)
+    return out
+
+
+def test_pyfunc_model_over_every_protocol(tmp_path: Path, pyfunc_models: dict[str, str]) -> None:
+    variants = [{"name": n, "model_uri": p, "weight": 0.5} for n, p in pyfunc_models.items()]
+    with make_client(tmp_path, {}, variants=variants, model={}) as c:
+        _wait_ready(c)
+        info = c.get("/variants").json()
+        assert info["model"]["kind"] == "classifier"
+        assert [i["name"] for i in info["model"]["inputs"]] == ["a", "b/c", "n items"]
+        assert {v["flavor"] for v in info["variants"]} == {"pyfunc"}
+        row = {"a": 4.0, "b/c": 1.0, "n items": 3}
+        r = c.post("/predict", json=row, headers={"X-Model-Version": "v1.0"})
+        assert r.status_code == 200 and r.json()["prediction"] == "high", r.text
+        r = c.post("/predict", json=row, headers={"X-Model-Version": "v2.0"})
+        assert r.json()["prediction"] == "low"
+        r = c.post("/invocations", json={"dataframe_records": [row, {**row, "a": 0.0}]},
+                   headers={"X-Model-Version": "v1.0"})
+        assert r.json() == {"predictions": ["high", "low"]}
+        r = c.post("/v2/models/model/versions/v1.0/infer", json={"inputs": [
+            {"name": "input-0", "shape": [1, 3], "datatype": "FP64", "data": [4.0, 1.0, 3]}]})
+        assert r.status_code == 200 and r.json()["outputs"][0]["data"] == ["high"], r.text
+        bad = c.post("/predict", json={**row, "n items": 2.5})
+        assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "n items"
+        assert c.post("/predict", json={"a": 1.0}).status_code == 422
