@@ -62,6 +62,7 @@ class ScoredRequest:
     records: list[PredictionRecord]
     predictions: list[Prediction]
     router: Router
+    params: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +137,8 @@ class Scorer:
     # -- the request path ----------------------------------------------------------------------
 
     def score(self, raw_rows: Sequence[Any], *, forced: str | None = None, user_key: str | None = None,
-              request_id: str | None = None, probabilities: bool = False) -> ScoredRequest:
+              request_id: str | None = None, probabilities: bool = False,
+              params: dict[str, Any] | None = None) -> ScoredRequest:
         """Validate, route and predict one request's rows in one model call (CPU-bound: call it
         from a worker thread, not the event loop)."""
         if not self.ready.is_set() or self.schema is None:
@@ -150,18 +152,19 @@ class Scorer:
         variant = self.variants[decision.variant]
         self._in_flight.add(request_id)
         try:
-            result = self._predict(variant, rows, probabilities)
+            result = self._predict(variant, rows, probabilities, params)
         except BaseException:
             self._in_flight.discard(request_id)
             raise
         records = self._records(request_id, Role.PRIMARY, variant, rows, result.predictions, result.elapsed_ms,
                                 str(decision.reason), router)
-        return ScoredRequest(request_id, decision, rows, records, result.predictions, router)
+        return ScoredRequest(request_id, decision, rows, records, result.predictions, router, params)
 
     @staticmethod
-    def _predict(variant: LoadedVariant, rows: list[dict[str, Any]], probabilities: bool) -> Any:
+    def _predict(variant: LoadedVariant, rows: list[dict[str, Any]], probabilities: bool,
+                 params: dict[str, Any] | None) -> Any:
         try:
-            return variant.predict(rows, probabilities)
+            return variant.predict(rows, probabilities, params)
         except Exception as exc:
             log.exception("variant %s failed to predict %d row(s)", variant.name, len(rows))
             raise ModelFailure(f"variant {variant.name} ({variant.spec.model_uri}) failed to predict: "
@@ -240,7 +243,7 @@ class Scorer:
     def _score_shadow(self, outcome: PredictionOutcome, scored: ScoredRequest) -> None:
         try:
             candidate = self.variants[outcome.shadow]  # type: ignore[index]
-            result = candidate.predict(scored.rows)
+            result = candidate.predict(scored.rows, params=scored.params)
             records = self._records(outcome.request_id, Role.SHADOW, candidate, scored.rows, result.predictions,
                                     result.elapsed_ms, str(RoutingReason.SHADOW), scored.router)
             logged = False

@@ -80,11 +80,14 @@ class LoadedVariant:
                 frame[col.name] = frame[col.name].astype("int64" if col.type == "long" else "int32")
         return frame
 
-    def predict(self, rows: list[dict[str, Any]], probabilities: bool = False) -> BatchResult:
-        """One model call for every row; validated rows in, decoded predictions out."""
+    def predict(self, rows: list[dict[str, Any]], probabilities: bool = False,
+                params: dict[str, Any] | None = None) -> BatchResult:
+        """One model call for every row; validated rows in, decoded predictions out. ``params`` (the
+        scoring protocol's) go to a pyfunc model, which checks them against its own params schema."""
         data = self._model_input(rows)
         start = time.perf_counter()
-        raw = self.model.predict(data)
+        raw = self.model.predict(data, params=params) if params and self.flavor == "pyfunc" else \
+            self.model.predict(data)
         proba = self.model.predict_proba(data) if probabilities and self.has_probabilities else None
         elapsed_ms = (time.perf_counter() - start) * 1000.0
         return BatchResult(self.decoder.decode(raw, len(rows), proba), elapsed_ms)

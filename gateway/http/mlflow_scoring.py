@@ -18,8 +18,8 @@ async def invocations(request: Request) -> Response:
     svc = services(request)
     columns = svc.scorer.schema.names if svc.scorer.schema is not None else []
     rows, params = mlflow_scoring.decode(await request.body(), request.headers.get("content-type", ""), columns)
-    probabilities = bool(params.get(mlflow_scoring.PROBABILITIES_PARAM))
-    answered = await answer(request, rows, probabilities=probabilities)
+    probabilities = bool(params.pop(mlflow_scoring.PROBABILITIES_PARAM, False))
+    answered = await answer(request, rows, probabilities=probabilities, params=params)
     body = mlflow_scoring.encode(answered.labels, answered.probabilities if probabilities else None)
     return JSONResponse(body, headers=answer_headers(request, answered), background=shadow_task(request, answered))
 

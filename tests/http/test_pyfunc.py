@@ -19,7 +19,8 @@ class Threshold:
 
     def predict(self, context: Any, model_input: Any, params: Any = None) -> list[str]:
         total = model_input["a"] + model_input["b/c"]
-        return ["high" if v > self.threshold else "low" for v in total]
+        threshold = (params or {}).get("threshold", self.threshold)
+        return ["high" if v > threshold else "low" for v in total]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def pyfunc_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         model = type("ThresholdModel", (Threshold, mlflow.pyfunc.PythonModel), {})(threshold)
         path = root / label
         mlflow.pyfunc.save_model(str(path), python_model=model, input_example=example,
-                                 signature=infer_signature(example, ["low", "high"]))
+                                 signature=infer_signature(example, ["low", "high"], params={"threshold": threshold}))
         out[label] = str(path)
     return out
 
@@ -56,6 +57,9 @@ def test_pyfunc_model_over_every_protocol(tmp_path: Path, pyfunc_models: dict[st
         r = c.post("/invocations", json={"dataframe_records": [row, {**row, "a": 0.0}]},
                    headers={"X-Model-Version": "v1.0"})
         assert r.json() == {"predictions": ["high", "low"]}
+        r = c.post("/invocations", json={"dataframe_records": [row], "params": {"threshold": 100.0}},
+                   headers={"X-Model-Version": "v1.0"})
+        assert r.json() == {"predictions": ["low"]}, "the scoring protocol's params reach the model"
         r = c.post("/v2/models/model/versions/v1.0/infer", json={"inputs": [
             {"name": "input-0", "shape": [1, 3], "datatype": "FP64", "data": [4.0, 1.0, 3]}]})
         assert r.status_code == 200 and r.json()["outputs"][0]["data"] == ["high"], r.text
