@@ -215,24 +215,21 @@ def test_several_workers_give_correct_metric_totals(start_gateway: Callable[...,
     import re
 
     gw = start_gateway(name="workers", args=["--workers", "2"], mlflow={"experiment": "iris-workers"})
-    # /readyz answered by one worker says nothing of the other: wait until fresh connections, which
-    # land on either, find both ready, so that both take traffic.
-    ready_in_row = 0
-    while ready_in_row < 20:
-        ok = httpx.get(gw.url + "/readyz", headers={"Connection": "close"}).status_code == 200
-        ready_in_row = ready_in_row + 1 if ok else 0
-        time.sleep(0 if ok else 0.2)
     result = asyncio.run(run_traffic(gw.url, 300, concurrency=8, progress=False, seed=9))
     assert result.ok == 300
+    # Keep-alive connections may all have landed on one worker; fresh connections spread over both.
+    body = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+    for _ in range(100):
+        assert httpx.post(gw.url + "/predict", json=body, headers={"Connection": "close"}).status_code == 200
     totals = set()
     for _ in range(6):  # a fresh connection each time: the scrape may land on either worker
         text = httpx.get(gw.url + "/metrics", headers={"Connection": "close"}).text
         counts = re.findall(r'^gateway_requests_total\{[^}]*status="200"[^}]*\} ([0-9.]+)$', text, re.M)
         totals.add(sum(float(c) for c in counts))
-    assert totals == {300.0}
+    assert totals == {400.0}
     # Both workers served (each keeps its own counter file), and the scrape summed them.
     counter_files = list((gw.workdir / "spool").glob("prometheus-*/counter_*.db"))
     assert len(counter_files) >= 2, counter_files
     wait_drained(gw)
     runs = runs_by_request(mlflow_server.url, "iris-workers")
-    assert len(runs) == 300 and all(len(v) == 1 for v in runs.values())
+    assert len(runs) == 400 and all(len(v) == 1 for v in runs.values())
