@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import re
 import sys
 import time
@@ -28,13 +29,17 @@ from tqdm import tqdm
 _BOUND_RE = re.compile(r"^([(\[])([^,]+), ([^)\]]+)([)\]])$")
 
 
-def _limits(bounds: str | None) -> tuple[float, float]:
-    """(low, high) to clip into, from /variants' text such as "(0, 100]"; open ends nudged inside."""
+def _limits(bounds: str | None, integer: bool) -> tuple[float, float]:
+    """(low, high) to clip into, from /variants' text such as "(0, 100]"; open ends moved inside by
+    more than the rounding of the values sent (4 decimals, or whole numbers)."""
     m = _BOUND_RE.match(bounds or "")
     if not m:
         return -np.inf, np.inf
     low, high = float(m[2]), float(m[3])
-    return (low + 1e-6 if m[1] == "(" else low), (high - 1e-6 if m[4] == ")" else high)
+    if integer:
+        return (math.floor(low) + 1 if m[1] == "(" else math.ceil(low)), (
+            math.ceil(high) - 1 if m[4] == ")" else math.floor(high))
+    return (low + 1e-3 if m[1] == "(" else low), (high - 1e-3 if m[4] == ")" else high)
 
 
 def sample_rows(model: dict[str, Any], n: int, seed: int, seeds: list[dict[str, Any]] | None = None) -> list[dict]:  # type: ignore[type-arg]
@@ -54,21 +59,29 @@ def sample_rows(model: dict[str, Any], n: int, seed: int, seeds: list[dict[str, 
         if len(values) == 0:
             continue
         spread = values.std() if len(values) > 1 and values.std() > 0 else max(abs(values.mean()), 1.0) * 0.2
-        low, high = _limits(col.get("bounds"))
+        integer = col["type"] in ("long", "integer")
+        low, high = _limits(col.get("bounds"), integer)
         noise = rng.normal(0.0, 0.05 * spread, size=n)
         for row, e in zip(rows, noise, strict=True):
             if row.get(name) is None:
                 continue
             value = float(np.clip(float(row[name]) + e, low, high))
-            row[name] = round(value) if col["type"] in ("long", "integer") else round(value, 4)
+            row[name] = round(value) if integer else round(value, 4)
     return rows
 
 
-def describe_model(url: str) -> dict[str, Any]:
-    model: dict[str, Any] | None = httpx.get(url.rstrip("/") + "/variants", timeout=10).json().get("model")
-    if model is None:
-        raise ValueError(f"the gateway at {url} has not loaded its models yet")
-    return model
+def describe_model(url: str, timeout: float = 60.0) -> dict[str, Any]:
+    """The model's columns and examples from /variants, waiting for the models to load (with several
+    workers, each answers for itself: a fresh connection may reach one that is still loading)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        model = httpx.get(url.rstrip("/") + "/variants", timeout=10, headers={"Connection": "close"}).json().get(
+            "model")
+        if model is not None:
+            return model  # type: ignore[no-any-return]
+        if time.monotonic() > deadline:
+            raise ValueError(f"the gateway at {url} has not loaded its models after {timeout:.0f}s")
+        time.sleep(0.2)
 
 
 @dataclass

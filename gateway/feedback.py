@@ -29,9 +29,14 @@ class FeedbackRecorder:
             raise SpoolUnavailable("feedback needs the prediction spool, which is disabled or could not be opened")
         predicted = spool.find(request_id, Role.PRIMARY, row_index)
         deadline = time.monotonic() + 2.0
-        while predicted is None and self.scorer.in_flight(request_id) and time.monotonic() < deadline:
-            time.sleep(0.01)  # its prediction is being answered right now: it lands in a moment
+        while predicted is None and time.monotonic() < deadline:
+            # Its prediction may be being answered right now: it lands in a moment. Read once more after
+            # it stops being in flight, since it may have landed between the last read and that check.
+            in_flight = self.scorer.in_flight(request_id)
             predicted = spool.find(request_id, Role.PRIMARY, row_index)
+            if predicted is not None or not in_flight:
+                break
+            time.sleep(0.01)
         if predicted is None:
             raise UnknownRequest(f"no answered prediction with request_id {request_id!r} and row {row_index} in "
                                  f"the spool (unknown, or older than the spool's retention)", request_id=request_id)

@@ -136,7 +136,7 @@ def test_traffic_cli_prints_shares_and_percentiles(start_gateway: Callable[..., 
     gw = start_gateway(name="cli", spool={"export": False})
     proc = subprocess.run([sys.executable, "-m", "experiments.traffic", "--url", gw.url, "-n", "200",
                            "--variant", "v2.0"], capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-500:]
     assert "v2.0" in proc.stdout and "100.00%" in proc.stdout and "p99" in proc.stdout
     assert "200/200" in proc.stderr  # the progress bar
 
