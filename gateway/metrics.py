@@ -83,8 +83,17 @@ class _StateCollector(Collector):
                                 value=float(spool.get("export_lag_seconds", 0) or 0))
         yield CounterMetricFamily("gateway_exported", "Prediction records exported to MLflow (all exporters).",
                                   value=float(spool.get("total_exported", 0) or 0))
-        yield CounterMetricFamily("gateway_export_failed", "Failed export attempts by this gateway's exporter.",
-                                  value=float(exporter.get("failed_attempts", 0) or 0))
+        yield CounterMetricFamily("gateway_export_failed", "Failed export attempts (all exporters, kept in the "
+                                  "spool across exporter restarts).",
+                                  value=float(spool.get("total_failed_attempts", 0) or 0))
+        yield GaugeMetricFamily("gateway_export_workers", "Live export worker threads.",
+                                value=float(exporter.get("workers", 0) or 0))
+        yield GaugeMetricFamily("gateway_export_stalled", "1 when predictions wait with no export progress while "
+                                "MLflow answers its health check: alert on it.",
+                                value=1.0 if exporter.get("stalled") else 0.0)
+        yield GaugeMetricFamily("gateway_export_last_success_timestamp_seconds",
+                                "When the exporter last reached MLflow successfully (Unix time).",
+                                value=float(exporter.get("last_success_at") or 0))
         yield CounterMetricFamily("gateway_export_duplicates_avoided",
                                   "Runs found already in MLflow after an uncertain attempt.",
                                   value=float(spool.get("total_duplicates_avoided", 0) or 0))

@@ -39,9 +39,13 @@ def build_thread_exporter(settings: Settings, spool: PredictionSpool, *, lease_s
     else:
         strategy = PredictionRuns(spool, writer, counters, workers=m.export_workers, lease_seconds=lease_seconds)
         labels = LabelsOnPredictionRuns(spool, writer, counters, lease_seconds=lease_seconds)
+    from gateway.variants import check_tracking_server
+
     deferral = TrafficDeferral(m.busy_rps, m.max_deferral_seconds, spool.high_water, spool.oldest_open_ts_ms)
     return ThreadExporter(spool, strategy, labels, counters, backoff=Backoff(max_backoff), deferral=deferral,
-                          retention_seconds=settings.spool.retention_hours * 3600, lease_seconds=lease_seconds)
+                          retention_seconds=settings.spool.retention_hours * 3600, lease_seconds=lease_seconds,
+                          stall_seconds=max(120.0, 2 * m.max_deferral_seconds),
+                          mlflow_health=lambda: check_tracking_server(m.tracking_uri))
 
 
 def build_exporter(settings: Settings, spool: PredictionSpool) -> Exporter:

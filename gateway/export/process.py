@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,11 @@ class ProcessExporter:
         data["kind"] = "process"
         data["restarts"] = self.restarts
         data["alive"] = self.proc is not None and self.proc.poll() is None
+        if "at" in data:
+            # The child writes this every 0.5 s; a stale file means a child that is alive but stuck.
+            data["status_age_seconds"] = round(time.time() - float(data["at"]), 1)
+            if data["alive"] and data["status_age_seconds"] > 15:
+                data["stalled"] = True
         return data
 
     def stop(self, grace_seconds: float) -> dict[str, Any]:

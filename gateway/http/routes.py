@@ -37,9 +37,24 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz", summary="Readiness: 503 until every variant is loaded")
 async def readyz(request: Request) -> JSONResponse:
     scorer = services(request).scorer
+    details = {"export": await run_in_threadpool(_export_details, request)}
     if scorer.ready.is_set():
-        return JSONResponse({"ready": True, "variants": sorted(scorer.variants)})
-    return JSONResponse({"ready": False, "reason": scorer.load_error or "loading models"}, status_code=503)
+        return JSONResponse({"ready": True, "variants": sorted(scorer.variants), **details})
+    return JSONResponse({"ready": False, "reason": scorer.load_error or "loading models", **details},
+                        status_code=503)
+
+
+def _export_details(request: Request) -> dict[str, Any] | None:
+    """The prediction log's health, for humans and probes: readiness itself is about serving."""
+    try:
+        stats = request.app.state.stats()
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: cannot read the spool's state"}
+    exporter, spool = stats.get("exporter") or {}, stats.get("spool") or {}
+    return {"alive": exporter.get("alive"), "workers": exporter.get("workers"),
+            "stalled": bool(exporter.get("stalled")), "backlog": spool.get("backlog"),
+            "lag_seconds": spool.get("export_lag_seconds"), "last_error": exporter.get("last_error"),
+            "last_error_at": exporter.get("last_error_at")}
 
 
 @router.get("/variants", summary="Routing mode, weights, the model's schema, model URIs and registry versions")
