@@ -83,3 +83,11 @@ class ConflictingRequest(GatewayError):
     def __init__(self, request_id: str) -> None:
         super().__init__(f"request id {request_id!r} was already used for a different prediction",
                          request_id=request_id)
+
+
+class AdminDenied(GatewayError):
+    """The admin API is off (404), or the bearer token is missing (401) or wrong (403)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status

@@ -12,9 +12,9 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
 from gateway.errors import InvalidFeatures, SchemaMismatch
 
@@ -191,16 +191,21 @@ def _build_validator(columns: Sequence[Column]) -> type[BaseModel]:
             if col.bounds is not None:
                 constraint["description"] = f"in {b.describe()}"
         annotation: Any = col.python_type
-        if col.python_type is float:
-            annotation = float
-        elif col.python_type is int:
-            annotation = int
+        if col.numeric:  # lax enough for a form's "5.1", but true is not 1.0
+            annotation = Annotated[col.python_type, BeforeValidator(reject_bool)]
         if col.required:
             fields[f"c{i}"] = (annotation, Field(**constraint))
         else:
             fields[f"c{i}"] = (annotation | None, Field(None, **constraint))
     return create_model(  # type: ignore[call-overload,no-any-return]
         "Row", __config__=ConfigDict(extra="ignore", frozen=True, populate_by_name=False), **fields)
+
+
+def reject_bool(value: Any) -> Any:
+    """A pydantic before-validator: JSON's true/false are not numbers (pydantic's lax mode takes them)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")
+    return value
 
 
 def _error(row: int | None, column: str, message: str) -> dict[str, Any]:

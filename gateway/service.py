@@ -61,8 +61,8 @@ class GatewayServices:
                 "inputs": [{"name": c.name, "type": c.type, "required": c.required,
                             "bounds": c.bounds.describe() if c.bounds else None} for c in schema.columns]},
             "variants": [
-                scorer.variants[v.name].describe() if v.name in scorer.variants
+                {**scorer.variants[v.name].describe(), "weight": v.weight} if v.name in scorer.variants
                 else {"name": v.name, "model_uri": v.model_uri, "weight": v.weight, "loaded": False}
-                for v in cfg.variants
+                for v in cfg.variants  # the weights in force, not those of start-up
             ],
         }

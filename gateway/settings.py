@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.exceptions import error_location
+from gateway.model_schema import reject_bool
 
 DEFAULT_CONFIG_PATH = Path("config/gateway.toml")
 
@@ -62,6 +63,8 @@ class VariantSpec(_Section):
     name: str = Field(min_length=1, max_length=64)
     model_uri: str = Field(min_length=1)
     weight: float = Field(1.0, ge=0)
+
+    _not_bool = field_validator("weight", mode="before")(lambda value: reject_bool(value))
 
     @field_validator("weight")
     @classmethod
@@ -150,7 +153,10 @@ def validate_routing(
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"variants: duplicate variant name(s) {duplicates}")
-    if mode == "weighted" and sum(v.weight for v in variants) <= 0:
+    total = sum(v.weight for v in variants)
+    if not math.isfinite(total):
+        raise ValueError("variants.weight: weights must sum to a finite number (scale them down)")
+    if mode == "weighted" and total <= 0:
         raise ValueError("variants.weight: weights must sum to more than 0")
     if mode == "shadow":
         for key in ("primary", "candidate"):

@@ -216,7 +216,7 @@ class PredictionSpool:
                     raise DuplicateRequest(existing) from None
             raise SpoolWriteError("spool integrity error without a conflicting row") from None
         except sqlite3.Error as exc:
-            raise SpoolWriteError(f"cannot write the prediction spool {self.path}: {exc}") from exc
+            raise SpoolWriteError(f"cannot write the prediction spool: {exc}") from exc
 
     def find(self, request_id: str, role: str = "primary", row_index: int = 0) -> PredictionRecord | None:
         row = self._conn().execute(
@@ -244,7 +244,7 @@ class PredictionSpool:
                      None if correct is None else int(correct), abs_error, int(time.time() * 1000)))
             return int(cur.lastrowid or 0)
         except sqlite3.Error as exc:
-            raise SpoolWriteError(f"cannot write the prediction spool {self.path}: {exc}") from exc
+            raise SpoolWriteError(f"cannot write the prediction spool: {exc}") from exc
 
     def claim_labels(self, limit: int, lease_seconds: float = 60.0) -> tuple[str, list[LabelRow]]:
         """Lease open labels, all under one batch id (a lease that ran out is taken back whole)."""

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import hmac
 import os
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from gateway.errors import AdminDenied
 from gateway.http.inference import services
+from gateway.model_schema import reject_bool
 
-router = APIRouter(prefix="/admin", tags=["admin"])
 TOKEN_ENV = "GATEWAY_ADMIN_TOKEN"
+
 
 
 class ShadowUpdate(BaseModel):
@@ -33,7 +34,7 @@ class RoutingUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     mode: str | None = None
-    weights: dict[str, float] | None = None
+    weights: dict[str, Annotated[float, BeforeValidator(reject_bool)]] | None = None
     shadow: ShadowUpdate | None = None
 
 
@@ -42,33 +43,30 @@ class Promotion(BaseModel):
     variant: str
 
 
-def _authorize(request: Request) -> JSONResponse | None:
+def authorize(request: Request) -> None:
+    """A dependency of every admin route: it runs before the body is read or validated, so an
+    unauthenticated caller learns nothing about the API from validation errors."""
     expected = os.environ.get(TOKEN_ENV, "")
     if not expected:
-        return JSONResponse({"error": "NotFound", "message": f"admin API is off; set {TOKEN_ENV} to enable it"},
-                            status_code=404)
+        raise AdminDenied(404, f"admin API is off; set {TOKEN_ENV} to enable it")
     header = request.headers.get("authorization", "")
     scheme, _, given = header.partition(" ")
     if scheme.lower() != "bearer" or not given:
-        return JSONResponse({"error": "Unauthorized", "message": "send Authorization: Bearer <token>"},
-                            status_code=401, headers={"WWW-Authenticate": "Bearer"})
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        return JSONResponse({"error": "Forbidden", "message": "wrong admin token"}, status_code=403)
-    return None
+        raise AdminDenied(401, "send Authorization: Bearer <token>")
+    if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode()):
+        raise AdminDenied(403, "wrong admin token")
+
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(authorize)])
 
 
 @router.put("/routing", summary="Change mode, weights or shadow settings atomically, without a restart")
 async def put_routing(request: Request, update: RoutingUpdate) -> Any:
-    if (denied := _authorize(request)) is not None:
-        return denied
     shadow = update.shadow.model_dump(exclude_none=True) if update.shadow else None
-    change = await run_in_threadpool(services(request).routing.change, mode=update.mode, weights=update.weights,
-                                     shadow=shadow, source="PUT /admin/routing")
-    return change
+    return await run_in_threadpool(services(request).routing.change, mode=update.mode, weights=update.weights,
+                                   shadow=shadow, source="PUT /admin/routing")
 
 
 @router.post("/promote", summary="Send 100% of traffic to one variant and move the champion alias to it")
 async def promote(request: Request, body: Promotion) -> Any:
-    if (denied := _authorize(request)) is not None:
-        return denied
     return await run_in_threadpool(services(request).promote, body.variant)

@@ -4,13 +4,17 @@ Protocol's /v2, and ``{"error", "message", ...details}`` everywhere else."""
 
 from __future__ import annotations
 
+import json
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.errors import (
+    AdminDenied,
     ConflictingRequest,
     GatewayError,
     InvalidFeatures,
@@ -40,14 +44,33 @@ STATUS_BY_ERROR: dict[type[Exception], int] = {
     TooManyRows: 413,
     InvalidRoutingChange: 422,
     ModelFailure: 500,
+    AdminDenied: 403,  # its own status: 404 when the admin API is off, 401 without a token
     NotReady: 503,
     SpoolUnavailable: 503,
+    # Not the domain's, but a client can cause them: JSON nested past Python's recursion limit, and
+    # lone UTF-16 surrogates (valid JSON escapes, not encodable text) reaching an encoder.
+    RecursionError: 400,
+    UnicodeEncodeError: 400,
 }
+_MESSAGES: dict[type[Exception], str] = {
+    RecursionError: "the body is nested too deeply",
+    UnicodeEncodeError: "the body holds text that is not valid Unicode (a lone surrogate)",
+}
+
+
+class ErrorResponse(JSONResponse):
+    """Error bodies are ASCII JSON: whatever a client sent (lone surrogates included) can be echoed."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":"),
+                          default=str).encode("ascii")
 
 _PREDICTION_PATHS = ("/predict", "/invocations")
 
 
 def _status_for(exc: Exception) -> int:
+    if isinstance(exc, AdminDenied):
+        return exc.status
     for cls in type(exc).__mro__:
         if cls in STATUS_BY_ERROR:
             return STATUS_BY_ERROR[cls]
@@ -67,13 +90,15 @@ def error_response(request: Request, status: int, name: str, message: str,
     if path == "/invocations":
         from gateway.http.mlflow_scoring import error_body
 
-        response = error_body(status, message, detail)
+        response = ErrorResponse(error_body(status, message, detail), status_code=status)
     elif path.startswith("/v2"):
-        response = JSONResponse({"error": message, **detail}, status_code=status)
+        response = ErrorResponse({"error": message, **detail}, status_code=status)
     else:
-        response = JSONResponse({"error": name, "message": message, **detail}, status_code=status)
+        response = ErrorResponse({"error": name, "message": message, **detail}, status_code=status)
     if headers:
         response.headers.update(headers)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
     metrics = getattr(request.app.state, "metrics", None)
     if metrics is not None and _is_prediction(request):
         metrics.on_response(None, None, status)
@@ -82,12 +107,29 @@ def error_response(request: Request, status: int, name: str, message: str,
 
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     detail = dict(exc.detail) if isinstance(exc, GatewayError) else {}
-    return error_response(request, _status_for(exc), type(exc).__name__, str(exc), detail)
+    message = _MESSAGES.get(type(exc), str(exc))
+    name = type(exc).__name__ if isinstance(exc, GatewayError) else "MalformedBody"
+    if isinstance(exc, AdminDenied):
+        name = {401: "Unauthorized", 403: "Forbidden"}.get(exc.status, "NotFound")
+    return error_response(request, _status_for(exc), name, message, detail)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own errors (404 no such path, 405 wrong method, ...) in the same shape."""
+    assert isinstance(exc, StarletteHTTPException)
+    from http import HTTPStatus
+
+    name = HTTPStatus(exc.status_code).phrase.replace(" ", "") if exc.status_code in HTTPStatus._value2member_map_ \
+        else "HTTPError"
+    response = error_response(request, exc.status_code, name, str(exc.detail))
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [{"field": error_location(e["loc"], skip=("body",)), "message": e["msg"]} for e in exc.errors()]
+    errors = [{"field": error_location(e["loc"], skip=("body",)) or "body", "message": e["msg"]}
+              for e in exc.errors()]
     return error_response(request, 422, "InvalidRequest", "invalid request", {"errors": errors})
 
 
@@ -100,4 +142,5 @@ def install_error_handlers(app: FastAPI) -> None:
     for cls in STATUS_BY_ERROR:
         app.add_exception_handler(cls, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)

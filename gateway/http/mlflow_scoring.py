@@ -39,7 +39,7 @@ async def version() -> Response:
     return Response(mlflow.__version__, media_type="text/plain")
 
 
-def error_body(status: int, message: str, detail: dict[str, object]) -> JSONResponse:
+def error_body(status: int, message: str, detail: dict[str, object]) -> dict[str, object]:
     code = {400: "BAD_REQUEST", 404: "RESOURCE_DOES_NOT_EXIST", 413: "INVALID_PARAMETER_VALUE",
             422: "INVALID_PARAMETER_VALUE", 503: "TEMPORARILY_UNAVAILABLE"}.get(status, "INTERNAL_ERROR")
-    return JSONResponse(mlflow_scoring.error_body(code, message, **detail), status_code=status)
+    return mlflow_scoring.error_body(code, message, **detail)

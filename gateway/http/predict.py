@@ -3,7 +3,6 @@ of row objects is a batch. The row schema is the model's signature (see /docs)."
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -11,8 +10,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from gateway.errors import MalformedBody
+from gateway.exceptions import first_line
 from gateway.http.inference import Answered, answer, answer_headers, services, shadow_task
 from gateway.model_output import Prediction
+from gateway.protocols import loads_body
 
 router = APIRouter()
 
@@ -53,13 +54,13 @@ async def _raw_rows(request: Request) -> tuple[list[Any], bool]:
             except (ValueError, UnicodeDecodeError) as exc:
                 raise MalformedBody(f"malformed form body: {exc}") from None
         elif ctype.startswith("multipart/"):
-            form = await request.form()
+            try:
+                form = await request.form()
+            except Exception as exc:  # Starlette's multipart parser: a malformed or boundary-less body
+                raise MalformedBody(f"malformed multipart body: {first_line(exc)}") from None
             data = {k: v for k, v in form.items() if isinstance(v, str)}
         elif ctype in ("", "application/json") or ctype.endswith("+json"):
-            try:
-                data = json.loads(body)
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise MalformedBody(f"malformed JSON body: {exc}") from None
+            data = loads_body(body)
         else:
             raise MalformedBody(
                 f"unsupported content type {ctype!r}; send application/json or application/x-www-form-urlencoded")

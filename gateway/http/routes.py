@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 from starlette.concurrency import run_in_threadpool
 
 from gateway.http.inference import services
+from gateway.model_schema import reject_bool
 
 router = APIRouter()
 
 
+
 class FeedbackBody(BaseModel):
-    request_id: str
-    true_label: str | int | float
+    request_id: str = Field(pattern=r"^[A-Za-z0-9._:\-]{1,128}$", description="the prediction's request id")
+    true_label: Annotated[str | int | float, BeforeValidator(reject_bool)]
     row_index: int = Field(0, ge=0, description="the row of a batch request (0 for a single row)")
 
 

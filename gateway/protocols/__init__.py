@@ -1,0 +1,19 @@
+"""The wire formats the gateway speaks, as pure functions: bytes in, rows out, and back."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gateway.errors import MalformedBody
+from gateway.exceptions import first_line
+
+
+def loads_body(body: bytes | str) -> Any:
+    """A JSON body, or MalformedBody saying why not (including nesting past Python's recursion limit)."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise MalformedBody("malformed JSON body: it is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedBody(f"malformed JSON body: {first_line(exc)}") from None

@@ -9,13 +9,13 @@ and column of any bad value.
 from __future__ import annotations
 
 import io
-import json
 import math
 from collections.abc import Sequence
 from typing import Any
 
 from gateway.errors import MalformedBody
 from gateway.exceptions import first_line
+from gateway.protocols import loads_body
 
 CSV = "text/csv"
 JSON = "application/json"
@@ -33,10 +33,7 @@ def decode(body: bytes, content_type: str, columns: Sequence[str]) -> tuple[list
         return _csv_rows(body), {}
     if mime != JSON and not mime.endswith("+json"):
         raise MalformedBody(f"unsupported content type {mime!r}; send application/json or text/csv")
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedBody(f"malformed JSON body: {exc}") from None
+    payload = loads_body(body)
     if not isinstance(payload, dict):
         raise MalformedBody("the body must be a JSON object with one of dataframe_split, dataframe_records, "
                             f"instances or inputs; got a {type(payload).__name__}")

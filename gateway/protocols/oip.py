@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from gateway.errors import MalformedBody
+from gateway.protocols import loads_body
 
 HEADER_LENGTH = "inference-header-content-length"
 PREDICT = "predict"
@@ -37,10 +38,7 @@ def split_binary(body: bytes, header_length: str | None) -> tuple[dict[str, Any]
         if not 0 <= n <= len(body):
             raise MalformedBody(f"Inference-Header-Content-Length {n} is outside the body ({len(body)} bytes)")
         json_part, rest = body[:n], body[n:]
-    try:
-        payload = json.loads(json_part)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedBody(f"malformed JSON body: {exc}") from None
+    payload = loads_body(json_part)
     if not isinstance(payload, dict):
         raise MalformedBody("an inference request must be a JSON object with 'inputs'")
     return payload, rest

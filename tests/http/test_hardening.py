@@ -1,0 +1,83 @@
+"""Inputs from the hardening review (issue 12's repros): each gets a clear 4xx in the documented shape,
+never a 500."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.http.conftest import FEATURES, _wait_ready, make_client
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+NESTED = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.fixture
+def admin_client(tmp_path: Path, local_models: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", TOKEN)
+    with make_client(tmp_path, local_models) as c:
+        _wait_ready(c)
+        yield c
+
+
+@pytest.mark.parametrize("path", ["/predict", "/invocations", "/v2/models/model/infer", "/feedback"])
+def test_deeply_nested_json_is_a_400(admin_client: TestClient, path: str) -> None:
+    r = admin_client.post(path, content=NESTED, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400, r.text  # local model files: the OIP model name is "model"
+    assert "nested" in r.text or "parsing" in r.text
+
+
+def test_lone_surrogates_are_refused_not_500(admin_client: TestClient) -> None:
+    body = '{"request_id": "\\ud800", "true_label": "Setosa"}'
+    r = admin_client.post("/feedback", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "request_id"
+    r = admin_client.post("/admin/promote", content='{"variant": "\\ud800"}', headers={
+        **AUTH, "Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["valid"] == ["v1.0", "v2.0"]
+    r = admin_client.post("/predict", content='{"sepal_length": "\\udc00"}', headers={
+        "Content-Type": "application/json"})
+    assert r.status_code == 422
+
+
+def test_huge_weights_are_refused(admin_client: TestClient) -> None:
+    r = admin_client.put("/admin/routing", json={"weights": {"v1.0": 1e308, "v2.0": 1e308}}, headers=AUTH)
+    assert r.status_code == 422 and "finite" in r.json()["message"]
+
+
+def test_booleans_are_not_numbers(admin_client: TestClient) -> None:
+    r = admin_client.post("/predict", json={**FEATURES, "sepal_length": True})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "sepal_length"
+    assert "boolean" in r.json()["errors"][0]["message"]
+    r = admin_client.put("/admin/routing", json={"weights": {"v1.0": True}}, headers=AUTH)
+    assert r.status_code == 422
+    rid = admin_client.post("/predict", json=FEATURES).json()["request_id"]
+    assert admin_client.post("/feedback", json={"request_id": rid, "true_label": True}).status_code == 422
+
+
+def test_admin_authenticates_before_reading_the_body(admin_client: TestClient) -> None:
+    r = admin_client.put("/admin/routing", json={"weights": "not a dict", "bogus": 1})
+    assert r.status_code == 401 and "schema" not in r.text and r.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_live_weights_are_reported(admin_client: TestClient) -> None:
+    assert admin_client.put("/admin/routing", json={"weights": {"v1.0": 0.9, "v2.0": 0.1}},
+                            headers=AUTH).status_code == 200
+    weights = {v["name"]: v["weight"] for v in admin_client.get("/variants").json()["variants"]}
+    assert weights == {"v1.0": 0.9, "v2.0": 0.1}
+    info = [ln for ln in admin_client.get("/metrics").text.splitlines() if ln.startswith("gateway_variant_info{")]
+    assert any('variant="v1.0"' in ln and 'weight="0.9"' in ln for ln in info), info
+
+
+def test_one_error_shape_for_framework_errors(admin_client: TestClient) -> None:
+    r = admin_client.get("/predict")
+    assert r.status_code == 405 and r.json()["error"] == "MethodNotAllowed" and "message" in r.json()
+    r = admin_client.get("/no/such/path")
+    assert r.status_code == 404 and r.json()["error"] == "NotFound"
+    r = admin_client.post("/feedback", content="{nope", headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and set(r.json()) >= {"error", "message", "errors"}
+    r = admin_client.post("/predict", content=b"--x\r\nbroken", headers={"Content-Type": "multipart/form-data"})
+    assert r.status_code == 400 and r.json()["error"] == "MalformedBody"
