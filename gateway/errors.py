@@ -91,3 +91,7 @@ class AdminDenied(GatewayError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class ConflictingLabel(GatewayError):
+    """A second, different true label for a prediction: the first label stored wins."""

@@ -1,8 +1,9 @@
 """Ground truth for answered predictions: checked against the prediction, stored durably in the spool.
 
-A classifier's true label must be one of its classes (an int maps through ``class_names``); the
-exporter joins it as ``correct``. A regressor's true value is a number; the exporter logs its
-absolute error.
+The first label of a prediction wins: the same label again is a retry (202, ``replayed``), and a
+different one is refused (409, naming the stored label). A classifier's true label must be one of its
+classes (an int maps through ``class_names``); the exporter joins it as ``correct``. A regressor's
+true value is a number; the exporter logs its absolute error.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import math
 import time
 from typing import Any
 
-from gateway.errors import InvalidFeedback, SpoolUnavailable, UnknownRequest
+from gateway.errors import ConflictingLabel, InvalidFeedback, SpoolUnavailable, UnknownRequest
 from gateway.model_output import ModelKind
 from gateway.records import Role
 from gateway.scoring import Scorer, ServiceCounters
-from gateway.spool import SpoolWriteError
+from gateway.spool import LabelExists, SpoolWriteError
 
 
 class FeedbackRecorder:
@@ -49,13 +50,21 @@ class FeedbackRecorder:
         else:
             label = self._class_label(true_label)
             correct = str(predicted.prediction) == str(label)
+        replayed = False
         try:
             spool.append_label(predicted, label, correct, abs_error)
+        except LabelExists as exc:
+            if exc.existing != label:
+                raise ConflictingLabel(f"prediction {request_id!r} row {row_index} already has the true label "
+                                       f"{exc.existing!r}; the first label stands", true_label=exc.existing,
+                                       request_id=request_id) from None
+            replayed = True  # the same label again: a retry
         except SpoolWriteError as exc:
             raise SpoolUnavailable(f"feedback not stored: {exc}") from None
-        self.counts.add("feedback")
+        self.counts.add("feedback_replayed" if replayed else "feedback")
         out: dict[str, Any] = {"request_id": request_id, "row_index": row_index, "true_label": label,
-                               "prediction": predicted.prediction, "model_version": predicted.model_version}
+                               "prediction": predicted.prediction, "model_version": predicted.model_version,
+                               "replayed": replayed}
         if correct is not None:
             out["correct"] = correct
         if abs_error is not None:

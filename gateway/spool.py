@@ -15,6 +15,7 @@ Durability: a request's rows are committed in one transaction before ``append_ma
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.records import PredictionRecord
+
+log = logging.getLogger("gateway.spool")
 
 
 class RowState(IntEnum):
@@ -84,6 +87,7 @@ CREATE TABLE IF NOT EXISTS labels (
 );
 CREATE INDEX IF NOT EXISTS labels_open ON labels (id) WHERE status != {DONE:d};
 """
+_LABELS_ONCE = "CREATE UNIQUE INDEX IF NOT EXISTS labels_once ON labels (request_id, row_index);"
 
 _RECORD_COLUMNS = ("request_id", "row_index", "role", "model_version", "features", "prediction", "class_index",
                    "kind", "inference_time_ms", "ts_ms", "routing", "config_hash", "weights")
@@ -138,6 +142,14 @@ class SpoolWriteError(Exception):
     """The spool could not commit a record (disk full, read-only file system, locked too long)."""
 
 
+class LabelExists(Exception):
+    """A true label was stored for this prediction already (the first label wins); ``existing`` is it."""
+
+    def __init__(self, existing: str | int | float) -> None:
+        super().__init__(f"a true label ({existing!r}) was stored for this prediction already")
+        self.existing = existing
+
+
 class DuplicateRequest(Exception):
     """Records with this (request_id, role) exist already; ``existing`` is what was recorded."""
 
@@ -167,6 +179,11 @@ class PredictionSpool:
         with self._write_lock:
             conn.executescript(_SCHEMA)
             _migrate_single_row_spool(conn)
+            try:
+                conn.execute(_LABELS_ONCE)
+            except sqlite3.IntegrityError:  # a spool written before the first-label-wins rule
+                log.warning("spool %s holds several labels for one prediction; the first-wins rule applies to "
+                            "new labels only", self.path)
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -205,10 +222,16 @@ class PredictionSpool:
         return self.append_many([record])[0]
 
     def append_many(self, records: Sequence[PredictionRecord]) -> list[int]:
-        """Commit the records of one request in one transaction: all of them or none."""
+        """Commit the records of one request in one transaction: all of them or none. When the spool
+        is full, rows already in MLflow are deleted before the request is refused: only records not
+        yet exported can fill it (their retention is for idempotent retries, not worth an outage)."""
         try:
-            return self._transaction(  # type: ignore[no-any-return]
-                lambda conn: [int(conn.execute(_INSERT, _values(r)).lastrowid or 0) for r in records])
+            try:
+                return self._insert(records)
+            except sqlite3.OperationalError as exc:
+                if "full" not in str(exc) or not self.prune(0):
+                    raise
+                return self._insert(records)
         except sqlite3.IntegrityError:
             for request_id, role in dict.fromkeys((r.request_id, r.role) for r in records):
                 existing = self.find_request(request_id, role)
@@ -217,6 +240,10 @@ class PredictionSpool:
             raise SpoolWriteError("spool integrity error without a conflicting row") from None
         except sqlite3.Error as exc:
             raise SpoolWriteError(f"cannot write the prediction spool: {exc}") from exc
+
+    def _insert(self, records: Sequence[PredictionRecord]) -> list[int]:
+        return self._transaction(  # type: ignore[no-any-return]
+            lambda conn: [int(conn.execute(_INSERT, _values(r)).lastrowid or 0) for r in records])
 
     def find(self, request_id: str, role: str = "primary", row_index: int = 0) -> PredictionRecord | None:
         row = self._conn().execute(
@@ -234,7 +261,8 @@ class PredictionSpool:
 
     def append_label(self, record: PredictionRecord, true_label: str | int | float, correct: bool | None,
                      abs_error: float | None) -> int:
-        """Commit a true label for an answered prediction; the exporter takes it to MLflow."""
+        """Commit a true label for an answered prediction; the exporter takes it to MLflow. The first
+        label of a prediction wins: another one raises LabelExists with the stored label."""
         try:
             with self._write_lock:
                 cur = self._conn().execute(
@@ -243,6 +271,10 @@ class PredictionSpool:
                     (record.request_id, record.row_index, record.model_version, json.dumps(true_label),
                      None if correct is None else int(correct), abs_error, int(time.time() * 1000)))
             return int(cur.lastrowid or 0)
+        except sqlite3.IntegrityError:
+            row = self._conn().execute("SELECT true_label FROM labels WHERE request_id = ? AND row_index = ?",
+                                       (record.request_id, record.row_index)).fetchone()
+            raise LabelExists(json.loads(row[0]) if row else None) from None
         except sqlite3.Error as exc:
             raise SpoolWriteError(f"cannot write the prediction spool: {exc}") from exc
 

@@ -269,3 +269,18 @@ def test_single_row_spool_of_an_earlier_release_is_migrated(tmp_path: Path) -> N
     assert row.record.features == FEATURES and row.record.prediction == "Setosa" and row.record.class_index == 0
     _, (label,) = spool.claim_labels(10)
     assert label.request_id == "old-1" and label.true_label == "Setosa" and label.correct is True
+
+
+def test_only_unexported_records_can_fill_the_spool(tmp_path: Path) -> None:
+    spool = PredictionSpool(tmp_path, max_bytes=80_000)
+    written = 0
+    with pytest.raises(SpoolWriteError, match="full"):
+        for i in range(10_000):
+            spool.append(rec(i))
+            written += 1
+    # Everything drains to MLflow; the exported rows' retention must not keep the spool full.
+    while rows := spool.claim(100):
+        spool.mark_done([r.id for r in rows], "run")
+    for i in range(written):
+        spool.append(rec(100_000 + i))
+    assert spool.count_open() == written

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.errors import (
     AdminDenied,
+    ConflictingLabel,
     ConflictingRequest,
     GatewayError,
     InvalidFeatures,
@@ -41,6 +42,7 @@ STATUS_BY_ERROR: dict[type[Exception], int] = {
     MalformedBody: 400,
     UnknownVariant: 400,
     ConflictingRequest: 409,
+    ConflictingLabel: 409,
     TooManyRows: 413,
     InvalidRoutingChange: 422,
     ModelFailure: 500,

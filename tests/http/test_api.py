@@ -230,10 +230,16 @@ def test_feedback_is_stored_and_validated(tmp_path: Path, local_models: dict[str
     with make_client(tmp_path, local_models) as c:
         _wait_ready(c)
         rid = c.post("/predict", json=FEATURES).json()["request_id"]
+        other = c.post("/predict", json=FEATURES).json()["request_id"]
         r = c.post("/feedback", json={"request_id": rid, "true_label": "setosa"})
         assert r.status_code == 202 and r.json()["correct"] is True and r.json()["true_label"] == "Setosa"
-        r = c.post("/feedback", json={"request_id": rid, "true_label": 2})
+        r = c.post("/feedback", json={"request_id": other, "true_label": 2})
         assert r.status_code == 202 and r.json()["correct"] is False and r.json()["true_label"] == "Virginica"
+        # The first label stands: the same one again is a retry, a different one is refused.
+        r = c.post("/feedback", json={"request_id": rid, "true_label": 0})
+        assert r.status_code == 202 and r.json()["replayed"] is True
+        r = c.post("/feedback", json={"request_id": rid, "true_label": "Virginica"})
+        assert r.status_code == 409 and r.json()["true_label"] == "Setosa"
         r = c.post("/feedback", json={"request_id": rid, "true_label": "tulip"})
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "true_label"
         assert c.post("/feedback", json={"request_id": rid, "true_label": 7}).status_code == 422
@@ -243,7 +249,8 @@ def test_feedback_is_stored_and_validated(tmp_path: Path, local_models: dict[str
     spool = PredictionSpool(tmp_path / "spool")
     assert spool.count_open_labels() == 2
     _, (first, second) = spool.claim_labels(10)
-    assert first.request_id == rid and first.correct is True and second.correct is False
+    assert first.request_id == rid and first.correct is True and second.request_id == other
+    assert second.correct is False
 
 
 def test_feedback_for_a_prediction_still_in_flight_waits_for_it(tmp_path: Path, local_models: dict[str, str]) -> None:
