@@ -14,6 +14,7 @@ Durability: a request's rows are committed in one transaction before ``append_ma
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -172,6 +173,7 @@ class PredictionSpool:
         self._fsync = fsync
         self._busy_timeout_ms = busy_timeout_ms
         self._max_bytes = max_bytes
+        self._cap_pages = 0
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -194,12 +196,27 @@ class PredictionSpool:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {'FULL' if self._fsync == 'full' else 'NORMAL'}")
             if self._max_bytes:
-                # A size cap: past it SQLite answers SQLITE_FULL, exactly as on a full disk.
+                # A size cap: past it SQLite answers SQLITE_FULL, exactly as on a full disk. It holds for
+                # new records (see _capped); the exporter's bookkeeping gets headroom above it, or a full
+                # spool could not even mark its rows exported and would stay full.
                 page = conn.execute("PRAGMA page_size").fetchone()[0]
                 # At least room for the schema itself (about 12 pages), or the spool could not open.
-                conn.execute(f"PRAGMA max_page_count = {max(16, self._max_bytes // page)}")
+                self._cap_pages = max(16, self._max_bytes // page)
+                conn.execute(f"PRAGMA max_page_count = {self._cap_pages + max(64, self._cap_pages // 4)}")
             self._local.conn = conn
         return conn
+
+    @contextlib.contextmanager
+    def _capped(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """New records (predictions, labels) must fit under the size cap itself."""
+        if not self._max_bytes:
+            yield
+            return
+        conn.execute(f"PRAGMA max_page_count = {self._cap_pages}")
+        try:
+            yield
+        finally:
+            conn.execute(f"PRAGMA max_page_count = {self._cap_pages + max(64, self._cap_pages // 4)}")
 
     def _transaction(self, work: Any) -> Any:
         """Run ``work(conn)`` inside one write transaction (BEGIN IMMEDIATE ... COMMIT)."""
@@ -242,8 +259,11 @@ class PredictionSpool:
             raise SpoolWriteError(f"cannot write the prediction spool: {exc}") from exc
 
     def _insert(self, records: Sequence[PredictionRecord]) -> list[int]:
-        return self._transaction(  # type: ignore[no-any-return]
-            lambda conn: [int(conn.execute(_INSERT, _values(r)).lastrowid or 0) for r in records])
+        def work(conn: sqlite3.Connection) -> list[int]:
+            with self._capped(conn):
+                return [int(conn.execute(_INSERT, _values(r)).lastrowid or 0) for r in records]
+
+        return self._transaction(work)  # type: ignore[no-any-return]
 
     def find(self, request_id: str, role: str = "primary", row_index: int = 0) -> PredictionRecord | None:
         row = self._conn().execute(
@@ -264,7 +284,7 @@ class PredictionSpool:
         """Commit a true label for an answered prediction; the exporter takes it to MLflow. The first
         label of a prediction wins: another one raises LabelExists with the stored label."""
         try:
-            with self._write_lock:
+            with self._write_lock, self._capped(self._conn()):
                 cur = self._conn().execute(
                     "INSERT INTO labels (request_id, row_index, model_version, true_label, correct, abs_error, ts_ms) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
