@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
 
     app = create_app(settings, on_fatal=on_fatal, config_path=args.config)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level.lower(),
-                            access_log=False, timeout_graceful_shutdown=30, lifespan="on")
+                            access_log=False, timeout_graceful_shutdown=30, lifespan="on",
+                            **_limits(settings))
     server = uvicorn.Server(config)
     server.run()
     if fatal:
@@ -81,10 +82,18 @@ def _serve_workers(args: argparse.Namespace, settings: object) -> int:
     try:
         uvicorn.run("gateway.http.app:app_from_env", factory=True, host=args.host, port=args.port,
                     workers=args.workers, log_level=args.log_level.lower(), access_log=False,
-                    timeout_graceful_shutdown=30)
+                    timeout_graceful_shutdown=30, **_limits(settings))
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _limits(settings: object) -> dict[str, object]:
+    """uvicorn's own limits: connections (503 past them), keep-alive, and h11's header buffer (used
+    only if uvicorn falls back to h11; with httptools the gateway's middleware caps headers)."""
+    http = settings.http  # type: ignore[attr-defined]
+    return {"limit_concurrency": http.limit_concurrency, "timeout_keep_alive": http.timeout_keep_alive,
+            "h11_max_incomplete_event_size": int(http.max_header_kb * 1024)}
 
 
 if __name__ == "__main__":

@@ -90,6 +90,16 @@ class BoundsSpec(_Section):
     le: float | None = None
 
 
+class HttpSection(_Section):
+    """Limits on what a client controls (see README, "Limits")."""
+
+    max_body_mb: float = Field(16.0, gt=0, le=4096)  # 413 past it
+    max_header_kb: float = Field(16.0, gt=0, le=1024)  # 431 past it, all headers together
+    body_read_timeout_seconds: float = Field(30.0, gt=0)  # 408 when a body stalls this long
+    limit_concurrency: int = Field(1000, ge=1)  # open connections + tasks; past it uvicorn answers 503
+    timeout_keep_alive: float = Field(5.0, gt=0)  # idle keep-alive connections close after this
+
+
 class ModelSection(_Section):
     """What the gateway needs to know about the model beyond its signature."""
 
@@ -184,6 +194,7 @@ class Settings(BaseSettings):
     shadow: ShadowSection = ShadowSection()
     spool: SpoolSection = SpoolSection()
     model: ModelSection = ModelSection()
+    http: HttpSection = HttpSection()
 
     @classmethod
     def settings_customise_sources(

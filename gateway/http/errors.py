@@ -31,6 +31,7 @@ from gateway.errors import (
     UnknownVariant,
 )
 from gateway.exceptions import error_location
+from gateway.http.limits import BodyTimeout, BodyTooLarge
 
 log = logging.getLogger("gateway.http")
 
@@ -44,6 +45,8 @@ STATUS_BY_ERROR: dict[type[Exception], int] = {
     ConflictingRequest: 409,
     ConflictingLabel: 409,
     TooManyRows: 413,
+    BodyTooLarge: 413,
+    BodyTimeout: 408,
     InvalidRoutingChange: 422,
     ModelFailure: 500,
     AdminDenied: 403,  # its own status: 404 when the admin API is off, 401 without a token

@@ -81,3 +81,43 @@ def test_one_error_shape_for_framework_errors(admin_client: TestClient) -> None:
     assert r.status_code == 422 and set(r.json()) >= {"error", "message", "errors"}
     r = admin_client.post("/predict", content=b"--x\r\nbroken", headers={"Content-Type": "multipart/form-data"})
     assert r.status_code == 400 and r.json()["error"] == "MalformedBody"
+
+
+def test_body_and_header_limits(tmp_path: Path, local_models: dict[str, str]) -> None:
+    with make_client(tmp_path, local_models, http={"max_body_mb": 0.01, "max_header_kb": 1}) as c:
+        _wait_ready(c)
+        big = b"[" + b",".join([b'{"sepal_length": 5.1}'] * 2000) + b"]"
+        r = c.post("/predict", content=big, headers={"Content-Type": "application/json"})
+        assert r.status_code == 413 and "max_body_mb" in r.json()["message"]
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted while it streams
+            yield b"["
+            for _ in range(2000):
+                yield b'{"sepal_length": 5.1},'
+            yield b"{}]"
+
+        r = c.post("/predict", content=chunks(), headers={"Content-Type": "application/json"})
+        assert r.status_code == 413 and r.json()["error"] == "BodyTooLarge"
+        r = c.post("/predict", json=FEATURES, headers={"X-User-ID": "u" * 5000})
+        assert r.status_code == 431 and "max_header_kb" in r.json()["message"]
+        assert c.post("/predict", json=FEATURES).status_code == 200
+
+
+def test_a_stalled_body_times_out() -> None:
+    import asyncio
+
+    from gateway.http.limits import BodyTimeout, RequestLimits
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        await receive()  # type: ignore[operator]
+
+    async def stalled() -> dict[str, object]:
+        await asyncio.sleep(10)
+        return {"type": "http.request", "body": b""}
+
+    async def sink(message: object) -> None:
+        return None
+
+    limits = RequestLimits(app, max_body_bytes=100, max_header_bytes=1000, read_timeout=0.05)  # type: ignore[arg-type]
+    with pytest.raises(BodyTimeout, match="body_read_timeout_seconds"):
+        asyncio.run(limits({"type": "http", "headers": []}, stalled, sink))  # type: ignore[arg-type]

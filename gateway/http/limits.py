@@ -1,0 +1,73 @@
+"""Limits on what a client controls, checked before the work: header size (431), body size (413,
+from Content-Length before any of the body is read, and again while it streams), and a deadline for
+each chunk of a slow body (408). Connection count and keep-alive are uvicorn's own settings (see
+gateway/__main__.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.errors import GatewayError
+
+
+class BodyTooLarge(GatewayError):
+    """The body is larger than ``[http] max_body_mb``."""
+
+
+class BodyTimeout(GatewayError):
+    """The client stopped sending its body for longer than ``[http] body_read_timeout_seconds``."""
+
+
+class RequestLimits:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_header_bytes: int, read_timeout: float) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.max_header_bytes = max_header_bytes
+        self.read_timeout = read_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        size = sum(len(k) + len(v) for k, v in headers)
+        if size > self.max_header_bytes:
+            await _reject(send, 431, "RequestHeaderFieldsTooLarge", f"request headers are {size} bytes; the "
+                          f"limit is {self.max_header_bytes} ([http] max_header_kb)")
+            return
+        declared = next((v for k, v in headers if k == b"content-length"), None)
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await _reject(send, 413, "BodyTooLarge", self._too_large(int(declared)))
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            try:
+                message = await asyncio.wait_for(receive(), timeout=self.read_timeout)
+            except TimeoutError:
+                raise BodyTimeout(f"no part of the body arrived for {self.read_timeout:g} s "
+                                  "([http] body_read_timeout_seconds)") from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise BodyTooLarge(self._too_large(received))
+            return message
+
+        await self.app(scope, limited, send)
+
+    def _too_large(self, size: int) -> str:
+        return (f"the body is {'at least ' if size else ''}{size} bytes; the limit is {self.max_body_bytes} "
+                "([http] max_body_mb)")
+
+
+async def _reject(send: Send, status: int, name: str, message: str) -> None:
+    body = json.dumps({"error": name, "message": message}).encode()
+    headers: list[Any] = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                          (b"connection", b"close")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
