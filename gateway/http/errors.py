@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.errors import (
@@ -61,6 +62,43 @@ _MESSAGES: dict[type[Exception], str] = {
     RecursionError: "the body is nested too deeply",
     UnicodeEncodeError: "the body holds text that is not valid Unicode (a lone surrogate)",
 }
+
+
+class ErrorBody(BaseModel):
+    """The gateway's error body (``/predict`` and the operations endpoints)."""
+
+    error: str = Field(description="the error's name, e.g. InvalidFeatures")
+    message: str
+    errors: list[dict[str, Any]] | None = Field(None, description="per row and column: row, field, message")
+
+
+class MlflowErrorBody(BaseModel):
+    """MLflow's scoring-protocol error body (``/invocations``)."""
+
+    error_code: str = Field(description="e.g. INVALID_PARAMETER_VALUE, BAD_REQUEST")
+    message: str
+
+
+class OipErrorBody(BaseModel):
+    """The Open Inference Protocol's error body (``/v2``)."""
+
+    error: str
+
+
+_DESCRIPTIONS = {400: "malformed body, unsupported content type, unknown forced version",
+                 404: "unknown model (OIP) or request id (feedback)", 408: "the body stalled",
+                 409: "request id reused for other rows, or a second, different label",
+                 413: "too many rows or too large a body", 422: "a row does not fit the model's signature",
+                 431: "headers too large", 500: "the model raised on valid rows",
+                 503: "models loading, or the prediction could not be logged"}
+
+
+def responses(body: type[BaseModel], *statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for a route: each status it can answer, with its error body."""
+    return {status: {"model": body, "description": _DESCRIPTIONS[status]} for status in statuses}
+
+
+PREDICTION_STATUSES = (400, 408, 409, 413, 422, 431, 500, 503)
 
 
 class ErrorResponse(JSONResponse):

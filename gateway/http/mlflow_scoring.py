@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from gateway.http.errors import PREDICTION_STATUSES, MlflowErrorBody, responses
 from gateway.http.inference import answer, answer_headers, services, shadow_task
 from gateway.protocols import mlflow_scoring
 
@@ -13,7 +14,8 @@ router = APIRouter(tags=["mlflow scoring protocol"])
 
 
 @router.post("/invocations", summary="MLflow scoring protocol: dataframe_split, dataframe_records, instances, "
-                                     "inputs (JSON, with params) or text/csv")
+                                     "inputs (JSON, with params) or text/csv",
+             responses=responses(MlflowErrorBody, *PREDICTION_STATUSES))
 async def invocations(request: Request) -> Response:
     svc = services(request)
     columns = svc.scorer.schema.names if svc.scorer.schema is not None else []

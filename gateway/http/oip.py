@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from gateway.errors import NotReady, UnknownModel, UnknownVariant
+from gateway.http.errors import PREDICTION_STATUSES, OipErrorBody, responses
 from gateway.http.inference import answer, answer_headers, request_id_of, services, shadow_task
 from gateway.model_output import ModelKind
 from gateway.protocols import oip
@@ -68,8 +69,10 @@ async def model_ready(request: Request, name: str, variant: str | None = None) -
     return JSONResponse({"name": name, "ready": True})
 
 
-@router.post("/models/{name}/infer", summary="Inference, routed like every other protocol")
-@router.post("/models/{name}/versions/{variant}/infer", summary="Inference by one forced variant")
+@router.post("/models/{name}/infer", summary="Inference, routed like every other protocol",
+             responses=responses(OipErrorBody, 404, *PREDICTION_STATUSES))
+@router.post("/models/{name}/versions/{variant}/infer", summary="Inference by one forced variant",
+             responses=responses(OipErrorBody, 404, *PREDICTION_STATUSES))
 async def infer(request: Request, name: str, variant: str | None = None) -> Response:
     svc = services(request)
     _check_model(svc, name, variant)

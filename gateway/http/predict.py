@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 
 from gateway.errors import MalformedBody
 from gateway.exceptions import first_line
+from gateway.http.errors import PREDICTION_STATUSES, ErrorBody, responses
 from gateway.http.inference import Answered, answer, answer_headers, services, shadow_task
 from gateway.model_output import Prediction
 from gateway.protocols import loads_body
@@ -93,7 +94,8 @@ def render(answered: Answered, batch: bool) -> dict[str, Any]:
     return {**_item(outcome.predictions[0]), **ids}
 
 
-@router.post("/predict", openapi_extra=PREDICT_OPENAPI, summary="Predict with the routed model version")
+@router.post("/predict", openapi_extra=PREDICT_OPENAPI, summary="Predict with the routed model version",
+             responses=responses(ErrorBody, *PREDICTION_STATUSES))
 async def predict(request: Request) -> Response:
     rows, batch = await _raw_rows(request)
     probabilities = request.query_params.get("probabilities", "").lower() in _TRUE

@@ -121,3 +121,13 @@ def test_a_stalled_body_times_out() -> None:
     limits = RequestLimits(app, max_body_bytes=100, max_header_bytes=1000, read_timeout=0.05)  # type: ignore[arg-type]
     with pytest.raises(BodyTimeout, match="body_read_timeout_seconds"):
         asyncio.run(limits({"type": "http", "headers": []}, stalled, sink))  # type: ignore[arg-type]
+
+
+def test_openapi_documents_every_error_status(admin_client: TestClient) -> None:
+    spec = admin_client.get("/openapi.json").json()
+    for path, body in (("/predict", "ErrorBody"), ("/invocations", "MlflowErrorBody"),
+                       ("/v2/models/{name}/infer", "OipErrorBody")):
+        documented = spec["paths"][path]["post"]["responses"]
+        assert {"200", "400", "409", "413", "422", "503"} <= set(documented), (path, sorted(documented))
+        ref = documented["422"]["content"]["application/json"]["schema"]["$ref"]
+        assert ref.endswith(body), ref
