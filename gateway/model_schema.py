@@ -186,6 +186,10 @@ def _build_validator(columns: Sequence[Column]) -> type[BaseModel]:
         constraint: dict[str, Any] = {"alias": col.name, "title": col.name}
         if col.numeric:
             constraint.update(gt=b.gt, ge=b.ge, lt=b.lt, le=b.le)
+            if col.python_type is int:  # what the model's int64 / int32 column can hold
+                limit = 2**63 if col.type == "long" else 2**31
+                constraint["ge"] = -limit if b.ge is None else max(b.ge, -limit)
+                constraint["le"] = limit - 1 if b.le is None else min(b.le, limit - 1)
             if col.python_type is float:
                 constraint["allow_inf_nan"] = False
             if col.bounds is not None:

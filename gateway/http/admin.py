@@ -15,6 +15,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from gateway.errors import AdminDenied
+from gateway.http.errors import ErrorBody, responses
 from gateway.http.inference import services
 from gateway.model_schema import reject_bool
 
@@ -57,7 +58,8 @@ def authorize(request: Request) -> None:
         raise AdminDenied(403, "wrong admin token")
 
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(authorize)])
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(authorize)],
+                   responses=responses(ErrorBody, 400, 401, 403, 404, 413, 422))
 
 
 @router.put("/routing", summary="Change mode, weights or shadow settings atomically, without a restart")

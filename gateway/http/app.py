@@ -132,9 +132,12 @@ def _openapi_from_signature(app: FastAPI) -> None:
         spec.setdefault("components", {}).setdefault("schemas", {})["Row"] = {"title": "Row", **row}
         body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]
         ref = {"$ref": "#/components/schemas/Row"}
-        body["application/json"] = {"schema": {"oneOf": [ref, {"type": "array", "items": ref}]},
-                                    "example": schema.example_row()}
+        batch = {"type": "array", "items": ref, "minItems": 1, "maxItems": services.scorer.max_rows}
+        body["application/json"] = {"schema": {"oneOf": [ref, batch]}, "example": schema.example_row()}
         body["application/x-www-form-urlencoded"] = {"schema": ref}
+        for param in spec["paths"]["/predict"]["post"].get("parameters", []):
+            if param["name"] == services.settings.routing.variant_header:
+                param["schema"] = {"type": "string", "enum": services.routing.names}
         app.openapi_schema = spec
         return spec
 

@@ -86,6 +86,7 @@ class OipErrorBody(BaseModel):
 
 
 _DESCRIPTIONS = {400: "malformed body, unsupported content type, unknown forced version",
+                 401: "no bearer token", 403: "wrong bearer token",
                  404: "unknown model (OIP) or request id (feedback)", 408: "the body stalled",
                  409: "request id reused for other rows, or a second, different label",
                  413: "too many rows or too large a body", 422: "a row does not fit the model's signature",

@@ -4,7 +4,7 @@ scoring client and ``mlflow models serve`` users switch by changing the URL."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from gateway.http.errors import PREDICTION_STATUSES, MlflowErrorBody, responses
 from gateway.http.inference import answer, answer_headers, services, shadow_task
@@ -26,15 +26,17 @@ async def invocations(request: Request) -> Response:
     return JSONResponse(body, headers=answer_headers(request, answered), background=shadow_task(request, answered))
 
 
-@router.get("/ping", summary="MLflow scoring protocol: 200 once every variant is loaded")
-@router.get("/health", summary="MLflow scoring protocol: 200 once every variant is loaded")
+@router.get("/ping", summary="MLflow scoring protocol: 200 once every variant is loaded",
+            response_class=PlainTextResponse, responses={503: {"description": "models are loading"}})
+@router.get("/health", summary="MLflow scoring protocol: 200 once every variant is loaded",
+            response_class=PlainTextResponse, responses={503: {"description": "models are loading"}})
 async def ping(request: Request) -> Response:
+    # MLflow's scoring server answers an empty line; its client looks at the status only.
     ready = services(request).scorer.ready.is_set()
-    return Response("\n" if ready else "models are loading\n", status_code=200 if ready else 503,
-                    media_type="application/json")
+    return PlainTextResponse("\n" if ready else "models are loading\n", status_code=200 if ready else 503)
 
 
-@router.get("/version", summary="MLflow scoring protocol: the MLflow version")
+@router.get("/version", summary="MLflow scoring protocol: the MLflow version", response_class=PlainTextResponse)
 async def version() -> Response:
     import mlflow
 

@@ -39,15 +39,28 @@ async def live() -> dict[str, bool]:
     return {"live": True}
 
 
-@router.get("/health/ready", summary="Server readiness: 200 once every variant is loaded")
+@router.get("/health/ready", summary="Server readiness: 200 once every variant is loaded",
+            responses={503: {"description": "models are loading"}})
 async def ready(request: Request) -> JSONResponse:
     ok = services(request).scorer.ready.is_set()
     return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
 
-@router.get("/models/{name}", summary="Model metadata: the signature's inputs and the outputs")
-@router.get("/models/{name}/versions/{variant}", summary="Model metadata of one variant")
-async def model_metadata(request: Request, name: str, variant: str | None = None) -> dict[str, object]:
+_MODEL_ERRORS = responses(OipErrorBody, 400, 404, 503)
+
+
+@router.get("/models/{name}", summary="Model metadata: the signature's inputs and the outputs",
+            responses=_MODEL_ERRORS)
+async def model_metadata(request: Request, name: str) -> dict[str, object]:
+    return _metadata(request, name, None)
+
+
+@router.get("/models/{name}/versions/{variant}", summary="Model metadata of one variant", responses=_MODEL_ERRORS)
+async def variant_metadata(request: Request, name: str, variant: str) -> dict[str, object]:
+    return _metadata(request, name, variant)
+
+
+def _metadata(request: Request, name: str, variant: str | None) -> dict[str, object]:
     svc = services(request)
     _check_model(svc, name, variant)
     scorer = svc.scorer
@@ -61,19 +74,31 @@ async def model_metadata(request: Request, name: str, variant: str | None = None
     return body
 
 
-@router.get("/models/{name}/ready", summary="Model readiness")
-@router.get("/models/{name}/versions/{variant}/ready", summary="Variant readiness")
-async def model_ready(request: Request, name: str, variant: str | None = None) -> JSONResponse:
-    svc = services(request)
-    _check_model(svc, name, variant)
+@router.get("/models/{name}/ready", summary="Model readiness", responses=_MODEL_ERRORS)
+async def model_ready(request: Request, name: str) -> JSONResponse:
+    _check_model(services(request), name)
+    return JSONResponse({"name": name, "ready": True})
+
+
+@router.get("/models/{name}/versions/{variant}/ready", summary="Variant readiness", responses=_MODEL_ERRORS)
+async def variant_ready(request: Request, name: str, variant: str) -> JSONResponse:
+    _check_model(services(request), name, variant)
     return JSONResponse({"name": name, "ready": True})
 
 
 @router.post("/models/{name}/infer", summary="Inference, routed like every other protocol",
              responses=responses(OipErrorBody, 404, *PREDICTION_STATUSES))
+async def infer(request: Request, name: str) -> Response:
+    return await _infer(request, name, None)
+
+
 @router.post("/models/{name}/versions/{variant}/infer", summary="Inference by one forced variant",
              responses=responses(OipErrorBody, 404, *PREDICTION_STATUSES))
-async def infer(request: Request, name: str, variant: str | None = None) -> Response:
+async def infer_variant(request: Request, name: str, variant: str) -> Response:
+    return await _infer(request, name, variant)
+
+
+async def _infer(request: Request, name: str, variant: str | None) -> Response:
     svc = services(request)
     _check_model(svc, name, variant)
     assert svc.scorer.schema is not None

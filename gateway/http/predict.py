@@ -37,7 +37,8 @@ PREDICT_OPENAPI: dict[str, Any] = {
                         "X-Amzn-SageMaker-Target-Variant works too."},
         {"name": "X-User-ID", "in": "header", "required": False, "schema": {"type": "string"},
          "description": "Sticky key: the same user always gets the same variant."},
-        {"name": "X-Request-ID", "in": "header", "required": False, "schema": {"type": "string"},
+        {"name": "X-Request-ID", "in": "header", "required": False,
+         "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:\\-]{1,128}$"},
          "description": "Echoed back; a retry with the same id and rows returns the recorded answer."},
     ],
 }

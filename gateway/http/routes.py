@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, BeforeValidator, Field
 from starlette.concurrency import run_in_threadpool
 
+from gateway.http.errors import ErrorBody, responses
 from gateway.http.inference import services
 from gateway.model_schema import reject_bool
 
@@ -19,10 +20,11 @@ router = APIRouter()
 class FeedbackBody(BaseModel):
     request_id: str = Field(pattern=r"^[A-Za-z0-9._:\-]{1,128}$", description="the prediction's request id")
     true_label: Annotated[str | int | float, BeforeValidator(reject_bool)]
-    row_index: int = Field(0, ge=0, description="the row of a batch request (0 for a single row)")
+    row_index: int = Field(0, ge=0, le=1_000_000, description="the row of a batch request (0 for a single row)")
 
 
-@router.post("/feedback", status_code=202, summary="Ground truth for an answered prediction")
+@router.post("/feedback", status_code=202, summary="Ground truth for an answered prediction",
+             responses=responses(ErrorBody, 400, 404, 409, 413, 422, 503))
 async def feedback(request: Request, body: FeedbackBody) -> dict[str, Any]:
     """Stored durably in the spool, then taken to MLflow (metric ``correct`` and tag ``true_label`` on
     the prediction's run; ``abs_error`` for regressors). 404 for an unknown request id or row, 422 for
