@@ -186,10 +186,25 @@ class PredictionSpool:
             except sqlite3.IntegrityError:  # a spool written before the first-label-wins rule
                 log.warning("spool %s holds several labels for one prediction; the first-wins rule applies to "
                             "new labels only", self.path)
+        self._identity = _identity(self.path)
+        self.problem: str | None = None
+
+    def check_file(self) -> str | None:
+        """None while the spool file is the one opened at start; otherwise what happened to it. A
+        deleted or replaced file would silently swallow every record written after it (into an unlinked
+        inode), and new connections would open an empty database: both are refused instead."""
+        if self.problem is None and _identity(self.path) != self._identity:
+            self.problem = (f"the spool file {self.path} was deleted or replaced while the gateway ran; "
+                            "predictions are refused until the gateway is restarted (unexported records "
+                            "written before that are still in the old file's open handle until then)")
+            log.critical("%s", self.problem)
+        return self.problem
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
+            if getattr(self, "_identity", None) is not None and self.check_file():
+                raise SpoolWriteError("the spool file was deleted or replaced; restart the gateway")
             conn = sqlite3.connect(self.path, timeout=self._busy_timeout_ms / 1000,
                                    isolation_level=None, check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
@@ -259,6 +274,9 @@ class PredictionSpool:
             raise SpoolWriteError(f"cannot write the prediction spool: {exc}") from exc
 
     def _insert(self, records: Sequence[PredictionRecord]) -> list[int]:
+        if self.check_file():
+            raise SpoolWriteError("the spool file was deleted or replaced; restart the gateway")
+
         def work(conn: sqlite3.Connection) -> list[int]:
             with self._capped(conn):
                 return [int(conn.execute(_INSERT, _values(r)).lastrowid or 0) for r in records]
@@ -509,6 +527,14 @@ class PredictionSpool:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def _marks(ids: Sequence[object]) -> str:

@@ -181,5 +181,11 @@ def reload_routing(services: GatewayServices, config_path: str) -> None:
 
 
 def _stats(services: GatewayServices, spool: PredictionSpool | None, exporter: Exporter | None) -> dict[str, Any]:
-    return {"requests": services.counts.snapshot(), "spool": spool.stats() if spool is not None else None,
+    spool_stats: dict[str, Any] | None = None
+    if spool is not None:
+        try:
+            spool_stats = spool.stats()
+        except Exception as exc:  # a deleted or locked spool: say so, do not fail the whole page
+            spool_stats = {"error": f"{type(exc).__name__}: {exc}", "problem": spool.check_file()}
+    return {"requests": services.counts.snapshot(), "spool": spool_stats,
             "exporter": exporter.status() if exporter is not None else None}

@@ -42,6 +42,11 @@ async def healthz() -> dict[str, str]:
 async def readyz(request: Request) -> JSONResponse:
     scorer = services(request).scorer
     details = {"export": await run_in_threadpool(_export_details, request)}
+    spool = scorer.spool
+    problem = spool.check_file() if spool is not None else None
+    if problem is not None:
+        return JSONResponse({"ready": False, "reason": "the prediction spool's file was deleted or replaced; "
+                             "restart the gateway", **details}, status_code=503)
     if scorer.ready.is_set():
         return JSONResponse({"ready": True, "variants": sorted(scorer.variants), **details})
     return JSONResponse({"ready": False, "reason": scorer.load_error or "loading models", **details},

@@ -131,3 +131,23 @@ def test_openapi_documents_every_error_status(admin_client: TestClient) -> None:
         assert {"200", "400", "409", "413", "422", "503"} <= set(documented), (path, sorted(documented))
         ref = documented["422"]["content"]["application/json"]["schema"]["$ref"]
         assert ref.endswith(body), ref
+
+
+def test_a_deleted_spool_file_is_noticed(tmp_path: Path, local_models: dict[str, str]) -> None:
+    import threading
+
+    with make_client(tmp_path, local_models) as c:
+        _wait_ready(c)
+        assert c.post("/predict", json=FEATURES).status_code == 200
+        for f in (tmp_path / "spool").glob("predictions.sqlite3*"):
+            f.unlink()
+        r = c.post("/predict", json=FEATURES)
+        assert r.status_code == 503 and "deleted or replaced" in r.json()["message"]
+        assert str(tmp_path) not in r.text, "no internal path in what a client sees"
+        ready = c.get("/readyz")
+        assert ready.status_code == 503 and "deleted or replaced" in ready.json()["reason"]
+        results: list[int] = []
+        worker = threading.Thread(target=lambda: results.append(c.get("/stats").status_code))
+        worker.start()  # a thread that never had a connection must not create an empty spool
+        worker.join()
+        assert results == [200] and not (tmp_path / "spool" / "predictions.sqlite3").exists()
