@@ -11,6 +11,9 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
+# What a request id may be (X-Request-ID, an OIP id, a feedback's reference): safe in tags and logs.
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
+
 
 class Role(StrEnum):
     PRIMARY = "primary"
@@ -32,10 +35,6 @@ class PredictionRecord:
     weights: str = ""  # the normalised weights in force, "v1.0=0.7,v2.0=0.3", for the SRM check
     row_index: int = 0
     kind: str = "classifier"  # a ModelKind value
-
-    @property
-    def key(self) -> tuple[str, str, int]:
-        return (self.request_id, self.role, self.row_index)
 
     def features_json(self) -> str:
         return json.dumps(self.features, sort_keys=False, separators=(",", ":"))

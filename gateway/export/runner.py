@@ -49,6 +49,7 @@ class ThreadExporter:
         self._prune_lock = threading.Lock()
         self._last_prune = time.monotonic()
         self.worker_restarts = 0
+        self.stalled = False  # set by the watchdog
         self._unpersisted_failures = 0
         self._started_at = time.time()
 
@@ -70,8 +71,11 @@ class ThreadExporter:
         return t
 
     def _watchdog(self) -> None:
-        """Restart a worker that died despite its loop catching everything (it should never happen)."""
+        """Restart a worker that died despite its loop catching everything (it should never happen),
+        and judge whether the export is stalled: here, in the background, because it may ask MLflow's
+        health check, which ``status()`` (read by /stats and /metrics) must never wait for."""
         while not self._stop.wait(1.0):
+            self.stalled = self._stalled(self.counters.snapshot())
             for i, t in enumerate(self._workers):
                 if not t.is_alive() and not self._stop.is_set():
                     self.worker_restarts += 1
@@ -103,7 +107,7 @@ class ThreadExporter:
         snap = self.counters.snapshot()
         return {**snap, "alive": alive > 0 and not self._stop.is_set(), "workers": alive,
                 "workers_expected": len(self._workers), "worker_restarts": self.worker_restarts,
-                "stalled": self._stalled(snap), "kind": "thread"}
+                "stalled": self.stalled, "kind": "thread"}
 
     def _stalled(self, snap: dict[str, Any]) -> bool:
         try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -39,12 +40,7 @@ class ExportCounters:
     last_error: str | None = None
     last_error_at: float | None = None
     last_success_at: float | None = None
-    lock: Any = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        import threading
-
-        self.lock = threading.Lock()
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **deltas: int) -> None:
         with self.lock:

@@ -16,11 +16,12 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from gateway.errors import MalformedBody
+from gateway.records import REQUEST_ID_PATTERN
 from gateway.scoring import PredictionOutcome, ScoredRequest
 from gateway.service import GatewayServices
 
 SAGEMAKER_VARIANT_HEADER = "x-amzn-sagemaker-target-variant"
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 
 
 def services(request: Request) -> GatewayServices:

@@ -66,7 +66,7 @@ def _metadata(request: Request, name: str, variant: str | None) -> dict[str, obj
     scorer = svc.scorer
     assert scorer.schema is not None
     labels = scorer.labels or []
-    output = "FP64" if scorer.kind is ModelKind.REGRESSOR else oip._datatype(labels) if labels else "BYTES"
+    output = "FP64" if scorer.kind is ModelKind.REGRESSOR else oip.datatype_of(labels) if labels else "BYTES"
     has_proba = any(v.has_probabilities for v in scorer.variants.values())
     body = oip.metadata(name, [variant] if variant else svc.routing.names,
                         [(c.name, c.oip_datatype) for c in scorer.schema.columns], output,

@@ -15,6 +15,7 @@ from gateway.http.errors import PREDICTION_STATUSES, ErrorBody, responses
 from gateway.http.inference import Answered, answer, answer_headers, services, shadow_task
 from gateway.model_output import Prediction
 from gateway.protocols import loads_body
+from gateway.records import REQUEST_ID_PATTERN
 
 router = APIRouter()
 
@@ -38,7 +39,7 @@ PREDICT_OPENAPI: dict[str, Any] = {
         {"name": "X-User-ID", "in": "header", "required": False, "schema": {"type": "string"},
          "description": "Sticky key: the same user always gets the same variant."},
         {"name": "X-Request-ID", "in": "header", "required": False,
-         "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:\\-]{1,128}$"},
+         "schema": {"type": "string", "pattern": REQUEST_ID_PATTERN},
          "description": "Echoed back; a retry with the same id and rows returns the recorded answer."},
     ],
 }

@@ -12,13 +12,14 @@ from starlette.concurrency import run_in_threadpool
 from gateway.http.errors import ErrorBody, responses
 from gateway.http.inference import services
 from gateway.model_schema import reject_bool
+from gateway.records import REQUEST_ID_PATTERN
 
 router = APIRouter()
 
 
 
 class FeedbackBody(BaseModel):
-    request_id: str = Field(pattern=r"^[A-Za-z0-9._:\-]{1,128}$", description="the prediction's request id")
+    request_id: str = Field(pattern=REQUEST_ID_PATTERN, description="the prediction's request id")
     true_label: Annotated[str | int | float, BeforeValidator(reject_bool)]
     row_index: int = Field(0, ge=0, le=1_000_000, description="the row of a batch request (0 for a single row)")
 

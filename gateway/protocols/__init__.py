@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from gateway.errors import MalformedBody
 from gateway.exceptions import first_line
+
+
+def plain(value: Any) -> Any:
+    """A JSON-like Python value: numpy scalars unwrapped, pandas' missing values (NaN) as None."""
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
 
 
 def loads_body(body: bytes | str) -> Any:

@@ -9,13 +9,12 @@ and column of any bad value.
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Sequence
 from typing import Any
 
 from gateway.errors import MalformedBody
 from gateway.exceptions import first_line
-from gateway.protocols import loads_body
+from gateway.protocols import loads_body, plain
 
 CSV = "text/csv"
 JSON = "application/json"
@@ -69,32 +68,24 @@ def _rows(parsed: Any, columns: Sequence[str]) -> list[dict[str, Any]]:
     import numpy as np
 
     if hasattr(parsed, "to_dict") and hasattr(parsed, "columns"):
-        return [{str(k): _plain(v) for k, v in row.items()} for row in parsed.to_dict("records")]
+        return [{str(k): plain(v) for k, v in row.items()} for row in parsed.to_dict("records")]
     if isinstance(parsed, dict):
         arrays = {str(k): np.asarray(v).reshape(-1) for k, v in parsed.items()}
         lengths = {len(a) for a in arrays.values()}
         if len(lengths) > 1:
             raise MalformedBody(f"columns have different lengths: { {k: len(a) for k, a in arrays.items()} }")
         n = lengths.pop() if lengths else 0
-        return [{k: _plain(a[i]) for k, a in arrays.items()} for i in range(n)]
+        return [{k: plain(a[i]) for k, a in arrays.items()} for i in range(n)]
     if isinstance(parsed, list) and all(isinstance(r, dict) for r in parsed):
-        return [{str(k): _plain(v) for k, v in r.items()} for r in parsed]
+        return [{str(k): plain(v) for k, v in r.items()} for r in parsed]
     arr = np.asarray(parsed, dtype=object)
     if arr.ndim == 1:
         arr = arr.reshape(1, -1)
     if arr.ndim != 2 or arr.shape[1] != len(columns):
         raise MalformedBody(f"positional rows must have {len(columns)} values in signature order {list(columns)}; "
                             f"got shape {list(arr.shape)}")
-    return [{c: _plain(v) for c, v in zip(columns, row, strict=True)} for row in arr]
+    return [{c: plain(v) for c, v in zip(columns, row, strict=True)} for row in arr]
 
-
-def _plain(value: Any) -> Any:
-    """A JSON-like Python value: numpy scalars unwrapped, pandas' missing values as None."""
-    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
 
 
 def encode(labels: list[Any], probabilities: list[dict[str, float]] | None = None) -> dict[str, Any]:

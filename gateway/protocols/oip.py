@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from gateway.errors import MalformedBody
-from gateway.protocols import loads_body
+from gateway.protocols import loads_body, plain
 
 HEADER_LENGTH = "inference-header-content-length"
 PREDICT = "predict"
@@ -91,7 +91,7 @@ def decode_inputs(payload: dict[str, Any], binary: bytes, columns: Sequence[str]
     if len(tensors) == 1:
         (name, data), = tensors.items()
         if data.ndim == 2 and data.shape[1] == len(columns) and (name not in columns or len(columns) > 1):
-            return [{c: _plain(v) for c, v in zip(columns, row, strict=True)} for row in data]
+            return [{c: plain(v) for c, v in zip(columns, row, strict=True)} for row in data]
     unknown = [n for n in tensors if n not in columns]
     if unknown:
         raise MalformedBody(f"unknown input(s) {unknown}; the model's inputs are {list(columns)}, or send one "
@@ -106,7 +106,7 @@ def decode_inputs(payload: dict[str, Any], binary: bytes, columns: Sequence[str]
     if len(lengths) != 1:
         raise MalformedBody(f"inputs have different lengths: { {n: len(d) for n, d in tensors.items()} }")
     n = lengths.pop()
-    return [{name: _plain(data[i]) for name, data in tensors.items()} for i in range(n)]
+    return [{name: plain(data[i]) for name, data in tensors.items()} for i in range(n)]
 
 
 def wants_probabilities(payload: dict[str, Any]) -> bool:
@@ -116,11 +116,7 @@ def wants_probabilities(payload: dict[str, Any]) -> bool:
         isinstance(o, dict) and o.get("name") == PREDICT_PROBA for o in outputs)
 
 
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
-
-
-def _datatype(values: list[Any]) -> str:
+def datatype_of(values: list[Any]) -> str:
     if all(isinstance(v, bool) for v in values):
         return "BOOL"
     if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
@@ -134,8 +130,8 @@ def encode(model_name: str, variant: str, request_id: str, labels: list[Any],
            probabilities: list[dict[str, float]] | None, requested: list[str] | None) -> dict[str, Any]:
     outputs = []
     if requested is None or PREDICT in requested:
-        outputs.append({"name": PREDICT, "shape": [len(labels)], "datatype": _datatype(labels),
-                        "data": [str(v) if _datatype(labels) == "BYTES" else v for v in labels]})
+        outputs.append({"name": PREDICT, "shape": [len(labels)], "datatype": datatype_of(labels),
+                        "data": [str(v) if datatype_of(labels) == "BYTES" else v for v in labels]})
     if probabilities is not None and (requested is None or PREDICT_PROBA in requested):
         classes = list(probabilities[0]) if probabilities else []
         outputs.append({"name": PREDICT_PROBA, "shape": [len(labels), len(classes)], "datatype": "FP64",

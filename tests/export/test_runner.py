@@ -90,7 +90,7 @@ def test_stuck_export_while_mlflow_answers_is_stalled(tmp_path: Path) -> None:
     exporter = _exporter(spool, failing, stall_seconds=1.0, mlflow_health=lambda: None)
     exporter.start(report_every=0)
     try:
-        _wait(lambda: exporter.status()["stalled"], timeout=10)
+        _wait(lambda: exporter.status()["stalled"], timeout=10)  # judged by the watchdog, once a second
         down = _exporter(spool, failing, stall_seconds=1.0, mlflow_health=lambda: "ConnectError")
         assert not down._stalled(down.counters.snapshot()), "MLflow down is an outage, not a stall"
     finally:

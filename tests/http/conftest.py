@@ -16,6 +16,8 @@ from gateway.settings import load_settings
 SEED_FORM = "sepal_length=5.1&sepal_width=3.5&petal_length=1.4&petal_width=0.2"
 FEATURES = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 # The shipped config's [model] section: class names and the (0, 100] bounds of every measurement.
 IRIS_MODEL = {"class_names": ["Setosa", "Versicolor", "Virginica"],
               "bounds": {name: {"gt": 0, "le": 100} for name in FEATURES}}
@@ -50,3 +52,11 @@ def _wait_ready(c: TestClient) -> None:
     raise AssertionError(c.get("/readyz").json())
 
 
+
+
+@pytest.fixture
+def admin_client(tmp_path: Path, local_models: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", TOKEN)
+    with make_client(tmp_path, local_models) as c:
+        _wait_ready(c)
+        yield c

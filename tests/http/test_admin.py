@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from gateway.spool import PredictionSpool
-from tests.http.conftest import FEATURES, _wait_ready, make_client
-
-TOKEN = "s3cret-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture
-def admin_client(tmp_path: Path, local_models: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
-    monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", TOKEN)
-    with make_client(tmp_path, local_models) as c:
-        _wait_ready(c)
-        yield c
+from tests.http.conftest import AUTH, FEATURES, TOKEN
 
 
 def test_admin_is_off_without_a_token(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,19 +9,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.http.conftest import FEATURES, _wait_ready, make_client
+from tests.http.conftest import AUTH, FEATURES, _wait_ready, make_client
 
-TOKEN = "s3cret-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 NESTED = "[" * 100_000 + "]" * 100_000
 
 
-@pytest.fixture
-def admin_client(tmp_path: Path, local_models: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
-    monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", TOKEN)
-    with make_client(tmp_path, local_models) as c:
-        _wait_ready(c)
-        yield c
 
 
 @pytest.mark.parametrize("path", ["/predict", "/invocations", "/v2/models/model/infer", "/feedback"])
