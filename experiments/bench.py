@@ -1,10 +1,22 @@
-"""Benchmark: the gateway with its prediction log against the same gateway without it, and against
-the seed's design (a synchronous MLflow run inside every request). All three in one run, each with
-its own fresh stock `mlflow server`, each driven by wrk at the same concurrency.
+"""make bench: the gateway side by side with the other ways to serve the same registered model.
 
-    python -m experiments.bench [--seconds 10] [--connections 8] [--skip-seed] [--skip-window]
+Every setup serves ``models:/IrisClassifier/1`` in one process, alone on the machine, in alternating
+rounds, driven by wrk at c=1, 8 and 64 with the seed's one-row input in the setup's own protocol:
 
-Prints a table and writes JSON under var/bench/. Ratios are against (b), measured in the same run.
+    bare            a bare FastAPI app around the model (experiments.bare_app), no logging
+    mlserver        MLServer with its scikit-learn runtime, Open Inference Protocol (its own venv)
+    mlflow-serve    ``mlflow models serve``
+    gw-prediction   the gateway, one MLflow run per prediction (the seed's schema)
+    gw-window       the gateway, one MLflow run per window of predictions
+    gw-off          the gateway with its prediction log off
+
+Then a 100-row batch through each setup's batch endpoint (rows/s). Ratios are against the bare app of
+the same round. After a logging setup's load, its records are counted in MLflow once exported: lost
+and duplicated must both be 0.
+
+    python -m experiments.bench [--seconds 8] [--rounds 2] [--setups bare,gw-prediction,...]
+
+Prints the tables and the targets of the fast-path issue; writes JSON and Markdown under var/bench/.
 """
 
 from __future__ import annotations
@@ -15,11 +27,13 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,20 +42,57 @@ import httpx
 
 from experiments.local_stack import (
     ROOT,
+    VENV_BIN,
     GatewayProcess,
     MlflowServer,
+    _stop_group,
     free_port,
     train_models,
     wait_http,
     write_config,
 )
 
-FORM = "sepal_length=5.1&sepal_width=3.5&petal_length=1.4&petal_width=0.2"
-WRK_SCRIPT = f"""
-wrk.method = "POST"
-wrk.body = "{FORM}"
-wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
-"""
+MODEL_URI = "models:/IrisClassifier/1"
+COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+ROW = [5.1, 3.5, 1.4, 0.2]
+FORM = "&".join(f"{c}={v}" for c, v in zip(COLUMNS, ROW, strict=True))
+BATCH_ROWS = 100
+CONCURRENCY = (1, 8, 64)
+
+
+def _batch_rows(n: int = BATCH_ROWS) -> list[list[float]]:
+    """Iris-like rows of all three classes, the same every run."""
+    base = ([5.1, 3.5, 1.4, 0.2], [6.0, 2.7, 4.5, 1.4], [6.7, 3.0, 5.6, 2.2])
+    return [[round(v + 0.01 * (i // 3), 2) for v in base[i % 3]] for i in range(n)]
+
+
+def _lua(body: str, content_type: str) -> str:
+    return f'wrk.method = "POST"\nwrk.body = [[{body}]]\nwrk.headers["Content-Type"] = "{content_type}"\n'
+
+
+def _oip(rows: list[list[float]]) -> str:
+    return json.dumps({"inputs": [{"name": "predict", "shape": [len(rows), len(COLUMNS)], "datatype": "FP64",
+                                   "data": [v for r in rows for v in r]}]})
+
+
+def _split(rows: list[list[float]]) -> str:
+    return json.dumps({"dataframe_split": {"columns": COLUMNS, "data": rows}})
+
+
+@dataclass(frozen=True)
+class Load:
+    path: str
+    script: str  # wrk Lua
+    rows: int = 1
+
+
+@dataclass
+class Setup:
+    name: str
+    single: Load
+    batch: Load | None
+    logging: str | None = None  # "prediction" | "window" | None
+    start: Callable[[Path, str, str], Any] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -56,17 +107,31 @@ class WrkResult:
 
 
 @dataclass
-class ScenarioResult:
-    name: str
+class Point:
+    setup: str
+    round: int
+    connections: int
+    load: str  # "single" | "batch"
+    rows: int
     wrk: WrkResult
-    served: int | None = None
-    runs_in_mlflow: int | None = None
-    distinct_request_ids: int | None = None
-    lost: int | None = None
-    duplicated: int | None = None
-    drain_seconds: float | None = None
-    drain_runs_per_s: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.wrk.rps * self.rows
+
+
+@dataclass
+class Integrity:
+    setup: str
+    round: int
+    served_rows: int
+    in_mlflow: int
+    runs: int
+    lost: int
+    duplicated: int
+    pending: int
+    drain_seconds: float
+    max_export_lag_s: float | None
 
 
 def ensure_wrk() -> str:
@@ -94,7 +159,7 @@ def _to_ms(value: str) -> float:
 
 def run_wrk(url: str, seconds: int, connections: int, script: Path) -> WrkResult:
     out = subprocess.run(
-        [ensure_wrk(), "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s",
+        [ensure_wrk(), f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s",
          "-s", str(script), url],
         check=True, capture_output=True, text=True,
     ).stdout
@@ -113,7 +178,7 @@ def run_wrk(url: str, seconds: int, connections: int, script: Path) -> WrkResult
     )
 
 
-def mlflow_run_stats(tracking_uri: str, experiment: str = "iris-flower-prediction") -> tuple[int, int, int]:
+def mlflow_run_stats(tracking_uri: str, experiment: str) -> tuple[int, set[Any], int]:
     """(runs, distinct prediction keys, records in window runs) in the experiment, read page by page:
     what MLflow holds, not what the exporter says it sent."""
     from mlflow import MlflowClient
@@ -121,7 +186,7 @@ def mlflow_run_stats(tracking_uri: str, experiment: str = "iris-flower-predictio
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        return 0, 0, 0
+        return 0, set(), 0
     runs, ids, windowed, token = 0, set(), 0, None
     while True:
         page = client.search_runs([exp.experiment_id], max_results=10_000, page_token=token)
@@ -131,160 +196,328 @@ def mlflow_run_stats(tracking_uri: str, experiment: str = "iris-flower-predictio
                 ids.add(r.data.tags.get("window_id"))
                 windowed += int(r.data.metrics.get("count", 0))
             else:
-                ids.add((r.data.tags.get("request_id"), r.data.tags.get("row_index"), r.data.tags.get("role")))
+                ids.add((r.data.tags.get("request_id"), int(r.data.tags.get("row_index", 0)),
+                         r.data.tags.get("role")))
         token = page.token
         if not token:
-            return runs, len(ids), windowed
+            return runs, ids, windowed
 
+
+def pending_in_spool(spool_dir: Path) -> set[tuple[str, int, str]]:
+    """Records still waiting in a stopped gateway's spool: kept for its next start, not lost."""
+    import sqlite3
+
+    path = spool_dir / "predictions.sqlite3"
+    if not path.exists():
+        return set()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        rows = conn.execute("SELECT request_id, row_index, role FROM predictions WHERE status != 2").fetchall()
+    return {(str(r), int(i), str(role)) for r, i, role in rows}
+
+
+# -- the setups ---------------------------------------------------------------------------------
+
+class Service:
+    """A server process in its own process group, stopped with its children."""
+
+    def __init__(self, cmd: list[str], ready_url: str, workdir: Path, env: dict[str, str] | None = None,
+                 cwd: Path = ROOT, timeout: float = 180) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self._log = open(workdir / "server.log", "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=cwd,
+                                     env={**os.environ, **(env or {})}, start_new_session=True)
+        wait_http(ready_url, timeout, self.proc)
+
+    def stop(self) -> None:
+        _stop_group(self.proc)
+        self._log.close()
+
+
+def start_bare(work: Path, tracking_uri: str, url: str) -> Service:
+    port = url.rsplit(":", 1)[1]
+    return Service([sys.executable, "-m", "experiments.bare_app", "--port", port, "--tracking-uri", tracking_uri],
+                   f"{url}/docs", work)
+
+
+def start_mlflow_serve(work: Path, tracking_uri: str, url: str) -> Service:
+    port = url.rsplit(":", 1)[1]
+    return Service([str(VENV_BIN / "mlflow"), "models", "serve", "-m", MODEL_URI, "-h", "127.0.0.1", "-p", port,
+                    "--env-manager", "local"], f"{url}/ping", work,
+                   env={"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"})
+
+
+def mlserver_venv(cache: Path) -> Path:
+    """MLServer and its scikit-learn runtime in their own venv (cached), with our scikit-learn version
+    so that the exported estimator loads as it is."""
+    import sklearn
+
+    venv = cache / "mlserver"
+    stamp = venv / f".installed-{sklearn.__version__}"
+    if not stamp.exists():
+        print("installing MLServer into its own venv (once) ...", file=sys.stderr)
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "mlserver>=1.6,<2",
+                        "mlserver-sklearn>=1.6,<2", f"scikit-learn=={sklearn.__version__}"], check=True)
+        stamp.touch()
+    return venv
+
+
+def start_mlserver(work: Path, tracking_uri: str, url: str, venv: Path) -> Service:
+    import joblib
+    import mlflow.sklearn
+
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    repo = work / "models"
+    model_dir = repo / "iris"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    joblib.dump(mlflow.sklearn.load_model(MODEL_URI), model_dir / "model.joblib")
+    (model_dir / "model-settings.json").write_text(json.dumps({
+        "name": "iris", "implementation": "mlserver_sklearn.SKLearnModel",
+        "parameters": {"uri": "./model.joblib", "version": "v1"}}))
+    port = int(url.rsplit(":", 1)[1])
+    (repo / "settings.json").write_text(json.dumps({
+        "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(), "host": "127.0.0.1",
+        "debug": False}))
+    return Service([str(venv / "bin" / "mlserver"), "start", str(repo)], f"{url}/v2/models/iris/ready", work,
+                   cwd=repo)
+
+
+def gateway_starter(logging: str | None) -> Callable[[Path, str, str], GatewayProcess]:
+    def start(work: Path, tracking_uri: str, url: str) -> GatewayProcess:
+        experiment = f"bench-{work.name}"
+        bounds = {c: {"gt": 0, "le": 100} for c in COLUMNS}
+        config = write_config(
+            work / "gateway.toml", tracking_uri, work / "spool", work.parent / "cache",
+            variants=[{"name": "v1.0", "model_uri": MODEL_URI, "weight": 1.0}],
+            model={"class_names": ["Setosa", "Versicolor", "Virginica"], "bounds": bounds},
+            spool={"dir": str(work / "spool"), "enabled": logging is not None},
+            mlflow={"tracking_uri": tracking_uri, "model_cache_dir": str(work.parent / "cache"), "export_workers": 8,
+                    "granularity": logging or "prediction", "window_seconds": 5.0, "experiment": experiment})
+        gw = GatewayProcess(config=config, workdir=work, port=int(url.rsplit(":", 1)[1]))
+        return gw.start(timeout=180)
+
+    return start
+
+
+def setups(mlserver: Path | None) -> list[Setup]:
+    single_form = Load("/predict", _lua(FORM, "application/x-www-form-urlencoded"))
+    batch_split = Load("/invocations", _lua(_split(_batch_rows()), "application/json"), BATCH_ROWS)
+    out = [
+        Setup("bare", single_form, None, start=start_bare),
+        Setup("mlflow-serve", Load("/invocations", _lua(_split([ROW]), "application/json")), batch_split,
+              start=start_mlflow_serve),
+        Setup("gw-prediction", single_form, None, "prediction", gateway_starter("prediction")),
+        Setup("gw-window", single_form, batch_split, "window", gateway_starter("window")),
+        Setup("gw-off", single_form, batch_split, None, gateway_starter(None)),
+    ]
+    if mlserver is not None:
+        out.insert(1, Setup("mlserver", Load("/v2/models/iris/infer", _lua(_oip([ROW]), "application/json")),
+                            Load("/v2/models/iris/infer", _lua(_oip(_batch_rows()), "application/json"), BATCH_ROWS),
+                            start=lambda w, t, u: start_mlserver(w, t, u, mlserver)))
+    return out
+
+
+# -- one setup, one round -------------------------------------------------------------------------
 
 def _stats(url: str) -> dict[str, Any]:
     return httpx.get(url + "/stats", timeout=10).json()  # type: ignore[no-any-return]
 
 
-def scenario_gateway(work: Path, script: Path, seconds: int, connections: int, logging_on: bool,
-                     granularity: str = "prediction", window_seconds: float = 5.0) -> ScenarioResult:
-    name = ("(a) gateway, logging on" if granularity == "prediction" else f"(d) gateway, window {window_seconds:g}s") \
-        if logging_on else "(b) gateway, logging off"
-    print(f"== {name}", file=sys.stderr)
-    with MlflowServer(work / "mlflow", workers=None) as server:  # type: ignore[arg-type]
-        train_models(server.url)
-        config = write_config(work / "gateway.toml", server.url, work / "spool", work / "cache",
-                              spool={"dir": str(work / "spool"), "enabled": logging_on},
-                              mlflow={"tracking_uri": server.url, "model_cache_dir": str(work / "cache"),
-                                      "export_workers": 8, "granularity": granularity,
-                                      "window_seconds": window_seconds})
-        with GatewayProcess(config=config, workdir=work) as gw:
-            lags: list[float] = []
-            stop = threading.Event()
+def run_setup(setup: Setup, rnd: int, work: Path, tracking_uri: str, seconds: int, scripts: Path,
+              drain_timeout: float) -> tuple[list[Point], Integrity | None]:
+    url = f"http://127.0.0.1:{free_port()}"
+    work = work / f"{setup.name}-r{rnd}"
+    print(f"== round {rnd}: {setup.name}", file=sys.stderr)
+    assert setup.start is not None
+    service = setup.start(work, tracking_uri, url)
+    points: list[Point] = []
+    lags: list[float] = []
+    stop = threading.Event()
 
-            def sample_lag() -> None:
-                while not stop.wait(0.5):
-                    with contextlib.suppress(Exception):  # sampling is best effort
-                        lags.append(float(_stats(gw.url)["spool"]["export_lag_seconds"]))
+    def sample_lag() -> None:
+        while not stop.wait(0.5):
+            with contextlib.suppress(Exception):  # sampling is best effort
+                lags.append(float(_stats(url)["spool"]["export_lag_seconds"]))
 
-            sampler = threading.Thread(target=sample_lag, daemon=True)
-            if logging_on:
-                sampler.start()
-            wrk = run_wrk(gw.url + "/predict", seconds, connections, script)
-            result = ScenarioResult(name=name, wrk=wrk)
-            if not logging_on:
-                return result
-            stats = _stats(gw.url)
-            served = int(stats["requests"]["served"])
-            backlog_at_end = int(stats["spool"]["backlog"])
-            exported_at_end = int(stats["exporter"]["exported"])
-            t0 = time.monotonic()
-            while _stats(gw.url)["spool"]["backlog"] > 0:
-                if time.monotonic() - t0 > 1800:
-                    raise TimeoutError("drain took longer than 30 min")
-                time.sleep(0.5)
-            drain = time.monotonic() - t0
-            stop.set()
-            final = _stats(gw.url)
-        runs, distinct, windowed = mlflow_run_stats(server.url)
-    drained = int(final["exporter"]["exported"]) - exported_at_end
-    result.served = served
-    result.drain_seconds = round(drain, 1)
-    if granularity == "prediction":
-        result.runs_in_mlflow = runs
-        result.distinct_request_ids = distinct
-        result.lost = served - distinct
-        result.duplicated = runs - distinct
-        result.drain_runs_per_s = round(drained / drain, 1) if drain > 0 else None
+    sampler = threading.Thread(target=sample_lag, daemon=True)
+    if setup.logging == "window":
+        sampler.start()
+    try:
+        loads = [("single", setup.single)] + ([("batch", setup.batch)] if setup.batch else [])
+        for kind, load in loads:
+            script = scripts / f"{setup.name}-{kind}.lua"
+            script.write_text(load.script)
+            run_wrk(url + load.path, 1, 8, script)  # warm-up, not reported
+            for c in CONCURRENCY if kind == "single" else (8,):
+                wrk = run_wrk(url + load.path, seconds, c, script)
+                print(f"   {kind:<6} c={c:<3} {wrk.rps:9.1f} req/s  p50 {wrk.p50_ms:6.2f} ms  "
+                      f"p99 {wrk.p99_ms:6.2f} ms  non-2xx {wrk.non_2xx}", file=sys.stderr)
+                points.append(Point(setup.name, rnd, c, kind, load.rows, wrk))
+        served, drain = _wait_exported(url, drain_timeout) if setup.logging else (0, 0.0)
+    finally:
+        stop.set()
+        service.stop()
+    if not setup.logging:
+        return points, None
+    return points, _integrity(setup, rnd, work, tracking_uri, served, drain, lags)
+
+
+def _wait_exported(url: str, timeout: float) -> tuple[int, float]:
+    """(rows answered, seconds waited) once the spool is exported, or ``timeout`` passed."""
+    served = int(_stats(url)["requests"]["rows_served"])
+    t0 = time.monotonic()
+    while _stats(url)["spool"]["backlog"] > 0 and time.monotonic() - t0 < timeout:
+        time.sleep(0.5)
+    return served, time.monotonic() - t0
+
+
+def _integrity(setup: Setup, rnd: int, work: Path, tracking_uri: str, served: int, drain: float,
+               lags: list[float]) -> Integrity:
+    """After the gateway stopped: every row it answered is in MLflow or still in its spool (which the
+    next start exports), and no row has two runs. Per-prediction export into a stock MLflow server
+    runs at tens of runs/s, so a bench-sized backlog is not waited for to the end."""
+    runs, keys, windowed = mlflow_run_stats(tracking_uri, f"bench-{work.name}")
+    pending = pending_in_spool(work / "spool")
+    if setup.logging == "window":
+        accounted, in_mlflow, duplicated = windowed + len(pending), windowed, runs - len(keys)
     else:
-        result.extra["window_runs"] = runs
-        result.extra["records_in_window_runs"] = windowed
-        result.lost = served - windowed
-        result.duplicated = runs - distinct  # two runs for one window id
-        result.drain_runs_per_s = round(drained / drain, 1) if drain > 0 else None
-    result.extra.update({"backlog_at_end_of_load": backlog_at_end,
-                         "max_export_lag_s": round(max(lags), 2) if lags else None,
-                         "window_seconds": window_seconds if granularity == "window" else None,
-                         "duplicates_avoided": final["exporter"]["duplicates_avoided"],
-                         "failed_attempts": final["exporter"]["failed_attempts"]})
-    return result
+        accounted, in_mlflow, duplicated = len(keys | pending), len(keys), runs - len(keys)
+    print(f"   answered {served} rows: {in_mlflow} in MLflow ({runs} runs), {len(pending)} still in the spool; "
+          f"waited {drain:.1f}s for the export", file=sys.stderr)
+    return Integrity(setup.name, rnd, served, in_mlflow, runs, lost=served - accounted, duplicated=duplicated,
+                     pending=len(pending), drain_seconds=round(drain, 1),
+                     max_export_lag_s=round(max(lags), 2) if lags else None)
 
 
-def scenario_seed(work: Path, script: Path, seconds: int, connections: int) -> ScenarioResult:
-    name = "(c) seed-style, sync MLflow"
-    print(f"== {name}", file=sys.stderr)
-    with MlflowServer(work / "mlflow", workers=None) as server:  # type: ignore[arg-type]
-        train_models(server.url)
-        port = free_port()
-        log = open(work / "seed.log", "ab")  # noqa: SIM115 - closed below
-        proc = subprocess.Popen([sys.executable, "-m", "experiments.seed_app", "--port", str(port),
-                                 "--tracking-uri", server.url], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        try:
-            wait_http(f"http://127.0.0.1:{port}/docs", 120, proc)
-            wrk = run_wrk(f"http://127.0.0.1:{port}/predict", seconds, connections, script)
-        finally:
-            proc.terminate()
-            proc.wait(30)
-            log.close()
-        runs, _, _ = mlflow_run_stats(server.url)
-    served = wrk.requests - wrk.non_2xx
-    return ScenarioResult(name=name, wrk=wrk, served=served, runs_in_mlflow=runs, distinct_request_ids=None,
-                          drain_seconds=0.0, extra={"note": "runs are written inside each request"})
+# -- the report -----------------------------------------------------------------------------------
+
+def summarise(points: list[Point]) -> dict[tuple[str, str, int], dict[str, float]]:
+    """Per (setup, load, connections): the mean over rounds of req/s, rows/s, p50 and p99, and non-2xx summed."""
+    groups: dict[tuple[str, str, int], list[Point]] = {}
+    for p in points:
+        groups.setdefault((p.setup, p.load, p.connections), []).append(p)
+    return {key: {"rps": statistics.fmean(p.wrk.rps for p in ps),
+                  "rows_per_s": statistics.fmean(p.rows_per_s for p in ps),
+                  "p50_ms": statistics.fmean(p.wrk.p50_ms for p in ps),
+                  "p99_ms": statistics.fmean(p.wrk.p99_ms for p in ps),
+                  "non_2xx": sum(p.wrk.non_2xx + p.wrk.socket_errors for p in ps),
+                  "rounds": len(ps)} for key, ps in groups.items()}
 
 
-def format_table(results: list[ScenarioResult], baseline: ScenarioResult) -> str:
-    head = f"{'scenario':<30} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs (b)':>7} {'served':>7} " \
-           f"{'runs':>7} {'lost':>5} {'dup':>4} {'drain s':>8} {'drain/s':>8}"
-    lines = [head, "-" * len(head)]
-    for r in results:
-        def cell(v: Any, width: int) -> str:
-            return f"{'-' if v is None else v:>{width}}"
-        lines.append(
-            f"{r.name:<30} {r.wrk.rps:>8.1f} {r.wrk.p50_ms:>8.2f} {r.wrk.p99_ms:>8.2f} "
-            f"{r.wrk.rps / baseline.wrk.rps:>6.2f}x {cell(r.served, 7)} "
-            f"{cell(r.runs_in_mlflow if r.runs_in_mlflow is not None else r.extra.get('window_runs'), 7)} "
-            f"{cell(r.lost, 5)} {cell(r.duplicated, 4)} {cell(r.drain_seconds, 8)} {cell(r.drain_runs_per_s, 8)}"
-        )
+def tables(summary: dict[tuple[str, str, int], dict[str, float]], integrity: list[Integrity],
+           names: list[str]) -> str:
+    lines = ["| setup | c | req/s | p50 ms | p99 ms | vs bare | p99 vs bare | non-2xx |",
+             "|---|---|---|---|---|---|---|---|"]
+    for c in CONCURRENCY:
+        bare = summary.get(("bare", "single", c))
+        for name in names:
+            s = summary.get((name, "single", c))
+            if s is None:
+                continue
+            ratio = f"{s['rps'] / bare['rps']:.2f}" if bare else "-"
+            p99 = f"{s['p99_ms'] / bare['p99_ms']:.2f}" if bare and bare["p99_ms"] else "-"
+            lines.append(f"| {name} | {c} | {s['rps']:.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {ratio} | "
+                         f"{p99} | {s['non_2xx']:.0f} |")
+    lines += ["", f"| setup | {BATCH_ROWS}-row batch, c=8: rows/s | req/s | p99 ms | non-2xx |",
+              "|---|---|---|---|---|"]
+    for name in names:
+        s = summary.get((name, "batch", 8))
+        if s is not None:
+            lines.append(f"| {name} | {s['rows_per_s']:.0f} | {s['rps']:.0f} | {s['p99_ms']:.2f} | "
+                         f"{s['non_2xx']:.0f} |")
+    lines += ["", "| setup | round | rows answered | in MLflow | runs | still in spool | lost | duplicated | "
+              "export waited s | max lag s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for i in integrity:
+        lag = "-" if i.max_export_lag_s is None else i.max_export_lag_s
+        lines.append(f"| {i.setup} | {i.round} | {i.served_rows} | {i.in_mlflow} | {i.runs} | {i.pending} | "
+                     f"{i.lost} | {i.duplicated} | {i.drain_seconds} | {lag} |")
     return "\n".join(lines)
+
+
+def targets(summary: dict[tuple[str, str, int], dict[str, float]], integrity: list[Integrity],
+            window_seconds: float = 5.0) -> list[tuple[str, float | None, str, bool | None]]:
+    """The fast-path issue's targets: (what, measured, goal, met)."""
+    def ratio(a: str, b: str, c: int, key: str = "rps") -> float | None:
+        x, y = summary.get((a, "single", c)), summary.get((b, "single", c))
+        return round(x[key] / y[key], 2) if x and y and y[key] else None
+
+    out: list[tuple[str, float | None, str, bool | None]] = []
+
+    def check(what: str, value: float | None, goal: str, ok: Callable[[float], bool]) -> None:
+        out.append((what, value, goal, None if value is None else ok(value)))
+
+    check("gw-prediction / bare, c=1", ratio("gw-prediction", "bare", 1), ">= 0.9", lambda v: v >= 0.9)
+    check("gw-prediction / bare, c=8", ratio("gw-prediction", "bare", 8), ">= 1.0", lambda v: v >= 1.0)
+    check("gw-prediction / bare, c=64", ratio("gw-prediction", "bare", 64), ">= 1.0", lambda v: v >= 1.0)
+    check("gw-prediction / mlserver, c=8", ratio("gw-prediction", "mlserver", 8), ">= 1.2", lambda v: v >= 1.2)
+    for c in CONCURRENCY:
+        check(f"gw-prediction / mlflow-serve, c={c}", ratio("gw-prediction", "mlflow-serve", c), ">= 3",
+              lambda v: v >= 3)
+    for c in CONCURRENCY:
+        check(f"gw-prediction p99 / bare p99, c={c}", ratio("gw-prediction", "bare", c, "p99_ms"), "<= 1.5",
+              lambda v: v <= 1.5)
+    batch = summary.get(("gw-window", "batch", 8))
+    check(f"gw-window {BATCH_ROWS}-row batch rows/s", round(batch["rows_per_s"]) if batch else None, ">= 20000",
+          lambda v: v >= 20000)
+    lag = max((i.max_export_lag_s or 0.0 for i in integrity if i.setup == "gw-window"), default=None)
+    check("gw-window max export lag s", lag, f"< {2 * window_seconds:g}", lambda v: v < 2 * window_seconds)
+    bad = sum(i.lost + i.duplicated for i in integrity) if integrity else None
+    check("lost + duplicated, every logging setup", bad, "== 0", lambda v: v == 0)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=10, help="wrk duration per scenario (default %(default)s)")
-    parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--window-seconds", type=float, default=5.0)
-    parser.add_argument("--skip-seed", action="store_true")
-    parser.add_argument("--skip-window", action="store_true")
+    parser.add_argument("--seconds", type=int, default=8, help="wrk duration per point (default %(default)s)")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--setups", default="", help="comma-separated subset (default: all)")
+    parser.add_argument("--drain-timeout", type=float, default=60.0,
+                        help="seconds to let a logging setup export after its load (default %(default)s)")
+    parser.add_argument("--skip-mlserver", action="store_true", help="no MLServer venv install")
     parser.add_argument("--out", default=str(ROOT / "var" / "bench"))
     args = parser.parse_args(argv)
     ensure_wrk()
     os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
-    with tempfile.TemporaryDirectory(prefix="iris-bench-") as tmp:
-        root = Path(tmp)
-        script = root / "post.lua"
-        script.write_text(WRK_SCRIPT)
-        baseline = scenario_gateway(root / "b", script, args.seconds, args.connections, logging_on=False)
-        results = [scenario_gateway(root / "a", script, args.seconds, args.connections, logging_on=True), baseline]
-        if not args.skip_seed:
-            results.append(scenario_seed(root / "c", script, args.seconds, args.connections))
-        if not args.skip_window:
-            results.append(scenario_gateway(root / "d", script, args.seconds * 2, args.connections, logging_on=True,
-                                            granularity="window", window_seconds=args.window_seconds))
-    table = format_table(results, baseline)
-    print(table)
-    a = results[0]
-    summary = {"logging_on_vs_off": round(a.wrk.rps / baseline.wrk.rps, 3)}
-    seed = next((r for r in results if r.name.startswith("(c)")), None)
-    if seed:
-        summary["logging_on_vs_seed"] = round(a.wrk.rps / seed.wrk.rps, 1)
-    window = next((r for r in results if r.name.startswith("(d)")), None)
-    if window:
-        summary["window_max_lag_s"] = window.extra["max_export_lag_s"]
-        summary["window_lag_limit_s"] = 2 * args.window_seconds
-    print("\n" + ", ".join(f"{k} = {v}" for k, v in summary.items()))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(json.dumps({"args": vars(args), "summary": summary, "table": table,
-                                "results": [asdict(r) for r in results]}, indent=2))
-    print(f"written {path}")
-    return 0
+    wanted = [s for s in args.setups.split(",") if s]
+    venv = None if args.skip_mlserver or (wanted and "mlserver" not in wanted) else mlserver_venv(out / "venvs")
+    chosen = [s for s in setups(venv) if not wanted or s.name in wanted]
+    names = [s.name for s in chosen]
+    points: list[Point] = []
+    integrity: list[Integrity] = []
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
+        root = Path(tmp)
+        with MlflowServer(root / "mlflow", workers=None) as server:  # type: ignore[arg-type]
+            train_models(server.url)
+            for rnd in range(1, args.rounds + 1):
+                order = chosen if rnd % 2 else list(reversed(chosen))  # alternate the order between rounds
+                for setup in order:
+                    pts, integ = run_setup(setup, rnd, root, server.url, args.seconds, root, args.drain_timeout)
+                    points += pts
+                    if integ is not None:
+                        integrity.append(integ)
+    summary = summarise(points)
+    text = tables(summary, integrity, names)
+    goals = targets(summary, integrity)
+    goal_lines = ["| target | measured | goal | met |", "|---|---|---|---|"] + [
+        f"| {what} | {'-' if v is None else v} | {goal} | {'-' if met is None else 'yes' if met else 'NO'} |"
+        for what, v, goal, met in goals]
+    machine = (f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, {args.seconds}s per point, "
+               f"{args.rounds} rounds")
+    report = f"Measured {started}; {machine}.\n\n{text}\n\n" + "\n".join(goal_lines) + "\n"
+    print(report)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    (out / f"bench-{stamp}.md").write_text(report)
+    (out / f"bench-{stamp}.json").write_text(json.dumps({
+        "args": vars(args), "started": started, "machine": machine,
+        "summary": [{"setup": k[0], "load": k[1], "connections": k[2], **v} for k, v in summary.items()],
+        "points": [asdict(p) for p in points], "integrity": [asdict(i) for i in integrity],
+        "targets": [{"what": w, "measured": v, "goal": g, "met": m} for w, v, g, m in goals]}, indent=2))
+    print(f"written {out / f'bench-{stamp}.md'} and .json")
+    return 1 if any(i.lost or i.duplicated for i in integrity) else 0
 
 
 if __name__ == "__main__":

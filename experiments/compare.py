@@ -34,7 +34,8 @@ from gateway.contract import SUMMARY_EXPERIMENT
 
 PAGE = 50_000  # MLflow's largest page for search_runs
 RECORD_COLUMNS = ["request_id", "row_index", "role", "model_version", "kind", "prediction", "value", "latency_ms",
-                  "ts_ms", "routing", "config_hash", "weights", "correct", "abs_error"]
+                  "request_time_ms", "batch_rows", "ts_ms", "routing", "config_hash", "weights", "correct",
+                  "abs_error"]
 REGRESSOR = "regressor"
 
 
@@ -135,6 +136,8 @@ def prediction_records(runs: pd.DataFrame) -> pd.DataFrame:
         "prediction": label.where(kind != REGRESSOR, value),
         "value": value,
         "latency_ms": df[f"metrics.{c.METRIC_INFERENCE_TIME}"].astype(float),
+        "request_time_ms": _col(df, f"metrics.{c.METRIC_REQUEST_TIME}", np.nan).astype(float),
+        "batch_rows": _col(df, f"metrics.{c.METRIC_BATCH_ROWS}", np.nan).astype(float),
         "ts_ms": (df["start_time"].astype("int64") // 1_000_000).astype("int64"),
         "routing": _col(df, f"tags.{c.TAG_ROUTING}", "weighted").fillna("weighted"),
         "config_hash": _col(df, f"tags.{c.TAG_CONFIG_HASH}", "").fillna(""),
@@ -176,7 +179,10 @@ def window_records(runs: pd.DataFrame, tracking_uri: str) -> pd.DataFrame:
         "row_index": raw["row_index"].astype(int) if "row_index" in raw.columns else 0,
         "role": raw["role"], "model_version": raw["model_version"], "kind": kind,
         "prediction": label.where(kind != REGRESSOR, value), "value": value,
-        "latency_ms": raw["inference_time_ms"].astype(float), "ts_ms": raw["ts_ms"].astype("int64"),
+        "latency_ms": raw["inference_time_ms"].astype(float),
+        "request_time_ms": pd.to_numeric(raw.get("request_time_ms", np.nan), errors="coerce"),
+        "batch_rows": pd.to_numeric(raw.get("batch_rows", np.nan), errors="coerce"),
+        "ts_ms": raw["ts_ms"].astype("int64"),
         "routing": raw["routing"], "config_hash": raw["config_hash"],
         "weights": raw["weights"] if "weights" in raw.columns else "",
         "correct": np.nan, "abs_error": np.nan,
@@ -225,6 +231,14 @@ def _group_summary(group: pd.DataFrame, total: int, seed: int, labels: list[Any]
         "share": n / total if total else 0.0,
         "latency_ms": st.latency_summary(group["latency_ms"].to_numpy(), seed=seed),
     }
+    # Under batching latency_ms is the shared model call's; the request's own time in the gateway and
+    # the call's size say what each request saw (absent in runs logged before batching).
+    own = group["request_time_ms"].dropna().to_numpy(dtype=float) if "request_time_ms" in group else np.array([])
+    if own.size:
+        out["request_time_ms"] = st.latency_summary(own, seed=seed)
+    sizes = group["batch_rows"].dropna().to_numpy(dtype=float) if "batch_rows" in group else np.array([])
+    if sizes.size:
+        out["batch_rows_mean"] = float(sizes.mean())
     if labels is None:  # a regressor
         out["predictions"] = st.value_summary(group["value"].to_numpy(dtype=float))
         errors = group["abs_error"].to_numpy(dtype=float)

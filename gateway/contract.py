@@ -38,7 +38,9 @@ GRANULARITY_FEEDBACK = "feedback-window"
 # Metrics of a prediction run
 METRIC_PREDICTION_CLASS = "prediction_class"  # classifiers
 METRIC_PREDICTION_VALUE = "prediction_value"  # regressors
-METRIC_INFERENCE_TIME = "inference_time_ms"
+METRIC_INFERENCE_TIME = "inference_time_ms"  # the model call's time (a batched call's, for all its rows)
+METRIC_BATCH_ROWS = "batch_rows"  # rows in that model call
+METRIC_REQUEST_TIME = "request_time_ms"  # the request in the gateway: queueing, validation and the call
 METRIC_CORRECT = "correct"  # feedback: 1 or 0 (classifiers)
 METRIC_ABS_ERROR = "abs_error"  # feedback: |true - predicted| (regressors)
 METRIC_TRUE_VALUE = "true_value"

@@ -4,7 +4,8 @@ the prediction log's state. Names follow Prometheus conventions (base units, ``_
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections import Counter as Counter_
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -38,18 +39,27 @@ class GatewayMetrics:
         self._state = _StateCollector(state, variants)
         self.registry.register(self._state)
 
-    def on_prediction(self, record: PredictionRecord, logged: bool, primary: object = None) -> None:
-        """One predicted row. Classes are counted for classifiers only (a regressor's values would
+    def on_records(self, records: Sequence[PredictionRecord], primaries: Sequence[object] | None = None) -> None:
+        """One request's rows (a shadow's with the primary's answers). The latency is the model call's,
+        observed once per request; classes are counted for classifiers only (a regressor's values would
         make one series per value)."""
-        self.latency.labels(record.model_version, record.role).observe(record.inference_time_ms / 1000.0)
-        classifier = record.kind == ModelKind.CLASSIFIER
-        if classifier:
-            self.classes.labels(record.model_version, record.role, str(record.prediction)).inc()
-        if record.role == "shadow":
-            if record.row_index == 0:
-                self.requests.labels(record.model_version, "shadow", record.routing, "200").inc()
-            if primary is not None and classifier:
-                self.shadow.labels(record.model_version, str(primary == record.prediction).lower()).inc()
+        first = records[0]
+        version, role = first.model_version, first.role
+        self.latency.labels(version, role).observe(first.inference_time_ms / 1000.0)
+        if first.kind != ModelKind.CLASSIFIER:
+            if role == "shadow":
+                self.requests.labels(version, "shadow", first.routing, "200").inc()
+            return
+        for label, n in Counter_(str(r.prediction) for r in records).items():
+            self.classes.labels(version, role, label).inc(n)
+        if role == "shadow":
+            self.requests.labels(version, "shadow", first.routing, "200").inc()
+            if primaries is not None:
+                agree = sum(p == r.prediction for p, r in zip(primaries, records, strict=True))
+                if agree:
+                    self.shadow.labels(version, "true").inc(agree)
+                if len(records) - agree:
+                    self.shadow.labels(version, "false").inc(len(records) - agree)
 
     def on_response(self, variant: str | None, reason: str | None, status: int) -> None:
         self.requests.labels(variant or "none", "primary", reason or "none", str(status)).inc()

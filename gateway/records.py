@@ -28,13 +28,15 @@ class PredictionRecord:
     features: dict[str, Any]  # the validated row, under the signature's own column names
     prediction: str | int | float  # the label (classifier) or the value (regressor) the client saw
     class_index: int | None  # a classifier's class position, when the model's classes are known
-    inference_time_ms: float  # the model call's own time
+    inference_time_ms: float  # the model call's own time: the whole batch's call when requests were batched
     ts_ms: int
     routing: str
     config_hash: str
     weights: str = ""  # the normalised weights in force, "v1.0=0.7,v2.0=0.3", for the SRM check
     row_index: int = 0
     kind: str = "classifier"  # a ModelKind value
+    batch_rows: int = 1  # rows in the model call that scored this row (this request's and any batched with it)
+    request_time_ms: float | None = None  # the request in the gateway: queueing, validation and the model call
 
     def features_json(self) -> str:
         return json.dumps(self.features, sort_keys=False, separators=(",", ":"))

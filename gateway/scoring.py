@@ -1,8 +1,17 @@
-"""Scoring: validate a request's rows, route them, predict in one model call, record them durably,
-and score the shadow after the response. Framework-free.
+"""Scoring: validate a request's rows, route them, predict, record them durably, and score the
+shadow after the response. Framework-free.
 
-The HTTP layer calls ``score`` from a worker thread (validation and the model are CPU-bound),
-``record`` before it answers, and ``submit_shadow`` after the response has been sent.
+The request path is three steps, none of them on the caller's thread:
+
+1. ``submit`` routes the request (cheap) and queues its raw rows on the chosen variant's
+   micro-batcher, whose worker validates them and scores them, with any requests that arrived
+   meanwhile, in one model call. Its future gives a ``ScoredRequest``.
+2. ``commit`` queues the records on the spool's writer thread (group commit). Its future resolves
+   once they are durable.
+3. ``finish`` turns that result into the answer: served and logged, a replay of a recorded request,
+   or the ``on_log_failure`` policy. The response is sent only after this.
+
+``submit_shadow`` queues the candidate's scoring on its own batcher after the response was sent.
 """
 
 from __future__ import annotations
@@ -13,10 +22,12 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+from gateway.batching import BatcherClosed, JobResult, MicroBatcher
 from gateway.errors import (
     ConflictingRequest,
     ModelFailure,
@@ -32,8 +43,9 @@ from gateway.records import PredictionRecord, Role
 from gateway.routing import Decision, Router, RoutingReason
 from gateway.routing_table import RoutingTable
 from gateway.settings import Settings
-from gateway.spool import DuplicateRequest, PredictionSpool, SpoolWriteError
-from gateway.variants import LoadedVariant, ModelLoader
+from gateway.spool import DuplicateRequest, SpoolWriteError
+from gateway.spool_writer import SpoolWriter
+from gateway.variants import BatchResult, LoadedVariant, ModelLoader
 
 log = logging.getLogger("gateway.scoring")
 
@@ -78,10 +90,11 @@ class PredictionOutcome:
 
 
 class Scorer:
-    def __init__(self, settings: Settings, spool: PredictionSpool | None, routing: RoutingTable,
+    def __init__(self, settings: Settings, writer: SpoolWriter | None, routing: RoutingTable,
                  counts: ServiceCounters, *, shadow_queue: int = 1000) -> None:
         self.settings = settings
-        self.spool = spool
+        self.writer = writer
+        self.spool = writer.spool if writer is not None else None
         self.routing = routing
         self.counts = counts
         self.logging_enabled = settings.spool.enabled
@@ -92,8 +105,8 @@ class Scorer:
         self.kind: ModelKind | None = None
         self.ready = threading.Event()
         self.load_error: str | None = None
-        self.listeners: list[Any] = []  # observers with on_prediction(record, logged, primary=None) (metrics)
-        self._shadow_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shadow")
+        self.listeners: list[Any] = []  # observers with on_records(records, primaries=None) (metrics)
+        self.batchers: dict[str, MicroBatcher] = {}
         self._shadow_slots = threading.BoundedSemaphore(shadow_queue)
         self._in_flight: set[str] = set()  # request ids being scored right now
 
@@ -121,6 +134,12 @@ class Scorer:
         self.schema = first.schema.with_bounds(bounds)
         self.kind = first.kind
         self.variants = loaded
+        batching = self.settings.batching
+        self.batchers = {
+            name: MicroBatcher(name, partial(self._predict, variant), prepare=self.schema.validate_rows,
+                               max_batch_size=batching.max_batch_size,
+                               max_delay_s=batching.max_batch_delay_ms / 1000.0)
+            for name, variant in loaded.items()}
         self.ready.set()
 
     def fail_loading(self, error: Exception) -> None:
@@ -136,33 +155,47 @@ class Scorer:
 
     # -- the request path ----------------------------------------------------------------------
 
-    def score(self, raw_rows: Sequence[Any], *, forced: str | None = None, user_key: str | None = None,
-              request_id: str | None = None, probabilities: bool = False,
-              params: dict[str, Any] | None = None) -> ScoredRequest:
-        """Validate, route and predict one request's rows in one model call (CPU-bound: call it
-        from a worker thread, not the event loop)."""
+    def submit(self, raw_rows: Sequence[Any], *, forced: str | None = None, user_key: str | None = None,
+               request_id: str | None = None, probabilities: bool = False,
+               params: dict[str, Any] | None = None) -> Future[ScoredRequest]:
+        """Route the request and queue it on its variant's batcher. Raises NotReady, TooManyRows or
+        UnknownVariant at once; invalid rows and model errors come through the future."""
         if not self.ready.is_set() or self.schema is None:
             raise NotReady(self.load_error or "models are still loading")
         if len(raw_rows) > self.max_rows:
             raise TooManyRows(len(raw_rows), self.max_rows)
-        rows = self.schema.validate_rows(raw_rows)
         router = self.routing.router  # one consistent config for the whole request
         decision = router.decide(forced=forced, user_key=user_key)
         request_id = request_id or uuid.uuid4().hex
         variant = self.variants[decision.variant]
+        scored: Future[ScoredRequest] = Future()
         self._in_flight.add(request_id)
         try:
-            result = self._predict(variant, rows, probabilities, params)
-        except BaseException:
+            job = self.batchers[variant.name].submit(raw_rows, probabilities=probabilities, params=params or None)
+        except BatcherClosed:
             self._in_flight.discard(request_id)
-            raise
-        records = self._records(request_id, Role.PRIMARY, variant, rows, result.predictions, result.elapsed_ms,
-                                str(decision.reason), router)
-        return ScoredRequest(request_id, decision, rows, records, result.predictions, router, params)
+            raise NotReady("the gateway is shutting down") from None
+
+        def scored_by_model(done: Future[JobResult]) -> None:  # runs on the batcher's thread
+            error = done.exception()
+            try:
+                if error is not None:
+                    self._in_flight.discard(request_id)
+                    scored.set_exception(error)
+                    return
+                result = done.result()
+                records = self._records(request_id, Role.PRIMARY, variant, result, str(decision.reason), router)
+                scored.set_result(ScoredRequest(request_id, decision, result.rows, records, result.predictions,
+                                                router, params or None))
+            except InvalidStateError:  # the caller gave up (cancelled) meanwhile
+                self._in_flight.discard(request_id)
+
+        job.add_done_callback(scored_by_model)
+        return scored
 
     @staticmethod
     def _predict(variant: LoadedVariant, rows: list[dict[str, Any]], probabilities: bool,
-                 params: dict[str, Any] | None) -> Any:
+                 params: dict[str, Any] | None) -> BatchResult:
         try:
             return variant.predict(rows, probabilities, params)
         except Exception as exc:
@@ -170,46 +203,54 @@ class Scorer:
             raise ModelFailure(f"variant {variant.name} ({variant.spec.model_uri}) failed to predict: "
                                f"{first_line(exc)}", variant=variant.name) from None
 
-    def _records(self, request_id: str, role: Role, variant: LoadedVariant, rows: list[dict[str, Any]],
-                 predictions: list[Prediction], elapsed_ms: float, routing: str,
+    @staticmethod
+    def _records(request_id: str, role: Role, variant: LoadedVariant, result: JobResult, routing: str,
                  router: Router) -> list[PredictionRecord]:
         ts_ms = int(time.time() * 1000)
+        config_hash, weights, kind = router.config.config_hash, router.weights_tag, str(variant.kind)
         return [PredictionRecord(request_id=request_id, role=str(role), model_version=variant.name, features=row,
-                                 prediction=p.label, class_index=p.class_index, inference_time_ms=elapsed_ms,
-                                 ts_ms=ts_ms, routing=routing, config_hash=router.config.config_hash,
-                                 weights=router.weights_tag, row_index=i, kind=str(variant.kind))
-                for i, (row, p) in enumerate(zip(rows, predictions, strict=True))]
+                                 prediction=p.label, class_index=p.class_index, inference_time_ms=result.elapsed_ms,
+                                 ts_ms=ts_ms, routing=routing, config_hash=config_hash, weights=weights,
+                                 row_index=i, kind=kind, batch_rows=result.batch_rows,
+                                 request_time_ms=result.request_time_ms)
+                for i, (row, p) in enumerate(zip(result.rows, result.predictions, strict=True))]
 
-    def record(self, scored: ScoredRequest) -> PredictionOutcome:
-        """Commit the request's records to the spool before anyone sees the answer (one local write)."""
+    def commit(self, scored: ScoredRequest) -> Future[list[int]] | None:
+        """Queue the request's records on the spool's writer; None when logging is off."""
+        if not self.logging_enabled:
+            return None
+        if self.writer is None:
+            failed: Future[list[int]] = Future()
+            failed.set_exception(SpoolWriteError("the prediction spool could not be opened at start-up"))
+            return failed
+        return self.writer.submit(scored.records)
+
+    def finish(self, scored: ScoredRequest, error: BaseException | None = None) -> PredictionOutcome:
+        """The answer, once the commit is done (``error`` None) or failed. Raises SpoolUnavailable
+        (on_log_failure = reject) or ConflictingRequest (a request id reused for other rows)."""
         try:
-            return self._record(scored)
+            return self._finish(scored, error)
         finally:
             self._in_flight.discard(scored.request_id)
 
-    def _record(self, scored: ScoredRequest) -> PredictionOutcome:
-        logged = False
-        if self.logging_enabled:
-            try:
-                if self.spool is None:
-                    raise SpoolWriteError("the prediction spool could not be opened at start-up")
-                self.spool.append_many(scored.records)
-                logged = True
-            except DuplicateRequest as dup:
-                return self._replay(dup.existing, scored)
-            except SpoolWriteError as exc:
-                if self.on_log_failure == "reject":
-                    self.counts.add("rejected_unlogged")
-                    raise SpoolUnavailable(
-                        f"prediction not served: it could not be logged ({exc}); on_log_failure = reject"
-                    ) from None
-                self.counts.add("served_unlogged")
-                log.error("serving unlogged prediction %s: %s", scored.request_id, exc)
+    def _finish(self, scored: ScoredRequest, error: BaseException | None) -> PredictionOutcome:
+        logged = self.logging_enabled and error is None
+        if isinstance(error, DuplicateRequest):
+            return self._replay(error.existing, scored)
+        if isinstance(error, SpoolWriteError):
+            if self.on_log_failure == "reject":
+                self.counts.add("rejected_unlogged")
+                raise SpoolUnavailable(
+                    f"prediction not served: it could not be logged ({error}); on_log_failure = reject"
+                ) from None
+            self.counts.add("served_unlogged")
+            log.error("serving unlogged prediction %s: %s", scored.request_id, error)
+        elif error is not None:
+            raise error
         self.counts.add("served")
         self.counts.add("rows_served", len(scored.records))
         for listener in self.listeners:
-            for rec in scored.records:
-                listener.on_prediction(rec, logged)
+            listener.on_records(scored.records)
         first = scored.records[0]
         return PredictionOutcome(scored.request_id, first.model_version, str(scored.decision.reason),
                                  scored.predictions, first.inference_time_ms, logged, shadow=scored.decision.shadow)
@@ -234,39 +275,57 @@ class Scorer:
             self.counts.add("shadow_dropped")
             return False
         try:
-            self._shadow_pool.submit(self._score_shadow, outcome, scored)
-        except RuntimeError:  # shutting down
+            job = self.batchers[outcome.shadow].submit(scored.rows, prepared=True, params=scored.params)
+        except BatcherClosed:
             self._shadow_slots.release()
             return False
+        job.add_done_callback(partial(self._shadow_scored, outcome, scored))
         return True
 
-    def _score_shadow(self, outcome: PredictionOutcome, scored: ScoredRequest) -> None:
+    def _shadow_scored(self, outcome: PredictionOutcome, scored: ScoredRequest, done: Future[JobResult]) -> None:
+        """On the candidate's batcher thread: record the shadow's rows (the spool's writer commits them)."""
         try:
             candidate = self.variants[outcome.shadow]  # type: ignore[index]
-            result = candidate.predict(scored.rows, params=scored.params)
-            records = self._records(outcome.request_id, Role.SHADOW, candidate, scored.rows, result.predictions,
-                                    result.elapsed_ms, str(RoutingReason.SHADOW), scored.router)
-            logged = False
-            if self.logging_enabled and self.spool is not None:
-                self.spool.append_many(records)
-                logged = True
-            self.counts.add("shadow_scored")
-            agree = sum(r.prediction == p.label for r, p in zip(records, outcome.predictions, strict=True))
-            self.counts.add("shadow_agree", agree)
-            for listener in self.listeners:
-                for rec, primary in zip(records, outcome.predictions, strict=True):
-                    listener.on_prediction(rec, logged, primary=primary.label)
-        except DuplicateRequest:
-            self.counts.add("shadow_scored")
+            records = self._records(outcome.request_id, Role.SHADOW, candidate, done.result(),
+                                    str(RoutingReason.SHADOW), scored.router)
+            if not self.logging_enabled or self.writer is None:
+                self._shadow_done(outcome, records)
+                self._shadow_slots.release()
+                return
+            self.writer.submit(records).add_done_callback(partial(self._shadow_logged, outcome, records))
         except Exception as exc:  # a failing candidate must never touch the primary
-            self.counts.add("shadow_failed")
-            log.warning("shadow scoring of %s by %s failed: %s", outcome.request_id, outcome.shadow, first_line(exc))
+            self._shadow_failed(outcome, exc)
+            self._shadow_slots.release()
+
+    def _shadow_logged(self, outcome: PredictionOutcome, records: list[PredictionRecord],
+                       done: Future[list[int]]) -> None:
+        try:
+            error = done.exception()
+            if isinstance(error, DuplicateRequest):  # scored before, by an earlier try of this request
+                self.counts.add("shadow_scored")
+            elif error is not None:
+                self._shadow_failed(outcome, error)
+            else:
+                self._shadow_done(outcome, records)
         finally:
             self._shadow_slots.release()
+
+    def _shadow_done(self, outcome: PredictionOutcome, records: list[PredictionRecord]) -> None:
+        self.counts.add("shadow_scored")
+        agree = sum(r.prediction == p.label for r, p in zip(records, outcome.predictions, strict=True))
+        self.counts.add("shadow_agree", agree)
+        primaries = [p.label for p in outcome.predictions]
+        for listener in self.listeners:
+            listener.on_records(records, primaries=primaries)
+
+    def _shadow_failed(self, outcome: PredictionOutcome, error: BaseException) -> None:
+        self.counts.add("shadow_failed")
+        log.warning("shadow scoring of %s by %s failed: %s", outcome.request_id, outcome.shadow, first_line(error))
 
     def in_flight(self, request_id: str) -> bool:
         return request_id in self._in_flight
 
     def shutdown(self) -> None:
-        """Finish queued shadow scoring (it is fast) so its records reach the spool."""
-        self._shadow_pool.shutdown(wait=True, cancel_futures=False)
+        """Score what is queued (shadows included) so that its records reach the spool's writer."""
+        for batcher in self.batchers.values():
+            batcher.close()

@@ -9,7 +9,7 @@ from gateway.feedback import FeedbackRecorder
 from gateway.routing_table import RoutingTable
 from gateway.scoring import Scorer, ServiceCounters
 from gateway.settings import Settings
-from gateway.spool import PredictionSpool
+from gateway.spool_writer import SpoolWriter
 
 
 @dataclass
@@ -21,10 +21,10 @@ class GatewayServices:
     counts: ServiceCounters = field(default_factory=ServiceCounters)
 
     @classmethod
-    def build(cls, settings: Settings, spool: PredictionSpool | None) -> GatewayServices:
+    def build(cls, settings: Settings, writer: SpoolWriter | None) -> GatewayServices:
         counts = ServiceCounters()
         routing = RoutingTable(settings.routing_config())
-        scorer = Scorer(settings, spool, routing, counts)
+        scorer = Scorer(settings, writer, routing, counts)
         return cls(settings, routing, scorer, FeedbackRecorder(scorer, counts), counts)
 
     def promote(self, variant: str) -> dict[str, Any]:

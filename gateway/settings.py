@@ -100,6 +100,13 @@ class HttpSection(_Section):
     timeout_keep_alive: float = Field(5.0, gt=0)  # idle keep-alive connections close after this
 
 
+class BatchingSection(_Section):
+    """Adaptive micro-batching per variant (see README, "Batching")."""
+
+    max_batch_size: int = Field(64, ge=1, le=100_000)  # rows per model call; 1 turns batching off
+    max_batch_delay_ms: float = Field(0.0, ge=0, le=1000)  # wait this long for more rows; 0: never wait
+
+
 class ModelSection(_Section):
     """What the gateway needs to know about the model beyond its signature."""
 
@@ -134,6 +141,9 @@ class SpoolSection(_Section):
     exporter: Literal["process", "thread"] = "process"  # a niced child process, or threads in the gateway
     exporter_nice: int = Field(10, ge=0, le=19)
     shutdown_grace_seconds: float = Field(10.0, ge=0)
+    # A request whose records wait longer than this for the spool's writer thread (the spool locked by
+    # another process, a stalled disk) follows on_log_failure; other requests go on.
+    write_timeout_ms: float = Field(2000.0, gt=0, le=600_000)
 
 
 class RoutingConfig(BaseModel):
@@ -195,6 +205,7 @@ class Settings(BaseSettings):
     spool: SpoolSection = SpoolSection()
     model: ModelSection = ModelSection()
     http: HttpSection = HttpSection()
+    batching: BatchingSection = BatchingSection()
 
     @classmethod
     def settings_customise_sources(

@@ -59,6 +59,8 @@ CREATE TABLE IF NOT EXISTS predictions (
     routing TEXT NOT NULL,
     config_hash TEXT NOT NULL,
     weights TEXT NOT NULL DEFAULT '',
+    batch_rows INTEGER NOT NULL DEFAULT 1,
+    request_time_ms REAL,
     status INTEGER NOT NULL DEFAULT {PENDING:d},
     lease_owner TEXT,
     lease_until REAL,
@@ -91,7 +93,10 @@ CREATE INDEX IF NOT EXISTS labels_open ON labels (id) WHERE status != {DONE:d};
 _LABELS_ONCE = "CREATE UNIQUE INDEX IF NOT EXISTS labels_once ON labels (request_id, row_index);"
 
 _RECORD_COLUMNS = ("request_id", "row_index", "role", "model_version", "features", "prediction", "class_index",
-                   "kind", "inference_time_ms", "ts_ms", "routing", "config_hash", "weights")
+                   "kind", "inference_time_ms", "ts_ms", "routing", "config_hash", "weights", "batch_rows",
+                   "request_time_ms")
+# Columns added after the first release of this table, with their definitions (added on open).
+_ADDED_COLUMNS = {"batch_rows": "INTEGER NOT NULL DEFAULT 1", "request_time_ms": "REAL"}
 _COLS = ", ".join(_RECORD_COLUMNS)
 _INSERT = f"INSERT INTO predictions ({_COLS}) VALUES ({', '.join('?' * len(_RECORD_COLUMNS))})"
 
@@ -99,16 +104,17 @@ _INSERT = f"INSERT INTO predictions ({_COLS}) VALUES ({', '.join('?' * len(_RECO
 def _values(record: PredictionRecord) -> tuple[Any, ...]:
     return (record.request_id, record.row_index, record.role, record.model_version, record.features_json(),
             json.dumps(record.prediction), record.class_index, record.kind, record.inference_time_ms,
-            record.ts_ms, record.routing, record.config_hash, record.weights)
+            record.ts_ms, record.routing, record.config_hash, record.weights, record.batch_rows,
+            record.request_time_ms)
 
 
 def _record(row: Sequence[Any]) -> PredictionRecord:
     (request_id, row_index, role, version, features, prediction, class_index, kind, ms, ts, routing, config_hash,
-     weights) = row
+     weights, batch_rows, request_time_ms) = row
     return PredictionRecord(request_id=request_id, role=role, model_version=version, features=json.loads(features),
                             prediction=json.loads(prediction), class_index=class_index, inference_time_ms=ms,
                             ts_ms=ts, routing=routing, config_hash=config_hash, weights=weights,
-                            row_index=row_index, kind=kind)
+                            row_index=row_index, kind=kind, batch_rows=batch_rows, request_time_ms=request_time_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +186,7 @@ class PredictionSpool:
         conn = self._conn()
         with self._write_lock:
             conn.executescript(_SCHEMA)
+            _add_columns(conn)
             _migrate_single_row_spool(conn)
             try:
                 conn.execute(_LABELS_ONCE)
@@ -221,6 +228,11 @@ class PredictionSpool:
             self._local.conn = conn
         return conn
 
+    def limit_waits(self, busy_timeout_ms: float) -> None:
+        """How long this thread's writes wait for a lock held elsewhere before they fail (the request
+        path's writer waits no longer than its requests may)."""
+        self._conn().execute(f"PRAGMA busy_timeout = {max(1, int(busy_timeout_ms))}")
+
     @contextlib.contextmanager
     def _capped(self, conn: sqlite3.Connection) -> Iterator[None]:
         """New records (predictions, labels) must fit under the size cap itself."""
@@ -254,34 +266,62 @@ class PredictionSpool:
         return self.append_many([record])[0]
 
     def append_many(self, records: Sequence[PredictionRecord]) -> list[int]:
-        """Commit the records of one request in one transaction: all of them or none. When the spool
-        is full, rows already in MLflow are deleted before the request is refused: only records not
-        yet exported can fill it (their retention is for idempotent retries, not worth an outage)."""
+        """Commit the records of one request in one transaction: all of them or none. Raise
+        DuplicateRequest or SpoolWriteError."""
+        result = self.append_groups([records])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def append_groups(self, groups: Sequence[Sequence[PredictionRecord]]) -> list[list[int] | Exception]:
+        """Group commit: the records of several requests in one transaction, each request all or
+        nothing (a savepoint each). Returns, per request, its row ids or the exception it gets: a
+        request id recorded already gets DuplicateRequest and the others are committed; a failed
+        transaction gives every request SpoolWriteError. When the spool is full, rows already in
+        MLflow are deleted before anything is refused: only records not yet exported can fill it
+        (their retention is for idempotent retries, not worth an outage)."""
+        if not groups:
+            return []
         try:
+            if self.check_file():
+                raise SpoolWriteError("the spool file was deleted or replaced; restart the gateway")
             try:
-                return self._insert(records)
+                return self._insert_groups(groups)
             except sqlite3.OperationalError as exc:
                 if "full" not in str(exc) or not self.prune(0):
                     raise
-                return self._insert(records)
-        except sqlite3.IntegrityError:
-            for request_id, role in dict.fromkeys((r.request_id, r.role) for r in records):
-                existing = self.find_request(request_id, role)
-                if existing:
-                    raise DuplicateRequest(existing) from None
-            raise SpoolWriteError("spool integrity error without a conflicting row") from None
+                return self._insert_groups(groups)
         except sqlite3.Error as exc:
-            raise SpoolWriteError(f"cannot write the prediction spool: {exc}") from exc
+            error = SpoolWriteError(f"cannot write the prediction spool: {exc}")
+            return [error for _ in groups]
+        except SpoolWriteError as exc:
+            return [exc for _ in groups]
 
-    def _insert(self, records: Sequence[PredictionRecord]) -> list[int]:
-        if self.check_file():
-            raise SpoolWriteError("the spool file was deleted or replaced; restart the gateway")
-
-        def work(conn: sqlite3.Connection) -> list[int]:
+    def _insert_groups(self, groups: Sequence[Sequence[PredictionRecord]]) -> list[list[int] | Exception]:
+        def work(conn: sqlite3.Connection) -> list[list[int] | Exception]:
+            out: list[list[int] | Exception] = []
             with self._capped(conn):
-                return [int(conn.execute(_INSERT, _values(r)).lastrowid or 0) for r in records]
+                for records in groups:
+                    conn.execute("SAVEPOINT request")
+                    try:
+                        ids = [int(conn.execute(_INSERT, _values(r)).lastrowid or 0) for r in records]
+                    except sqlite3.IntegrityError:
+                        conn.execute("ROLLBACK TO request")
+                        conn.execute("RELEASE request")
+                        out.append(self._duplicate(records))
+                        continue
+                    conn.execute("RELEASE request")
+                    out.append(ids)
+            return out
 
         return self._transaction(work)  # type: ignore[no-any-return]
+
+    def _duplicate(self, records: Sequence[PredictionRecord]) -> Exception:
+        for request_id, role in dict.fromkeys((r.request_id, r.role) for r in records):
+            existing = self.find_request(request_id, role)
+            if existing:
+                return DuplicateRequest(existing)
+        return SpoolWriteError("spool integrity error without a conflicting row")
 
     def find(self, request_id: str, role: str = "primary", row_index: int = 0) -> PredictionRecord | None:
         row = self._conn().execute(
@@ -535,6 +575,14 @@ def _identity(path: Path) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     return (st.st_dev, st.st_ino)
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """A spool written before a column existed gets it, with its default, on open."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(predictions)")}
+    for name, definition in _ADDED_COLUMNS.items():
+        if name not in have:
+            conn.execute(f"ALTER TABLE predictions ADD COLUMN {name} {definition}")
 
 
 def _marks(ids: Sequence[object]) -> str:

@@ -64,8 +64,8 @@ def test_dashboard_queries_only_metrics_the_gateway_exports() -> None:
 
     metrics = GatewayMetrics(lambda: {}, lambda: [])
     metrics.on_response("v1.0", "weighted", 200)  # labelled series appear once used
-    metrics.on_prediction(rec(1), True)
-    metrics.on_prediction(rec(1, role="shadow", version="v2.0"), True, primary="Setosa")
+    metrics.on_records([rec(1)])
+    metrics.on_records([rec(1, role="shadow", version="v2.0")], primaries=["Setosa"])
     exported = metrics.render().decode()
     names = set(re.findall(r"^(gateway_[a-z_]+)", exported, re.M))
     assert used and used <= names, used - names

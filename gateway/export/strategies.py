@@ -87,7 +87,10 @@ def prediction_payload(rec: PredictionRecord) -> tuple[list[Any], list[Any]]:
 
     keys = c.param_names(rec.features)
     params = [Param(keys[name], c.param_value(value)) for name, value in rec.features.items()]
-    metrics = [Metric(c.METRIC_INFERENCE_TIME, float(rec.inference_time_ms), rec.ts_ms, 0)]
+    metrics = [Metric(c.METRIC_INFERENCE_TIME, float(rec.inference_time_ms), rec.ts_ms, 0),
+               Metric(c.METRIC_BATCH_ROWS, float(rec.batch_rows), rec.ts_ms, 0)]
+    if rec.request_time_ms is not None:
+        metrics.append(Metric(c.METRIC_REQUEST_TIME, float(rec.request_time_ms), rec.ts_ms, 0))
     if rec.kind == ModelKind.REGRESSOR:
         metrics.insert(0, Metric(c.METRIC_PREDICTION_VALUE, float(rec.prediction), rec.ts_ms, 0))  # type: ignore[arg-type]
     elif rec.class_index is not None:
@@ -160,7 +163,12 @@ def window_summary(rows: list[SpoolRow]) -> dict[str, float]:
         "inference_time_ms_p50": float(np.percentile(latencies, 50)),
         "inference_time_ms_p95": float(np.percentile(latencies, 95)),
         "inference_time_ms_p99": float(np.percentile(latencies, 99)),
+        f"{c.METRIC_BATCH_ROWS}_mean": float(np.mean([r.record.batch_rows for r in rows])),
     }
+    own = np.array([r.record.request_time_ms for r in rows if r.record.request_time_ms is not None], dtype=float)
+    if own.size:
+        out.update({f"{c.METRIC_REQUEST_TIME}_p50": float(np.percentile(own, 50)),
+                    f"{c.METRIC_REQUEST_TIME}_p99": float(np.percentile(own, 99))})
     if rows and rows[0].record.kind == ModelKind.REGRESSOR:
         values = np.array([float(r.record.prediction) for r in rows], dtype=float)
         out.update({f"{c.METRIC_PREDICTION_VALUE}_mean": float(values.mean()),

@@ -25,6 +25,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.service import GatewayServices
 from gateway.settings import ConfigError, Settings, load_settings
 from gateway.spool import PredictionSpool
+from gateway.spool_writer import SpoolWriter
 from gateway.variants import ModelLoader
 
 log = logging.getLogger("gateway")
@@ -50,7 +51,8 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         spool = open_spool(settings)
-        services = GatewayServices.build(settings, spool)
+        writer = SpoolWriter(spool, lock_wait_ms=settings.spool.write_timeout_ms) if spool is not None else None
+        services = GatewayServices.build(settings, writer)
         exporter: Exporter | None = None
         if spool is not None and settings.spool.export:
             exporter = build_exporter(settings, spool)
@@ -87,6 +89,8 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
             yield
         finally:
             await run_in_threadpool(services.scorer.shutdown)
+            if writer is not None:
+                await run_in_threadpool(writer.close)
             if exporter is not None:
                 await run_in_threadpool(exporter.stop, settings.spool.shutdown_grace_seconds)
             if spool is not None:
@@ -187,5 +191,13 @@ def _stats(services: GatewayServices, spool: PredictionSpool | None, exporter: E
             spool_stats = spool.stats()
         except Exception as exc:  # a deleted or locked spool: say so, do not fail the whole page
             spool_stats = {"error": f"{type(exc).__name__}: {exc}", "problem": spool.check_file()}
+    writer = services.scorer.writer
     return {"requests": services.counts.snapshot(), "spool": spool_stats,
-            "exporter": exporter.status() if exporter is not None else None}
+            "exporter": exporter.status() if exporter is not None else None,
+            "batching": {name: {"calls": b.calls, "rows": b.rows,
+                                "rows_per_call": round(b.rows / b.calls, 2) if b.calls else None}
+                         for name, b in services.scorer.batchers.items()},
+            "spool_writer": None if writer is None else {
+                "transactions": writer.transactions, "requests": writer.requests,
+                "requests_per_transaction": round(writer.requests / writer.transactions, 2)
+                if writer.transactions else None, "alive": writer.alive}}

@@ -155,7 +155,11 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     name = type(exc).__name__ if isinstance(exc, GatewayError) else "MalformedBody"
     if isinstance(exc, AdminDenied):
         name = {401: "Unauthorized", 403: "Forbidden"}.get(exc.status, "NotFound")
-    return error_response(request, _status_for(exc), name, message, detail)
+    response = error_response(request, _status_for(exc), name, message, detail)
+    if isinstance(exc, BodyTimeout | BodyTooLarge):
+        # The rest of the body was never read: the connection cannot carry another request.
+        response.headers["connection"] = "close"
+    return response
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -259,8 +259,12 @@ def test_feedback_for_a_prediction_still_in_flight_waits_for_it(tmp_path: Path, 
     with make_client(tmp_path, local_models) as c:
         _wait_ready(c)
         scorer = c.app.state.services.scorer  # type: ignore[attr-defined]
-        scored = scorer.score([FEATURES], request_id="slow-one")  # answered, not yet recorded
-        threading.Timer(0.3, scorer.record, args=(scored,)).start()
+        scored = scorer.submit([FEATURES], request_id="slow-one").result(5)  # scored, not yet recorded
+
+        def record() -> None:
+            scorer.finish(scored, scorer.commit(scored).exception(5))
+
+        threading.Timer(0.3, record).start()
         r = c.post("/feedback", json={"request_id": "slow-one", "true_label": "Setosa"})
         assert r.status_code == 202 and r.json()["correct"] is True
 

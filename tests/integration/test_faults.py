@@ -174,3 +174,66 @@ def test_window_mode_one_run_per_version_role_window(tmp_path: Path, own_mlflow:
         assert len(history) == int(run.data.metrics["count"])
         assert int(run.data.tags["window_end_ms"]) - int(run.data.tags["window_start_ms"]) < 2000
     assert counts[("v1.0", "primary")] == len(traffic.ok_ids) == counts[("v2.0", "shadow")]
+
+
+# Another process that takes the spool's write lock: short locks, then one past the busy timeout.
+_LOCKER = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+for hold in [0.5] * 8 + [6.0]:
+    conn.execute("BEGIN IMMEDIATE")
+    time.sleep(hold)
+    conn.execute("COMMIT")
+    time.sleep(0.5)
+"""
+
+
+def test_a_spool_locked_by_another_process_stalls_nothing_else(tmp_path: Path, own_mlflow: MlflowServer) -> None:
+    """Writes go through the spool's writer thread: while another process holds the write lock the
+    event loop keeps answering (/healthz), a write that waits too long follows on_log_failure (503 with
+    reject), and every 200 reaches MLflow exactly once."""
+    import subprocess
+    import sys
+    import threading
+
+    gw = _gateway(tmp_path, own_mlflow, spool={"dir": str(tmp_path / "spool"), "write_timeout_ms": 1000.0}).start()
+    health_ms: list[float] = []
+    stop = threading.Event()
+
+    def probe() -> None:
+        with httpx.Client(base_url=gw.url, timeout=10) as http:
+            while not stop.wait(0.05):
+                start = time.perf_counter()
+                assert http.get("/healthz").status_code == 200
+                health_ms.append((time.perf_counter() - start) * 1000)
+
+    prober = threading.Thread(target=probe, daemon=True)
+    try:
+        with TrafficThread(gw.url, connections=3, pause=0.02) as traffic:
+            prober.start()
+            time.sleep(1)
+            locker = subprocess.run([sys.executable, "-c", _LOCKER, str(tmp_path / "spool" / "predictions.sqlite3")],
+                                    timeout=60, check=True)
+            assert locker.returncode == 0
+            time.sleep(1)
+            stop.set()
+            prober.join(10)
+        refused = [f for f in traffic.failures if f == "HTTP 503"]
+        # only the on_log_failure answer, and fast: nothing waits past the write timeout (the client's is 5 s)
+        assert len(refused) == len(traffic.failures), sorted(set(traffic.failures))
+        slowest = max(traffic.latencies_ms)
+        stats = wait_drained(gw, timeout=300)
+        counts = assert_exactly_once(own_mlflow.url, traffic.ok_ids)
+        health_ms.sort()
+        print(f"spool locked 8 x 0.5 s + 1 x 6 s by another process: {counts['served']} answered 200 and in "
+              f"MLflow once, {len(refused)} answered 503 (not logged, on_log_failure = reject); /healthz "
+              f"{len(health_ms)} probes, p50 {health_ms[len(health_ms) // 2]:.1f} ms, max {health_ms[-1]:.1f} ms; "
+              f"slowest 200 {slowest:.0f} ms; "
+              f"export workers {stats['exporter']['workers']}")
+        assert counts["served"] > 100 and len(health_ms) > 50
+        # The loop never waits for SQLite: a probe takes milliseconds (was 4.6 s behind a locked insert).
+        assert health_ms[-1] < 1000
+        assert stats["requests"].get("rejected_unlogged", 0) == len(refused)
+    finally:
+        stop.set()
+        gw.stop()
