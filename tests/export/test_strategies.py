@@ -114,7 +114,8 @@ def test_prediction_runs_exactly_once(tmp_path_factory: Any, n: int, injected: l
     for run in fake.runs.values():
         assert run["status"] == "FINISHED"
         assert set(run["params"]) == {"sepal_length", "sepal_width", "petal_length", "petal_width"}
-        assert {k: len(v) for k, v in run["metrics"].items()} == {"prediction_class": 1, "inference_time_ms": 1}
+        assert {k: len(v) for k, v in run["metrics"].items()} == {"prediction_class": 1, "inference_time_ms": 1,
+                                                                   "batch_rows": 1}
         assert {"prediction", "model_version", "request_id", "role", "routing", "config_hash"} <= set(run["tags"])
 
 
@@ -206,5 +207,20 @@ def test_regressor_runs_log_the_value() -> None:
     r = rec(1, prediction=151.25, class_index=None, kind="regressor", features={"bmi": 0.05, "s 1/x": -0.01})
     params, metrics = prediction_payload(r)
     assert {p.key: p.value for p in params} == {"bmi": "0.05", "s 1/x": "-0.01"}
-    assert {m.key: m.value for m in metrics} == {"prediction_value": 151.25, "inference_time_ms": 0.5}
+    assert {m.key: m.value for m in metrics} == {"prediction_value": 151.25, "inference_time_ms": 0.5,
+                                                 "batch_rows": 1.0}
     assert prediction_tags(r)["prediction"] == "151.25" and prediction_tags(r)["model_kind"] == "regressor"
+
+
+def test_batched_rows_carry_the_call_size_and_their_own_time() -> None:
+    """inference_time_ms is the shared model call's; batch_rows and request_time_ms say what the request saw."""
+    from gateway.export.strategies import prediction_payload, window_summary
+    from gateway.spool import SpoolRow
+
+    r = rec(1, inference_time_ms=0.9, batch_rows=8, request_time_ms=2.5)
+    _, metrics = prediction_payload(r)
+    assert {m.key: m.value for m in metrics} == {"prediction_class": 0.0, "inference_time_ms": 0.9,
+                                                 "batch_rows": 8.0, "request_time_ms": 2.5}
+    rows = [SpoolRow(i, rec(i, batch_rows=4, request_time_ms=float(i)), 1, None, None) for i in range(1, 5)]
+    summary = window_summary(rows)
+    assert summary["batch_rows_mean"] == 4.0 and summary["request_time_ms_p50"] == 2.5
