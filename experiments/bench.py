@@ -67,7 +67,8 @@ def _batch_rows(n: int = BATCH_ROWS) -> list[list[float]]:
 
 
 def _lua(body: str, content_type: str) -> str:
-    return f'wrk.method = "POST"\nwrk.body = [[{body}]]\nwrk.headers["Content-Type"] = "{content_type}"\n'
+    # A level-2 long bracket: a JSON body holds "]]" (nested arrays), which would end a plain [[...]].
+    return f'wrk.method = "POST"\nwrk.body = [==[{body}]==]\nwrk.headers["Content-Type"] = "{content_type}"\n'
 
 
 def _oip(rows: list[list[float]]) -> str:
@@ -82,8 +83,19 @@ def _split(rows: list[list[float]]) -> str:
 @dataclass(frozen=True)
 class Load:
     path: str
-    script: str  # wrk Lua
+    body: str
+    content_type: str
     rows: int = 1
+
+    @property
+    def script(self) -> str:  # for wrk
+        return _lua(self.body, self.content_type)
+
+    def check(self, url: str) -> None:
+        """One request first: a setup that answers the body with an error is a broken benchmark."""
+        r = httpx.post(url + self.path, content=self.body, headers={"Content-Type": self.content_type}, timeout=30)
+        if r.status_code != 200:
+            raise RuntimeError(f"POST {self.path} answered {r.status_code}: {r.text[:300]}")
 
 
 @dataclass
@@ -226,7 +238,12 @@ class Service:
         self._log = open(workdir / "server.log", "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=cwd,
                                      env={**os.environ, **(env or {})}, start_new_session=True)
-        wait_http(ready_url, timeout, self.proc)
+        try:
+            wait_http(ready_url, timeout, self.proc)
+        except Exception as exc:
+            self.stop()
+            tail = (workdir / "server.log").read_text(errors="replace").splitlines()[-15:]
+            raise RuntimeError(f"{cmd[0]} did not start: {exc}\n" + "\n".join(tail)) from None
 
     def stop(self) -> None:
         _stop_group(self.proc)
@@ -243,7 +260,9 @@ def start_mlflow_serve(work: Path, tracking_uri: str, url: str) -> Service:
     port = url.rsplit(":", 1)[1]
     return Service([str(VENV_BIN / "mlflow"), "models", "serve", "-m", MODEL_URI, "-h", "127.0.0.1", "-p", port,
                     "--env-manager", "local"], f"{url}/ping", work,
-                   env={"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"})
+                   env={"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true",
+                        # it starts `uvicorn` by name: the venv's must be on PATH
+                        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"})
 
 
 def mlserver_venv(cache: Path) -> Path:
@@ -252,13 +271,16 @@ def mlserver_venv(cache: Path) -> Path:
     import sklearn
 
     venv = cache / "mlserver"
-    stamp = venv / f".installed-{sklearn.__version__}"
+    stamp = venv / f".installed-{sklearn.__version__}-uvloop021"
     if not stamp.exists():
         print("installing MLServer into its own venv (once) ...", file=sys.stderr)
         shutil.rmtree(venv, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        # uvloop 0.22 made asyncio.get_event_loop() raise in a fresh process; MLServer 1.7's inference
+        # workers call it at start and die (seen here with 1.7.1), so the venv keeps the last uvloop before.
         subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "mlserver>=1.6,<2",
-                        "mlserver-sklearn>=1.6,<2", f"scikit-learn=={sklearn.__version__}"], check=True)
+                        "mlserver-sklearn>=1.6,<2", f"scikit-learn=={sklearn.__version__}", "uvloop<0.22"],
+                       check=True)
         stamp.touch()
     return venv
 
@@ -301,19 +323,19 @@ def gateway_starter(logging: str | None) -> Callable[[Path, str, str], GatewayPr
 
 
 def setups(mlserver: Path | None) -> list[Setup]:
-    single_form = Load("/predict", _lua(FORM, "application/x-www-form-urlencoded"))
-    batch_split = Load("/invocations", _lua(_split(_batch_rows()), "application/json"), BATCH_ROWS)
+    single_form = Load("/predict", FORM, "application/x-www-form-urlencoded")
+    batch_split = Load("/invocations", _split(_batch_rows()), "application/json", BATCH_ROWS)
     out = [
         Setup("bare", single_form, None, start=start_bare),
-        Setup("mlflow-serve", Load("/invocations", _lua(_split([ROW]), "application/json")), batch_split,
+        Setup("mlflow-serve", Load("/invocations", _split([ROW]), "application/json"), batch_split,
               start=start_mlflow_serve),
         Setup("gw-prediction", single_form, None, "prediction", gateway_starter("prediction")),
         Setup("gw-window", single_form, batch_split, "window", gateway_starter("window")),
         Setup("gw-off", single_form, batch_split, None, gateway_starter(None)),
     ]
     if mlserver is not None:
-        out.insert(1, Setup("mlserver", Load("/v2/models/iris/infer", _lua(_oip([ROW]), "application/json")),
-                            Load("/v2/models/iris/infer", _lua(_oip(_batch_rows()), "application/json"), BATCH_ROWS),
+        out.insert(1, Setup("mlserver", Load("/v2/models/iris/infer", _oip([ROW]), "application/json"),
+                            Load("/v2/models/iris/infer", _oip(_batch_rows()), "application/json", BATCH_ROWS),
                             start=lambda w, t, u: start_mlserver(w, t, u, mlserver)))
     return out
 
@@ -348,6 +370,7 @@ def run_setup(setup: Setup, rnd: int, work: Path, tracking_uri: str, seconds: in
         for kind, load in loads:
             script = scripts / f"{setup.name}-{kind}.lua"
             script.write_text(load.script)
+            load.check(url)
             run_wrk(url + load.path, 1, 8, script)  # warm-up, not reported
             for c in CONCURRENCY if kind == "single" else (8,):
                 wrk = run_wrk(url + load.path, seconds, c, script)

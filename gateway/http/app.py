@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -75,6 +76,7 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
             try:
                 services.scorer.load_variants(model_loader)
                 app.openapi_schema = None  # the model's row schema is known now
+                _freeze_heap()
                 log.info("ready: %s, mode %s, config %s", ", ".join(services.scorer.variants),
                          services.routing.config.mode, services.routing.config.config_hash)
             except Exception as exc:
@@ -117,6 +119,14 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
                        max_header_bytes=int(limits.max_header_kb * 1024),
                        read_timeout=limits.body_read_timeout_seconds)
     return app
+
+
+def _freeze_heap() -> None:
+    """Move everything alive after start-up (MLflow, pandas, scikit-learn, the models: millions of
+    objects) out of the cyclic garbage collector's reach. Otherwise each full collection walks all of
+    them while requests wait; measured here, that put p99 at about 120 ms for a 2 ms median."""
+    gc.collect()
+    gc.freeze()
 
 
 def _openapi_from_signature(app: FastAPI) -> None:
