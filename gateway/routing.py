@@ -67,6 +67,7 @@ class Router:
         self._edges = list(accumulate(self.weights[n] for n in self._chosen))
         self._edges[-1] = 1.0  # guard against float shortfall such as 0.9999999999
         self.weights_tag = ",".join(f"{n}={w:.6g}" for n, w in self.weights.items())
+        self.config_hash = config.config_hash  # computed once per routing config, not per request
 
     def _pick(self, n: float) -> str:
         return self._chosen[min(bisect.bisect_right(self._edges, n), len(self._chosen) - 1)]

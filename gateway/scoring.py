@@ -1,15 +1,15 @@
 """Scoring: validate a request's rows, route them, predict, record them durably, and score the
 shadow after the response. Framework-free.
 
-The request path is three steps, none of them on the caller's thread:
+The request path is two calls, and the caller's thread (the event loop) does no work in between:
 
 1. ``submit`` routes the request (cheap) and queues its raw rows on the chosen variant's
    micro-batcher, whose worker validates them and scores them, with any requests that arrived
-   meanwhile, in one model call. Its future gives a ``ScoredRequest``.
-2. ``commit`` queues the records on the spool's writer thread (group commit). Its future resolves
-   once they are durable.
-3. ``finish`` turns that result into the answer: served and logged, a replay of a recorded request,
-   or the ``on_log_failure`` policy. The response is sent only after this.
+   meanwhile, in one model call; the worker then hands the records to the spool's writer thread
+   (group commit). The future resolves once they are durable (or the write failed), with the
+   ``ScoredRequest`` and the write's error, if any.
+2. ``finish`` turns that into the answer: served and logged, a replay of a recorded request, or the
+   ``on_log_failure`` policy. The response is sent only after this.
 
 ``submit_shadow`` queues the candidate's scoring on its own batcher after the response was sent.
 """
@@ -75,6 +75,9 @@ class ScoredRequest:
     predictions: list[Prediction]
     router: Router
     params: dict[str, Any] | None = None
+
+
+Committed = tuple[ScoredRequest, BaseException | None]  # a request's records written, or why not
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,9 +160,10 @@ class Scorer:
 
     def submit(self, raw_rows: Sequence[Any], *, forced: str | None = None, user_key: str | None = None,
                request_id: str | None = None, probabilities: bool = False,
-               params: dict[str, Any] | None = None) -> Future[ScoredRequest]:
+               params: dict[str, Any] | None = None) -> Future[Committed]:
         """Route the request and queue it on its variant's batcher. Raises NotReady, TooManyRows or
-        UnknownVariant at once; invalid rows and model errors come through the future."""
+        UnknownVariant at once; invalid rows and model errors come through the future, which gives
+        (the scored request, the spool write's error or None) once its records are committed."""
         if not self.ready.is_set() or self.schema is None:
             raise NotReady(self.load_error or "models are still loading")
         if len(raw_rows) > self.max_rows:
@@ -168,7 +172,7 @@ class Scorer:
         decision = router.decide(forced=forced, user_key=user_key)
         request_id = request_id or uuid.uuid4().hex
         variant = self.variants[decision.variant]
-        scored: Future[ScoredRequest] = Future()
+        scored: Future[Committed] = Future()
         self._in_flight.add(request_id)
         try:
             job = self.batchers[variant.name].submit(raw_rows, probabilities=probabilities, params=params or None)
@@ -176,19 +180,31 @@ class Scorer:
             self._in_flight.discard(request_id)
             raise NotReady("the gateway is shutting down") from None
 
-        def scored_by_model(done: Future[JobResult]) -> None:  # runs on the batcher's thread
-            error = done.exception()
+        def settle(outcome: Committed | BaseException) -> None:
             try:
-                if error is not None:
+                if isinstance(outcome, BaseException):
                     self._in_flight.discard(request_id)
-                    scored.set_exception(error)
-                    return
+                    scored.set_exception(outcome)
+                else:
+                    scored.set_result(outcome)
+            except InvalidStateError:  # its caller went away (cancelled): nobody will finish it
+                self._in_flight.discard(request_id)
+
+        def scored_by_model(done: Future[JobResult]) -> None:  # runs on the batcher's thread
+            try:
                 result = done.result()
                 records = self._records(request_id, Role.PRIMARY, variant, result, str(decision.reason), router)
-                scored.set_result(ScoredRequest(request_id, decision, result.rows, records, result.predictions,
-                                                router, params or None))
-            except InvalidStateError:  # the caller gave up (cancelled) meanwhile
-                self._in_flight.discard(request_id)
+                request = ScoredRequest(request_id, decision, result.rows, records, result.predictions, router,
+                                        params or None)
+            except Exception as exc:  # invalid rows, a model error: this request fails, the worker goes on
+                settle(exc)
+                return
+            if not self.logging_enabled:
+                settle((request, None))
+            elif self.writer is None:
+                settle((request, SpoolWriteError("the prediction spool could not be opened at start-up")))
+            else:
+                self.writer.write(records).add_done_callback(lambda written: settle((request, written.exception())))
 
         job.add_done_callback(scored_by_model)
         return scored
@@ -207,7 +223,7 @@ class Scorer:
     def _records(request_id: str, role: Role, variant: LoadedVariant, result: JobResult, routing: str,
                  router: Router) -> list[PredictionRecord]:
         ts_ms = int(time.time() * 1000)
-        config_hash, weights, kind = router.config.config_hash, router.weights_tag, str(variant.kind)
+        config_hash, weights, kind = router.config_hash, router.weights_tag, str(variant.kind)
         return [PredictionRecord(request_id=request_id, role=str(role), model_version=variant.name, features=row,
                                  prediction=p.label, class_index=p.class_index, inference_time_ms=result.elapsed_ms,
                                  ts_ms=ts_ms, routing=routing, config_hash=config_hash, weights=weights,
@@ -215,18 +231,8 @@ class Scorer:
                                  request_time_ms=result.request_time_ms)
                 for i, (row, p) in enumerate(zip(result.rows, result.predictions, strict=True))]
 
-    def commit(self, scored: ScoredRequest) -> Future[list[int]] | None:
-        """Queue the request's records on the spool's writer; None when logging is off."""
-        if not self.logging_enabled:
-            return None
-        if self.writer is None:
-            failed: Future[list[int]] = Future()
-            failed.set_exception(SpoolWriteError("the prediction spool could not be opened at start-up"))
-            return failed
-        return self.writer.submit(scored.records)
-
     def finish(self, scored: ScoredRequest, error: BaseException | None = None) -> PredictionOutcome:
-        """The answer, once the commit is done (``error`` None) or failed. Raises SpoolUnavailable
+        """The answer, once the records are committed (``error`` None) or their write failed. Raises SpoolUnavailable
         (on_log_failure = reject) or ConflictingRequest (a request id reused for other rows)."""
         try:
             return self._finish(scored, error)

@@ -228,6 +228,18 @@ class PredictionSpool:
             self._local.conn = conn
         return conn
 
+    def leave_checkpoints(self) -> None:
+        """This thread's commits no longer copy the WAL back into the database when it grows past
+        1,000 pages (SQLite's automatic checkpoint, an fsync of a few ms on some commit in a few
+        hundred); ``checkpoint`` does it instead, from another thread."""
+        conn = self._conn()
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        conn.execute("PRAGMA journal_size_limit = 67108864")  # the WAL file shrinks back to 64 MB after a reset
+
+    def checkpoint(self) -> None:
+        """Copy the WAL's committed pages into the database without blocking writers (PASSIVE)."""
+        self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
     def limit_waits(self, busy_timeout_ms: float) -> None:
         """How long this thread's writes wait for a lock held elsewhere before they fail (the request
         path's writer waits no longer than its requests may)."""

@@ -5,16 +5,20 @@ the cost of a commit is shared by every request waiting for it. Each request sta
 (a savepoint each, see ``PredictionSpool.append_groups``), and its future resolves only after the
 commit: a response waits for it, so nothing answered is lost.
 
-A write still waiting in the queue can be cancelled (``Future.cancel``): the request that gave up on
-it follows ``on_log_failure`` and the records are never written. Once a write has started it
-finishes or fails as a whole, waiting at most ``lock_wait_ms`` for a lock held by another process.
+A write waits in the queue at most ``queue_wait_ms``: one still queued past that (the writer was
+held up by a lock elsewhere) fails with SpoolWriteError unwritten, and its request follows
+``on_log_failure``; so does one cancelled by its caller (``Future.cancel``). Once a write has
+started it finishes or fails as a whole, waiting at most ``lock_wait_ms`` for a lock held by
+another process.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -29,21 +33,31 @@ log = logging.getLogger("gateway.spool")
 class _Write:
     records: Sequence[PredictionRecord]
     future: Future[list[int]]
+    deadline: float  # time.monotonic() past which it is not started any more
 
 
 class SpoolWriter:
     """One thread owning the request path's writes to one spool."""
 
-    def __init__(self, spool: PredictionSpool, *, max_group: int = 512, lock_wait_ms: float | None = None) -> None:
+    def __init__(self, spool: PredictionSpool, *, max_group: int = 512, lock_wait_ms: float | None = None,
+                 queue_wait_ms: float = 60_000.0) -> None:
         self.spool = spool
         self.max_group = max_group
         self.lock_wait_ms = lock_wait_ms  # None: the spool's busy timeout
+        self.queue_wait_s = queue_wait_ms / 1000.0
+        self.expired = 0
+        self.checkpoint_interval_s = 0.25
         self.transactions = 0
         self.requests = 0
         self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
         self._closed = False
+        self._busy = threading.Lock()  # held by whoever is committing: the writer thread, or an idle-time caller
+        self._prepared = threading.local()
         self._thread = threading.Thread(target=self._run, name="spool-writer", daemon=True)
         self._thread.start()
+        self._stopped = threading.Event()
+        self._checkpointer = threading.Thread(target=self._checkpoints, name="spool-checkpoint", daemon=True)
+        self._checkpointer.start()
 
     def submit(self, records: Sequence[PredictionRecord]) -> Future[list[int]]:
         """Queue one request's records; the future gives their row ids once committed, or raises
@@ -52,8 +66,35 @@ class SpoolWriter:
         if self._closed:
             future.set_exception(SpoolWriteError("the gateway is shutting down"))
             return future
-        self._queue.put(_Write(records, future))
+        self._queue.put(_Write(records, future, time.monotonic() + self.queue_wait_s))
         return future
+
+    def write(self, records: Sequence[PredictionRecord]) -> Future[list[int]]:
+        """Like ``submit``, but when the writer is idle the records are committed right here, on the
+        caller's thread: at low load that saves a hand-off between threads on every request."""
+        if not self._closed and self._queue.empty() and self._busy.acquire(blocking=False):
+            try:
+                if self._queue.empty():
+                    self._own_connection()
+                    write = _Write(records, Future(), math.inf)
+                    self._commit([write])
+                    return write.future
+            finally:
+                self._busy.release()
+        return self.submit(records)
+
+    def _own_connection(self) -> None:
+        """A thread's spool connection, set up once for request-path writes: no checkpoints of its own
+        (the checkpoint thread does them), and lock waits bounded by ``lock_wait_ms``."""
+        if getattr(self._prepared, "done", False):
+            return
+        self._prepared.done = True
+        try:
+            self.spool.leave_checkpoints()
+            if self.lock_wait_ms is not None:
+                self.spool.limit_waits(self.lock_wait_ms)
+        except Exception:  # an unwritable spool: each write will say so
+            log.exception("cannot set up the spool connection of %s", threading.current_thread().name)
 
     def _take(self) -> tuple[list[_Write], bool]:
         """The next group: one write (waiting for it), then whatever else is queued."""
@@ -72,30 +113,49 @@ class SpoolWriter:
             group.append(item)
         return group, stop
 
-    def _run(self) -> None:
-        if self.lock_wait_ms is not None:
+    def _checkpoints(self) -> None:
+        """The WAL's checkpoints, off the commit path (the writer's connection does none itself)."""
+        while not self._stopped.wait(self.checkpoint_interval_s):
             try:
-                self.spool.limit_waits(self.lock_wait_ms)
-            except Exception:  # an unwritable spool: each write will say so
-                log.exception("cannot set the spool writer's lock wait")
+                self.spool.checkpoint()
+            except Exception as exc:  # locked or gone: the next round, or the exporter's commits, do it
+                log.debug("spool checkpoint skipped: %s", exc)
+
+    def _run(self) -> None:
+        self._own_connection()
         stop = False
         while not stop:
             group, stop = self._take()
-            live = [w for w in group if w.future.set_running_or_notify_cancel()]
-            if not live:
+            with self._busy:
+                self._commit(group)
+
+    def _commit(self, group: list[_Write]) -> None:
+        now = time.monotonic()
+        live = []
+        for write in group:
+            if not write.future.set_running_or_notify_cancel():
                 continue
-            try:
-                results = self.spool.append_groups([w.records for w in live])
-            except BaseException as exc:  # the thread must outlive any failure of one transaction
-                log.exception("spool group commit failed")
-                results = [SpoolWriteError(f"cannot write the prediction spool: {exc}")] * len(live)
-            self.transactions += 1
-            self.requests += len(live)
-            for write, result in zip(live, results, strict=True):
-                if isinstance(result, Exception):
-                    write.future.set_exception(result)
-                else:
-                    write.future.set_result(result)
+            if now > write.deadline:
+                self.expired += 1
+                write.future.set_exception(SpoolWriteError(
+                    f"the records waited more than {self.queue_wait_s:g} s for the spool's writer "
+                    "(the spool locked by another process, or a stalled disk)"))
+                continue
+            live.append(write)
+        if not live:
+            return
+        try:
+            results = self.spool.append_groups([w.records for w in live])
+        except BaseException as exc:  # the writer must outlive any failure of one transaction
+            log.exception("spool group commit failed")
+            results = [SpoolWriteError(f"cannot write the prediction spool: {exc}")] * len(live)
+        self.transactions += 1
+        self.requests += len(live)
+        for write, result in zip(live, results, strict=True):
+            if isinstance(result, Exception):
+                write.future.set_exception(result)
+            else:
+                write.future.set_result(result)
 
     def close(self, timeout: float = 10.0) -> None:
         """Commit what is queued, then stop the thread."""
@@ -104,6 +164,7 @@ class SpoolWriter:
         self._closed = True
         self._queue.put(None)
         self._thread.join(timeout)
+        self._stopped.set()
         while True:  # a write queued behind the stop mark, by a request racing the shutdown
             try:
                 item = self._queue.get_nowait()

@@ -87,6 +87,24 @@ def test_a_withdrawn_write_is_never_written(tmp_path: Path) -> None:
         writer.close()
 
 
+def test_a_write_queued_past_its_deadline_fails_unwritten(tmp_path: Path) -> None:
+    spool = PredictionSpool(tmp_path)
+    writer = SpoolWriter(spool, lock_wait_ms=3000, queue_wait_ms=200)
+    try:
+        other = _lock(spool)
+        first = writer.submit([rec(1)])  # taken at once: waits for the lock (up to 3 s)
+        while not first.running():
+            time.sleep(0.005)
+        late = writer.submit([rec(2)])  # queued behind it for longer than 200 ms
+        threading.Timer(0.6, lambda: other.execute("COMMIT")).start()
+        assert first.result(10)
+        with pytest.raises(SpoolWriteError, match="waited more than 0.2 s"):
+            late.result(10)
+        assert spool.find("r2") is None and writer.expired == 1
+    finally:
+        writer.close()
+
+
 def test_a_lock_past_the_busy_timeout_fails_those_writes_and_the_writer_goes_on(tmp_path: Path) -> None:
     spool = PredictionSpool(tmp_path, busy_timeout_ms=200)
     writer = SpoolWriter(spool)

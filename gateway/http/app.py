@@ -52,7 +52,8 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         spool = open_spool(settings)
-        writer = SpoolWriter(spool, lock_wait_ms=settings.spool.write_timeout_ms) if spool is not None else None
+        writer = (SpoolWriter(spool, lock_wait_ms=settings.spool.write_timeout_ms,
+                              queue_wait_ms=settings.spool.write_timeout_ms) if spool is not None else None)
         services = GatewayServices.build(settings, writer)
         exporter: Exporter | None = None
         if spool is not None and settings.spool.export:

@@ -17,9 +17,8 @@ from starlette.background import BackgroundTask
 
 from gateway.errors import MalformedBody
 from gateway.records import REQUEST_ID_PATTERN
-from gateway.scoring import PredictionOutcome, ScoredRequest, Scorer
+from gateway.scoring import PredictionOutcome, ScoredRequest
 from gateway.service import GatewayServices
-from gateway.spool import SpoolWriteError
 
 SAGEMAKER_VARIANT_HEADER = "x-amzn-sagemaker-target-variant"
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
@@ -71,42 +70,19 @@ class Answered:
 async def answer(request: Request, rows: Sequence[Any], *, probabilities: bool = False,
                  forced: str | None = None, request_id: str | None = None,
                  params: dict[str, Any] | None = None) -> Answered:
-    """Route, predict (on the variant's batcher thread) and commit to the spool (on its writer
-    thread) before answering; the event loop only waits."""
+    """Route, then wait: the variant's batcher thread validates and predicts, and the spool's writer
+    thread commits the records, before this answers. The event loop does none of that work."""
     svc = services(request)
     routing = svc.settings.routing
     forced = forced or request.headers.get(routing.variant_header) or request.headers.get(SAGEMAKER_VARIANT_HEADER)
     user_key = header_utf8(request, routing.sticky_header) or None
     scorer = svc.scorer
-    scored = await asyncio.wrap_future(scorer.submit(
+    scored, write_error = await asyncio.wrap_future(scorer.submit(
         rows, forced=forced or None, user_key=user_key, request_id=request_id or request_id_of(request),
         probabilities=probabilities, params=params or None))
-    outcome = scorer.finish(scored, await _commit(scorer, scored, svc.settings.spool.write_timeout_ms / 1000.0))
+    outcome = scorer.finish(scored, write_error)
     request.app.state.metrics.on_response(outcome.model_version, outcome.reason, 200)
     return Answered(scored, outcome)
-
-
-async def _commit(scorer: Scorer, scored: ScoredRequest, timeout: float) -> BaseException | None:
-    """Wait for the request's records to be durable; what went wrong, or None. A write still queued
-    after ``timeout`` is withdrawn (on_log_failure decides); one already running is waited for."""
-    pending = scorer.commit(scored)
-    if pending is None:
-        return None
-    try:
-        async with asyncio.timeout(timeout):
-            await asyncio.wrap_future(pending)
-        return None
-    except TimeoutError:
-        if pending.cancelled():
-            return SpoolWriteError(f"the spool's writer did not take the records within {timeout:g} s "
-                                   "(spool locked by another process, or a stalled disk)")
-    except Exception as exc:
-        return exc
-    try:  # its transaction had started: it commits or fails as a whole, within the busy timeout
-        await asyncio.wrap_future(pending)
-        return None
-    except Exception as exc:
-        return exc
 
 
 def answer_headers(request: Request, answered: Answered) -> dict[str, str]:

@@ -254,17 +254,23 @@ def test_feedback_is_stored_and_validated(tmp_path: Path, local_models: dict[str
 
 
 def test_feedback_for_a_prediction_still_in_flight_waits_for_it(tmp_path: Path, local_models: dict[str, str]) -> None:
+    """Its prediction is scored but its commit waits (another connection holds the spool's write lock):
+    the feedback waits for it rather than answering 404."""
+    import sqlite3
     import threading
 
     with make_client(tmp_path, local_models) as c:
         _wait_ready(c)
         scorer = c.app.state.services.scorer  # type: ignore[attr-defined]
-        scored = scorer.submit([FEATURES], request_id="slow-one").result(5)  # scored, not yet recorded
+        other = sqlite3.connect(scorer.spool.path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        pending = scorer.submit([FEATURES], request_id="slow-one")
 
-        def record() -> None:
-            scorer.finish(scored, scorer.commit(scored).exception(5))
+        def release_then_answer() -> None:
+            other.execute("COMMIT")
+            scorer.finish(*pending.result(5))
 
-        threading.Timer(0.3, record).start()
+        threading.Timer(0.3, release_then_answer).start()
         r = c.post("/feedback", json={"request_id": "slow-one", "true_label": "Setosa"})
         assert r.status_code == 202 and r.json()["correct"] is True
 
