@@ -37,6 +37,9 @@ class MlflowSection(_Section):
     granularity: Literal["prediction", "window"] = "prediction"
     window_seconds: float = Field(10.0, gt=0)
     window_max_records: int = Field(5000, gt=0)
+    # A window of at most this many records also logs one metric step per record (charts in the UI);
+    # a bigger one only its summary and table: the steps would cost MLflow most of the export. 0: never.
+    window_series_max_records: int = Field(1000, ge=0)
     export_workers: int = Field(8, ge=1, le=64)
     # Per-prediction export defers to traffic: above this many predictions/s it waits, unless the
     # oldest unexported prediction is older than max_deferral_seconds. 0 turns deferral off.

@@ -28,6 +28,8 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from gateway.records import PredictionRecord
 
 log = logging.getLogger("gateway.spool")
@@ -103,7 +105,7 @@ _INSERT = f"INSERT INTO predictions ({_COLS}) VALUES ({', '.join('?' * len(_RECO
 
 def _values(record: PredictionRecord) -> tuple[Any, ...]:
     return (record.request_id, record.row_index, record.role, record.model_version, record.features_json(),
-            json.dumps(record.prediction), record.class_index, record.kind, record.inference_time_ms,
+            orjson.dumps(record.prediction).decode(), record.class_index, record.kind, record.inference_time_ms,
             record.ts_ms, record.routing, record.config_hash, record.weights, record.batch_rows,
             record.request_time_ms)
 
@@ -111,8 +113,8 @@ def _values(record: PredictionRecord) -> tuple[Any, ...]:
 def _record(row: Sequence[Any]) -> PredictionRecord:
     (request_id, row_index, role, version, features, prediction, class_index, kind, ms, ts, routing, config_hash,
      weights, batch_rows, request_time_ms) = row
-    return PredictionRecord(request_id=request_id, role=role, model_version=version, features=json.loads(features),
-                            prediction=json.loads(prediction), class_index=class_index, inference_time_ms=ms,
+    return PredictionRecord(request_id=request_id, role=role, model_version=version, features=orjson.loads(features),
+                            prediction=orjson.loads(prediction), class_index=class_index, inference_time_ms=ms,
                             ts_ms=ts, routing=routing, config_hash=config_hash, weights=weights,
                             row_index=row_index, kind=kind, batch_rows=batch_rows, request_time_ms=request_time_ms)
 

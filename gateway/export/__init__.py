@@ -34,7 +34,8 @@ def build_thread_exporter(settings: Settings, spool: PredictionSpool, *, lease_s
     counters = ExportCounters()
     if m.granularity == "window":
         strategy: Any = WindowRuns(spool, writer, counters, window_seconds=m.window_seconds,
-                                   window_max_records=m.window_max_records, lease_seconds=lease_seconds)
+                                   window_max_records=m.window_max_records, lease_seconds=lease_seconds,
+                                   series_max_records=m.window_series_max_records)
         labels: Any = LabelWindows(spool, writer, counters, m.window_seconds, m.window_max_records)
     else:
         strategy = PredictionRuns(spool, writer, counters, workers=m.export_workers, lease_seconds=lease_seconds)

@@ -12,7 +12,6 @@ have reached MLflow (a timeout, a crash, a SIGKILL) is first looked up by its ta
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+import orjson
 
 from gateway import contract as c
 from gateway.export.writer import SERIES_CHUNK, RunWriter
@@ -187,9 +187,11 @@ class WindowRuns:
     workers = 1
 
     def __init__(self, spool: PredictionSpool, writer: RunWriter, counters: ExportCounters, *,
-                 window_seconds: float = 10.0, window_max_records: int = 5000, lease_seconds: float = 120.0) -> None:
+                 window_seconds: float = 10.0, window_max_records: int = 5000, lease_seconds: float = 120.0,
+                 series_max_records: int = 1000) -> None:
         self.spool, self.writer, self.counters = spool, writer, counters
         self.window_seconds, self.window_max_records = window_seconds, window_max_records
+        self.series_max_records = series_max_records
         self.lease_seconds = max(lease_seconds, 120.0)
 
     def claim(self, draining: bool) -> tuple[str, list[SpoolRow]] | None:
@@ -239,7 +241,7 @@ class WindowRuns:
                   Param("window_max_records", str(self.window_max_records))]
         self.writer.log_batch(run_id, summary, params)
         series: list[Any] = []
-        for step, r in enumerate(rows):
+        for step, r in enumerate(rows if len(rows) <= self.series_max_records else ()):
             rec = r.record
             series.append(Metric(c.METRIC_INFERENCE_TIME, float(rec.inference_time_ms), rec.ts_ms, step))
             if rec.kind == ModelKind.REGRESSOR:
@@ -248,7 +250,7 @@ class WindowRuns:
                 series.append(Metric(c.METRIC_PREDICTION_CLASS, float(rec.class_index), rec.ts_ms, step))
         for i in range(0, len(series), SERIES_CHUNK):
             self.writer.log_batch(run_id, series[i:i + SERIES_CHUNK])
-        table = "\n".join(json.dumps(r.record.to_dict(), separators=(",", ":")) for r in rows) + "\n"
+        table = b"\n".join(orjson.dumps(r.record.to_dict()) for r in rows).decode() + "\n"
         self.writer.log_text(run_id, table, c.RECORDS_ARTIFACT)
         self.writer.finish(run_id, end_ms + 1)
         self.spool.mark_done([r.id for r in rows], run_id)

@@ -4,10 +4,11 @@ scoring client and ``mlflow models serve`` users switch by changing the URL."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse, Response
 
 from gateway.http.errors import PREDICTION_STATUSES, MlflowErrorBody, responses
 from gateway.http.inference import answer, answer_headers, services, shadow_task
+from gateway.http.responses import FastJSONResponse
 from gateway.protocols import mlflow_scoring
 
 router = APIRouter(tags=["mlflow scoring protocol"])
@@ -23,7 +24,8 @@ async def invocations(request: Request) -> Response:
     probabilities = bool(params.pop(mlflow_scoring.PROBABILITIES_PARAM, False))
     answered = await answer(request, rows, probabilities=probabilities, params=params)
     body = mlflow_scoring.encode(answered.labels, answered.probabilities if probabilities else None)
-    return JSONResponse(body, headers=answer_headers(request, answered), background=shadow_task(request, answered))
+    return FastJSONResponse(body, headers=answer_headers(request, answered),
+                            background=shadow_task(request, answered))
 
 
 @router.get("/ping", summary="MLflow scoring protocol: 200 once every variant is loaded",

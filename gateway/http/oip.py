@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from gateway.errors import NotReady, UnknownModel, UnknownVariant
 from gateway.http.errors import PREDICTION_STATUSES, OipErrorBody, responses
 from gateway.http.inference import answer, answer_headers, request_id_of, services, shadow_task
+from gateway.http.responses import FastJSONResponse
 from gateway.model_output import ModelKind
 from gateway.protocols import oip
 from gateway.service import GatewayServices
@@ -117,4 +118,4 @@ async def _infer(request: Request, name: str, variant: str | None) -> Response:
         content, header_length = binary_body
         headers[oip.HEADER_LENGTH] = str(header_length)
         return Response(content, media_type="application/octet-stream", headers=headers, background=background)
-    return JSONResponse(body, headers=headers, background=background)
+    return FastJSONResponse(body, headers=headers, background=background)

@@ -7,12 +7,13 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from gateway.errors import MalformedBody
 from gateway.exceptions import first_line
 from gateway.http.errors import PREDICTION_STATUSES, ErrorBody, responses
 from gateway.http.inference import Answered, answer, answer_headers, services, shadow_task
+from gateway.http.responses import FastJSONResponse
 from gateway.model_output import Prediction
 from gateway.protocols import loads_body
 from gateway.records import REQUEST_ID_PATTERN
@@ -102,5 +103,5 @@ async def predict(request: Request) -> Response:
     rows, batch = await _raw_rows(request)
     probabilities = request.query_params.get("probabilities", "").lower() in _TRUE
     answered = await answer(request, rows, probabilities=probabilities)
-    return JSONResponse(render(answered, batch), headers=answer_headers(request, answered),
+    return FastJSONResponse(render(answered, batch), headers=answer_headers(request, answered),
                         background=shadow_task(request, answered))
