@@ -428,7 +428,16 @@ def render_terminal(report: dict[str, Any]) -> str:
                 cells = f"{p['mean']:>10.4g} {p['p50']:>10.4g} {p['p95']:>10.4g}"
             lines.append(f"  {v:<8} {s['count']:>7} {s['share']:>7.1%} {lat['mean']:>7.3f} {lat['p50']:>7.3f} "
                          f"{ci_text:>17} {lat['p95']:>7.3f} {lat['p99']:>7.3f}   {cells}")
-        lines.append("  (latency in ms: the model's own predict time)")
+        lines.append("  (latency in ms: the model's own predict time; a batched call's, shared by its rows)")
+        timed = {v: s for v, s in versions.items() if s.get("request_time_ms")}
+        if timed:
+            lines.append(f"  {'version':<8} {'request p50':>12} {'request p95':>12} {'request p99':>12} "
+                         f"{'rows/call':>10}")
+            for v, s in timed.items():
+                own = s["request_time_ms"]
+                lines.append(f"  {v:<8} {own['p50']:>12.3f} {own['p95']:>12.3f} {own['p99']:>12.3f} "
+                             f"{s.get('batch_rows_mean', float('nan')):>10.2f}")
+            lines.append("  (request: its own time in the gateway, queueing for the model included, in ms)")
         lines.append("")
     shadow = report.get("shadow")
     if shadow and shadow.get("confusion"):
@@ -448,6 +457,11 @@ def _summary_metrics(s: dict[str, Any], pvals: dict[str, Any]) -> dict[str, floa
     metrics = {"count": s["count"], "share": s["share"], "latency_mean_ms": lat["mean"],
                "latency_p50_ms": lat["p50"], "latency_p95_ms": lat["p95"], "latency_p99_ms": lat["p99"],
                **{k: v for k, v in pvals.items() if v is not None}}
+    if s.get("request_time_ms"):
+        own = s["request_time_ms"]
+        metrics.update({"request_time_p50_ms": own["p50"], "request_time_p99_ms": own["p99"]})
+    if s.get("batch_rows_mean") is not None:
+        metrics["batch_rows_mean"] = s["batch_rows_mean"]
     for lbl, share in (s.get("class_shares") or {}).items():
         metrics[c.param_name(f"class_share_{lbl}")] = share
         metrics[c.param_name(f"class_count_{lbl}")] = s["classes"][lbl]

@@ -199,3 +199,18 @@ def test_regressor_shadow_difference_and_correlation() -> None:
     d = report["shadow"]["difference"]
     assert d["n"] == 200 and d["mean_abs_diff"] == pytest.approx(5.0) and d["pearson_r"] == pytest.approx(1.0)
     assert report["shadow"]["agreement"] is None and report["shadow"]["confusion"] is None
+
+
+def test_batched_records_report_the_request_time_beside_the_call_time() -> None:
+    from experiments.compare import render_terminal
+
+    df = _records(400, 5)
+    df["request_time_ms"] = df["latency_ms"] * 3
+    df["batch_rows"] = np.where(df["model_version"] == "v1.0", 4.0, 1.0)
+    report = analyse(df)
+    v1 = report["versions"]["v1.0"]
+    assert v1["batch_rows_mean"] == 4.0 and report["versions"]["v2.0"]["batch_rows_mean"] == 1.0
+    assert v1["request_time_ms"]["p50"] == pytest.approx(3 * v1["latency_ms"]["p50"], rel=1e-9)
+    text = render_terminal(report)
+    assert "request p50" in text and "rows/call" in text
+    assert "request_time_ms" not in analyse(_records(100, 6))["versions"]["v1.0"]  # runs logged before batching
