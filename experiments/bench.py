@@ -387,8 +387,13 @@ def run_setup(setup: Setup, rnd: int, work: Path, tracking_uri: str, seconds: in
 
 
 def _wait_exported(url: str, timeout: float) -> tuple[int, float]:
-    """(rows answered, seconds waited) once the spool is exported, or ``timeout`` passed."""
-    served = int(_stats(url)["requests"]["rows_served"])
+    """(rows answered, seconds waited) once the spool is exported, or ``timeout`` passed. Requests
+    still in flight when wrk stops are answered (and logged) after it, so the count is read once it
+    stops moving."""
+    served, t0 = -1, time.monotonic()
+    while (now := int(_stats(url)["requests"]["rows_served"])) != served and time.monotonic() - t0 < 30:
+        served = now
+        time.sleep(0.5)
     t0 = time.monotonic()
     while _stats(url)["spool"]["backlog"] > 0 and time.monotonic() - t0 < timeout:
         time.sleep(0.5)

@@ -54,6 +54,7 @@ class _Job:
     params: dict[str, Any] | None
     prepared: bool
     future: Future[JobResult]
+    ticket: Any = None  # the caller's, handed back to ``deliver``
     submitted: float = field(default_factory=time.perf_counter)
     key: Hashable = None
 
@@ -70,10 +71,14 @@ class MicroBatcher:
     """The queue and worker thread of one variant."""
 
     def __init__(self, name: str, predict: Predict, *, prepare: Callable[[Sequence[Any]], Rows] | None = None,
-                 max_batch_size: int = 64, max_delay_s: float = 0.0) -> None:
+                 max_batch_size: int = 64, max_delay_s: float = 0.0,
+                 deliver: Callable[[list[tuple[Any, JobResult | BaseException]]], None] | None = None) -> None:
         self.name = name
         self._predict = predict
         self._prepare = prepare
+        # Called once per model call, on the worker, with (ticket, result or error) of each request in
+        # it: the caller finishes them together (the scorer commits their records in one transaction).
+        self._deliver = deliver
         self.max_batch_size = max(1, max_batch_size)
         self.max_delay_s = max(0.0, max_delay_s)
         self.calls = 0
@@ -86,11 +91,11 @@ class MicroBatcher:
         self._thread.start()
 
     def submit(self, rows: Sequence[Any], *, probabilities: bool = False, params: dict[str, Any] | None = None,
-               prepared: bool = False) -> Future[JobResult]:
+               prepared: bool = False, ticket: Any = None) -> Future[JobResult]:
         """Queue one request's rows (raw, or ``prepared`` = validated already)."""
         if self._closed:
             raise BatcherClosed(f"variant {self.name} is shutting down")
-        job = _Job(rows, probabilities, params, prepared, Future())
+        job = _Job(rows, probabilities, params, prepared, Future(), ticket)
         self._queue.put(job)
         return job.future
 
@@ -142,6 +147,7 @@ class MicroBatcher:
                 log.exception("batch worker of %s", self.name)
 
     def _call(self, batch: list[_Job]) -> None:
+        settled: list[tuple[_Job, JobResult | BaseException]] = []
         ready: list[tuple[_Job, Rows]] = []
         for job in batch:
             if not job.future.set_running_or_notify_cancel():
@@ -149,28 +155,36 @@ class MicroBatcher:
             try:
                 rows = list(job.rows) if job.prepared or self._prepare is None else self._prepare(job.rows)
             except Exception as exc:
-                job.future.set_exception(exc)
+                settled.append((job, exc))
                 continue
             ready.append((job, rows))
-        if not ready:
-            return
-        all_rows = [row for _, rows in ready for row in rows] if len(ready) > 1 else ready[0][1]
-        first = ready[0][0]
-        try:
-            result = self._predict(all_rows, first.probabilities, first.params)
-        except Exception as exc:
-            for job, _ in ready:
-                job.future.set_exception(exc)
-            return
-        self.calls += 1
-        self.rows += len(all_rows)
-        done = time.perf_counter()
-        start = 0
-        for job, rows in ready:
-            end = start + len(rows)
-            job.future.set_result(JobResult(rows, result.predictions[start:end], result.elapsed_ms, len(all_rows),
-                                            (done - job.submitted) * 1000.0))
-            start = end
+        if ready:
+            all_rows = [row for _, rows in ready for row in rows] if len(ready) > 1 else ready[0][1]
+            first = ready[0][0]
+            try:
+                result = self._predict(all_rows, first.probabilities, first.params)
+            except Exception as exc:
+                settled += [(job, exc) for job, _ in ready]
+            else:
+                self.calls += 1
+                self.rows += len(all_rows)
+                done = time.perf_counter()
+                start = 0
+                for job, rows in ready:
+                    end = start + len(rows)
+                    settled.append((job, JobResult(rows, result.predictions[start:end], result.elapsed_ms,
+                                                   len(all_rows), (done - job.submitted) * 1000.0)))
+                    start = end
+        if self._deliver is not None and settled:
+            try:
+                self._deliver([(job.ticket, outcome) for job, outcome in settled])
+            except Exception:
+                log.exception("delivering a batch of %s", self.name)
+        for job, outcome in settled:
+            if isinstance(outcome, BaseException):
+                job.future.set_exception(outcome)
+            else:
+                job.future.set_result(outcome)
 
     def close(self, timeout: float = 10.0) -> None:
         """Score what is queued, then stop the worker."""

@@ -16,6 +16,7 @@ The request path is two calls, and the caller's thread (the event loop) does no 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -80,6 +81,21 @@ class ScoredRequest:
 Committed = tuple[ScoredRequest, BaseException | None]  # a request's records written, or why not
 
 
+@dataclass(slots=True)
+class _Ticket:
+    """What finishing one queued scoring needs once its model call is done (primary or shadow)."""
+
+    request_id: str
+    role: Role
+    variant: LoadedVariant
+    routing: str
+    router: Router
+    params: dict[str, Any] | None
+    decision: Decision | None = None  # primary
+    future: Future[Committed] | None = None  # primary
+    outcome: PredictionOutcome | None = None  # shadow: the primary's answer
+
+
 @dataclass(frozen=True, slots=True)
 class PredictionOutcome:
     request_id: str
@@ -141,7 +157,7 @@ class Scorer:
         self.batchers = {
             name: MicroBatcher(name, partial(self._predict, variant), prepare=self.schema.validate_rows,
                                max_batch_size=batching.max_batch_size,
-                               max_delay_s=batching.max_batch_delay_ms / 1000.0)
+                               max_delay_s=batching.max_batch_delay_ms / 1000.0, deliver=self._deliver)
             for name, variant in loaded.items()}
         self.ready.set()
 
@@ -172,42 +188,68 @@ class Scorer:
         decision = router.decide(forced=forced, user_key=user_key)
         request_id = request_id or uuid.uuid4().hex
         variant = self.variants[decision.variant]
-        scored: Future[Committed] = Future()
+        ticket = _Ticket(request_id, Role.PRIMARY, variant, str(decision.reason), router, params or None,
+                         decision=decision, future=Future())
         self._in_flight.add(request_id)
         try:
-            job = self.batchers[variant.name].submit(raw_rows, probabilities=probabilities, params=params or None)
+            self.batchers[variant.name].submit(raw_rows, probabilities=probabilities, params=params or None,
+                                               ticket=ticket)
         except BatcherClosed:
             self._in_flight.discard(request_id)
             raise NotReady("the gateway is shutting down") from None
+        return ticket.future  # type: ignore[return-value]
 
-        def settle(outcome: Committed | BaseException) -> None:
+    # -- after each model call, on the batcher's thread ------------------------------------------
+
+    def _deliver(self, settled: list[tuple[_Ticket, JobResult | BaseException]]) -> None:
+        """Every request of one model call: records built, committed in one transaction (the spool
+        writer's, or right here when it is idle), then each request's future resolved."""
+        scored: list[tuple[_Ticket, JobResult, list[PredictionRecord]]] = []
+        for ticket, result in settled:
+            if isinstance(result, BaseException):
+                self._fail(ticket, result)
+                continue
             try:
-                if isinstance(outcome, BaseException):
-                    self._in_flight.discard(request_id)
-                    scored.set_exception(outcome)
-                else:
-                    scored.set_result(outcome)
-            except InvalidStateError:  # its caller went away (cancelled): nobody will finish it
-                self._in_flight.discard(request_id)
+                records = self._records(ticket.request_id, ticket.role, ticket.variant, result, ticket.routing,
+                                        ticket.router)
+            except Exception as exc:  # the request fails, the others and the worker go on
+                self._fail(ticket, exc)
+                continue
+            scored.append((ticket, result, records))
+        if not scored:
+            return
+        if not self.logging_enabled or self.writer is None:
+            error = None if not self.logging_enabled else SpoolWriteError(
+                "the prediction spool could not be opened at start-up")
+            for ticket, result, records in scored:
+                self._settle(ticket, result, records, error)
+            return
+        written = self.writer.write_many([records for _, _, records in scored])
+        for (ticket, result, records), future in zip(scored, written, strict=True):
+            future.add_done_callback(lambda done, t=ticket, r=result, recs=records: self._settle(
+                t, r, recs, done.exception()))
 
-        def scored_by_model(done: Future[JobResult]) -> None:  # runs on the batcher's thread
-            try:
-                result = done.result()
-                records = self._records(request_id, Role.PRIMARY, variant, result, str(decision.reason), router)
-                request = ScoredRequest(request_id, decision, result.rows, records, result.predictions, router,
-                                        params or None)
-            except Exception as exc:  # invalid rows, a model error: this request fails, the worker goes on
-                settle(exc)
-                return
-            if not self.logging_enabled:
-                settle((request, None))
-            elif self.writer is None:
-                settle((request, SpoolWriteError("the prediction spool could not be opened at start-up")))
-            else:
-                self.writer.write(records).add_done_callback(lambda written: settle((request, written.exception())))
+    def _settle(self, ticket: _Ticket, result: JobResult, records: list[PredictionRecord],
+                write_error: BaseException | None) -> None:
+        if ticket.role is Role.SHADOW:
+            self._shadow_settled(ticket, records, write_error)
+            return
+        assert ticket.future is not None and ticket.decision is not None
+        request = ScoredRequest(ticket.request_id, ticket.decision, result.rows, records, result.predictions,
+                                ticket.router, ticket.params)
+        try:
+            ticket.future.set_result((request, write_error))
+        except InvalidStateError:  # its caller went away (cancelled): nobody will finish it
+            self._in_flight.discard(ticket.request_id)
 
-        job.add_done_callback(scored_by_model)
-        return scored
+    def _fail(self, ticket: _Ticket, error: BaseException) -> None:
+        if ticket.role is Role.SHADOW:
+            self._shadow_failed(ticket.outcome, error)  # type: ignore[arg-type]
+            self._shadow_slots.release()
+            return
+        self._in_flight.discard(ticket.request_id)
+        with contextlib.suppress(InvalidStateError):
+            ticket.future.set_exception(error)  # type: ignore[union-attr]
 
     @staticmethod
     def _predict(variant: LoadedVariant, rows: list[dict[str, Any]], probabilities: bool,
@@ -280,37 +322,25 @@ class Scorer:
         if not self._shadow_slots.acquire(blocking=False):
             self.counts.add("shadow_dropped")
             return False
+        candidate = self.variants[outcome.shadow]
+        ticket = _Ticket(outcome.request_id, Role.SHADOW, candidate, str(RoutingReason.SHADOW), scored.router,
+                         scored.params, outcome=outcome)
         try:
-            job = self.batchers[outcome.shadow].submit(scored.rows, prepared=True, params=scored.params)
+            self.batchers[candidate.name].submit(scored.rows, prepared=True, params=scored.params, ticket=ticket)
         except BatcherClosed:
             self._shadow_slots.release()
             return False
-        job.add_done_callback(partial(self._shadow_scored, outcome, scored))
         return True
 
-    def _shadow_scored(self, outcome: PredictionOutcome, scored: ScoredRequest, done: Future[JobResult]) -> None:
-        """On the candidate's batcher thread: record the shadow's rows (the spool's writer commits them)."""
+    def _shadow_settled(self, ticket: _Ticket, records: list[PredictionRecord],
+                        write_error: BaseException | None) -> None:
+        outcome = ticket.outcome
+        assert outcome is not None
         try:
-            candidate = self.variants[outcome.shadow]  # type: ignore[index]
-            records = self._records(outcome.request_id, Role.SHADOW, candidate, done.result(),
-                                    str(RoutingReason.SHADOW), scored.router)
-            if not self.logging_enabled or self.writer is None:
-                self._shadow_done(outcome, records)
-                self._shadow_slots.release()
-                return
-            self.writer.submit(records).add_done_callback(partial(self._shadow_logged, outcome, records))
-        except Exception as exc:  # a failing candidate must never touch the primary
-            self._shadow_failed(outcome, exc)
-            self._shadow_slots.release()
-
-    def _shadow_logged(self, outcome: PredictionOutcome, records: list[PredictionRecord],
-                       done: Future[list[int]]) -> None:
-        try:
-            error = done.exception()
-            if isinstance(error, DuplicateRequest):  # scored before, by an earlier try of this request
+            if isinstance(write_error, DuplicateRequest):  # scored before, by an earlier try of this request
                 self.counts.add("shadow_scored")
-            elif error is not None:
-                self._shadow_failed(outcome, error)
+            elif write_error is not None:
+                self._shadow_failed(outcome, write_error)
             else:
                 self._shadow_done(outcome, records)
         finally:

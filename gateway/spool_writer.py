@@ -69,19 +69,20 @@ class SpoolWriter:
         self._queue.put(_Write(records, future, time.monotonic() + self.queue_wait_s))
         return future
 
-    def write(self, records: Sequence[PredictionRecord]) -> Future[list[int]]:
-        """Like ``submit``, but when the writer is idle the records are committed right here, on the
-        caller's thread: at low load that saves a hand-off between threads on every request."""
+    def write_many(self, groups: Sequence[Sequence[PredictionRecord]]) -> list[Future[list[int]]]:
+        """Several requests' records (those of one model call), committed together: right here, on
+        the caller's thread, in one transaction when the writer is idle (no hand-off between threads
+        at low load); else queued for the writer, which takes them together."""
         if not self._closed and self._queue.empty() and self._busy.acquire(blocking=False):
             try:
                 if self._queue.empty():
                     self._own_connection()
-                    write = _Write(records, Future(), math.inf)
-                    self._commit([write])
-                    return write.future
+                    writes = [_Write(records, Future(), math.inf) for records in groups]
+                    self._commit(writes)
+                    return [w.future for w in writes]
             finally:
                 self._busy.release()
-        return self.submit(records)
+        return [self.submit(records) for records in groups]
 
     def _own_connection(self) -> None:
         """A thread's spool connection, set up once for request-path writes: no checkpoints of its own
