@@ -102,17 +102,20 @@ class OutputDecoder:
         values = _column(raw)
         if len(values) != n_rows:
             raise ValueError(f"the model returned {len(values)} predictions for {n_rows} rows")
+        if self.kind is ModelKind.REGRESSOR:
+            return [Prediction(float(value)) for value in values]
+        decoded: dict[Any, tuple[str | int, int | None]] = {}  # a batch holds few distinct classes
+        labels = self.labels if probabilities is not None else None
         out = []
         for i, value in enumerate(values):
-            if self.kind is ModelKind.REGRESSOR:
-                number = float(value)
-                out.append(Prediction(number))
-                continue
-            label = self._label(value)
+            hit = decoded.get(value)
+            if hit is None:
+                label = self._label(value)
+                hit = decoded[value] = (label, self._index(value, label))
             probs = None
-            if probabilities is not None and self.labels is not None:
-                probs = {str(lbl): round(float(p), 6) for lbl, p in zip(self.labels, probabilities[i], strict=True)}
-            out.append(Prediction(label, self._index(value, label), probs))
+            if labels is not None:
+                probs = {str(lbl): round(float(p), 6) for lbl, p in zip(labels, probabilities[i], strict=True)}
+            out.append(Prediction(hit[0], hit[1], probs))
         return out
 
 
@@ -127,4 +130,4 @@ def _column(raw: Any) -> Sequence[Any]:
         arr = arr[:, 0]
     if arr.ndim != 1:
         raise ValueError(f"the model returned an output of shape {arr.shape}; expected one value per row")
-    return list(arr)
+    return arr.tolist()  # Python scalars, converted in one C loop

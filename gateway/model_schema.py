@@ -70,9 +70,11 @@ class ModelSchema:
 
     columns: tuple[Column, ...]
     _validator: type[BaseModel] = field(init=False, repr=False, compare=False)
+    _plain_checks: tuple[_PlainCheck, ...] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_validator", _build_validator(self.columns))
+        object.__setattr__(self, "_plain_checks", _plain_checks(self.columns))
 
     @property
     def names(self) -> list[str]:
@@ -146,6 +148,10 @@ class ModelSchema:
                 errors.append(_error(None if single else index, "body" if single else f"[{index}]",
                                      f"expected an object with the model's columns, got {type(row).__name__}"))
                 continue
+            plain = self._plain_row(row) if self._plain_checks is not None else None
+            if plain is not None:
+                out.append(plain)
+                continue
             try:
                 model = self._validator.model_validate(row)
             except ValidationError as exc:
@@ -159,6 +165,37 @@ class ModelSchema:
                            key=_natural)
             raise InvalidFeatures(f"invalid features: {', '.join(where[:10])}"
                                   + (f" and {len(where) - 10} more" if len(where) > 10 else ""), errors)
+        return out
+
+    def _plain_row(self, row: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The common case without pydantic: every value already a number of the column's own type
+        (an int is taken for a float column, as pydantic takes it), finite and within bounds. The
+        result is what the validator would give; None sends the row to the validator (coercion of
+        text, and every error message)."""
+        out: dict[str, Any] = {}
+        for name, is_float, required, lo, lo_open, hi, hi_open in self._plain_checks:  # type: ignore[union-attr]
+            value = row.get(name, _ABSENT)
+            kind = type(value)
+            if value is _ABSENT or value is None:
+                if required:
+                    return None
+                out[name] = None
+                continue
+            if kind is float:
+                if not is_float or value != value or value in (math.inf, -math.inf):
+                    return None
+            elif kind is int:
+                if is_float:
+                    if not -_FLOAT_INT < value < _FLOAT_INT:  # float() would overflow: the validator says so
+                        return None
+                    value = float(value)
+            else:
+                return None
+            if lo is not None and (value <= lo if lo_open else value < lo):
+                return None
+            if hi is not None and (value >= hi if hi_open else value > hi):
+                return None
+            out[name] = value
         return out
 
     def json_schema(self) -> dict[str, Any]:
@@ -203,6 +240,33 @@ def _build_validator(columns: Sequence[Column]) -> type[BaseModel]:
             fields[f"c{i}"] = (annotation | None, Field(None, **constraint))
     return create_model(  # type: ignore[call-overload,no-any-return]
         "Row", __config__=ConfigDict(extra="ignore", frozen=True, populate_by_name=False), **fields)
+
+
+_ABSENT = object()
+_FLOAT_INT = 2**1023  # ints beyond this do not convert to a float
+# (column, float?, required, low, low is exclusive, high, high is exclusive)
+_PlainCheck = tuple[str, bool, bool, float | None, bool, float | None, bool]
+
+
+def _plain_checks(columns: Sequence[Column]) -> tuple[_PlainCheck, ...] | None:
+    """The checks of ``_plain_row``, or None when a column is not numeric (the validator does all)."""
+    if not all(c.numeric for c in columns):
+        return None
+    checks = []
+    for col in columns:
+        b = col.bounds or Bounds()
+        lo, lo_open = (b.gt, True) if b.gt is not None else (b.ge, False)
+        hi, hi_open = (b.lt, True) if b.lt is not None else (b.le, False)
+        if b.gt is not None and b.ge is not None:  # both given: the tighter one
+            lo, lo_open = (b.gt, True) if b.gt >= b.ge else (b.ge, False)
+        if b.lt is not None and b.le is not None:
+            hi, hi_open = (b.lt, True) if b.lt <= b.le else (b.le, False)
+        if col.python_type is int:  # what the model's int64 / int32 column can hold
+            limit = 2**63 if col.type == "long" else 2**31
+            lo = -limit if lo is None else max(lo, -limit)
+            hi = limit - 1 if hi is None else min(hi, limit - 1)
+        checks.append((col.name, col.python_type is float, col.required, lo, lo_open, hi, hi_open))
+    return tuple(checks)
 
 
 def reject_bool(value: Any) -> Any:

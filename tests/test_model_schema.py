@@ -113,3 +113,27 @@ def test_any_invalid_row_names_its_column_and_row(data: st.DataObject, schema: M
     named = [(e.get("row"), e["field"]) for e in err.value.errors]
     assert ((bad_row if n > 1 else None), column.name) in named
     assert column.name in err.value.message
+
+
+_ANY_NUMBER = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True), st.integers(min_value=-2**70, max_value=2**70),
+    st.integers(min_value=-2**1100, max_value=2**1100), st.booleans(), st.none(),
+    st.sampled_from(["5.1", "x", "", "1e3"]), st.just(0), st.just(100), st.just(100.0), st.just(0.0))
+
+
+@settings(max_examples=300)
+@given(data=st.data(), schema=schemas())
+def test_the_plain_path_agrees_with_the_validator(data: st.DataObject, schema: ModelSchema) -> None:
+    """Rows of numbers skip pydantic: whatever that path accepts, the validator accepts identically
+    (types included); anything else goes to the validator."""
+    numeric = ModelSchema(tuple(c for c in schema.columns if c.numeric) or
+                          (Column("x", "double", True, Bounds(gt=0, le=100)),))
+    row = {c.name: data.draw(_ANY_NUMBER) for c in numeric.columns if data.draw(st.booleans())
+           or c.required}
+    plain = numeric._plain_row(row)
+    if plain is None:
+        return
+    expected = numeric._validator.model_validate(row).model_dump(by_alias=True)
+    assert plain == expected
+    assert [type(v) for v in plain.values()] == [type(v) for v in expected.values()]
+    assert list(plain) == list(expected)

@@ -63,12 +63,26 @@ def _csv_rows(body: bytes) -> list[dict[str, Any]]:
     return _rows(frame, ())
 
 
+def _frame_rows(frame: Any) -> list[dict[str, Any]]:
+    """A DataFrame's rows as dicts of plain values, column by column (``tolist`` gives Python
+    scalars in one C loop per column; pandas' missing values become None)."""
+    names = [str(c) for c in frame.columns]
+    columns = []
+    for _, column in frame.items():
+        values = column.tolist()
+        if column.dtype.kind == "O" or (column.dtype.kind == "f" and column.isna().any()):
+            values = [plain(v) for v in values]
+        columns.append(values)
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)] if columns else \
+        [{} for _ in range(len(frame))]
+
+
 def _rows(parsed: Any, columns: Sequence[str]) -> list[dict[str, Any]]:
     """Whatever MLflow's parser returned (DataFrame, column dict, list of row dicts, 2-D array) as rows."""
     import numpy as np
 
     if hasattr(parsed, "to_dict") and hasattr(parsed, "columns"):
-        return [{str(k): plain(v) for k, v in row.items()} for row in parsed.to_dict("records")]
+        return _frame_rows(parsed)
     if isinstance(parsed, dict):
         arrays = {str(k): np.asarray(v).reshape(-1) for k, v in parsed.items()}
         lengths = {len(a) for a in arrays.values()}
