@@ -98,7 +98,7 @@ def test_a_write_queued_past_its_deadline_fails_unwritten(tmp_path: Path) -> Non
         late = writer.submit([rec(2)])  # queued behind it for longer than 200 ms
         threading.Timer(0.6, lambda: other.execute("COMMIT")).start()
         assert first.result(10)
-        with pytest.raises(SpoolWriteError, match="waited more than 0.2 s"):
+        with pytest.raises(SpoolWriteError, match=r"waited more than 0\.2 s"):
             late.result(10)
         assert spool.find("r2") is None and writer.expired == 1
     finally:
