@@ -16,6 +16,9 @@ and duplicated must both be 0.
 
     python -m experiments.bench [--seconds 8] [--rounds 2] [--setups bare,gw-prediction,...]
 
+``--setups seed`` adds the seed document's own design (one synchronous MLflow run inside every
+request, experiments/seed_app.py) for comparison; it is not in the default run.
+
 Prints the tables and the targets of the fast-path issue; writes JSON and Markdown under var/bench/.
 """
 
@@ -265,6 +268,12 @@ def start_mlflow_serve(work: Path, tracking_uri: str, url: str) -> Service:
                         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"})
 
 
+def start_seed(work: Path, tracking_uri: str, url: str) -> Service:
+    port = url.rsplit(":", 1)[1]
+    return Service([sys.executable, "-m", "experiments.seed_app", "--port", port, "--tracking-uri", tracking_uri,
+                    "--experiment", f"bench-{work.name}"], f"{url}/docs", work)
+
+
 def mlserver_venv(cache: Path) -> Path:
     """MLServer and its scikit-learn runtime in their own venv (cached), with our scikit-learn version
     so that the exported estimator loads as it is."""
@@ -332,6 +341,9 @@ def setups(mlserver: Path | None) -> list[Setup]:
         Setup("gw-prediction", single_form, None, "prediction", gateway_starter("prediction")),
         Setup("gw-window", single_form, batch_split, "window", gateway_starter("window")),
         Setup("gw-off", single_form, batch_split, None, gateway_starter(None)),
+        # Only when asked for (--setups seed): the seed document's design, a synchronous MLflow run
+        # inside every request; tens of requests/s.
+        Setup("seed", single_form, None, start=start_seed),
     ]
     if mlserver is not None:
         out.insert(1, Setup("mlserver", Load("/v2/models/iris/infer", _oip([ROW]), "application/json"),
@@ -511,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     wanted = [s for s in args.setups.split(",") if s]
     venv = None if args.skip_mlserver or (wanted and "mlserver" not in wanted) else mlserver_venv(out / "venvs")
-    chosen = [s for s in setups(venv) if not wanted or s.name in wanted]
+    chosen = [s for s in setups(venv) if s.name in wanted or (not wanted and s.name != "seed")]
     names = [s.name for s in chosen]
     points: list[Point] = []
     integrity: list[Integrity] = []

@@ -431,50 +431,54 @@ class PredictionSpool:
     def claim(self, limit: int, lease_seconds: float = 60.0) -> list[SpoolRow]:
         """Lease up to ``limit`` open rows (pending, or claimed with an expired lease)."""
         now = time.time()
-        return self._transaction(lambda conn: self._rows(conn.execute(  # type: ignore[no-any-return]
+        raw = self._transaction(lambda conn: conn.execute(
             f"""UPDATE predictions SET status = {CLAIMED:d}, lease_owner = ?, lease_until = ?,
                     attempts = attempts + 1
                 WHERE id IN (SELECT id FROM predictions WHERE status != {DONE:d}
                              AND (status = {PENDING:d} OR lease_until < ?) ORDER BY id LIMIT ?)
                 RETURNING id, attempts, batch_id, run_id, {_COLS}""",
-            (self.owner, now + lease_seconds, now, limit)).fetchall()))
+            (self.owner, now + lease_seconds, now, limit)).fetchall())
+        return self._rows(raw)  # parsed after the commit: the write lock is held as briefly as possible
 
     def claim_window(self, window_seconds: float, max_records: int, lease_seconds: float = 120.0,
                      now: float | None = None) -> tuple[str, list[SpoolRow]] | None:
         """Lease the next closed window: rows of one (model_version, role) from its oldest open row
         up to ``window_seconds`` later, at most ``max_records``. A window is closed once its time
-        has passed or it is full. A window whose lease expired is re-claimed whole, same batch id."""
+        has passed or it is full. A window whose lease expired is re-claimed whole, same batch id.
+
+        Only the UPDATE runs under the write lock: finding the window is a read (WAL readers block
+        no one) and the rows are parsed after the commit, so the request path's writes wait for a
+        few milliseconds at most, not for a scan of the backlog."""
         now = time.time() if now is None else now
-
-        def work(conn: sqlite3.Connection) -> tuple[str, list[SpoolRow]] | None:
-            stale = conn.execute(
-                f"SELECT batch_id FROM predictions WHERE status = {CLAIMED:d} AND lease_until < ? "
-                "AND batch_id IS NOT NULL ORDER BY id LIMIT 1", (now,)).fetchone()
-            if stale:
-                batch_id = stale[0]
-                return batch_id, self._rows(conn.execute(
-                    f"""UPDATE predictions SET lease_owner = ?, lease_until = ?, attempts = attempts + 1
-                        WHERE batch_id = ? AND status = {CLAIMED:d}
-                        RETURNING id, attempts, batch_id, run_id, {_COLS}""",
-                    (self.owner, now + lease_seconds, batch_id)).fetchall())
-            heads = conn.execute(
-                f"""SELECT model_version, role, MIN(ts_ms), COUNT(*) FROM predictions
-                    WHERE status = {PENDING:d} GROUP BY model_version, role ORDER BY MIN(id)""").fetchall()
-            for version, role, first_ts, count in heads:
-                end_ms = first_ts + int(window_seconds * 1000)
-                if now * 1000 < end_ms and count < max_records:
-                    continue  # this window is still open
-                batch_id = uuid.uuid4().hex
-                return batch_id, self._rows(conn.execute(
-                    f"""UPDATE predictions SET status = {CLAIMED:d}, lease_owner = ?, lease_until = ?,
-                            attempts = attempts + 1, batch_id = ?
-                        WHERE id IN (SELECT id FROM predictions WHERE status = {PENDING:d}
-                            AND model_version = ? AND role = ? AND ts_ms < ? ORDER BY id LIMIT ?)
-                        RETURNING id, attempts, batch_id, run_id, {_COLS}""",
-                    (self.owner, now + lease_seconds, batch_id, version, role, end_ms, max_records)).fetchall())
-            return None
-
-        return self._transaction(work)  # type: ignore[no-any-return]
+        conn = self._conn()
+        stale = conn.execute(
+            f"SELECT batch_id FROM predictions WHERE status = {CLAIMED:d} AND lease_until < ? "
+            "AND batch_id IS NOT NULL ORDER BY id LIMIT 1", (now,)).fetchone()
+        if stale:
+            batch_id = stale[0]
+            raw = self._transaction(lambda c: c.execute(
+                f"""UPDATE predictions SET lease_owner = ?, lease_until = ?, attempts = attempts + 1
+                    WHERE batch_id = ? AND status = {CLAIMED:d} AND lease_until < ?
+                    RETURNING id, attempts, batch_id, run_id, {_COLS}""",
+                (self.owner, now + lease_seconds, batch_id, now)).fetchall())
+            return (batch_id, self._rows(raw)) if raw else None
+        heads = conn.execute(
+            f"""SELECT model_version, role, MIN(ts_ms), COUNT(*) FROM predictions
+                WHERE status = {PENDING:d} GROUP BY model_version, role ORDER BY MIN(id)""").fetchall()
+        for version, role, first_ts, count in heads:
+            end_ms = first_ts + int(window_seconds * 1000)
+            if now * 1000 < end_ms and count < max_records:
+                continue  # this window is still open
+            batch_id = uuid.uuid4().hex
+            raw = self._transaction(lambda c, v=version, r=role, e=end_ms, b=batch_id: c.execute(
+                f"""UPDATE predictions SET status = {CLAIMED:d}, lease_owner = ?, lease_until = ?,
+                        attempts = attempts + 1, batch_id = ?
+                    WHERE id IN (SELECT id FROM predictions WHERE status = {PENDING:d}
+                        AND model_version = ? AND role = ? AND ts_ms < ? ORDER BY id LIMIT ?)
+                    RETURNING id, attempts, batch_id, run_id, {_COLS}""",
+                (self.owner, now + lease_seconds, b, v, r, e, max_records)).fetchall())
+            return (batch_id, self._rows(raw)) if raw else None
+        return None
 
     def set_run_id(self, row_ids: Sequence[int], run_id: str) -> None:
         self._update(f"UPDATE predictions SET run_id = ? WHERE id IN ({_marks(row_ids)})", [run_id, *row_ids])
@@ -524,13 +528,19 @@ class PredictionSpool:
 
     # -- housekeeping and state -------------------------------------------------------------
 
-    def prune(self, older_than_seconds: float) -> int:
-        """Delete exported rows older than the retention; they are in MLflow now."""
+    def prune(self, older_than_seconds: float, chunk: int = 2000) -> int:
+        """Delete exported rows older than the retention; they are in MLflow now. In chunks, each its
+        own transaction, so that the request path's writes never wait behind one long delete."""
         cutoff = time.time() - older_than_seconds
-        with self._write_lock:
-            cur = self._conn().execute(
-                f"DELETE FROM predictions WHERE status = {DONE:d} AND exported_at < ?", (cutoff,))
-        return cur.rowcount
+        total = 0
+        while True:
+            with self._write_lock:
+                cur = self._conn().execute(
+                    f"""DELETE FROM predictions WHERE id IN (SELECT id FROM predictions
+                        WHERE status = {DONE:d} AND exported_at < ? LIMIT ?)""", (cutoff, chunk))
+            total += max(cur.rowcount, 0)
+            if cur.rowcount < chunk:
+                return total
 
     def stats(self) -> dict[str, float | int | None]:
         conn = self._conn()
