@@ -44,6 +44,7 @@ from gateway.records import PredictionRecord, Role
 from gateway.routing import Decision, Router, RoutingReason
 from gateway.routing_table import RoutingTable
 from gateway.settings import Settings
+from gateway.shadow import ShadowBook
 from gateway.spool import DuplicateRequest, SpoolWriteError
 from gateway.spool_writer import SpoolWriter
 from gateway.variants import BatchResult, LoadedVariant, ModelLoader
@@ -126,7 +127,7 @@ class Scorer:
         self.load_error: str | None = None
         self.listeners: list[Any] = []  # observers with on_records(records, primaries=None) (metrics)
         self.batchers: dict[str, MicroBatcher] = {}
-        self._shadow_slots = threading.BoundedSemaphore(shadow_queue)
+        self.shadows = ShadowBook(counts, self.listeners, shadow_queue)
         self._in_flight: set[str] = set()  # request ids being scored right now
 
     # -- start-up ------------------------------------------------------------------------------
@@ -232,7 +233,7 @@ class Scorer:
     def _settle(self, ticket: _Ticket, result: JobResult, records: list[PredictionRecord],
                 write_error: BaseException | None) -> None:
         if ticket.role is Role.SHADOW:
-            self._shadow_settled(ticket, records, write_error)
+            self.shadows.settled(ticket.outcome, records, write_error)  # type: ignore[arg-type]
             return
         assert ticket.future is not None and ticket.decision is not None
         request = ScoredRequest(ticket.request_id, ticket.decision, result.rows, records, result.predictions,
@@ -244,8 +245,7 @@ class Scorer:
 
     def _fail(self, ticket: _Ticket, error: BaseException) -> None:
         if ticket.role is Role.SHADOW:
-            self._shadow_failed(ticket.outcome, error)  # type: ignore[arg-type]
-            self._shadow_slots.release()
+            self.shadows.failed(ticket.outcome, error)  # type: ignore[arg-type]
             return
         self._in_flight.discard(ticket.request_id)
         with contextlib.suppress(InvalidStateError):
@@ -319,8 +319,7 @@ class Scorer:
         """Queue the candidate's scoring; never blocks. Returns False when the queue is full."""
         if outcome.shadow is None or outcome.replayed:
             return False
-        if not self._shadow_slots.acquire(blocking=False):
-            self.counts.add("shadow_dropped")
+        if not self.shadows.reserve():
             return False
         candidate = self.variants[outcome.shadow]
         ticket = _Ticket(outcome.request_id, Role.SHADOW, candidate, str(RoutingReason.SHADOW), scored.router,
@@ -328,35 +327,9 @@ class Scorer:
         try:
             self.batchers[candidate.name].submit(scored.rows, prepared=True, params=scored.params, ticket=ticket)
         except BatcherClosed:
-            self._shadow_slots.release()
+            self.shadows.release()
             return False
         return True
-
-    def _shadow_settled(self, ticket: _Ticket, records: list[PredictionRecord],
-                        write_error: BaseException | None) -> None:
-        outcome = ticket.outcome
-        assert outcome is not None
-        try:
-            if isinstance(write_error, DuplicateRequest):  # scored before, by an earlier try of this request
-                self.counts.add("shadow_scored")
-            elif write_error is not None:
-                self._shadow_failed(outcome, write_error)
-            else:
-                self._shadow_done(outcome, records)
-        finally:
-            self._shadow_slots.release()
-
-    def _shadow_done(self, outcome: PredictionOutcome, records: list[PredictionRecord]) -> None:
-        self.counts.add("shadow_scored")
-        agree = sum(r.prediction == p.label for r, p in zip(records, outcome.predictions, strict=True))
-        self.counts.add("shadow_agree", agree)
-        primaries = [p.label for p in outcome.predictions]
-        for listener in self.listeners:
-            listener.on_records(records, primaries=primaries)
-
-    def _shadow_failed(self, outcome: PredictionOutcome, error: BaseException) -> None:
-        self.counts.add("shadow_failed")
-        log.warning("shadow scoring of %s by %s failed: %s", outcome.request_id, outcome.shadow, first_line(error))
 
     def in_flight(self, request_id: str) -> bool:
         return request_id in self._in_flight
