@@ -54,6 +54,7 @@ from experiments.local_stack import (
     wait_http,
     write_config,
 )
+from gateway.spool import RowState
 
 MODEL_URI = "models:/IrisClassifier/1"
 COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -226,7 +227,8 @@ def pending_in_spool(spool_dir: Path) -> set[tuple[str, int, str]]:
     if not path.exists():
         return set()
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        rows = conn.execute("SELECT request_id, row_index, role FROM predictions WHERE status != 2").fetchall()
+        rows = conn.execute("SELECT request_id, row_index, role FROM predictions WHERE status != ?",
+                            (int(RowState.DONE),)).fetchall()
     return {(str(r), int(i), str(role)) for r, i, role in rows}
 
 

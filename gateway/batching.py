@@ -63,6 +63,14 @@ class _Job:
         self.key = (self.probabilities, params)
 
 
+def resolve(future: Future[Any], outcome: Any) -> None:
+    """Settle a future with a result, or with the exception that took its place."""
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
 class BatcherClosed(RuntimeError):
     """The batcher is shutting down and takes no new work."""
 
@@ -181,10 +189,7 @@ class MicroBatcher:
             except Exception:
                 log.exception("delivering a batch of %s", self.name)
         for job, outcome in settled:
-            if isinstance(outcome, BaseException):
-                job.future.set_exception(outcome)
-            else:
-                job.future.set_result(outcome)
+            resolve(job.future, outcome)
 
     def close(self, timeout: float = 10.0) -> None:
         """Score what is queued, then stop the worker."""

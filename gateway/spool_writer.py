@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
+from gateway.batching import resolve
 from gateway.records import PredictionRecord
 from gateway.spool import PredictionSpool, SpoolWriteError
 
@@ -153,10 +154,7 @@ class SpoolWriter:
         self.transactions += 1
         self.requests += len(live)
         for write, result in zip(live, results, strict=True):
-            if isinstance(result, Exception):
-                write.future.set_exception(result)
-            else:
-                write.future.set_result(result)
+            resolve(write.future, result)
 
     def close(self, timeout: float = 10.0) -> None:
         """Commit what is queued, then stop the thread."""
