@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve_workers(args: argparse.Namespace, settings: object) -> int:
     """Several uvicorn workers. Models are loaded once here first, so that a missing model fails
-    with one line now, and the workers load from the local cache."""
+    with one line now, and the workers load from the local cache. Each worker accepts connections
+    only once its models are loaded, so uvicorn's replacement of workers (SIGHUP to the parent, or a
+    worker that died) never hands a request to a worker that would answer 503."""
     import shutil
 
     import uvicorn
@@ -82,7 +84,7 @@ def _serve_workers(args: argparse.Namespace, settings: object) -> int:
     try:
         uvicorn.run("gateway.http.app:app_from_env", factory=True, host=args.host, port=args.port,
                     workers=args.workers, log_level=args.log_level.lower(), access_log=False,
-                    timeout_graceful_shutdown=30, **_limits(settings))
+                    timeout_graceful_shutdown=30, timeout_worker_healthcheck=120, **_limits(settings))
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0

@@ -1,14 +1,18 @@
-"""The routing in force, and live changes to it (admin API, SIGHUP, promotion).
+"""The routing in force, and live changes to it (admin API, SIGHUP, promotion, the rollout).
 
-A change is validated like the start-up config, then swapped in with one assignment: every request
-sees either the old router or the new one, never a mix.
+A change is validated like the start-up config, written to the shared routing state (when there is
+one), then swapped in with one assignment: every request sees either the old router or the new one,
+never a mix. Other worker processes pick the change up from the shared state within one poll.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -16,16 +20,57 @@ from pydantic import ValidationError
 from gateway.errors import InvalidRoutingChange, UnknownVariant
 from gateway.exceptions import error_location, first_line
 from gateway.routing import Router
+from gateway.routing_state import RoutingStateStore, StoredRouting
 from gateway.settings import RoutingConfig, ShadowSection, VariantSpec, validate_routing
 
 log = logging.getLogger("gateway.routing")
 
+FROM_FILE = "config file"
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingOrigin:
+    """Where the routing in force came from: shown in /variants."""
+
+    version: int
+    source: str
+    changed_at: float
+    restored: bool = False  # adopted from the shared state at start-up, not from the config file
+
 
 class RoutingTable:
-    def __init__(self, config: RoutingConfig) -> None:
-        self._router = Router(config)
+    def __init__(self, config: RoutingConfig, store: RoutingStateStore | None = None) -> None:
+        self._store = store
         self._lock = threading.Lock()
-        self.listeners: list[Callable[[dict[str, Any]], None]] = []  # called with each change
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []  # called with each change made here
+        self._router = Router(config)
+        self.origin = RoutingOrigin(0, FROM_FILE, time.time())
+        if store is not None:
+            self._start_from(store, config)
+
+    def _start_from(self, store: RoutingStateStore, file_config: RoutingConfig) -> None:
+        """Resume the stored routing, unless the config file's routing changed since it was applied
+        (then the file wins: an edited file and a restart mean "use this")."""
+        file_hash = file_config.config_hash
+
+        def decide(stored: StoredRouting | None) -> tuple[RoutingConfig, str, str] | None:
+            if stored is None:
+                return file_config, FROM_FILE, file_hash
+            if _variant_uris(stored.config) != _variant_uris(file_config):
+                return file_config, f"{FROM_FILE} (variants changed)", file_hash
+            if stored.file_hash != file_hash:
+                return file_config, f"{FROM_FILE} (changed since it was last applied)", file_hash
+            return None
+
+        before = store.version()
+        stored = store.update(decide)
+        assert stored is not None
+        self._router = Router(stored.config)
+        restored = stored.version == before and before > 0
+        self.origin = RoutingOrigin(stored.version, stored.source, stored.changed_at, restored)
+        if restored:
+            log.info("routing resumed from %s: version %d, set by %s, config %s", store.path, stored.version,
+                     stored.source, stored.config.config_hash)
 
     @property
     def router(self) -> Router:
@@ -39,29 +84,40 @@ class RoutingTable:
     def names(self) -> list[str]:
         return list(self._router.names)
 
+    @property
+    def shared(self) -> bool:
+        return self._store is not None
+
+    def describe_origin(self) -> dict[str, Any]:
+        o = self.origin
+        return {"source": o.source, "changed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(o.changed_at)),
+                "version": o.version, "restored_at_start": o.restored, "worker_pid": os.getpid(),
+                "shared_state": str(self._store.path) if self._store is not None else None}
+
     def change(self, *, mode: str | None = None, weights: Mapping[str, float] | None = None,
-               shadow: Mapping[str, Any] | None = None, salt: str | None = None, source: str = "") -> dict[str, Any]:
+               shadow: Mapping[str, Any] | None = None, salt: str | None = None, source: str = "",
+               file_hash: str | None = None) -> dict[str, Any]:
+        """Apply a change on top of the routing in force (the shared one, when there is one)."""
         with self._lock:
             old = self._router.config
-            names = [v.name for v in old.variants]
-            unknown = sorted(set(weights or {}) - set(names))
-            if unknown:
-                raise InvalidRoutingChange(f"weights: unknown variant(s) {unknown}; configured: {names}")
-            try:
-                variants = tuple(VariantSpec.model_validate({**v.model_dump(), "weight": (weights or {}).get(
-                    v.name, v.weight)}) for v in old.variants)
-                new_shadow = ShadowSection.model_validate({**old.shadow.model_dump(), **(shadow or {})})
-                new = RoutingConfig(mode=mode or old.mode, variants=variants, shadow=new_shadow,  # type: ignore[arg-type]
-                                    salt=old.salt if salt is None else salt)
-                validate_routing(new.mode, new.variants, new.shadow)
-            except ValidationError as exc:
-                err = exc.errors()[0]
-                raise InvalidRoutingChange(f"{error_location(err['loc'])}: {err['msg']}") from None
-            except ValueError as exc:
-                raise InvalidRoutingChange(str(exc)) from None
-            self._router = Router(new)
+            if self._store is None:
+                new = _changed(old, mode, weights, shadow, salt)
+                self._router = Router(new)
+                self.origin = RoutingOrigin(self.origin.version + 1, source, time.time())
+            else:
+                def update(stored: StoredRouting | None) -> tuple[RoutingConfig, str, str]:
+                    base = stored.config if stored is not None else old
+                    return (_changed(base, mode, weights, shadow, salt), source,
+                            file_hash or (stored.file_hash if stored is not None else ""))
+
+                stored = self._store.update(update)
+                assert stored is not None
+                old = self._router.config
+                new = stored.config
+                self._router = Router(new)
+                self.origin = RoutingOrigin(stored.version, source, stored.changed_at)
         change = {"source": source, "old_config_hash": old.config_hash, "config_hash": new.config_hash,
-                  "mode": new.mode, "weights": self._router.weights,
+                  "mode": new.mode, "weights": self._router.weights, "version": self.origin.version,
                   "shadow": new.shadow.model_dump() if new.mode == "shadow" else None}
         log.info("routing changed by %s: config %s -> %s, mode %s, weights %s", source or "?",
                  old.config_hash, new.config_hash, new.mode, self._router.weights_tag)
@@ -69,27 +125,99 @@ class RoutingTable:
             on_change(change)
         return change
 
-    def promote(self, variant: str, registered: tuple[str, str] | None, tracking_uri: str) -> dict[str, Any]:
+    def sync(self) -> bool:
+        """Install a newer shared routing made by another process; True if one was installed."""
+        if self._store is None or self._store.version() <= self.origin.version:
+            return False
+        with self._lock:
+            stored = self._store.load()
+            if stored is None or stored.version <= self.origin.version:
+                return False
+            old = self._router.config
+            self._router = Router(stored.config)
+            self.origin = RoutingOrigin(stored.version, stored.source, stored.changed_at)
+        if old.config_hash != stored.config.config_hash:
+            log.info("routing changed by %s (another worker): config %s -> %s, weights %s", stored.source,
+                     old.config_hash, stored.config.config_hash, self._router.weights_tag)
+        return True
+
+    def promote(self, variant: str, registered: tuple[str, str] | None, tracking_uri: str,
+                source: str | None = None) -> dict[str, Any]:
         """All traffic to one variant, and the registry's ``champion`` alias to its model version
         (``registered`` = (model name, version), None when the variant is not a registry version)."""
         names = self.names
         if variant not in names:
             raise UnknownVariant(variant, names)
         change = self.change(mode="weighted", weights={n: 1.0 if n == variant else 0.0 for n in names},
-                             source=f"POST /admin/promote {variant}")
-        alias: dict[str, Any] = {"alias": "champion", "moved": False}
-        if registered is None:
-            alias["reason"] = "the variant's model is not a registry model version"
-            return {"routing": change, "registry": alias}
-        try:
-            from mlflow import MlflowClient
+                             source=source or f"POST /admin/promote {variant}")
+        return {"routing": change, "registry": move_champion(variant, registered, tracking_uri)}
 
-            client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-            client.set_registered_model_alias(registered[0], "champion", registered[1])
-            alias.update(moved=True, model=registered[0], version=registered[1])
-            log.info("champion alias of %s moved to version %s (%s)", registered[0], registered[1], variant)
-        except Exception as exc:
-            alias["reason"] = f"MLflow refused or is unreachable: {first_line(exc, 200)}"
-            log.error("promote %s: routing changed but the champion alias was not moved: %s", variant,
-                      alias["reason"])
-        return {"routing": change, "registry": alias}
+
+class RoutingFollower:
+    """A thread that keeps one process's routing in step with the shared state."""
+
+    def __init__(self, table: RoutingTable, interval_s: float = 0.25) -> None:
+        self.table = table
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="routing-follower", daemon=True)
+
+    def start(self) -> None:
+        if self.table.shared:
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.table.sync()
+            except Exception as exc:  # a locked or vanished file: keep the routing in force, try again
+                log.warning("routing state not read: %s", first_line(exc, 200))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+
+
+def move_champion(variant: str, registered: tuple[str, str] | None, tracking_uri: str) -> dict[str, Any]:
+    """Point the registry's ``champion`` alias at the variant's model version; says what happened."""
+    alias: dict[str, Any] = {"alias": "champion", "moved": False}
+    if registered is None:
+        alias["reason"] = "the variant's model is not a registry model version"
+        return alias
+    try:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        client.set_registered_model_alias(registered[0], "champion", registered[1])
+        alias.update(moved=True, model=registered[0], version=registered[1])
+        log.info("champion alias of %s moved to version %s (%s)", registered[0], registered[1], variant)
+    except Exception as exc:
+        alias["reason"] = f"MLflow refused or is unreachable: {first_line(exc, 200)}"
+        log.error("promote %s: routing changed but the champion alias was not moved: %s", variant, alias["reason"])
+    return alias
+
+
+def _variant_uris(config: RoutingConfig) -> list[tuple[str, str]]:
+    return [(v.name, v.model_uri) for v in config.variants]
+
+
+def _changed(old: RoutingConfig, mode: str | None, weights: Mapping[str, float] | None,
+             shadow: Mapping[str, Any] | None, salt: str | None) -> RoutingConfig:
+    names = [v.name for v in old.variants]
+    unknown = sorted(set(weights or {}) - set(names))
+    if unknown:
+        raise InvalidRoutingChange(f"weights: unknown variant(s) {unknown}; configured: {names}")
+    try:
+        variants = tuple(VariantSpec.model_validate({**v.model_dump(), "weight": (weights or {}).get(
+            v.name, v.weight)}) for v in old.variants)
+        new_shadow = ShadowSection.model_validate({**old.shadow.model_dump(), **(shadow or {})})
+        new = RoutingConfig(mode=mode or old.mode, variants=variants, shadow=new_shadow,  # type: ignore[arg-type]
+                            salt=old.salt if salt is None else salt)
+        validate_routing(new.mode, new.variants, new.shadow)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise InvalidRoutingChange(f"{error_location(err['loc'])}: {err['msg']}") from None
+    except ValueError as exc:
+        raise InvalidRoutingChange(str(exc)) from None
+    return new

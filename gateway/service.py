@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.feedback import FeedbackRecorder
-from gateway.routing_table import RoutingTable
+from gateway.exceptions import first_line
+from gateway.routing_state import FILE_NAME, RoutingStateStore, SharedStateFile
+from gateway.routing_table import RoutingTable, move_champion
 from gateway.scoring import Scorer, ServiceCounters
 from gateway.settings import Settings
 from gateway.spool_writer import SpoolWriter
+
+log = logging.getLogger("gateway")
 
 
 @dataclass
@@ -19,19 +24,27 @@ class GatewayServices:
     scorer: Scorer
     feedback: FeedbackRecorder
     counts: ServiceCounters = field(default_factory=ServiceCounters)
+    shared: SharedStateFile | None = None
 
     @classmethod
     def build(cls, settings: Settings, writer: SpoolWriter | None) -> GatewayServices:
         counts = ServiceCounters()
-        routing = RoutingTable(settings.routing_config())
+        shared = open_shared_state(settings)
+        routing = RoutingTable(settings.routing_config(), RoutingStateStore(shared) if shared else None)
         scorer = Scorer(settings, writer, routing, counts)
-        return cls(settings, routing, scorer, FeedbackRecorder(scorer, counts), counts)
+        return cls(settings, routing, scorer, FeedbackRecorder(scorer, counts), counts, shared)
+
+    def registered(self, variant: str) -> tuple[str, str] | None:
+        """(registered model name, version) of a variant served from the registry, else None."""
+        loaded = self.scorer.variants.get(variant)
+        return ((loaded.registered_name, loaded.registry_version)
+                if loaded is not None and loaded.registered_name and loaded.registry_version else None)
 
     def promote(self, variant: str) -> dict[str, Any]:
-        loaded = self.scorer.variants.get(variant)
-        registered = ((loaded.registered_name, loaded.registry_version)
-                      if loaded is not None and loaded.registered_name and loaded.registry_version else None)
-        return self.routing.promote(variant, registered, self.settings.mlflow.tracking_uri)
+        return self.routing.promote(variant, self.registered(variant), self.settings.mlflow.tracking_uri)
+
+    def move_champion(self, variant: str) -> dict[str, Any]:
+        return move_champion(variant, self.registered(variant), self.settings.mlflow.tracking_uri)
 
     def model_name(self) -> str:
         """The name clients use in the Open Inference Protocol: ``[model] name``, else the variants'
@@ -53,6 +66,7 @@ class GatewayServices:
             "config_hash": cfg.config_hash,
             "ready": scorer.ready.is_set(),
             "weights": {name: round(w, 6) for name, w in router.weights.items()},
+            "routing_state": self.routing.describe_origin(),
             "shadow": cfg.shadow.model_dump() if cfg.mode == "shadow" else None,
             "model": None if schema is None else {
                 "name": self.model_name(), "kind": str(scorer.kind), "labels": scorer.labels,
@@ -66,3 +80,15 @@ class GatewayServices:
                 for v in cfg.variants  # the weights in force, not those of start-up
             ],
         }
+
+
+def open_shared_state(settings: Settings) -> SharedStateFile | None:
+    """The routing state every worker of this gateway shares, next to the spool. Without it (a
+    read-only or broken directory) each process keeps its own routing, and /variants says so."""
+    path = settings.spool.dir / FILE_NAME
+    try:
+        return SharedStateFile(path)
+    except Exception as exc:
+        log.error("cannot open the shared routing state %s: %s; routing changes will reach this process "
+                  "only", path, first_line(exc, 200))
+        return None

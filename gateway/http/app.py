@@ -23,6 +23,7 @@ from gateway.http.oip import router as oip_router
 from gateway.http.predict import router as predict_router
 from gateway.http.routes import router
 from gateway.metrics import GatewayMetrics
+from gateway.routing_table import RoutingFollower
 from gateway.service import GatewayServices
 from gateway.settings import ConfigError, Settings, load_settings
 from gateway.spool import PredictionSpool
@@ -45,9 +46,12 @@ def open_spool(settings: Settings) -> PredictionSpool | None:
 
 
 def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = None,
-               loader: ModelLoader | None = None, config_path: str | None = None) -> FastAPI:
+               loader: ModelLoader | None = None, config_path: str | None = None,
+               load_before_serving: bool = False) -> FastAPI:
     """Build the gateway. ``on_fatal`` is called with one line if the models cannot be loaded.
-    With ``config_path``, SIGHUP re-reads that file and applies its routing section."""
+    With ``config_path``, SIGHUP re-reads that file and applies its routing section. With
+    ``load_before_serving`` the server accepts no connection until the models are loaded (a worker
+    that replaces another must not take its share of traffic only to answer 503)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -59,6 +63,8 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
         if spool is not None and settings.spool.export:
             exporter = build_exporter(settings, spool)
             exporter.start()
+        follower = RoutingFollower(services.routing)
+        follower.start()
         app.state.services = services
         app.state.exporter = exporter
         app.state.stats = lambda: _stats(services, spool, exporter)
@@ -86,16 +92,22 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
                 if on_fatal is not None:
                     on_fatal(str(exc))
 
-        # Load in the background so /healthz and /readyz answer (503) while models download.
-        threading.Thread(target=load, name="model-loader", daemon=True).start()
+        if load_before_serving:
+            await run_in_threadpool(load)
+        else:
+            # Load in the background so /healthz and /readyz answer (503) while models download.
+            threading.Thread(target=load, name="model-loader", daemon=True).start()
         try:
             yield
         finally:
+            follower.stop()
             await run_in_threadpool(services.scorer.shutdown)
             if writer is not None:
                 await run_in_threadpool(writer.close)
             if exporter is not None:
                 await run_in_threadpool(exporter.stop, settings.spool.shutdown_grace_seconds)
+            if services.shared is not None:
+                services.shared.close()
             if spool is not None:
                 log.info("shutdown: %d record(s) left in the spool%s", spool.count_open(),
                          " for the next start" if spool.count_open() else "")
@@ -171,7 +183,7 @@ def app_from_env() -> FastAPI:
         log.error("worker %d cannot serve: %s", os.getpid(), message)
         os._exit(3)
 
-    return create_app(settings, on_fatal=fatal, config_path=path)
+    return create_app(settings, on_fatal=fatal, config_path=path, load_before_serving=True)
 
 
 def reload_routing(services: GatewayServices, config_path: str) -> None:
@@ -190,7 +202,8 @@ def reload_routing(services: GatewayServices, config_path: str) -> None:
         return
     try:
         services.routing.change(mode=fresh.routing.mode, weights={v.name: v.weight for v in fresh.variants},
-                               shadow=fresh.shadow.model_dump(), salt=fresh.routing.salt, source="SIGHUP")
+                               shadow=fresh.shadow.model_dump(), salt=fresh.routing.salt, source="SIGHUP",
+                               file_hash=fresh.routing_config().config_hash)
     except Exception as exc:
         log.error("SIGHUP: routing not reloaded: %s", exc)
 

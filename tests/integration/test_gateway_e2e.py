@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
 import time
@@ -233,3 +234,61 @@ def test_several_workers_give_correct_metric_totals(start_gateway: Callable[...,
     wait_drained(gw)
     runs = runs_by_request(mlflow_server.url, "iris-workers")
     assert len(runs) == 400 and all(len(v) == 1 for v in runs.values())
+
+
+def _answers_for(url: str, seconds: float) -> list[tuple[float, str, int]]:
+    """(time, answering variant, worker pid) of requests on fresh connections for ``seconds``: each
+    lands on whichever worker accepts it."""
+    out = []
+    end = time.monotonic() + seconds
+    with httpx.Client(base_url=url, timeout=10, headers={"Connection": "close"}) as http:
+        while time.monotonic() < end:
+            r = http.post("/predict", json=FEATURES)
+            assert r.status_code == 200, r.text
+            pid = http.get("/variants").json()["routing_state"]["worker_pid"]
+            out.append((time.monotonic(), r.json()["model_version"], pid))
+    return out
+
+
+def test_a_live_change_reaches_every_worker_within_two_seconds(start_gateway: Callable[..., GatewayProcess]) -> None:
+    gw = start_gateway(name="shared-routing", args=["--workers", "2"], spool={"export": False},
+                       env={"GATEWAY_ADMIN_TOKEN": "tok"})
+    auth = {"Authorization": "Bearer tok"}
+    before = _answers_for(gw.url, 1.0)
+    assert {v for _, v, _ in before} == {"v1.0", "v2.0"}
+    r = httpx.put(gw.url + "/admin/routing", json={"weights": {"v1.0": 1.0, "v2.0": 0.0}}, headers=auth)
+    assert r.status_code == 200, r.text
+    changed_at = time.monotonic()
+    after = _answers_for(gw.url, 4.0)
+    late = [t - changed_at for t, v, _ in after if v == "v2.0"]
+    settled = [(v, pid) for t, v, pid in after if t - changed_at > 2.0]
+    print(f"\nPUT weights v1.0=1 v2.0=0 with --workers 2: {len(after)} requests over 4 s after it, "
+          f"{len(late)} to v2.0 (the last {max(late, default=0.0):.3f} s after the change); "
+          f"after 2 s: {sum(v == 'v1.0' for v, _ in settled)}/{len(settled)} to v1.0 from "
+          f"{len({pid for _, pid in settled})} workers")
+    assert max(late, default=0.0) <= 2.0
+    assert settled and all(v == "v1.0" for v, _ in settled)
+    assert len({pid for _, _, pid in after}) == 2  # both workers answered after the change
+    state = httpx.get(gw.url + "/variants").json()["routing_state"]
+    assert state["source"] == "PUT /admin/routing" and state["version"] == 2
+
+    # SIGHUP to the process group (as `kill -HUP` of a service does): each worker re-reads the file;
+    # uvicorn's parent also replaces its workers, and a new one resumes the shared state.
+    gw.config.write_text(gw.config.read_text().replace("weight = 0.5", "weight = 0.0", 1))  # v1.0 -> 0
+    gw.send_signal(signal.SIGHUP)
+    for _ in range(300):
+        state = httpx.get(gw.url + "/variants", headers={"Connection": "close"}).json()
+        if state["weights"] == {"v1.0": 0.0, "v2.0": 1.0}:
+            break
+        time.sleep(0.1)
+    assert state["routing_state"]["source"] in ("SIGHUP", "config file (changed since it was last applied)")
+    time.sleep(2.0)
+    assert {v for _, v, _ in _answers_for(gw.url, 2.0)} == {"v2.0"}
+
+    # A restart resumes the stored routing.
+    httpx.put(gw.url + "/admin/routing", json={"weights": {"v1.0": 0.25, "v2.0": 0.75}}, headers=auth)
+    gw.stop()
+    gw.start()
+    state = httpx.get(gw.url + "/variants").json()
+    assert state["weights"] == {"v1.0": 0.25, "v2.0": 0.75}
+    assert state["routing_state"]["restored_at_start"] is True

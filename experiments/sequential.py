@@ -1,0 +1,239 @@
+"""Always-valid statistics: tests and intervals that may be looked at after every observation.
+
+A fixed-horizon test (chi-square, t, Mann-Whitney) promises its error rate for one look at a sample
+size chosen in advance. Looked at again and again while traffic flows, it is "significant" far more
+often than alpha with no difference at all. The tests here keep their promise under continuous
+monitoring: with probability at least 1 - alpha, the interval covers the truth at every sample size at
+once, and the always-valid p-value (the running minimum of the per-look values) is below alpha at
+some look with probability at most alpha when the null holds.
+
+Methods, with their sources:
+
+- Differences of means and of proportions (error rate, accuracy from feedback, disagreement, latency
+  means, a regressor's output): the mixture sequential probability ratio test with a normal mixture,
+  as in Johari, Koomen, Pekelis and Walsh, "Always Valid Inference: Continuous Monitoring of A/B
+  Tests", Operations Research 70(3), 2022; written as the asymptotic confidence sequence of
+  Waudby-Smith, Arbour, Sinha, Kennedy and Ramdas, "Time-uniform central limit theory and asymptotic
+  confidence sequences", Annals of Statistics 2024, which is the form GrowthBook documents for its
+  sequential testing (tuning: the mixture is set so the interval is tightest near ``n_star`` samples).
+- A quantile (p95 latency): the confidence sequence for quantiles of Howard and Ramdas, "Sequential
+  estimation of quantiles with applications to A/B-testing and best-arm identification", Bernoulli
+  28(3), 2022: the count of observations below the true quantile is a Bernoulli random walk, bounded
+  uniformly in time by a normal-mixture boundary (Howard, Ramdas, McAuliffe and Sekhon,
+  "Time-uniform, nonparametric, nonasymptotic confidence sequences", Annals of Statistics 49(2),
+  2021) with the Bernoulli's optimal sub-Gaussian variance (Kearns and Saul, 1998).
+- Sample-ratio mismatch: the Dirichlet-multinomial Bayes factor of Lindon and Malek, "Anytime-Valid
+  Inference For Multinomial Count Data", NeurIPS 2022.
+
+Every function takes NumPy arrays as well as scalars, so that one call evaluates many looks or many
+simulated experiments at once. ``scipy.special.gammaln`` does the SRM's arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.special import gammaln
+
+ALPHA = 0.05
+N_STAR = 5000  # the mixture's tuning: the sample size at which the interval is tightest
+SRM_CONCENTRATION = 100.0  # the Dirichlet prior's total weight, centred on the configured split
+
+
+@dataclass(frozen=True)
+class SequentialEstimate:
+    """An estimate with its always-valid interval (level 1 - alpha) and this look's p-value against
+    the null value. Fields are floats, or arrays of the inputs' shape."""
+
+    estimate: Any
+    low: Any
+    high: Any
+    p_value: Any
+    null: float
+
+    def as_dict(self, digits: int = 6) -> dict[str, Any]:
+        def r(x: Any) -> float | None:
+            x = float(x)
+            return round(x, digits) if math.isfinite(x) else None
+
+        return {"estimate": r(self.estimate), "interval": [r(self.low), r(self.high)],
+                "p_value": r(self.p_value), "null": self.null}
+
+
+def mixture_rho2(alpha: float = ALPHA, n_star: float = N_STAR) -> float:
+    """The normal mixture's precision per unit variance that makes the interval tightest near n_star
+    (Waudby-Smith et al. 2024; GrowthBook's choice)."""
+    a = -2.0 * math.log(alpha)
+    return (a + math.log(a + 1.0)) / n_star
+
+
+def _half_width(unit_var: Any, n: Any, alpha: float, rho2: float) -> Any:
+    n = np.asarray(n, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        nr = n * rho2
+        half = np.sqrt(unit_var * 2.0 * (nr + 1.0) / (n * nr) * np.log(np.sqrt(nr + 1.0) / alpha))
+    return np.where(n > 0, half, np.inf)
+
+
+def _p_value(z2: Any, n: Any, rho2: float) -> Any:
+    """1 / (the mixture likelihood ratio) at one look, capped at 1."""
+    nr = np.asarray(n, dtype=float) * rho2
+    with np.errstate(over="ignore", invalid="ignore"):
+        log_lr = 0.5 * z2 * nr / (1.0 + nr) - 0.5 * np.log1p(nr)
+    return np.minimum(1.0, np.exp(-np.nan_to_num(log_lr, nan=0.0)))
+
+
+def mean_difference(mean_a: Any, var_a: Any, n_a: Any, mean_b: Any, var_b: Any, n_b: Any, *, null: float = 0.0,
+                    alpha: float = ALPHA, n_star: float = N_STAR) -> SequentialEstimate:
+    """mean_b - mean_a (b is the candidate) from each arm's mean, variance and count."""
+    n_a, n_b = np.asarray(n_a, dtype=float), np.asarray(n_b, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        se2 = np.asarray(var_a) / n_a + np.asarray(var_b) / n_b
+    n = n_a + n_b
+    unit_var = se2 * n  # the estimate's variance, per observation
+    return _estimate(np.asarray(mean_b) - np.asarray(mean_a), se2, unit_var, n, null, alpha, n_star)
+
+
+def proportion_difference(k_a: Any, n_a: Any, k_b: Any, n_b: Any, *, null: float = 0.0, alpha: float = ALPHA,
+                          n_star: float = N_STAR) -> SequentialEstimate:
+    """p_b - p_a for counts k of n. Variances use (k + 1) / (n + 2), so that an arm with no events
+    yet does not claim zero uncertainty."""
+    k_a, n_a, k_b, n_b = (np.asarray(x, dtype=float) for x in (k_a, n_a, k_b, n_b))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p_a, p_b = k_a / n_a, k_b / n_b
+    return mean_difference(p_a, _bernoulli_var(k_a, n_a), n_a, p_b, _bernoulli_var(k_b, n_b), n_b, null=null,
+                           alpha=alpha, n_star=n_star)
+
+
+def proportion(k: Any, n: Any, *, null: float, alpha: float = ALPHA, n_star: float = N_STAR) -> SequentialEstimate:
+    """One proportion k / n against a fixed value (for example the shadow disagreement rate)."""
+    k, n = np.asarray(k, dtype=float), np.asarray(n, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = k / n
+        unit_var = _bernoulli_var(k, n)
+    return _estimate(p, unit_var / n, unit_var, n, null, alpha, n_star)
+
+
+def _bernoulli_var(k: Any, n: Any) -> Any:
+    smoothed = (k + 1.0) / (n + 2.0)
+    return smoothed * (1.0 - smoothed)
+
+
+def _estimate(est: Any, se2: Any, unit_var: Any, n: Any, null: float, alpha: float,
+              n_star: float) -> SequentialEstimate:
+    rho2 = mixture_rho2(alpha, n_star)
+    half = _half_width(unit_var, n, alpha, rho2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z2 = np.where(se2 > 0, (est - null) ** 2 / se2, 0.0)
+    z2 = np.nan_to_num(z2, nan=0.0, posinf=0.0)
+    p = np.where(np.asarray(n) > 0, _p_value(z2, n, rho2), 1.0)
+    return SequentialEstimate(_scalar(est), _scalar(est - half), _scalar(est + half), _scalar(p), null)
+
+
+def _scalar(x: Any) -> Any:
+    x = np.asarray(x, dtype=float)
+    return float(x) if x.ndim == 0 else x
+
+
+# -- quantiles (p95 latency) ---------------------------------------------------------------------
+
+
+def bernoulli_subgaussian_var(q: float) -> float:
+    """The smallest sub-Gaussian variance proxy of a centred Bernoulli(q) (Kearns and Saul, 1998)."""
+    if abs(q - 0.5) < 1e-12:
+        return 0.25
+    return (1.0 - 2.0 * q) / (2.0 * math.log((1.0 - q) / q))
+
+
+def quantile_boundary(n: Any, q: float, alpha: float, n_star: float = N_STAR) -> Any:
+    """u_n: with probability >= 1 - alpha, |#{x_i <= true q-quantile} - q n| < u_n for every n."""
+    v = bernoulli_subgaussian_var(q) * np.asarray(n, dtype=float)
+    a = -2.0 * math.log(alpha)
+    rho = bernoulli_subgaussian_var(q) * n_star / (a + math.log(a + 1.0))
+    return np.sqrt((v + rho) * np.log((v + rho) / (rho * alpha * alpha)))
+
+
+def quantile_ranks(n: int, q: float, alpha: float = ALPHA, n_star: float = N_STAR) -> tuple[int, int]:
+    """The 1-based ranks of the order statistics that bound the q-quantile after n observations: the
+    interval is [x_(low), x_(high)], open-ended where a rank falls outside 1..n."""
+    u = float(quantile_boundary(n, q, alpha, n_star))
+    return math.floor(q * n - u) + 1, math.ceil(q * n + u)
+
+
+def quantile_interval(sorted_values: np.ndarray, q: float, alpha: float = ALPHA,
+                      n_star: float = N_STAR) -> tuple[float, float]:
+    """An always-valid interval for the q-quantile from the sorted sample (Howard and Ramdas 2022);
+    an end is -inf / +inf while too few observations pin it down."""
+    n = len(sorted_values)
+    if n == 0:
+        return -math.inf, math.inf
+    k_low, k_high = quantile_ranks(n, q, alpha, n_star)
+    low = float(sorted_values[k_low - 1]) if k_low >= 1 else -math.inf
+    high = float(sorted_values[k_high - 1]) if k_high <= n else math.inf
+    return low, high
+
+
+def quantile_ratio(sorted_a: np.ndarray, sorted_b: np.ndarray, *, q: float = 0.95, null: float = 1.0,
+                   alpha: float = ALPHA, n_star: float = N_STAR) -> SequentialEstimate:
+    """quantile(b) / quantile(a) for positive values (latencies), with an always-valid interval from
+    the two arms' intervals at alpha / 2 each. The p-value is the smallest alpha at which the interval
+    lies wholly above ``null`` (a one-sided question: is b slower than ``null`` times a?)."""
+    if len(sorted_a) == 0 or len(sorted_b) == 0:
+        return SequentialEstimate(math.nan, -math.inf, math.inf, 1.0, null)
+    est = float(np.quantile(sorted_b, q) / np.quantile(sorted_a, q))
+
+    def bounds(level: float) -> tuple[float, float]:
+        a_low, a_high = quantile_interval(sorted_a, q, level / 2, n_star)
+        b_low, b_high = quantile_interval(sorted_b, q, level / 2, n_star)
+        low = b_low / a_high if math.isfinite(a_high) and a_high > 0 and b_low > 0 else 0.0
+        high = b_high / a_low if a_low > 0 and math.isfinite(b_high) else math.inf
+        return low, high
+
+    low, high = bounds(alpha)
+    # The interval narrows as the level grows; bisect (on a log scale) for where it leaves null behind.
+    lo_level, hi_level = 1e-12, 1.0
+    if bounds(hi_level)[0] <= null:
+        p = 1.0
+    elif bounds(lo_level)[0] > null:
+        p = lo_level
+    else:
+        for _ in range(40):
+            mid = math.sqrt(lo_level * hi_level)
+            if bounds(mid)[0] > null:
+                hi_level = mid
+            else:
+                lo_level = mid
+        p = hi_level
+    return SequentialEstimate(est, low, high, p, null)
+
+
+# -- sample-ratio mismatch -----------------------------------------------------------------------
+
+
+def srm_p_value(counts: Any, weights: Any, concentration: float = SRM_CONCENTRATION) -> Any:
+    """This look's p-value (1 / Bayes factor, capped at 1) that the counts were drawn with the
+    configured weights, against a Dirichlet-multinomial alternative centred on them (Lindon and Malek
+    2022). ``counts`` has the arms in its last axis."""
+    x = np.asarray(counts, dtype=float)
+    theta = np.asarray(weights, dtype=float)
+    theta = theta / theta.sum()
+    prior = concentration * theta
+    n = x.sum(axis=-1)
+    log_bf = (gammaln(prior.sum()) - gammaln(prior.sum() + n) + (gammaln(prior + x) - gammaln(prior)).sum(axis=-1)
+              - (x * np.log(theta)).sum(axis=-1))
+    return _scalar(np.minimum(1.0, np.exp(-log_bf)))
+
+
+class RunningMinimum:
+    """The always-valid p-value: the smallest per-look value so far."""
+
+    def __init__(self) -> None:
+        self.value = 1.0
+
+    def update(self, p: float) -> float:
+        if math.isfinite(p):
+            self.value = min(self.value, p)
+        return self.value
