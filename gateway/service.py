@@ -6,8 +6,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.feedback import FeedbackRecorder
 from gateway.exceptions import first_line
+from gateway.feedback import FeedbackRecorder
 from gateway.routing_state import FILE_NAME, RoutingStateStore, SharedStateFile
 from gateway.routing_table import RoutingTable, move_champion
 from gateway.scoring import Scorer, ServiceCounters
