@@ -29,6 +29,8 @@ import numpy as np
 import pandas as pd
 
 from experiments import statistics as st
+from experiments.sequential_report import render as render_sequential
+from experiments.sequential_report import sequential_section
 from gateway import contract as c
 from gateway.contract import SUMMARY_EXPERIMENT
 
@@ -305,7 +307,8 @@ def analyse(records: pd.DataFrame, seed: int = 0) -> dict[str, Any]:
     elif names:
         verdicts.append(f"only {names[0]} answered traffic: no between-version tests")
     _quality(report, verdicts)
-    _sample_ratio(primary, report, names, verdicts)
+    srm_group = _sample_ratio(primary, report, names, verdicts)
+    report["sequential"] = sequential_section(report, primary, names, srm_group)
     if not shadow.empty:
         report["shadow"] = shadow_analysis(primary, shadow, seed, labels)
         verdicts.extend(report["shadow"]["verdicts"])
@@ -333,9 +336,10 @@ def _quality(report: dict[str, Any], verdicts: list[str]) -> None:
                             f"between {' and '.join(labelled)} ({res['test']}, {st.fmt_p(res['p_value'])})")
 
 
-def _sample_ratio(primary: pd.DataFrame, report: dict[str, Any], names: list[str], verdicts: list[str]) -> None:
+def _sample_ratio(primary: pd.DataFrame, report: dict[str, Any], names: list[str],
+                  verdicts: list[str]) -> tuple[pd.DataFrame, dict[str, float]] | None:
     """Sample-ratio mismatch, per configuration period, on randomised traffic only (one count per
-    request: a batch is one routing decision)."""
+    request: a batch is one routing decision). Returns the latest period's requests and weights."""
     randomised = primary[primary["routing"].isin(["weighted", "sticky"]) & (primary["weights"] != "")
                          & (primary["row_index"] == 0)]
     by_config = {}
@@ -350,8 +354,11 @@ def _sample_ratio(primary: pd.DataFrame, report: dict[str, Any], names: list[str
             report["tests"]["srm_by_config"] = by_config
         for h, res in by_config.items():
             verdicts.append(st.srm_verdict(res, f" (config {h})"))
-    elif len(names) >= 2:
+        latest_group = randomised[randomised["config_hash"] == latest]
+        return latest_group, _parse_weights(str(latest_group["weights"].iloc[0]))
+    if len(names) >= 2:
         verdicts.append(st.srm_verdict(None))
+    return None
 
 
 def shadow_analysis(primary: pd.DataFrame, shadow: pd.DataFrame, seed: int = 0,
@@ -447,6 +454,7 @@ def render_terminal(report: dict[str, Any]) -> str:
         for label, row in zip(names, shadow["confusion"]["matrix"], strict=True):
             lines.append(f"  {str(label)[:10]:<11}" + "".join(f"{x:>11}" for x in row))
         lines.append("")
+    lines += render_sequential(report.get("sequential") or {})
     lines.append("verdicts")
     lines += [f"  - {v}" for v in report["verdicts"]]
     return "\n".join(lines)
@@ -499,6 +507,8 @@ def log_summary_runs(report: dict[str, Any], tracking_uri: str, html: str | None
              "prediction_ks_p_value": (tests.get("prediction_ks") or {}).get("p_value"),
              "latency_mwu_p_value": (tests.get("latency_mwu") or {}).get("p_value"),
              "srm_p_value": (tests.get("srm") or {}).get("p_value")}
+    for name, t in ((report.get("sequential") or {}).get("tests") or {}).items():
+        pvals[c.param_name(f"always_valid_p_{name}")] = t["always_valid"]["p_value"]
     if report.get("shadow") and report["shadow"].get("agreement"):
         pvals["shadow_agreement"] = report["shadow"]["agreement"]["rate"]
     if report.get("shadow") and report["shadow"].get("difference"):

@@ -90,10 +90,10 @@ def mean_difference(mean_a: Any, var_a: Any, n_a: Any, mean_b: Any, var_b: Any, 
                     alpha: float = ALPHA, n_star: float = N_STAR) -> SequentialEstimate:
     """mean_b - mean_a (b is the candidate) from each arm's mean, variance and count."""
     n_a, n_b = np.asarray(n_a, dtype=float), np.asarray(n_b, dtype=float)
+    n = n_a + n_b
     with np.errstate(divide="ignore", invalid="ignore"):
         se2 = np.asarray(var_a) / n_a + np.asarray(var_b) / n_b
-    n = n_a + n_b
-    unit_var = se2 * n  # the estimate's variance, per observation
+        unit_var = se2 * n  # the estimate's variance, per observation
     return _estimate(np.asarray(mean_b) - np.asarray(mean_a), se2, unit_var, n, null, alpha, n_star)
 
 

@@ -214,3 +214,27 @@ def test_batched_records_report_the_request_time_beside_the_call_time() -> None:
     text = render_terminal(report)
     assert "request p50" in text and "rows/call" in text
     assert "request_time_ms" not in analyse(_records(100, 6))["versions"]["v1.0"]  # runs logged before batching
+
+
+def test_the_report_puts_always_valid_results_beside_the_fixed_horizon_ones() -> None:
+    from experiments.compare import render_terminal
+
+    df = _records(4000, 11, shift_ms=0.3, class_probs_b=[0.2, 0.3, 0.5], split=0.6)
+    df["correct"] = np.where(df["model_version"] == "v1.0", 1.0, (np.arange(len(df)) % 2).astype(float))
+    report = analyse(df)
+    seq = report["sequential"]
+    assert (seq["a"], seq["b"]) == ("v1.0", "v2.0") and seq["alpha"] == 0.05
+    tests = seq["tests"]
+    p95 = tests["latency_p95_ratio"]
+    assert p95["fixed_horizon"]["p_value"] == report["tests"]["latency_mwu"]["p_value"]
+    assert p95["always_valid"]["estimate"] > 1 and p95["always_valid"]["p_value"] < 0.05
+    acc = tests["accuracy_difference"]["always_valid"]
+    assert acc["interval"][1] < 0 and acc["estimate"] == pytest.approx(-0.5, abs=0.02)
+    assert tests["class_share_difference[Virginica]"]["always_valid"]["p_value"] < 0.05
+    srm = tests["sample_ratio"]  # 60/40 traffic under weights 50/50
+    assert srm["always_valid"]["p_value"] < 0.001 and srm["fixed_horizon"]["p_value"] < 0.001
+    # No difference: the always-valid test stays quiet.
+    same = analyse(_records(600, 12))["sequential"]["tests"]
+    assert same["latency_p95_ratio"]["always_valid"]["p_value"] > 0.05
+    text = render_terminal(report)
+    assert "always-valid p" in text and "fixed-horizon p" in text and "latency_p95_ratio" in text
