@@ -153,7 +153,7 @@ def render(section: dict[str, Any]) -> list[str]:
         return []
     lines = [f"always-valid tests ({section.get('b', '')} against {section.get('a', '')}; alpha "
              f"{section['alpha']}, the running minimum over {section['looks']} looks)",
-             f"  {'test':<34} {'fixed-horizon p':>16} {'always-valid p':>15} {'estimate':>10}  "
+             f"  {'test':<34} {'fixed-horizon test':<26} {'p':>7} {'always-valid p':>15} {'estimate':>10}  "
              "always-valid interval"]
     for name, t in section["tests"].items():
         seq, fixed = t["always_valid"], t["fixed_horizon"]
@@ -161,7 +161,7 @@ def render(section: dict[str, Any]) -> list[str]:
         est = seq.get("estimate")
         interval = seq.get("interval")
         iv = "-" if not interval else "[" + ", ".join("inf" if x is None else f"{x:.4g}" for x in interval) + "]"
-        lines.append(f"  {name[:34]:<34} {fp:>16} {seq['p_value']:>15.4f} "
+        lines.append(f"  {name[:34]:<34} {fixed['test'][:26]:<26} {fp:>7} {seq['p_value']:>15.4f} "
                      f"{'-' if est is None else format(est, '.4g'):>10}  {iv}")
     lines.append("  (fixed-horizon: valid for one planned look only; always-valid: however often you look)")
     lines.append("")

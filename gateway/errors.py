@@ -95,3 +95,16 @@ class AdminDenied(GatewayError):
 
 class ConflictingLabel(GatewayError):
     """A second, different true label for a prediction: the first label stored wins."""
+
+
+class InvalidRollout(GatewayError):
+    """A rollout that names an unknown variant, steps that do not increase in (0, 1], or a negative
+    threshold; the message names the key."""
+
+
+class RolloutConflict(GatewayError):
+    """A second rollout while one runs, or a command that does not apply to the rollout's state."""
+
+
+class NoRollout(GatewayError):
+    """No rollout has been started on this gateway."""

@@ -118,3 +118,23 @@ def test_srm_flags_a_broken_split_and_not_a_fair_one() -> None:
 def test_running_minimum_is_the_always_valid_p_value() -> None:
     p = RunningMinimum()
     assert [p.update(x) for x in (0.5, 0.2, 0.7, float("nan"), 0.1)] == [0.5, 0.2, 0.2, 0.2, 0.1]
+
+
+def test_the_histogram_ratio_matches_the_exact_one_within_a_bin() -> None:
+    from experiments.sequential import histogram_bin, histogram_quantile_ratio
+
+    rng = np.random.default_rng(11)
+    a, b = rng.lognormal(0.0, 0.5, 4000), rng.lognormal(np.log(1.3), 0.5, 4000)
+
+    def hist(values: np.ndarray) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for v in values:
+            out[histogram_bin(float(v))] = out.get(histogram_bin(float(v)), 0) + 1
+        return out
+
+    exact = quantile_ratio(np.sort(a), np.sort(b))
+    binned = histogram_quantile_ratio(hist(a), hist(b))
+    assert binned.estimate == pytest.approx(exact.estimate, rel=0.03)
+    assert binned.low <= exact.low and binned.high >= exact.high  # never narrower
+    assert binned.low == pytest.approx(exact.low, rel=0.05) and binned.high == pytest.approx(exact.high, rel=0.05)
+    assert binned.p_value >= exact.p_value
