@@ -115,7 +115,8 @@ def proportion(k: Any, n: Any, *, null: float, alpha: float = ALPHA, n_star: flo
     with np.errstate(divide="ignore", invalid="ignore"):
         p = k / n
         unit_var = _bernoulli_var(k, n)
-    return _estimate(p, unit_var / n, unit_var, n, null, alpha, n_star)
+        se2 = unit_var / n
+    return _estimate(p, se2, unit_var, n, null, alpha, n_star)
 
 
 def _bernoulli_var(k: Any, n: Any) -> Any:

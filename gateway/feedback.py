@@ -23,6 +23,7 @@ class FeedbackRecorder:
     def __init__(self, scorer: Scorer, counts: ServiceCounters) -> None:
         self.scorer = scorer
         self.counts = counts
+        self.listeners: list[Any] = []  # with on_feedback(variant, routing, correct): the rollout's counts
 
     def record(self, request_id: str, true_label: str | int | float, row_index: int = 0) -> dict[str, Any]:
         spool = self.scorer.spool
@@ -62,6 +63,9 @@ class FeedbackRecorder:
         except SpoolWriteError as exc:
             raise SpoolUnavailable(f"feedback not stored: {exc}") from None
         self.counts.add("feedback_replayed" if replayed else "feedback")
+        if not replayed:
+            for listener in self.listeners:
+                listener.on_feedback(predicted.model_version, predicted.routing, correct)
         out: dict[str, Any] = {"request_id": request_id, "row_index": row_index, "true_label": label,
                                "prediction": predicted.prediction, "model_version": predicted.model_version,
                                "replayed": replayed}

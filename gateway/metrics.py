@@ -22,7 +22,8 @@ LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
 class GatewayMetrics:
     """Owns one registry per app, so several apps in one process (tests) never collide."""
 
-    def __init__(self, state: Callable[[], dict[str, Any]], variants: Callable[[], Iterable[dict[str, Any]]]) -> None:
+    def __init__(self, state: Callable[[], dict[str, Any]], variants: Callable[[], Iterable[dict[str, Any]]],
+                 rollout: Callable[[], dict[str, Any] | None] | None = None) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "gateway_requests", "Prediction requests by variant, role, routing reason and HTTP status.",
@@ -38,6 +39,11 @@ class GatewayMetrics:
             ["candidate", "agree"], registry=self.registry)
         self._state = _StateCollector(state, variants)
         self.registry.register(self._state)
+        if rollout is not None:
+            self._rollout: Collector | None = _RolloutCollector(rollout)
+            self.registry.register(self._rollout)
+        else:
+            self._rollout = None
 
     def on_records(self, records: Sequence[PredictionRecord], primaries: Sequence[object] | None = None) -> None:
         """One request's rows (a shadow's with the primary's answers). The latency is the model call's,
@@ -72,6 +78,8 @@ class GatewayMetrics:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
             registry.register(self._state)
+            if self._rollout is not None:
+                registry.register(self._rollout)
             return generate_latest(registry)
         return generate_latest(self.registry)
 
@@ -114,3 +122,50 @@ class _StateCollector(Collector):
                                           "registry_version": str(v.get("registry_version") or ""),
                                           "weight": f"{v.get('weight', 0):g}"})
         yield info
+
+
+class _RolloutCollector(Collector):
+    """The rollout, read from the shared state at scrape time (so every worker answers the same)."""
+
+    def __init__(self, rollout: Callable[[], dict[str, Any] | None]) -> None:
+        self._rollout = rollout
+
+    def collect(self) -> Iterable[Any]:
+        r = self._rollout()
+        if r is None:
+            return
+        ids = [r["rollout_id"], r["candidate"], r["control"]]
+        labels = ["rollout_id", "candidate", "control"]
+        state = GaugeMetricFamily("gateway_rollout_state", "1 for the rollout's current state.",
+                                  labels=[*labels, "state"])
+        for name in ("running", "paused", "promoted", "rolled_back", "aborted"):
+            state.add_metric([*ids, name], 1.0 if r["state"] == name else 0.0)
+        yield state
+        step = GaugeMetricFamily("gateway_rollout_step", "The rollout's step (1-based).", labels=labels)
+        step.add_metric(ids, float(r["step"]))
+        yield step
+        weight = GaugeMetricFamily("gateway_rollout_candidate_weight", "The candidate's weight in force.",
+                                   labels=labels)
+        weight.add_metric(ids, float(r["candidate_weight"]))
+        yield weight
+        decisions = CounterMetricFamily("gateway_rollout_decisions", "The rollout's decisions by kind.",
+                                        labels=[*labels, "decision"])
+        for kind, n in Counter_(h["decision"] for h in r["history"]).items():
+            decisions.add_metric([*ids, kind], float(n))
+        yield decisions
+        p = GaugeMetricFamily("gateway_rollout_guardrail_p_value", "Each guardrail's always-valid p-value.",
+                              labels=[*labels, "guardrail"])
+        est = GaugeMetricFamily("gateway_rollout_guardrail_estimate", "Each guardrail's estimate (a difference, or "
+                                "a ratio for latency_p95).", labels=[*labels, "guardrail"])
+        breached = GaugeMetricFamily("gateway_rollout_guardrail_breached", "1 when the guardrail is breached.",
+                                     labels=[*labels, "guardrail"])
+        for name, g in (r.get("guardrails") or {}).items():
+            if not g.get("enabled"):
+                continue
+            p.add_metric([*ids, name], float(g["p_value"]))
+            if g.get("estimate") is not None:
+                est.add_metric([*ids, name], float(g["estimate"]))
+            breached.add_metric([*ids, name], 1.0 if g.get("breached") else 0.0)
+        yield p
+        yield est
+        yield breached

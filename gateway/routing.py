@@ -86,5 +86,14 @@ class Router:
             sampled = shadow.sample_rate >= 1.0 or self._rng.random() < shadow.sample_rate
             return Decision(shadow.primary, RoutingReason.SHADOW, shadow.candidate if sampled else None)
         if user_key:
-            return Decision(self.sticky_variant(user_key), RoutingReason.STICKY)
-        return Decision(self._pick(self._rng.random()), RoutingReason.WEIGHTED)
+            return self._mirrored(Decision(self.sticky_variant(user_key), RoutingReason.STICKY))
+        return self._mirrored(Decision(self._pick(self._rng.random()), RoutingReason.WEIGHTED))
+
+    def _mirrored(self, decision: Decision) -> Decision:
+        """With ``mirror``, the primary's answers are also scored by the candidate after the response."""
+        shadow = self.config.shadow
+        if not self.config.mirror or decision.variant != shadow.primary:
+            return decision
+        if shadow.sample_rate >= 1.0 or self._rng.random() < shadow.sample_rate:
+            return Decision(decision.variant, decision.reason, shadow.candidate)
+        return decision

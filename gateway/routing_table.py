@@ -95,19 +95,20 @@ class RoutingTable:
                 "shared_state": str(self._store.path) if self._store is not None else None}
 
     def change(self, *, mode: str | None = None, weights: Mapping[str, float] | None = None,
-               shadow: Mapping[str, Any] | None = None, salt: str | None = None, source: str = "",
-               file_hash: str | None = None) -> dict[str, Any]:
-        """Apply a change on top of the routing in force (the shared one, when there is one)."""
+               shadow: Mapping[str, Any] | None = None, salt: str | None = None, mirror: bool | None = None,
+               source: str = "", file_hash: str | None = None, details: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Apply a change on top of the routing in force (the shared one, when there is one).
+        ``details`` (a rollout decision's statistics) travel with the change to its listeners."""
         with self._lock:
             old = self._router.config
             if self._store is None:
-                new = _changed(old, mode, weights, shadow, salt)
+                new = _changed(old, mode, weights, shadow, salt, mirror)
                 self._router = Router(new)
                 self.origin = RoutingOrigin(self.origin.version + 1, source, time.time())
             else:
                 def update(stored: StoredRouting | None) -> tuple[RoutingConfig, str, str]:
                     base = stored.config if stored is not None else old
-                    return (_changed(base, mode, weights, shadow, salt), source,
+                    return (_changed(base, mode, weights, shadow, salt, mirror), source,
                             file_hash or (stored.file_hash if stored is not None else ""))
 
                 stored = self._store.update(update)
@@ -118,7 +119,8 @@ class RoutingTable:
                 self.origin = RoutingOrigin(stored.version, source, stored.changed_at)
         change = {"source": source, "old_config_hash": old.config_hash, "config_hash": new.config_hash,
                   "mode": new.mode, "weights": self._router.weights, "version": self.origin.version,
-                  "shadow": new.shadow.model_dump() if new.mode == "shadow" else None}
+                  "shadow": new.shadow.model_dump() if new.mode == "shadow" or new.mirror else None,
+                  "mirror": new.mirror, "details": details}
         log.info("routing changed by %s: config %s -> %s, mode %s, weights %s", source or "?",
                  old.config_hash, new.config_hash, new.mode, self._router.weights_tag)
         for on_change in self.listeners:
@@ -203,7 +205,7 @@ def _variant_uris(config: RoutingConfig) -> list[tuple[str, str]]:
 
 
 def _changed(old: RoutingConfig, mode: str | None, weights: Mapping[str, float] | None,
-             shadow: Mapping[str, Any] | None, salt: str | None) -> RoutingConfig:
+             shadow: Mapping[str, Any] | None, salt: str | None, mirror: bool | None = None) -> RoutingConfig:
     names = [v.name for v in old.variants]
     unknown = sorted(set(weights or {}) - set(names))
     if unknown:
@@ -213,8 +215,8 @@ def _changed(old: RoutingConfig, mode: str | None, weights: Mapping[str, float] 
             v.name, v.weight)}) for v in old.variants)
         new_shadow = ShadowSection.model_validate({**old.shadow.model_dump(), **(shadow or {})})
         new = RoutingConfig(mode=mode or old.mode, variants=variants, shadow=new_shadow,  # type: ignore[arg-type]
-                            salt=old.salt if salt is None else salt)
-        validate_routing(new.mode, new.variants, new.shadow)
+                            salt=old.salt if salt is None else salt, mirror=old.mirror if mirror is None else mirror)
+        validate_routing(new.mode, new.variants, new.shadow, new.mirror)
     except ValidationError as exc:
         err = exc.errors()[0]
         raise InvalidRoutingChange(f"{error_location(err['loc'])}: {err['msg']}") from None

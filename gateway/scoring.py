@@ -125,7 +125,9 @@ class Scorer:
         self.kind: ModelKind | None = None
         self.ready = threading.Event()
         self.load_error: str | None = None
-        self.listeners: list[Any] = []  # observers with on_records(records, primaries=None) (metrics)
+        # Observers with on_records(records, primaries=None) and optionally on_error(variant, routing,
+        # weights_tag): the metrics and the rollout's live counts.
+        self.listeners: list[Any] = []
         self.batchers: dict[str, MicroBatcher] = {}
         self.shadows = ShadowBook(counts, self.listeners, shadow_queue)
         self._in_flight: set[str] = set()  # request ids being scored right now
@@ -247,6 +249,11 @@ class Scorer:
         if ticket.role is Role.SHADOW:
             self.shadows.failed(ticket.outcome, error)  # type: ignore[arg-type]
             return
+        if isinstance(error, ModelFailure):
+            for listener in self.listeners:
+                on_error = getattr(listener, "on_error", None)
+                if on_error is not None:
+                    on_error(ticket.variant.name, ticket.routing, ticket.router.weights_tag)
         self._in_flight.discard(ticket.request_id)
         with contextlib.suppress(InvalidStateError):
             ticket.future.set_exception(error)  # type: ignore[union-attr]

@@ -6,8 +6,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.errors import InvalidRollout, RolloutConflict
 from gateway.exceptions import first_line
 from gateway.feedback import FeedbackRecorder
+from gateway.rollout.controller import RolloutController
+from gateway.rollout.controller import describe as describe_rollout
+from gateway.rollout.observations import RolloutObserver
+from gateway.rollout.store import RolloutStore
 from gateway.routing_state import FILE_NAME, RoutingStateStore, SharedStateFile
 from gateway.routing_table import RoutingTable, move_champion
 from gateway.scoring import Scorer, ServiceCounters
@@ -25,6 +30,7 @@ class GatewayServices:
     feedback: FeedbackRecorder
     counts: ServiceCounters = field(default_factory=ServiceCounters)
     shared: SharedStateFile | None = None
+    rollout: RolloutController | None = None
 
     @classmethod
     def build(cls, settings: Settings, writer: SpoolWriter | None) -> GatewayServices:
@@ -32,7 +38,34 @@ class GatewayServices:
         shared = open_shared_state(settings)
         routing = RoutingTable(settings.routing_config(), RoutingStateStore(shared) if shared else None)
         scorer = Scorer(settings, writer, routing, counts)
-        return cls(settings, routing, scorer, FeedbackRecorder(scorer, counts), counts, shared)
+        services = cls(settings, routing, scorer, FeedbackRecorder(scorer, counts), counts, shared)
+        if shared is not None:
+            observer = RolloutObserver()
+            scorer.listeners.append(observer)
+            services.feedback.listeners.append(observer)
+            services.rollout = RolloutController(RolloutStore(shared), routing, observer, services.move_champion)
+        return services
+
+    def rollout_controller(self) -> RolloutController:
+        if self.rollout is None:
+            raise InvalidRollout("rollouts need the shared state file next to the spool, which could not be "
+                                 "opened (see the gateway's log)")
+        return self.rollout
+
+    def describe_rollout(self) -> dict[str, Any] | None:
+        """GET /rollout's body, or None when no rollout was ever started."""
+        if self.rollout is None:
+            return None
+        record = self.rollout.store.load()
+        return None if record is None else describe_rollout(record)
+
+    def refuse_if_rollout_active(self, what: str) -> None:
+        """While a rollout runs or is paused it owns the weights: a hand-made change would be undone or
+        would skew the rollout's statistics."""
+        active = self.rollout.active() if self.rollout is not None else None
+        if active is not None:
+            raise RolloutConflict(f"{what}: rollout {active.rollout_id} is {active.state} and owns the weights; "
+                                  "abort it first (POST /admin/rollout/abort)", rollout_id=active.rollout_id)
 
     def registered(self, variant: str) -> tuple[str, str] | None:
         """(registered model name, version) of a variant served from the registry, else None."""

@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from gateway.exceptions import error_location
 from gateway.model_schema import reject_bool
+from gateway.rollout.spec import RolloutSection
 
 DEFAULT_CONFIG_PATH = Path("config/gateway.toml")
 
@@ -158,16 +159,22 @@ class RoutingConfig(BaseModel):
     variants: tuple[VariantSpec, ...]
     shadow: ShadowSection
     salt: str
+    # Weighted mode only: requests answered by shadow.primary are also scored by shadow.candidate at
+    # shadow.sample_rate (a rollout's disagreement guardrail turns it on).
+    mirror: bool = False
 
     @property
     def config_hash(self) -> str:
         """A short stable digest, tagged on every run so periods with different weights differ."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        data = self.model_dump(mode="json")
+        if not data["mirror"]:
+            del data["mirror"]  # configs without it keep the hash they had before the field existed
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
 def validate_routing(
-    mode: str, variants: list[VariantSpec] | tuple[VariantSpec, ...], shadow: ShadowSection
+    mode: str, variants: list[VariantSpec] | tuple[VariantSpec, ...], shadow: ShadowSection, mirror: bool = False
 ) -> None:
     """Cross-field rules shared by start-up config and any later routing change."""
     names = [v.name for v in variants]
@@ -181,7 +188,7 @@ def validate_routing(
         raise ValueError("variants.weight: weights must sum to a finite number (scale them down)")
     if mode == "weighted" and total <= 0:
         raise ValueError("variants.weight: weights must sum to more than 0")
-    if mode == "shadow":
+    if mode == "shadow" or mirror:
         for key in ("primary", "candidate"):
             if getattr(shadow, key) not in names:
                 raise ValueError(
@@ -209,6 +216,7 @@ class Settings(BaseSettings):
     model: ModelSection = ModelSection()
     http: HttpSection = HttpSection()
     batching: BatchingSection = BatchingSection()
+    rollout: RolloutSection = RolloutSection()
 
     @classmethod
     def settings_customise_sources(
@@ -225,6 +233,11 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _cross_checks(self) -> Settings:
         validate_routing(self.routing.mode, self.variants, self.shadow)
+        if self.rollout.enabled:
+            try:
+                self.rollout.check_variants([v.name for v in self.variants])
+            except ValueError as exc:
+                raise ValueError(f"rollout.{exc}") from None
         return self
 
     def routing_config(self) -> RoutingConfig:

@@ -59,16 +59,18 @@ def authorize(request: Request) -> None:
 
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(authorize)],
-                   responses=responses(ErrorBody, 400, 401, 403, 404, 413, 422))
+                   responses=responses(ErrorBody, 400, 401, 403, 404, 409, 413, 422))
 
 
 @router.put("/routing", summary="Change mode, weights or shadow settings atomically, without a restart")
 async def put_routing(request: Request, update: RoutingUpdate) -> Any:
     shadow = update.shadow.model_dump(exclude_none=True) if update.shadow else None
+    await run_in_threadpool(services(request).refuse_if_rollout_active, "PUT /admin/routing")
     return await run_in_threadpool(services(request).routing.change, mode=update.mode, weights=update.weights,
                                    shadow=shadow, source="PUT /admin/routing")
 
 
 @router.post("/promote", summary="Send 100% of traffic to one variant and move the champion alias to it")
 async def promote(request: Request, body: Promotion) -> Any:
+    await run_in_threadpool(services(request).refuse_if_rollout_active, "POST /admin/promote")
     return await run_in_threadpool(services(request).promote, body.variant)

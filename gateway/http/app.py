@@ -21,8 +21,11 @@ from gateway.http.limits import RequestLimits
 from gateway.http.mlflow_scoring import router as mlflow_scoring_router
 from gateway.http.oip import router as oip_router
 from gateway.http.predict import router as predict_router
+from gateway.http.rollout import admin_router as rollout_admin_router
+from gateway.http.rollout import router as rollout_router
 from gateway.http.routes import router
 from gateway.metrics import GatewayMetrics
+from gateway.rollout.controller import RolloutRunner
 from gateway.routing_table import RoutingFollower
 from gateway.service import GatewayServices
 from gateway.settings import ConfigError, Settings, load_settings
@@ -65,10 +68,18 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
             exporter.start()
         follower = RoutingFollower(services.routing)
         follower.start()
+        runner: RolloutRunner | None = None
+        if services.rollout is not None:
+            if settings.rollout.enabled:
+                services.rollout.start_from_config(settings.rollout)
+            runner = RolloutRunner(services.rollout, settings.spool.dir / "rollout.lock",
+                                   settings.rollout.interval_seconds)
+            runner.start()
         app.state.services = services
         app.state.exporter = exporter
         app.state.stats = lambda: _stats(services, spool, exporter)
-        metrics = GatewayMetrics(app.state.stats, lambda: services.describe()["variants"])
+        metrics = GatewayMetrics(app.state.stats, lambda: services.describe()["variants"],
+                                 rollout=services.describe_rollout)
         services.scorer.listeners.append(metrics)
         services.routing.listeners.append(RoutingChangeRecorder(settings.mlflow.tracking_uri))
         app.state.metrics = metrics
@@ -101,6 +112,8 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
             yield
         finally:
             follower.stop()
+            if runner is not None:
+                await run_in_threadpool(runner.stop)
             await run_in_threadpool(services.scorer.shutdown)
             if writer is not None:
                 await run_in_threadpool(writer.close)
@@ -126,6 +139,8 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
     app.include_router(oip_router)
     app.include_router(router)
     app.include_router(admin_router)
+    app.include_router(rollout_router)
+    app.include_router(rollout_admin_router)
     _openapi_from_signature(app)
     limits = settings.http
     app.add_middleware(RequestLimits, max_body_bytes=int(limits.max_body_mb * 1024 * 1024),  # type: ignore[arg-type]

@@ -1,0 +1,291 @@
+"""The rollout controller: it moves the candidate's weight step by step, rolls back on a guardrail
+breach, and promotes after the last step. Framework-free.
+
+Every worker process runs a ``RolloutRunner`` thread: it tells its observer which rollout to count
+for, writes its counts to the shared state, and, in the one worker that holds the controller's file
+lock, takes the decisions. If that worker dies the lock is released and another takes over at its
+next look; the rollout's state is in the shared file, so nothing is lost and a restart resumes it.
+Decisions read only local counts: they go on while MLflow is down (only the champion alias and the
+change-log run need MLflow, and both are tried in the background).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import InvalidRollout, NoRollout, RolloutConflict
+from gateway.exceptions import first_line
+from gateway.rollout.guardrails import evaluate
+from gateway.rollout.observations import Following, RolloutObserver
+from gateway.rollout.spec import Decision, RolloutSection, RolloutSpec, RolloutState
+from gateway.rollout.store import RolloutRecord, RolloutStore
+from gateway.routing_table import RoutingTable
+
+log = logging.getLogger("gateway.rollout")
+
+
+class RolloutController:
+    def __init__(self, store: RolloutStore, routing: RoutingTable, observer: RolloutObserver,
+                 move_champion: Callable[[str], dict[str, Any]]) -> None:
+        self.store = store
+        self.routing = routing
+        self.observer = observer
+        self.move_champion = move_champion
+        self.decisions: list[dict[str, Any]] = []  # taken in this process, for tests and logs
+
+    # -- commands (admin API, config) -------------------------------------------------------------
+
+    def start(self, spec: RolloutSpec, by: str) -> RolloutRecord:
+        try:
+            spec.check_variants(self.routing.names)
+        except ValueError as exc:
+            raise InvalidRollout(str(exc)) from None
+
+        def begin(current: RolloutRecord | None) -> RolloutRecord:
+            if current is not None and current.state.active:
+                raise RolloutConflict(f"rollout: {current.rollout_id} is {current.state} ({current.spec.candidate} "
+                                      f"against {current.spec.control}); abort it or let it finish first",
+                                      rollout_id=current.rollout_id)
+            now = time.time()
+            record = RolloutRecord(uuid.uuid4().hex[:12], spec, RolloutState.RUNNING, 0, now, now)
+            return record.with_decision({"decision": str(Decision.START), "step": 1, "weight": spec.steps[0],
+                                         "by": by, "reason": "started"})
+
+        record = self.store.update(begin)
+        assert record is not None
+        self._route(record, Decision.START, "started", {})
+        return record
+
+    def pause(self, by: str) -> RolloutRecord:
+        return self._command(Decision.PAUSE, by, {RolloutState.RUNNING}, RolloutState.PAUSED)
+
+    def resume(self, by: str) -> RolloutRecord:
+        return self._command(Decision.RESUME, by, {RolloutState.PAUSED}, RolloutState.RUNNING)
+
+    def abort(self, by: str) -> RolloutRecord:
+        """Stop the rollout and send the candidate's traffic back to the control."""
+        record = self._command(Decision.ABORT, by, {RolloutState.RUNNING, RolloutState.PAUSED}, RolloutState.ABORTED)
+        self._route(record, Decision.ABORT, f"aborted by {by}", {})
+        return record
+
+    def _command(self, decision: Decision, by: str, allowed: set[RolloutState], to: RolloutState) -> RolloutRecord:
+        def apply(current: RolloutRecord | None) -> RolloutRecord:
+            if current is None:
+                raise NoRollout("no rollout has been started on this gateway")
+            if current.state not in allowed:
+                raise RolloutConflict(f"rollout: {current.rollout_id} is {current.state}; {decision} applies only "
+                                      f"to a rollout that is {' or '.join(sorted(str(s) for s in allowed))}",
+                                      rollout_id=current.rollout_id, state=str(current.state))
+            return current.with_decision({"decision": str(decision), "step": current.step + 1,
+                                          "weight": current.weight, "by": by, "reason": str(decision)}, state=to)
+
+        record = self.store.update(apply)
+        assert record is not None
+        log.info("rollout %s: %s by %s", record.rollout_id, decision, by)
+        return record
+
+    def start_from_config(self, section: RolloutSection) -> None:
+        """``[rollout] enabled``: start it, unless this same rollout was already started (a restart
+        resumes it, or it has finished) or another one is active."""
+        spec = RolloutSpec.model_validate(section.model_dump(exclude={"enabled", "interval_seconds"}))
+        current = self.store.load()
+        if current is not None and (current.spec == spec or current.state.active):
+            if current.spec != spec:
+                log.warning("[rollout] in the config not started: rollout %s is %s", current.rollout_id,
+                            current.state)
+            return
+        with contextlib.suppress(RolloutConflict):  # another worker started it a moment ago
+            self.start(spec, "config file")
+
+    # -- looks (the controller's worker only) -------------------------------------------------------
+
+    def look(self) -> RolloutRecord | None:
+        """Evaluate the guardrails once and decide: roll back, advance, promote, or wait."""
+        record = self.store.load()
+        if record is None or record.state is not RolloutState.RUNNING:
+            return record
+        counts, workers = self.store.counts(record.rollout_id)
+        minima = dict(record.evaluation.get("minima", {}))
+        tag = self.routing.router.weights_tag  # the step's weights, as requests are tagged with them
+        results = evaluate(record.spec, counts, tag, record.weight, minima)
+        guardrails = {name: r.as_dict() for name, r in results.items()}
+        spec = record.spec
+        step_split = counts.get("steps", {}).get(tag, {})
+        samples = {"control": step_split.get(spec.control, 0), "candidate": step_split.get(spec.candidate, 0)}
+        evaluation = {"at": time.time(), "guardrails": guardrails, "minima": minima, "step_samples": samples,
+                      "workers_reporting": workers}
+        breached = [name for name, r in results.items() if r.breached]
+        if breached:
+            reason = "guardrail breached: " + ", ".join(
+                f"{n} (estimate {guardrails[n]['estimate']}, interval {guardrails[n]['interval']}, "
+                f"p {guardrails[n]['p_value']})" for n in breached)
+            return self._decide(record, Decision.ROLLBACK, RolloutState.ROLLED_BACK, record.step, reason, evaluation)
+        if samples["candidate"] >= spec.min_samples:
+            if record.step + 1 < len(spec.steps):
+                reason = (f"step {record.step + 1} held {samples['candidate']} candidate requests "
+                          f"(min {spec.min_samples}) with no guardrail breached")
+                return self._decide(record, Decision.ADVANCE, RolloutState.RUNNING, record.step + 1, reason,
+                                    evaluation)
+            reason = f"the last step held {samples['candidate']} candidate requests with no guardrail breached"
+            return self._decide(record, Decision.PROMOTE, RolloutState.PROMOTED, record.step, reason, evaluation)
+        return self.store.update(lambda cur: replace(cur, evaluation=evaluation)
+                                 if cur is not None and cur.rollout_id == record.rollout_id and cur.state is
+                                 RolloutState.RUNNING and cur.step == record.step else None)
+
+    def _decide(self, record: RolloutRecord, decision: Decision, state: RolloutState, step: int, reason: str,
+                evaluation: dict[str, Any]) -> RolloutRecord | None:
+        compact = {n: {k: g[k] for k in ("estimate", "interval", "p_value", "breached", "n")}
+                   for n, g in evaluation["guardrails"].items() if g["enabled"]}
+        weight = 1.0 if state is RolloutState.PROMOTED else 0.0 if state is RolloutState.ROLLED_BACK else \
+            record.spec.steps[step]
+
+        applied: list[RolloutRecord] = []
+
+        def apply(current: RolloutRecord | None) -> RolloutRecord | None:
+            # Still the rollout and step looked at: a pause or abort meanwhile wins.
+            if (current is None or current.rollout_id != record.rollout_id or current.state is not
+                    RolloutState.RUNNING or current.step != record.step):
+                return None
+            applied.append(current.with_decision({"decision": str(decision), "step": step + 1, "weight": weight,
+                                                  "by": "controller", "reason": reason, "guardrails": compact},
+                                                 state=state, step=step, evaluation=evaluation))
+            return applied[0]
+
+        current = self.store.update(apply)
+        if not applied:
+            return current
+        new = applied[0]
+        log.info("rollout %s: %s -> candidate %s at %.0f%%: %s", new.rollout_id, decision, new.spec.candidate,
+                 weight * 100, reason)
+        self.decisions.append({"decision": str(decision), "rollout_id": new.rollout_id, "step": step + 1})
+        self._route(new, decision, reason, compact)
+        if decision is Decision.PROMOTE:
+            threading.Thread(target=self._champion, args=(new,), name="rollout-champion", daemon=True).start()
+        return new
+
+    def _champion(self, record: RolloutRecord) -> None:
+        alias = self.move_champion(record.spec.candidate)
+        with contextlib.suppress(Exception):
+            self.store.update(lambda cur: replace(cur, history=[*cur.history, {
+                "at": time.time(), "decision": "champion_alias", "by": "controller", **alias}])
+                if cur is not None and cur.rollout_id == record.rollout_id else None)
+
+    def _route(self, record: RolloutRecord, decision: Decision, reason: str, guardrails: dict[str, Any]) -> None:
+        """The weights for the record's state: the candidate at the step's weight and the control at the
+        rest (other variants at 0), the candidate's shadow scoring while the disagreement guardrail
+        needs it."""
+        spec = record.spec
+        w = record.weight
+        weights = {name: 0.0 for name in self.routing.names}
+        weights[spec.control], weights[spec.candidate] = 1.0 - w, w
+        guard = spec.guardrails.disagreement
+        mirror = guard.enabled and record.state.active and w < 1.0
+        shadow = {"primary": spec.control, "candidate": spec.candidate, "sample_rate": guard.shadow_sample_rate} \
+            if mirror else None
+        self.routing.change(mode="weighted", weights=weights, shadow=shadow, mirror=mirror,
+                            source=f"rollout {record.rollout_id}: {decision} (step {record.step + 1}, "
+                                   f"{spec.candidate} at {w:.0%})",
+                            details={"rollout_id": record.rollout_id, "decision": str(decision),
+                                     "state": str(record.state), "step": record.step + 1, "candidate_weight": w,
+                                     "control": spec.control, "candidate": spec.candidate, "reason": reason,
+                                     "guardrails": guardrails})
+
+    # -- what GET /rollout shows ---------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        record = self.store.load()
+        if record is None:
+            raise NoRollout("no rollout has been started on this gateway; POST /admin/rollout starts one")
+        return describe(record)
+
+    def active(self) -> RolloutRecord | None:
+        record = self.store.load()
+        return record if record is not None and record.state.active else None
+
+
+def describe(record: RolloutRecord) -> dict[str, Any]:
+    spec = record.spec
+    ev = record.evaluation
+    return {"rollout_id": record.rollout_id, "state": str(record.state), "control": spec.control,
+            "candidate": spec.candidate, "step": record.step + 1, "steps": spec.steps,
+            "candidate_weight": record.weight, "min_samples": spec.min_samples,
+            "step_samples": ev.get("step_samples"), "started_at": _iso(record.started_at),
+            "updated_at": _iso(record.updated_at), "evaluated_at": _iso(ev["at"]) if ev.get("at") else None,
+            "workers_reporting": ev.get("workers_reporting"), "guardrails": ev.get("guardrails", {}),
+            "history": [{**h, "at": _iso(h["at"])} for h in record.history], "spec": spec.model_dump()}
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+class RolloutRunner:
+    """The per-worker thread: counts out, decisions in (by the lock holder only)."""
+
+    def __init__(self, controller: RolloutController, lock_path: Path, interval_s: float) -> None:
+        self.controller = controller
+        self.lock_path = lock_path
+        self.interval_s = interval_s
+        self.worker = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._lock_file: Any = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rollout-runner", daemon=True)
+
+    @property
+    def leader(self) -> bool:
+        return self._lock_file is not None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _try_lead(self) -> bool:
+        if self._lock_file is not None:
+            return True
+        handle = open(self.lock_path, "a+")  # noqa: SIM115 - held open for as long as this worker leads
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        self._lock_file = handle
+        log.info("worker %s now takes the rollout's decisions", self.worker)
+        return True
+
+    def step(self) -> None:
+        """One round: follow the stored rollout, publish this worker's counts, decide if leading."""
+        c = self.controller
+        record = c.store.load()
+        c.observer.follow(Following(record.rollout_id, record.spec.control, record.spec.candidate)
+                          if record is not None and record.state.active else None)
+        snapshot = c.observer.take_snapshot()
+        if snapshot is not None:
+            c.store.put_counts(snapshot[0], self.worker, snapshot[1])
+        if record is not None and record.state is RolloutState.RUNNING and self._try_lead():
+            c.look()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.step()
+            except Exception as exc:  # a locked state file: try again at the next look
+                log.warning("rollout look failed: %s", first_line(exc, 300))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        with contextlib.suppress(Exception):
+            self.step()  # the last counts out
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None

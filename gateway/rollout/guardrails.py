@@ -1,0 +1,110 @@
+"""The guardrails at one look: each one's estimate, always-valid interval and p-value, and whether it
+is breached. Pure functions of the summed live counts and the running minima carried between looks.
+
+A guardrail is breached only when the sequential test says the candidate is worse than its threshold
+(the whole interval beyond it), so looking every second does not inflate false rollbacks. The p-value
+shown is the always-valid one: the smallest per-look value so far, counting only looks at which the
+candidate was on the worse side of the threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from experiments import sequential as sq
+from gateway.rollout.spec import RolloutSpec
+
+ERROR_RATE, LATENCY, DISAGREEMENT, ACCURACY, SRM = "error_rate", "latency_p95", "disagreement", "accuracy", "srm"
+
+
+@dataclass(frozen=True)
+class GuardrailResult:
+    name: str
+    enabled: bool
+    threshold: float
+    meaning: str
+    estimate: float | None
+    interval: list[float | None]
+    p_value: float
+    breached: bool
+    n: dict[str, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _num(x: float) -> float | None:
+    return round(float(x), 6) if x is not None and math.isfinite(float(x)) else None
+
+
+def evaluate(spec: RolloutSpec, counts: dict[str, Any], weights_tag: str, weight: float,
+             minima: dict[str, float]) -> dict[str, GuardrailResult]:
+    """Every guardrail (disabled ones too, marked so), at the candidate's ``weight`` in force, whose
+    requests were routed under ``weights_tag``. ``minima`` maps guardrail keys to running minima; it
+    is updated in place (the SRM's is kept per weights)."""
+    g = spec.guardrails
+    arms = counts.get("arms", {})
+    c, x = arms.get(spec.control, {}), arms.get(spec.candidate, {})
+    alpha, n_star = spec.alpha, spec.tuning_samples
+    out: dict[str, GuardrailResult] = {}
+
+    def result(name: str, enabled: bool, threshold: float, meaning: str, est: sq.SequentialEstimate, worse: bool,
+               n: dict[str, int], key: str | None = None, breach_alpha: float | None = None) -> None:
+        key = key or name
+        p = minima.get(key, 1.0)
+        if enabled and worse and math.isfinite(est.p_value):
+            p = min(p, float(est.p_value))
+            minima[key] = p
+        breached = enabled and worse and p <= (breach_alpha or alpha)
+        out[name] = GuardrailResult(name, enabled, threshold, meaning, _num(est.estimate),
+                                    [_num(est.low), _num(est.high)], round(p, 6), breached, n)
+
+    # Error rate: candidate minus control, breached when it is significantly above max_increase.
+    n_c = c.get("requests", 0) + c.get("errors", 0)
+    n_x = x.get("requests", 0) + x.get("errors", 0)
+    t = g.error_rate.max_increase
+    est = sq.proportion_difference(c.get("errors", 0), n_c, x.get("errors", 0), n_x, null=t, alpha=alpha,
+                                   n_star=n_star)
+    result(ERROR_RATE, g.error_rate.enabled, t, "candidate error rate minus control's; breached above threshold",
+           est, n_c > 0 and n_x > 0 and est.estimate > t, {"control": n_c, "candidate": n_x})
+
+    # p95 request time: candidate over control.
+    t = g.latency_p95.max_ratio
+    hist_c = {int(k): v for k, v in c.get("latency_ms", {}).items()}
+    hist_x = {int(k): v for k, v in x.get("latency_ms", {}).items()}
+    est = sq.histogram_quantile_ratio(hist_c, hist_x, null=t, alpha=alpha, n_star=n_star)
+    result(LATENCY, g.latency_p95.enabled, t, "candidate p95 request time over control's; breached above threshold",
+           est, math.isfinite(est.estimate) and est.estimate > t,
+           {"control": c.get("requests", 0), "candidate": x.get("requests", 0)})
+
+    # Disagreement of the candidate (shadow) with the control on the control's requests.
+    shadow = counts.get("shadow", {})
+    t = g.disagreement.max_rate
+    pairs = shadow.get("pairs", 0)
+    est = sq.proportion(shadow.get("disagree", 0), pairs, null=t, alpha=alpha, n_star=n_star)
+    result(DISAGREEMENT, g.disagreement.enabled, t, "share of shadow-scored rows where the candidate answers "
+           "differently from the control; breached above threshold", est, pairs > 0 and est.estimate > t,
+           {"pairs": pairs})
+
+    # Accuracy from /feedback: candidate minus control, breached when significantly below -max_drop.
+    t = g.accuracy.max_drop
+    l_c, l_x = c.get("labelled", 0), x.get("labelled", 0)
+    est = sq.proportion_difference(c.get("correct", 0), l_c, x.get("correct", 0), l_x, null=-t, alpha=alpha,
+                                   n_star=n_star)
+    result(ACCURACY, g.accuracy.enabled, t, "candidate accuracy minus control's (from /feedback); breached "
+           "below minus threshold", est, l_c > 0 and l_x > 0 and est.estimate < -t,
+           {"control": l_c, "candidate": l_x})
+
+    # Sample ratio within this step, against the weights in force.
+    w = weight
+    split = counts.get("steps", {}).get(weights_tag, {})
+    observed = [split.get(spec.control, 0), split.get(spec.candidate, 0)]
+    p = float(sq.srm_p_value(observed, [1.0 - w, w])) if w < 1.0 and sum(observed) else 1.0
+    share = observed[1] / sum(observed) if sum(observed) else math.nan
+    srm_est = sq.SequentialEstimate(share, math.nan, math.nan, p, w)
+    result(SRM, g.srm.enabled, g.srm.alpha, f"candidate's share of this step's requests against its weight {w:g}; "
+           "breached when the always-valid p-value is below the threshold", srm_est, sum(observed) > 0,
+           {"control": observed[0], "candidate": observed[1]}, key=f"{SRM}@{weights_tag}", breach_alpha=g.srm.alpha)
+    return out

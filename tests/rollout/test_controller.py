@@ -1,0 +1,150 @@
+"""The controller's decisions on live counts, with the real shared state file, routing table and
+observer (no HTTP, no MLflow): advance on enough clean samples, roll back on a significant breach,
+promote after the last step; commands are refused where they do not apply."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.errors import InvalidRollout, NoRollout, RolloutConflict
+from gateway.records import PredictionRecord
+from gateway.rollout.controller import RolloutController, RolloutRunner
+from gateway.rollout.observations import RolloutObserver
+from gateway.rollout.spec import Guardrails, RolloutSpec, RolloutState
+from gateway.rollout.store import RolloutStore
+from gateway.routing_state import RoutingStateStore, SharedStateFile
+from gateway.routing_table import RoutingTable
+from tests.strategies import routing_config
+
+
+class Worker:
+    """One worker process's share of the machinery, on a shared state file."""
+
+    def __init__(self, path: Path) -> None:
+        shared = SharedStateFile(path / "routing.db")
+        self.routing = RoutingTable(routing_config([0.5, 0.5]), RoutingStateStore(shared))
+        self.observer = RolloutObserver()
+        self.champions: list[str] = []
+        self.controller = RolloutController(RolloutStore(shared), self.routing, self.observer,
+                                            lambda v: self.champions.append(v) or {"moved": True})
+        self.runner = RolloutRunner(self.controller, path / "rollout.lock", interval_s=60)
+
+    def serve(self, n: int, *, rng: random.Random, latency: dict[str, float] | None = None,
+              wrong: dict[str, float] | None = None) -> None:
+        """n weighted requests through this worker's router, observed as the scorer would."""
+        self.routing.sync()
+        router = self.routing.router
+        for i in range(n):
+            d = router.decide()
+            ms = (latency or {}).get(d.variant, 1.0) * rng.lognormvariate(0, 0.2)
+            rec = PredictionRecord(request_id=f"r{i}", role="primary", model_version=d.variant, features={},
+                                   prediction="a", class_index=0, inference_time_ms=ms, ts_ms=0,
+                                   routing=str(d.reason), config_hash=router.config_hash,
+                                   weights=router.weights_tag, request_time_ms=ms)
+            self.observer.on_records([rec])
+            if wrong is not None:
+                self.observer.on_feedback(d.variant, "weighted", rng.random() >= wrong.get(d.variant, 0.0))
+
+
+def spec(**kw: Any) -> RolloutSpec:
+    return RolloutSpec.model_validate({"control": "v0.0", "candidate": "v1.0", "steps": [0.2, 0.5, 1.0],
+                                       "min_samples": 200, "tuning_samples": 500, **kw})
+
+
+def test_a_healthy_candidate_advances_step_by_step_and_is_promoted(tmp_path: Path) -> None:
+    rng = random.Random(1)
+    a, b = Worker(tmp_path), Worker(tmp_path)
+    a.controller.start(spec(), "test")
+    weights = []
+    for _ in range(40):
+        for w in (a, b):
+            w.runner.step()  # follow, publish counts; the first to lock decides
+            w.serve(150, rng=rng, wrong={"v0.0": 0.05, "v1.0": 0.05})
+        record = a.controller.store.load()
+        weights.append(record.weight)
+        if record.state is not RolloutState.RUNNING:
+            break
+    assert record.state is RolloutState.PROMOTED
+    decisions = [h["decision"] for h in record.history if h["decision"] != "champion_alias"]
+    assert decisions == ["start", "advance", "advance", "promote"]
+    assert sorted(set(weights)) == [0.2, 0.5, 1.0]
+    b.routing.sync()
+    assert b.routing.router.weights == {"v0.0": 0.0, "v1.0": 1.0}
+    assert a.runner.leader != b.runner.leader  # exactly one of them decided
+    leader = a if a.runner.leader else b
+    for _ in range(50):
+        if leader.champions:
+            break
+        time.sleep(0.02)
+    assert leader.champions == ["v1.0"]
+
+
+def test_an_inaccurate_candidate_is_rolled_back_at_once(tmp_path: Path) -> None:
+    rng = random.Random(2)
+    w = Worker(tmp_path)
+    w.controller.start(spec(min_samples=100_000), "test")
+    for _ in range(60):
+        w.runner.step()
+        w.serve(200, rng=rng, wrong={"v0.0": 0.05, "v1.0": 0.5})
+        if w.controller.store.load().state is not RolloutState.RUNNING:
+            break
+    record = w.controller.store.load()
+    assert record.state is RolloutState.ROLLED_BACK and record.weight == 0.0
+    last = record.history[-1]
+    assert last["decision"] == "rollback" and "accuracy" in last["reason"]
+    assert last["guardrails"]["accuracy"]["breached"] and last["guardrails"]["accuracy"]["p_value"] <= 0.05
+    assert w.routing.router.weights == {"v0.0": 1.0, "v1.0": 0.0}
+
+
+def test_a_slow_candidate_is_rolled_back_by_the_latency_guardrail(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    w = Worker(tmp_path)
+    w.controller.start(spec(min_samples=100_000, guardrails=Guardrails.model_validate(
+        {"latency_p95": {"max_ratio": 1.2}, "accuracy": {"enabled": False}})), "test")
+    for _ in range(60):
+        w.runner.step()
+        w.serve(300, rng=rng, latency={"v0.0": 1.0, "v1.0": 2.0})
+        if w.controller.store.load().state is not RolloutState.RUNNING:
+            break
+    record = w.controller.store.load()
+    assert record.state is RolloutState.ROLLED_BACK
+    assert "latency_p95" in record.history[-1]["reason"]
+
+
+def test_an_aa_rollout_is_not_rolled_back(tmp_path: Path) -> None:
+    rng = random.Random(4)
+    w = Worker(tmp_path)
+    w.controller.start(spec(), "test")
+    for _ in range(80):
+        w.runner.step()
+        w.serve(100, rng=rng, wrong={"v0.0": 0.1, "v1.0": 0.1})
+        if w.controller.store.load().state is not RolloutState.RUNNING:
+            break
+    assert w.controller.store.load().state is RolloutState.PROMOTED
+
+
+def test_commands_and_refusals(tmp_path: Path) -> None:
+    w = Worker(tmp_path)
+    with pytest.raises(NoRollout):
+        w.controller.pause("test")
+    with pytest.raises(InvalidRollout, match="candidate: unknown variant 'v9'"):
+        w.controller.start(RolloutSpec(control="v0.0", candidate="v9"), "test")
+    assert w.controller.store.load() is None and w.routing.origin.version == 1  # nothing changed
+    first = w.controller.start(spec(), "test")
+    with pytest.raises(RolloutConflict, match=r"rollout: .* is running"):
+        w.controller.start(spec(), "test")
+    with pytest.raises(RolloutConflict, match="resume applies only"):
+        w.controller.resume("test")
+    assert w.controller.pause("test").state is RolloutState.PAUSED
+    assert w.controller.look().state is RolloutState.PAUSED  # no decisions while paused
+    assert w.controller.resume("test").state is RolloutState.RUNNING
+    aborted = w.controller.abort("test")
+    assert aborted.state is RolloutState.ABORTED and aborted.rollout_id == first.rollout_id
+    assert w.routing.router.weights == {"v0.0": 1.0, "v1.0": 0.0}
+    assert [h["decision"] for h in aborted.history] == ["start", "pause", "resume", "abort"]
+    assert w.controller.start(spec(), "test").rollout_id != first.rollout_id  # a new one may start now
