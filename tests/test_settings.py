@@ -48,6 +48,11 @@ weight = {w2}
         ("[mlflow]\ngranularity = \"hourly\"\n", "mlflow.granularity"),
         ("[spool]\non_log_failure = \"ignore\"\n", "spool.on_log_failure"),
         ("[routing]\nmodee = \"weighted\"\n", "routing.modee"),
+        ("[rollout]\nenabled = true\ncandidate = \"v7\"\n", "rollout.candidate"),
+        ("[rollout]\nsteps = [0.5, 0.2]\n", "rollout.steps"),
+        ("[rollout]\nsteps = [0.5, 2.0]\n", "rollout.steps"),
+        ("[rollout.guardrails.accuracy]\nmax_drop = -0.1\n", "rollout.guardrails.accuracy.max_drop"),
+        ("[rollout]\nmin_samples = 0\n", "rollout.min_samples"),
     ],
 )
 def test_invalid_config_names_the_key(tmp_path: Path, text: str, key: str) -> None:
