@@ -105,8 +105,15 @@ def proportion_difference(k_a: Any, n_a: Any, k_b: Any, n_b: Any, *, null: float
     k_a, n_a, k_b, n_b = (np.asarray(x, dtype=float) for x in (k_a, n_a, k_b, n_b))
     with np.errstate(divide="ignore", invalid="ignore"):
         p_a, p_b = k_a / n_a, k_b / n_b
-    return mean_difference(p_a, _bernoulli_var(k_a, n_a), n_a, p_b, _bernoulli_var(k_b, n_b), n_b, null=null,
-                           alpha=alpha, n_star=n_star)
+    res = mean_difference(p_a, _bernoulli_var(k_a, n_a), n_a, p_b, _bernoulli_var(k_b, n_b), n_b, null=null,
+                          alpha=alpha, n_star=n_star)
+    return _clipped(res, -1.0, 1.0)
+
+
+def _clipped(res: SequentialEstimate, low: float, high: float) -> SequentialEstimate:
+    """A proportion's interval never leaves the proportion's range."""
+    return SequentialEstimate(res.estimate, _scalar(np.clip(res.low, low, high)), _scalar(np.clip(res.high, low, high)),
+                              res.p_value, res.null)
 
 
 def proportion(k: Any, n: Any, *, null: float, alpha: float = ALPHA, n_star: float = N_STAR) -> SequentialEstimate:
@@ -116,7 +123,7 @@ def proportion(k: Any, n: Any, *, null: float, alpha: float = ALPHA, n_star: flo
         p = k / n
         unit_var = _bernoulli_var(k, n)
         se2 = unit_var / n
-    return _estimate(p, se2, unit_var, n, null, alpha, n_star)
+    return _clipped(_estimate(p, se2, unit_var, n, null, alpha, n_star), 0.0, 1.0)
 
 
 def _bernoulli_var(k: Any, n: Any) -> Any:

@@ -38,8 +38,8 @@ class RoutingChangeRecorder:
                     "source": change.get("source", ""), "mode": change["mode"]}
             name = f"routing-{change['config_hash']}"
             if details:  # a rollout's decision: what it decided and the statistics behind it
-                tags.update({f"rollout_{k}": str(details[k]) for k in ("rollout_id", "decision", "state", "control",
-                                                                        "candidate") if k in details})
+                tags.update({"rollout_id" if k == "rollout_id" else f"rollout_{k}": str(details[k])
+                             for k in ("rollout_id", "decision", "state", "control", "candidate") if k in details})
                 tags["rollout_reason"] = str(details.get("reason", ""))[:5000]
                 name = f"rollout-{details.get('rollout_id')}-{details.get('decision')}"
             run = client.create_run(exp_id, start_time=at_ms, run_name=name, tags=tags)
