@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from gateway.errors import InvalidRollout, NoRollout, RolloutConflict
 from gateway.records import PredictionRecord
@@ -148,3 +150,57 @@ def test_commands_and_refusals(tmp_path: Path) -> None:
     assert w.routing.router.weights == {"v0.0": 1.0, "v1.0": 0.0}
     assert [h["decision"] for h in aborted.history] == ["start", "pause", "resume", "abort"]
     assert w.controller.start(spec(), "test").rollout_id != first.rollout_id  # a new one may start now
+
+
+class RolloutCommands(RuleBasedStateMachine):
+    """Any sequence of commands: each is accepted exactly when the model says so, the stored state
+    follows the model, and the routing in force always gives the candidate the rollout's weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import tempfile
+
+        self.dir = Path(tempfile.mkdtemp())
+        self.worker = Worker(self.dir)
+        self.state: RolloutState | None = None
+
+    def _try(self, command: str, allowed: set[RolloutState | None], to: RolloutState) -> None:
+        c = self.worker.controller
+        try:
+            getattr(c, command)(spec(), "test") if command == "start" else getattr(c, command)("test")
+        except (RolloutConflict, NoRollout):
+            assert self.state not in allowed
+            return
+        assert self.state in allowed
+        self.state = to
+
+    @rule()
+    def start(self) -> None:
+        self._try("start", {None, RolloutState.ABORTED}, RolloutState.RUNNING)
+
+    @rule()
+    def pause(self) -> None:
+        self._try("pause", {RolloutState.RUNNING}, RolloutState.PAUSED)
+
+    @rule()
+    def resume(self) -> None:
+        self._try("resume", {RolloutState.PAUSED}, RolloutState.RUNNING)
+
+    @rule()
+    def abort(self) -> None:
+        self._try("abort", {RolloutState.RUNNING, RolloutState.PAUSED}, RolloutState.ABORTED)
+
+    @rule()
+    def look(self) -> None:
+        self.worker.controller.look()  # no traffic: never a decision
+
+    @invariant()
+    def stored_state_and_routing_agree(self) -> None:
+        record = self.worker.controller.store.load()
+        assert (record.state if record else None) == self.state
+        if record is not None:
+            assert self.worker.routing.router.weights["v1.0"] == pytest.approx(record.weight)
+
+
+TestRolloutCommands = RolloutCommands.TestCase
+TestRolloutCommands.settings = settings(max_examples=25, stateful_step_count=12, deadline=None)
