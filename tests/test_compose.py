@@ -62,7 +62,10 @@ def test_dashboard_queries_only_metrics_the_gateway_exports() -> None:
     used = {m for e in exprs for m in re.findall(r"\b(gateway_[a-z_]+)", e)}
     from tests.test_spool import rec
 
-    metrics = GatewayMetrics(lambda: {}, lambda: [])
+    rollout = {"rollout_id": "r1", "candidate": "v2.0", "control": "v1.0", "state": "running", "step": 1,
+               "candidate_weight": 0.05, "history": [{"decision": "start"}],
+               "guardrails": {"accuracy": {"enabled": True, "p_value": 0.5, "estimate": 0.01, "breached": False}}}
+    metrics = GatewayMetrics(lambda: {}, lambda: [], rollout=lambda: rollout)
     metrics.on_response("v1.0", "weighted", 200)  # labelled series appear once used
     metrics.on_records([rec(1)])
     metrics.on_records([rec(1, role="shadow", version="v2.0")], primaries=["Setosa"])
@@ -70,7 +73,7 @@ def test_dashboard_queries_only_metrics_the_gateway_exports() -> None:
     names = set(re.findall(r"^(gateway_[a-z_]+)", exported, re.M))
     assert used and used <= names, used - names
     titles = " ".join(p["title"] for p in dash["panels"]).lower()
-    for word in ("requests/s", "p99", "class", "shadow agreement", "export lag"):
+    for word in ("requests/s", "p99", "class", "shadow agreement", "export lag", "rollout", "guardrails"):
         assert word in titles
 
 
