@@ -9,6 +9,7 @@ rate however often the report is run (see experiments/sequential.py for the meth
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -58,21 +59,35 @@ def proportion_test(a: pd.Series, b: pd.Series, ts_a: pd.Series, ts_b: pd.Series
     return {**final.as_dict(), "p_value": _path_min(path.p_value), "n_a": int(n_a[-1]), "n_b": int(n_b[-1])}
 
 
+def _along_time(a: pd.DataFrame, b: pd.DataFrame, column: str, min_n: int,
+                look: Callable[[np.ndarray, np.ndarray], sq.SequentialEstimate]) -> tuple[float, sq.SequentialEstimate]:
+    """The always-valid p-value of ``look`` over the looks along time (each arm with at least
+    ``min_n`` values), and its result on everything."""
+    both, _, _ = _two_arms(a, b)
+    values, arm = both[column].to_numpy(float), both["_arm"].to_numpy()
+    p_path = []
+    for n in _look_points(len(both)):
+        xa, xb = values[:n][arm[:n] == 0], values[:n][arm[:n] == 1]
+        if len(xa) >= min_n and len(xb) >= min_n:
+            p_path.append(look(xa, xb).p_value)
+    return _path_min(p_path), look(a[column].to_numpy(float), b[column].to_numpy(float))
+
+
+def _mean_difference(xa: np.ndarray, xb: np.ndarray) -> sq.SequentialEstimate:
+    return sq.mean_difference(xa.mean(), xa.var(ddof=1), len(xa), xb.mean(), xb.var(ddof=1), len(xb))
+
+
+def _p95_ratio(xa: np.ndarray, xb: np.ndarray) -> sq.SequentialEstimate:
+    return sq.quantile_ratio(np.sort(xa), np.sort(xb))
+
+
 def mean_test(a: pd.DataFrame, b: pd.DataFrame, column: str) -> dict[str, Any] | None:
     """b's mean minus a's (latency or a regressor's value), looked at along time."""
     a, b = a[["ts_ms", column]].dropna(), b[["ts_ms", column]].dropna()
     if len(a) < 2 or len(b) < 2:
         return None
-    both, _, _ = _two_arms(a, b)
-    p_path = []
-    for n in _look_points(len(both)):
-        part = both.iloc[:n]
-        xa, xb = part.loc[part["_arm"] == 0, column], part.loc[part["_arm"] == 1, column]
-        if len(xa) >= 2 and len(xb) >= 2:
-            p_path.append(sq.mean_difference(xa.mean(), xa.var(), len(xa), xb.mean(), xb.var(), len(xb)).p_value)
-    xa, xb = a[column].astype(float), b[column].astype(float)
-    final = sq.mean_difference(xa.mean(), xa.var(), len(xa), xb.mean(), xb.var(), len(xb))
-    return {**final.as_dict(), "p_value": _path_min(p_path), "n_a": len(xa), "n_b": len(xb)}
+    p, final = _along_time(a, b, column, 2, _mean_difference)
+    return {**final.as_dict(), "p_value": p, "n_a": len(a), "n_b": len(b)}
 
 
 def p95_ratio_test(a: pd.DataFrame, b: pd.DataFrame, column: str = "latency_ms") -> dict[str, Any] | None:
@@ -80,16 +95,8 @@ def p95_ratio_test(a: pd.DataFrame, b: pd.DataFrame, column: str = "latency_ms")
     a, b = a[["ts_ms", column]].dropna(), b[["ts_ms", column]].dropna()
     if len(a) < 2 or len(b) < 2:
         return None
-    both, _, _ = _two_arms(a, b)
-    p_path = []
-    for n in _look_points(len(both)):
-        part = both.iloc[:n]
-        xa = np.sort(part.loc[part["_arm"] == 0, column].to_numpy(float))
-        xb = np.sort(part.loc[part["_arm"] == 1, column].to_numpy(float))
-        if len(xa) and len(xb):
-            p_path.append(sq.quantile_ratio(xa, xb).p_value)
-    final = sq.quantile_ratio(np.sort(a[column].to_numpy(float)), np.sort(b[column].to_numpy(float)))
-    return {**final.as_dict(), "p_value": _path_min(p_path), "n_a": len(a), "n_b": len(b)}
+    p, final = _along_time(a, b, column, 1, _p95_ratio)
+    return {**final.as_dict(), "p_value": p, "n_a": len(a), "n_b": len(b)}
 
 
 def srm_test(versions: pd.Series, ts: pd.Series, weights: dict[str, float]) -> dict[str, Any] | None:

@@ -53,6 +53,16 @@ class Worker:
                 self.observer.on_feedback(d.variant, "weighted", rng.random() >= wrong.get(d.variant, 0.0))
 
 
+def until_decided(w: Worker, rounds: int, n: int, **serve: Any) -> Any:
+    """Looks and traffic in turn until the rollout leaves ``running``; the stored rollout."""
+    for _ in range(rounds):
+        w.runner.step()
+        w.serve(n, **serve)
+        if w.controller.store.load().state is not RolloutState.RUNNING:
+            break
+    return w.controller.store.load()
+
+
 def spec(**kw: Any) -> RolloutSpec:
     return RolloutSpec.model_validate({"control": "v0.0", "candidate": "v1.0", "steps": [0.2, 0.5, 1.0],
                                        "min_samples": 200, "tuning_samples": 500, **kw})
@@ -90,12 +100,7 @@ def test_an_inaccurate_candidate_is_rolled_back_at_once(tmp_path: Path) -> None:
     rng = random.Random(2)
     w = Worker(tmp_path)
     w.controller.start(spec(min_samples=100_000), "test")
-    for _ in range(60):
-        w.runner.step()
-        w.serve(200, rng=rng, wrong={"v0.0": 0.05, "v1.0": 0.5})
-        if w.controller.store.load().state is not RolloutState.RUNNING:
-            break
-    record = w.controller.store.load()
+    record = until_decided(w, 60, 200, rng=rng, wrong={"v0.0": 0.05, "v1.0": 0.5})
     assert record.state is RolloutState.ROLLED_BACK and record.weight == 0.0
     last = record.history[-1]
     assert last["decision"] == "rollback" and "accuracy" in last["reason"]
@@ -108,12 +113,7 @@ def test_a_slow_candidate_is_rolled_back_by_the_latency_guardrail(tmp_path: Path
     w = Worker(tmp_path)
     w.controller.start(spec(min_samples=100_000, guardrails=Guardrails.model_validate(
         {"latency_p95": {"max_ratio": 1.2}, "accuracy": {"enabled": False}})), "test")
-    for _ in range(60):
-        w.runner.step()
-        w.serve(300, rng=rng, latency={"v0.0": 1.0, "v1.0": 2.0})
-        if w.controller.store.load().state is not RolloutState.RUNNING:
-            break
-    record = w.controller.store.load()
+    record = until_decided(w, 60, 300, rng=rng, latency={"v0.0": 1.0, "v1.0": 2.0})
     assert record.state is RolloutState.ROLLED_BACK
     assert "latency_p95" in record.history[-1]["reason"]
 
@@ -122,12 +122,7 @@ def test_an_aa_rollout_is_not_rolled_back(tmp_path: Path) -> None:
     rng = random.Random(4)
     w = Worker(tmp_path)
     w.controller.start(spec(), "test")
-    for _ in range(80):
-        w.runner.step()
-        w.serve(100, rng=rng, wrong={"v0.0": 0.1, "v1.0": 0.1})
-        if w.controller.store.load().state is not RolloutState.RUNNING:
-            break
-    assert w.controller.store.load().state is RolloutState.PROMOTED
+    assert until_decided(w, 80, 100, rng=rng, wrong={"v0.0": 0.1, "v1.0": 0.1}).state is RolloutState.PROMOTED
 
 
 def test_commands_and_refusals(tmp_path: Path) -> None:
