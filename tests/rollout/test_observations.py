@@ -61,7 +61,7 @@ events = st.lists(st.tuples(arms, st.sampled_from(["weighted", "sticky"]), st.fl
 
 
 @given(parts=st.lists(events, min_size=1, max_size=4))
-def test_workers_counts_add_up_to_one_workers_counts_of_all_the_traffic(parts: list[list[tuple[str, str, float]]]) -> None:
+def test_workers_counts_add_up_to_the_counts_of_all_the_traffic(parts: list[list[tuple[str, str, float]]]) -> None:
     one = observer()
     separate = []
     for part in parts:
