@@ -23,7 +23,8 @@ class FeedbackRecorder:
     def __init__(self, scorer: Scorer, counts: ServiceCounters) -> None:
         self.scorer = scorer
         self.counts = counts
-        self.listeners: list[Any] = []  # with on_feedback(variant, routing, correct): the rollout's counts
+        # With on_feedback(variant, routing, correct, predicted_ms): the rollout's counts.
+        self.listeners: list[Any] = []
 
     def record(self, request_id: str, true_label: str | int | float, row_index: int = 0) -> dict[str, Any]:
         spool = self.scorer.spool
@@ -65,7 +66,7 @@ class FeedbackRecorder:
         self.counts.add("feedback_replayed" if replayed else "feedback")
         if not replayed:
             for listener in self.listeners:
-                listener.on_feedback(predicted.model_version, predicted.routing, correct)
+                listener.on_feedback(predicted.model_version, predicted.routing, correct, predicted.ts_ms)
         out: dict[str, Any] = {"request_id": request_id, "row_index": row_index, "true_label": label,
                                "prediction": predicted.prediction, "model_version": predicted.model_version,
                                "replayed": replayed}

@@ -265,7 +265,8 @@ class RolloutRunner:
         """One round: follow the stored rollout, publish this worker's counts, decide if leading."""
         c = self.controller
         record = c.store.load()
-        c.observer.follow(Following(record.rollout_id, record.spec.control, record.spec.candidate)
+        c.observer.follow(Following(record.rollout_id, record.spec.control, record.spec.candidate,
+                                    int(record.started_at * 1000))
                           if record is not None and record.state.active else None)
         snapshot = c.observer.take_snapshot()
         if snapshot is not None:

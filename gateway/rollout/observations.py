@@ -27,6 +27,7 @@ class Following:
     rollout_id: str
     control: str
     candidate: str
+    started_ms: int = 0  # feedback on predictions made before the rollout does not count
 
 
 def empty_counts() -> dict[str, Any]:
@@ -100,11 +101,11 @@ class RolloutObserver:
                 self._count_split(weights_tag, variant)
                 self._dirty = True
 
-    def on_feedback(self, variant: str, routing: str, correct: bool | None) -> None:
+    def on_feedback(self, variant: str, routing: str, correct: bool | None, predicted_ms: int) -> None:
         if correct is None:
             return
         with self._lock:
-            if routing not in RANDOMISED:
+            if routing not in RANDOMISED or self.following is None or predicted_ms < self.following.started_ms:
                 return
             arm = self._arm_of(variant)
             if arm is not None:

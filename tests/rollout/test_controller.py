@@ -50,7 +50,8 @@ class Worker:
                                    weights=router.weights_tag, request_time_ms=ms)
             self.observer.on_records([rec])
             if wrong is not None:
-                self.observer.on_feedback(d.variant, "weighted", rng.random() >= wrong.get(d.variant, 0.0))
+                self.observer.on_feedback(d.variant, "weighted", rng.random() >= wrong.get(d.variant, 0.0),
+                                          int(time.time() * 1000))
 
 
 def until_decided(w: Worker, rounds: int, n: int, **serve: Any) -> Any:
