@@ -3,11 +3,14 @@ changed; start, GET /rollout, pause, resume, abort; metrics; hand-made weight ch
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
-from tests.http.conftest import AUTH
+from tests.http.conftest import AUTH, FEATURES, TOKEN, make_client
+from tests.http.conftest import _wait_ready as wait_ready
 
 GOOD = {"control": "v1.0", "candidate": "v2.0", "steps": [0.1, 0.5, 1.0], "min_samples": 50}
 
@@ -64,3 +67,30 @@ def test_start_show_pause_resume_abort(admin_client: TestClient) -> None:
     # Over: weights are the operator's again.
     assert admin_client.put("/admin/routing", json={"weights": {"v1.0": 0.5, "v2.0": 0.5}},
                             headers=AUTH).status_code == 200
+
+
+def test_a_rollout_decides_on_live_counts_while_mlflow_is_unreachable(
+        tmp_path: Path, local_models: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow is at a dead address here: the rollout still rolls back a candidate that answers
+    differently from the control too often (the change-log run is what fails, in the background)."""
+    from sklearn.datasets import load_iris
+
+    rows = [dict(zip(FEATURES, map(float, r), strict=True)) for r in load_iris().data]
+    monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", TOKEN)
+    with make_client(tmp_path, local_models, rollout={"interval_seconds": 0.1}) as client:
+        wait_ready(client)
+        body = {**GOOD, "min_samples": 1_000_000, "guardrails": {
+            "disagreement": {"enabled": True, "max_rate": 0.01, "shadow_sample_rate": 1.0}}}
+        assert client.post("/admin/rollout", json=body, headers=AUTH).status_code == 201
+        state = client.get("/rollout").json()
+        for i in range(300):
+            for row in rows[(i * 10) % 150:(i * 10) % 150 + 10]:
+                assert client.post("/predict", json=row).status_code == 200
+            state = client.get("/rollout").json()
+            if state["state"] != "running":
+                break
+        guard = {k: v for k, v in state["guardrails"]["disagreement"].items() if k != "meaning"}
+        assert state["state"] == "rolled_back", str(guard)
+        print(f"\nMLflow unreachable: rolled back on disagreement {guard}")
+        assert guard["breached"] and guard["interval"][0] > 0.01
+        assert client.get("/variants").json()["weights"] == {"v1.0": 1.0, "v2.0": 0.0}
