@@ -508,7 +508,8 @@ def log_summary_runs(report: dict[str, Any], tracking_uri: str, html: str | None
              "latency_mwu_p_value": (tests.get("latency_mwu") or {}).get("p_value"),
              "srm_p_value": (tests.get("srm") or {}).get("p_value")}
     for name, t in ((report.get("sequential") or {}).get("tests") or {}).items():
-        pvals[c.param_name(f"always_valid_p_{name}")] = t["always_valid"]["p_value"]
+        # "sequential_p_...": sorted after the counts and latencies in the Compare Runs table
+        pvals[c.param_name(f"sequential_p_{name}")] = t["always_valid"]["p_value"]
     if report.get("shadow") and report["shadow"].get("agreement"):
         pvals["shadow_agreement"] = report["shadow"]["agreement"]["rate"]
     if report.get("shadow") and report["shadow"].get("difference"):

@@ -129,7 +129,8 @@ def test_cli_json_html_summary_runs_and_compare_page(tmp_path: Path, mlflow_serv
     children = [client.get_run(r) for r in ml["summary_run_ids"]]
     assert {c.data.tags["model_version"] for c in children} == {"v1.0", "v2.0"}
     assert all(c.data.tags["mlflow.parentRunId"] == ml["parent_run_id"] for c in children)
-    assert all({"count", "latency_p50_ms", "class_share_Setosa", "latency_mwu_p_value"} <= set(c.data.metrics)
+    assert all({"count", "latency_p50_ms", "class_share_Setosa", "latency_mwu_p_value",
+                "sequential_p_latency_p95_ratio", "sequential_p_sample_ratio"} <= set(c.data.metrics)
                for c in children)
     arts = {a.path for a in client.list_artifacts(ml["parent_run_id"])}
     assert {"report.html", "report.json"} <= arts
