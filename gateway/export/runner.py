@@ -174,6 +174,7 @@ class ThreadExporter:
             self._succeeded()
 
     def _housekeeping(self) -> None:
+        self._persist_failures()  # failures counted while the spool itself was locked: now, when idle
         if time.monotonic() - self._last_prune > 60 and self._prune_lock.acquire(blocking=False):
             try:
                 self.spool.prune(self.retention_seconds)

@@ -89,8 +89,9 @@ def test_postgres_mlflow_gateway_and_prometheus(tmp_path: Path, postgres_db: str
                         answer = httpx.get(f"http://127.0.0.1:{port}/api/v1/query",
                                            params={"query": target["expr"]}).json()
                         assert answer["status"] == "success", (panel["title"], answer)
-                        expect_data = not any(w in target["expr"] for w in ("shadow", "failed", 'status!="200"'))
-                        if expect_data:  # no shadow traffic and no errors were sent here
+                        expect_data = not any(w in target["expr"] for w in ("shadow", "failed", 'status!="200"',
+                                                                            "gateway_rollout"))
+                        if expect_data:  # no shadow traffic, no errors and no rollout here
                             assert answer["data"]["result"], (panel["title"], target["expr"])
                 info = httpx.get(f"http://127.0.0.1:{port}/api/v1/query",
                                  params={"query": "gateway_variant_info"}).json()["data"]["result"]
