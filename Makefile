@@ -17,7 +17,7 @@ GATEWAY_HOST ?= 127.0.0.1
 GATEWAY_PORT ?= 8000
 MLFLOW_WORKERS ?= 2
 
-.PHONY: install run test test-fast bench lint clean system-deps
+.PHONY: install run test test-fast bench bench-report lint clean system-deps
 
 install: $(STAMP)
 
@@ -74,6 +74,10 @@ test-fast: $(STAMP)
 
 bench: $(STAMP) system-deps
 	$(PY) -m experiments.bench
+
+# The report at scale: a million window-mode predictions through the exporter, then one report.
+bench-report: $(STAMP)
+	$(PY) -m experiments.bench_report
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

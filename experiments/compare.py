@@ -150,27 +150,59 @@ def prediction_records(runs: pd.DataFrame) -> pd.DataFrame:
     return out.dropna(subset=["latency_ms", "prediction"])
 
 
-def _artifact_tables(runs: pd.DataFrame, granularity: str, artifact: str, tracking_uri: str) -> pd.DataFrame:
-    """The JSON-lines tables that window (or feedback-window) runs carry, concatenated."""
+def _artifact_tables(runs: pd.DataFrame, granularity: str, artifact: str, tracking_uri: str,
+                     progress: bool = False) -> pd.DataFrame:
+    """The record tables that window (or feedback-window) runs carry, concatenated: Parquet where the
+    run's ``records_artifact`` tag says so (read with pyarrow), else JSON lines. Downloads run in
+    parallel: each is a round trip to the tracking server."""
     if f"tags.{c.TAG_GRANULARITY}" not in runs.columns:
         return pd.DataFrame()
     chosen = runs[runs[f"tags.{c.TAG_GRANULARITY}"] == granularity]
     if chosen.empty:
         return pd.DataFrame()
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    frames = []
+    names = _col(chosen, f"tags.{c.TAG_RECORDS_ARTIFACT}", None)
+    wanted = [(run_id, name if isinstance(name, str) and name else artifact)
+              for run_id, name in zip(chosen["run_id"], names, strict=True)]
+    if artifact != c.RECORDS_ARTIFACT:
+        wanted = [(run_id, artifact) for run_id, _ in wanted]
+    elif names.isna().any():  # runs exported before the Parquet table: their JSON lines
+        wanted = [(run_id, name if name == c.RECORDS_ARTIFACT else c.RECORDS_ARTIFACT_JSONL)
+                  for run_id, name in wanted]
     with tempfile.TemporaryDirectory() as tmp:
-        for run_id in chosen["run_id"]:
-            path = client.download_artifacts(run_id, artifact, tmp)
-            frames.append(pd.read_json(path, lines=True, dtype=False))
+
+        def read(item: tuple[int, tuple[str, str]]) -> pa.Table | pd.DataFrame:
+            i, (run_id, name) = item
+            path = client.download_artifacts(run_id, name, os.path.join(tmp, str(i)))
+            return pq.read_table(path) if name.endswith(".parquet") else pd.read_json(path, lines=True, dtype=False)
+
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(wanted), unit="table", desc=f"reading {granularity} tables", file=sys.stderr)
+        tables, frames = [], []
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for part in pool.map(read, enumerate(wanted)):
+                (tables if isinstance(part, pa.Table) else frames).append(part)
+                if bar is not None:
+                    bar.update(1)
+        if bar is not None:
+            bar.close()
+    if tables:
+        frames.append(pa.concat_tables(tables, promote_options="default").to_pandas())
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def window_records(runs: pd.DataFrame, tracking_uri: str) -> pd.DataFrame:
-    """Window runs expanded to their records, from each run's predictions.jsonl table."""
-    raw = _artifact_tables(runs, c.GRANULARITY_WINDOW, c.RECORDS_ARTIFACT, tracking_uri)
+def window_records(runs: pd.DataFrame, tracking_uri: str, progress: bool = False) -> pd.DataFrame:
+    """Window runs expanded to their records, from each run's record table."""
+    raw = _artifact_tables(runs, c.GRANULARITY_WINDOW, c.RECORDS_ARTIFACT, tracking_uri, progress)
     if raw.empty:
         return pd.DataFrame(columns=RECORD_COLUMNS)
     kind = raw["kind"] if "kind" in raw.columns else pd.Series(["classifier"] * len(raw))
@@ -566,10 +598,10 @@ def build_report(experiment: str, tracking_uri: str, *, since: int | None = None
     runs = search_all([exp.experiment_id], build_filter(since, until, config_hash, role), progress=progress)
     if runs.empty:
         raise NoRuns(f"no prediction runs in experiment {experiment!r} match the filters")
-    read_s = time.perf_counter() - started
-    parts = [f for f in (prediction_records(runs), window_records(runs, tracking_uri)) if not f.empty]
+    parts = [f for f in (prediction_records(runs), window_records(runs, tracking_uri, progress)) if not f.empty]
     records = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=RECORD_COLUMNS)
     records = join_window_labels(records, runs, tracking_uri)
+    read_s = time.perf_counter() - started  # runs and their tables
     if records.empty:
         raise NoRuns(f"experiment {experiment!r} has runs, but none is a prediction run")
     report = analyse(records, seed=seed)

@@ -45,8 +45,11 @@ METRIC_CORRECT = "correct"  # feedback: 1 or 0 (classifiers)
 METRIC_ABS_ERROR = "abs_error"  # feedback: |true - predicted| (regressors)
 METRIC_TRUE_VALUE = "true_value"
 
-# Artifacts of window runs
-RECORDS_ARTIFACT = "predictions.jsonl"
+# Artifacts of window runs. The record table is Parquet; runs exported before it was are JSON lines.
+# Tag TAG_RECORDS_ARTIFACT names the one a run has (absent: the JSON-lines one).
+RECORDS_ARTIFACT = "predictions.parquet"
+RECORDS_ARTIFACT_JSONL = "predictions.jsonl"
+TAG_RECORDS_ARTIFACT = "records_artifact"
 FEEDBACK_ARTIFACT = "feedback.jsonl"
 
 MAX_KEY_LENGTH = 250  # MLflow's limit on param and metric keys

@@ -228,6 +228,7 @@ class WindowRuns:
                 c.TAG_CONFIG_HASH: ",".join(sorted({r.record.config_hash for r in rows})),
                 c.TAG_ROUTING: ",".join(sorted({r.record.routing for r in rows})),
                 c.TAG_WEIGHTS: ";".join(sorted({r.record.weights for r in rows})),
+                c.TAG_RECORDS_ARTIFACT: c.RECORDS_ARTIFACT,
                 "window_start_ms": str(start_ms), "window_end_ms": str(end_ms),
                 "window_start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start_ms / 1000)),
                 "window_end": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(end_ms / 1000)),
@@ -250,10 +251,47 @@ class WindowRuns:
                 series.append(Metric(c.METRIC_PREDICTION_CLASS, float(rec.class_index), rec.ts_ms, step))
         for i in range(0, len(series), SERIES_CHUNK):
             self.writer.log_batch(run_id, series[i:i + SERIES_CHUNK])
-        table = b"\n".join(orjson.dumps(r.record.to_dict()) for r in rows).decode() + "\n"
-        self.writer.log_text(run_id, table, c.RECORDS_ARTIFACT)
+        self.writer.log_bytes(run_id, records_parquet([r.record for r in rows]), c.RECORDS_ARTIFACT)
         self.writer.finish(run_id, end_ms + 1)
         self.spool.mark_done([r.id for r in rows], run_id)
         self.spool.bump_counter("exported", len(rows))
         self.counters.add(exported=len(rows))
         return run_id
+
+
+def records_parquet(records: list[PredictionRecord]) -> bytes:
+    """A window's records as one Parquet table: one column per record field; the features as a JSON
+    string (their columns differ per model) and the prediction as text (a label or a number), so
+    every window of every model has the same schema."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns: dict[str, list[Any]] = {name: [] for name in PARQUET_COLUMNS}
+    for rec in records:
+        row = rec.to_dict()
+        for name in PARQUET_COLUMNS:
+            columns[name].append(row[name])
+    columns["features"] = [orjson.dumps(f).decode() for f in columns["features"]]
+    columns["prediction"] = [str(p) for p in columns["prediction"]]
+    table = pa.table(columns, schema=PARQUET_SCHEMA)
+    out = io.BytesIO()
+    pq.write_table(table, out, compression="zstd")
+    return out.getvalue()
+
+
+PARQUET_COLUMNS = ("request_id", "role", "model_version", "features", "prediction", "class_index",
+                   "inference_time_ms", "ts_ms", "routing", "config_hash", "weights", "row_index", "kind",
+                   "batch_rows", "request_time_ms")
+
+
+def _parquet_schema() -> Any:
+    import pyarrow as pa
+
+    types = {"class_index": pa.int64(), "inference_time_ms": pa.float64(), "ts_ms": pa.int64(),
+             "row_index": pa.int64(), "batch_rows": pa.int64(), "request_time_ms": pa.float64()}
+    return pa.schema([(name, types.get(name, pa.string())) for name in PARQUET_COLUMNS])
+
+
+PARQUET_SCHEMA = _parquet_schema()

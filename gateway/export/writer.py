@@ -54,3 +54,13 @@ class RunWriter:
 
     def log_text(self, run_id: str, text: str, path: str) -> None:
         self.client.log_text(run_id, text, path)
+
+    def log_bytes(self, run_id: str, data: bytes, path: str) -> None:
+        """An artifact named ``path`` (a file name at the run's artifact root) holding ``data``."""
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / path
+            local.write_bytes(data)
+            self.client.log_artifact(run_id, str(local))

@@ -8,11 +8,13 @@ Real-server behaviour is covered by tests/integration.
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
 from pathlib import Path
 from typing import Any
 
 import hypothesis.strategies as st
+import pyarrow.parquet as pq
 from hypothesis import given, settings
 
 from gateway.export.strategies import ExportCounters, PredictionRuns, WindowRuns, window_summary
@@ -71,6 +73,9 @@ class FakeMlflow:
 
     def log_text(self, run_id: str, text: str, path: str) -> None:
         self._call(lambda: self.runs[run_id]["artifacts"].update({path: text}))
+
+    def log_bytes(self, run_id: str, data: bytes, path: str) -> None:
+        self._call(lambda: self.runs[run_id]["artifacts"].update({path: data}))
 
 
 faults = st.lists(st.sampled_from(["ok", "ok", "ok", "before", "after"]), max_size=120)
@@ -157,8 +162,10 @@ def test_window_runs_exactly_once(tmp_path_factory: Any, n: int, injected: list[
     assert spool.count_open() == 0
     window_ids = [r["tags"]["window_id"] for r in fake.runs.values()]
     assert len(window_ids) == len(set(window_ids))
-    total = sum(int(r["artifacts"]["predictions.jsonl"].count("\n")) for r in fake.runs.values())
-    assert total == n, "every record in exactly one window table"
+    tables = [pq.read_table(io.BytesIO(r["artifacts"]["predictions.parquet"])) for r in fake.runs.values()]
+    assert sum(t.num_rows for t in tables) == n, "every record in exactly one window table"
+    ids = [i for t in tables for i in t.column("request_id").to_pylist()]
+    assert len(ids) == len(set(ids)) == n
     counts = sum(next(iter(r["metrics"]["count"]))[2] for r in fake.runs.values())
     assert counts == n
 

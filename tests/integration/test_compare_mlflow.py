@@ -167,3 +167,23 @@ def test_no_runs_exit_2_and_single_version(tmp_path: Path, mlflow_server: Mlflow
     assert "only v1.0 answered traffic" in render_terminal(report)
     ids = log_summary_runs(report, mlflow_server.url, None)
     assert len(ids["summary_run_ids"]) == 1
+
+
+def test_window_tables_are_parquet_and_the_report_reads_them_all(mlflow_server: MlflowServer) -> None:
+    """The generator behind `make bench-report`, small: every record through the spool and the
+    window exporter into Parquet tables, and every one back in the report."""
+    from mlflow import MlflowClient
+
+    from experiments.compare import build_report
+    from experiments.synthetic_windows import generate
+
+    written = generate(mlflow_server.url, "syn-windows", 2500, window_records=500, workers=2, progress=False)
+    assert written["left_unexported"] == 0
+    report, records = build_report("syn-windows", mlflow_server.url)
+    assert report["n_records"] == 2500 and records["request_id"].is_unique
+    assert report["n_runs"] == 6  # per version (about 1,250 each): windows of 500, 500 and the rest
+    assert set(report["versions"]) == {"v1.0", "v2.0"}
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    run = client.search_runs([client.get_experiment_by_name("syn-windows").experiment_id], max_results=1)[0]
+    assert run.data.tags["records_artifact"] == "predictions.parquet"
+    assert "predictions.parquet" in [a.path for a in client.list_artifacts(run.info.run_id)]

@@ -169,7 +169,7 @@ def test_window_mode_one_run_per_version_role_window(tmp_path: Path, own_mlflow:
         counts[key] += int(run.data.metrics["count"])
         assert {"inference_time_ms_p50", "inference_time_ms_p95", "inference_time_ms_p99",
                 "class_count_Setosa"} <= set(run.data.metrics)
-        assert "predictions.jsonl" in [a.path for a in client.list_artifacts(run.info.run_id)]
+        assert "predictions.parquet" in [a.path for a in client.list_artifacts(run.info.run_id)]
         history = client.get_metric_history(run.info.run_id, "inference_time_ms")
         assert len(history) == int(run.data.metrics["count"])
         assert int(run.data.tags["window_end_ms"]) - int(run.data.tags["window_start_ms"]) < 2000
