@@ -24,6 +24,7 @@ OUTAGE_SECONDS = float(os.environ.get("FAULT_OUTAGE_SECONDS", "60"))
 
 @pytest.fixture
 def own_mlflow(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A server of the test's own, for the tests that stop it; the others share the session's."""
     server = MlflowServer(tmp_path / "mlflow", workers=2).start()
     train_models(server.url)
     yield server
@@ -83,18 +84,18 @@ def test_mlflow_down_at_startup_serves_from_cache(tmp_path: Path, own_mlflow: Ml
         gw.stop()
 
 
-def test_sigkill_during_traffic_loses_and_duplicates_nothing(tmp_path: Path, own_mlflow: MlflowServer) -> None:
+def test_sigkill_during_traffic_loses_and_duplicates_nothing(tmp_path: Path, mlflow_server: MlflowServer) -> None:
     served: list[str] = []
     for round_ in range(3):
-        gw = _gateway(tmp_path, own_mlflow).start()
+        gw = _gateway(tmp_path, mlflow_server).start()
         with TrafficThread(gw.url, connections=4, pause=0.05) as traffic:
             time.sleep(4 + round_)
             gw.stop(signal.SIGKILL)  # mid-request, mid-export
         served += traffic.ok_ids
-    gw = _gateway(tmp_path, own_mlflow).start()
+    gw = _gateway(tmp_path, mlflow_server).start()
     try:
         stats = wait_drained(gw, timeout=300)
-        counts = assert_exactly_once(own_mlflow.url, served)
+        counts = assert_exactly_once(mlflow_server.url, served)
         assert counts["served"] > 100
         print("after 3 SIGKILLs:", counts, "duplicates avoided by tag lookup:",
               stats["spool"].get("total_duplicates_avoided", 0))
@@ -127,28 +128,28 @@ def test_sigterm_drains_within_grace_and_keeps_the_rest(tmp_path: Path, own_mlfl
         gw.stop()
 
 
-def test_export_cli_drains_a_spool_without_serving(tmp_path: Path, own_mlflow: MlflowServer) -> None:
+def test_export_cli_drains_a_spool_without_serving(tmp_path: Path, mlflow_server: MlflowServer) -> None:
     import subprocess
     import sys
 
     from experiments.local_stack import ROOT
 
-    gw = _gateway(tmp_path, own_mlflow, spool={"dir": str(tmp_path / "spool"), "export": False}).start()
+    gw = _gateway(tmp_path, mlflow_server, spool={"dir": str(tmp_path / "spool"), "export": False}).start()
     with httpx.Client(base_url=gw.url, timeout=5) as http:
         served = [http.post("/predict", json=FEATURES).json()["request_id"] for _ in range(25)]
     gw.stop()
-    config = write_config(tmp_path / "export.toml", own_mlflow.url, tmp_path / "spool", tmp_path / "cache")
+    config = write_config(tmp_path / "export.toml", mlflow_server.url, tmp_path / "spool", tmp_path / "cache")
     proc = subprocess.run([sys.executable, "-m", "gateway.export", "--config", str(config), "--quiet"],
                           capture_output=True, text=True, timeout=180, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert "exported 25 record(s)" in proc.stdout
-    assert_exactly_once(own_mlflow.url, served)
+    assert_exactly_once(mlflow_server.url, served)
 
 
-def test_window_mode_one_run_per_version_role_window(tmp_path: Path, own_mlflow: MlflowServer) -> None:
+def test_window_mode_one_run_per_version_role_window(tmp_path: Path, mlflow_server: MlflowServer) -> None:
     from mlflow import MlflowClient
 
-    gw = _gateway(tmp_path, own_mlflow, mlflow={"tracking_uri": own_mlflow.url,
+    gw = _gateway(tmp_path, mlflow_server, mlflow={"tracking_uri": mlflow_server.url,
                                                  "model_cache_dir": str(tmp_path / "cache"),
                                                  "granularity": "window", "window_seconds": 2.0,
                                                  "experiment": "iris-windows"},
@@ -159,7 +160,7 @@ def test_window_mode_one_run_per_version_role_window(tmp_path: Path, own_mlflow:
         wait_drained(gw, timeout=120)
     finally:
         gw.stop()
-    client = MlflowClient(tracking_uri=own_mlflow.url)
+    client = MlflowClient(tracking_uri=mlflow_server.url)
     exp = client.get_experiment_by_name("iris-windows")
     runs = client.search_runs([exp.experiment_id], filter_string="tags.granularity = 'window'", max_results=1000)
     assert len(runs) >= 4
@@ -188,7 +189,7 @@ for hold in [0.5] * 8 + [6.0]:
 """
 
 
-def test_a_spool_locked_by_another_process_stalls_nothing_else(tmp_path: Path, own_mlflow: MlflowServer) -> None:
+def test_a_spool_locked_by_another_process_stalls_nothing_else(tmp_path: Path, mlflow_server: MlflowServer) -> None:
     """Writes go through the spool's writer thread: while another process holds the write lock the
     event loop keeps answering (/healthz), a write that waits too long follows on_log_failure (503 with
     reject), and every 200 reaches MLflow exactly once."""
@@ -196,7 +197,7 @@ def test_a_spool_locked_by_another_process_stalls_nothing_else(tmp_path: Path, o
     import sys
     import threading
 
-    gw = _gateway(tmp_path, own_mlflow, spool={"dir": str(tmp_path / "spool"), "write_timeout_ms": 1000.0}).start()
+    gw = _gateway(tmp_path, mlflow_server, spool={"dir": str(tmp_path / "spool"), "write_timeout_ms": 1000.0}).start()
     health_ms: list[float] = []
     stop = threading.Event()
 
@@ -223,7 +224,7 @@ def test_a_spool_locked_by_another_process_stalls_nothing_else(tmp_path: Path, o
         assert len(refused) == len(traffic.failures), sorted(set(traffic.failures))
         slowest = max(traffic.latencies_ms)
         stats = wait_drained(gw, timeout=300)
-        counts = assert_exactly_once(own_mlflow.url, traffic.ok_ids)
+        counts = assert_exactly_once(mlflow_server.url, traffic.ok_ids)
         health_ms.sort()
         print(f"spool locked 8 x 0.5 s + 1 x 6 s by another process: {counts['served']} answered 200 and in "
               f"MLflow once, {len(refused)} answered 503 (not logged, on_log_failure = reject); /healthz "
