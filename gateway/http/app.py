@@ -68,13 +68,6 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
             exporter.start()
         follower = RoutingFollower(services.routing)
         follower.start()
-        runner: RolloutRunner | None = None
-        if services.rollout is not None:
-            if settings.rollout.enabled:
-                services.rollout.start_from_config(settings.rollout)
-            runner = RolloutRunner(services.rollout, settings.spool.dir / "rollout.lock",
-                                   settings.rollout.interval_seconds)
-            runner.start()
         app.state.services = services
         app.state.exporter = exporter
         app.state.stats = lambda: _stats(services, spool, exporter)
@@ -83,6 +76,13 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
         services.scorer.listeners.append(metrics)
         services.routing.listeners.append(RoutingChangeRecorder(settings.mlflow.tracking_uri))
         app.state.metrics = metrics
+        runner: RolloutRunner | None = None
+        if services.rollout is not None:
+            if settings.rollout.enabled:  # after the change recorder: its routing change is a run too
+                services.rollout.start_from_config(settings.rollout)
+            runner = RolloutRunner(services.rollout, settings.spool.dir / "rollout.lock",
+                                   settings.rollout.interval_seconds)
+            runner.start()
         if config_path is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
                 target=reload_routing, args=(services, config_path), name="sighup-reload", daemon=True).start())

@@ -94,3 +94,16 @@ def test_a_rollout_decides_on_live_counts_while_mlflow_is_unreachable(
         print(f"\nMLflow unreachable: rolled back on disagreement {guard}")
         assert guard["breached"] and guard["interval"][0] > 0.01
         assert client.get("/variants").json()["weights"] == {"v1.0": 1.0, "v2.0": 0.0}
+
+
+def test_a_rollout_from_the_config_starts_once_and_a_restart_resumes_it(
+        tmp_path: Path, local_models: dict[str, str]) -> None:
+    rollout = {"enabled": True, "control": "v1.0", "candidate": "v2.0", "steps": [0.1, 1.0], "min_samples": 10_000}
+    with make_client(tmp_path, local_models, rollout=rollout) as client:
+        first = client.get("/rollout").json()
+        assert first["state"] == "running" and first["history"][0]["by"] == "config file"
+        assert client.get("/variants").json()["weights"] == {"v1.0": 0.9, "v2.0": 0.1}
+    with make_client(tmp_path, local_models, rollout=rollout) as client:  # a restart: the same rollout
+        again = client.get("/rollout").json()
+        assert again["rollout_id"] == first["rollout_id"] and len(again["history"]) == 1
+        assert client.get("/variants").json()["routing_state"]["restored_at_start"] is True
