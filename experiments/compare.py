@@ -167,14 +167,12 @@ def _artifact_tables(runs: pd.DataFrame, granularity: str, artifact: str, tracki
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    names = _col(chosen, f"tags.{c.TAG_RECORDS_ARTIFACT}", None)
-    wanted = [(run_id, name if isinstance(name, str) and name else artifact)
-              for run_id, name in zip(chosen["run_id"], names, strict=True)]
-    if artifact != c.RECORDS_ARTIFACT:
-        wanted = [(run_id, artifact) for run_id, _ in wanted]
-    elif names.isna().any():  # runs exported before the Parquet table: their JSON lines
-        wanted = [(run_id, name if name == c.RECORDS_ARTIFACT else c.RECORDS_ARTIFACT_JSONL)
-                  for run_id, name in wanted]
+    if artifact == c.RECORDS_ARTIFACT:  # the tag names the table; runs from before it have JSON lines
+        tagged = _col(chosen, f"tags.{c.TAG_RECORDS_ARTIFACT}", None)
+        names = [t if isinstance(t, str) and t else c.RECORDS_ARTIFACT_JSONL for t in tagged]
+    else:
+        names = [artifact] * len(chosen)
+    wanted = list(zip(chosen["run_id"], names, strict=True))
     with tempfile.TemporaryDirectory() as tmp:
 
         def read(item: tuple[int, tuple[str, str]]) -> pa.Table | pd.DataFrame:

@@ -172,19 +172,6 @@ def quantile_ranks(n: int, q: float, alpha: float = ALPHA, n_star: float = N_STA
     return math.floor(q * n - u) + 1, math.ceil(q * n + u)
 
 
-def quantile_interval(sorted_values: np.ndarray, q: float, alpha: float = ALPHA,
-                      n_star: float = N_STAR) -> tuple[float, float]:
-    """An always-valid interval for the q-quantile from the sorted sample (Howard and Ramdas 2022);
-    an end is -inf / +inf while too few observations pin it down."""
-    n = len(sorted_values)
-    if n == 0:
-        return -math.inf, math.inf
-    k_low, k_high = quantile_ranks(n, q, alpha, n_star)
-    low = float(sorted_values[k_low - 1]) if k_low >= 1 else -math.inf
-    high = float(sorted_values[k_high - 1]) if k_high <= n else math.inf
-    return low, high
-
-
 def quantile_ratio(sorted_a: np.ndarray, sorted_b: np.ndarray, *, q: float = 0.95, null: float = 1.0,
                    alpha: float = ALPHA, n_star: float = N_STAR) -> SequentialEstimate:
     """quantile(b) / quantile(a) for positive values (latencies), with an always-valid interval from
@@ -295,15 +282,3 @@ def srm_p_value(counts: Any, weights: Any, concentration: float = SRM_CONCENTRAT
     log_bf = (gammaln(prior.sum()) - gammaln(prior.sum() + n) + (gammaln(prior + x) - gammaln(prior)).sum(axis=-1)
               - (x * np.log(theta)).sum(axis=-1))
     return _scalar(np.minimum(1.0, np.exp(-log_bf)))
-
-
-class RunningMinimum:
-    """The always-valid p-value: the smallest per-look value so far."""
-
-    def __init__(self) -> None:
-        self.value = 1.0
-
-    def update(self, p: float) -> float:
-        if math.isfinite(p):
-            self.value = min(self.value, p)
-        return self.value

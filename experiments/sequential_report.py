@@ -33,14 +33,9 @@ def _path_min(p_values: Any) -> float:
     return float(p.min()) if p.size else 1.0
 
 
-def _two_arms(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """Both arms' records in time order, and at each look how many of each arm had arrived."""
-    both = pd.concat([a.assign(_arm=0), b.assign(_arm=1)]).sort_values("ts_ms", kind="stable")
-    arm = both["_arm"].to_numpy()
-    looks = _look_points(len(both))
-    n_a = np.cumsum(arm == 0)[looks - 1]
-    n_b = np.cumsum(arm == 1)[looks - 1]
-    return both, n_a, n_b
+def _two_arms(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """Both arms' records in time order, column ``_arm`` 0 for a and 1 for b."""
+    return pd.concat([a.assign(_arm=0), b.assign(_arm=1)]).sort_values("ts_ms", kind="stable")
 
 
 def proportion_test(a: pd.Series, b: pd.Series, ts_a: pd.Series, ts_b: pd.Series) -> dict[str, Any] | None:
@@ -49,7 +44,7 @@ def proportion_test(a: pd.Series, b: pd.Series, ts_a: pd.Series, ts_b: pd.Series
     fb = pd.DataFrame({"x": b.to_numpy(dtype=float), "ts_ms": ts_b.to_numpy()}).dropna()
     if len(fa) < 2 or len(fb) < 2:
         return None
-    both, _, _ = _two_arms(fa, fb)
+    both = _two_arms(fa, fb)
     looks = _look_points(len(both))
     x, arm = both["x"].to_numpy(), both["_arm"].to_numpy()
     k_a, k_b = np.cumsum(x * (arm == 0))[looks - 1], np.cumsum(x * (arm == 1))[looks - 1]
@@ -63,7 +58,7 @@ def _along_time(a: pd.DataFrame, b: pd.DataFrame, column: str, min_n: int,
                 look: Callable[[np.ndarray, np.ndarray], sq.SequentialEstimate]) -> tuple[float, sq.SequentialEstimate]:
     """The always-valid p-value of ``look`` over the looks along time (each arm with at least
     ``min_n`` values), and its result on everything."""
-    both, _, _ = _two_arms(a, b)
+    both = _two_arms(a, b)
     values, arm = both[column].to_numpy(float), both["_arm"].to_numpy()
     p_path = []
     for n in _look_points(len(both)):

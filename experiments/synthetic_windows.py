@@ -3,8 +3,8 @@ exporter (no HTTP), to measure the report at scale reproducibly.
 
     python -m experiments.synthetic_windows --tracking-uri URI --experiment NAME -n 1000000
 
-Two versions of an iris-shaped classifier at 50/50: different class mixes and latencies, a tenth of
-the answers labelled through the spool's feedback path. Every record goes through
+Two versions of a four-column, three-class classifier at 50/50, with different class mixes and
+latencies. Every record goes through
 ``PredictionSpool.append_groups`` and ``WindowRuns.export_window``, as the gateway's would.
 """
 
@@ -24,7 +24,8 @@ from gateway.export.writer import RunWriter
 from gateway.records import PredictionRecord
 from gateway.spool import PredictionSpool
 
-CLASSES = ("Setosa", "Versicolor", "Virginica")
+CLASSES = ("class_a", "class_b", "class_c")
+COLUMNS = ("x1", "x2", "x3", "x4")
 VERSIONS = {"v1.0": ((0.34, 0.33, 0.33), 0.45), "v2.0": ((0.30, 0.33, 0.37), 0.55)}  # class mix, median ms
 WEIGHTS = "v1.0=0.5,v2.0=0.5"
 CHUNK = 20_000
@@ -41,8 +42,7 @@ def records(start: int, n: int, rng: np.random.Generator, t0_ms: int) -> list[Pr
         k = int(rng.choice(3, p=mix))
         out.append(PredictionRecord(
             request_id=f"syn-{start + i}", role="primary", model_version=v,
-            features=dict(zip(("sepal_length", "sepal_width", "petal_length", "petal_width"),
-                              features[i].tolist(), strict=True)),
+            features=dict(zip(COLUMNS, features[i].tolist(), strict=True)),
             prediction=CLASSES[k], class_index=k, inference_time_ms=float(latency[i] * median),
             ts_ms=t0_ms + (start + i) // 10, routing="weighted", config_hash="synthetic", weights=WEIGHTS,
             request_time_ms=float(latency[i] * median * 1.2)))

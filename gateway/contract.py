@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -51,6 +52,11 @@ RECORDS_ARTIFACT = "predictions.parquet"
 RECORDS_ARTIFACT_JSONL = "predictions.jsonl"
 TAG_RECORDS_ARTIFACT = "records_artifact"
 FEEDBACK_ARTIFACT = "feedback.jsonl"
+
+def utc_iso(seconds: float) -> str:
+    """A Unix time as the ISO 8601 UTC text used in window tags and the API, e.g. 2026-11-27T12:00:00Z."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
 
 MAX_KEY_LENGTH = 250  # MLflow's limit on param and metric keys
 _KEY_CHARS = re.compile(r"[^/\w.\- :]")

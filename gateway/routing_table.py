@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from gateway.contract import utc_iso
 from gateway.errors import InvalidRoutingChange, UnknownVariant
 from gateway.exceptions import error_location, first_line
 from gateway.routing import Router
@@ -90,7 +91,7 @@ class RoutingTable:
 
     def describe_origin(self) -> dict[str, Any]:
         o = self.origin
-        return {"source": o.source, "changed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(o.changed_at)),
+        return {"source": o.source, "changed_at": utc_iso(o.changed_at),
                 "version": o.version, "restored_at_start": o.restored, "worker_pid": os.getpid(),
                 "shared_state": str(self._store.path) if self._store is not None else None}
 

@@ -14,11 +14,10 @@ from scipy import stats
 from experiments import sequential_sim as sim
 from experiments.sequential import (
     ALPHA,
-    RunningMinimum,
     mean_difference,
     proportion,
     proportion_difference,
-    quantile_interval,
+    quantile_ranks,
     quantile_ratio,
     srm_p_value,
 )
@@ -96,12 +95,12 @@ def test_the_interval_narrows_and_covers_the_truth() -> None:
     assert proportion(30, 100, null=0.1, n_star=200).p_value < ALPHA
 
 
-def test_quantile_interval_covers_the_p95_and_opens_when_too_few() -> None:
+def test_the_quantile_ranks_cover_the_p95_and_open_when_too_few() -> None:
     rng = np.random.default_rng(3)
     values = np.sort(rng.exponential(1.0, 5000))
-    low, high = quantile_interval(values, 0.95)
-    assert low < -math.log(0.05) < high
-    assert quantile_interval(values[:20], 0.95)[1] == math.inf
+    low_rank, high_rank = quantile_ranks(len(values), 0.95)
+    assert values[low_rank - 1] < -math.log(0.05) < values[high_rank - 1]  # the true p95 is inside
+    assert quantile_ranks(20, 0.95)[1] > 20  # too few: the upper end is still open
     slower = quantile_ratio(values, np.sort(rng.exponential(2.0, 5000)))
     assert slower.low > 1.0 and slower.p_value < ALPHA and 1.7 < slower.estimate < 2.3
     same = quantile_ratio(values, np.sort(rng.exponential(1.0, 5000)))
@@ -114,10 +113,6 @@ def test_srm_flags_a_broken_split_and_not_a_fair_one() -> None:
     batch = srm_p_value(np.array([[5000, 5000], [5300, 4700]]), [1, 1])
     assert batch.shape == (2,) and batch[1] < 0.001
 
-
-def test_running_minimum_is_the_always_valid_p_value() -> None:
-    p = RunningMinimum()
-    assert [p.update(x) for x in (0.5, 0.2, 0.7, float("nan"), 0.1)] == [0.5, 0.2, 0.2, 0.2, 0.1]
 
 
 def test_the_histogram_ratio_matches_the_exact_one_within_a_bin() -> None:

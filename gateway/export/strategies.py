@@ -230,8 +230,7 @@ class WindowRuns:
                 c.TAG_WEIGHTS: ";".join(sorted({r.record.weights for r in rows})),
                 c.TAG_RECORDS_ARTIFACT: c.RECORDS_ARTIFACT,
                 "window_start_ms": str(start_ms), "window_end_ms": str(end_ms),
-                "window_start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start_ms / 1000)),
-                "window_end": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(end_ms / 1000)),
+                "window_start": c.utc_iso(start_ms / 1000), "window_end": c.utc_iso(end_ms / 1000),
             }
             run_id = self.writer.create_run(start_ms, tags, f"window_{first.model_version}_{first.role}_"
                                                             f"{start_ms // 1000}")

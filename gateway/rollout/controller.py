@@ -23,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from gateway.contract import utc_iso
 from gateway.errors import InvalidRollout, NoRollout, RolloutConflict
 from gateway.exceptions import first_line
 from gateway.rollout.guardrails import evaluate
@@ -41,7 +42,6 @@ class RolloutController:
         self.routing = routing
         self.observer = observer
         self.move_champion = move_champion
-        self.decisions: list[dict[str, Any]] = []  # taken in this process, for tests and logs
 
     # -- commands (admin API, config) -------------------------------------------------------------
 
@@ -146,8 +146,7 @@ class RolloutController:
                 evaluation: dict[str, Any]) -> RolloutRecord | None:
         compact = {n: {k: g[k] for k in ("estimate", "interval", "p_value", "breached", "n")}
                    for n, g in evaluation["guardrails"].items() if g["enabled"]}
-        weight = 1.0 if state is RolloutState.PROMOTED else 0.0 if state is RolloutState.ROLLED_BACK else \
-            record.spec.steps[step]
+        weight = replace(record, state=state, step=step).weight
 
         applied: list[RolloutRecord] = []
 
@@ -167,7 +166,6 @@ class RolloutController:
         new = applied[0]
         log.info("rollout %s: %s -> candidate %s at %.0f%%: %s", new.rollout_id, decision, new.spec.candidate,
                  weight * 100, reason)
-        self.decisions.append({"decision": str(decision), "rollout_id": new.rollout_id, "step": step + 1})
         self._route(new, decision, reason, compact)
         if decision is Decision.PROMOTE:
             threading.Thread(target=self._champion, args=(new,), name="rollout-champion", daemon=True).start()
@@ -219,14 +217,10 @@ def describe(record: RolloutRecord) -> dict[str, Any]:
     return {"rollout_id": record.rollout_id, "state": str(record.state), "control": spec.control,
             "candidate": spec.candidate, "step": record.step + 1, "steps": spec.steps,
             "candidate_weight": record.weight, "min_samples": spec.min_samples,
-            "step_samples": ev.get("step_samples"), "started_at": _iso(record.started_at),
-            "updated_at": _iso(record.updated_at), "evaluated_at": _iso(ev["at"]) if ev.get("at") else None,
+            "step_samples": ev.get("step_samples"), "started_at": utc_iso(record.started_at),
+            "updated_at": utc_iso(record.updated_at), "evaluated_at": utc_iso(ev["at"]) if ev.get("at") else None,
             "workers_reporting": ev.get("workers_reporting"), "guardrails": ev.get("guardrails", {}),
-            "history": [{**h, "at": _iso(h["at"])} for h in record.history], "spec": spec.model_dump()}
-
-
-def _iso(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+            "history": [{**h, "at": utc_iso(h["at"])} for h in record.history], "spec": spec.model_dump()}
 
 
 class RolloutRunner:
