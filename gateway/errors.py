@@ -108,3 +108,11 @@ class RolloutConflict(GatewayError):
 
 class NoRollout(GatewayError):
     """No rollout has been started on this gateway."""
+
+
+class StateConflict(GatewayError):
+    """Another replica changed the shared state between this change's read and its write."""
+
+
+class StateUnavailable(GatewayError):
+    """The shared state (in MLflow) could not be read or written: a change is not applied."""

@@ -23,7 +23,9 @@ class GatewayMetrics:
     """Owns one registry per app, so several apps in one process (tests) never collide."""
 
     def __init__(self, state: Callable[[], dict[str, Any]], variants: Callable[[], Iterable[dict[str, Any]]],
-                 rollout: Callable[[], dict[str, Any] | None] | None = None) -> None:
+                 rollout: Callable[[], dict[str, Any] | None] | None = None,
+                 shared_state: Callable[[], dict[str, Any]] | None = None,
+                 rollout_counts: Callable[[], tuple[str, dict[str, Any]] | None] | None = None) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "gateway_requests", "Prediction requests by variant, role, routing reason and HTTP status.",
@@ -39,11 +41,15 @@ class GatewayMetrics:
             ["candidate", "agree"], registry=self.registry)
         self._state = _StateCollector(state, variants)
         self.registry.register(self._state)
+        self._scrape_time: list[Collector] = [self._state]
         if rollout is not None:
-            self._rollout: Collector | None = _RolloutCollector(rollout)
-            self.registry.register(self._rollout)
-        else:
-            self._rollout = None
+            self._scrape_time.append(_RolloutCollector(rollout))
+        if shared_state is not None:
+            self._scrape_time.append(_SharedStateCollector(shared_state))
+        if rollout_counts is not None:
+            self._scrape_time.append(RolloutCountsCollector(rollout_counts))
+        for collector in self._scrape_time[1:]:
+            self.registry.register(collector)
 
     def on_records(self, records: Sequence[PredictionRecord], primaries: Sequence[object] | None = None) -> None:
         """One request's rows (a shadow's with the primary's answers). The latency is the model call's,
@@ -77,9 +83,8 @@ class GatewayMetrics:
 
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
-            registry.register(self._state)
-            if self._rollout is not None:
-                registry.register(self._rollout)
+            for collector in self._scrape_time:
+                registry.register(collector)
             return generate_latest(registry)
         return generate_latest(self.registry)
 
@@ -169,3 +174,76 @@ class _RolloutCollector(Collector):
         yield p
         yield est
         yield breached
+
+
+class _SharedStateCollector(Collector):
+    """Whether this replica could read the shared routing state, and which version it serves."""
+
+    def __init__(self, status: Callable[[], dict[str, Any]]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterable[Any]:
+        s = self._status()
+        if s.get("backend") is None:
+            return
+        labels = ["backend"]
+        reachable = GaugeMetricFamily("gateway_shared_state_reachable", "1 when the last read of the shared "
+                                      "routing state succeeded; 0: this replica keeps the state it last read.",
+                                      labels=labels)
+        reachable.add_metric([s["backend"]], 1.0 if s.get("reachable") else 0.0)
+        yield reachable
+        age = s.get("last_read_age_seconds")
+        if age is not None:
+            g = GaugeMetricFamily("gateway_shared_state_read_age_seconds", "Seconds since the shared routing "
+                                  "state was last read successfully.", labels=labels)
+            g.add_metric([s["backend"]], float(age))
+            yield g
+        version = GaugeMetricFamily("gateway_routing_state_version", "The shared routing state's version this "
+                                    "replica serves.", labels=labels)
+        version.add_metric([s["backend"]], float(s.get("version") or 0))
+        yield version
+        refused = GaugeMetricFamily("gateway_shared_state_not_installed", "1 when a newer shared routing names "
+                                    "variants this replica does not serve (it keeps its routing).", labels=labels)
+        refused.add_metric([s["backend"]], 1.0 if s.get("not_installed") else 0.0)
+        yield refused
+
+
+# The rollout's live counts, per replica: python -m gateway.rollout sums them over replicas with PromQL.
+OBSERVED = "gateway_rollout_observed"
+
+
+class RolloutCountsCollector(Collector):
+    """The counts a rollout's guardrails read (gateway/rollout/observations.py), as counters."""
+
+    def __init__(self, counts: Callable[[], tuple[str, dict[str, Any]] | None]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterable[Any]:
+        current = self._counts()
+        if current is None:
+            return
+        rollout_id, counts = current
+        per_arm = {key: CounterMetricFamily(f"{OBSERVED}_{key}", f"Rollout arm {key}, randomised requests only.",
+                                            labels=["rollout_id", "variant"])
+                   for key in ("requests", "errors", "labelled", "correct")}
+        latency = CounterMetricFamily(f"{OBSERVED}_latency", "Rollout arm request times in 2%-wide log bins "
+                                      "(see experiments.sequential.histogram_bin).",
+                                      labels=["rollout_id", "variant", "bin"])
+        for variant, arm in counts.get("arms", {}).items():
+            for key, family in per_arm.items():
+                family.add_metric([rollout_id, variant], float(arm.get(key, 0)))
+            for b, n in arm.get("latency_ms", {}).items():
+                latency.add_metric([rollout_id, variant, str(b)], float(n))
+        yield from per_arm.values()
+        yield latency
+        split = CounterMetricFamily(f"{OBSERVED}_split", "Rollout requests by the weights they were routed under.",
+                                    labels=["rollout_id", "weights", "variant"])
+        for weights, by_variant in counts.get("steps", {}).items():
+            for variant, n in by_variant.items():
+                split.add_metric([rollout_id, weights, variant], float(n))
+        yield split
+        for key in ("pairs", "disagree"):
+            family = CounterMetricFamily(f"{OBSERVED}_shadow_{key}", f"Shadow-scored rows ({key}) of the control's "
+                                         "requests by the candidate.", labels=["rollout_id"])
+            family.add_metric([rollout_id], float(counts.get("shadow", {}).get(key, 0)))
+            yield family

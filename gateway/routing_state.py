@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from gateway.settings import RoutingConfig
 
@@ -37,6 +38,20 @@ class StoredRouting:
 
 # Given what is stored (None: nothing yet), the new (config, source, file_hash), or None for no change.
 Update = Callable[[StoredRouting | None], tuple[RoutingConfig, str, str] | None]
+
+
+class RoutingStore(Protocol):
+    """Where the routing is shared: this file (one machine), or MLflow (replicas; mlflow_state.py)."""
+
+    poll_interval_s: float
+
+    @property
+    def location(self) -> str: ...
+    def poll(self) -> None: ...
+    def status(self) -> dict[str, Any]: ...
+    def version(self) -> int: ...
+    def load(self) -> StoredRouting | None: ...
+    def update(self, update: Update) -> StoredRouting | None: ...
 
 
 class SharedStateFile:
@@ -71,6 +86,8 @@ class SharedStateFile:
 
 
 class RoutingStateStore:
+    poll_interval_s = 0.25  # a one-row read of a local file
+
     def __init__(self, shared: SharedStateFile) -> None:
         self.shared = shared
         with shared.transaction() as db:
@@ -79,8 +96,14 @@ class RoutingStateStore:
                        "changed_at REAL NOT NULL, file_hash TEXT NOT NULL)")
 
     @property
-    def path(self) -> Path:
-        return self.shared.path
+    def location(self) -> str:
+        return str(self.shared.path)
+
+    def poll(self) -> None:
+        """Nothing to fetch: version() and load() read the file."""
+
+    def status(self) -> dict[str, Any]:
+        return {"backend": "local", "location": self.location, "reachable": True}
 
     def version(self) -> int:
         rows = self.shared.read("SELECT version FROM routing_state WHERE id = 1")

@@ -18,15 +18,16 @@ from typing import Any
 from pydantic import ValidationError
 
 from gateway.contract import utc_iso
-from gateway.errors import InvalidRoutingChange, UnknownVariant
+from gateway.errors import InvalidRoutingChange, StateConflict, StateUnavailable, UnknownVariant
 from gateway.exceptions import error_location, first_line
 from gateway.routing import Router
-from gateway.routing_state import RoutingStateStore, StoredRouting
+from gateway.routing_state import RoutingStore, StoredRouting
 from gateway.settings import RoutingConfig, ShadowSection, VariantSpec, validate_routing
 
 log = logging.getLogger("gateway.routing")
 
 FROM_FILE = "config file"
+CONFLICT_RETRIES = 5  # for changes the gateway makes itself (start-up, SIGHUP, the rollout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,16 +41,21 @@ class RoutingOrigin:
 
 
 class RoutingTable:
-    def __init__(self, config: RoutingConfig, store: RoutingStateStore | None = None) -> None:
+    def __init__(self, config: RoutingConfig, store: RoutingStore | None = None) -> None:
         self._store = store
         self._lock = threading.Lock()
         self.listeners: list[Callable[[dict[str, Any]], None]] = []  # called with each change made here
         self._router = Router(config)
         self.origin = RoutingOrigin(0, FROM_FILE, time.time())
+        self.refused: str | None = None  # why the shared routing in force elsewhere is not installed here
         if store is not None:
-            self._start_from(store, config)
+            try:
+                self._start_from(store, config)
+            except StateUnavailable as exc:
+                log.error("shared routing state not reachable at start-up (%s): serving the config file's "
+                          "routing until it is", exc)
 
-    def _start_from(self, store: RoutingStateStore, file_config: RoutingConfig) -> None:
+    def _start_from(self, store: RoutingStore, file_config: RoutingConfig) -> None:
         """Resume the stored routing, unless the config file's routing changed since it was applied
         (then the file wins: an edited file and a restart mean "use this")."""
         file_hash = file_config.config_hash
@@ -63,14 +69,15 @@ class RoutingTable:
                 return file_config, f"{FROM_FILE} (changed since it was last applied)", file_hash
             return None
 
+        store.poll()
         before = store.version()
-        stored = store.update(decide)
+        stored = _retrying(lambda: store.update(decide))
         assert stored is not None
         self._router = Router(stored.config)
         restored = stored.version == before and before > 0
         self.origin = RoutingOrigin(stored.version, stored.source, stored.changed_at, restored)
         if restored:
-            log.info("routing resumed from %s: version %d, set by %s, config %s", store.path, stored.version,
+            log.info("routing resumed from %s: version %d, set by %s, config %s", store.location, stored.version,
                      stored.source, stored.config.config_hash)
 
     @property
@@ -93,13 +100,23 @@ class RoutingTable:
         o = self.origin
         return {"source": o.source, "changed_at": utc_iso(o.changed_at),
                 "version": o.version, "restored_at_start": o.restored, "worker_pid": os.getpid(),
-                "shared_state": str(self._store.path) if self._store is not None else None}
+                "shared_state": self._store.location if self._store is not None else None,
+                "not_installed": self.refused}
+
+    def state_status(self) -> dict[str, Any]:
+        """The shared state's health for /readyz and /metrics: where it is, whether it was read."""
+        if self._store is None:
+            return {"backend": None, "reachable": None}
+        return {**self._store.status(), "version": self.origin.version, "not_installed": self.refused}
 
     def change(self, *, mode: str | None = None, weights: Mapping[str, float] | None = None,
                shadow: Mapping[str, Any] | None = None, salt: str | None = None, mirror: bool | None = None,
-               source: str = "", file_hash: str | None = None, details: dict[str, Any] | None = None) -> dict[str, Any]:
+               source: str = "", file_hash: str | None = None, details: dict[str, Any] | None = None,
+               retry: bool = False) -> dict[str, Any]:
         """Apply a change on top of the routing in force (the shared one, when there is one).
-        ``details`` (a rollout decision's statistics) travel with the change to its listeners."""
+        ``details`` (a rollout decision's statistics) travel with the change to its listeners. When
+        another replica's change lands between the read and the write, StateConflict (409), unless
+        ``retry`` (the gateway's own changes): then the change is applied again on the newer state."""
         with self._lock:
             old = self._router.config
             if self._store is None:
@@ -112,7 +129,8 @@ class RoutingTable:
                     return (_changed(base, mode, weights, shadow, salt, mirror), source,
                             file_hash or (stored.file_hash if stored is not None else ""))
 
-                stored = self._store.update(update)
+                store = self._store
+                stored = _retrying(lambda: store.update(update)) if retry else store.update(update)
                 assert stored is not None
                 old = self._router.config
                 new = stored.config
@@ -130,13 +148,27 @@ class RoutingTable:
 
     def sync(self) -> bool:
         """Install a newer shared routing made by another process; True if one was installed."""
-        if self._store is None or self._store.version() <= self.origin.version:
+        if self._store is None:
+            return False
+        self._store.poll()
+        if self._store.version() <= self.origin.version:
             return False
         with self._lock:
             stored = self._store.load()
             if stored is None or stored.version <= self.origin.version:
                 return False
             old = self._router.config
+            if _variant_uris(stored.config) != _variant_uris(old):
+                # Another replica runs other variants (a config rollout in progress): routing to models
+                # this process has not loaded would fail every request. Keep the routing in force.
+                refused = (f"version {stored.version} by {stored.source} names variants "
+                           f"{_variant_uris(stored.config)}, this replica serves {_variant_uris(old)}; restart it "
+                           "with the same config file")
+                if refused != self.refused:
+                    log.error("shared routing not installed: %s", refused)
+                self.refused = refused
+                return False
+            self.refused = None
             self._router = Router(stored.config)
             self.origin = RoutingOrigin(stored.version, stored.source, stored.changed_at)
         if old.config_hash != stored.config.config_hash:
@@ -159,9 +191,9 @@ class RoutingTable:
 class RoutingFollower:
     """A thread that keeps one process's routing in step with the shared state."""
 
-    def __init__(self, table: RoutingTable, interval_s: float = 0.25) -> None:
+    def __init__(self, table: RoutingTable, interval_s: float | None = None) -> None:
         self.table = table
-        self.interval_s = interval_s
+        self.interval_s = interval_s or (table._store.poll_interval_s if table._store is not None else 0.25)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="routing-follower", daemon=True)
 
@@ -173,6 +205,8 @@ class RoutingFollower:
         while not self._stop.wait(self.interval_s):
             try:
                 self.table.sync()
+            except StateUnavailable:
+                pass  # logged once by the store, and shown in /readyz and /metrics: try again
             except Exception as exc:  # a locked or vanished file: keep the routing in force, try again
                 log.warning("routing state not read: %s", first_line(exc, 200))
 
@@ -199,6 +233,17 @@ def move_champion(variant: str, registered: tuple[str, str] | None, tracking_uri
         alias["reason"] = f"MLflow refused or is unreachable: {first_line(exc, 200)}"
         log.error("promote %s: routing changed but the champion alias was not moved: %s", variant, alias["reason"])
     return alias
+
+
+def _retrying(write: Callable[[], StoredRouting | None]) -> StoredRouting | None:
+    for attempt in range(CONFLICT_RETRIES):
+        try:
+            return write()
+        except StateConflict:
+            if attempt == CONFLICT_RETRIES - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _variant_uris(config: RoutingConfig) -> list[tuple[str, str]]:

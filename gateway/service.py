@@ -9,11 +9,12 @@ from typing import Any
 from gateway.errors import InvalidRollout, RolloutConflict
 from gateway.exceptions import first_line
 from gateway.feedback import FeedbackRecorder
+from gateway.mlflow_state import MlflowLedger, MlflowRolloutStore, MlflowRoutingStateStore
 from gateway.rollout.controller import RolloutController
 from gateway.rollout.controller import describe as describe_rollout
 from gateway.rollout.observations import RolloutObserver
 from gateway.rollout.store import RolloutStore
-from gateway.routing_state import FILE_NAME, RoutingStateStore, SharedStateFile
+from gateway.routing_state import FILE_NAME, RoutingStateStore, RoutingStore, SharedStateFile
 from gateway.routing_table import RoutingTable, move_champion
 from gateway.scoring import Scorer, ServiceCounters
 from gateway.settings import Settings
@@ -31,19 +32,37 @@ class GatewayServices:
     counts: ServiceCounters = field(default_factory=ServiceCounters)
     shared: SharedStateFile | None = None
     rollout: RolloutController | None = None
+    observer: RolloutObserver | None = None
+
+    @property
+    def decides_rollouts(self) -> bool:
+        """With the state in MLflow the rollout's decisions are taken by one process for every replica
+        (python -m gateway.rollout); with a local file, by one worker of this gateway."""
+        return self.settings.state.backend == "local"
 
     @classmethod
     def build(cls, settings: Settings, writer: SpoolWriter | None) -> GatewayServices:
         counts = ServiceCounters()
-        shared = open_shared_state(settings)
-        routing = RoutingTable(settings.routing_config(), RoutingStateStore(shared) if shared else None)
+        shared: SharedStateFile | None = None
+        routing_store: RoutingStore | None = None
+        rollout_store: RolloutStore | MlflowRolloutStore | None = None
+        if settings.state.backend == "mlflow":
+            ledger = open_ledger(settings)
+            routing_store = MlflowRoutingStateStore(ledger, settings.state.poll_seconds)
+            rollout_store = MlflowRolloutStore(ledger)
+        else:
+            shared = open_shared_state(settings)
+            if shared is not None:
+                routing_store, rollout_store = RoutingStateStore(shared), RolloutStore(shared)
+        routing = RoutingTable(settings.routing_config(), routing_store)
         scorer = Scorer(settings, writer, routing, counts)
         services = cls(settings, routing, scorer, FeedbackRecorder(scorer, counts), counts, shared)
-        if shared is not None:
+        if rollout_store is not None:
             observer = RolloutObserver()
             scorer.listeners.append(observer)
             services.feedback.listeners.append(observer)
-            services.rollout = RolloutController(RolloutStore(shared), routing, observer, services.move_champion)
+            services.observer = observer
+            services.rollout = RolloutController(rollout_store, routing, observer, services.move_champion)
         return services
 
     def rollout_controller(self) -> RolloutController:
@@ -113,6 +132,10 @@ class GatewayServices:
                 for v in cfg.variants  # the weights in force, not those of start-up
             ],
         }
+
+
+def open_ledger(settings: Settings) -> MlflowLedger:
+    return MlflowLedger(settings.mlflow.tracking_uri, settings.state.registered_model, settings.state.timeout_seconds)
 
 
 def open_shared_state(settings: Settings) -> SharedStateFile | None:

@@ -150,6 +150,16 @@ class SpoolSection(_Section):
     write_timeout_ms: float = Field(2000.0, gt=0, le=600_000)
 
 
+class StateSection(_Section):
+    """Where the routing and rollout state is shared: ``local``, a file next to the spool (every
+    worker of one gateway), or ``mlflow``, the tracking server's Model Registry (every replica)."""
+
+    backend: Literal["local", "mlflow"] = "local"
+    registered_model: str = Field("gateway-routing-state", min_length=1, max_length=256)
+    poll_seconds: float = Field(1.0, gt=0, le=5)  # a change reaches every replica within this
+    timeout_seconds: float = Field(5.0, gt=0, le=60)  # per request to MLflow
+
+
 class RoutingConfig(BaseModel):
     """The part of the settings that decides who answers; it can change while serving."""
 
@@ -217,6 +227,7 @@ class Settings(BaseSettings):
     http: HttpSection = HttpSection()
     batching: BatchingSection = BatchingSection()
     rollout: RolloutSection = RolloutSection()
+    state: StateSection = StateSection()
 
     @classmethod
     def settings_customise_sources(
@@ -233,6 +244,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _cross_checks(self) -> Settings:
         validate_routing(self.routing.mode, self.variants, self.shadow)
+        if self.state.backend == "mlflow" and not self.mlflow.tracking_uri.startswith(("http://", "https://")):
+            raise ValueError(f"state.backend: 'mlflow' needs an http(s) tracking server; mlflow.tracking_uri is "
+                             f"{self.mlflow.tracking_uri!r}")
         if self.rollout.enabled:
             try:
                 self.rollout.check_variants([v.name for v in self.variants])

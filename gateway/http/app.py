@@ -72,16 +72,18 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
         app.state.exporter = exporter
         app.state.stats = lambda: _stats(services, spool, exporter)
         metrics = GatewayMetrics(app.state.stats, lambda: services.describe()["variants"],
-                                 rollout=services.describe_rollout)
+                                 rollout=services.describe_rollout, shared_state=services.routing.state_status,
+                                 rollout_counts=services.observer.current if services.observer else None)
         services.scorer.listeners.append(metrics)
         services.routing.listeners.append(RoutingChangeRecorder(settings.mlflow.tracking_uri))
         app.state.metrics = metrics
         runner: RolloutRunner | None = None
         if services.rollout is not None:
-            if settings.rollout.enabled:  # after the change recorder: its routing change is a run too
+            if settings.rollout.enabled and services.decides_rollouts:  # after the change recorder: its
+                # routing change is a run too. With the state in MLflow, python -m gateway.rollout starts it.
                 services.rollout.start_from_config(settings.rollout)
             runner = RolloutRunner(services.rollout, settings.spool.dir / "rollout.lock",
-                                   settings.rollout.interval_seconds)
+                                   settings.rollout.interval_seconds, decides=services.decides_rollouts)
             runner.start()
         if config_path is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
@@ -216,7 +218,7 @@ def reload_routing(services: GatewayServices, config_path: str) -> None:
                   config_path)
         return
     try:
-        services.routing.change(mode=fresh.routing.mode, weights={v.name: v.weight for v in fresh.variants},
+        services.routing.change(retry=True, mode=fresh.routing.mode, weights={v.name: v.weight for v in fresh.variants},
                                shadow=fresh.shadow.model_dump(), salt=fresh.routing.salt, source="SIGHUP",
                                file_hash=fresh.routing_config().config_hash)
     except Exception as exc:

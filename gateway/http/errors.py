@@ -29,6 +29,8 @@ from gateway.errors import (
     NotReady,
     RolloutConflict,
     SpoolUnavailable,
+    StateConflict,
+    StateUnavailable,
     TooManyRows,
     UnknownModel,
     UnknownRequest,
@@ -54,11 +56,13 @@ STATUS_BY_ERROR: dict[type[Exception], int] = {
     InvalidRoutingChange: 422,
     InvalidRollout: 422,
     RolloutConflict: 409,
+    StateConflict: 409,
     NoRollout: 404,
     ModelFailure: 500,
     AdminDenied: 403,  # its own status: 404 when the admin API is off, 401 without a token
     NotReady: 503,
     SpoolUnavailable: 503,
+    StateUnavailable: 503,
     # Not the domain's, but a client can cause them: JSON nested past Python's recursion limit, and
     # lone UTF-16 surrogates (valid JSON escapes, not encodable text) reaching an encoder.
     RecursionError: 400,

@@ -42,7 +42,8 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz", summary="Readiness: 503 until every variant is loaded")
 async def readyz(request: Request) -> JSONResponse:
     scorer = services(request).scorer
-    details = {"export": await run_in_threadpool(_export_details, request)}
+    details = {"export": await run_in_threadpool(_export_details, request),
+               "shared_state": services(request).routing.state_status()}
     spool = scorer.spool
     problem = spool.check_file() if spool is not None else None
     if problem is not None:

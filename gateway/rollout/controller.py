@@ -29,16 +29,20 @@ from gateway.exceptions import first_line
 from gateway.rollout.guardrails import evaluate
 from gateway.rollout.observations import Following, RolloutObserver
 from gateway.rollout.spec import Decision, RolloutSection, RolloutSpec, RolloutState
-from gateway.rollout.store import RolloutRecord, RolloutStore
+from gateway.rollout.store import RolloutRecord, RolloutRecords
 from gateway.routing_table import RoutingTable
 
 log = logging.getLogger("gateway.rollout")
 
 
 class RolloutController:
-    def __init__(self, store: RolloutStore, routing: RoutingTable, observer: RolloutObserver,
-                 move_champion: Callable[[str], dict[str, Any]]) -> None:
+    def __init__(self, store: RolloutRecords, routing: RoutingTable, observer: RolloutObserver,
+                 move_champion: Callable[[str], dict[str, Any]],
+                 counts: Callable[[str], tuple[dict[str, Any], int]] | None = None) -> None:
+        """``counts`` sums the replicas' counts for a rollout id (default: the store's, which every
+        worker of this gateway writes to; the standalone controller reads Prometheus)."""
         self.store = store
+        self.counts = counts or store.counts
         self.routing = routing
         self.observer = observer
         self.move_champion = move_champion
@@ -114,7 +118,7 @@ class RolloutController:
         record = self.store.load()
         if record is None or record.state is not RolloutState.RUNNING:
             return record
-        counts, workers = self.store.counts(record.rollout_id)
+        counts, workers = self.counts(record.rollout_id)
         minima = dict(record.evaluation.get("minima", {}))
         tag = self.routing.router.weights_tag  # the step's weights, as requests are tagged with them
         results = evaluate(record.spec, counts, tag, record.weight, minima)
@@ -190,7 +194,7 @@ class RolloutController:
         mirror = guard.enabled and record.state.active and w < 1.0
         shadow = {"primary": spec.control, "candidate": spec.candidate, "sample_rate": guard.shadow_sample_rate} \
             if mirror else None
-        self.routing.change(mode="weighted", weights=weights, shadow=shadow, mirror=mirror,
+        self.routing.change(mode="weighted", weights=weights, shadow=shadow, mirror=mirror, retry=True,
                             source=f"rollout {record.rollout_id}: {decision} (step {record.step + 1}, "
                                    f"{spec.candidate} at {w:.0%})",
                             details={"rollout_id": record.rollout_id, "decision": str(decision),
@@ -226,8 +230,9 @@ def describe(record: RolloutRecord) -> dict[str, Any]:
 class RolloutRunner:
     """The per-worker thread: counts out, decisions in (by the lock holder only)."""
 
-    def __init__(self, controller: RolloutController, lock_path: Path, interval_s: float) -> None:
+    def __init__(self, controller: RolloutController, lock_path: Path, interval_s: float, decides: bool = True) -> None:
         self.controller = controller
+        self.decides = decides  # False: the decisions are another process's (python -m gateway.rollout)
         self.lock_path = lock_path
         self.interval_s = interval_s
         self.worker = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -265,7 +270,7 @@ class RolloutRunner:
         snapshot = c.observer.take_snapshot()
         if snapshot is not None:
             c.store.put_counts(snapshot[0], self.worker, snapshot[1])
-        if record is not None and record.state is RolloutState.RUNNING and self._try_lead():
+        if self.decides and record is not None and record.state is RolloutState.RUNNING and self._try_lead():
             c.look()
 
     def _run(self) -> None:

@@ -113,6 +113,13 @@ class RolloutObserver:
                 arm["correct"] += int(correct)
                 self._dirty = True
 
+    def current(self) -> tuple[str, dict[str, Any]] | None:
+        """(rollout id, a copy of the counts) of the rollout followed, for /metrics."""
+        with self._lock:
+            if self.following is None:
+                return None
+            return self.following.rollout_id, copy.deepcopy(self._counts)
+
     def take_snapshot(self) -> tuple[str, dict[str, Any]] | None:
         """(rollout id, a copy of the counts) if they changed since the last call, else None."""
         with self._lock:

@@ -9,7 +9,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.rollout.observations import merge_counts
 from gateway.rollout.spec import RolloutSpec, RolloutState
@@ -42,6 +42,15 @@ class RolloutRecord:
 
 
 Change = Callable[[RolloutRecord | None], RolloutRecord | None]
+
+
+class RolloutRecords(Protocol):
+    """Where the rollout is kept: the gateway's state file (RolloutStore) or MLflow (mlflow_state.py)."""
+
+    def load(self) -> RolloutRecord | None: ...
+    def update(self, change: Change) -> RolloutRecord | None: ...
+    def put_counts(self, rollout_id: str, worker: str, counts: dict[str, Any]) -> None: ...
+    def counts(self, rollout_id: str) -> tuple[dict[str, Any], int]: ...
 
 
 class RolloutStore:
