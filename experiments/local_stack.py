@@ -206,3 +206,54 @@ def train_models(tracking_uri: str) -> None:
     subprocess.run([sys.executable, "-m", "models.train", "--tracking-uri", tracking_uri], check=True, cwd=ROOT,
                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                    env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri})
+
+
+CONSTANT_MODEL = "IrisConstant"
+
+
+def register_constant_model(tracking_uri: str) -> str:
+    """A registered model with the iris signature that always answers class 0 (a broken candidate);
+    registered once per tracking server. Returns its models:/ URI."""
+    import mlflow
+    import mlflow.sklearn
+    import pandas as pd
+    from mlflow import MlflowClient
+    from mlflow.models import infer_signature
+    from sklearn.datasets import load_iris
+    from sklearn.dummy import DummyClassifier
+
+    from models.train import FEATURES
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    if client.search_model_versions(f"name = '{CONSTANT_MODEL}'"):
+        return f"models:/{CONSTANT_MODEL}/1"
+    iris = load_iris()
+    x = pd.DataFrame(iris.data, columns=FEATURES)
+    model = DummyClassifier(strategy="constant", constant=0).fit(x, iris.target)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment("iris-constant-training")
+    with mlflow.start_run():
+        mlflow.sklearn.log_model(model, name="model", signature=infer_signature(x.head(5), model.predict(x.head(5))),
+                                 registered_model_name=CONSTANT_MODEL)
+    return f"models:/{CONSTANT_MODEL}/1"
+
+
+def runs_by_request(tracking_uri: str, experiment: str = "iris-flower-prediction") -> dict[tuple[str, str], list[Any]]:
+    """Every prediction run in the experiment, keyed by (request_id, role), read page by page."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return {}
+    out: dict[tuple[str, str], list[Any]] = {}
+    token = None
+    while True:
+        page = client.search_runs([exp.experiment_id], filter_string="tags.granularity = 'prediction'",
+                                  max_results=1000, page_token=token)
+        for run in page:
+            key = (run.data.tags["request_id"], run.data.tags["role"])
+            out.setdefault(key, []).append(run)
+        token = page.token
+        if not token:
+            return out

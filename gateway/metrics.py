@@ -43,9 +43,9 @@ class GatewayMetrics:
         self.registry.register(self._state)
         self._scrape_time: list[Collector] = [self._state]
         if rollout is not None:
-            self._scrape_time.append(_RolloutCollector(rollout))
+            self._scrape_time.append(RolloutCollector(rollout))
         if shared_state is not None:
-            self._scrape_time.append(_SharedStateCollector(shared_state))
+            self._scrape_time.append(SharedStateCollector(shared_state))
         if rollout_counts is not None:
             self._scrape_time.append(RolloutCountsCollector(rollout_counts))
         for collector in self._scrape_time[1:]:
@@ -129,7 +129,7 @@ class _StateCollector(Collector):
         yield info
 
 
-class _RolloutCollector(Collector):
+class RolloutCollector(Collector):
     """The rollout, read from the shared state at scrape time (so every worker answers the same)."""
 
     def __init__(self, rollout: Callable[[], dict[str, Any] | None]) -> None:
@@ -176,7 +176,7 @@ class _RolloutCollector(Collector):
         yield breached
 
 
-class _SharedStateCollector(Collector):
+class SharedStateCollector(Collector):
     """Whether this replica could read the shared routing state, and which version it serves."""
 
     def __init__(self, status: Callable[[], dict[str, Any]]) -> None:

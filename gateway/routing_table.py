@@ -41,7 +41,9 @@ class RoutingOrigin:
 
 
 class RoutingTable:
-    def __init__(self, config: RoutingConfig, store: RoutingStore | None = None) -> None:
+    def __init__(self, config: RoutingConfig, store: RoutingStore | None = None, adopt_file: bool = True) -> None:
+        """``adopt_file=False``: follow the shared routing and never write the config file's (the
+        standalone rollout controller, which only moves weights)."""
         self._store = store
         self._lock = threading.Lock()
         self.listeners: list[Callable[[dict[str, Any]], None]] = []  # called with each change made here
@@ -50,7 +52,10 @@ class RoutingTable:
         self.refused: str | None = None  # why the shared routing in force elsewhere is not installed here
         if store is not None:
             try:
-                self._start_from(store, config)
+                if adopt_file:
+                    self._start_from(store, config)
+                else:
+                    self.sync()
             except StateUnavailable as exc:
                 log.error("shared routing state not reachable at start-up (%s): serving the config file's "
                           "routing until it is", exc)
@@ -172,7 +177,7 @@ class RoutingTable:
             self._router = Router(stored.config)
             self.origin = RoutingOrigin(stored.version, stored.source, stored.changed_at)
         if old.config_hash != stored.config.config_hash:
-            log.info("routing changed by %s (another worker): config %s -> %s, weights %s", stored.source,
+            log.info("routing changed by %s (read from the shared state): config %s -> %s, weights %s", stored.source,
                      old.config_hash, stored.config.config_hash, self._router.weights_tag)
         return True
 

@@ -160,6 +160,16 @@ class StateSection(_Section):
     timeout_seconds: float = Field(5.0, gt=0, le=60)  # per request to MLflow
 
 
+class ControllerSection(_Section):
+    """``python -m gateway.rollout``: the one rollout controller for every replica (state.backend =
+    mlflow). It sums the replicas' counts from Prometheus and serves its own /metrics."""
+
+    prometheus_url: str = "http://127.0.0.1:9090"
+    metrics_port: int = Field(9108, ge=0, le=65535)  # 0: no /metrics
+    metrics_host: str = "0.0.0.0"
+    query_timeout_seconds: float = Field(5.0, gt=0, le=60)
+
+
 class RoutingConfig(BaseModel):
     """The part of the settings that decides who answers; it can change while serving."""
 
@@ -228,6 +238,7 @@ class Settings(BaseSettings):
     batching: BatchingSection = BatchingSection()
     rollout: RolloutSection = RolloutSection()
     state: StateSection = StateSection()
+    controller: ControllerSection = ControllerSection()
 
     @classmethod
     def settings_customise_sources(

@@ -143,7 +143,7 @@ class ModelLoader:
         digest = hashlib.sha256(f"{self.tracking_uri}|{uri}".encode()).hexdigest()[:16]
         return self.cache_dir / digest
 
-    def _resolve(self, spec: VariantSpec) -> tuple[str | None, str | None, dict[str, str]]:
+    def resolve(self, spec: VariantSpec) -> tuple[str | None, str | None, dict[str, str]]:
         match = _MODELS_URI.match(spec.model_uri)
         if not match:
             return None, None, {}
@@ -250,7 +250,7 @@ class ModelLoader:
                 f"{self.tracking_uri} is unreachable ({problem}) and no cached copy exists"
             )
         try:
-            name, version, tags = self._resolve(spec)
+            name, version, tags = self.resolve(spec)
         except ModelLoadError:
             raise
         except Exception as exc:

@@ -34,7 +34,7 @@ def empty_counts() -> dict[str, Any]:
     return {"arms": {}, "steps": {}, "shadow": {"pairs": 0, "disagree": 0}}
 
 
-def _arm() -> dict[str, Any]:
+def new_arm() -> dict[str, Any]:
     return {"requests": 0, "errors": 0, "latency_ms": {}, "labelled": 0, "correct": 0}
 
 
@@ -57,7 +57,7 @@ class RolloutObserver:
         f = self.following
         if f is None or variant not in (f.control, f.candidate):
             return None
-        return self._counts["arms"].setdefault(variant, _arm())  # type: ignore[no-any-return]
+        return self._counts["arms"].setdefault(variant, new_arm())  # type: ignore[no-any-return]
 
     def on_records(self, records: Sequence[PredictionRecord], primaries: Sequence[object] | None = None) -> None:
         first = records[0]
@@ -134,7 +134,7 @@ def merge_counts(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
     total = empty_counts()
     for part in parts:
         for variant, arm in part.get("arms", {}).items():
-            into = total["arms"].setdefault(variant, _arm())
+            into = total["arms"].setdefault(variant, new_arm())
             for key in ("requests", "errors", "labelled", "correct"):
                 into[key] += arm.get(key, 0)
             for b, n in arm.get("latency_ms", {}).items():

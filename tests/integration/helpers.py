@@ -5,7 +5,7 @@ from typing import Any
 
 import httpx
 
-from experiments.local_stack import GatewayProcess
+from experiments.local_stack import GatewayProcess, runs_by_request
 
 FEATURES = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
@@ -19,27 +19,6 @@ def wait_drained(gw: GatewayProcess, timeout: float = 120) -> dict[str, Any]:
             return stats
         time.sleep(0.3)
     raise TimeoutError(f"spool not drained after {timeout}s: {stats}")
-
-
-def runs_by_request(tracking_uri: str, experiment: str = "iris-flower-prediction") -> dict[tuple[str, str], list[Any]]:
-    """Every prediction run in the experiment, keyed by (request_id, role), read page by page."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return {}
-    out: dict[tuple[str, str], list[Any]] = {}
-    token = None
-    while True:
-        page = client.search_runs([exp.experiment_id], filter_string="tags.granularity = 'prediction'",
-                                  max_results=1000, page_token=token)
-        for run in page:
-            key = (run.data.tags["request_id"], run.data.tags["role"])
-            out.setdefault(key, []).append(run)
-        token = page.token
-        if not token:
-            return out
 
 
 class TrafficThread:

@@ -12,38 +12,18 @@ from typing import Any
 import httpx
 import pytest
 
-from experiments.local_stack import GatewayProcess, MlflowServer
+from experiments.local_stack import GatewayProcess, MlflowServer, register_constant_model
 from models.train import FEATURES
 
 pytestmark = pytest.mark.integration
 
 AUTH = {"Authorization": "Bearer tok"}
-CONSTANT = "IrisConstant"
 
 
 @pytest.fixture(scope="module")
 def constant_model(mlflow_server: MlflowServer) -> str:
     """A registered model with the iris signature that always answers class 0: a broken candidate."""
-    import mlflow
-    import mlflow.sklearn
-    import pandas as pd
-    from mlflow import MlflowClient
-    from mlflow.models import infer_signature
-    from sklearn.datasets import load_iris
-    from sklearn.dummy import DummyClassifier
-
-    client = MlflowClient(tracking_uri=mlflow_server.url)
-    if client.search_model_versions(f"name = '{CONSTANT}'"):
-        return f"models:/{CONSTANT}/1"
-    iris = load_iris()
-    x = pd.DataFrame(iris.data, columns=FEATURES)
-    model = DummyClassifier(strategy="constant", constant=0).fit(x, iris.target)
-    mlflow.set_tracking_uri(mlflow_server.url)
-    mlflow.set_experiment("iris-constant-training")
-    with mlflow.start_run():
-        mlflow.sklearn.log_model(model, name="model", signature=infer_signature(x.head(5), model.predict(x.head(5))),
-                                 registered_model_name=CONSTANT)
-    return f"models:/{CONSTANT}/1"
+    return register_constant_model(mlflow_server.url)
 
 
 def _iris_rows() -> list[tuple[dict[str, float], int]]:

@@ -1,0 +1,161 @@
+"""python -m gateway.rollout --config FILE: the one rollout controller for many gateway replicas.
+
+With ``[state] backend = "mlflow"`` every replica follows the routing and the rollout kept in MLflow's
+registry, and publishes its live counts on /metrics. This process takes the decisions for all of
+them: at every look it sums the replicas' counts from Prometheus, evaluates the guardrails, and
+writes advance, rollback or promote to the shared state, which every replica applies within a poll.
+A [rollout] section with ``enabled = true`` starts that rollout (once); POST /admin/rollout on any
+replica starts one too. A second controller running by mistake cannot double a decision: each is a
+version built on the state it looked at, and the registry accepts one of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from gateway.change_log import RoutingChangeRecorder
+from gateway.errors import StateConflict, StateUnavailable
+from gateway.exceptions import first_line
+from gateway.mlflow_state import MlflowLedger, MlflowRolloutStore, MlflowRoutingStateStore
+from gateway.rollout.controller import RolloutController, describe
+from gateway.rollout.observations import RolloutObserver
+from gateway.rollout.prometheus import PrometheusCounts, PrometheusUnavailable
+from gateway.rollout.spec import RolloutState
+from gateway.routing_table import RoutingTable, move_champion
+from gateway.settings import DEFAULT_CONFIG_PATH, ConfigError, Settings, load_settings
+from gateway.variants import ModelLoader
+
+log = logging.getLogger("gateway.rollout")
+
+
+class StandaloneController:
+    """The controller's loop: read the shared state, look, write decisions; never serves traffic."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        tracking_uri = settings.mlflow.tracking_uri
+        self.ledger = MlflowLedger(tracking_uri, settings.state.registered_model, settings.state.timeout_seconds)
+        self.routing = RoutingTable(settings.routing_config(), MlflowRoutingStateStore(self.ledger), adopt_file=False)
+        self.routing.listeners.append(RoutingChangeRecorder(tracking_uri))
+        self.prometheus = PrometheusCounts(settings.controller.prometheus_url,
+                                           settings.controller.query_timeout_seconds)
+        self.controller = RolloutController(MlflowRolloutStore(self.ledger), self.routing, RolloutObserver(),
+                                            self._move_champion, counts=self.prometheus)
+        self.looks = 0
+        self.last_look_at: float | None = None
+        self.last_problem: str | None = None
+        self._started_config = False
+        self._stop = threading.Event()
+
+    def _move_champion(self, variant: str) -> dict[str, Any]:
+        spec = next((v for v in self.routing.config.variants if v.name == variant), None)
+        registered = None
+        if spec is not None:
+            try:
+                name, version, _ = ModelLoader(self.settings.mlflow.tracking_uri,
+                                               self.settings.mlflow.model_cache_dir).resolve(spec)
+                registered = (name, version) if name and version else None
+            except Exception as exc:
+                log.error("promote %s: cannot resolve %s in the registry: %s", variant, spec.model_uri,
+                          first_line(exc, 200))
+        return move_champion(variant, registered, self.settings.mlflow.tracking_uri)
+
+    def step(self) -> None:
+        """One look: follow the state, start the configured rollout once, decide."""
+        self.routing.sync()
+        if self.settings.rollout.enabled and not self._started_config:
+            self.controller.start_from_config(self.settings.rollout)
+            self._started_config = True
+        record = self.controller.store.load()
+        if record is not None and record.state is RolloutState.RUNNING:
+            self.controller.look()
+            self.looks += 1
+            self.last_look_at = time.time()
+        self.last_problem = None
+
+    def run(self) -> None:
+        interval = self.settings.rollout.interval_seconds
+        log.info("rollout controller: state %s, counts from Prometheus %s, a look every %.3g s",
+                 self.ledger.location, self.prometheus.url, interval)
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except (StateUnavailable, PrometheusUnavailable, StateConflict) as exc:
+                problem = first_line(exc, 300)
+                if problem != self.last_problem:
+                    log.warning("rollout look skipped: %s (trying again every %.3g s)", problem, interval)
+                self.last_problem = problem
+            except Exception:
+                log.exception("rollout look failed")
+            self._stop.wait(interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def describe(self) -> dict[str, Any] | None:
+        record = self.controller.store.load()
+        return None if record is None else describe(record)
+
+
+def serve_metrics(controller: StandaloneController, host: str, port: int) -> None:
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.registry import Collector
+
+    from gateway.metrics import RolloutCollector, SharedStateCollector
+
+    class LoopCollector(Collector):
+        def collect(self) -> Any:
+            yield CounterMetricFamily("gateway_rollout_controller_looks", "Looks taken at a running rollout.",
+                                      value=float(controller.looks))
+            yield GaugeMetricFamily("gateway_rollout_controller_last_look_timestamp_seconds",
+                                    "When the controller last looked (Unix time).",
+                                    value=float(controller.last_look_at or 0))
+            yield GaugeMetricFamily("gateway_rollout_controller_healthy", "0 while looks are skipped (MLflow or "
+                                    "Prometheus unreachable).", value=0.0 if controller.last_problem else 1.0)
+
+    registry = CollectorRegistry()
+    for collector in (RolloutCollector(controller.describe), SharedStateCollector(controller.routing.state_status),
+                      LoopCollector()):
+        registry.register(collector)
+    start_http_server(port, addr=host, registry=registry)
+    log.info("rollout controller metrics on http://%s:%d/metrics", host, port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gateway.rollout",
+                                     description="The rollout controller for gateway replicas sharing state in MLflow.")
+    parser.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", str(DEFAULT_CONFIG_PATH)),
+                        help="the replicas' TOML config file (default: %(default)s)")
+    parser.add_argument("--log-level", default=os.environ.get("GATEWAY_LOG_LEVEL", "info"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if settings.state.backend != "mlflow":
+        print("error: state.backend is 'local': each gateway decides its own rollout; the standalone controller "
+              "is for replicas that share state in MLflow (set [state] backend = \"mlflow\")", file=sys.stderr)
+        return 2
+    controller = StandaloneController(settings)
+    if settings.controller.metrics_port:
+        serve_metrics(controller, settings.controller.metrics_host, settings.controller.metrics_port)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: controller.stop())
+    controller.run()
+    log.info("rollout controller stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
