@@ -9,6 +9,8 @@ import sys
 
 from gateway.settings import DEFAULT_CONFIG_PATH, ConfigError, load_settings
 
+GRACEFUL_SHUTDOWN_SECONDS = 30  # SIGTERM: requests in flight get this long (then the spool's grace)
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway", description="Serve the A/B model gateway.")
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
     app = create_app(settings, on_fatal=on_fatal, config_path=args.config)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level.lower(),
-                            access_log=False, timeout_graceful_shutdown=30, lifespan="on",
+                            access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, lifespan="on",
                             **_limits(settings))
     server = uvicorn.Server(config)
     server.run()
@@ -84,7 +86,8 @@ def _serve_workers(args: argparse.Namespace, settings: object) -> int:
     try:
         uvicorn.run("gateway.http.app:app_from_env", factory=True, host=args.host, port=args.port,
                     workers=args.workers, log_level=args.log_level.lower(), access_log=False,
-                    timeout_graceful_shutdown=30, timeout_worker_healthcheck=120, **_limits(settings))
+                    timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, timeout_worker_healthcheck=120,
+                    **_limits(settings))
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
