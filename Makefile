@@ -17,7 +17,7 @@ GATEWAY_HOST ?= 127.0.0.1
 GATEWAY_PORT ?= 8000
 MLFLOW_WORKERS ?= 2
 
-.PHONY: install run test test-fast bench bench-report lint clean system-deps
+.PHONY: install run test test-fast bench bench-report replicas lint clean system-deps
 
 install: $(STAMP)
 
@@ -27,12 +27,13 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install --quiet -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
 
-# Debian packages for the benchmark (wrk) and the browser check of the report (chromium).
+# Debian packages: wrk (benchmark), chromium (the report's browser check), prometheus, haproxy (replicas).
 system-deps:
-	if ! command -v wrk >/dev/null || ! command -v chromium >/dev/null || ! command -v prometheus >/dev/null; then
+	if ! command -v wrk >/dev/null || ! command -v chromium >/dev/null || ! command -v prometheus >/dev/null \
+	   || ! command -v haproxy >/dev/null; then
 	  SUDO=$$( [ "$$(id -u)" = 0 ] && echo "" || echo sudo )
 	  $$SUDO apt-get update -qq
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk chromium prometheus >/dev/null
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk chromium prometheus haproxy >/dev/null
 	fi
 
 run: $(STAMP)
@@ -78,6 +79,12 @@ bench: $(STAMP) system-deps
 # The report at scale: a million window-mode predictions through the exporter, then one report.
 bench-report: $(STAMP)
 	$(PY) -m experiments.bench_report
+
+# Three gateway replicas behind HAProxy with the routing state in MLflow (PostgreSQL on 127.0.0.1:5432),
+# Prometheus and the rollout controller: a weight change, a SIGKILL under load, a rollback.
+replicas: $(STAMP) system-deps
+	mkdir -p $(VAR_DIR)
+	$(PY) -m experiments.replicas --json $(VAR_DIR)/replicas.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
