@@ -53,6 +53,10 @@ weight = {w2}
         ("[rollout]\nsteps = [0.5, 2.0]\n", "rollout.steps"),
         ("[rollout.guardrails.accuracy]\nmax_drop = -0.1\n", "rollout.guardrails.accuracy.max_drop"),
         ("[rollout]\nmin_samples = 0\n", "rollout.min_samples"),
+        ("[state]\nbackend = \"redis\"\n", "state.backend"),
+        ("[state]\npoll_seconds = 30\n", "state.poll_seconds"),
+        ("[mlflow]\ntracking_uri = \"sqlite:///m.db\"\n[state]\nbackend = \"mlflow\"\n", "state.backend"),
+        ("[controller]\nmetrics_port = 70000\n", "controller.metrics_port"),
     ],
 )
 def test_invalid_config_names_the_key(tmp_path: Path, text: str, key: str) -> None:

@@ -59,3 +59,15 @@ def test_an_unreachable_prometheus_is_reported_not_guessed() -> None:
     source = PrometheusCounts(f"http://127.0.0.1:{free_port()}", timeout_s=1)
     with pytest.raises(PrometheusUnavailable, match="unreachable"):
         source("r1")
+
+
+def test_the_standalone_controller_refuses_a_local_state(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    config = tmp_path / "gateway.toml"
+    config.write_text('[state]\nbackend = "local"\n')
+    done = subprocess.run([sys.executable, "-m", "gateway.rollout", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "state.backend is 'local'" in done.stderr and done.stderr[-1] == "\n" and done.stderr.count("\n") == 1
