@@ -221,17 +221,36 @@ def window_records(runs: pd.DataFrame, tracking_uri: str, progress: bool = False
     })
 
 
+def window_labels(runs: pd.DataFrame, tracking_uri: str) -> pd.DataFrame:
+    """The label tables of the feedback-window runs among ``runs``."""
+    return _artifact_tables(runs, c.GRANULARITY_FEEDBACK, c.FEEDBACK_ARTIFACT, tracking_uri)
+
+
 def join_window_labels(records: pd.DataFrame, runs: pd.DataFrame, tracking_uri: str) -> pd.DataFrame:
     """Ground truth that window mode exported as feedback-window runs, joined to the primary records."""
-    labels = _artifact_tables(runs, c.GRANULARITY_FEEDBACK, c.FEEDBACK_ARTIFACT, tracking_uri)
+    return join_labels(records, window_labels(runs, tracking_uri))
+
+
+def join_labels(records: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """Window-mode labels (feedback.jsonl rows) joined to the primary records by request id and row;
+    the first label of a prediction stands."""
     if labels.empty or records.empty:
         return records
-    labels = labels.drop_duplicates(["request_id", "row_index"], keep="last")
+    labels = labels.drop_duplicates(["request_id", "row_index"], keep="first")
     labels = labels.assign(request_id=labels["request_id"].astype(str), role="primary",
                            correct_l=pd.to_numeric(labels["correct"], errors="coerce").astype(float),
-                           abs_error_l=pd.to_numeric(labels["abs_error"], errors="coerce").astype(float))
-    merged = records.merge(labels[["request_id", "row_index", "role", "correct_l", "abs_error_l"]],
+                           abs_error_l=pd.to_numeric(labels["abs_error"], errors="coerce").astype(float),
+                           true_label_l=labels["true_label"])
+    merged = records.merge(labels[["request_id", "row_index", "role", "correct_l", "abs_error_l", "true_label_l"]],
                            on=["request_id", "row_index", "role"], how="left")
+    # A label another replica received comes unjudged: judge it against the record it joins here.
+    true = merged.pop("true_label_l")
+    unjudged = merged["correct_l"].isna() & merged["abs_error_l"].isna() & true.notna()
+    regressor = merged["kind"] == REGRESSOR
+    merged.loc[unjudged & ~regressor, "correct_l"] = (
+        merged["prediction"].astype(str) == true.astype(str))[unjudged & ~regressor].astype(float)
+    merged.loc[unjudged & regressor, "abs_error_l"] = (
+        merged["value"] - pd.to_numeric(true, errors="coerce")).abs()[unjudged & regressor]
     merged["correct"] = merged["correct"].fillna(merged.pop("correct_l"))
     merged["abs_error"] = merged["abs_error"].fillna(merged.pop("abs_error_l"))
     return merged

@@ -10,7 +10,9 @@ runs three scenarios and prints what it measured:
 2. SIGKILL of one replica under load: the load balancer fails over, the replica restarts on its
    spool, and every answered request is in MLflow exactly once;
 3. a rollout of a degraded candidate, decided by `python -m gateway.rollout` from the replicas'
-   counts summed in Prometheus: rolled back on all three.
+   counts summed in Prometheus: rolled back on all three;
+4. the same on the accuracy guardrail alone, with feedback sent through the load balancer (so most
+   labels reach a replica that did not answer): accuracy read from the labels in MLflow.
 The integration test (tests/integration/test_replicas.py) runs the same scenarios and asserts on them.
 """
 
@@ -54,6 +56,7 @@ CANDIDATE = "v3-constant"
 ROWS = [{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2},
         {"sepal_length": 6.2, "sepal_width": 2.9, "petal_length": 4.3, "petal_width": 1.3},
         {"sepal_length": 7.7, "sepal_width": 3.0, "petal_length": 6.1, "petal_width": 2.3}]
+TRUE_CLASS = [0, 1, 2]  # the rows' iris species (setosa, versicolor, virginica)
 
 
 def psql(sql: str, database: str = "postgres") -> None:
@@ -130,7 +133,7 @@ class ReplicaStack:
             state={"backend": "mlflow", "poll_seconds": 1.0},
             rollout={"interval_seconds": 1.0},
             controller={"prometheus_url": self.prometheus_url, "metrics_port": self.controller_port,
-                        "metrics_host": "127.0.0.1"},
+                        "metrics_host": "127.0.0.1", "accuracy_refresh_seconds": 2.0},
             variants=[{"name": "v1.0", "model_uri": "models:/IrisClassifier/1", "weight": 0.5},
                       {"name": "v2.0", "model_uri": "models:/IrisClassifier/2", "weight": 0.5},
                       {"name": CANDIDATE, "model_uri": constant, "weight": 0.0}])
@@ -228,10 +231,12 @@ class Answer:
 class Load:
     """Clients posting to the load balancer until stopped; every answer is kept."""
 
-    def __init__(self, url: str, clients: int = 4) -> None:
+    def __init__(self, url: str, clients: int = 4, feedback: bool = False) -> None:
         self.url = url
+        self.feedback = feedback  # also send each answer's true label, through the load balancer too
         self.answers: list[Answer] = []
         self.failures: Counter[str] = Counter()
+        self.labels: Counter[str] = Counter()  # "local" (the answering replica) | "remote" | "HTTP nnn"
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(clients)]
@@ -251,6 +256,20 @@ class Load:
                 answer = Answer(time.monotonic(), r.status_code, body.get("model_version"), body.get("request_id"))
                 with self._lock:
                     self.answers.append(answer)
+                if self.feedback and r.status_code == 200:
+                    self._label(client, answer, TRUE_CLASS[n % len(ROWS)])
+
+    def _label(self, client: httpx.Client, answer: Answer, true_class: int) -> None:
+        try:
+            r = client.post("/feedback", json={"request_id": answer.request_id, "true_label": true_class})
+        except httpx.HTTPError as exc:
+            outcome = type(exc).__name__
+        else:
+            outcome = f"HTTP {r.status_code}"
+            if r.status_code == 202:
+                outcome = "remote" if "joined" in r.json() else "local"
+        with self._lock:
+            self.labels[outcome] += 1
 
     def __enter__(self) -> Load:
         for t in self._threads:
@@ -407,6 +426,34 @@ def rollback(stack: ReplicaStack, timeout: float = 120) -> dict[str, Any]:
             "answers_after_rollback": len(after)}
 
 
+def accuracy_rollback(stack: ReplicaStack, timeout: float = 180) -> dict[str, Any]:
+    """The same constant candidate with the accuracy guardrail only, feedback sent through the load
+    balancer (so mostly to replicas that did not answer): the controller reads accuracy from the labels
+    in MLflow and rolls back on every replica."""
+    spec = {"control": "v1.0", "candidate": CANDIDATE, "steps": [0.5, 1.0], "min_samples": 100_000,
+            "guardrails": {"accuracy": {"enabled": True, "max_drop": 0.0},
+                           "latency_p95": {"enabled": False}, "error_rate": {"enabled": False},
+                           "disagreement": {"enabled": False}}}
+    r = httpx.post(stack.gateways[0].url + "/admin/rollout", json=spec, headers=AUTH, timeout=30)
+    r.raise_for_status()
+    rollout_id = r.json()["rollout_id"]
+    t0 = time.monotonic()
+    rolled_back: dict[str, float] = {}
+    with Load(stack.lb_url, clients=2, feedback=True) as load:
+        while len(rolled_back) < len(stack.gateways) and time.monotonic() - t0 < timeout:
+            for i, gw in enumerate(stack.gateways):
+                if f"replica-{i}" not in rolled_back and httpx.get(gw.url + "/rollout", timeout=5).json().get(
+                        "state") == "rolled_back":
+                    rolled_back[f"replica-{i}"] = round(time.monotonic() - t0, 3)
+            time.sleep(0.5)
+    final = httpx.get(stack.gateways[1].url + "/rollout", timeout=5).json()
+    decision = next((h for h in reversed(final.get("history", [])) if h.get("decision") == "rollback"), {})
+    return {"rollout_id": rollout_id, "state": final.get("state"), "rolled_back_after_s": rolled_back,
+            "reason": decision.get("reason"), "by": decision.get("by"),
+            "accuracy": final.get("guardrails", {}).get("accuracy"), "labels_sent": dict(load.labels),
+            "answers": len(load.answers)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.replicas", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, help="where logs and data go (default: a temporary directory)")
@@ -425,6 +472,9 @@ def main(argv: list[str] | None = None) -> int:
         print("2. SIGKILL of replica 1 under load:", json.dumps(report["sigkill"], indent=2))
         report["rollback"] = rollback(stack)
         print("3. degraded candidate:", json.dumps(report["rollback"], indent=2))
+        report["accuracy_rollback"] = accuracy_rollback(stack)
+        print("4. degraded candidate, accuracy from feedback in MLflow:",
+              json.dumps(report["accuracy_rollback"], indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0

@@ -4,6 +4,11 @@ The first label of a prediction wins: the same label again is a retry (202, ``re
 different one is refused (409, naming the stored label). A classifier's true label must be one of its
 classes (an int maps through ``class_names``); the exporter joins it as ``correct``. A regressor's
 true value is a number; the exporter logs its absolute error.
+
+Replicas sharing state (``[state] backend = "mlflow"``) behind a load balancer: a label may reach a
+replica that did not answer the prediction. It is checked against the model's classes (every replica
+serves the same variants), stored here, and the exporter joins it to its prediction in MLflow, where
+it also works out whether the prediction was right (202, ``"joined": "in MLflow"``).
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ from gateway.spool import LabelExists, SpoolWriteError
 
 
 class FeedbackRecorder:
-    def __init__(self, scorer: Scorer, counts: ServiceCounters) -> None:
+    def __init__(self, scorer: Scorer, counts: ServiceCounters, accept_remote: bool = False) -> None:
         self.scorer = scorer
         self.counts = counts
+        self.accept_remote = accept_remote  # replicas: a label for another replica's prediction is kept
         # With on_feedback(variant, routing, correct, predicted_ms): the rollout's counts.
         self.listeners: list[Any] = []
 
@@ -40,6 +46,8 @@ class FeedbackRecorder:
             if predicted is not None or not in_flight:
                 break
             time.sleep(0.01)
+        if predicted is None and self.accept_remote:
+            return self._record_remote(spool, request_id, true_label, row_index)
         if predicted is None:
             raise UnknownRequest(f"no answered prediction with request_id {request_id!r} and row {row_index} in "
                                  f"the spool (unknown, or older than the spool's retention)", request_id=request_id)
@@ -75,6 +83,25 @@ class FeedbackRecorder:
         if abs_error is not None:
             out["abs_error"] = abs_error
         return out
+
+    def _record_remote(self, spool: Any, request_id: str, true_label: str | int | float,
+                       row_index: int) -> dict[str, Any]:
+        label: str | int | float = (_number(true_label) if self.scorer.kind == ModelKind.REGRESSOR
+                                    else self._class_label(true_label))
+        replayed = False
+        try:
+            spool.append_remote_label(request_id, row_index, label)
+        except LabelExists as exc:
+            if exc.existing != label:
+                raise ConflictingLabel(f"prediction {request_id!r} row {row_index} already has the true label "
+                                       f"{exc.existing!r}; the first label stands", true_label=exc.existing,
+                                       request_id=request_id) from None
+            replayed = True
+        except SpoolWriteError as exc:
+            raise SpoolUnavailable(f"feedback not stored: {exc}") from None
+        self.counts.add("feedback_replayed" if replayed else "feedback_remote")
+        return {"request_id": request_id, "row_index": row_index, "true_label": label, "replayed": replayed,
+                "joined": "in MLflow"}
 
     def _class_label(self, given: str | int | float) -> str | int:
         labels = self.scorer.labels

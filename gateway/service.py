@@ -56,7 +56,8 @@ class GatewayServices:
                 routing_store, rollout_store = RoutingStateStore(shared), RolloutStore(shared)
         routing = RoutingTable(settings.routing_config(), routing_store)
         scorer = Scorer(settings, writer, routing, counts)
-        services = cls(settings, routing, scorer, FeedbackRecorder(scorer, counts), counts, shared)
+        feedback = FeedbackRecorder(scorer, counts, accept_remote=settings.state.backend == "mlflow")
+        services = cls(settings, routing, scorer, feedback, counts, shared)
         if rollout_store is not None:
             observer = RolloutObserver()
             scorer.listeners.append(observer)

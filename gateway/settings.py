@@ -168,6 +168,7 @@ class ControllerSection(_Section):
     metrics_port: int = Field(9108, ge=0, le=65535)  # 0: no /metrics
     metrics_host: str = "0.0.0.0"
     query_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    accuracy_refresh_seconds: float = Field(10.0, gt=0, le=3600)  # how often accuracy is read from MLflow
 
 
 class RoutingConfig(BaseModel):

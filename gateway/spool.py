@@ -130,6 +130,9 @@ class SpoolRow:
     run_id: str | None
 
 
+REMOTE_VARIANT = ""  # a label's model_version when another replica answered the prediction
+
+
 @dataclass(frozen=True, slots=True)
 class LabelRow:
     """A ground-truth label as the exporter sees it, with the prediction's run id once known."""
@@ -145,6 +148,11 @@ class LabelRow:
     attempts: int
     batch_id: str | None
     prediction_run_id: str | None
+
+    @property
+    def remote(self) -> bool:
+        """Its prediction was answered by another replica: joined, and judged, in MLflow."""
+        return self.model_version == REMOTE_VARIANT
 
 
 class SpoolWriteError(Exception):
@@ -355,17 +363,27 @@ class PredictionSpool:
                      abs_error: float | None) -> int:
         """Commit a true label for an answered prediction; the exporter takes it to MLflow. The first
         label of a prediction wins: another one raises LabelExists with the stored label."""
+        return self._insert_label(record.request_id, record.row_index, record.model_version, true_label, correct,
+                                  abs_error)
+
+    def append_remote_label(self, request_id: str, row_index: int, true_label: str | int | float) -> int:
+        """A true label for a prediction another replica answered: the exporter joins it to that
+        prediction in MLflow (and works out whether it was right there)."""
+        return self._insert_label(request_id, row_index, REMOTE_VARIANT, true_label, None, None)
+
+    def _insert_label(self, request_id: str, row_index: int, model_version: str, true_label: str | int | float,
+                      correct: bool | None, abs_error: float | None) -> int:
         try:
             with self._write_lock, self._capped(self._conn()):
                 cur = self._conn().execute(
                     "INSERT INTO labels (request_id, row_index, model_version, true_label, correct, abs_error, ts_ms) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (record.request_id, record.row_index, record.model_version, json.dumps(true_label),
+                    (request_id, row_index, model_version, json.dumps(true_label),
                      None if correct is None else int(correct), abs_error, int(time.time() * 1000)))
             return int(cur.lastrowid or 0)
         except sqlite3.IntegrityError:
             row = self._conn().execute("SELECT true_label FROM labels WHERE request_id = ? AND row_index = ?",
-                                       (record.request_id, record.row_index)).fetchone()
+                                       (request_id, row_index)).fetchone()
             raise LabelExists(json.loads(row[0]) if row else None) from None
         except sqlite3.Error as exc:
             raise SpoolWriteError(f"cannot write the prediction spool: {exc}") from exc

@@ -16,6 +16,8 @@ from gateway.mlflow_state import EVALUATION_TAG, REJECTED, MlflowLedger, MlflowR
 from gateway.routing_table import RoutingTable
 from gateway.settings import RoutingConfig, ShadowSection, VariantSpec
 
+pytestmark = pytest.mark.integration  # a real `mlflow server`
+
 
 def _name() -> str:
     return f"state-{uuid.uuid4().hex[:8]}"

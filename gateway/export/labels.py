@@ -5,12 +5,18 @@ or ``abs_error`` and ``true_value`` (regressors), and tag ``true_label``. A labe
 not in MLflow yet waits for it; re-logging is idempotent. Window mode has no run per prediction, so
 labels go into runs of their own (``granularity = feedback-window``) with a ``feedback.jsonl``
 table that the report joins to the records by request id and row.
+
+A label for a prediction another replica answered (``LabelRow.remote``) is judged here, in per-prediction
+mode, from that run's ``prediction`` tag; in window mode the report and the rollout controller judge it
+when they join. One whose prediction never reaches MLflow is given up after ``REMOTE_JOIN_WAIT_S``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
+from dataclasses import replace
 from typing import Any, Protocol
 
 from gateway import contract as c
@@ -37,6 +43,24 @@ def label_payload(label: LabelRow) -> tuple[list[Any], list[Any]]:
     return metrics, [RunTag(c.TAG_TRUE_LABEL, str(label.true_label))]
 
 
+log = logging.getLogger("gateway.exporter")
+
+REMOTE_JOIN_WAIT_S = 3600.0  # a remote label waits this long for its prediction's run, then is given up
+
+
+def judged(label: LabelRow, run_tags: dict[str, str]) -> LabelRow:
+    """A remote label with ``correct`` (classifier) or ``abs_error`` (regressor) from its run's tags."""
+    prediction = run_tags.get(c.TAG_PREDICTION)
+    if prediction is None:
+        return label
+    if run_tags.get(c.TAG_MODEL_KIND) == "regressor":
+        try:
+            return replace(label, abs_error=abs(float(label.true_label) - float(prediction)))
+        except ValueError:
+            return label
+    return replace(label, correct=str(prediction) == str(label.true_label))
+
+
 class LabelsOnPredictionRuns:
     def __init__(self, spool: PredictionSpool, writer: RunWriter, counters: ExportCounters, limit: int = 16,
                  lease_seconds: float = 60.0) -> None:
@@ -57,8 +81,15 @@ class LabelsOnPredictionRuns:
                     run_id = self.writer.find_run({c.TAG_REQUEST_ID: label.request_id, c.TAG_ROLE: "primary",
                                                    c.TAG_ROW_INDEX: str(label.row_index)})
                     if run_id is None:
-                        self.spool.finish_labels([label.id], None)
+                        given_up = label.remote and time.time() - label.ts_ms / 1000 > REMOTE_JOIN_WAIT_S
+                        self.spool.finish_labels([label.id], "" if given_up else None)
+                        if given_up:
+                            self.spool.bump_counter("labels_unjoined")
+                            log.warning("label for %s row %d given up: its prediction is not in MLflow after %.0f s",
+                                        label.request_id, label.row_index, REMOTE_JOIN_WAIT_S)
                         continue
+                if label.remote:
+                    label = judged(label, self.writer.run_tags(run_id))
                 metrics, tags = label_payload(label)
                 self.writer.log_batch(run_id, metrics, tags=tags)
                 self.spool.finish_labels([label.id], run_id)

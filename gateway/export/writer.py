@@ -41,6 +41,9 @@ class RunWriter:
         # Should two exist (never by this exporter), keep the oldest one deterministically.
         return str(sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))[0].info.run_id)
 
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        return dict(self.client.get_run(run_id).data.tags)
+
     def create_run(self, start_time_ms: int, tags: dict[str, str], run_name: str) -> str:
         run = self.client.create_run(self.experiment_id(), start_time=start_time_ms, tags=tags, run_name=run_name)
         return str(run.info.run_id)

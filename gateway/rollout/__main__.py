@@ -2,8 +2,9 @@
 
 With ``[state] backend = "mlflow"`` every replica follows the routing and the rollout kept in MLflow's
 registry, and publishes its live counts on /metrics. This process takes the decisions for all of
-them: at every look it sums the replicas' counts from Prometheus, evaluates the guardrails, and
-writes advance, rollback or promote to the shared state, which every replica applies within a poll.
+them: at every look it sums the replicas' counts from Prometheus (accuracy from the ground truth in
+MLflow), evaluates the guardrails, and writes advance, rollback or promote to the shared state,
+which every replica applies within a poll.
 A [rollout] section with ``enabled = true`` starts that rollout (once); POST /admin/rollout on any
 replica starts one too. A second controller running by mistake cannot double a decision: each is a
 version built on the state it looked at, and the registry accepts one of them.
@@ -25,6 +26,7 @@ from gateway.errors import StateConflict, StateUnavailable
 from gateway.exceptions import first_line
 from gateway.mlflow_state import MlflowLedger, MlflowRolloutStore, MlflowRoutingStateStore
 from gateway.rollout.controller import RolloutController, describe
+from gateway.rollout.mlflow_feedback import MlflowAccuracy, apply_accuracy
 from gateway.rollout.observations import RolloutObserver
 from gateway.rollout.prometheus import PrometheusCounts, PrometheusUnavailable
 from gateway.rollout.spec import RolloutState
@@ -46,13 +48,27 @@ class StandaloneController:
         self.routing.listeners.append(RoutingChangeRecorder(tracking_uri))
         self.prometheus = PrometheusCounts(settings.controller.prometheus_url,
                                            settings.controller.query_timeout_seconds)
+        self.accuracy = MlflowAccuracy(tracking_uri, settings.mlflow.experiment,
+                                       settings.controller.accuracy_refresh_seconds, settings.mlflow.window_seconds)
         self.controller = RolloutController(MlflowRolloutStore(self.ledger), self.routing, RolloutObserver(),
-                                            self._move_champion, counts=self.prometheus)
+                                            self._move_champion, counts=self._counts)
         self.looks = 0
         self.last_look_at: float | None = None
         self.last_problem: str | None = None
         self._started_config = False
         self._stop = threading.Event()
+
+    def _counts(self, rollout_id: str) -> tuple[dict[str, Any], int]:
+        """The replicas' counts summed in Prometheus, with accuracy from the ground truth in MLflow
+        (any replica may have received a label; see mlflow_feedback.py). Until MLflow has been read
+        once, the replicas' own /feedback counts stand."""
+        counts, replicas = self.prometheus(rollout_id)
+        record = self.controller.store.load()
+        if record is not None and record.rollout_id == rollout_id and record.spec.guardrails.accuracy.enabled:
+            accuracy = self.accuracy(int(record.started_at * 1000))
+            if accuracy is not None:
+                apply_accuracy(counts, accuracy, (record.spec.control, record.spec.candidate))
+        return counts, replicas
 
     def _move_champion(self, variant: str) -> dict[str, Any]:
         spec = next((v for v in self.routing.config.variants if v.name == variant), None)

@@ -58,3 +58,51 @@ def test_label_windows_exactly_once(tmp_path_factory: Any, n: int, injected: lis
     rows = [json.loads(line) for r in fake.runs.values() for line in r["artifacts"]["feedback.jsonl"].splitlines()]
     assert sorted(row["request_id"] for row in rows) == sorted(f"r{i}" for i in range(n)), "each label once"
     assert sum(1 for row in rows if row["correct"]) == sum(1 for i in range(n) if i % 3)
+
+
+def test_a_remote_label_is_judged_from_its_prediction_run(tmp_path: Any) -> None:
+    """A label for a prediction another replica answered: this spool has no prediction for it; the step
+    finds the run in MLflow and judges the label from its prediction tag."""
+    other = PredictionSpool(tmp_path / "other")  # the replica that answered
+    other.append_many([rec(1, row=0), rec(2, row=0, prediction="Virginica", class_index=2)])
+    fake = FakeMlflow([])
+    PredictionRuns(other, fake, ExportCounters()).export(other.claim(10), lambda: False)  # type: ignore[arg-type]
+    here = PredictionSpool(tmp_path / "here")  # the replica that got the labels
+    here.append_remote_label("r1", 0, "Setosa")
+    here.append_remote_label("r2", 0, "Setosa")
+    here.append_remote_label("r9", 0, "Setosa")  # never answered anywhere
+    step = LabelsOnPredictionRuns(here, fake, ExportCounters())  # type: ignore[arg-type]
+    assert step.run(False) == 2
+    by_request = {r["tags"]["request_id"]: r for r in fake.runs.values()}
+    assert {v for _, _, v in by_request["r1"]["metrics"]["correct"]} == {1.0}
+    assert {v for _, _, v in by_request["r2"]["metrics"]["correct"]} == {0.0}
+    assert here.count_open_labels() == 1, "r9 waits for its prediction"
+
+
+def test_a_remote_label_whose_prediction_never_arrives_is_given_up(tmp_path: Any, monkeypatch: Any) -> None:
+    import gateway.export.labels as labels_module
+
+    here = PredictionSpool(tmp_path)
+    here.append_remote_label("r9", 0, "Setosa")
+    counters = ExportCounters()
+    monkeypatch.setattr(labels_module, "REMOTE_JOIN_WAIT_S", -1.0)
+    LabelsOnPredictionRuns(here, FakeMlflow([]), counters).run(False)  # type: ignore[arg-type]
+    assert here.count_open_labels() == 0 and here.stats()["total_labels_unjoined"] == 1
+
+
+def test_window_labels_from_other_replicas_are_judged_at_the_join() -> None:
+    import pandas as pd
+
+    from experiments.compare import join_labels
+
+    records = pd.DataFrame({"request_id": ["a", "b", "c"], "row_index": [0, 0, 0], "role": ["primary"] * 3,
+                            "kind": ["classifier"] * 3, "prediction": ["Setosa", "Virginica", "Setosa"],
+                            "value": [float("nan")] * 3, "correct": [float("nan")] * 3,
+                            "abs_error": [float("nan")] * 3})
+    labels = pd.DataFrame({"request_id": ["a", "b", "c", "c"], "row_index": [0, 0, 0, 0],
+                           "model_version": ["", "", "v1.0", ""], "true_label": ["Setosa", "Setosa", "Versicolor",
+                                                                                  "Setosa"],
+                           "correct": [None, None, False, None], "abs_error": [None] * 4})
+    joined = join_labels(records, labels).set_index("request_id")["correct"].to_dict()
+    # a and b judged here (right, wrong); c was judged where it was answered, and that first label stands.
+    assert joined == {"a": 1.0, "b": 0.0, "c": 0.0}

@@ -49,6 +49,9 @@ class FakeMlflow:
             return None
         return self._call(search)  # type: ignore[no-any-return]
 
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        return self._call(lambda: dict(self.runs[run_id]["tags"]))  # type: ignore[no-any-return]
+
     def create_run(self, start_time_ms: int, tags: dict[str, str], run_name: str) -> str:
         def create() -> str:
             run_id = f"run{next(self.ids)}"

@@ -12,7 +12,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from experiments.replicas import CANDIDATE, ReplicaStack, convergence, in_mlflow, rollback, sigkill
+from experiments.replicas import (
+    CANDIDATE,
+    ReplicaStack,
+    accuracy_rollback,
+    convergence,
+    in_mlflow,
+    rollback,
+    sigkill,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -73,3 +81,17 @@ def test_the_controller_rolls_back_a_degraded_candidate_on_every_replica(stack: 
     breached = next(line for line in controller.splitlines()
                     if line.startswith("gateway_rollout_guardrail_breached{") and 'guardrail="disagreement"' in line)
     assert breached.endswith(" 1.0")
+
+
+def test_feedback_through_the_load_balancer_rolls_back_on_accuracy_read_from_mlflow(stack: ReplicaStack) -> None:
+    result = accuracy_rollback(stack)
+    print("accuracy rollback:", json.dumps(result))
+    labels = result["labels_sent"]
+    assert labels.get("remote", 0) > 0 and labels.get("local", 0) > 0  # no 404: every replica took them
+    assert set(labels) <= {"remote", "local"}, labels
+    assert result["state"] == "rolled_back" and result["by"] == "controller"
+    assert len(result["rolled_back_after_s"]) == 3
+    assert "accuracy" in result["reason"]
+    accuracy = result["accuracy"]
+    assert accuracy["breached"] is True and accuracy["estimate"] < -0.3
+    assert accuracy["n"]["candidate"] > 0 and accuracy["n"]["control"] > 0

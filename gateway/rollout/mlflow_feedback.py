@@ -1,0 +1,121 @@
+"""Accuracy for the replicas' rollout controller, from the ground truth in MLflow.
+
+With replicas behind a load balancer a label may reach any replica (gateway/feedback.py), so no
+replica's own counts know every arm's accuracy; MLflow does, once the exporters have shipped the
+labels. Per-prediction mode: the labelled prediction runs (metric ``correct``). Window mode: the
+window runs' record tables joined to the feedback-window runs' label tables, read once per run (runs
+are not changed after export) and judged at the join (experiments/compare.py, ``join_labels``).
+Only primary predictions made since the rollout started, routed at random (weighted or sticky),
+count, as for the replicas' own counts. Read at most every ``refresh_s``; when MLflow cannot be read
+the last result stands.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import pandas as pd
+
+from gateway import contract as c
+from gateway.exceptions import first_line
+from gateway.rollout.observations import RANDOMISED
+
+log = logging.getLogger("gateway.rollout")
+
+
+
+class MlflowAccuracy:
+    def __init__(self, tracking_uri: str, experiment: str, refresh_s: float = 10.0,
+                 window_s: float = 10.0) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self.refresh_s = refresh_s
+        # A window run starts at its first record and spans at most window_s: the runs holding records
+        # made since the rollout started begin at most this long before it.
+        self.window_margin_ms = int((window_s + 5.0) * 1000)
+        self._since_ms: int | None = None
+        self._read_at = 0.0
+        self._result: dict[str, tuple[int, int]] | None = None
+        self._seen: set[str] = set()
+        self._records: list[pd.DataFrame] = []
+        self._labels: list[pd.DataFrame] = []
+        self.last_error: str | None = None
+
+    def __call__(self, since_ms: int) -> dict[str, tuple[int, int]] | None:
+        """{variant: (labelled, correct)} since ``since_ms``, or None before the first successful read."""
+        if since_ms != self._since_ms:  # another rollout: start over
+            self._since_ms, self._result, self._read_at = since_ms, None, 0.0
+            self._seen, self._records, self._labels = set(), [], []
+        if time.monotonic() - self._read_at < self.refresh_s:
+            return self._result
+        self._read_at = time.monotonic()
+        try:
+            self._result = self._read(since_ms)
+            self.last_error = None
+        except Exception as exc:
+            problem = first_line(exc, 300)
+            if problem != self.last_error:
+                log.warning("accuracy not read from MLflow (%s); the last reading stands", problem)
+            self.last_error = problem
+        return self._result
+
+    def _read(self, since_ms: int) -> dict[str, tuple[int, int]]:
+        import mlflow
+
+        from experiments.compare import join_labels, search_all, window_labels, window_records
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        experiment = mlflow.get_experiment_by_name(self.experiment)
+        if experiment is None:
+            return {}
+        ids = [experiment.experiment_id]
+        totals: dict[str, list[int]] = {}
+
+        def add(frame: pd.DataFrame, variant_col: str, routing_col: str, correct_col: str) -> None:
+            frame = frame[frame[routing_col].isin(RANDOMISED) & frame[correct_col].notna()]
+            for variant, group in frame.groupby(variant_col):
+                into = totals.setdefault(str(variant), [0, 0])
+                into[0] += len(group)
+                into[1] += int(group[correct_col].astype(float).sum())
+
+        labelled = search_all(ids, f"tags.{c.TAG_GRANULARITY} = '{c.GRANULARITY_PREDICTION}' and "
+                                   f"metrics.{c.METRIC_CORRECT} >= 0 "
+                                   f"and tags.{c.TAG_ROLE} = 'primary' and attributes.start_time >= {since_ms}")
+        if not labelled.empty:
+            add(labelled, f"tags.{c.TAG_MODEL_VERSION}", f"tags.{c.TAG_ROUTING}", f"metrics.{c.METRIC_CORRECT}")
+
+        windows = search_all(ids, f"tags.{c.TAG_GRANULARITY} = '{c.GRANULARITY_WINDOW}' and "
+                                  f"attributes.start_time >= {since_ms - self.window_margin_ms}")
+        feedback = search_all(ids, f"tags.{c.TAG_GRANULARITY} = '{c.GRANULARITY_FEEDBACK}' and "
+                                   f"attributes.start_time >= {since_ms}")
+        new_windows = _unseen(windows, self._seen)
+        new_feedback = _unseen(feedback, self._seen)
+        if not new_windows.empty:
+            records = window_records(new_windows, self.tracking_uri)
+            self._records.append(records[(records["role"] == "primary") & (records["ts_ms"] >= since_ms)])
+        if not new_feedback.empty:
+            self._labels.append(window_labels(new_feedback, self.tracking_uri))
+        self._seen.update(new_windows.get("run_id", []), new_feedback.get("run_id", []))
+        if self._records and self._labels:
+            joined = join_labels(pd.concat(self._records, ignore_index=True),
+                                 pd.concat(self._labels, ignore_index=True))
+            add(joined, "model_version", "routing", "correct")
+        return {variant: (n, k) for variant, (n, k) in totals.items()}
+
+
+def _unseen(runs: pd.DataFrame, seen: set[str]) -> pd.DataFrame:
+    if runs.empty:
+        return runs
+    done = runs[runs["status"] == "FINISHED"] if "status" in runs.columns else runs
+    return done[~done["run_id"].isin(seen)]
+
+
+def apply_accuracy(counts: dict[str, Any], accuracy: dict[str, tuple[int, int]], variants: tuple[str, ...]) -> None:
+    """Replace the arms' labelled/correct (the replicas' own /feedback counts) with MLflow's."""
+    from gateway.rollout.observations import new_arm
+
+    for variant in variants:
+        arm = counts["arms"].setdefault(variant, new_arm())
+        arm["labelled"], arm["correct"] = accuracy.get(variant, (0, 0))
