@@ -292,9 +292,9 @@ def weights_of(url: str) -> dict[str, float]:
 
 # -- the scenarios --------------------------------------------------------------------------------------
 
-def convergence(stack: ReplicaStack) -> dict[str, Any]:
+def convergence(stack: ReplicaStack, shares_n: int = 1000) -> dict[str, Any]:
     """Weights v1.0=1 through replica 0; when each replica applied them; the last v2.0 answer seen
-    through the load balancer; then 0.2/0.8 and the shares of the next 1,000 answers after 5 s."""
+    through the load balancer; then 0.2/0.8 and the shares of the next ``shares_n`` answers after 5 s."""
     target = {"v1.0": 1.0, "v2.0": 0.0, CANDIDATE: 0.0}
     applied: dict[str, float] = {}
     with Load(stack.lb_url) as load:
@@ -319,14 +319,15 @@ def convergence(stack: ReplicaStack) -> dict[str, Any]:
     r.raise_for_status()
     time.sleep(5.0)
     shares = Counter(httpx.post(stack.lb_url + "/predict", json=ROWS[i % 3], timeout=10).json()["model_version"]
-                     for i in range(1000))
+                     for i in range(shares_n))
     return {"applied_after_s": applied, "not_applied": sorted(pending),
             "through_lb": {"before_change": dict(before), "answers_after_change": len(after),
                            "v2_answers_after_change": len(old),
                            "last_v2_answer_after_s": round(max(old), 3) if old else 0.0,
                            "answers_after_5s": len(settled),
                            "v2_answers_after_5s": sum(a.variant == "v2.0" for a in settled)},
-            "shares_after_0.2_0.8": {k: round(v / 1000, 3) for k, v in sorted(shares.items())}}
+            "shares_after_0.2_0.8": {k: round(v / shares_n, 3) for k, v in sorted(shares.items())},
+            "shares_n": shares_n}
 
 
 def sigkill(stack: ReplicaStack, seconds: float = 12.0, down_s: float = 2.0) -> dict[str, Any]:

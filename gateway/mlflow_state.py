@@ -82,6 +82,7 @@ class MlflowLedger:
         self._lock = threading.RLock()
         self._heads: dict[str, Entry] = {}
         self._last_seen = 0  # the newest version number read (accepted or not)
+        self._accepted: dict[int, Entry] = {}  # the versions the last refresh accepted
         self._created = False
         self.reachable = False
         self.last_ok_at: float | None = None
@@ -159,6 +160,7 @@ class MlflowLedger:
 
     def _apply(self, versions: list[dict[str, Any]]) -> bool:
         changed = False
+        self._accepted = {}
         for v in versions:
             number = int(v["version"])
             if number <= self._last_seen:
@@ -175,7 +177,8 @@ class MlflowLedger:
                 document = json.loads(tags[DOCUMENT])
             except ValueError:
                 continue
-            self._heads[kind] = Entry(number, kind, document, int(v.get("creation_timestamp", 0)))
+            entry = Entry(number, kind, document, int(v.get("creation_timestamp", 0)))
+            self._heads[kind] = self._accepted[number] = entry
             changed = True
         return changed
 
@@ -205,11 +208,21 @@ class MlflowLedger:
             if body.get("_status"):
                 raise StateUnavailable(f"MLflow refused the state change: {body.get('message', body)}")
             mine = int(body["model_version"]["version"])
-            self.refresh()
+            accepted: dict[int, Entry] = {}
+            for _ in range(5):  # read until our own version is seen (at once, on one database)
+                self.refresh()
+                accepted.update(self._accepted)
+                if self._last_seen >= mine:
+                    break
+                time.sleep(0.1)
+            else:
+                raise StateUnavailable(f"the state change was written as version {mine} of {self.name}, but it "
+                                       "cannot be read back yet: whether it applies is not known; read the state")
+            if mine in accepted:  # it may not be the head: another change built on it may be numbered after
+                return accepted[mine]
             head = self._heads.get(kind)
-            if head is not None and head.version == mine:
-                return head
-            winner = head.version if head is not None else "?"
+            winner = next((n for n in sorted(accepted) if accepted[n].kind == kind and n < mine), None) or (
+                head.version if head is not None else "?")
             self._reject(mine, winner)
             raise StateConflict(f"the {kind} state changed while this change was being written (version "
                                 f"{winner} landed first; this one, version {mine}, was not applied); read the "

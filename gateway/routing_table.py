@@ -45,6 +45,7 @@ class RoutingTable:
         """``adopt_file=False``: follow the shared routing and never write the config file's (the
         standalone rollout controller, which only moves weights)."""
         self._store = store
+        self._serves = adopt_file  # a gateway serves its variants; the controller only follows the state
         self._lock = threading.Lock()
         self.listeners: list[Callable[[dict[str, Any]], None]] = []  # called with each change made here
         self._router = Router(config)
@@ -100,6 +101,10 @@ class RoutingTable:
     @property
     def shared(self) -> bool:
         return self._store is not None
+
+    @property
+    def poll_interval_s(self) -> float:
+        return self._store.poll_interval_s if self._store is not None else 0.25
 
     def describe_origin(self) -> dict[str, Any]:
         o = self.origin
@@ -163,7 +168,7 @@ class RoutingTable:
             if stored is None or stored.version <= self.origin.version:
                 return False
             old = self._router.config
-            if _variant_uris(stored.config) != _variant_uris(old):
+            if self._serves and _variant_uris(stored.config) != _variant_uris(old):
                 # Another replica runs other variants (a config rollout in progress): routing to models
                 # this process has not loaded would fail every request. Keep the routing in force.
                 refused = (f"version {stored.version} by {stored.source} names variants "
@@ -198,7 +203,7 @@ class RoutingFollower:
 
     def __init__(self, table: RoutingTable, interval_s: float | None = None) -> None:
         self.table = table
-        self.interval_s = interval_s or (table._store.poll_interval_s if table._store is not None else 0.25)
+        self.interval_s = interval_s or table.poll_interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="routing-follower", daemon=True)
 

@@ -32,7 +32,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplicaStack]:
 
 
 def test_a_weight_change_through_one_replica_reaches_all_three_within_5s(stack: ReplicaStack) -> None:
-    result = convergence(stack)
+    result = convergence(stack, shares_n=600)
     print("convergence:", json.dumps(result))
     assert result["not_applied"] == []
     assert all(t < 5.0 for t in result["applied_after_s"].values()), result["applied_after_s"]
@@ -41,7 +41,7 @@ def test_a_weight_change_through_one_replica_reaches_all_three_within_5s(stack: 
     assert lb["answers_after_5s"] > 0 and lb["v2_answers_after_5s"] == 0
     assert set(lb["before_change"]) == {"v1.0", "v2.0"}  # the load balancer spread traffic before
     shares = result["shares_after_0.2_0.8"]
-    assert abs(shares["v2.0"] - 0.8) < 0.05 and abs(shares.get("v1.0", 0) - 0.2) < 0.05
+    assert abs(shares["v2.0"] - 0.8) < 0.06 and abs(shares.get("v1.0", 0) - 0.2) < 0.06  # 3.7 sd at n = 600
     # Every replica serves the same routing, and says where it comes from.
     hashes = {httpx.get(gw.url + "/variants").json()["config_hash"] for gw in stack.gateways}
     assert len(hashes) == 1
@@ -52,7 +52,7 @@ def test_a_weight_change_through_one_replica_reaches_all_three_within_5s(stack: 
 
 
 def test_sigkill_of_a_replica_under_load_loses_and_duplicates_nothing(stack: ReplicaStack) -> None:
-    result = sigkill(stack)
+    result = sigkill(stack, seconds=9.0)
     ids, between = result.pop("ok_request_ids"), result.pop("between_ms")
     result["mlflow"] = in_mlflow(stack, ids, between)
     print("sigkill:", json.dumps(result))
