@@ -59,7 +59,10 @@ class Entry:
 
 
 def ledger_location(tracking_uri: str, name: str) -> str:
-    return f"{tracking_uri.rstrip('/')}#models/{name}"
+    """Where the ledger is, for /readyz and logs: the tracking URI without any credentials in it."""
+    url = urlparse(tracking_uri)
+    shown = url._replace(netloc=url.hostname + (f":{url.port}" if url.port else "")) if url.hostname else url
+    return f"{shown.geturl().rstrip('/')}#models/{name}"
 
 
 class MlflowLedger:

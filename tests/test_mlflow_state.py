@@ -208,3 +208,10 @@ def test_the_rollout_lives_in_the_ledger_and_its_evaluation_in_a_tag(mlflow_serv
     controller.pause("test")
     other.refresh()
     assert MlflowRolloutStore(other).load().state is RolloutState.PAUSED  # type: ignore[union-attr]
+
+
+def test_the_ledgers_location_never_shows_credentials() -> None:
+    from gateway.mlflow_state import ledger_location
+
+    shown = ledger_location("https://bob:secret@mlflow.example:8443/", "gateway-routing-state")
+    assert shown == "https://mlflow.example:8443#models/gateway-routing-state"
