@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
-from gateway.settings import DEFAULT_CONFIG_PATH, ConfigError, load_settings
+from gateway.cli import start_cli
+from gateway.settings import DEFAULT_CONFIG_PATH
 
 GRACEFUL_SHUTDOWN_SECONDS = 30  # SIGTERM: requests in flight get this long (then the spool's grace)
 
@@ -22,13 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=int(os.environ.get("GATEWAY_WORKERS", "1")),
                         help="uvicorn worker processes (metrics are summed across them)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    settings = start_cli(args.config, args.log_level)
+    if settings is None:
         return 2
 
     import uvicorn

@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from gateway.change_log import RoutingChangeRecorder
+from gateway.cli import start_cli
 from gateway.errors import StateConflict, StateUnavailable
 from gateway.exceptions import first_line
 from gateway.mlflow_state import MlflowLedger, MlflowRolloutStore, MlflowRoutingStateStore
@@ -31,7 +32,7 @@ from gateway.rollout.observations import RolloutObserver
 from gateway.rollout.prometheus import PrometheusCounts, PrometheusUnavailable
 from gateway.rollout.spec import RolloutState
 from gateway.routing_table import RoutingTable, move_champion
-from gateway.settings import DEFAULT_CONFIG_PATH, ConfigError, Settings, load_settings
+from gateway.settings import DEFAULT_CONFIG_PATH, Settings
 from gateway.variants import ModelLoader
 
 log = logging.getLogger("gateway.rollout")
@@ -152,12 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the replicas' TOML config file (default: %(default)s)")
     parser.add_argument("--log-level", default=os.environ.get("GATEWAY_LOG_LEVEL", "info"))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    settings = start_cli(args.config, args.log_level)
+    if settings is None:
         return 2
     if settings.state.backend != "mlflow":
         print("error: state.backend is 'local': each gateway decides its own rollout; the standalone controller "

@@ -1,0 +1,19 @@
+"""What every command-line entry point does first: logging, and the settings (one line on stderr and
+exit status 2 when the config is invalid)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from gateway.settings import ConfigError, Settings, load_settings
+
+
+def start_cli(config: str, log_level: str) -> Settings | None:
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
