@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from gateway.errors import ConflictingLabel, InvalidFeedback, SpoolUnavailable, UnknownRequest
@@ -60,17 +61,8 @@ class FeedbackRecorder:
         else:
             label = self._class_label(true_label)
             correct = str(predicted.prediction) == str(label)
-        replayed = False
-        try:
-            spool.append_label(predicted, label, correct, abs_error)
-        except LabelExists as exc:
-            if exc.existing != label:
-                raise ConflictingLabel(f"prediction {request_id!r} row {row_index} already has the true label "
-                                       f"{exc.existing!r}; the first label stands", true_label=exc.existing,
-                                       request_id=request_id) from None
-            replayed = True  # the same label again: a retry
-        except SpoolWriteError as exc:
-            raise SpoolUnavailable(f"feedback not stored: {exc}") from None
+        replayed = _stored(lambda: spool.append_label(predicted, label, correct, abs_error), request_id, row_index,
+                           label)
         self.counts.add("feedback_replayed" if replayed else "feedback")
         if not replayed:
             for listener in self.listeners:
@@ -88,17 +80,8 @@ class FeedbackRecorder:
                        row_index: int) -> dict[str, Any]:
         label: str | int | float = (_number(true_label) if self.scorer.kind == ModelKind.REGRESSOR
                                     else self._class_label(true_label))
-        replayed = False
-        try:
-            spool.append_remote_label(request_id, row_index, label)
-        except LabelExists as exc:
-            if exc.existing != label:
-                raise ConflictingLabel(f"prediction {request_id!r} row {row_index} already has the true label "
-                                       f"{exc.existing!r}; the first label stands", true_label=exc.existing,
-                                       request_id=request_id) from None
-            replayed = True
-        except SpoolWriteError as exc:
-            raise SpoolUnavailable(f"feedback not stored: {exc}") from None
+        replayed = _stored(lambda: spool.append_remote_label(request_id, row_index, label), request_id, row_index,
+                           label)
         self.counts.add("feedback_replayed" if replayed else "feedback_remote")
         return {"request_id": request_id, "row_index": row_index, "true_label": label, "replayed": replayed,
                 "joined": "in MLflow"}
@@ -119,6 +102,22 @@ class FeedbackRecorder:
                 if given.strip().lower() == str(name).lower():
                     return name
         raise _invalid(f"true_label must be one of {labels} or 0-{len(labels) - 1}, got {given!r}")
+
+
+def _stored(append: Callable[[], object], request_id: str, row_index: int, label: str | int | float) -> bool:
+    """Store a label; True if the same label was already there (a retry). The first label stands:
+    another one is refused (409) naming it."""
+    try:
+        append()
+    except LabelExists as exc:
+        if exc.existing != label:
+            raise ConflictingLabel(f"prediction {request_id!r} row {row_index} already has the true label "
+                                   f"{exc.existing!r}; the first label stands", true_label=exc.existing,
+                                   request_id=request_id) from None
+        return True
+    except SpoolWriteError as exc:
+        raise SpoolUnavailable(f"feedback not stored: {exc}") from None
+    return False
 
 
 def _number(value: Any) -> float:

@@ -55,7 +55,6 @@ class Entry:
     version: int  # the registry's version number
     kind: str
     document: dict[str, Any]
-    created_ms: int
 
 
 def ledger_location(tracking_uri: str, name: str) -> str:
@@ -90,7 +89,6 @@ class MlflowLedger:
         self.reachable = False
         self.last_ok_at: float | None = None
         self.last_error: str | None = None
-        self.last_error_at: float | None = None
 
     # -- REST ---------------------------------------------------------------------------------------
 
@@ -122,7 +120,6 @@ class MlflowLedger:
             log.warning("shared state: %s; keeping the state last read", message)
         self.reachable = False
         self.last_error = message
-        self.last_error_at = time.time()
 
     def _ensure_model(self) -> None:
         if self._created:
@@ -180,7 +177,7 @@ class MlflowLedger:
                 document = json.loads(tags[DOCUMENT])
             except ValueError:
                 continue
-            entry = Entry(number, kind, document, int(v.get("creation_timestamp", 0)))
+            entry = Entry(number, kind, document)
             self._heads[kind] = self._accepted[number] = entry
             changed = True
         return changed
