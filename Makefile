@@ -78,13 +78,13 @@ bench: $(STAMP) system-deps
 
 # The report at scale: a million window-mode predictions through the exporter, then one report.
 bench-report: $(STAMP)
-	$(PY) -m experiments.bench_report
+	$(PY) -m experiments.bench.report_scale
 
 # Three gateway replicas behind HAProxy with the routing state in MLflow (PostgreSQL on 127.0.0.1:5432),
 # Prometheus and the rollout controller: a weight change, a SIGKILL under load, a rollback.
 replicas: $(STAMP) system-deps
 	mkdir -p $(VAR_DIR)
-	$(PY) -m experiments.replicas --json $(VAR_DIR)/replicas.json
+	$(PY) -m experiments.bench.replicas --json $(VAR_DIR)/replicas.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

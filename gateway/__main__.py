@@ -7,7 +7,7 @@ import os
 import sys
 
 from gateway.cli import start_cli
-from gateway.settings import DEFAULT_CONFIG_PATH
+from gateway.config.settings import DEFAULT_CONFIG_PATH
 
 GRACEFUL_SHUTDOWN_SECONDS = 30  # SIGTERM: requests in flight get this long (then the spool's grace)
 
@@ -62,8 +62,8 @@ def _serve_workers(args: argparse.Namespace, settings: object) -> int:
 
     import uvicorn
 
-    from gateway.errors import ModelLoadError
-    from gateway.variants import ModelLoader
+    from gateway.domain.errors import ModelLoadError
+    from gateway.variants.loader import ModelLoader
 
     loader = ModelLoader(settings.mlflow.tracking_uri, settings.mlflow.model_cache_dir,  # type: ignore[attr-defined]
                          settings.model)  # type: ignore[attr-defined]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from gateway.settings import ConfigError, Settings, load_settings
+from gateway.config.settings import ConfigError, Settings, load_settings
 
 
 def start_cli(config: str, log_level: str) -> Settings | None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from gateway.settings import Settings
-from gateway.spool import PredictionSpool
+from gateway.config.settings import Settings
+from gateway.spool.store import PredictionSpool
 
 
 class Exporter(Protocol):
@@ -40,7 +40,7 @@ def build_thread_exporter(settings: Settings, spool: PredictionSpool, *, lease_s
     else:
         strategy = PredictionRuns(spool, writer, counters, workers=m.export_workers, lease_seconds=lease_seconds)
         labels = LabelsOnPredictionRuns(spool, writer, counters, lease_seconds=lease_seconds)
-    from gateway.variants import check_tracking_server
+    from gateway.variants.loader import check_tracking_server
 
     deferral = TrafficDeferral(m.busy_rps, m.max_deferral_seconds, spool.high_water, spool.oldest_open_ts_ms)
     return ThreadExporter(spool, strategy, labels, counters, backoff=Backoff(max_backoff), deferral=deferral,

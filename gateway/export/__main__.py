@@ -21,8 +21,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from gateway.config.settings import DEFAULT_CONFIG_PATH, ConfigError, Settings, load_settings
 from gateway.export import build_thread_exporter
-from gateway.settings import DEFAULT_CONFIG_PATH, ConfigError, Settings, load_settings
 
 log = logging.getLogger("gateway.export")
 
@@ -35,7 +35,7 @@ def write_status(path: Path, payload: dict[str, object]) -> None:
 
 def follow(settings: Settings, status_path: Path | None, parent_pid: int | None) -> int:
     """Export until told to stop (a signal, or the parent gateway going away), then drain."""
-    from gateway.spool import PredictionSpool
+    from gateway.spool.store import PredictionSpool
 
     spool = PredictionSpool(settings.spool.dir)
     exporter = build_thread_exporter(settings, spool)
@@ -59,8 +59,8 @@ def follow(settings: Settings, status_path: Path | None, parent_pid: int | None)
 
 
 def drain(settings: Settings, timeout: float, quiet: bool) -> int:
-    from gateway.spool import PredictionSpool
-    from gateway.variants import check_tracking_server
+    from gateway.spool.store import PredictionSpool
+    from gateway.variants.loader import check_tracking_server
 
     spool_file = settings.spool.dir / PredictionSpool.FILENAME
     if not spool_file.exists():

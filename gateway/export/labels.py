@@ -19,10 +19,11 @@ import time
 from dataclasses import replace
 from typing import Any, Protocol
 
-from gateway import contract as c
+from gateway.domain import contract as c
+from gateway.domain.labels import absolute_error, is_correct
 from gateway.export.strategies import ExportCounters
 from gateway.export.writer import RunWriter
-from gateway.spool import LabelRow, PredictionSpool
+from gateway.spool.store import LabelRow, PredictionSpool
 
 
 class LabelStep(Protocol):
@@ -55,10 +56,10 @@ def judged(label: LabelRow, run_tags: dict[str, str]) -> LabelRow:
         return label
     if run_tags.get(c.TAG_MODEL_KIND) == "regressor":
         try:
-            return replace(label, abs_error=abs(float(label.true_label) - float(prediction)))
+            return replace(label, abs_error=absolute_error(prediction, label.true_label))
         except ValueError:
             return label
-    return replace(label, correct=str(prediction) == str(label.true_label))
+    return replace(label, correct=is_correct(prediction, label.true_label))
 
 
 class LabelsOnPredictionRuns:

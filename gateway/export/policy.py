@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from gateway.exceptions import first_line
+from gateway.domain.messages import first_line
 
 log = logging.getLogger("gateway.exporter")
 

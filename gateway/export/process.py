@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.settings import Settings
+from gateway.config.settings import Settings
 
 log = logging.getLogger("gateway.export")
 

@@ -8,11 +8,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gateway.exceptions import first_line
+from gateway.domain.messages import first_line
 from gateway.export.labels import LabelStep
 from gateway.export.policy import Backoff, TrafficDeferral
 from gateway.export.strategies import ExportCounters, ExportStrategy
-from gateway.spool import PredictionSpool
+from gateway.spool.store import PredictionSpool
 
 log = logging.getLogger("gateway.exporter")
 

@@ -23,11 +23,11 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
-from gateway import contract as c
+from gateway.domain import contract as c
+from gateway.domain.records import PredictionRecord
 from gateway.export.writer import SERIES_CHUNK, RunWriter
-from gateway.model_output import ModelKind
-from gateway.records import PredictionRecord
-from gateway.spool import PredictionSpool, SpoolRow
+from gateway.spool.store import PredictionSpool, SpoolRow
+from gateway.variants.output import ModelKind
 
 
 @dataclass

@@ -6,7 +6,7 @@ import os
 import threading
 from typing import Any
 
-from gateway.contract import get_or_create_experiment
+from gateway.domain.contract import get_or_create_experiment
 
 # The MLflow client would retry each failed POST 7 times over about 4 minutes, blocking a worker
 # and possibly creating duplicate runs. The exporter has its own retry policy instead.

@@ -14,10 +14,10 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from gateway.errors import AdminDenied
+from gateway.domain.errors import AdminDenied
 from gateway.http.errors import ErrorBody, responses
 from gateway.http.inference import services
-from gateway.model_schema import reject_bool
+from gateway.variants.schema import reject_bool
 
 TOKEN_ENV = "GATEWAY_ADMIN_TOKEN"
 
@@ -66,8 +66,9 @@ router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(author
 async def put_routing(request: Request, update: RoutingUpdate) -> Any:
     shadow = update.shadow.model_dump(exclude_none=True) if update.shadow else None
     await run_in_threadpool(services(request).refuse_if_rollout_active, "PUT /admin/routing")
-    return await run_in_threadpool(services(request).routing.change, mode=update.mode, weights=update.weights,
-                                   shadow=shadow, source="PUT /admin/routing")
+    change = await run_in_threadpool(services(request).routing.change, mode=update.mode, weights=update.weights,
+                                     shadow=shadow, source="PUT /admin/routing")
+    return change.to_dict()
 
 
 @router.post("/promote", summary="Send 100% of traffic to one variant and move the champion alias to it")

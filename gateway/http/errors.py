@@ -14,60 +14,17 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.errors import (
-    AdminDenied,
-    ConflictingLabel,
-    ConflictingRequest,
-    GatewayError,
-    InvalidFeatures,
-    InvalidFeedback,
-    InvalidRollout,
-    InvalidRoutingChange,
-    MalformedBody,
-    ModelFailure,
-    NoRollout,
-    NotReady,
-    RolloutConflict,
-    SpoolUnavailable,
-    StateConflict,
-    StateUnavailable,
-    TooManyRows,
-    UnknownModel,
-    UnknownRequest,
-    UnknownVariant,
-)
-from gateway.exceptions import error_location
+from gateway.domain.errors import AdminDenied, GatewayError
+from gateway.domain.messages import error_location
 from gateway.http.limits import BodyTimeout, BodyTooLarge
+from gateway.protocols import mlflow_scoring, oip
 
 log = logging.getLogger("gateway.http")
 
-STATUS_BY_ERROR: dict[type[Exception], int] = {
-    InvalidFeatures: 422,
-    InvalidFeedback: 422,
-    UnknownRequest: 404,
-    UnknownModel: 404,
-    MalformedBody: 400,
-    UnknownVariant: 400,
-    ConflictingRequest: 409,
-    ConflictingLabel: 409,
-    TooManyRows: 413,
-    BodyTooLarge: 413,
-    BodyTimeout: 408,
-    InvalidRoutingChange: 422,
-    InvalidRollout: 422,
-    RolloutConflict: 409,
-    StateConflict: 409,
-    NoRollout: 404,
-    ModelFailure: 500,
-    AdminDenied: 403,  # its own status: 404 when the admin API is off, 401 without a token
-    NotReady: 503,
-    SpoolUnavailable: 503,
-    StateUnavailable: 503,
-    # Not the domain's, but a client can cause them: JSON nested past Python's recursion limit, and
-    # lone UTF-16 surrogates (valid JSON escapes, not encodable text) reaching an encoder.
-    RecursionError: 400,
-    UnicodeEncodeError: 400,
-}
+# Each domain error carries its status (gateway/domain/errors.py). These are not the domain's, but a
+# client can cause them: JSON nested past Python's recursion limit, and lone UTF-16 surrogates (valid
+# JSON escapes, not encodable text) reaching an encoder.
+FOREIGN_STATUS: dict[type[Exception], int] = {RecursionError: 400, UnicodeEncodeError: 400}
 _MESSAGES: dict[type[Exception], str] = {
     RecursionError: "the body is nested too deeply",
     UnicodeEncodeError: "the body holds text that is not valid Unicode (a lone surrogate)",
@@ -122,12 +79,12 @@ class ErrorResponse(JSONResponse):
 _PREDICTION_PATHS = ("/predict", "/invocations")
 
 
-def _status_for(exc: Exception) -> int:
-    if isinstance(exc, AdminDenied):
+def status_for(exc: Exception) -> int:
+    if isinstance(exc, GatewayError):
         return exc.status
     for cls in type(exc).__mro__:
-        if cls in STATUS_BY_ERROR:
-            return STATUS_BY_ERROR[cls]
+        if cls in FOREIGN_STATUS:
+            return FOREIGN_STATUS[cls]
     return 500
 
 
@@ -142,11 +99,9 @@ def error_response(request: Request, status: int, name: str, message: str,
     path = request.url.path
     headers = {"Retry-After": "1"} if status == 503 else None
     if path == "/invocations":
-        from gateway.http.mlflow_scoring import error_body
-
-        response = ErrorResponse(error_body(status, message, detail), status_code=status)
+        response = ErrorResponse(mlflow_scoring.error_body(status, message, **detail), status_code=status)
     elif path.startswith("/v2"):
-        response = ErrorResponse({"error": message, **detail}, status_code=status)
+        response = ErrorResponse(oip.error_body(message, **detail), status_code=status)
     else:
         response = ErrorResponse({"error": name, "message": message, **detail}, status_code=status)
     if headers:
@@ -165,7 +120,7 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     name = type(exc).__name__ if isinstance(exc, GatewayError) else "MalformedBody"
     if isinstance(exc, AdminDenied):
         name = {401: "Unauthorized", 403: "Forbidden"}.get(exc.status, "NotFound")
-    response = error_response(request, _status_for(exc), name, message, detail)
+    response = error_response(request, status_for(exc), name, message, detail)
     if isinstance(exc, BodyTimeout | BodyTooLarge):
         # The rest of the body was never read: the connection cannot carry another request.
         response.headers["connection"] = "close"
@@ -197,7 +152,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    for cls in STATUS_BY_ERROR:
+    for cls in (GatewayError, *FOREIGN_STATUS):
         app.add_exception_handler(cls, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -15,10 +15,10 @@ from typing import Any
 from fastapi import Request
 from starlette.background import BackgroundTask
 
-from gateway.errors import MalformedBody
-from gateway.records import REQUEST_ID_PATTERN
-from gateway.scoring import PredictionOutcome, ScoredRequest
-from gateway.service import GatewayServices
+from gateway.domain.errors import MalformedBody
+from gateway.domain.records import REQUEST_ID_PATTERN
+from gateway.serving.outcome import PredictionOutcome, ScoredRequest
+from gateway.serving.services import GatewayServices
 
 SAGEMAKER_VARIANT_HEADER = "x-amzn-sagemaker-target-variant"
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)

@@ -11,15 +11,19 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import GatewayError
+from gateway.domain.errors import GatewayError
 
 
 class BodyTooLarge(GatewayError):
     """The body is larger than ``[http] max_body_mb``."""
 
+    status = 413
+
 
 class BodyTimeout(GatewayError):
     """The client stopped sending its body for longer than ``[http] body_read_timeout_seconds``."""
+
+    status = 408
 
 
 class RequestLimits:

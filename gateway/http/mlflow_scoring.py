@@ -19,7 +19,7 @@ router = APIRouter(tags=["mlflow scoring protocol"])
              responses=responses(MlflowErrorBody, *PREDICTION_STATUSES))
 async def invocations(request: Request) -> Response:
     svc = services(request)
-    columns = svc.scorer.schema.names if svc.scorer.schema is not None else []
+    columns = svc.variants.schema.names if svc.variants.schema is not None else []
     rows, params = mlflow_scoring.decode(await request.body(), request.headers.get("content-type", ""), columns)
     probabilities = bool(params.pop(mlflow_scoring.PROBABILITIES_PARAM, False))
     answered = await answer(request, rows, probabilities=probabilities, params=params)
@@ -34,7 +34,7 @@ async def invocations(request: Request) -> Response:
             response_class=PlainTextResponse, responses={503: {"description": "models are loading"}})
 async def ping(request: Request) -> Response:
     # MLflow's scoring server answers an empty line; its client looks at the status only.
-    ready = services(request).scorer.ready.is_set()
+    ready = services(request).variants.ready.is_set()
     return PlainTextResponse("\n" if ready else "models are loading\n", status_code=200 if ready else 503)
 
 
@@ -43,9 +43,3 @@ async def version() -> Response:
     import mlflow
 
     return Response(mlflow.__version__, media_type="text/plain")
-
-
-def error_body(status: int, message: str, detail: dict[str, object]) -> dict[str, object]:
-    code = {400: "BAD_REQUEST", 404: "RESOURCE_DOES_NOT_EXIST", 413: "INVALID_PARAMETER_VALUE",
-            422: "INVALID_PARAMETER_VALUE", 503: "TEMPORARILY_UNAVAILABLE"}.get(status, "INTERNAL_ERROR")
-    return mlflow_scoring.error_body(code, message, **detail)

@@ -9,20 +9,20 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from gateway.errors import NotReady, UnknownModel, UnknownVariant
+from gateway.domain.errors import NotReady, UnknownModel, UnknownVariant
 from gateway.http.errors import PREDICTION_STATUSES, OipErrorBody, responses
 from gateway.http.inference import answer, answer_headers, request_id_of, services, shadow_task
 from gateway.http.responses import FastJSONResponse
-from gateway.model_output import ModelKind
 from gateway.protocols import oip
-from gateway.service import GatewayServices
+from gateway.serving.services import GatewayServices
+from gateway.variants.output import ModelKind
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 
 
 def _check_model(svc: GatewayServices, name: str, variant: str | None = None) -> None:
-    if not svc.scorer.ready.is_set():
-        raise NotReady(svc.scorer.load_error or "models are still loading")
+    if not svc.variants.ready.is_set():
+        raise NotReady(svc.variants.load_error or "models are still loading")
     known = {svc.model_name(), *([svc.settings.model.name] if svc.settings.model.name else [])}
     if name not in known:
         raise UnknownModel(f"unknown model {name!r}; this gateway serves {sorted(known)}", model=name)
@@ -43,7 +43,7 @@ async def live() -> dict[str, bool]:
 @router.get("/health/ready", summary="Server readiness: 200 once every variant is loaded",
             responses={503: {"description": "models are loading"}})
 async def ready(request: Request) -> JSONResponse:
-    ok = services(request).scorer.ready.is_set()
+    ok = services(request).variants.ready.is_set()
     return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
 
@@ -64,13 +64,13 @@ async def variant_metadata(request: Request, name: str, variant: str) -> dict[st
 def _metadata(request: Request, name: str, variant: str | None) -> dict[str, object]:
     svc = services(request)
     _check_model(svc, name, variant)
-    scorer = svc.scorer
-    assert scorer.schema is not None
-    labels = scorer.labels or []
-    output = "FP64" if scorer.kind is ModelKind.REGRESSOR else oip.datatype_of(labels) if labels else "BYTES"
-    has_proba = any(v.has_probabilities for v in scorer.variants.values())
+    variants = svc.variants
+    assert variants.schema is not None
+    labels = variants.labels or []
+    output = "FP64" if variants.kind is ModelKind.REGRESSOR else oip.datatype_of(labels) if labels else "BYTES"
+    has_proba = any(v.has_probabilities for v in variants.values())
     body = oip.metadata(name, [variant] if variant else svc.routing.names,
-                        [(c.name, c.oip_datatype) for c in scorer.schema.columns], output,
+                        [(c.name, c.oip_datatype) for c in variants.schema.columns], output,
                         len(labels) if has_proba and labels else None)
     return body
 
@@ -102,9 +102,9 @@ async def infer_variant(request: Request, name: str, variant: str) -> Response:
 async def _infer(request: Request, name: str, variant: str | None) -> Response:
     svc = services(request)
     _check_model(svc, name, variant)
-    assert svc.scorer.schema is not None
+    assert svc.variants.schema is not None
     payload, binary = oip.split_binary(await request.body(), request.headers.get(oip.HEADER_LENGTH))
-    rows = oip.decode_inputs(payload, binary, svc.scorer.schema.names)
+    rows = oip.decode_inputs(payload, binary, svc.variants.schema.names)
     requested = oip.requested_outputs(payload)
     probabilities = oip.wants_probabilities(payload)
     answered = await answer(request, rows, probabilities=probabilities, forced=variant,

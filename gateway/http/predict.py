@@ -9,14 +9,14 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from gateway.errors import MalformedBody
-from gateway.exceptions import first_line
+from gateway.domain.errors import MalformedBody
+from gateway.domain.messages import first_line
+from gateway.domain.records import REQUEST_ID_PATTERN
 from gateway.http.errors import PREDICTION_STATUSES, ErrorBody, responses
 from gateway.http.inference import Answered, answer, answer_headers, services, shadow_task
 from gateway.http.responses import FastJSONResponse
-from gateway.model_output import Prediction
-from gateway.protocols import loads_body
-from gateway.records import REQUEST_ID_PATTERN
+from gateway.protocols.body import loads_body
+from gateway.variants.output import Prediction
 
 router = APIRouter()
 
@@ -73,7 +73,7 @@ async def _raw_rows(request: Request) -> tuple[list[Any], bool]:
             raise MalformedBody("an empty list has no rows to predict")
         return data, True
     if isinstance(data, dict):
-        schema = services(request).scorer.schema
+        schema = services(request).variants.schema
         for name in schema.names if schema is not None else ():  # the query string fills what the body did not give
             if name not in data and name in request.query_params:
                 data[name] = request.query_params[name]

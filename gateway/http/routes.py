@@ -9,10 +9,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, BeforeValidator, Field
 from starlette.concurrency import run_in_threadpool
 
+from gateway.domain.records import REQUEST_ID_PATTERN
 from gateway.http.errors import ErrorBody, responses
 from gateway.http.inference import services
-from gateway.model_schema import reject_bool
-from gateway.records import REQUEST_ID_PATTERN
+from gateway.variants.schema import reject_bool
 
 router = APIRouter()
 
@@ -41,17 +41,18 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", summary="Readiness: 503 until every variant is loaded")
 async def readyz(request: Request) -> JSONResponse:
-    scorer = services(request).scorer
+    svc = services(request)
+    variants = svc.variants
     details = {"export": await run_in_threadpool(_export_details, request),
-               "shared_state": services(request).routing.state_status()}
-    spool = scorer.spool
+               "shared_state": svc.routing.state_status()}
+    spool = request.app.state.gateway.spool
     problem = spool.check_file() if spool is not None else None
     if problem is not None:
         return JSONResponse({"ready": False, "reason": "the prediction spool's file was deleted or replaced; "
                              "restart the gateway", **details}, status_code=503)
-    if scorer.ready.is_set():
-        return JSONResponse({"ready": True, "variants": sorted(scorer.variants), **details})
-    return JSONResponse({"ready": False, "reason": scorer.load_error or "loading models", **details},
+    if variants.ready.is_set():
+        return JSONResponse({"ready": True, "variants": sorted(variants), **details})
+    return JSONResponse({"ready": False, "reason": variants.load_error or "loading models", **details},
                         status_code=503)
 
 

@@ -12,9 +12,9 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.errors import MalformedBody
-from gateway.exceptions import first_line
-from gateway.protocols import loads_body, plain
+from gateway.domain.errors import MalformedBody
+from gateway.domain.messages import first_line
+from gateway.protocols.body import loads_body, plain
 
 CSV = "text/csv"
 JSON = "application/json"
@@ -109,6 +109,11 @@ def encode(labels: list[Any], probabilities: list[dict[str, float]] | None = Non
     return out
 
 
-def error_body(error_code: str, message: str, **detail: Any) -> dict[str, Any]:
-    """MLflow's error shape: ``{"error_code": ..., "message": ...}`` (plus the gateway's details)."""
-    return {"error_code": error_code, "message": message, **detail}
+ERROR_CODES = {400: "BAD_REQUEST", 404: "RESOURCE_DOES_NOT_EXIST", 413: "INVALID_PARAMETER_VALUE",
+               422: "INVALID_PARAMETER_VALUE", 503: "TEMPORARILY_UNAVAILABLE"}
+
+
+def error_body(status: int, message: str, **detail: Any) -> dict[str, Any]:
+    """MLflow's error shape: ``{"error_code": ..., "message": ...}`` (plus the gateway's details), its
+    code from the HTTP status as MLflow's own scoring server names them."""
+    return {"error_code": ERROR_CODES.get(status, "INTERNAL_ERROR"), "message": message, **detail}

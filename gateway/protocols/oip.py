@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from gateway.errors import MalformedBody
-from gateway.protocols import loads_body, plain
+from gateway.domain.errors import MalformedBody
+from gateway.protocols.body import loads_body, plain
 
 HEADER_LENGTH = "inference-header-content-length"
 PREDICT = "predict"
@@ -183,3 +183,8 @@ def metadata(model_name: str, versions: list[str], columns: Sequence[tuple[str, 
         outputs.append({"name": PREDICT_PROBA, "datatype": "FP64", "shape": [-1, n_classes]})
     return {"name": model_name, "versions": versions, "platform": "mlflow",
             "inputs": [{"name": n, "datatype": d, "shape": [-1]} for n, d in columns], "outputs": outputs}
+
+
+def error_body(message: str, **detail: Any) -> dict[str, Any]:
+    """The Open Inference Protocol's error shape: ``{"error": message}`` (plus the gateway's details)."""
+    return {"error": message, **detail}

@@ -21,19 +21,19 @@ import threading
 import time
 from typing import Any
 
-from gateway.change_log import RoutingChangeRecorder
 from gateway.cli import start_cli
-from gateway.errors import StateConflict, StateUnavailable
-from gateway.exceptions import first_line
-from gateway.mlflow_state import MlflowLedger, MlflowRolloutStore, MlflowRoutingStateStore
+from gateway.config.settings import DEFAULT_CONFIG_PATH, Settings
+from gateway.domain.errors import StateConflict, StateUnavailable
+from gateway.domain.messages import first_line
 from gateway.rollout.controller import RolloutController, describe
 from gateway.rollout.mlflow_feedback import MlflowAccuracy, apply_accuracy
 from gateway.rollout.observations import RolloutObserver
 from gateway.rollout.prometheus import PrometheusCounts, PrometheusUnavailable
 from gateway.rollout.spec import RolloutState
-from gateway.routing_table import RoutingTable, move_champion
-from gateway.settings import DEFAULT_CONFIG_PATH, Settings
-from gateway.variants import ModelLoader
+from gateway.routing.change_log import RoutingChangeRecorder
+from gateway.routing.table import RoutingTable, move_champion
+from gateway.state.mlflow import MlflowLedger, MlflowRolloutStore, MlflowRoutingStateStore
+from gateway.variants.loader import ModelLoader
 
 log = logging.getLogger("gateway.rollout")
 
@@ -126,7 +126,7 @@ def serve_metrics(controller: StandaloneController, host: str, port: int) -> Non
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
     from prometheus_client.registry import Collector
 
-    from gateway.metrics import RolloutCollector, SharedStateCollector
+    from gateway.serving.metrics import RolloutCollector, SharedStateCollector
 
     class LoopCollector(Collector):
         def collect(self) -> Any:

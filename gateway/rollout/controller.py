@@ -23,14 +23,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from gateway.contract import utc_iso
-from gateway.errors import InvalidRollout, NoRollout, RolloutConflict
-from gateway.exceptions import first_line
+from gateway.domain.contract import utc_iso
+from gateway.domain.errors import InvalidRollout, NoRollout, RolloutConflict
+from gateway.domain.messages import first_line
 from gateway.rollout.guardrails import evaluate
 from gateway.rollout.observations import Following, RolloutObserver
+from gateway.rollout.record import RolloutRecord, RolloutRecords
 from gateway.rollout.spec import Decision, RolloutSection, RolloutSpec, RolloutState
-from gateway.rollout.store import RolloutRecord, RolloutRecords
-from gateway.routing_table import RoutingTable
+from gateway.routing.table import RoutingTable
 
 log = logging.getLogger("gateway.rollout")
 

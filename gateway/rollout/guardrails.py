@@ -13,8 +13,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from experiments import sequential as sq
 from gateway.rollout.spec import RolloutSpec
+from gateway.stats import sequential as sq
 
 ERROR_RATE, LATENCY, DISAGREEMENT, ACCURACY, SRM = "error_rate", "latency_p95", "disagreement", "accuracy", "srm"
 

@@ -4,7 +4,7 @@ With replicas behind a load balancer a label may reach any replica (gateway/feed
 replica's own counts know every arm's accuracy; MLflow does, once the exporters have shipped the
 labels. Per-prediction mode: the labelled prediction runs (metric ``correct``). Window mode: the
 window runs' record tables joined to the feedback-window runs' label tables, read once per run (runs
-are not changed after export) and judged at the join (experiments/compare.py, ``join_labels``).
+are not changed after export) and judged at the join (gateway/export/readback.py, ``join_labels``).
 Only primary predictions made since the rollout started, routed at random (weighted or sticky),
 count, as for the replicas' own counts. Read at most every ``refresh_s``; when MLflow cannot be read
 the last result stands.
@@ -18,8 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from gateway import contract as c
-from gateway.exceptions import first_line
+from gateway.domain import contract as c
+from gateway.domain.messages import first_line
 from gateway.rollout.observations import RANDOMISED
 
 log = logging.getLogger("gateway.rollout")
@@ -64,7 +64,7 @@ class MlflowAccuracy:
     def _read(self, since_ms: int) -> dict[str, tuple[int, int]]:
         import mlflow
 
-        from experiments.compare import join_labels, search_all, window_labels, window_records
+        from gateway.export.readback import join_labels, search_all, window_labels, window_records
 
         mlflow.set_tracking_uri(self.tracking_uri)
         experiment = mlflow.get_experiment_by_name(self.experiment)

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from experiments.sequential import histogram_bin
-from gateway.records import PredictionRecord
+from gateway.domain.records import PredictionRecord
+from gateway.stats.sequential import histogram_bin
 
 RANDOMISED = ("weighted", "sticky")
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import requests
 
-from gateway.metrics import OBSERVED
 from gateway.rollout.observations import empty_counts, new_arm
+from gateway.serving.metrics import OBSERVED
 
 ARM_KEYS = ("requests", "errors", "labelled", "correct")
 

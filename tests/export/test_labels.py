@@ -11,9 +11,9 @@ from hypothesis import given, settings
 
 from gateway.export.labels import LabelsOnPredictionRuns, LabelWindows
 from gateway.export.strategies import ExportCounters, PredictionRuns
-from gateway.spool import PredictionSpool
+from gateway.spool.store import PredictionSpool
 from tests.export.test_strategies import FakeMlflow, faults
-from tests.test_spool import rec
+from tests.harness.records import rec
 
 
 def test_labels_join_their_prediction_runs_once_exported(tmp_path: Any) -> None:
@@ -93,7 +93,7 @@ def test_a_remote_label_whose_prediction_never_arrives_is_given_up(tmp_path: Any
 def test_window_labels_from_other_replicas_are_judged_at_the_join() -> None:
     import pandas as pd
 
-    from experiments.compare import join_labels
+    from gateway.export.readback import join_labels
 
     records = pd.DataFrame({"request_id": ["a", "b", "c"], "row_index": [0, 0, 0], "role": ["primary"] * 3,
                             "kind": ["classifier"] * 3, "prediction": ["Setosa", "Virginica", "Setosa"],

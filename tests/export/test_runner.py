@@ -13,9 +13,9 @@ from gateway.export.labels import LabelsOnPredictionRuns
 from gateway.export.policy import Backoff
 from gateway.export.runner import ThreadExporter
 from gateway.export.strategies import ExportCounters, PredictionRuns
-from gateway.spool import PredictionSpool
+from gateway.spool.store import PredictionSpool
 from tests.export.test_strategies import FakeMlflow
-from tests.test_spool import rec
+from tests.harness.records import rec
 
 
 def _exporter(spool: PredictionSpool, fake: FakeMlflow, **kw: Any) -> ThreadExporter:

@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 from hypothesis import given, settings
 
 from gateway.export.strategies import ExportCounters, PredictionRuns, WindowRuns, window_summary
-from gateway.spool import DONE, PredictionSpool
-from tests.test_spool import rec
+from gateway.spool.store import DONE, PredictionSpool
+from tests.harness.records import rec
 
 
 class FakeMlflow:
@@ -176,7 +176,7 @@ def test_window_runs_exactly_once(tmp_path_factory: Any, n: int, injected: list[
 def test_window_summary_figures() -> None:
     rows = []
     spool_rows = [(i, v) for i, v in enumerate([1.0, 2.0, 3.0, 4.0, 10.0])]
-    from gateway.spool import SpoolRow
+    from gateway.spool.store import SpoolRow
 
     for i, latency in spool_rows:
         r = rec(i, inference_time_ms=latency, prediction="Setosa" if i < 3 else "Virginica",
@@ -225,7 +225,7 @@ def test_regressor_runs_log_the_value() -> None:
 def test_batched_rows_carry_the_call_size_and_their_own_time() -> None:
     """inference_time_ms is the shared model call's; batch_rows and request_time_ms say what the request saw."""
     from gateway.export.strategies import prediction_payload, window_summary
-    from gateway.spool import SpoolRow
+    from gateway.spool.store import SpoolRow
 
     r = rec(1, inference_time_ms=0.9, batch_rows=8, request_time_ms=2.5)
     _, metrics = prediction_payload(r)

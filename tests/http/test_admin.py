@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway.spool import PredictionSpool
-from tests.http.conftest import AUTH, FEATURES, TOKEN
+from gateway.spool.store import PredictionSpool
+from tests.harness.app_client import AUTH, TOKEN
+from tests.harness.iris import FEATURES
 
 
 def test_admin_is_off_without_a_token(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,9 +11,10 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.spool import PredictionSpool
-from tests.http.conftest import FEATURES, FORM, IRIS_MODEL, SEED_FORM, _wait_ready, make_client
-from tests.strategies import bad_values, iris_values
+from gateway.spool.store import PredictionSpool
+from tests.harness.app_client import make_client, wait_ready
+from tests.harness.iris import FEATURES, FORM, IRIS_MODEL, SEED_FORM
+from tests.harness.strategies import bad_values, iris_values
 
 
 def test_seed_form_call(client: TestClient) -> None:
@@ -127,7 +128,7 @@ def test_service_endpoints(client: TestClient) -> None:
 
 def test_every_answer_is_in_the_spool_before_the_response(tmp_path: Path, local_models: dict[str, str]) -> None:
     with make_client(tmp_path, local_models) as c:
-        _wait_ready(c)
+        wait_ready(c)
         spool = PredictionSpool(tmp_path / "spool")
         for _ in range(20):
             r = c.post("/predict", json=FEATURES)
@@ -151,7 +152,7 @@ def test_retry_with_same_request_id_is_idempotent(client: TestClient) -> None:
 
 def test_shadow_mode_scores_candidate_after_response(tmp_path: Path, local_models: dict[str, str]) -> None:
     with make_client(tmp_path, local_models, routing={"mode": "shadow"}) as c:
-        _wait_ready(c)
+        wait_ready(c)
         ids = []
         for _ in range(10):
             r = c.post("/predict", json=FEATURES)
@@ -168,14 +169,14 @@ def test_shadow_mode_scores_candidate_after_response(tmp_path: Path, local_model
 
 def test_failing_candidate_never_touches_primary(tmp_path: Path, local_models: dict[str, str]) -> None:
     with make_client(tmp_path, local_models, routing={"mode": "shadow"}) as c:
-        _wait_ready(c)
+        wait_ready(c)
         services = c.app.state.services  # type: ignore[attr-defined]
 
         class Broken:
             def predict(self, x: Any) -> Any:
                 raise RuntimeError("candidate exploded")
 
-        services.scorer.variants["v2.0"].model = Broken()
+        services.variants["v2.0"].model = Broken()
         for _ in range(5):
             assert c.post("/predict", json=FEATURES).status_code == 200
         for _ in range(100):
@@ -189,7 +190,7 @@ def test_failing_candidate_never_touches_primary(tmp_path: Path, local_models: d
 @pytest.mark.parametrize(("policy", "status"), [("reject", 503), ("serve", 200)])
 def test_full_spool_policy(tmp_path: Path, local_models: dict[str, str], policy: str, status: int) -> None:
     with make_client(tmp_path, local_models, spool={"max_size_mb": 0.05, "on_log_failure": policy}) as c:
-        _wait_ready(c)
+        wait_ready(c)
         codes = [c.post("/predict", json=FEATURES).status_code for _ in range(400)]
         assert codes[0] == 200
         assert codes[-1] == status
@@ -205,7 +206,7 @@ def test_full_spool_policy(tmp_path: Path, local_models: dict[str, str], policy:
 
 def test_metrics_endpoint_counts_per_variant(tmp_path: Path, local_models: dict[str, str]) -> None:
     with make_client(tmp_path, local_models, routing={"mode": "shadow"}) as c:
-        _wait_ready(c)
+        wait_ready(c)
         for _ in range(6):
             assert c.post("/predict", json=FEATURES).status_code == 200
         assert c.post("/predict", json={**FEATURES, "petal_width": -1}).status_code == 422
@@ -228,7 +229,7 @@ def test_metrics_endpoint_counts_per_variant(tmp_path: Path, local_models: dict[
 
 def test_feedback_is_stored_and_validated(tmp_path: Path, local_models: dict[str, str]) -> None:
     with make_client(tmp_path, local_models) as c:
-        _wait_ready(c)
+        wait_ready(c)
         rid = c.post("/predict", json=FEATURES).json()["request_id"]
         other = c.post("/predict", json=FEATURES).json()["request_id"]
         r = c.post("/feedback", json={"request_id": rid, "true_label": "setosa"})
@@ -260,9 +261,9 @@ def test_feedback_for_a_prediction_still_in_flight_waits_for_it(tmp_path: Path, 
     import threading
 
     with make_client(tmp_path, local_models) as c:
-        _wait_ready(c)
+        wait_ready(c)
         scorer = c.app.state.services.scorer  # type: ignore[attr-defined]
-        other = sqlite3.connect(scorer.spool.path, isolation_level=None, check_same_thread=False)
+        other = sqlite3.connect(scorer.writer.spool.path, isolation_level=None, check_same_thread=False)
         other.execute("BEGIN IMMEDIATE")
         pending = scorer.submit([FEATURES], request_id="slow-one")
 
@@ -286,7 +287,7 @@ def test_sticky_key_is_hashed_as_utf8(client: TestClient) -> None:
 
 def test_batch_list_limits_and_row_errors(tmp_path: Path, local_models: dict[str, str]) -> None:
     with make_client(tmp_path, local_models, model={**IRIS_MODEL, "max_rows": 5}) as c:
-        _wait_ready(c)
+        wait_ready(c)
         r = c.post("/predict?probabilities=true", json=[FEATURES, {**FEATURES, "petal_length": 5.5,
                                                                   "petal_width": 2.2}])
         assert r.status_code == 200, r.text

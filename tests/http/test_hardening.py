@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.http.conftest import AUTH, FEATURES, _wait_ready, make_client
+from tests.harness.app_client import AUTH, make_client, wait_ready
+from tests.harness.iris import FEATURES
 
 NESTED = "[" * 100_000 + "]" * 100_000
 
@@ -77,7 +78,7 @@ def test_one_error_shape_for_framework_errors(admin_client: TestClient) -> None:
 
 def test_body_and_header_limits(tmp_path: Path, local_models: dict[str, str]) -> None:
     with make_client(tmp_path, local_models, http={"max_body_mb": 0.01, "max_header_kb": 1}) as c:
-        _wait_ready(c)
+        wait_ready(c)
         big = b"[" + b",".join([b'{"sepal_length": 5.1}'] * 2000) + b"]"
         r = c.post("/predict", content=big, headers={"Content-Type": "application/json"})
         assert r.status_code == 413 and "max_body_mb" in r.json()["message"]
@@ -129,7 +130,7 @@ def test_a_deleted_spool_file_is_noticed(tmp_path: Path, local_models: dict[str,
     import threading
 
     with make_client(tmp_path, local_models) as c:
-        _wait_ready(c)
+        wait_ready(c)
         assert c.post("/predict", json=FEATURES).status_code == 200
         for f in (tmp_path / "spool").glob("predictions.sqlite3*"):
             f.unlink()

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.http.conftest import _wait_ready, make_client
+from tests.harness.app_client import make_client, wait_ready
 
 
 class Threshold:
@@ -44,7 +44,7 @@ def pyfunc_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def test_pyfunc_model_over_every_protocol(tmp_path: Path, pyfunc_models: dict[str, str]) -> None:
     variants = [{"name": n, "model_uri": p, "weight": 0.5} for n, p in pyfunc_models.items()]
     with make_client(tmp_path, {}, variants=variants, model={}) as c:
-        _wait_ready(c)
+        wait_ready(c)
         info = c.get("/variants").json()
         assert info["model"]["kind"] == "classifier"
         assert [i["name"] for i in info["model"]["inputs"]] == ["a", "b/c", "n items"]

@@ -15,10 +15,10 @@ import httpx
 import numpy as np
 import pytest
 
-from experiments.local_stack import ROOT, GatewayProcess, MlflowServer
-from gateway.contract import param_names
-from tests.integration.any_models import DIABETES, WINE, diabetes_frame, register_any_models, wine_frame
-from tests.integration.helpers import wait_drained
+from gateway.domain.contract import param_names
+from tests.harness.any_models import DIABETES, WINE, diabetes_frame, register_any_models, wine_frame
+from tests.harness.delivery import wait_drained
+from tests.harness.processes import ROOT, GatewayProcess, MlflowServer
 
 pytestmark = pytest.mark.integration
 

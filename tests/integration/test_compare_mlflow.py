@@ -12,12 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.compare import build_report, log_summary_runs, render_terminal
-from experiments.local_stack import ROOT, MlflowServer
+from experiments.report.build import build_report
+from experiments.report.summary_runs import log_summary_runs
+from experiments.report.text import render_terminal
+from gateway.config.settings import load_settings
+from gateway.domain.records import PredictionRecord
 from gateway.export import build_thread_exporter
-from gateway.records import PredictionRecord
-from gateway.settings import load_settings
-from gateway.spool import PredictionSpool
+from gateway.spool.store import PredictionSpool
+from tests.harness.processes import ROOT, MlflowServer
 
 pytestmark = pytest.mark.integration
 ARTIFACTS = ROOT / "test-artifacts"
@@ -99,7 +101,7 @@ def test_filters_select_runs(tmp_path: Path, mlflow_server: MlflowServer) -> Non
     assert build_report("cmp-filters", mlflow_server.url, since=1_790_000_100_000)[0]["n_records"] == 40
     assert build_report("cmp-filters", mlflow_server.url, until=1_790_000_100_000)[0]["n_records"] == 40
     assert build_report("cmp-filters", mlflow_server.url, config_hash="c0ffee")[0]["n_records"] == 80
-    from experiments.compare import NoRuns
+    from experiments.report.analyse import NoRuns
 
     with pytest.raises(NoRuns):
         build_report("cmp-filters", mlflow_server.url, role="shadow")
@@ -174,8 +176,8 @@ def test_window_tables_are_parquet_and_the_report_reads_them_all(mlflow_server: 
     window exporter into Parquet tables, and every one back in the report."""
     from mlflow import MlflowClient
 
-    from experiments.compare import build_report
-    from experiments.synthetic_windows import generate
+    from experiments.bench.synthetic_windows import generate
+    from experiments.report.build import build_report
 
     written = generate(mlflow_server.url, "syn-windows", 2500, window_records=500, workers=2, progress=False)
     assert written["left_unexported"] == 0

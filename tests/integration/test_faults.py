@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from experiments.local_stack import GatewayProcess, MlflowServer, train_models, write_config
-from tests.integration.helpers import FEATURES, TrafficThread, assert_exactly_once, wait_drained
+from tests.harness.delivery import FEATURES, TrafficThread, assert_exactly_once, wait_drained
+from tests.harness.processes import GatewayProcess, MlflowServer, train_models, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -132,7 +132,7 @@ def test_export_cli_drains_a_spool_without_serving(tmp_path: Path, mlflow_server
     import subprocess
     import sys
 
-    from experiments.local_stack import ROOT
+    from tests.harness.processes import ROOT
 
     gw = _gateway(tmp_path, mlflow_server, spool={"dir": str(tmp_path / "spool"), "export": False}).start()
     with httpx.Client(base_url=gw.url, timeout=5) as http:

@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from experiments.local_stack import ROOT, GatewayProcess, MlflowServer, free_port, write_config
 from experiments.traffic import run_traffic
-from tests.integration.helpers import FEATURES, runs_by_request, wait_drained
+from tests.harness.delivery import FEATURES, runs_by_request, wait_drained
+from tests.harness.processes import ROOT, GatewayProcess, MlflowServer, free_port, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -187,7 +187,7 @@ def test_live_routing_sighup_promote_and_change_log(start_gateway: Callable[...,
 def test_feedback_joins_the_prediction_run_and_the_report(start_gateway: Callable[..., GatewayProcess],
                                                           mlflow_server: MlflowServer) -> None:
 
-    from experiments.compare import build_report
+    from experiments.report.build import build_report
 
     gw = start_gateway(name="feedback", mlflow={"experiment": "iris-feedback"})
     with httpx.Client(base_url=gw.url, timeout=10) as http:

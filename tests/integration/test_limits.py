@@ -9,7 +9,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from experiments.local_stack import GatewayProcess
+from tests.harness.processes import GatewayProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -14,7 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from experiments.local_stack import (
+from experiments.traffic import run_traffic
+from tests.harness.delivery import runs_by_request, wait_drained
+from tests.harness.processes import (
     ROOT,
     GatewayProcess,
     MlflowServer,
@@ -23,8 +25,6 @@ from experiments.local_stack import (
     wait_http,
     write_config,
 )
-from experiments.traffic import run_traffic
-from tests.integration.helpers import runs_by_request, wait_drained
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PG = "postgresql://postgres@127.0.0.1:5432"

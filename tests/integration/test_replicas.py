@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from experiments.replicas import (
+from experiments.bench.replicas import (
     CANDIDATE,
     ReplicaStack,
     accuracy_rollback,

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from experiments.local_stack import GatewayProcess, MlflowServer, register_constant_model
 from models.train import FEATURES
+from tests.harness.processes import GatewayProcess, MlflowServer, register_constant_model
 
 pytestmark = pytest.mark.integration
 

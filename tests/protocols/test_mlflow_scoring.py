@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.errors import MalformedBody
+from gateway.domain.errors import MalformedBody
 from gateway.protocols.mlflow_scoring import decode
 
 COLUMNS = ["a", "b.c", "d/e f"]

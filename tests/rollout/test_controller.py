@@ -13,15 +13,15 @@ import pytest
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from gateway.errors import InvalidRollout, NoRollout, RolloutConflict
-from gateway.records import PredictionRecord
+from gateway.domain.errors import InvalidRollout, NoRollout, RolloutConflict
+from gateway.domain.records import PredictionRecord
 from gateway.rollout.controller import RolloutController, RolloutRunner
 from gateway.rollout.observations import RolloutObserver
 from gateway.rollout.spec import Guardrails, RolloutSpec, RolloutState
-from gateway.rollout.store import RolloutStore
-from gateway.routing_state import RoutingStateStore, SharedStateFile
-from gateway.routing_table import RoutingTable
-from tests.strategies import routing_config
+from gateway.routing.table import RoutingTable
+from gateway.state.local import RoutingStateStore, SharedStateFile
+from gateway.state.local_rollout import RolloutStore
+from tests.harness.strategies import routing_config
 
 
 class Worker:

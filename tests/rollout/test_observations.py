@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.records import PredictionRecord
+from gateway.domain.records import PredictionRecord
 from gateway.rollout.observations import Following, RolloutObserver, merge_counts
 
 

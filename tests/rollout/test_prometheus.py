@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.metrics import OBSERVED, RolloutCountsCollector
 from gateway.rollout.observations import merge_counts
 from gateway.rollout.prometheus import PrometheusCounts, PrometheusUnavailable, counts_from_series
+from gateway.serving.metrics import OBSERVED, RolloutCountsCollector
 
 n = st.integers(0, 10_000)
 arm = st.fixed_dictionaries({"requests": n, "errors": n, "labelled": n, "correct": n,
@@ -54,7 +54,7 @@ def test_counts_summed_by_prometheus_equal_the_replicas_counts_added(replicas: l
 
 
 def test_an_unreachable_prometheus_is_reported_not_guessed() -> None:
-    from experiments.local_stack import free_port
+    from tests.harness.processes import free_port
 
     source = PrometheusCounts(f"http://127.0.0.1:{free_port()}", timeout_s=1)
     with pytest.raises(PrometheusUnavailable, match="unreachable"):

@@ -1,0 +1,102 @@
+"""One report: read the runs of an experiment, analyse them, warn when the spool still holds some."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from experiments.report.analyse import NoRuns, analyse
+from gateway.export.readback import (
+    RECORD_COLUMNS,
+    join_window_labels,
+    prediction_records,
+    search_all,
+    window_records,
+)
+
+
+def parse_time(text: str, now: float | None = None) -> int:
+    """Epoch ms from an ISO date/time (UTC if no zone) or a relative age such as 30m, 2h, 7d."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
+    if m:
+        seconds = float(m[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m[2]]
+        return int(((now if now is not None else time.time()) - seconds) * 1000)
+    try:
+        when = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time: {text!r} (use ISO 8601 like 2026-11-26T10:00 or 30m/2h/7d)") \
+            from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp() * 1000)
+
+
+def build_filter(since: int | None = None, until: int | None = None, config_hash: str | None = None,
+                 role: str | None = None) -> str:
+    clauses = []
+    if since is not None:
+        clauses.append(f"attributes.start_time >= {since}")
+    if until is not None:
+        clauses.append(f"attributes.start_time < {until}")
+    if config_hash:
+        if not re.fullmatch(r"[0-9a-f]{1,64}", config_hash):
+            raise argparse.ArgumentTypeError(f"config hash must be hexadecimal: {config_hash!r}")
+        clauses.append(f"tags.config_hash = '{config_hash}'")
+    if role and role != "all":
+        clauses.append(f"tags.role = '{role}'")
+    return " and ".join(clauses)
+
+
+def unexported_warning(spool_dir: Path | None, since: int | None, until: int | None, role: str) -> str | None:
+    """A warning when the gateway's spool holds predictions that MLflow has not received yet."""
+    if spool_dir is None:
+        return None
+    from gateway.spool.store import PredictionSpool
+
+    if not (spool_dir / PredictionSpool.FILENAME).exists():
+        return None
+    try:
+        spool = PredictionSpool(spool_dir)
+        waiting = spool.open_in_range(since, until, None if role == "all" else role)
+        spool.close()
+    except Exception as exc:  # a spool we cannot read must not stop the report
+        return f"could not read the gateway's spool at {spool_dir} ({exc}); the report may be partial"
+    if not waiting:
+        return None
+    return (f"the gateway's spool ({spool_dir}) still holds {waiting} prediction(s) in this range that MLflow has "
+            "not received yet: this report is partial (see /stats for the export lag)")
+
+
+def build_report(experiment: str, tracking_uri: str, *, since: int | None = None, until: int | None = None,
+                 config_hash: str | None = None, role: str = "all", progress: bool = False,
+                 seed: int = 0) -> tuple[dict[str, Any], pd.DataFrame]:
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    exp = mlflow.MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(experiment)
+    if exp is None:
+        raise NoRuns(f"experiment {experiment!r} does not exist at {tracking_uri}")
+    started = time.perf_counter()
+    runs = search_all([exp.experiment_id], build_filter(since, until, config_hash, role), progress=progress)
+    if runs.empty:
+        raise NoRuns(f"no prediction runs in experiment {experiment!r} match the filters")
+    parts = [f for f in (prediction_records(runs), window_records(runs, tracking_uri, progress)) if not f.empty]
+    records = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=RECORD_COLUMNS)
+    records = join_window_labels(records, runs, tracking_uri)
+    read_s = time.perf_counter() - started  # runs and their tables
+    if records.empty:
+        raise NoRuns(f"experiment {experiment!r} has runs, but none is a prediction run")
+    report = analyse(records, seed=seed)
+    report.update({
+        "report_id": uuid.uuid4().hex, "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "experiment": experiment, "tracking_uri": tracking_uri, "n_runs": len(runs), "read_seconds": round(read_s, 2),
+        "filters": {"since": since, "until": until, "config_hash": config_hash, "role": role},
+    })
+    return report, records

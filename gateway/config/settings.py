@@ -1,0 +1,303 @@
+"""Gateway settings: one TOML file, overridden by environment variables, validated at start-up.
+
+Precedence, highest first: ``MLFLOW_TRACKING_URI`` (for ``mlflow.tracking_uri`` only),
+``GATEWAY_<SECTION>__<KEY>`` environment variables, the TOML file, the defaults below.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gateway.domain.messages import error_location
+from gateway.rollout.spec import RolloutSection
+from gateway.variants.schema import Bounds, reject_bool
+
+DEFAULT_CONFIG_PATH = Path("config/gateway.toml")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the offending key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MlflowSection(_Section):
+    tracking_uri: str = "http://127.0.0.1:5001"
+    experiment: str = "iris-flower-prediction"
+    granularity: Literal["prediction", "window"] = "prediction"
+    window_seconds: float = Field(10.0, gt=0)
+    window_max_records: int = Field(5000, gt=0)
+    # A window of at most this many records also logs one metric step per record (charts in the UI);
+    # a bigger one only its summary and table: the steps would cost MLflow most of the export. 0: never.
+    window_series_max_records: int = Field(1000, ge=0)
+    export_workers: int = Field(8, ge=1, le=64)
+    # Per-prediction export defers to traffic: above this many predictions/s it waits, unless the
+    # oldest unexported prediction is older than max_deferral_seconds. 0 turns deferral off.
+    busy_rps: float = Field(200.0, ge=0)
+    max_deferral_seconds: float = Field(60.0, ge=0)
+    model_cache_dir: Path = Path("./var/model-cache")
+
+    @field_validator("tracking_uri", "experiment")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+
+class RoutingSection(_Section):
+    mode: Literal["weighted", "shadow"] = "weighted"
+    variant_header: str = "X-Model-Version"
+    sticky_header: str = "X-User-ID"
+    salt: str = "iris-ab"
+
+
+class VariantSpec(_Section):
+    name: str = Field(min_length=1, max_length=64)
+    model_uri: str = Field(min_length=1)
+    weight: float = Field(1.0, ge=0)
+
+    _not_bool = field_validator("weight", mode="before")(lambda value: reject_bool(value))
+
+    @field_validator("weight")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    @field_validator("model_uri")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not value.startswith(("models:/", "runs:/", "file:", "/", "./", "mlflow-artifacts:")):
+            raise ValueError("must be a models:/, runs:/ or local path URI")
+        return value
+
+
+class HttpSection(_Section):
+    """Limits on what a client controls (see README, "Limits")."""
+
+    max_body_mb: float = Field(16.0, gt=0, le=4096)  # 413 past it
+    max_header_kb: float = Field(16.0, gt=0, le=1024)  # 431 past it, all headers together
+    body_read_timeout_seconds: float = Field(30.0, gt=0)  # 408 when a body stalls this long
+    limit_concurrency: int = Field(1000, ge=1)  # open connections + tasks; past it uvicorn answers 503
+    timeout_keep_alive: float = Field(5.0, gt=0)  # idle keep-alive connections close after this
+
+
+class BatchingSection(_Section):
+    """Adaptive micro-batching per variant (see README, "Batching")."""
+
+    max_batch_size: int = Field(64, ge=1, le=100_000)  # rows per model call; 1 turns batching off
+    max_batch_delay_ms: float = Field(0.0, ge=0, le=1000)  # wait this long for more rows; 0: never wait
+
+
+class ModelSection(_Section):
+    """What the gateway needs to know about the model beyond its signature."""
+
+    name: str | None = Field(None, min_length=1, max_length=128)  # the route name (OIP /v2/models/{name})
+    kind: Literal["auto", "classifier", "regressor"] = "auto"
+    class_names: list[str] = Field(default_factory=list)  # names for integer classes 0, 1, 2, ...
+    bounds: dict[str, Bounds] = Field(default_factory=dict)  # per input column
+    max_rows: int = Field(1000, ge=1, le=1_000_000)  # rows per request; past it 413
+
+    @field_validator("class_names")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("class names must be distinct")
+        return value
+
+
+class ShadowSection(_Section):
+    primary: str = "v1.0"
+    candidate: str = "v2.0"
+    sample_rate: float = Field(1.0, ge=0, le=1)
+
+
+class SpoolSection(_Section):
+    enabled: bool = True           # false: no prediction log at all (benchmark baseline only)
+    dir: Path = Path("./var/spool")
+    fsync: Literal["normal", "full"] = "normal"
+    max_size_mb: float | None = Field(None, gt=0)
+    retention_hours: float = Field(24.0, ge=0)
+    on_log_failure: Literal["reject", "serve"] = "reject"
+    export: bool = True
+    exporter: Literal["process", "thread"] = "process"  # a niced child process, or threads in the gateway
+    exporter_nice: int = Field(10, ge=0, le=19)
+    shutdown_grace_seconds: float = Field(10.0, ge=0)
+    # A request whose records wait longer than this for the spool's writer thread (the spool locked by
+    # another process, a stalled disk) follows on_log_failure; other requests go on.
+    write_timeout_ms: float = Field(2000.0, gt=0, le=600_000)
+
+
+class StateSection(_Section):
+    """Where the routing and rollout state is shared: ``local``, a file next to the spool (every
+    worker of one gateway), or ``mlflow``, the tracking server's Model Registry (every replica)."""
+
+    backend: Literal["local", "mlflow"] = "local"
+    registered_model: str = Field("gateway-routing-state", min_length=1, max_length=256)
+    poll_seconds: float = Field(1.0, gt=0, le=5)  # a change reaches every replica within this
+    timeout_seconds: float = Field(5.0, gt=0, le=60)  # per request to MLflow
+
+
+class ControllerSection(_Section):
+    """``python -m gateway.rollout``: the one rollout controller for every replica (state.backend =
+    mlflow). It sums the replicas' counts from Prometheus and serves its own /metrics."""
+
+    prometheus_url: str = "http://127.0.0.1:9090"
+    metrics_port: int = Field(9108, ge=0, le=65535)  # 0: no /metrics
+    metrics_host: str = "0.0.0.0"
+    query_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    accuracy_refresh_seconds: float = Field(10.0, gt=0, le=3600)  # how often accuracy is read from MLflow
+
+
+class RoutingConfig(BaseModel):
+    """The part of the settings that decides who answers; it can change while serving."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["weighted", "shadow"]
+    variants: tuple[VariantSpec, ...]
+    shadow: ShadowSection
+    salt: str
+    # Weighted mode only: requests answered by shadow.primary are also scored by shadow.candidate at
+    # shadow.sample_rate (a rollout's disagreement guardrail turns it on).
+    mirror: bool = False
+
+    @property
+    def config_hash(self) -> str:
+        """A short stable digest, tagged on every run so periods with different weights differ."""
+        data = self.model_dump(mode="json")
+        if not data["mirror"]:
+            del data["mirror"]  # configs without it keep the hash they had before the field existed
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def validate_routing(
+    mode: str, variants: list[VariantSpec] | tuple[VariantSpec, ...], shadow: ShadowSection, mirror: bool = False
+) -> None:
+    """Cross-field rules shared by start-up config and any later routing change."""
+    names = [v.name for v in variants]
+    if not names:
+        raise ValueError("variants: at least one variant is required")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"variants: duplicate variant name(s) {duplicates}")
+    total = sum(v.weight for v in variants)
+    if not math.isfinite(total):
+        raise ValueError("variants.weight: weights must sum to a finite number (scale them down)")
+    if mode == "weighted" and total <= 0:
+        raise ValueError("variants.weight: weights must sum to more than 0")
+    if mode == "shadow" or mirror:
+        for key in ("primary", "candidate"):
+            if getattr(shadow, key) not in names:
+                raise ValueError(
+                    f"shadow.{key}: unknown variant {getattr(shadow, key)!r}; configured: {names}"
+                )
+        if shadow.primary == shadow.candidate:
+            raise ValueError("shadow.candidate: must differ from shadow.primary")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
+    )
+
+    mlflow: MlflowSection = MlflowSection()
+    routing: RoutingSection = RoutingSection()
+    variants: list[VariantSpec] = Field(
+        default_factory=lambda: [
+            VariantSpec(name="v1.0", model_uri="models:/IrisClassifier/1", weight=0.5),
+            VariantSpec(name="v2.0", model_uri="models:/IrisClassifier/2", weight=0.5),
+        ]
+    )
+    shadow: ShadowSection = ShadowSection()
+    spool: SpoolSection = SpoolSection()
+    model: ModelSection = ModelSection()
+    http: HttpSection = HttpSection()
+    batching: BatchingSection = BatchingSection()
+    rollout: RolloutSection = RolloutSection()
+    state: StateSection = StateSection()
+    controller: ControllerSection = ControllerSection()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init kwargs (see load_settings); environment must beat it.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Settings:
+        validate_routing(self.routing.mode, self.variants, self.shadow)
+        if self.state.backend == "mlflow" and not self.mlflow.tracking_uri.startswith(("http://", "https://")):
+            raise ValueError(f"state.backend: 'mlflow' needs an http(s) tracking server; mlflow.tracking_uri is "
+                             f"{self.mlflow.tracking_uri!r}")
+        if self.rollout.enabled:
+            try:
+                self.rollout.check_variants([v.name for v in self.variants])
+            except ValueError as exc:
+                raise ValueError(f"rollout.{exc}") from None
+        return self
+
+    def routing_config(self) -> RoutingConfig:
+        return RoutingConfig(
+            mode=self.routing.mode,
+            variants=tuple(self.variants),
+            shadow=self.shadow,
+            salt=self.routing.salt,
+        )
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        key = error_location(err["loc"]) or "config"
+        msg = err["msg"].removeprefix("Value error, ")
+        # Cross-field errors already start with their key ("shadow.primary: ...").
+        parts.append(msg if key == "config" or ": " in msg.split(" ")[0] else f"{key}: {msg}")
+    return "; ".join(parts)
+
+
+def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
+    """Read the TOML file (if any), apply the environment, validate; raise ConfigError on any problem."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {path}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    for key, value in overrides.items():
+        data[key] = value
+    env_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if env_uri:
+        data.setdefault("mlflow", {})
+        data["mlflow"] = {**data["mlflow"], "tracking_uri": env_uri}
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid config ({path or 'defaults'}): {_format_validation_error(exc)}") from exc
+    if env_uri:
+        # An explicit MLFLOW_TRACKING_URI beats GATEWAY_MLFLOW__TRACKING_URI too.
+        settings.mlflow.tracking_uri = env_uri
+    return settings

@@ -1,0 +1,159 @@
+"""The domain's exceptions. Each carries the HTTP status it answers with (``status``); the HTTP layer
+(gateway/http/errors.py) turns any of them into its protocol's error body in one handler."""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base class: every error the gateway reports to a client derives from it."""
+
+    status: int = 500
+
+    def __init__(self, message: str, **detail: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+
+class InvalidFeatures(GatewayError):
+    """The request's rows do not fit the model's input schema: a column missing, of the wrong type, or
+    out of its configured bounds. ``errors`` names each row (in a batch) and column."""
+
+    status = 422
+
+    def __init__(self, message: str, errors: list[dict[str, object]]) -> None:
+        super().__init__(message, errors=errors)
+        self.errors = errors
+
+
+class MalformedBody(GatewayError):
+    """The body cannot be parsed in its declared content type."""
+
+    status = 400
+
+
+class UnknownVariant(GatewayError):
+    """A forced version names no configured variant."""
+
+    status = 400
+
+    def __init__(self, requested: str, valid: list[str]) -> None:
+        super().__init__(f"unknown model version {requested!r}; valid versions: {', '.join(valid)}",
+                         requested=requested, valid=valid)
+
+
+class NotReady(GatewayError):
+    """The variants are still loading."""
+
+    status = 503
+
+
+class UnknownRequest(GatewayError):
+    """No answered prediction with this request id is in the spool."""
+
+    status = 404
+
+
+class InvalidFeedback(GatewayError):
+    """A true label that is not one of the model's classes (or not a number, for a regressor)."""
+
+    status = 422
+
+
+class TooManyRows(GatewayError):
+    """A batch larger than ``[model] max_rows``."""
+
+    status = 413
+
+    def __init__(self, rows: int, limit: int) -> None:
+        super().__init__(f"{rows} rows in one request; the limit is {limit} ([model] max_rows)",
+                         rows=rows, limit=limit)
+
+
+class UnknownModel(GatewayError):
+    """An Open Inference Protocol model name that is not this gateway's."""
+
+    status = 404
+
+
+class ModelFailure(GatewayError):
+    """The model raised on rows that passed validation; only the requests of that call fail."""
+
+    status = 500
+
+
+class SpoolUnavailable(GatewayError):
+    """The prediction could not be recorded durably, and the policy is to refuse unlogged answers."""
+
+    status = 503
+
+
+class ModelLoadError(GatewayError):
+    """A variant's model could not be loaded at start-up."""
+
+    status = 500
+
+
+class SchemaMismatch(ModelLoadError):
+    """A model has no usable signature, or the variants' input schemas differ."""
+
+
+class InvalidRoutingChange(GatewayError):
+    """A live routing change that the start-up config would have refused too."""
+
+    status = 422
+
+
+class ConflictingRequest(GatewayError):
+    """The request id was used before for different rows."""
+
+    status = 409
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"request id {request_id!r} was already used for a different prediction",
+                         request_id=request_id)
+
+
+class AdminDenied(GatewayError):
+    """The admin API is off (404), or the bearer token is missing (401) or wrong (403)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ConflictingLabel(GatewayError):
+    """A second, different true label for a prediction: the first label stored wins."""
+
+    status = 409
+
+
+class InvalidRollout(GatewayError):
+    """A rollout that names an unknown variant, steps that do not increase in (0, 1], or a negative
+    threshold; the message names the key."""
+
+    status = 422
+
+
+class RolloutConflict(GatewayError):
+    """A second rollout while one runs, or a command that does not apply to the rollout's state."""
+
+    status = 409
+
+
+class NoRollout(GatewayError):
+    """No rollout has been started on this gateway."""
+
+    status = 404
+
+
+class StateConflict(GatewayError):
+    """Another replica changed the shared state between this change's read and its write."""
+
+    status = 409
+
+
+class StateUnavailable(GatewayError):
+    """The shared state (in MLflow) could not be read or written: a change is not applied."""
+
+    status = 503

@@ -1,0 +1,199 @@
+"""Reading the prediction log back from MLflow: per-prediction runs, window runs' record tables and
+feedback-window label tables, as one table of records. The exporter writes this format
+(strategies.py, labels.py); the report and the replicas' rollout controller read it here."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gateway.domain import contract as c
+from gateway.domain.labels import correct_column
+
+PAGE = 50_000  # MLflow's largest page for search_runs
+RECORD_COLUMNS = ["request_id", "row_index", "role", "model_version", "kind", "prediction", "value", "latency_ms",
+                  "request_time_ms", "batch_rows", "ts_ms", "routing", "config_hash", "weights", "correct",
+                  "abs_error"]
+REGRESSOR = "regressor"
+
+
+def search_all(experiment_ids: list[str], filter_string: str, progress: bool = False) -> pd.DataFrame:
+    """Every matching run, in start-time order, read in keyset pages of 50,000 through
+    ``mlflow.search_runs``: no silent cut at its 100,000 default, and no offset paging that slows
+    down as the experiment grows."""
+    import mlflow
+
+    frames: list[pd.DataFrame] = []
+    seen: set[str] = set()
+    since: int | None = None
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(unit="run", desc="reading runs", file=sys.stderr)
+    while True:
+        clauses = [c for c in (filter_string, f"attributes.start_time >= {since}" if since is not None else "") if c]
+        page = mlflow.search_runs(experiment_ids=experiment_ids, filter_string=" and ".join(clauses),
+                                  order_by=["attributes.start_time ASC"], max_results=PAGE)
+        if page.empty:
+            break
+        fresh = page[~page["run_id"].isin(seen)]
+        if fresh.empty:
+            raise RuntimeError(f"more than {PAGE} runs share one start time; cannot page past them")
+        frames.append(fresh)
+        seen.update(fresh["run_id"])
+        if bar is not None:
+            bar.update(len(fresh))
+        if len(page) < PAGE:
+            break
+        # The next page starts at the last start time; runs at that instant are de-duplicated above.
+        since = int(page["start_time"].max().timestamp() * 1000)
+    if bar is not None:
+        bar.close()
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _col(df: pd.DataFrame, name: str, default: Any = None) -> pd.Series:
+    return df[name] if name in df.columns else pd.Series([default] * len(df), index=df.index)
+
+
+def prediction_records(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per-prediction runs as records."""
+    df = runs[_col(runs, f"tags.{c.TAG_GRANULARITY}", c.GRANULARITY_PREDICTION).fillna(
+        c.GRANULARITY_PREDICTION) == c.GRANULARITY_PREDICTION]
+    df = df[df.get(f"tags.{c.TAG_MODEL_VERSION}", pd.Series(dtype=str)).notna()] if len(df) else df
+    if df.empty or f"metrics.{c.METRIC_INFERENCE_TIME}" not in df.columns:
+        return pd.DataFrame(columns=RECORD_COLUMNS)
+    kind = _col(df, f"tags.{c.TAG_MODEL_KIND}", "classifier").fillna("classifier")
+    value = _col(df, f"metrics.{c.METRIC_PREDICTION_VALUE}", np.nan).astype(float)
+    label = _col(df, f"tags.{c.TAG_PREDICTION}").astype(object)
+    out = pd.DataFrame({
+        "request_id": _col(df, f"tags.{c.TAG_REQUEST_ID}").fillna(df["run_id"]),
+        "row_index": pd.to_numeric(_col(df, f"tags.{c.TAG_ROW_INDEX}", 0), errors="coerce").fillna(0).astype(int),
+        "role": _col(df, f"tags.{c.TAG_ROLE}", "primary").fillna("primary"),
+        "model_version": df[f"tags.{c.TAG_MODEL_VERSION}"],
+        "kind": kind,
+        "prediction": label.where(kind != REGRESSOR, value),
+        "value": value,
+        "latency_ms": df[f"metrics.{c.METRIC_INFERENCE_TIME}"].astype(float),
+        "request_time_ms": _col(df, f"metrics.{c.METRIC_REQUEST_TIME}", np.nan).astype(float),
+        "batch_rows": _col(df, f"metrics.{c.METRIC_BATCH_ROWS}", np.nan).astype(float),
+        "ts_ms": (df["start_time"].astype("int64") // 1_000_000).astype("int64"),
+        "routing": _col(df, f"tags.{c.TAG_ROUTING}", "weighted").fillna("weighted"),
+        "config_hash": _col(df, f"tags.{c.TAG_CONFIG_HASH}", "").fillna(""),
+        "weights": _col(df, f"tags.{c.TAG_WEIGHTS}", "").fillna(""),
+        "correct": _col(df, f"metrics.{c.METRIC_CORRECT}", np.nan).astype(float),
+        "abs_error": _col(df, f"metrics.{c.METRIC_ABS_ERROR}", np.nan).astype(float),
+    })
+    return out.dropna(subset=["latency_ms", "prediction"])
+
+
+def _artifact_tables(runs: pd.DataFrame, granularity: str, artifact: str, tracking_uri: str,
+                     progress: bool = False) -> pd.DataFrame:
+    """The record tables that window (or feedback-window) runs carry, concatenated: Parquet where the
+    run's ``records_artifact`` tag says so (read with pyarrow), else JSON lines. Downloads run in
+    parallel: each is a round trip to the tracking server."""
+    if f"tags.{c.TAG_GRANULARITY}" not in runs.columns:
+        return pd.DataFrame()
+    chosen = runs[runs[f"tags.{c.TAG_GRANULARITY}"] == granularity]
+    if chosen.empty:
+        return pd.DataFrame()
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    if artifact == c.RECORDS_ARTIFACT:  # the tag names the table; runs from before it have JSON lines
+        tagged = _col(chosen, f"tags.{c.TAG_RECORDS_ARTIFACT}", None)
+        names = [t if isinstance(t, str) and t else c.RECORDS_ARTIFACT_JSONL for t in tagged]
+    else:
+        names = [artifact] * len(chosen)
+    wanted = list(zip(chosen["run_id"], names, strict=True))
+    with tempfile.TemporaryDirectory() as tmp:
+
+        def read(item: tuple[int, tuple[str, str]]) -> pa.Table | pd.DataFrame:
+            i, (run_id, name) = item
+            path = client.download_artifacts(run_id, name, os.path.join(tmp, str(i)))
+            return pq.read_table(path) if name.endswith(".parquet") else pd.read_json(path, lines=True, dtype=False)
+
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(wanted), unit="table", desc=f"reading {granularity} tables", file=sys.stderr)
+        tables, frames = [], []
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for part in pool.map(read, enumerate(wanted)):
+                (tables if isinstance(part, pa.Table) else frames).append(part)
+                if bar is not None:
+                    bar.update(1)
+        if bar is not None:
+            bar.close()
+    if tables:
+        frames.append(pa.concat_tables(tables, promote_options="default").to_pandas())
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def window_records(runs: pd.DataFrame, tracking_uri: str, progress: bool = False) -> pd.DataFrame:
+    """Window runs expanded to their records, from each run's record table."""
+    raw = _artifact_tables(runs, c.GRANULARITY_WINDOW, c.RECORDS_ARTIFACT, tracking_uri, progress)
+    if raw.empty:
+        return pd.DataFrame(columns=RECORD_COLUMNS)
+    kind = raw["kind"] if "kind" in raw.columns else pd.Series(["classifier"] * len(raw))
+    label = raw["prediction"] if "prediction" in raw.columns else raw["class_name"]  # older tables
+    value = pd.to_numeric(label.where(kind == REGRESSOR), errors="coerce")
+    return pd.DataFrame({
+        "request_id": raw["request_id"].astype(str),
+        "row_index": raw["row_index"].astype(int) if "row_index" in raw.columns else 0,
+        "role": raw["role"], "model_version": raw["model_version"], "kind": kind,
+        "prediction": label.where(kind != REGRESSOR, value), "value": value,
+        "latency_ms": raw["inference_time_ms"].astype(float),
+        "request_time_ms": pd.to_numeric(raw.get("request_time_ms", np.nan), errors="coerce"),
+        "batch_rows": pd.to_numeric(raw.get("batch_rows", np.nan), errors="coerce"),
+        "ts_ms": raw["ts_ms"].astype("int64"),
+        "routing": raw["routing"], "config_hash": raw["config_hash"],
+        "weights": raw["weights"] if "weights" in raw.columns else "",
+        "correct": np.nan, "abs_error": np.nan,
+    })
+
+
+def window_labels(runs: pd.DataFrame, tracking_uri: str) -> pd.DataFrame:
+    """The label tables of the feedback-window runs among ``runs``."""
+    return _artifact_tables(runs, c.GRANULARITY_FEEDBACK, c.FEEDBACK_ARTIFACT, tracking_uri)
+
+
+def join_window_labels(records: pd.DataFrame, runs: pd.DataFrame, tracking_uri: str) -> pd.DataFrame:
+    """Ground truth that window mode exported as feedback-window runs, joined to the primary records."""
+    return join_labels(records, window_labels(runs, tracking_uri))
+
+
+def join_labels(records: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """Window-mode labels (feedback.jsonl rows) joined to the primary records by request id and row;
+    the first label of a prediction stands."""
+    if labels.empty or records.empty:
+        return records
+    labels = labels.drop_duplicates(["request_id", "row_index"], keep="first")
+    labels = labels.assign(request_id=labels["request_id"].astype(str), role="primary",
+                           correct_l=pd.to_numeric(labels["correct"], errors="coerce").astype(float),
+                           abs_error_l=pd.to_numeric(labels["abs_error"], errors="coerce").astype(float),
+                           true_label_l=labels["true_label"])
+    merged = records.merge(labels[["request_id", "row_index", "role", "correct_l", "abs_error_l", "true_label_l"]],
+                           on=["request_id", "row_index", "role"], how="left")
+    # A label another replica received comes unjudged: judge it against the record it joins here.
+    true = merged.pop("true_label_l")
+    unjudged = merged["correct_l"].isna() & merged["abs_error_l"].isna() & true.notna()
+    regressor = merged["kind"] == REGRESSOR
+    merged.loc[unjudged & ~regressor, "correct_l"] = correct_column(
+        merged["prediction"], true)[unjudged & ~regressor].astype(float)
+    merged.loc[unjudged & regressor, "abs_error_l"] = (
+        merged["value"] - pd.to_numeric(true, errors="coerce")).abs()[unjudged & regressor]
+    merged["correct"] = merged["correct"].fillna(merged.pop("correct_l"))
+    merged["abs_error"] = merged["abs_error"].fillna(merged.pop("abs_error_l"))
+    return merged

@@ -1,0 +1,29 @@
+"""What the wire formats share: JSON bodies and plain values."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from gateway.domain.errors import MalformedBody
+from gateway.domain.messages import first_line
+
+
+def plain(value: Any) -> Any:
+    """A JSON-like Python value: numpy scalars unwrapped, pandas' missing values (NaN) as None."""
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def loads_body(body: bytes | str) -> Any:
+    """A JSON body, or MalformedBody saying why not (including nesting past Python's recursion limit)."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise MalformedBody("malformed JSON body: it is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedBody(f"malformed JSON body: {first_line(exc)}") from None

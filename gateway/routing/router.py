@@ -1,0 +1,99 @@
+"""Who answers a request: forced by header, sticky by user key, weighted at random, or shadowed.
+
+Pure logic, no web framework. Sticky bucketing follows GrowthBook's FNV-1a 32-bit "v2" hash so
+that a user keeps their version across restarts and replicas, and a weight change moves only the
+users whose bucket now falls in another variant's range.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from dataclasses import dataclass
+from enum import StrEnum
+from itertools import accumulate
+
+from gateway.config.settings import RoutingConfig
+from gateway.domain.errors import UnknownVariant
+
+_FNV_OFFSET = 0x811C9DC5
+_FNV_PRIME = 0x01000193
+BUCKETS = 10_000
+
+
+class RoutingReason(StrEnum):
+    WEIGHTED = "weighted"
+    STICKY = "sticky"
+    FORCED = "forced"
+    SHADOW = "shadow"
+
+
+def fnv1a32(text: str) -> int:
+    h = _FNV_OFFSET
+    for byte in text.encode("utf-8"):
+        h ^= byte
+        h = (h * _FNV_PRIME) & 0xFFFFFFFF
+    return h
+
+
+def bucket(salt: str, key: str) -> float:
+    """A number in [0, 1) that depends only on (salt, key): GrowthBook hash version 2."""
+    return (fnv1a32(str(fnv1a32(salt + key))) % BUCKETS) / BUCKETS
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    variant: str
+    reason: RoutingReason
+    shadow: str | None = None  # the candidate to score after the response, if any
+
+
+class Router:
+    """Chooses a variant for each request under one immutable RoutingConfig."""
+
+    def __init__(self, config: RoutingConfig, rng: random.Random | None = None) -> None:
+        self.config = config
+        self._rng = rng or random.Random()
+        self.names = [v.name for v in config.variants]
+        total = sum(v.weight for v in config.variants)
+        if total <= 0:
+            # Only reachable in shadow mode, where weights are unused; keep sticky/weighted defined.
+            weights = [1.0 / len(self.names)] * len(self.names)
+        else:
+            weights = [v.weight / total for v in config.variants]
+        self.weights = dict(zip(self.names, weights, strict=True))
+        # Cumulative right edges in config order, over the variants that can be chosen at all.
+        self._chosen = [n for n in self.names if self.weights[n] > 0]
+        self._edges = list(accumulate(self.weights[n] for n in self._chosen))
+        self._edges[-1] = 1.0  # guard against float shortfall such as 0.9999999999
+        self.weights_tag = ",".join(f"{n}={w:.6g}" for n, w in self.weights.items())
+        self.config_hash = config.config_hash  # computed once per routing config, not per request
+
+    def _pick(self, n: float) -> str:
+        return self._chosen[min(bisect.bisect_right(self._edges, n), len(self._chosen) - 1)]
+
+    def sticky_variant(self, key: str) -> str:
+        return self._pick(bucket(self.config.salt, key))
+
+    def decide(self, forced: str | None = None, user_key: str | None = None) -> Decision:
+        if forced is not None:
+            forced = forced.strip()
+            if forced not in self.weights:
+                raise UnknownVariant(forced, self.names)
+            return Decision(forced, RoutingReason.FORCED)
+        if self.config.mode == "shadow":
+            shadow = self.config.shadow
+            sampled = shadow.sample_rate >= 1.0 or self._rng.random() < shadow.sample_rate
+            return Decision(shadow.primary, RoutingReason.SHADOW, shadow.candidate if sampled else None)
+        if user_key:
+            return self._mirrored(Decision(self.sticky_variant(user_key), RoutingReason.STICKY))
+        return self._mirrored(Decision(self._pick(self._rng.random()), RoutingReason.WEIGHTED))
+
+    def _mirrored(self, decision: Decision) -> Decision:
+        """With ``mirror``, the primary's answers are also scored by the candidate after the response."""
+        shadow = self.config.shadow
+        if not self.config.mirror or decision.variant != shadow.primary:
+            return decision
+        if shadow.sample_rate >= 1.0 or self._rng.random() < shadow.sample_rate:
+            return Decision(decision.variant, decision.reason, shadow.candidate)
+        return decision

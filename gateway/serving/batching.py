@@ -1,0 +1,204 @@
+"""Adaptive micro-batching: concurrent requests for one variant are scored in one model call.
+
+A model call has a fixed cost besides its rows (a one-row ``predict`` of the iris pipeline costs
+about as much as an eight-row one: scikit-learn's input checks dominate). Each variant has one worker
+thread and a queue:
+
+- a request that arrives while the worker is idle is scored at once (no fixed wait at low load);
+- requests that arrive while a call runs queue up and go into the next call together, up to
+  ``max_batch_size`` rows; a request is never split, so one larger than the limit goes alone;
+- with ``max_delay_s`` > 0 the worker waits that long for more rows before a call that is not full;
+- only requests with the same options (probabilities, params) share a call;
+- a model error fails the requests of that call only; the worker goes on.
+
+Rows are validated in the worker too (``prepare``), per request: an invalid request fails alone, and
+the event loop never spends time on validation. Framework-free: futures are ``concurrent.futures``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.variants.output import Prediction
+
+log = logging.getLogger("gateway.batching")
+
+Rows = list[dict[str, Any]]
+Predict = Callable[[Rows, bool, "dict[str, Any] | None"], Any]  # -> an object with .predictions, .elapsed_ms
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """One request's share of a model call."""
+
+    rows: Rows  # its validated rows
+    predictions: list[Prediction]
+    elapsed_ms: float  # the model call's own time (the whole batch)
+    batch_rows: int  # rows in that call
+    request_time_ms: float  # from submit to predictions: queueing, validation and the call
+
+
+@dataclass(slots=True)
+class _Job:
+    rows: Sequence[Any]
+    probabilities: bool
+    params: dict[str, Any] | None
+    prepared: bool
+    future: Future[JobResult]
+    ticket: Any = None  # the caller's, handed back to ``deliver``
+    submitted: float = field(default_factory=time.perf_counter)
+    key: Hashable = None
+
+    def __post_init__(self) -> None:
+        params = None if not self.params else json.dumps(self.params, sort_keys=True, default=str)
+        self.key = (self.probabilities, params)
+
+
+def resolve(future: Future[Any], outcome: Any) -> None:
+    """Settle a future with a result, or with the exception that took its place."""
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+class BatcherClosed(RuntimeError):
+    """The batcher is shutting down and takes no new work."""
+
+
+class MicroBatcher:
+    """The queue and worker thread of one variant."""
+
+    def __init__(self, name: str, predict: Predict, *, prepare: Callable[[Sequence[Any]], Rows] | None = None,
+                 max_batch_size: int = 64, max_delay_s: float = 0.0,
+                 deliver: Callable[[list[tuple[Any, JobResult | BaseException]]], None] | None = None) -> None:
+        self.name = name
+        self._predict = predict
+        self._prepare = prepare
+        # Called once per model call, on the worker, with (ticket, result or error) of each request in
+        # it: the caller finishes them together (the scorer commits their records in one transaction).
+        self._deliver = deliver
+        self.max_batch_size = max(1, max_batch_size)
+        self.max_delay_s = max(0.0, max_delay_s)
+        self.calls = 0
+        self.rows = 0
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._held: deque[_Job] = deque()  # taken from the queue, waiting for a call with their options
+        self._closed = False
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name=f"batch-{name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, rows: Sequence[Any], *, probabilities: bool = False, params: dict[str, Any] | None = None,
+               prepared: bool = False, ticket: Any = None) -> Future[JobResult]:
+        """Queue one request's rows (raw, or ``prepared`` = validated already)."""
+        if self._closed:
+            raise BatcherClosed(f"variant {self.name} is shutting down")
+        job = _Job(rows, probabilities, params, prepared, Future(), ticket)
+        self._queue.put(job)
+        return job.future
+
+    # -- the worker -----------------------------------------------------------------------------
+
+    def _next(self, timeout: float | None) -> _Job | None:
+        """A held job first, else the queue's next (waiting up to ``timeout``; None: as long as it takes)."""
+        if self._held:
+            return self._held.popleft()
+        try:
+            job = self._queue.get_nowait() if timeout == 0 else self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if job is None:
+            self._stop = True
+        return job
+
+    def _gather(self) -> list[_Job]:
+        first = self._next(None)
+        if first is None:
+            return []
+        batch, rows = [first], len(first.rows)
+        deadline = time.perf_counter() + self.max_delay_s
+        passed: list[_Job] = []
+        while rows < self.max_batch_size:
+            wait = max(0.0, deadline - time.perf_counter()) if self.max_delay_s else 0.0
+            job = self._next(wait)
+            if job is None:
+                break
+            if job.key != first.key or rows + len(job.rows) > self.max_batch_size:
+                passed.append(job)
+                if rows + len(job.rows) > self.max_batch_size:
+                    break
+                continue
+            batch.append(job)
+            rows += len(job.rows)
+        self._held.extendleft(reversed(passed))
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            if self._stop and not self._held and self._queue.empty():
+                return
+            try:
+                batch = self._gather()
+                if batch:
+                    self._call(batch)
+            except BaseException:  # the worker must outlive anything one batch does
+                log.exception("batch worker of %s", self.name)
+
+    def _call(self, batch: list[_Job]) -> None:
+        settled: list[tuple[_Job, JobResult | BaseException]] = []
+        ready: list[tuple[_Job, Rows]] = []
+        for job in batch:
+            if not job.future.set_running_or_notify_cancel():
+                continue
+            try:
+                rows = list(job.rows) if job.prepared or self._prepare is None else self._prepare(job.rows)
+            except Exception as exc:
+                settled.append((job, exc))
+                continue
+            ready.append((job, rows))
+        if ready:
+            all_rows = [row for _, rows in ready for row in rows] if len(ready) > 1 else ready[0][1]
+            first = ready[0][0]
+            try:
+                result = self._predict(all_rows, first.probabilities, first.params)
+            except Exception as exc:
+                settled += [(job, exc) for job, _ in ready]
+            else:
+                self.calls += 1
+                self.rows += len(all_rows)
+                done = time.perf_counter()
+                start = 0
+                for job, rows in ready:
+                    end = start + len(rows)
+                    settled.append((job, JobResult(rows, result.predictions[start:end], result.elapsed_ms,
+                                                   len(all_rows), (done - job.submitted) * 1000.0)))
+                    start = end
+        if self._deliver is not None and settled:
+            try:
+                self._deliver([(job.ticket, outcome) for job, outcome in settled])
+            except Exception:
+                log.exception("delivering a batch of %s", self.name)
+        for job, outcome in settled:
+            resolve(job.future, outcome)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Score what is queued, then stop the worker."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()

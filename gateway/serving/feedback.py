@@ -1,0 +1,138 @@
+"""Ground truth for answered predictions: checked against the prediction, stored durably in the spool.
+
+The first label of a prediction wins: the same label again is a retry (202, ``replayed``), and a
+different one is refused (409, naming the stored label). A classifier's true label must be one of its
+classes (an int maps through ``class_names``); the exporter joins it as ``correct``. A regressor's
+true value is a number; the exporter logs its absolute error.
+
+Replicas sharing state (``[state] backend = "mlflow"``) behind a load balancer: a label may reach a
+replica that did not answer the prediction. It is checked against the model's classes (every replica
+serves the same variants), stored here, and the exporter joins it to its prediction in MLflow, where
+it also works out whether the prediction was right (202, ``"joined": "in MLflow"``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gateway.domain.errors import ConflictingLabel, InvalidFeedback, SpoolUnavailable, UnknownRequest
+from gateway.domain.labels import absolute_error, is_correct
+from gateway.domain.records import Role
+from gateway.serving.observers import Observers
+from gateway.serving.outcome import ServiceCounters
+from gateway.serving.pipeline import Scorer
+from gateway.spool.store import LabelExists, SpoolWriteError
+from gateway.variants.output import ModelKind
+
+
+class FeedbackRecorder:
+    def __init__(self, scorer: Scorer, counts: ServiceCounters, observers: Observers,
+                 accept_remote: bool = False) -> None:
+        self.scorer = scorer
+        self.variants = scorer.variants
+        self.spool = scorer.writer.spool if scorer.writer is not None else None
+        self.counts = counts
+        self.observers = observers
+        self.accept_remote = accept_remote  # replicas: a label for another replica's prediction is kept
+
+    def record(self, request_id: str, true_label: str | int | float, row_index: int = 0) -> dict[str, Any]:
+        spool = self.spool
+        if spool is None:
+            raise SpoolUnavailable("feedback needs the prediction spool, which is disabled or could not be opened")
+        predicted = spool.find(request_id, Role.PRIMARY, row_index)
+        deadline = time.monotonic() + 2.0
+        while predicted is None and time.monotonic() < deadline:
+            # Its prediction may be being answered right now: it lands in a moment. Read once more after
+            # it stops being in flight, since it may have landed between the last read and that check.
+            in_flight = self.scorer.in_flight(request_id)
+            predicted = spool.find(request_id, Role.PRIMARY, row_index)
+            if predicted is not None or not in_flight:
+                break
+            time.sleep(0.01)
+        if predicted is None and self.accept_remote:
+            return self._record_remote(spool, request_id, true_label, row_index)
+        if predicted is None:
+            raise UnknownRequest(f"no answered prediction with request_id {request_id!r} and row {row_index} in "
+                                 f"the spool (unknown, or older than the spool's retention)", request_id=request_id)
+        correct: bool | None = None
+        abs_error: float | None = None
+        if predicted.kind == ModelKind.REGRESSOR:
+            value = _number(true_label)
+            abs_error = absolute_error(predicted.prediction, value)
+            label: str | int | float = value
+        else:
+            label = self._class_label(true_label)
+            correct = is_correct(predicted.prediction, label)
+        replayed = _stored(lambda: spool.append_label(predicted, label, correct, abs_error), request_id, row_index,
+                           label)
+        self.counts.add("feedback_replayed" if replayed else "feedback")
+        if not replayed:
+            self.observers.feedback(predicted.model_version, predicted.routing, correct, predicted.ts_ms)
+        out: dict[str, Any] = {"request_id": request_id, "row_index": row_index, "true_label": label,
+                               "prediction": predicted.prediction, "model_version": predicted.model_version,
+                               "replayed": replayed}
+        if correct is not None:
+            out["correct"] = correct
+        if abs_error is not None:
+            out["abs_error"] = abs_error
+        return out
+
+    def _record_remote(self, spool: Any, request_id: str, true_label: str | int | float,
+                       row_index: int) -> dict[str, Any]:
+        label: str | int | float = (_number(true_label) if self.variants.kind == ModelKind.REGRESSOR
+                                    else self._class_label(true_label))
+        replayed = _stored(lambda: spool.append_remote_label(request_id, row_index, label), request_id, row_index,
+                           label)
+        self.counts.add("feedback_replayed" if replayed else "feedback_remote")
+        return {"request_id": request_id, "row_index": row_index, "true_label": label, "replayed": replayed,
+                "joined": "in MLflow"}
+
+    def _class_label(self, given: str | int | float) -> str | int:
+        labels = self.variants.labels
+        if labels is None:
+            if isinstance(given, float):
+                raise _invalid(f"true_label must be a class label, got {given!r}")
+            return given
+        if isinstance(given, int) and not isinstance(given, bool):
+            if given in labels:
+                return given
+            if 0 <= given < len(labels):
+                return labels[given]
+        if isinstance(given, str):
+            for name in labels:
+                if given.strip().lower() == str(name).lower():
+                    return name
+        raise _invalid(f"true_label must be one of {labels} or 0-{len(labels) - 1}, got {given!r}")
+
+
+def _stored(append: Callable[[], object], request_id: str, row_index: int, label: str | int | float) -> bool:
+    """Store a label; True if the same label was already there (a retry). The first label stands:
+    another one is refused (409) naming it."""
+    try:
+        append()
+    except LabelExists as exc:
+        if exc.existing != label:
+            raise ConflictingLabel(f"prediction {request_id!r} row {row_index} already has the true label "
+                                   f"{exc.existing!r}; the first label stands", true_label=exc.existing,
+                                   request_id=request_id) from None
+        return True
+    except SpoolWriteError as exc:
+        raise SpoolUnavailable(f"feedback not stored: {exc}") from None
+    return False
+
+
+def _number(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise _invalid(f"true_label of a regressor must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(number):
+        raise _invalid(f"true_label of a regressor must be a finite number, got {value!r}")
+    return number
+
+
+def _invalid(message: str) -> InvalidFeedback:
+    return InvalidFeedback(message, errors=[{"field": "true_label", "message": message}])

@@ -1,0 +1,177 @@
+"""The spool's writer thread: records are committed off the event loop, many requests per transaction.
+
+Whatever arrives while a transaction runs is committed together in the next one (group commit), so
+the cost of a commit is shared by every request waiting for it. Each request stays all or nothing
+(a savepoint each, see ``PredictionSpool.append_groups``), and its future resolves only after the
+commit: a response waits for it, so nothing answered is lost.
+
+A write waits in the queue at most ``queue_wait_ms``: one still queued past that (the writer was
+held up by a lock elsewhere) fails with SpoolWriteError unwritten, and its request follows
+``on_log_failure``; so does one cancelled by its caller (``Future.cancel``). Once a write has
+started it finishes or fails as a whole, waiting at most ``lock_wait_ms`` for a lock held by
+another process.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from gateway.domain.records import PredictionRecord
+from gateway.serving.batching import resolve
+from gateway.spool.store import PredictionSpool, SpoolWriteError
+
+log = logging.getLogger("gateway.spool")
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    records: Sequence[PredictionRecord]
+    future: Future[list[int]]
+    deadline: float  # time.monotonic() past which it is not started any more
+
+
+class SpoolWriter:
+    """One thread owning the request path's writes to one spool."""
+
+    def __init__(self, spool: PredictionSpool, *, max_group: int = 512, lock_wait_ms: float | None = None,
+                 queue_wait_ms: float = 60_000.0) -> None:
+        self.spool = spool
+        self.max_group = max_group
+        self.lock_wait_ms = lock_wait_ms  # None: the spool's busy timeout
+        self.queue_wait_s = queue_wait_ms / 1000.0
+        self.expired = 0
+        self.checkpoint_interval_s = 0.25
+        self.transactions = 0
+        self.requests = 0
+        self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
+        self._closed = False
+        self._busy = threading.Lock()  # held by whoever is committing: the writer thread, or an idle-time caller
+        self._prepared = threading.local()
+        self._thread = threading.Thread(target=self._run, name="spool-writer", daemon=True)
+        self._thread.start()
+        self._stopped = threading.Event()
+        self._checkpointer = threading.Thread(target=self._checkpoints, name="spool-checkpoint", daemon=True)
+        self._checkpointer.start()
+
+    def submit(self, records: Sequence[PredictionRecord]) -> Future[list[int]]:
+        """Queue one request's records; the future gives their row ids once committed, or raises
+        DuplicateRequest or SpoolWriteError."""
+        future: Future[list[int]] = Future()
+        if self._closed:
+            future.set_exception(SpoolWriteError("the gateway is shutting down"))
+            return future
+        self._queue.put(_Write(records, future, time.monotonic() + self.queue_wait_s))
+        return future
+
+    def write_many(self, groups: Sequence[Sequence[PredictionRecord]]) -> list[Future[list[int]]]:
+        """Several requests' records (those of one model call), committed together: right here, on
+        the caller's thread, in one transaction when the writer is idle (no hand-off between threads
+        at low load); else queued for the writer, which takes them together."""
+        if not self._closed and self._queue.empty() and self._busy.acquire(blocking=False):
+            try:
+                if self._queue.empty():
+                    self._own_connection()
+                    writes = [_Write(records, Future(), math.inf) for records in groups]
+                    self._commit(writes)
+                    return [w.future for w in writes]
+            finally:
+                self._busy.release()
+        return [self.submit(records) for records in groups]
+
+    def _own_connection(self) -> None:
+        """A thread's spool connection, set up once for request-path writes: no checkpoints of its own
+        (the checkpoint thread does them), and lock waits bounded by ``lock_wait_ms``."""
+        if getattr(self._prepared, "done", False):
+            return
+        self._prepared.done = True
+        try:
+            self.spool.leave_checkpoints()
+            if self.lock_wait_ms is not None:
+                self.spool.limit_waits(self.lock_wait_ms)
+        except Exception:  # an unwritable spool: each write will say so
+            log.exception("cannot set up the spool connection of %s", threading.current_thread().name)
+
+    def _take(self) -> tuple[list[_Write], bool]:
+        """The next group: one write (waiting for it), then whatever else is queued."""
+        first = self._queue.get()
+        if first is None:
+            return [], True
+        group, stop = [first], False
+        while len(group) < self.max_group:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                stop = True
+                break
+            group.append(item)
+        return group, stop
+
+    def _checkpoints(self) -> None:
+        """The WAL's checkpoints, off the commit path (the writer's connection does none itself)."""
+        while not self._stopped.wait(self.checkpoint_interval_s):
+            try:
+                self.spool.checkpoint()
+            except Exception as exc:  # locked or gone: the next round, or the exporter's commits, do it
+                log.debug("spool checkpoint skipped: %s", exc)
+
+    def _run(self) -> None:
+        self._own_connection()
+        stop = False
+        while not stop:
+            group, stop = self._take()
+            with self._busy:
+                self._commit(group)
+
+    def _commit(self, group: list[_Write]) -> None:
+        now = time.monotonic()
+        live = []
+        for write in group:
+            if not write.future.set_running_or_notify_cancel():
+                continue
+            if now > write.deadline:
+                self.expired += 1
+                write.future.set_exception(SpoolWriteError(
+                    f"the records waited more than {self.queue_wait_s:g} s for the spool's writer "
+                    "(the spool locked by another process, or a stalled disk)"))
+                continue
+            live.append(write)
+        if not live:
+            return
+        try:
+            results = self.spool.append_groups([w.records for w in live])
+        except BaseException as exc:  # the writer must outlive any failure of one transaction
+            log.exception("spool group commit failed")
+            results = [SpoolWriteError(f"cannot write the prediction spool: {exc}")] * len(live)
+        self.transactions += 1
+        self.requests += len(live)
+        for write, result in zip(live, results, strict=True):
+            resolve(write.future, result)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Commit what is queued, then stop the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join(timeout)
+        self._stopped.set()
+        while True:  # a write queued behind the stop mark, by a request racing the shutdown
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None and item.future.set_running_or_notify_cancel():
+                item.future.set_exception(SpoolWriteError("the gateway is shutting down"))
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()

@@ -1,0 +1,140 @@
+"""The routing in force, kept durably on this machine and shared by every worker process.
+
+One SQLite file (``routing.db`` in the spool directory) holds one row: the routing config, a version
+that grows by one per change, who made the change and when, and the hash of the config file's routing
+that was last applied. A change is a read-modify-write inside one ``BEGIN IMMEDIATE`` transaction, so
+two workers changing different keys at the same moment both land, in some order. Every worker polls
+the version (a one-row read) and installs a newer config; a restart resumes the stored config unless
+the config file's routing changed since it was last applied.
+
+Framework-free; the rollout controller keeps its own state in the same file (see rollout_store.py).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from gateway.config.settings import RoutingConfig
+
+FILE_NAME = "routing.db"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRouting:
+    version: int
+    config: RoutingConfig
+    source: str
+    changed_at: float  # Unix time
+    file_hash: str  # config_hash of the config file's routing last applied
+
+
+# Given what is stored (None: nothing yet), the new (config, source, file_hash), or None for no change.
+Update = Callable[[StoredRouting | None], tuple[RoutingConfig, str, str] | None]
+
+
+class RoutingStore(Protocol):
+    """Where the routing is shared: this file (one machine), or MLflow (replicas; mlflow_state.py)."""
+
+    poll_interval_s: float
+
+    @property
+    def location(self) -> str: ...
+    def poll(self) -> None: ...
+    def status(self) -> dict[str, Any]: ...
+    def version(self) -> int: ...
+    def load(self) -> StoredRouting | None: ...
+    def update(self, update: Update) -> StoredRouting | None: ...
+
+
+class SharedStateFile:
+    """One SQLite connection shared by a process's threads, with short immediate transactions."""
+
+    def __init__(self, path: Path, busy_timeout_s: float = 5.0) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def read(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class RoutingStateStore:
+    poll_interval_s = 0.25  # a one-row read of a local file
+
+    def __init__(self, shared: SharedStateFile) -> None:
+        self.shared = shared
+        with shared.transaction() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS routing_state (id INTEGER PRIMARY KEY CHECK (id = 1), "
+                       "version INTEGER NOT NULL, config TEXT NOT NULL, source TEXT NOT NULL, "
+                       "changed_at REAL NOT NULL, file_hash TEXT NOT NULL)")
+
+    @property
+    def location(self) -> str:
+        return str(self.shared.path)
+
+    def poll(self) -> None:
+        """Nothing to fetch: version() and load() read the file."""
+
+    def status(self) -> dict[str, Any]:
+        return {"backend": "local", "location": self.location, "reachable": True}
+
+    def version(self) -> int:
+        rows = self.shared.read("SELECT version FROM routing_state WHERE id = 1")
+        return int(rows[0][0]) if rows else 0  # type: ignore[call-overload]
+
+    def load(self) -> StoredRouting | None:
+        rows = self.shared.read("SELECT version, config, source, changed_at, file_hash FROM routing_state WHERE id = 1")
+        return _stored(rows[0]) if rows else None
+
+    def update(self, update: Update) -> StoredRouting | None:
+        """Apply ``update`` to what is stored, atomically across processes. Returns the new state, or
+        the stored one when ``update`` returns None (no change)."""
+        with self.shared.transaction() as db:
+            rows = db.execute("SELECT version, config, source, changed_at, file_hash FROM routing_state "
+                              "WHERE id = 1").fetchall()
+            current = _stored(rows[0]) if rows else None
+            change = update(current)
+            if change is None:
+                return current
+            config, source, file_hash = change
+            new = StoredRouting((current.version if current else 0) + 1, config, source, time.time(), file_hash)
+            db.execute("INSERT INTO routing_state (id, version, config, source, changed_at, file_hash) "
+                       "VALUES (1, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET version = excluded.version, "
+                       "config = excluded.config, source = excluded.source, changed_at = excluded.changed_at, "
+                       "file_hash = excluded.file_hash",
+                       (new.version, json.dumps(config.model_dump(mode="json")), source, new.changed_at,
+                        file_hash))
+            return new
+
+
+def _stored(row: tuple[object, ...]) -> StoredRouting:
+    version, config, source, changed_at, file_hash = row
+    return StoredRouting(int(version), RoutingConfig.model_validate(json.loads(str(config))),  # type: ignore[call-overload]
+                         str(source), float(changed_at), str(file_hash))  # type: ignore[arg-type]

@@ -1,0 +1,392 @@
+"""The routing and rollout state shared by gateway replicas on several machines, kept in the MLflow
+Model Registry that every replica already reaches.
+
+One registered model (``[state] registered_model``, default ``gateway-routing-state``) is the ledger.
+Each change is one model version; its tags hold the new document (``state.kind``: routing or rollout,
+``state.parent``: the version it was built on, ``state.document``: JSON), its description says what
+changed in words. No consensus protocol of our own: the order is the registry's version numbering,
+which the tracking server's database assigns one at a time (the next number under the registered
+model's row, with a unique key on (name, version)). Every reader applies one rule to that sequence:
+
+    a version is accepted iff its parent is the newest accepted version of its kind before it.
+
+So a writer that read version H and built a change on it creates its version V with parent H; if
+another change of the same kind was numbered between H and V, V is not accepted (it is tagged
+``state.rejected`` for people reading the registry) and the write raises ``StateConflict``: the
+admin API answers 409, nothing is lost silently. Readers poll for versions numbered after the last
+they saw: one search request per poll, empty when nothing changed.
+
+A replica that cannot reach MLflow keeps the state it last read and says so (``status()``). Versions
+of the ledger must not be deleted by hand: readers that had not seen them would disagree.
+
+Plain HTTP to MLflow's REST API (``/api/2.0/mlflow/...``) with a short timeout and no retries: a poll
+loop must fail fast and try again, where the Python client retries for minutes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import urlparse
+
+import requests
+
+from gateway.config.settings import RoutingConfig
+from gateway.domain.errors import StateConflict, StateUnavailable
+from gateway.rollout.record import Change, RolloutRecord
+from gateway.rollout.spec import RolloutSpec, RolloutState
+from gateway.state.local import StoredRouting, Update
+
+log = logging.getLogger("gateway.state")
+
+KIND, PARENT, DOCUMENT, REJECTED = "state.kind", "state.parent", "state.document", "state.rejected"
+SOURCE = "gateway-state:/{kind}"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    version: int  # the registry's version number
+    kind: str
+    document: dict[str, Any]
+
+
+def ledger_location(tracking_uri: str, name: str) -> str:
+    """Where the ledger is, for /readyz and logs: the tracking URI without any credentials in it."""
+    url = urlparse(tracking_uri)
+    shown = url._replace(netloc=url.hostname + (f":{url.port}" if url.port else "")) if url.hostname else url
+    return f"{shown.geturl().rstrip('/')}#models/{name}"
+
+
+class MlflowLedger:
+    """The accepted head of each kind, as read from the registry; thread-safe."""
+
+    def __init__(self, tracking_uri: str, name: str, timeout_s: float = 5.0) -> None:
+        if urlparse(tracking_uri).scheme not in ("http", "https"):
+            raise ValueError(f"state.backend = mlflow needs an http(s) tracking server; mlflow.tracking_uri is "
+                             f"{tracking_uri!r}")
+        self.tracking_uri = tracking_uri.rstrip("/")
+        self.name = name
+        self.location = ledger_location(tracking_uri, name)
+        self.timeout_s = timeout_s
+        self._http = requests.Session()
+        token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+        if token:
+            self._http.headers["Authorization"] = f"Bearer {token}"
+        elif os.environ.get("MLFLOW_TRACKING_USERNAME"):
+            self._http.auth = (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ.get("MLFLOW_TRACKING_PASSWORD", ""))
+        self._lock = threading.RLock()
+        self._heads: dict[str, Entry] = {}
+        self._last_seen = 0  # the newest version number read (accepted or not)
+        self._accepted: dict[int, Entry] = {}  # the versions the last refresh accepted
+        self._created = False
+        self.reachable = False
+        self.last_ok_at: float | None = None
+        self.last_error: str | None = None
+
+    # -- REST ---------------------------------------------------------------------------------------
+
+    def _call(self, method: str, endpoint: str, **kwargs: Any) -> dict[str, Any]:
+        url = f"{self.tracking_uri}/api/2.0/mlflow/{endpoint}"
+        try:
+            response = self._http.request(method, url, timeout=self.timeout_s, **kwargs)
+        except requests.RequestException as exc:
+            self._failed(f"MLflow unreachable at {self.tracking_uri}: {type(exc).__name__}")
+            raise StateUnavailable(str(self.last_error)) from None
+        try:
+            body: dict[str, Any] = response.json()
+        except ValueError:
+            body = {"message": response.text[:200]}
+        if response.status_code >= 500:
+            self._failed(f"MLflow answered {response.status_code} to {endpoint}: {body.get('message', '')}"[:300])
+            raise StateUnavailable(str(self.last_error))
+        self._ok()
+        if response.status_code >= 400:
+            body["_status"] = response.status_code
+        return body
+
+    def _ok(self) -> None:
+        self.reachable = True
+        self.last_ok_at = time.time()
+
+    def _failed(self, message: str) -> None:
+        if self.reachable or self.last_error != message:
+            log.warning("shared state: %s; keeping the state last read", message)
+        self.reachable = False
+        self.last_error = message
+
+    def _ensure_model(self) -> None:
+        if self._created:
+            return
+        body = self._call("POST", "registered-models/create", json={
+            "name": self.name, "description": "The routing and rollout state shared by the A/B gateway's replicas: "
+            "each version is one change (tags state.kind, state.parent, state.document). Do not delete versions.",
+            "tags": [{"key": "gateway.state_ledger", "value": "true"}]})
+        if body.get("_status") and body.get("error_code") != "RESOURCE_ALREADY_EXISTS":
+            raise StateUnavailable(f"MLflow refused to create the registered model {self.name!r}: "
+                                   f"{body.get('message', body)}")
+        self._created = True
+
+    def _versions_after(self, after: int) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            params: dict[str, Any] = {"filter": f"name='{self.name}' AND version_number > {after}",
+                                      "order_by": "version_number ASC", "max_results": 1000}
+            if token:
+                params["page_token"] = token
+            body = self._call("GET", "model-versions/search", params=params)
+            if body.get("_status"):
+                raise StateUnavailable(f"MLflow refused to list {self.name}: {body.get('message', body)}")
+            found.extend(body.get("model_versions", []))
+            token = body.get("next_page_token")
+            if not token:
+                return sorted(found, key=lambda v: int(v["version"]))
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def refresh(self) -> bool:
+        """Read the versions numbered since the last poll; True if a head changed. Raises
+        StateUnavailable (the heads stay as they were) when MLflow cannot be reached."""
+        with self._lock:
+            self._ensure_model()
+            return self._apply(self._versions_after(self._last_seen))
+
+    def _apply(self, versions: list[dict[str, Any]]) -> bool:
+        changed = False
+        self._accepted = {}
+        for v in versions:
+            number = int(v["version"])
+            if number <= self._last_seen:
+                continue
+            self._last_seen = number
+            tags = {t["key"]: t["value"] for t in v.get("tags", [])}
+            kind = tags.get(KIND)
+            if kind is None or DOCUMENT not in tags:
+                continue
+            head = self._heads.get(kind)
+            if int(tags.get(PARENT, "0")) != (head.version if head else 0):
+                continue  # built on a state that was no longer the newest: not accepted
+            try:
+                document = json.loads(tags[DOCUMENT])
+            except ValueError:
+                continue
+            entry = Entry(number, kind, document)
+            self._heads[kind] = self._accepted[number] = entry
+            changed = True
+        return changed
+
+    def head(self, kind: str) -> Entry | None:
+        with self._lock:
+            return self._heads.get(kind)
+
+    # -- writing ------------------------------------------------------------------------------------
+
+    def append(self, kind: str, change: Callable[[Entry | None], tuple[dict[str, Any], str] | None]) -> Entry | None:
+        """Read the newest state, apply ``change`` (returns (document, description) or None for no
+        change), write it as a new version. Returns the accepted entry (or the current one when there
+        is nothing to change); raises StateConflict if another change of this kind landed first and
+        StateUnavailable if MLflow is unreachable."""
+        with self._lock:
+            self.refresh()
+            base = self._heads.get(kind)
+            new = change(base)
+            if new is None:
+                return base
+            document, description = new
+            parent = base.version if base else 0
+            body = self._call("POST", "model-versions/create", json={
+                "name": self.name, "source": SOURCE.format(kind=kind), "description": description[:5000],
+                "tags": [{"key": KIND, "value": kind}, {"key": PARENT, "value": str(parent)},
+                         {"key": DOCUMENT, "value": json.dumps(document, separators=(",", ":"))}]})
+            if body.get("_status"):
+                raise StateUnavailable(f"MLflow refused the state change: {body.get('message', body)}")
+            mine = int(body["model_version"]["version"])
+            accepted: dict[int, Entry] = {}
+            for _ in range(5):  # read until our own version is seen (at once, on one database)
+                self.refresh()
+                accepted.update(self._accepted)
+                if self._last_seen >= mine:
+                    break
+                time.sleep(0.1)
+            else:
+                raise StateUnavailable(f"the state change was written as version {mine} of {self.name}, but it "
+                                       "cannot be read back yet: whether it applies is not known; read the state")
+            if mine in accepted:  # it may not be the head: another change built on it may be numbered after
+                return accepted[mine]
+            head = self._heads.get(kind)
+            winner = next((n for n in sorted(accepted) if accepted[n].kind == kind and n < mine), None) or (
+                head.version if head is not None else "?")
+            self._reject(mine, winner)
+            raise StateConflict(f"the {kind} state changed while this change was being written (version "
+                                f"{winner} landed first; this one, version {mine}, was not applied); read the "
+                                "state again and retry", version=winner)
+
+    def _reject(self, version: int, winner: object) -> None:
+        with contextlib.suppress(StateUnavailable):  # informational: readers reject it by the rule anyway
+            self._call("POST", "model-versions/set-tag", json={
+                "name": self.name, "version": str(version), "key": REJECTED,
+                "value": f"built on a stale state; version {winner} landed first"})
+
+    def set_model_tag(self, key: str, value: str) -> None:
+        """A registered-model tag: for state that one writer owns and that changes too often to be a
+        version (the rollout's last evaluation)."""
+        body = self._call("POST", "registered-models/set-tag", json={"name": self.name, "key": key, "value": value})
+        if body.get("_status"):
+            raise StateUnavailable(f"MLflow refused tag {key}: {body.get('message', body)}")
+
+    def model_tag(self, key: str) -> str | None:
+        body = self._call("GET", "registered-models/get", params={"name": self.name})
+        if body.get("_status"):
+            return None
+        tags = {t["key"]: t["value"] for t in body.get("registered_model", {}).get("tags", [])}
+        return tags.get(key)
+
+    def status(self) -> dict[str, Any]:
+        now = time.time()
+        return {"backend": "mlflow", "location": self.location, "reachable": self.reachable,
+                "last_read_age_seconds": round(now - self.last_ok_at, 3) if self.last_ok_at else None,
+                "last_error": self.last_error if not self.reachable else None,
+                "versions_seen": self._last_seen}
+
+
+# -- the routing and rollout stores over the ledger (the same interfaces as the local file's) ---------
+
+ROUTING, ROLLOUT = "routing", "rollout"
+EVALUATION_TAG = "rollout.evaluation"
+
+
+class MlflowRoutingStateStore:
+    """RoutingStateStore's interface, over the ledger. ``update`` raises StateConflict when another
+    replica's change landed between the read and the write."""
+
+    def __init__(self, ledger: MlflowLedger, poll_interval_s: float = 1.0) -> None:
+        self.ledger = ledger
+        self.poll_interval_s = poll_interval_s
+
+    @property
+    def location(self) -> str:
+        return self.ledger.location
+
+    def poll(self) -> None:
+        self.ledger.refresh()
+
+    def status(self) -> dict[str, Any]:
+        return self.ledger.status()
+
+    def version(self) -> int:
+        head = self.ledger.head(ROUTING)
+        return head.version if head else 0
+
+    def load(self) -> StoredRouting | None:
+        return _routing(self.ledger.head(ROUTING))
+
+    def update(self, update: Update) -> StoredRouting | None:
+        def change(entry: Entry | None) -> tuple[dict[str, Any], str] | None:
+            new = update(_routing(entry))
+            if new is None:
+                return None
+            config, source, file_hash = new
+            weights = ", ".join(f"{v.name}={v.weight:g}" for v in config.variants)
+            return ({"config": config.model_dump(mode="json"), "source": source, "changed_at": time.time(),
+                     "file_hash": file_hash},
+                    f"routing by {source}: mode {config.mode}, weights {weights}, config {config.config_hash}")
+
+        return _routing(self.ledger.append(ROUTING, change))
+
+
+def _routing(entry: Entry | None) -> StoredRouting | None:
+    if entry is None:
+        return None
+    d = entry.document
+    return StoredRouting(entry.version, RoutingConfig.model_validate(d["config"]), str(d["source"]),
+                         float(d["changed_at"]), str(d["file_hash"]))
+
+
+class MlflowRolloutStore:
+    """RolloutStore's interface, over the ledger: each command or decision is a version; the last
+    evaluation (written at every look by the one controller) is a registered-model tag. Counts are
+    not stored here: each replica publishes its own on /metrics and the controller sums them from
+    Prometheus."""
+
+    def __init__(self, ledger: MlflowLedger, evaluation_max_age_s: float = 1.0) -> None:
+        self.ledger = ledger
+        self.evaluation_max_age_s = evaluation_max_age_s
+        self._evaluation: tuple[float, dict[str, Any]] = (0.0, {})
+
+    def _evaluation_now(self) -> dict[str, Any]:
+        at, evaluation = self._evaluation
+        if time.monotonic() - at > self.evaluation_max_age_s:
+            try:
+                raw = self.ledger.model_tag(EVALUATION_TAG)
+                evaluation = json.loads(raw) if raw else {}
+            except (StateUnavailable, ValueError):
+                pass  # the last one read
+            self._evaluation = (time.monotonic(), evaluation)
+        return evaluation
+
+    def load(self) -> RolloutRecord | None:
+        record = _rollout(self.ledger.head(ROLLOUT))
+        if record is None:
+            return None
+        evaluation = self._evaluation_now()
+        return replace(record, evaluation=evaluation) if evaluation.get("rollout_id") == record.rollout_id \
+            else record
+
+    def update(self, change: Change) -> RolloutRecord | None:
+        written: list[RolloutRecord] = []
+
+        def apply(entry: Entry | None) -> tuple[dict[str, Any], str] | None:
+            current = _rollout(entry)
+            if current is not None:
+                current = replace(current, evaluation=self._evaluation[1]
+                                  if self._evaluation[1].get("rollout_id") == current.rollout_id else {})
+            new = change(current)
+            if new is None:
+                return None
+            written.append(new)
+            if current is not None and replace(new, evaluation={}, updated_at=0) == replace(
+                    current, evaluation={}, updated_at=0):
+                return None  # only the evaluation changed: a tag, not a version
+            document = {**asdict_record(new), "evaluation": {}}
+            last = new.history[-1] if new.history else {}
+            return document, (f"rollout {new.rollout_id}: {last.get('decision', 'change')} by {last.get('by', '?')}, "
+                              f"state {new.state}, step {new.step + 1}, candidate {new.spec.candidate} at "
+                              f"{new.weight:.0%}")
+
+        entry = self.ledger.append(ROLLOUT, apply)
+        if not written:
+            return self.load()
+        new = written[0]
+        if new.evaluation:
+            evaluation = {**new.evaluation, "rollout_id": new.rollout_id}
+            self.ledger.set_model_tag(EVALUATION_TAG, json.dumps(evaluation, separators=(",", ":")))
+            self._evaluation = (time.monotonic(), evaluation)
+        return replace(_rollout(entry) or new, evaluation=new.evaluation)
+
+    def put_counts(self, rollout_id: str, worker: str, counts: dict[str, Any]) -> None:
+        """Nothing to store: a replica's counts are on its /metrics."""
+
+    def counts(self, rollout_id: str) -> tuple[dict[str, Any], int]:
+        raise NotImplementedError("with the shared state in MLflow the rollout's counts come from Prometheus "
+                                  "(python -m gateway.rollout)")
+
+
+def asdict_record(record: RolloutRecord) -> dict[str, Any]:
+    return {"rollout_id": record.rollout_id, "spec": record.spec.model_dump(mode="json"), "state": str(record.state),
+            "step": record.step, "started_at": record.started_at, "updated_at": record.updated_at,
+            "history": record.history}
+
+
+def _rollout(entry: Entry | None) -> RolloutRecord | None:
+    if entry is None:
+        return None
+    d = entry.document
+    return RolloutRecord(str(d["rollout_id"]), RolloutSpec.model_validate(d["spec"]), RolloutState(d["state"]),
+                         int(d["step"]), float(d["started_at"]), float(d["updated_at"]), list(d["history"]), {})

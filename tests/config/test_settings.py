@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config.settings import ConfigError, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gateway.toml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_config_loads() -> None:
+    settings = load_settings(ROOT / "config" / "gateway.toml")
+    assert [v.name for v in settings.variants] == ["v1.0", "v2.0"]
+    assert settings.routing.variant_header == "X-Model-Version"
+    assert settings.mlflow.experiment == "iris-flower-prediction"
+
+
+VARIANTS = """
+[[variants]]
+name = "v1.0"
+model_uri = "models:/IrisClassifier/1"
+weight = {w1}
+[[variants]]
+name = "v2.0"
+model_uri = "models:/IrisClassifier/2"
+weight = {w2}
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (VARIANTS.format(w1=-1, w2=1), "variants.0.weight"),
+        (VARIANTS.format(w1=0, w2=0), "variants.weight"),
+        ('[routing]\nmode = "canary"\n' + VARIANTS.format(w1=1, w2=1), "routing.mode"),
+        ('[routing]\nmode = "shadow"\n[shadow]\nprimary = "v1.0"\ncandidate = "v3.0"\n'
+         + VARIANTS.format(w1=1, w2=1), "shadow.candidate"),
+        ('[routing]\nmode = "shadow"\n[shadow]\nprimary = "v2.0"\ncandidate = "v2.0"\n'
+         + VARIANTS.format(w1=1, w2=1), "shadow.candidate"),
+        ("[shadow]\nsample_rate = 1.5\n", "shadow.sample_rate"),
+        ("[mlflow]\ngranularity = \"hourly\"\n", "mlflow.granularity"),
+        ("[spool]\non_log_failure = \"ignore\"\n", "spool.on_log_failure"),
+        ("[routing]\nmodee = \"weighted\"\n", "routing.modee"),
+        ("[rollout]\nenabled = true\ncandidate = \"v7\"\n", "rollout.candidate"),
+        ("[rollout]\nsteps = [0.5, 0.2]\n", "rollout.steps"),
+        ("[rollout]\nsteps = [0.5, 2.0]\n", "rollout.steps"),
+        ("[rollout.guardrails.accuracy]\nmax_drop = -0.1\n", "rollout.guardrails.accuracy.max_drop"),
+        ("[rollout]\nmin_samples = 0\n", "rollout.min_samples"),
+        ("[state]\nbackend = \"redis\"\n", "state.backend"),
+        ("[state]\npoll_seconds = 30\n", "state.poll_seconds"),
+        ("[mlflow]\ntracking_uri = \"sqlite:///m.db\"\n[state]\nbackend = \"mlflow\"\n", "state.backend"),
+        ("[controller]\nmetrics_port = 70000\n", "controller.metrics_port"),
+    ],
+)
+def test_invalid_config_names_the_key(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(_write(tmp_path, text))
+    message = str(err.value)
+    assert key in message and "\n" not in message
+
+
+def test_missing_and_broken_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(_write(tmp_path, "[mlflow\n"))
+
+
+def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write(tmp_path, '[routing]\nmode = "weighted"\n[mlflow]\ntracking_uri = "http://file:1"\n')
+    monkeypatch.setenv("GATEWAY_ROUTING__MODE", "shadow")
+    monkeypatch.setenv("GATEWAY_MLFLOW__TRACKING_URI", "http://env-prefixed:2")
+    settings = load_settings(path)
+    assert settings.routing.mode == "shadow"
+    assert settings.mlflow.tracking_uri == "http://env-prefixed:2"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://standard:3")
+    assert load_settings(path).mlflow.tracking_uri == "http://standard:3"
+
+
+def test_config_hash_follows_routing_only(tmp_path: Path) -> None:
+    a = load_settings(_write(tmp_path, VARIANTS.format(w1=0.7, w2=0.3)))
+    b = load_settings(_write(tmp_path, VARIANTS.format(w1=0.6, w2=0.4)))
+    c = load_settings(_write(tmp_path, VARIANTS.format(w1=0.7, w2=0.3) + '[spool]\ndir = "/elsewhere"\n'))
+    assert a.routing_config().config_hash != b.routing_config().config_hash
+    assert a.routing_config().config_hash == c.routing_config().config_hash
+
+
+def test_cli_fails_fast_with_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = _write(tmp_path, VARIANTS.format(w1=0, w2=0))
+    proc = subprocess.run([sys.executable, "-m", "gateway", "--config", str(path)], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "variants.weight" in lines[0], proc.stderr
