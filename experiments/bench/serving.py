@@ -28,98 +28,24 @@ import argparse
 import contextlib
 import json
 import os
-import re
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from gateway.spool.store import RowState
-from tests.harness.processes import (
-    ROOT,
-    VENV_BIN,
-    GatewayProcess,
-    MlflowServer,
-    _stop_group,
-    free_port,
-    train_models,
-    wait_http,
-    write_config,
-)
+from experiments.bench.peers import Setup, mlserver_venv, setups
+from experiments.bench.wrk import BATCH_ROWS, WrkResult, ensure_wrk, run_wrk
+from gateway.spool.schema import RowState
+from tests.harness.processes import ROOT, MlflowServer, free_port, train_models
 
-MODEL_URI = "models:/IrisClassifier/1"
-COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
-ROW = [5.1, 3.5, 1.4, 0.2]
-FORM = "&".join(f"{c}={v}" for c, v in zip(COLUMNS, ROW, strict=True))
-BATCH_ROWS = 100
 CONCURRENCY = (1, 8, 64)
-
-
-def _batch_rows(n: int = BATCH_ROWS) -> list[list[float]]:
-    """Iris-like rows of all three classes, the same every run."""
-    base = ([5.1, 3.5, 1.4, 0.2], [6.0, 2.7, 4.5, 1.4], [6.7, 3.0, 5.6, 2.2])
-    return [[round(v + 0.01 * (i // 3), 2) for v in base[i % 3]] for i in range(n)]
-
-
-def _lua(body: str, content_type: str) -> str:
-    # A level-2 long bracket: a JSON body holds "]]" (nested arrays), which would end a plain [[...]].
-    return f'wrk.method = "POST"\nwrk.body = [==[{body}]==]\nwrk.headers["Content-Type"] = "{content_type}"\n'
-
-
-def _oip(rows: list[list[float]]) -> str:
-    return json.dumps({"inputs": [{"name": "predict", "shape": [len(rows), len(COLUMNS)], "datatype": "FP64",
-                                   "data": [v for r in rows for v in r]}]})
-
-
-def _split(rows: list[list[float]]) -> str:
-    return json.dumps({"dataframe_split": {"columns": COLUMNS, "data": rows}})
-
-
-@dataclass(frozen=True)
-class Load:
-    path: str
-    body: str
-    content_type: str
-    rows: int = 1
-
-    @property
-    def script(self) -> str:  # for wrk
-        return _lua(self.body, self.content_type)
-
-    def check(self, url: str) -> None:
-        """One request first: a setup that answers the body with an error is a broken benchmark."""
-        r = httpx.post(url + self.path, content=self.body, headers={"Content-Type": self.content_type}, timeout=30)
-        if r.status_code != 200:
-            raise RuntimeError(f"POST {self.path} answered {r.status_code}: {r.text[:300]}")
-
-
-@dataclass
-class Setup:
-    name: str
-    single: Load
-    batch: Load | None
-    logging: str | None = None  # "prediction" | "window" | None
-    start: Callable[[Path, str, str], Any] | None = field(default=None, repr=False)
-
-
-@dataclass
-class WrkResult:
-    requests: int
-    seconds: float
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    non_2xx: int
-    socket_errors: int
 
 
 @dataclass
@@ -148,50 +74,6 @@ class Integrity:
     pending: int
     drain_seconds: float
     max_export_lag_s: float | None
-
-
-def ensure_wrk() -> str:
-    path = shutil.which("wrk")
-    if path:
-        return path
-    print("wrk not found; installing it with apt-get", file=sys.stderr)
-    sudo = [] if os.geteuid() == 0 else ["sudo"]
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "wrk"], check=True, env=env, stdout=subprocess.DEVNULL)
-    path = shutil.which("wrk")
-    if not path:
-        raise SystemExit("error: wrk could not be installed")
-    return path
-
-
-def _to_ms(value: str) -> float:
-    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value.strip())
-    if not m:
-        raise ValueError(f"unparsable wrk latency {value!r}")
-    number, unit = float(m[1]), m[2]
-    return number * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
-
-
-def run_wrk(url: str, seconds: int, connections: int, script: Path) -> WrkResult:
-    out = subprocess.run(
-        [ensure_wrk(), f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s",
-         "-s", str(script), url],
-        check=True, capture_output=True, text=True,
-    ).stdout
-    total = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
-    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if not (total and rps and p50 and p99):
-        raise RuntimeError(f"cannot parse wrk output:\n{out}")
-    return WrkResult(
-        requests=int(total[1]), seconds=float(total[2]), rps=float(rps[1]), p50_ms=_to_ms(p50[1]),
-        p99_ms=_to_ms(p99[1]), non_2xx=int(non2xx[1]) if non2xx else 0,
-        socket_errors=sum(int(x) for x in sock.groups()) if sock else 0,
-    )
 
 
 def mlflow_run_stats(tracking_uri: str, experiment: str) -> tuple[int, set[Any], int]:
@@ -230,128 +112,6 @@ def pending_in_spool(spool_dir: Path) -> set[tuple[str, int, str]]:
         rows = conn.execute("SELECT request_id, row_index, role FROM predictions WHERE status != ?",
                             (int(RowState.DONE),)).fetchall()
     return {(str(r), int(i), str(role)) for r, i, role in rows}
-
-
-# -- the setups ---------------------------------------------------------------------------------
-
-class Service:
-    """A server process in its own process group, stopped with its children."""
-
-    def __init__(self, cmd: list[str], ready_url: str, workdir: Path, env: dict[str, str] | None = None,
-                 cwd: Path = ROOT, timeout: float = 180) -> None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        self._log = open(workdir / "server.log", "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=cwd,
-                                     env={**os.environ, **(env or {})}, start_new_session=True)
-        try:
-            wait_http(ready_url, timeout, self.proc)
-        except Exception as exc:
-            self.stop()
-            tail = (workdir / "server.log").read_text(errors="replace").splitlines()[-15:]
-            raise RuntimeError(f"{cmd[0]} did not start: {exc}\n" + "\n".join(tail)) from None
-
-    def stop(self) -> None:
-        _stop_group(self.proc)
-        self._log.close()
-
-
-def start_bare(work: Path, tracking_uri: str, url: str) -> Service:
-    port = url.rsplit(":", 1)[1]
-    return Service([sys.executable, "-m", "experiments.bench.bare_app", "--port", port, "--tracking-uri", tracking_uri],
-                   f"{url}/docs", work)
-
-
-def start_mlflow_serve(work: Path, tracking_uri: str, url: str) -> Service:
-    port = url.rsplit(":", 1)[1]
-    return Service([str(VENV_BIN / "mlflow"), "models", "serve", "-m", MODEL_URI, "-h", "127.0.0.1", "-p", port,
-                    "--env-manager", "local"], f"{url}/ping", work,
-                   env={"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true",
-                        # it starts `uvicorn` by name: the venv's must be on PATH
-                        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"})
-
-
-def start_seed(work: Path, tracking_uri: str, url: str) -> Service:
-    port = url.rsplit(":", 1)[1]
-    return Service([sys.executable, "-m", "experiments.bench.seed_app", "--port", port, "--tracking-uri", tracking_uri,
-                    "--experiment", f"bench-{work.name}"], f"{url}/docs", work)
-
-
-def mlserver_venv(cache: Path) -> Path:
-    """MLServer and its scikit-learn runtime in their own venv (cached), with our scikit-learn version
-    so that the exported estimator loads as it is."""
-    import sklearn
-
-    venv = cache / "mlserver"
-    stamp = venv / f".installed-{sklearn.__version__}-uvloop021"
-    if not stamp.exists():
-        print("installing MLServer into its own venv (once) ...", file=sys.stderr)
-        shutil.rmtree(venv, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        # uvloop 0.22 made asyncio.get_event_loop() raise in a fresh process; MLServer 1.7's inference
-        # workers call it at start and die (seen here with 1.7.1), so the venv keeps the last uvloop before.
-        subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "mlserver>=1.6,<2",
-                        "mlserver-sklearn>=1.6,<2", f"scikit-learn=={sklearn.__version__}", "uvloop<0.22"],
-                       check=True)
-        stamp.touch()
-    return venv
-
-
-def start_mlserver(work: Path, tracking_uri: str, url: str, venv: Path) -> Service:
-    import joblib
-    import mlflow.sklearn
-
-    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    repo = work / "models"
-    model_dir = repo / "iris"
-    model_dir.mkdir(parents=True, exist_ok=True)
-    joblib.dump(mlflow.sklearn.load_model(MODEL_URI), model_dir / "model.joblib")
-    (model_dir / "model-settings.json").write_text(json.dumps({
-        "name": "iris", "implementation": "mlserver_sklearn.SKLearnModel",
-        "parameters": {"uri": "./model.joblib", "version": "v1"}}))
-    port = int(url.rsplit(":", 1)[1])
-    (repo / "settings.json").write_text(json.dumps({
-        "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(), "host": "127.0.0.1",
-        "debug": False}))
-    return Service([str(venv / "bin" / "mlserver"), "start", str(repo)], f"{url}/v2/models/iris/ready", work,
-                   cwd=repo)
-
-
-def gateway_starter(logging: str | None) -> Callable[[Path, str, str], GatewayProcess]:
-    def start(work: Path, tracking_uri: str, url: str) -> GatewayProcess:
-        experiment = f"bench-{work.name}"
-        bounds = {c: {"gt": 0, "le": 100} for c in COLUMNS}
-        config = write_config(
-            work / "gateway.toml", tracking_uri, work / "spool", work.parent / "cache",
-            variants=[{"name": "v1.0", "model_uri": MODEL_URI, "weight": 1.0}],
-            model={"class_names": ["Setosa", "Versicolor", "Virginica"], "bounds": bounds},
-            spool={"dir": str(work / "spool"), "enabled": logging is not None},
-            mlflow={"tracking_uri": tracking_uri, "model_cache_dir": str(work.parent / "cache"), "export_workers": 8,
-                    "granularity": logging or "prediction", "window_seconds": 5.0, "experiment": experiment})
-        gw = GatewayProcess(config=config, workdir=work, port=int(url.rsplit(":", 1)[1]))
-        return gw.start(timeout=180)
-
-    return start
-
-
-def setups(mlserver: Path | None) -> list[Setup]:
-    single_form = Load("/predict", FORM, "application/x-www-form-urlencoded")
-    batch_split = Load("/invocations", _split(_batch_rows()), "application/json", BATCH_ROWS)
-    out = [
-        Setup("bare", single_form, None, start=start_bare),
-        Setup("mlflow-serve", Load("/invocations", _split([ROW]), "application/json"), batch_split,
-              start=start_mlflow_serve),
-        Setup("gw-prediction", single_form, None, "prediction", gateway_starter("prediction")),
-        Setup("gw-window", single_form, batch_split, "window", gateway_starter("window")),
-        Setup("gw-off", single_form, batch_split, None, gateway_starter(None)),
-        # Only when asked for (--setups seed): the seed document's design, a synchronous MLflow run
-        # inside every request; tens of requests/s.
-        Setup("seed", single_form, None, start=start_seed),
-    ]
-    if mlserver is not None:
-        out.insert(1, Setup("mlserver", Load("/v2/models/iris/infer", _oip([ROW]), "application/json"),
-                            Load("/v2/models/iris/infer", _oip(_batch_rows()), "application/json", BATCH_ROWS),
-                            start=lambda w, t, u: start_mlserver(w, t, u, mlserver)))
-    return out
 
 
 # -- one setup, one round -------------------------------------------------------------------------

@@ -46,7 +46,8 @@ class PredictionRecord:
     def to_dict(self) -> dict[str, Any]:
         """A shallow dict (the features object is shared, not copied): ``dataclasses.asdict`` deep-copies
         every value, which made it most of a window export's time."""
-        return {name: getattr(self, name) for name in _FIELDS}
+        return {name: getattr(self, name) for name in RECORD_FIELDS}
 
 
-_FIELDS = tuple(f.name for f in fields(PredictionRecord))
+# The record's fields in order: the spool's columns and the window tables' columns, written once.
+RECORD_FIELDS = tuple(f.name for f in fields(PredictionRecord))

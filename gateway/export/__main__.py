@@ -72,7 +72,7 @@ def drain(settings: Settings, timeout: float, quiet: bool) -> int:
               "nothing exported, the spool is unchanged", file=sys.stderr)
         return 1
     spool = PredictionSpool(settings.spool.dir)
-    total = spool.count_open() + spool.count_open_labels()
+    total = spool.count_open() + spool.labels.count_open()
     exporter = build_thread_exporter(settings, spool, lease_seconds=30.0)
     start = time.monotonic()
     exporter.drain_now()
@@ -80,7 +80,7 @@ def drain(settings: Settings, timeout: float, quiet: bool) -> int:
     with tqdm(total=total, unit="rec", disable=quiet, file=sys.stderr) as bar:
         deadline = start + timeout
         while time.monotonic() < deadline:
-            left = spool.count_open() + spool.count_open_labels()
+            left = spool.count_open() + spool.labels.count_open()
             bar.n = total - left
             bar.refresh()
             if left == 0:

@@ -23,7 +23,8 @@ from gateway.domain import contract as c
 from gateway.domain.labels import absolute_error, is_correct
 from gateway.export.strategies import ExportCounters
 from gateway.export.writer import RunWriter
-from gateway.spool.store import LabelRow, PredictionSpool
+from gateway.spool.labels import LabelRow
+from gateway.spool.store import PredictionSpool
 
 
 class LabelStep(Protocol):
@@ -69,21 +70,21 @@ class LabelsOnPredictionRuns:
         self.limit, self.lease_seconds = limit, lease_seconds
 
     def run(self, draining: bool) -> int:
-        _, labels = self.spool.claim_labels(self.limit, self.lease_seconds)
+        _, labels = self.spool.labels.claim(self.limit, self.lease_seconds)
         joined = 0
         for i, label in enumerate(labels):
             try:
                 run_id = label.prediction_run_id
                 if run_id is None:
                     if self.spool.find(label.request_id, "primary", label.row_index) is not None:
-                        self.spool.finish_labels([label.id], None)  # its prediction is not exported yet
+                        self.spool.labels.finish([label.id], None)  # its prediction is not exported yet
                         continue
                     # Pruned from the spool after export: find its run by tag.
                     run_id = self.writer.find_run({c.TAG_REQUEST_ID: label.request_id, c.TAG_ROLE: "primary",
                                                    c.TAG_ROW_INDEX: str(label.row_index)})
                     if run_id is None:
                         given_up = label.remote and time.time() - label.ts_ms / 1000 > REMOTE_JOIN_WAIT_S
-                        self.spool.finish_labels([label.id], "" if given_up else None)
+                        self.spool.labels.finish([label.id], "" if given_up else None)
                         if given_up:
                             self.spool.bump_counter("labels_unjoined")
                             log.warning("label for %s row %d given up: its prediction is not in MLflow after %.0f s",
@@ -93,10 +94,10 @@ class LabelsOnPredictionRuns:
                     label = judged(label, self.writer.run_tags(run_id))
                 metrics, tags = label_payload(label)
                 self.writer.log_batch(run_id, metrics, tags=tags)
-                self.spool.finish_labels([label.id], run_id)
+                self.spool.labels.finish([label.id], run_id)
                 joined += 1
             except Exception:
-                self.spool.finish_labels([lb.id for lb in labels[i:]], None)
+                self.spool.labels.finish([lb.id for lb in labels[i:]], None)
                 raise
         self.counters.add(labels_exported=joined)
         return joined
@@ -109,11 +110,11 @@ class LabelWindows:
         self.window_seconds, self.max_labels, self.lease_seconds = window_seconds, max_labels, lease_seconds
 
     def run(self, draining: bool) -> int:
-        oldest = self.spool.oldest_open_label_ts_ms()
+        oldest = self.spool.labels.oldest_open_ts_ms()
         if oldest is None or (not draining and time.time() - oldest / 1000 < self.window_seconds
-                              and self.spool.count_open_labels() < self.max_labels):
+                              and self.spool.labels.count_open() < self.max_labels):
             return 0
-        batch_id, labels = self.spool.claim_labels(self.max_labels, self.lease_seconds)
+        batch_id, labels = self.spool.labels.claim(self.max_labels, self.lease_seconds)
         if not labels:
             return 0
         first, last = min(lb.ts_ms for lb in labels), max(lb.ts_ms for lb in labels)
@@ -137,8 +138,8 @@ class LabelWindows:
             self.writer.log_text(run_id, table, c.FEEDBACK_ARTIFACT)
             self.writer.finish(run_id, last + 1)
         except Exception:
-            self.spool.release_labels(batch_id)
+            self.spool.labels.release(batch_id)
             raise
-        self.spool.finish_labels([lb.id for lb in labels], run_id)
+        self.spool.labels.finish([lb.id for lb in labels], run_id)
         self.counters.add(labels_exported=len(labels))
         return len(labels)

@@ -87,7 +87,7 @@ class ThreadExporter:
         """Drain for up to ``grace_seconds`` while MLflow answers, then stop. Return the backlog left."""
         deadline = time.monotonic() + grace_seconds
         self.drain_now()
-        while time.monotonic() < deadline and (self.spool.count_open() > 0 or self.spool.count_open_labels() > 0):
+        while time.monotonic() < deadline and (self.spool.count_open() > 0 or self.spool.labels.count_open() > 0):
             if self.backoff.until() > time.time() + (deadline - time.monotonic()):
                 break  # MLflow is down and will not be retried within the grace time
             self._wake.set()

@@ -24,9 +24,10 @@ import numpy as np
 import orjson
 
 from gateway.domain import contract as c
-from gateway.domain.records import PredictionRecord
+from gateway.domain.records import RECORD_FIELDS, PredictionRecord
 from gateway.export.writer import SERIES_CHUNK, RunWriter
-from gateway.spool.store import PredictionSpool, SpoolRow
+from gateway.spool.rows import SpoolRow
+from gateway.spool.store import PredictionSpool
 from gateway.variants.output import ModelKind
 
 
@@ -114,19 +115,19 @@ class PredictionRuns:
         self.workers, self.batch_size, self.lease_seconds = workers, batch_size, lease_seconds
 
     def claim(self, draining: bool) -> list[SpoolRow] | None:
-        return self.spool.claim(self.batch_size, self.lease_seconds) or None
+        return self.spool.queue.claim(self.batch_size, self.lease_seconds) or None
 
     def export(self, rows: list[SpoolRow], interrupted: Callable[[], bool]) -> int:
         """Export leased rows in order; on the first failure give the rest back and raise."""
         for i, row in enumerate(rows):
             if interrupted():
-                self.spool.release([r.id for r in rows[i:]], untouched=True)
+                self.spool.queue.release([r.id for r in rows[i:]], untouched=True)
                 return i
             try:
                 self.export_one(row)
             except Exception:
-                self.spool.release([row.id], untouched=False)
-                self.spool.release([r.id for r in rows[i + 1:]], untouched=True)
+                self.spool.queue.release([row.id], untouched=False)
+                self.spool.queue.release([r.id for r in rows[i + 1:]], untouched=True)
                 raise
         return len(rows)
 
@@ -142,13 +143,13 @@ class PredictionRuns:
             suffix = f"_row{rec.row_index}" if rec.row_index else ""
             run_id = self.writer.create_run(rec.ts_ms, prediction_tags(rec),
                                             f"prediction_{rec.ts_ms // 1000}_{rec.model_version}_{rec.role}{suffix}")
-            self.spool.set_run_id([row.id], run_id)
+            self.spool.queue.set_run_id([row.id], run_id)
             self.counters.add(runs_created=1)
         params, metrics = prediction_payload(rec)
         # Re-logging identical params and metrics (same timestamp and step) on a resumed run is harmless.
         self.writer.log_batch(run_id, metrics, params)
         self.writer.finish(run_id, rec.ts_ms + max(1, math.ceil(rec.inference_time_ms)))
-        self.spool.mark_done([row.id], run_id)
+        self.spool.queue.mark_done([row.id], run_id)
         self.spool.bump_counter("exported")
         self.counters.add(exported=1)
         return run_id
@@ -197,7 +198,7 @@ class WindowRuns:
     def claim(self, draining: bool) -> tuple[str, list[SpoolRow]] | None:
         # Drain or shutdown: close every open window now rather than wait for its end.
         now = time.time() + (self.window_seconds + 1 if draining else 0)
-        claimed = self.spool.claim_window(self.window_seconds, self.window_max_records,
+        claimed = self.spool.queue.claim_window(self.window_seconds, self.window_max_records,
                                           lease_seconds=self.lease_seconds, now=now)
         return claimed if claimed and claimed[1] else None
 
@@ -206,7 +207,7 @@ class WindowRuns:
         try:
             self.export_window(batch_id, rows)
         except Exception:
-            self.spool.release_batch(batch_id, untouched=False)
+            self.spool.queue.release_batch(batch_id, untouched=False)
             raise
         return len(rows)
 
@@ -234,7 +235,7 @@ class WindowRuns:
             }
             run_id = self.writer.create_run(start_ms, tags, f"window_{first.model_version}_{first.role}_"
                                                             f"{start_ms // 1000}")
-            self.spool.set_run_id([r.id for r in rows], run_id)
+            self.spool.queue.set_run_id([r.id for r in rows], run_id)
             self.counters.add(runs_created=1)
         summary = [Metric(k, v, end_ms, 0) for k, v in window_summary(rows).items()]
         params = [Param("window_seconds", repr(self.window_seconds)),
@@ -252,7 +253,7 @@ class WindowRuns:
             self.writer.log_batch(run_id, series[i:i + SERIES_CHUNK])
         self.writer.log_bytes(run_id, records_parquet([r.record for r in rows]), c.RECORDS_ARTIFACT)
         self.writer.finish(run_id, end_ms + 1)
-        self.spool.mark_done([r.id for r in rows], run_id)
+        self.spool.queue.mark_done([r.id for r in rows], run_id)
         self.spool.bump_counter("exported", len(rows))
         self.counters.add(exported=len(rows))
         return run_id
@@ -280,9 +281,7 @@ def records_parquet(records: list[PredictionRecord]) -> bytes:
     return out.getvalue()
 
 
-PARQUET_COLUMNS = ("request_id", "role", "model_version", "features", "prediction", "class_index",
-                   "inference_time_ms", "ts_ms", "routing", "config_hash", "weights", "row_index", "kind",
-                   "batch_rows", "request_time_ms")
+PARQUET_COLUMNS = RECORD_FIELDS
 
 
 def _parquet_schema() -> Any:

@@ -24,7 +24,8 @@ from gateway.domain.records import Role
 from gateway.serving.observers import Observers
 from gateway.serving.outcome import ServiceCounters
 from gateway.serving.pipeline import Scorer
-from gateway.spool.store import LabelExists, SpoolWriteError
+from gateway.spool.labels import LabelExists
+from gateway.spool.sqlite import SpoolWriteError
 from gateway.variants.output import ModelKind
 
 
@@ -66,7 +67,7 @@ class FeedbackRecorder:
         else:
             label = self._class_label(true_label)
             correct = is_correct(predicted.prediction, label)
-        replayed = _stored(lambda: spool.append_label(predicted, label, correct, abs_error), request_id, row_index,
+        replayed = _stored(lambda: spool.labels.append(predicted, label, correct, abs_error), request_id, row_index,
                            label)
         self.counts.add("feedback_replayed" if replayed else "feedback")
         if not replayed:
@@ -84,7 +85,7 @@ class FeedbackRecorder:
                        row_index: int) -> dict[str, Any]:
         label: str | int | float = (_number(true_label) if self.variants.kind == ModelKind.REGRESSOR
                                     else self._class_label(true_label))
-        replayed = _stored(lambda: spool.append_remote_label(request_id, row_index, label), request_id, row_index,
+        replayed = _stored(lambda: spool.labels.append_remote(request_id, row_index, label), request_id, row_index,
                            label)
         self.counts.add("feedback_replayed" if replayed else "feedback_remote")
         return {"request_id": request_id, "row_index": row_index, "true_label": label, "replayed": replayed,

@@ -18,8 +18,9 @@ from gateway.serving.feedback import FeedbackRecorder
 from gateway.serving.observers import Observers
 from gateway.serving.outcome import ServiceCounters
 from gateway.serving.pipeline import Scorer
+from gateway.spool.sqlite import SqliteFile
 from gateway.spool.writer import SpoolWriter
-from gateway.state.local import FILE_NAME, RoutingStateStore, RoutingStore, SharedStateFile
+from gateway.state.local import FILE_NAME, RoutingStateStore, RoutingStore
 from gateway.state.local_rollout import RolloutStore
 from gateway.state.mlflow import MlflowLedger, MlflowRolloutStore, MlflowRoutingStateStore
 from gateway.variants.loaded import VariantSet
@@ -36,7 +37,7 @@ class GatewayServices:
     scorer: Scorer
     feedback: FeedbackRecorder
     counts: ServiceCounters = field(default_factory=ServiceCounters)
-    shared: SharedStateFile | None = None
+    shared: SqliteFile | None = None
     rollout: RolloutController | None = None
     observer: RolloutObserver | None = None
 
@@ -49,7 +50,7 @@ class GatewayServices:
     @classmethod
     def build(cls, settings: Settings, writer: SpoolWriter | None) -> GatewayServices:
         counts = ServiceCounters()
-        shared: SharedStateFile | None = None
+        shared: SqliteFile | None = None
         routing_store: RoutingStore | None = None
         rollout_store: RolloutStore | MlflowRolloutStore | None = None
         if settings.state.backend == "mlflow":
@@ -139,12 +140,12 @@ def open_ledger(settings: Settings) -> MlflowLedger:
     return MlflowLedger(settings.mlflow.tracking_uri, settings.state.registered_model, settings.state.timeout_seconds)
 
 
-def open_shared_state(settings: Settings) -> SharedStateFile | None:
+def open_shared_state(settings: Settings) -> SqliteFile | None:
     """The routing state every worker of this gateway shares, next to the spool. Without it (a
     read-only or broken directory) each process keeps its own routing, and /variants says so."""
     path = settings.spool.dir / FILE_NAME
     try:
-        return SharedStateFile(path)
+        return SqliteFile(path)
     except Exception as exc:
         log.error("cannot open the shared routing state %s: %s; routing changes will reach this process "
                   "only", path, first_line(exc, 200))

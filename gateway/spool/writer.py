@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 from gateway.domain.records import PredictionRecord
 from gateway.serving.batching import resolve
-from gateway.spool.store import PredictionSpool, SpoolWriteError
+from gateway.spool.sqlite import SpoolWriteError
+from gateway.spool.store import PredictionSpool
 
 log = logging.getLogger("gateway.spool")
 
@@ -92,9 +93,9 @@ class SpoolWriter:
             return
         self._prepared.done = True
         try:
-            self.spool.leave_checkpoints()
+            self.spool.db.leave_checkpoints()
             if self.lock_wait_ms is not None:
-                self.spool.limit_waits(self.lock_wait_ms)
+                self.spool.db.limit_waits(self.lock_wait_ms)
         except Exception:  # an unwritable spool: each write will say so
             log.exception("cannot set up the spool connection of %s", threading.current_thread().name)
 
@@ -119,7 +120,7 @@ class SpoolWriter:
         """The WAL's checkpoints, off the commit path (the writer's connection does none itself)."""
         while not self._stopped.wait(self.checkpoint_interval_s):
             try:
-                self.spool.checkpoint()
+                self.spool.db.checkpoint()
             except Exception as exc:  # locked or gone: the next round, or the exporter's commits, do it
                 log.debug("spool checkpoint skipped: %s", exc)
 

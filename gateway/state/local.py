@@ -7,22 +7,19 @@ two workers changing different keys at the same moment both land, in some order.
 the version (a one-row read) and installs a newer config; a restart resumes the stored config unless
 the config file's routing changed since it was last applied.
 
-Framework-free; the rollout controller keeps its own state in the same file (see rollout_store.py).
+Framework-free; the rollout controller keeps its own state in the same file (local_rollout.py).
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from gateway.config.settings import RoutingConfig
+from gateway.spool.sqlite import SqliteFile
 
 FILE_NAME = "routing.db"
 
@@ -41,7 +38,7 @@ Update = Callable[[StoredRouting | None], tuple[RoutingConfig, str, str] | None]
 
 
 class RoutingStore(Protocol):
-    """Where the routing is shared: this file (one machine), or MLflow (replicas; mlflow_state.py)."""
+    """Where the routing is shared: this file (one machine), or MLflow (replicas; state/mlflow.py)."""
 
     poll_interval_s: float
 
@@ -54,41 +51,10 @@ class RoutingStore(Protocol):
     def update(self, update: Update) -> StoredRouting | None: ...
 
 
-class SharedStateFile:
-    """One SQLite connection shared by a process's threads, with short immediate transactions."""
-
-    def __init__(self, path: Path, busy_timeout_s: float = 5.0) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
-    def read(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-
 class RoutingStateStore:
     poll_interval_s = 0.25  # a one-row read of a local file
 
-    def __init__(self, shared: SharedStateFile) -> None:
+    def __init__(self, shared: SqliteFile) -> None:
         self.shared = shared
         with shared.transaction() as db:
             db.execute("CREATE TABLE IF NOT EXISTS routing_state (id INTEGER PRIMARY KEY CHECK (id = 1), "

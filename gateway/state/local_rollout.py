@@ -12,11 +12,11 @@ from typing import Any
 from gateway.rollout.observations import merge_counts
 from gateway.rollout.record import Change, RolloutRecord
 from gateway.rollout.spec import RolloutSpec, RolloutState
-from gateway.state.local import SharedStateFile
+from gateway.spool.sqlite import SqliteFile
 
 
 class RolloutStore:
-    def __init__(self, shared: SharedStateFile) -> None:
+    def __init__(self, shared: SqliteFile) -> None:
         self.shared = shared
         with shared.transaction() as db:
             db.execute("CREATE TABLE IF NOT EXISTS rollout (id INTEGER PRIMARY KEY CHECK (id = 1), "

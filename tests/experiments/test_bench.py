@@ -5,16 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from experiments.bench.serving import (
-    Integrity,
-    Point,
-    WrkResult,
-    _lua,
-    _split,
-    pending_in_spool,
-    summarise,
-    targets,
-)
+from experiments.bench.serving import Integrity, Point, pending_in_spool, summarise, targets
+from experiments.bench.wrk import WrkResult, _lua, _split
 from gateway.spool.store import PredictionSpool
 from tests.harness.records import rec
 
@@ -53,7 +45,7 @@ def test_rows_not_yet_exported_are_counted_as_still_in_the_spool(tmp_path: Path)
     spool = PredictionSpool(tmp_path)
     spool.append_many([rec(1, row=0), rec(1, row=1)])
     spool.append(rec(2))
-    claimed = spool.claim(1)
-    spool.mark_done([claimed[0].id], "run-1")
+    claimed = spool.queue.claim(1)
+    spool.queue.mark_done([claimed[0].id], "run-1")
     assert pending_in_spool(tmp_path) == {("r1", 1, "primary"), ("r2", 0, "primary")}
     assert pending_in_spool(tmp_path / "nowhere") == set()

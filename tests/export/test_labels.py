@@ -22,13 +22,13 @@ def test_labels_join_their_prediction_runs_once_exported(tmp_path: Any) -> None:
     right = spool.find("r1", "primary", 0)
     wrong = spool.find("r1", "primary", 1)
     assert right is not None and wrong is not None
-    spool.append_label(right, "Setosa", True, None)
-    spool.append_label(wrong, "Setosa", False, None)
+    spool.labels.append(right, "Setosa", True, None)
+    spool.labels.append(wrong, "Setosa", False, None)
     fake = FakeMlflow([])
     step = LabelsOnPredictionRuns(spool, fake, ExportCounters())  # type: ignore[arg-type]
-    assert step.run(False) == 0 and spool.count_open_labels() == 2, "they wait for their predictions"
-    PredictionRuns(spool, fake, ExportCounters()).export(spool.claim(10), lambda: False)  # type: ignore[arg-type]
-    assert step.run(False) == 2 and spool.count_open_labels() == 0
+    assert step.run(False) == 0 and spool.labels.count_open() == 2, "they wait for their predictions"
+    PredictionRuns(spool, fake, ExportCounters()).export(spool.queue.claim(10), lambda: False)  # type: ignore[arg-type]
+    assert step.run(False) == 2 and spool.labels.count_open() == 0
     by_row = {r["tags"]["row_index"]: r for r in fake.runs.values()}
     assert {v for _, _, v in by_row["0"]["metrics"]["correct"]} == {1.0}
     assert {v for _, _, v in by_row["1"]["metrics"]["correct"]} == {0.0}
@@ -42,17 +42,17 @@ def test_label_windows_exactly_once(tmp_path_factory: Any, n: int, injected: lis
         spool.append(rec(i))
         record = spool.find(f"r{i}")
         assert record is not None
-        spool.append_label(record, "Setosa" if i % 3 else "Virginica", bool(i % 3), None)
+        spool.labels.append(record, "Setosa" if i % 3 else "Virginica", bool(i % 3), None)
     fake = FakeMlflow(injected)
     step = LabelWindows(spool, fake, ExportCounters(), window_seconds=3600, max_labels=7)  # type: ignore[arg-type]
     for _ in range(500):
-        if spool.count_open_labels() == 0:
+        if spool.labels.count_open() == 0:
             break
         try:
             step.run(draining=True)
         except ConnectionError:
-            spool.expire_leases()
-    assert spool.count_open_labels() == 0
+            spool.queue.expire_leases()
+    assert spool.labels.count_open() == 0
     batches = [r["tags"]["feedback_batch_id"] for r in fake.runs.values()]
     assert len(batches) == len(set(batches))
     rows = [json.loads(line) for r in fake.runs.values() for line in r["artifacts"]["feedback.jsonl"].splitlines()]
@@ -66,28 +66,28 @@ def test_a_remote_label_is_judged_from_its_prediction_run(tmp_path: Any) -> None
     other = PredictionSpool(tmp_path / "other")  # the replica that answered
     other.append_many([rec(1, row=0), rec(2, row=0, prediction="Virginica", class_index=2)])
     fake = FakeMlflow([])
-    PredictionRuns(other, fake, ExportCounters()).export(other.claim(10), lambda: False)  # type: ignore[arg-type]
+    PredictionRuns(other, fake, ExportCounters()).export(other.queue.claim(10), lambda: False)  # type: ignore[arg-type]
     here = PredictionSpool(tmp_path / "here")  # the replica that got the labels
-    here.append_remote_label("r1", 0, "Setosa")
-    here.append_remote_label("r2", 0, "Setosa")
-    here.append_remote_label("r9", 0, "Setosa")  # never answered anywhere
+    here.labels.append_remote("r1", 0, "Setosa")
+    here.labels.append_remote("r2", 0, "Setosa")
+    here.labels.append_remote("r9", 0, "Setosa")  # never answered anywhere
     step = LabelsOnPredictionRuns(here, fake, ExportCounters())  # type: ignore[arg-type]
     assert step.run(False) == 2
     by_request = {r["tags"]["request_id"]: r for r in fake.runs.values()}
     assert {v for _, _, v in by_request["r1"]["metrics"]["correct"]} == {1.0}
     assert {v for _, _, v in by_request["r2"]["metrics"]["correct"]} == {0.0}
-    assert here.count_open_labels() == 1, "r9 waits for its prediction"
+    assert here.labels.count_open() == 1, "r9 waits for its prediction"
 
 
 def test_a_remote_label_whose_prediction_never_arrives_is_given_up(tmp_path: Any, monkeypatch: Any) -> None:
     import gateway.export.labels as labels_module
 
     here = PredictionSpool(tmp_path)
-    here.append_remote_label("r9", 0, "Setosa")
+    here.labels.append_remote("r9", 0, "Setosa")
     counters = ExportCounters()
     monkeypatch.setattr(labels_module, "REMOTE_JOIN_WAIT_S", -1.0)
     LabelsOnPredictionRuns(here, FakeMlflow([]), counters).run(False)  # type: ignore[arg-type]
-    assert here.count_open_labels() == 0 and here.stats()["total_labels_unjoined"] == 1
+    assert here.labels.count_open() == 0 and here.stats()["total_labels_unjoined"] == 1
 
 
 def test_window_labels_from_other_replicas_are_judged_at_the_join() -> None:

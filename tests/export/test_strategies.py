@@ -109,10 +109,10 @@ def test_prediction_runs_exactly_once(tmp_path_factory: Any, n: int, injected: l
     for step in range(1000):
         if step in crash_points:
             # An exporter dies holding leases: they expire and another exporter takes over.
-            spool.claim(3)
-            spool.expire_leases()
+            spool.queue.claim(3)
+            spool.queue.expire_leases()
             exporter = _exporter(spool, fake)
-        rows = spool.claim(4)
+        rows = spool.queue.claim(4)
         if not rows:
             break
         _export(exporter, rows)
@@ -132,7 +132,7 @@ def test_clean_export_uses_three_calls_per_run(tmp_path: Path) -> None:
     for i in range(10):
         spool.append(rec(i))
     fake = FakeMlflow([])
-    _export(_exporter(spool, fake), spool.claim(10))
+    _export(_exporter(spool, fake), spool.queue.claim(10))
     assert len(fake.runs) == 10 and fake.calls == 30
 
 
@@ -140,7 +140,7 @@ def test_start_time_is_prediction_time(tmp_path: Path) -> None:
     spool = PredictionSpool(tmp_path)
     spool.append(rec(1, ts=1_600_000_000_123))
     fake = FakeMlflow([])
-    _export(_exporter(spool, fake), spool.claim(1))
+    _export(_exporter(spool, fake), spool.queue.claim(1))
     (run,) = fake.runs.values()
     assert run["start"] == 1_600_000_000_123
 
@@ -155,13 +155,13 @@ def test_window_runs_exactly_once(tmp_path_factory: Any, n: int, injected: list[
     fake = FakeMlflow(injected)
     exporter = WindowRuns(spool, fake, ExportCounters(), window_seconds=5, window_max_records=7)  # type: ignore[arg-type]
     for _ in range(2000):
-        claimed = spool.claim_window(5, 7, now=t0 / 1000 + 10_000)
+        claimed = spool.queue.claim_window(5, 7, now=t0 / 1000 + 10_000)
         if claimed is None:
             break
         try:
             exporter.export_window(*claimed)
         except ConnectionError:
-            spool.release_batch(claimed[0], untouched=False)
+            spool.queue.release_batch(claimed[0], untouched=False)
     assert spool.count_open() == 0
     window_ids = [r["tags"]["window_id"] for r in fake.runs.values()]
     assert len(window_ids) == len(set(window_ids))
@@ -176,7 +176,7 @@ def test_window_runs_exactly_once(tmp_path_factory: Any, n: int, injected: list[
 def test_window_summary_figures() -> None:
     rows = []
     spool_rows = [(i, v) for i, v in enumerate([1.0, 2.0, 3.0, 4.0, 10.0])]
-    from gateway.spool.store import SpoolRow
+    from gateway.spool.rows import SpoolRow
 
     for i, latency in spool_rows:
         r = rec(i, inference_time_ms=latency, prediction="Setosa" if i < 3 else "Virginica",
@@ -201,9 +201,9 @@ def test_batch_rows_are_runs_of_their_own_exactly_once(tmp_path_factory: Any, si
     strategy = _exporter(spool, fake)
     for step in range(2000):
         if step % 7 == 3:
-            spool.claim(2)  # an exporter dies holding leases
-            spool.expire_leases()
-        rows = spool.claim(4)
+            spool.queue.claim(2)  # an exporter dies holding leases
+            spool.queue.expire_leases()
+        rows = spool.queue.claim(4)
         if not rows:
             break
         _export(strategy, rows)
@@ -225,7 +225,7 @@ def test_regressor_runs_log_the_value() -> None:
 def test_batched_rows_carry_the_call_size_and_their_own_time() -> None:
     """inference_time_ms is the shared model call's; batch_rows and request_time_ms say what the request saw."""
     from gateway.export.strategies import prediction_payload, window_summary
-    from gateway.spool.store import SpoolRow
+    from gateway.spool.rows import SpoolRow
 
     r = rec(1, inference_time_ms=0.9, batch_rows=8, request_time_ms=2.5)
     _, metrics = prediction_payload(r)

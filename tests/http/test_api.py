@@ -248,8 +248,8 @@ def test_feedback_is_stored_and_validated(tmp_path: Path, local_models: dict[str
         assert r.status_code == 404 and "never-seen" in r.json()["message"]
         assert c.post("/feedback", json={"true_label": "Setosa"}).status_code == 422
     spool = PredictionSpool(tmp_path / "spool")
-    assert spool.count_open_labels() == 2
-    _, (first, second) = spool.claim_labels(10)
+    assert spool.labels.count_open() == 2
+    _, (first, second) = spool.labels.claim(10)
     assert first.request_id == rid and first.correct is True and second.request_id == other
     assert second.correct is False
 

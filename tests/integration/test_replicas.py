@@ -12,9 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from experiments.bench.replica_stack import CANDIDATE, ReplicaStack
 from experiments.bench.replicas import (
-    CANDIDATE,
-    ReplicaStack,
     accuracy_rollback,
     convergence,
     in_mlflow,

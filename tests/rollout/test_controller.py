@@ -19,7 +19,8 @@ from gateway.rollout.controller import RolloutController, RolloutRunner
 from gateway.rollout.observations import RolloutObserver
 from gateway.rollout.spec import Guardrails, RolloutSpec, RolloutState
 from gateway.routing.table import RoutingTable
-from gateway.state.local import RoutingStateStore, SharedStateFile
+from gateway.spool.sqlite import SqliteFile
+from gateway.state.local import RoutingStateStore
 from gateway.state.local_rollout import RolloutStore
 from tests.harness.strategies import routing_config
 
@@ -28,7 +29,7 @@ class Worker:
     """One worker process's share of the machinery, on a shared state file."""
 
     def __init__(self, path: Path) -> None:
-        shared = SharedStateFile(path / "routing.db")
+        shared = SqliteFile(path / "routing.db")
         self.routing = RoutingTable(routing_config([0.5, 0.5]), RoutingStateStore(shared))
         self.observer = RolloutObserver()
         self.champions: list[str] = []

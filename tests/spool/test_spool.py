@@ -44,7 +44,7 @@ class SpoolMachine(RuleBasedStateMachine):
 
     @rule(target=claims, limit=st.integers(1, 8))
     def claim(self, limit: int) -> list[tuple[int, str]]:
-        rows = self.spool.claim(limit, lease_seconds=3600)
+        rows = self.spool.queue.claim(limit, lease_seconds=3600)
         got = [(r.id, r.record.request_id) for r in rows]
         for row_id, rid in got:
             assert row_id not in self.held, "a leased row was handed out twice"
@@ -55,21 +55,21 @@ class SpoolMachine(RuleBasedStateMachine):
     @rule(batch=consumes(claims))
     def export(self, batch: list[tuple[int, str]]) -> None:
         ids = [i for i, _ in batch if i in self.held]
-        self.spool.mark_done(ids, run_id="run")
+        self.spool.queue.mark_done(ids, run_id="run")
         for i in ids:
             self.done.add(self.held.pop(i))
 
     @rule(batch=consumes(claims), untouched=st.booleans())
     def fail(self, batch: list[tuple[int, str]], untouched: bool) -> None:
         ids = [i for i, _ in batch if i in self.held]
-        self.spool.release(ids, untouched=untouched)
+        self.spool.queue.release(ids, untouched=untouched)
         for i in ids:
             self.held.pop(i)
 
     @rule()
     def exporter_killed(self) -> None:
         # Its leases run out: make every current lease expire.
-        self.spool.expire_leases()
+        self.spool.queue.expire_leases()
         self.held.clear()
 
     @rule(i=st.integers(0, 50))
@@ -86,12 +86,12 @@ class SpoolMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         # Drain: everything not done is claimable (after leases expire) and exported exactly once.
-        self.spool.expire_leases()
-        while rows := self.spool.claim(100):
+        self.spool.queue.expire_leases()
+        while rows := self.spool.queue.claim(100):
             for r in rows:
                 assert r.record.request_id not in self.done
                 self.done.add(r.record.request_id)
-            self.spool.mark_done([r.id for r in rows])
+            self.spool.queue.mark_done([r.id for r in rows])
         assert self.done == self.appended
         self.spool.close()
 
@@ -104,22 +104,22 @@ def test_attempts_count_only_touched_rows(tmp_path: Path) -> None:
     spool = PredictionSpool(tmp_path)
     for i in range(3):
         spool.append(rec(i))
-    rows = spool.claim(3)
+    rows = spool.queue.claim(3)
     assert [r.attempts for r in rows] == [1, 1, 1]
-    spool.release([rows[0].id], untouched=False)
-    spool.release([r.id for r in rows[1:]], untouched=True)
-    again = spool.claim(3)
+    spool.queue.release([rows[0].id], untouched=False)
+    spool.queue.release([r.id for r in rows[1:]], untouched=True)
+    again = spool.queue.claim(3)
     assert [r.attempts for r in again] == [2, 1, 1]
 
 
 def test_expired_lease_is_reclaimed_with_run_id(tmp_path: Path) -> None:
     spool = PredictionSpool(tmp_path)
     spool.append(rec(1))
-    (row,) = spool.claim(1, lease_seconds=0.05)
-    spool.set_run_id([row.id], "run-1")
-    assert spool.claim(1) == []
+    (row,) = spool.queue.claim(1, lease_seconds=0.05)
+    spool.queue.set_run_id([row.id], "run-1")
+    assert spool.queue.claim(1) == []
     time.sleep(0.1)
-    (again,) = spool.claim(1)
+    (again,) = spool.queue.claim(1)
     assert again.run_id == "run-1" and again.attempts == 2
 
 
@@ -131,14 +131,14 @@ def test_windows_close_by_time_or_size_and_group_by_version_role(tmp_path: Path)
     for i in range(6, 9):
         spool.append(rec(i, role="shadow", version="v2.0", ts=t0 + i * 1000))
     now = t0 / 1000 + 3  # both windows are still open by time
-    assert spool.claim_window(10, 1000, now=now) is None
-    full = spool.claim_window(10, 4, now=now)  # ...but v1.0's is full at 4
+    assert spool.queue.claim_window(10, 1000, now=now) is None
+    full = spool.queue.claim_window(10, 4, now=now)  # ...but v1.0's is full at 4
     assert full is not None and [r.record.request_id for r in full[1]] == ["r0", "r1", "r2", "r3"]
-    assert spool.claim_window(10, 4, now=now) is None  # 2 left for v1.0, 3 for v2.0: open
+    assert spool.queue.claim_window(10, 4, now=now) is None  # 2 left for v1.0, 3 for v2.0: open
     later = t0 / 1000 + 20
-    a = spool.claim_window(10, 4, now=later)
-    b = spool.claim_window(10, 4, now=later)
-    assert a is not None and b is not None and spool.claim_window(10, 4, now=later) is None
+    a = spool.queue.claim_window(10, 4, now=later)
+    b = spool.queue.claim_window(10, 4, now=later)
+    assert a is not None and b is not None and spool.queue.claim_window(10, 4, now=later) is None
     assert {(r.record.model_version, r.record.role) for r in a[1]} == {("v1.0", "primary")}
     assert [r.record.request_id for r in b[1]] == ["r6", "r7", "r8"]
     assert {r.record.role for r in b[1]} == {"shadow"}
@@ -149,13 +149,13 @@ def test_window_full_closes_early(tmp_path: Path) -> None:
     t0 = 1_700_000_000_000
     for i in range(6):
         spool.append(rec(i, ts=t0 + i))
-    claimed = spool.claim_window(10, 4, now=t0 / 1000 + 1)
+    claimed = spool.queue.claim_window(10, 4, now=t0 / 1000 + 1)
     assert claimed is not None
     batch_id, rows = claimed
     assert [r.record.request_id for r in rows] == ["r0", "r1", "r2", "r3"]
     # An expired window lease brings back the same batch, whole.
-    spool.expire_leases()
-    again = spool.claim_window(10, 4, now=t0 / 1000 + 1)
+    spool.queue.expire_leases()
+    again = spool.queue.claim_window(10, 4, now=t0 / 1000 + 1)
     assert again is not None and again[0] == batch_id and len(again[1]) == 4
 
 
@@ -165,9 +165,9 @@ def test_window_by_time(tmp_path: Path) -> None:
     for i in range(3):
         spool.append(rec(i, ts=t0 + i * 4000))  # 0 s, 4 s, 8 s
     spool.append(rec(9, ts=t0 + 12_000))  # next window
-    claimed = spool.claim_window(10, 1000, now=t0 / 1000 + 11)
+    claimed = spool.queue.claim_window(10, 1000, now=t0 / 1000 + 11)
     assert claimed is not None and [r.record.request_id for r in claimed[1]] == ["r0", "r1", "r2"]
-    assert spool.claim_window(10, 1000, now=t0 / 1000 + 11) is None  # [12 s, 22 s) still open
+    assert spool.queue.claim_window(10, 1000, now=t0 / 1000 + 11) is None  # [12 s, 22 s) still open
 
 
 def test_full_spool_raises_write_error(tmp_path: Path) -> None:
@@ -189,14 +189,14 @@ def _claimer(directory: str, out: mp.Queue) -> None:  # type: ignore[type-arg]
     got: list[str] = []
     idle = 0
     while idle < 20:
-        rows = spool.claim(7)
+        rows = spool.queue.claim(7)
         if not rows:
             idle += 1
             time.sleep(0.02)
             continue
         idle = 0
         got += [r.record.request_id for r in rows]
-        spool.mark_done([r.id for r in rows])
+        spool.queue.mark_done([r.id for r in rows])
     out.put(got)
 
 
@@ -255,9 +255,9 @@ def test_single_row_spool_of_an_earlier_release_is_migrated(tmp_path: Path) -> N
     conn.commit()
     conn.close()
     spool = PredictionSpool(tmp_path)
-    (row,) = spool.claim(10)  # the exported one stays behind: it is in MLflow already
+    (row,) = spool.queue.claim(10)  # the exported one stays behind: it is in MLflow already
     assert row.record.features == FEATURES and row.record.prediction == "Setosa" and row.record.class_index == 0
-    _, (label,) = spool.claim_labels(10)
+    _, (label,) = spool.labels.claim(10)
     assert label.request_id == "old-1" and label.true_label == "Setosa" and label.correct is True
 
 
@@ -269,8 +269,8 @@ def test_only_unexported_records_can_fill_the_spool(tmp_path: Path) -> None:
             spool.append(rec(i))
             written += 1
     # Everything drains to MLflow; the exported rows' retention must not keep the spool full.
-    while rows := spool.claim(100):  # a full spool can still be marked exported (its own headroom)
-        spool.mark_done([r.id for r in rows], "run")
+    while rows := spool.queue.claim(100):  # a full spool can still be marked exported (its own headroom)
+        spool.queue.mark_done([r.id for r in rows], "run")
     accepted = 0
     with pytest.raises(SpoolWriteError, match="full"):
         for i in range(10_000):

@@ -13,13 +13,14 @@ from hypothesis import strategies as st
 
 from gateway.domain.errors import InvalidRoutingChange
 from gateway.routing.table import RoutingTable
-from gateway.state.local import FILE_NAME, RoutingStateStore, SharedStateFile
+from gateway.spool.sqlite import SqliteFile
+from gateway.state.local import FILE_NAME, RoutingStateStore
 from tests.harness.strategies import routing_config
 
 
 def table(path: Path, weights: list[float] | None = None, salt: str = "iris-ab") -> RoutingTable:
     """A worker process's view: its own connection to the shared file."""
-    return RoutingTable(routing_config(weights or [0.5, 0.5], salt), RoutingStateStore(SharedStateFile(path)))
+    return RoutingTable(routing_config(weights or [0.5, 0.5], salt), RoutingStateStore(SqliteFile(path)))
 
 
 def test_a_change_in_one_worker_reaches_the_other_on_its_next_poll(tmp_path: Path) -> None:

@@ -1,0 +1,126 @@
+"""Ground-truth labels in the spool, waiting for the exporter: the first label of a prediction wins,
+and a label for a prediction another replica answered is kept to be joined in MLflow."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.domain.records import PredictionRecord
+from gateway.spool.schema import CLAIMED, DONE, PENDING
+from gateway.spool.sqlite import SpoolWriteError, SqliteFile, marks
+
+REMOTE_VARIANT = ""  # a label's model_version when another replica answered the prediction
+
+
+@dataclass(frozen=True, slots=True)
+class LabelRow:
+    """A ground-truth label as the exporter sees it, with the prediction's run id once known."""
+
+    id: int
+    request_id: str
+    row_index: int
+    model_version: str
+    true_label: str | int | float
+    correct: bool | None
+    abs_error: float | None
+    ts_ms: int
+    attempts: int
+    batch_id: str | None
+    prediction_run_id: str | None
+
+    @property
+    def remote(self) -> bool:
+        """Its prediction was answered by another replica: joined, and judged, in MLflow."""
+        return self.model_version == REMOTE_VARIANT
+
+
+class LabelExists(Exception):
+    """A true label was stored for this prediction already (the first label wins); ``existing`` is it."""
+
+    def __init__(self, existing: str | int | float) -> None:
+        super().__init__(f"a true label ({existing!r}) was stored for this prediction already")
+        self.existing = existing
+
+
+class LabelTable:
+    def __init__(self, db: SqliteFile) -> None:
+        self.db = db
+
+    def append(self, record: PredictionRecord, true_label: str | int | float, correct: bool | None,
+               abs_error: float | None) -> int:
+        """Commit a true label for an answered prediction; the exporter takes it to MLflow. The first
+        label of a prediction wins: another one raises LabelExists with the stored label."""
+        return self._insert(record.request_id, record.row_index, record.model_version, true_label, correct, abs_error)
+
+    def append_remote(self, request_id: str, row_index: int, true_label: str | int | float) -> int:
+        """A true label for a prediction another replica answered: the exporter joins it to that
+        prediction in MLflow (and works out whether it was right there)."""
+        return self._insert(request_id, row_index, REMOTE_VARIANT, true_label, None, None)
+
+    def _insert(self, request_id: str, row_index: int, model_version: str, true_label: str | int | float,
+                correct: bool | None, abs_error: float | None) -> int:
+        try:
+            with self.db.transaction() as conn, self.db.capped(conn):
+                cur = conn.execute(
+                    "INSERT INTO labels (request_id, row_index, model_version, true_label, correct, abs_error, ts_ms) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (request_id, row_index, model_version, json.dumps(true_label),
+                     None if correct is None else int(correct), abs_error, int(time.time() * 1000)))
+            return int(cur.lastrowid or 0)
+        except sqlite3.IntegrityError:
+            row = self.db.connection().execute("SELECT true_label FROM labels WHERE request_id = ? AND row_index = ?",
+                                               (request_id, row_index)).fetchone()
+            raise LabelExists(json.loads(row[0]) if row else None) from None
+        except sqlite3.Error as exc:
+            raise SpoolWriteError(f"cannot write the prediction spool: {exc}") from exc
+
+    def claim(self, limit: int, lease_seconds: float = 60.0) -> tuple[str, list[LabelRow]]:
+        """Lease open labels, all under one batch id (a lease that ran out is taken back whole)."""
+        now = time.time()
+        with self.db.transaction() as conn:
+            stale = conn.execute(f"SELECT batch_id FROM labels WHERE status = {CLAIMED:d} AND lease_until < ? "
+                                 "ORDER BY id LIMIT 1", (now,)).fetchone()
+            batch_id = stale[0] if stale else uuid.uuid4().hex
+            where: tuple[str, tuple[Any, ...]] = ("batch_id = ?", (batch_id,)) if stale else (
+                f"id IN (SELECT id FROM labels WHERE status = {PENDING:d} ORDER BY id LIMIT ?)", (limit,))
+            rows = conn.execute(
+                f"""UPDATE labels SET status = {CLAIMED:d}, lease_until = ?, attempts = attempts + 1, batch_id = ?
+                    WHERE {where[0]} RETURNING id, request_id, row_index, model_version, true_label, correct,
+                    abs_error, ts_ms, attempts, batch_id""", (now + lease_seconds, batch_id, *where[1])).fetchall()
+        conn = self.db.connection()
+        out = []
+        for lid, rid, idx, version, label, correct, abs_error, ts, attempts, batch in sorted(rows):
+            run = conn.execute(f"SELECT run_id FROM predictions WHERE request_id = ? AND role = 'primary' "
+                               f"AND row_index = ? AND status = {DONE:d}", (rid, idx)).fetchone()
+            out.append(LabelRow(int(lid), str(rid), int(idx), str(version), json.loads(label),
+                                None if correct is None else bool(correct), abs_error, int(ts), int(attempts),
+                                batch, run[0] if run else None))
+        return batch_id, out
+
+    def finish(self, label_ids: Sequence[int], run_id: str | None) -> None:
+        """Done (in run ``run_id``), or with None back to pending for a later try."""
+        if not label_ids:
+            return
+        if run_id is None:
+            self.db.write(f"UPDATE labels SET status = {PENDING:d}, lease_until = NULL, batch_id = NULL "
+                          f"WHERE id IN ({marks(label_ids)})", list(label_ids))
+        else:
+            self.db.write(f"UPDATE labels SET status = {DONE:d}, run_id = ?, lease_until = NULL "
+                          f"WHERE id IN ({marks(label_ids)})", [run_id, *label_ids])
+
+    def release(self, batch_id: str) -> None:
+        """Give a label batch back whole, same batch id, claimable at once (it may be in MLflow)."""
+        self.db.write(f"UPDATE labels SET lease_until = 0 WHERE batch_id = ? AND status = {CLAIMED:d}", [batch_id])
+
+    def oldest_open_ts_ms(self) -> int | None:
+        row = self.db.connection().execute(f"SELECT MIN(ts_ms) FROM labels WHERE status != {DONE:d}").fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
+    def count_open(self) -> int:
+        return int(self.db.connection().execute(f"SELECT COUNT(*) FROM labels WHERE status != {DONE:d}").fetchone()[0])
