@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateway.domain.contract import is_http_uri
 from gateway.domain.messages import error_location
 from gateway.rollout.spec import RolloutSection
 from gateway.variants.schema import Bounds, reject_bool
@@ -247,7 +248,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _cross_checks(self) -> Settings:
         validate_routing(self.routing.mode, self.variants, self.shadow)
-        if self.state.backend == "mlflow" and not self.mlflow.tracking_uri.startswith(("http://", "https://")):
+        if self.state.backend == "mlflow" and not is_http_uri(self.mlflow.tracking_uri):
             raise ValueError(f"state.backend: 'mlflow' needs an http(s) tracking server; mlflow.tracking_uri is "
                              f"{self.mlflow.tracking_uri!r}")
         if self.rollout.enabled:

@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlparse
 
 # Experiments
 ROUTING_CHANGES_EXPERIMENT = "iris-ab-routing-changes"
@@ -52,6 +53,11 @@ RECORDS_ARTIFACT = "predictions.parquet"
 RECORDS_ARTIFACT_JSONL = "predictions.jsonl"
 TAG_RECORDS_ARTIFACT = "records_artifact"
 FEEDBACK_ARTIFACT = "feedback.jsonl"
+
+def is_http_uri(uri: str) -> bool:
+    """A tracking server spoken to over HTTP(S), not a local store (``sqlite:///``, a path)."""
+    return urlparse(uri).scheme in ("http", "https")
+
 
 def utc_iso(seconds: float) -> str:
     """A Unix time as the ISO 8601 UTC text used in window tags and the API, e.g. 2026-11-27T12:00:00Z."""

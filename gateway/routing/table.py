@@ -22,7 +22,7 @@ from gateway.domain.contract import utc_iso
 from gateway.domain.errors import InvalidRoutingChange, StateConflict, StateUnavailable, UnknownVariant
 from gateway.domain.messages import error_location, first_line
 from gateway.routing.router import Router
-from gateway.state.local import RoutingStore, StoredRouting
+from gateway.state.base import RoutingStore, StoredRouting
 
 log = logging.getLogger("gateway.routing")
 

@@ -20,7 +20,8 @@ from gateway.serving.outcome import ServiceCounters
 from gateway.serving.pipeline import Scorer
 from gateway.spool.sqlite import SqliteFile
 from gateway.spool.writer import SpoolWriter
-from gateway.state.local import FILE_NAME, RoutingStateStore, RoutingStore
+from gateway.state.base import RoutingStore
+from gateway.state.local import FILE_NAME, RoutingStateStore
 from gateway.state.local_rollout import RolloutStore
 from gateway.state.mlflow import MlflowLedger, MlflowRolloutStore, MlflowRoutingStateStore
 from gateway.variants.loaded import VariantSet

@@ -14,41 +14,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from gateway.config.settings import RoutingConfig
 from gateway.spool.sqlite import SqliteFile
+from gateway.state.base import StoredRouting, Update
+from gateway.state.documents import decode_routing
 
 FILE_NAME = "routing.db"
-
-
-@dataclass(frozen=True, slots=True)
-class StoredRouting:
-    version: int
-    config: RoutingConfig
-    source: str
-    changed_at: float  # Unix time
-    file_hash: str  # config_hash of the config file's routing last applied
-
-
-# Given what is stored (None: nothing yet), the new (config, source, file_hash), or None for no change.
-Update = Callable[[StoredRouting | None], tuple[RoutingConfig, str, str] | None]
-
-
-class RoutingStore(Protocol):
-    """Where the routing is shared: this file (one machine), or MLflow (replicas; state/mlflow.py)."""
-
-    poll_interval_s: float
-
-    @property
-    def location(self) -> str: ...
-    def poll(self) -> None: ...
-    def status(self) -> dict[str, Any]: ...
-    def version(self) -> int: ...
-    def load(self) -> StoredRouting | None: ...
-    def update(self, update: Update) -> StoredRouting | None: ...
 
 
 class RoutingStateStore:
@@ -95,12 +67,11 @@ class RoutingStateStore:
                        "VALUES (1, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET version = excluded.version, "
                        "config = excluded.config, source = excluded.source, changed_at = excluded.changed_at, "
                        "file_hash = excluded.file_hash",
-                       (new.version, json.dumps(config.model_dump(mode="json")), source, new.changed_at,
-                        file_hash))
+                       (new.version, json.dumps(config.model_dump(mode="json")), source, new.changed_at, file_hash))
             return new
 
 
 def _stored(row: tuple[object, ...]) -> StoredRouting:
     version, config, source, changed_at, file_hash = row
-    return StoredRouting(int(version), RoutingConfig.model_validate(json.loads(str(config))),  # type: ignore[call-overload]
-                         str(source), float(changed_at), str(file_hash))  # type: ignore[arg-type]
+    return decode_routing(int(version), {"config": json.loads(str(config)), "source": source,  # type: ignore[call-overload]
+                                         "changed_at": changed_at, "file_hash": file_hash})

@@ -11,8 +11,8 @@ from typing import Any
 
 from gateway.rollout.observations import merge_counts
 from gateway.rollout.record import Change, RolloutRecord
-from gateway.rollout.spec import RolloutSpec, RolloutState
 from gateway.spool.sqlite import SqliteFile
+from gateway.state.documents import decode_rollout, encode_rollout
 
 
 class RolloutStore:
@@ -47,8 +47,7 @@ class RolloutStore:
                        "rollout_id = excluded.rollout_id, spec = excluded.spec, state = excluded.state, "
                        "step = excluded.step, started_at = excluded.started_at, updated_at = excluded.updated_at, "
                        "history = excluded.history, evaluation = excluded.evaluation",
-                       (new.rollout_id, new.spec.model_dump_json(), str(new.state), new.step, new.started_at,
-                        new.updated_at, json.dumps(new.history), json.dumps(new.evaluation)))
+                       _row(encode_rollout(new)))
             return new
 
     def put_counts(self, rollout_id: str, worker: str, counts: dict[str, Any]) -> None:
@@ -63,8 +62,13 @@ class RolloutStore:
         return merge_counts(json.loads(str(r[0])) for r in rows), len(rows)
 
 
+_COLUMNS = ("rollout_id", "spec", "state", "step", "started_at", "updated_at", "history", "evaluation")
+_JSON = {"spec", "history", "evaluation"}
+
+
+def _row(document: dict[str, Any]) -> tuple[object, ...]:
+    return tuple(json.dumps(document[c]) if c in _JSON else document[c] for c in _COLUMNS)
+
+
 def _record(row: tuple[object, ...]) -> RolloutRecord:
-    rollout_id, spec, state, step, started, updated, history, evaluation = row
-    return RolloutRecord(str(rollout_id), RolloutSpec.model_validate_json(str(spec)), RolloutState(str(state)),
-                         int(step), float(started), float(updated), json.loads(str(history)),  # type: ignore[arg-type,call-overload]
-                         json.loads(str(evaluation)))
+    return decode_rollout({c: json.loads(str(v)) if c in _JSON else v for c, v in zip(_COLUMNS, row, strict=True)})

@@ -38,11 +38,11 @@ from urllib.parse import urlparse
 
 import requests
 
-from gateway.config.settings import RoutingConfig
+from gateway.domain.contract import is_http_uri
 from gateway.domain.errors import StateConflict, StateUnavailable
 from gateway.rollout.record import Change, RolloutRecord
-from gateway.rollout.spec import RolloutSpec, RolloutState
-from gateway.state.local import StoredRouting, Update
+from gateway.state.base import StoredRouting, Update
+from gateway.state.documents import decode_rollout, decode_routing, encode_rollout, encode_routing
 
 log = logging.getLogger("gateway.state")
 
@@ -68,7 +68,7 @@ class MlflowLedger:
     """The accepted head of each kind, as read from the registry; thread-safe."""
 
     def __init__(self, tracking_uri: str, name: str, timeout_s: float = 5.0) -> None:
-        if urlparse(tracking_uri).scheme not in ("http", "https"):
+        if not is_http_uri(tracking_uri):
             raise ValueError(f"state.backend = mlflow needs an http(s) tracking server; mlflow.tracking_uri is "
                              f"{tracking_uri!r}")
         self.tracking_uri = tracking_uri.rstrip("/")
@@ -294,19 +294,14 @@ class MlflowRoutingStateStore:
                 return None
             config, source, file_hash = new
             weights = ", ".join(f"{v.name}={v.weight:g}" for v in config.variants)
-            return ({"config": config.model_dump(mode="json"), "source": source, "changed_at": time.time(),
-                     "file_hash": file_hash},
+            return (encode_routing(config, source, time.time(), file_hash),
                     f"routing by {source}: mode {config.mode}, weights {weights}, config {config.config_hash}")
 
         return _routing(self.ledger.append(ROUTING, change))
 
 
 def _routing(entry: Entry | None) -> StoredRouting | None:
-    if entry is None:
-        return None
-    d = entry.document
-    return StoredRouting(entry.version, RoutingConfig.model_validate(d["config"]), str(d["source"]),
-                         float(d["changed_at"]), str(d["file_hash"]))
+    return None if entry is None else decode_routing(entry.version, entry.document)
 
 
 class MlflowRolloutStore:
@@ -354,7 +349,7 @@ class MlflowRolloutStore:
             if current is not None and replace(new, evaluation={}, updated_at=0) == replace(
                     current, evaluation={}, updated_at=0):
                 return None  # only the evaluation changed: a tag, not a version
-            document = {**asdict_record(new), "evaluation": {}}
+            document = encode_rollout(new, with_evaluation=False)
             last = new.history[-1] if new.history else {}
             return document, (f"rollout {new.rollout_id}: {last.get('decision', 'change')} by {last.get('by', '?')}, "
                               f"state {new.state}, step {new.step + 1}, candidate {new.spec.candidate} at "
@@ -378,15 +373,5 @@ class MlflowRolloutStore:
                                   "(python -m gateway.rollout)")
 
 
-def asdict_record(record: RolloutRecord) -> dict[str, Any]:
-    return {"rollout_id": record.rollout_id, "spec": record.spec.model_dump(mode="json"), "state": str(record.state),
-            "step": record.step, "started_at": record.started_at, "updated_at": record.updated_at,
-            "history": record.history}
-
-
 def _rollout(entry: Entry | None) -> RolloutRecord | None:
-    if entry is None:
-        return None
-    d = entry.document
-    return RolloutRecord(str(d["rollout_id"]), RolloutSpec.model_validate(d["spec"]), RolloutState(d["state"]),
-                         int(d["step"]), float(d["started_at"]), float(d["updated_at"]), list(d["history"]), {})
+    return None if entry is None else replace(decode_rollout(entry.document), evaluation={})

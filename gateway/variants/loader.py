@@ -24,6 +24,7 @@ import httpx
 import numpy as np
 
 from gateway.config.settings import ModelSection, VariantSpec
+from gateway.domain.contract import is_http_uri
 from gateway.domain.errors import ModelLoadError, SchemaMismatch
 from gateway.domain.messages import first_line
 from gateway.variants.output import ModelKind, OutputDecoder, Prediction, detect_kind
@@ -109,7 +110,7 @@ class LoadedVariant:
 
 def check_tracking_server(tracking_uri: str, timeout: float = 3.0) -> str | None:
     """Return None when the server answers its health check, else a short reason."""
-    if not tracking_uri.startswith(("http://", "https://")):
+    if not is_http_uri(tracking_uri):
         return None
     try:
         resp = httpx.get(tracking_uri.rstrip("/") + "/health", timeout=timeout)
