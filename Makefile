@@ -67,11 +67,14 @@ run: $(STAMP)
 	gateway_pid=$$!
 	wait $$gateway_pid
 
+# The unit and property tests (the architecture's import checks among them) on both cores, then the
+# integration tests (real MLflow servers and gateways, timing-sensitive faults) one at a time.
 test: $(STAMP) system-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not integration" -n 2
+	$(PY) -m pytest -q -m integration
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not integration"
+	$(PY) -m pytest -q -m "not integration" -n 2
 
 bench: $(STAMP) system-deps
 	$(PY) -m experiments.bench

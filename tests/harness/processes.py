@@ -92,6 +92,10 @@ class MlflowServer:
             self._log.close()
             self._log = None
 
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def __enter__(self) -> MlflowServer:
         return self.start()
 

@@ -1,6 +1,8 @@
 """The prediction log's guarantees under faults, against real processes.
 
-Each test has its own `mlflow server` so that it can stop and restart it. Slow: tens of seconds each.
+The tests that stop MLflow share one server of this module's (``own_mlflow``), which each of them may
+stop and restart; the others share the session's. Request ids are unique, so one test's runs never
+count in another's exactly-once check. Slow: tens of seconds each.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import os
 import signal
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,16 +22,27 @@ from tests.harness.processes import GatewayProcess, MlflowServer, train_models, 
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-OUTAGE_SECONDS = float(os.environ.get("FAULT_OUTAGE_SECONDS", "60"))
+# About 30 requests/s: a 20 s outage leaves a backlog of ~600 to drain afterwards (FAULT_OUTAGE_SECONDS=60
+# for the long version).
+OUTAGE_SECONDS = float(os.environ.get("FAULT_OUTAGE_SECONDS", "20"))
 
 
-@pytest.fixture
-def own_mlflow(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A server of the test's own, for the tests that stop it; the others share the session's."""
-    server = MlflowServer(tmp_path / "mlflow", workers=2).start()
+@pytest.fixture(scope="module")
+def stoppable_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    server = MlflowServer(tmp_path_factory.mktemp("stoppable-mlflow"), workers=2).start()
     train_models(server.url)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def own_mlflow(stoppable_mlflow: MlflowServer) -> Iterator[MlflowServer]:
+    """The module's server, running at the start of each test that may stop it."""
+    if not stoppable_mlflow.running:
+        stoppable_mlflow.start()
+    yield stoppable_mlflow
+    if not stoppable_mlflow.running:
+        stoppable_mlflow.start()
 
 
 def _gateway(tmp_path: Path, server: MlflowServer, **sections: object) -> GatewayProcess:
@@ -40,7 +54,6 @@ def _gateway(tmp_path: Path, server: MlflowServer, **sections: object) -> Gatewa
 def test_mlflow_down_mid_traffic_then_back(tmp_path: Path, own_mlflow: MlflowServer) -> None:
     gw = _gateway(tmp_path, own_mlflow).start()
     try:
-        # About 30 requests/s: a 60 s outage leaves a backlog of ~1,800 to drain afterwards.
         with TrafficThread(gw.url, connections=3, pause=0.1) as traffic:
             time.sleep(3)
             before = len(traffic.ok_ids)
@@ -89,7 +102,7 @@ def test_sigkill_during_traffic_loses_and_duplicates_nothing(tmp_path: Path, mlf
     for round_ in range(3):
         gw = _gateway(tmp_path, mlflow_server).start()
         with TrafficThread(gw.url, connections=4, pause=0.05) as traffic:
-            time.sleep(4 + round_)
+            time.sleep(2 + round_)
             gw.stop(signal.SIGKILL)  # mid-request, mid-export
         served += traffic.ok_ids
     gw = _gateway(tmp_path, mlflow_server).start()
