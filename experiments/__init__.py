@@ -1,0 +1,1 @@
+"""What runs beside the gateway: the comparison report, test traffic, and the benchmarks (bench/)."""

@@ -1,0 +1,1 @@
+"""The A/B model-routing gateway: a domain core with no web framework, and its HTTP layer (http/)."""

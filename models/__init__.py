@@ -1,0 +1,1 @@
+"""The embedded default: the two iris classifiers, trained and registered by models.train."""

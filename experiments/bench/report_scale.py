@@ -4,7 +4,7 @@
    (experiments.bench.synthetic_windows), then one report over all of them: target <= 60 s.
 2. Per-prediction runs (the seed's schema, one run each), written by the gateway's exporter, then a
    report over them: the read rate in runs/s, and the number of predictions at which a report would
-   take a minute, past which the README says to switch to window mode.
+   take a minute, past which docs/report.md says to switch to window mode.
 
 Writes var/bench/report-bench.json and .md.
 """

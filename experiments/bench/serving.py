@@ -17,7 +17,7 @@ and duplicated must both be 0.
     python -m experiments.bench [--seconds 8] [--rounds 2] [--setups bare,gw-prediction,...]
 
 ``--setups seed`` adds the seed document's own design (one synchronous MLflow run inside every
-request, experiments/seed_app.py) for comparison; it is not in the default run.
+request, experiments/bench/seed_app.py) for comparison; it is not in the default run.
 
 Prints the tables and the targets of the fast-path issue; writes JSON and Markdown under var/bench/.
 """

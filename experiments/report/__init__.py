@@ -1,0 +1,1 @@
+"""The comparison report: read the runs, analyse them, render text and HTML, log summary runs."""

@@ -63,7 +63,7 @@ def _group_summary(group: pd.DataFrame, total: int, seed: int, labels: list[Any]
 
 
 def analyse(records: pd.DataFrame, seed: int = 0) -> dict[str, Any]:
-    """The whole report, as a JSON-ready dict (schema in the README)."""
+    """The whole report, as a JSON-ready dict (its schema: docs/report.md)."""
     if records.empty:
         raise NoRuns("no prediction records")
     defaults = {"row_index": 0, "kind": "classifier", "value": np.nan, "correct": np.nan, "abs_error": np.nan}

@@ -1,0 +1,1 @@
+"""The settings: one TOML file with environment overrides, its sections and their validators."""

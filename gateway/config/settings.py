@@ -87,7 +87,7 @@ class VariantSpec(_Section):
 
 
 class HttpSection(_Section):
-    """Limits on what a client controls (see README, "Limits")."""
+    """Limits on what a client controls (docs/protocols.md, the status table)."""
 
     max_body_mb: float = Field(16.0, gt=0, le=4096)  # 413 past it
     max_header_kb: float = Field(16.0, gt=0, le=1024)  # 431 past it, all headers together
@@ -97,7 +97,7 @@ class HttpSection(_Section):
 
 
 class BatchingSection(_Section):
-    """Adaptive micro-batching per variant (see README, "Batching")."""
+    """Adaptive micro-batching per variant (docs/configuration.md, "Batching")."""
 
     max_batch_size: int = Field(64, ge=1, le=100_000)  # rows per model call; 1 turns batching off
     max_batch_delay_ms: float = Field(0.0, ge=0, le=1000)  # wait this long for more rows; 0: never wait

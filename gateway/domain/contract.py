@@ -73,7 +73,7 @@ def param_name(column: str) -> str:
 
     MLflow keys may hold letters, digits, ``_ - . : /`` and spaces, must not read as another path
     (no ``//``, ``..``, leading or trailing ``/``) and are at most 250 characters. Anything else
-    becomes ``_``; the README lists the rule.
+    becomes ``_``; docs/prediction-log.md lists the rule.
     """
     key = _KEY_CHARS.sub("_", column)
     key = re.sub(r"/{2,}", "/", key).strip("/")

@@ -1,4 +1,5 @@
-"""The application factory: wires settings, spool, exporter and service into a FastAPI app."""
+"""The application factory: a FastAPI app whose lifespan starts and stops one ``runtime.Gateway``,
+its routers, error handlers and limits, and the OpenAPI schema from the models' signature."""
 
 from __future__ import annotations
 

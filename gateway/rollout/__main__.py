@@ -26,6 +26,7 @@ from gateway.config.settings import DEFAULT_CONFIG_PATH, Settings
 from gateway.domain.errors import StateConflict, StateUnavailable
 from gateway.domain.messages import first_line
 from gateway.rollout.controller import RolloutController, describe
+from gateway.rollout.counts import RolloutCounts
 from gateway.rollout.mlflow_feedback import MlflowAccuracy, apply_accuracy
 from gateway.rollout.observations import RolloutObserver
 from gateway.rollout.prometheus import PrometheusCounts, PrometheusUnavailable
@@ -59,7 +60,7 @@ class StandaloneController:
         self._started_config = False
         self._stop = threading.Event()
 
-    def _counts(self, rollout_id: str) -> tuple[dict[str, Any], int]:
+    def _counts(self, rollout_id: str) -> tuple[RolloutCounts, int]:
         """The replicas' counts summed in Prometheus, with accuracy from the ground truth in MLflow
         (any replica may have received a label; see mlflow_feedback.py). Until MLflow has been read
         once, the replicas' own /feedback counts stand."""

@@ -26,6 +26,7 @@ from typing import Any
 from gateway.domain.contract import utc_iso
 from gateway.domain.errors import InvalidRollout, NoRollout, RolloutConflict
 from gateway.domain.messages import first_line
+from gateway.rollout.counts import RolloutCounts
 from gateway.rollout.guardrails import evaluate
 from gateway.rollout.observations import Following, RolloutObserver
 from gateway.rollout.record import RolloutRecord, RolloutRecords
@@ -38,7 +39,7 @@ log = logging.getLogger("gateway.rollout")
 class RolloutController:
     def __init__(self, store: RolloutRecords, routing: RoutingTable, observer: RolloutObserver,
                  move_champion: Callable[[str], dict[str, Any]],
-                 counts: Callable[[str], tuple[dict[str, Any], int]] | None = None) -> None:
+                 counts: Callable[[str], tuple[RolloutCounts, int]] | None = None) -> None:
         """``counts`` sums the replicas' counts for a rollout id (default: the store's, which every
         worker of this gateway writes to; the standalone controller reads Prometheus)."""
         self.store = store
@@ -124,7 +125,7 @@ class RolloutController:
         results = evaluate(record.spec, counts, tag, record.weight, minima)
         guardrails = {name: r.as_dict() for name, r in results.items()}
         spec = record.spec
-        step_split = counts.get("steps", {}).get(tag, {})
+        step_split = counts.steps.get(tag, {})
         samples = {"control": step_split.get(spec.control, 0), "candidate": step_split.get(spec.candidate, 0)}
         evaluation = {"at": time.time(), "guardrails": guardrails, "minima": minima, "step_samples": samples,
                       "workers_reporting": workers}

@@ -13,6 +13,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from gateway.rollout.counts import ArmCounts, RolloutCounts
 from gateway.rollout.spec import RolloutSpec
 from gateway.stats import sequential as sq
 
@@ -39,14 +40,13 @@ def _num(x: float) -> float | None:
     return round(float(x), 6) if x is not None and math.isfinite(float(x)) else None
 
 
-def evaluate(spec: RolloutSpec, counts: dict[str, Any], weights_tag: str, weight: float,
+def evaluate(spec: RolloutSpec, counts: RolloutCounts, weights_tag: str, weight: float,
              minima: dict[str, float]) -> dict[str, GuardrailResult]:
     """Every guardrail (disabled ones too, marked so), at the candidate's ``weight`` in force, whose
     requests were routed under ``weights_tag``. ``minima`` maps guardrail keys to running minima; it
     is updated in place (the SRM's is kept per weights)."""
     g = spec.guardrails
-    arms = counts.get("arms", {})
-    c, x = arms.get(spec.control, {}), arms.get(spec.candidate, {})
+    c, x = counts.arms.get(spec.control, ArmCounts()), counts.arms.get(spec.candidate, ArmCounts())
     alpha, n_star = spec.alpha, spec.tuning_samples
     out: dict[str, GuardrailResult] = {}
 
@@ -62,36 +62,35 @@ def evaluate(spec: RolloutSpec, counts: dict[str, Any], weights_tag: str, weight
                                     [_num(est.low), _num(est.high)], round(p, 6), breached, n)
 
     # Error rate: candidate minus control, breached when it is significantly above max_increase.
-    n_c = c.get("requests", 0) + c.get("errors", 0)
-    n_x = x.get("requests", 0) + x.get("errors", 0)
+    n_c = c.requests + c.errors
+    n_x = x.requests + x.errors
     t = g.error_rate.max_increase
-    est = sq.proportion_difference(c.get("errors", 0), n_c, x.get("errors", 0), n_x, null=t, alpha=alpha,
+    est = sq.proportion_difference(c.errors, n_c, x.errors, n_x, null=t, alpha=alpha,
                                    n_star=n_star)
     result(ERROR_RATE, g.error_rate.enabled, t, "candidate error rate minus control's; breached above threshold",
            est, n_c > 0 and n_x > 0 and est.estimate > t, {"control": n_c, "candidate": n_x})
 
     # p95 request time: candidate over control.
     t = g.latency_p95.max_ratio
-    hist_c = {int(k): v for k, v in c.get("latency_ms", {}).items()}
-    hist_x = {int(k): v for k, v in x.get("latency_ms", {}).items()}
+    hist_c = {int(k): v for k, v in c.latency_ms.items()}
+    hist_x = {int(k): v for k, v in x.latency_ms.items()}
     est = sq.histogram_quantile_ratio(hist_c, hist_x, null=t, alpha=alpha, n_star=n_star)
     result(LATENCY, g.latency_p95.enabled, t, "candidate p95 request time over control's; breached above threshold",
            est, math.isfinite(est.estimate) and est.estimate > t,
-           {"control": c.get("requests", 0), "candidate": x.get("requests", 0)})
+           {"control": c.requests, "candidate": x.requests})
 
     # Disagreement of the candidate (shadow) with the control on the control's requests.
-    shadow = counts.get("shadow", {})
     t = g.disagreement.max_rate
-    pairs = shadow.get("pairs", 0)
-    est = sq.proportion(shadow.get("disagree", 0), pairs, null=t, alpha=alpha, n_star=n_star)
+    pairs = counts.shadow.pairs
+    est = sq.proportion(counts.shadow.disagree, pairs, null=t, alpha=alpha, n_star=n_star)
     result(DISAGREEMENT, g.disagreement.enabled, t, "share of shadow-scored rows where the candidate answers "
            "differently from the control; breached above threshold", est, pairs > 0 and est.estimate > t,
            {"pairs": pairs})
 
     # Accuracy from /feedback: candidate minus control, breached when significantly below -max_drop.
     t = g.accuracy.max_drop
-    l_c, l_x = c.get("labelled", 0), x.get("labelled", 0)
-    est = sq.proportion_difference(c.get("correct", 0), l_c, x.get("correct", 0), l_x, null=-t, alpha=alpha,
+    l_c, l_x = c.labelled, x.labelled
+    est = sq.proportion_difference(c.correct, l_c, x.correct, l_x, null=-t, alpha=alpha,
                                    n_star=n_star)
     result(ACCURACY, g.accuracy.enabled, t, "candidate accuracy minus control's (from /feedback); breached "
            "below minus threshold", est, l_c > 0 and l_x > 0 and est.estimate < -t,
@@ -99,7 +98,7 @@ def evaluate(spec: RolloutSpec, counts: dict[str, Any], weights_tag: str, weight
 
     # Sample ratio within this step, against the weights in force.
     w = weight
-    split = counts.get("steps", {}).get(weights_tag, {})
+    split = counts.steps.get(weights_tag, {})
     observed = [split.get(spec.control, 0), split.get(spec.candidate, 0)]
     p = float(sq.srm_p_value(observed, [1.0 - w, w])) if w < 1.0 and sum(observed) else 1.0
     share = observed[1] / sum(observed) if sum(observed) else math.nan

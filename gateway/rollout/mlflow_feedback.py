@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import pandas as pd
 
 from gateway.domain import contract as c
 from gateway.domain.messages import first_line
+from gateway.rollout.counts import RolloutCounts
 from gateway.rollout.observations import RANDOMISED
 
 log = logging.getLogger("gateway.rollout")
@@ -112,10 +112,8 @@ def _unseen(runs: pd.DataFrame, seen: set[str]) -> pd.DataFrame:
     return done[~done["run_id"].isin(seen)]
 
 
-def apply_accuracy(counts: dict[str, Any], accuracy: dict[str, tuple[int, int]], variants: tuple[str, ...]) -> None:
+def apply_accuracy(counts: RolloutCounts, accuracy: dict[str, tuple[int, int]], variants: tuple[str, ...]) -> None:
     """Replace the arms' labelled/correct (the replicas' own /feedback counts) with MLflow's."""
-    from gateway.rollout.observations import new_arm
-
     for variant in variants:
-        arm = counts["arms"].setdefault(variant, new_arm())
-        arm["labelled"], arm["correct"] = accuracy.get(variant, (0, 0))
+        arm = counts.arm(variant)
+        arm.labelled, arm.correct = accuracy.get(variant, (0, 0))

@@ -2,19 +2,18 @@
 
 A listener of the scorer (answers, shadow scorings, model failures) and of /feedback. Only requests
 whose variant was chosen at random (weighted or sticky) count: forced requests say nothing about a
-split. Counts are plain sums and histograms, so the workers' counts add up: each worker writes its
-own to the shared state and the controller sums them (see store.py). Nothing here needs MLflow.
+split. The counts (counts.py) add up: each worker writes its own to the shared state and the
+controller sums them. Nothing here needs MLflow.
 """
 
 from __future__ import annotations
 
-import copy
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from gateway.domain.records import PredictionRecord
+from gateway.rollout.counts import ArmCounts, RolloutCounts
 from gateway.stats.sequential import histogram_bin
 
 RANDOMISED = ("weighted", "sticky")
@@ -30,34 +29,26 @@ class Following:
     started_ms: int = 0  # feedback on predictions made before the rollout does not count
 
 
-def empty_counts() -> dict[str, Any]:
-    return {"arms": {}, "steps": {}, "shadow": {"pairs": 0, "disagree": 0}}
-
-
-def new_arm() -> dict[str, Any]:
-    return {"requests": 0, "errors": 0, "latency_ms": {}, "labelled": 0, "correct": 0}
-
-
 class RolloutObserver:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.following: Following | None = None
-        self._counts = empty_counts()
+        self._counts = RolloutCounts()
         self._dirty = False
 
     def follow(self, following: Following | None) -> None:
         """Count for this rollout from now on; a new rollout starts from zero."""
         with self._lock:
             if following is None or self.following is None or following.rollout_id != self.following.rollout_id:
-                self._counts = empty_counts()
+                self._counts = RolloutCounts()
                 self._dirty = True
             self.following = following
 
-    def _arm_of(self, variant: str) -> dict[str, Any] | None:
+    def _arm_of(self, variant: str) -> ArmCounts | None:
         f = self.following
         if f is None or variant not in (f.control, f.candidate):
             return None
-        return self._counts["arms"].setdefault(variant, new_arm())  # type: ignore[no-any-return]
+        return self._counts.arm(variant)
 
     def on_records(self, records: Sequence[PredictionRecord], primaries: Sequence[object] | None = None) -> None:
         first = records[0]
@@ -67,9 +58,9 @@ class RolloutObserver:
                 return
             if first.role == "shadow":
                 if first.model_version == f.candidate and primaries is not None:
-                    shadow = self._counts["shadow"]
-                    shadow["pairs"] += len(records)
-                    shadow["disagree"] += sum(p != r.prediction for p, r in zip(primaries, records, strict=True))
+                    shadow = self._counts.shadow
+                    shadow.pairs += len(records)
+                    shadow.disagree += sum(p != r.prediction for p, r in zip(primaries, records, strict=True))
                     self._dirty = True
                 return
             if first.routing not in RANDOMISED:
@@ -77,18 +68,14 @@ class RolloutObserver:
             arm = self._arm_of(first.model_version)
             if arm is None:
                 return
-            arm["requests"] += 1
+            arm.requests += 1
             ms = first.request_time_ms if first.request_time_ms is not None else first.inference_time_ms
             b = str(histogram_bin(float(ms)))
-            arm["latency_ms"][b] = arm["latency_ms"].get(b, 0) + 1
-            self._count_split(first.weights, first.model_version)
+            arm.latency_ms[b] = arm.latency_ms.get(b, 0) + 1
+            # Keyed by the weights the request was routed under (not by step): a request routed just
+            # before a change, and counted just after it, still lands with its own weights.
+            self._counts.count_split(first.weights, first.model_version)
             self._dirty = True
-
-    def _count_split(self, weights_tag: str, variant: str) -> None:
-        # Keyed by the weights the request was routed under (not by step): a request routed just
-        # before a change, and counted just after it, still lands with its own weights.
-        split = self._counts["steps"].setdefault(weights_tag, {})
-        split[variant] = split.get(variant, 0) + 1
 
     def on_error(self, variant: str, routing: str, weights_tag: str) -> None:
         """A model failure answering a request (500): counted against its variant."""
@@ -97,8 +84,8 @@ class RolloutObserver:
                 return
             arm = self._arm_of(variant)
             if arm is not None:
-                arm["errors"] += 1
-                self._count_split(weights_tag, variant)
+                arm.errors += 1
+                self._counts.count_split(weights_tag, variant)
                 self._dirty = True
 
     def on_feedback(self, variant: str, routing: str, correct: bool | None, predicted_ms: int) -> None:
@@ -109,40 +96,21 @@ class RolloutObserver:
                 return
             arm = self._arm_of(variant)
             if arm is not None:
-                arm["labelled"] += 1
-                arm["correct"] += int(correct)
+                arm.labelled += 1
+                arm.correct += int(correct)
                 self._dirty = True
 
-    def current(self) -> tuple[str, dict[str, Any]] | None:
+    def current(self) -> tuple[str, RolloutCounts] | None:
         """(rollout id, a copy of the counts) of the rollout followed, for /metrics."""
         with self._lock:
             if self.following is None:
                 return None
-            return self.following.rollout_id, copy.deepcopy(self._counts)
+            return self.following.rollout_id, self._counts.copy()
 
-    def take_snapshot(self) -> tuple[str, dict[str, Any]] | None:
+    def take_snapshot(self) -> tuple[str, RolloutCounts] | None:
         """(rollout id, a copy of the counts) if they changed since the last call, else None."""
         with self._lock:
             if self.following is None or not self._dirty:
                 return None
             self._dirty = False
-            return self.following.rollout_id, copy.deepcopy(self._counts)
-
-
-def merge_counts(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """Several workers' counts added up."""
-    total = empty_counts()
-    for part in parts:
-        for variant, arm in part.get("arms", {}).items():
-            into = total["arms"].setdefault(variant, new_arm())
-            for key in ("requests", "errors", "labelled", "correct"):
-                into[key] += arm.get(key, 0)
-            for b, n in arm.get("latency_ms", {}).items():
-                into["latency_ms"][b] = into["latency_ms"].get(b, 0) + n
-        for step, split in part.get("steps", {}).items():
-            into_step = total["steps"].setdefault(step, {})
-            for variant, n in split.items():
-                into_step[variant] = into_step.get(variant, 0) + n
-        for key in ("pairs", "disagree"):
-            total["shadow"][key] += part.get("shadow", {}).get(key, 0)
-    return total
+            return self.following.rollout_id, self._counts.copy()

@@ -14,10 +14,8 @@ from typing import Any
 
 import requests
 
-from gateway.rollout.observations import empty_counts, new_arm
+from gateway.rollout.counts import ARM_KEYS, RolloutCounts
 from gateway.serving.metrics import OBSERVED
-
-ARM_KEYS = ("requests", "errors", "labelled", "correct")
 
 
 class PrometheusUnavailable(Exception):
@@ -40,7 +38,7 @@ class PrometheusCounts:
             raise PrometheusUnavailable(f"Prometheus refused {promql!r}: {body.get('error', body)}")
         return list(body["data"]["result"])
 
-    def __call__(self, rollout_id: str) -> tuple[dict[str, Any], int]:
+    def __call__(self, rollout_id: str) -> tuple[RolloutCounts, int]:
         """Every replica's counts for the rollout, added up, and how many replicas reported."""
         selector = f'{{__name__=~"{OBSERVED}_.+",rollout_id="{rollout_id}"}}'
         rows = self.query(f"sum by (__name__, variant, bin, weights) ({selector})")
@@ -48,26 +46,25 @@ class PrometheusCounts:
         return counts_from_series(rows), int(float(replicas[0]["value"][1])) if replicas else 0
 
 
-def counts_from_series(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """PromQL sums (one row per metric name and label set) back into the counts' shape."""
-    counts = empty_counts()
+def counts_from_series(rows: list[dict[str, Any]]) -> RolloutCounts:
+    """PromQL sums (one row per metric name and label set) back into the counts."""
+    counts = RolloutCounts()
     for row in rows:
         labels = row["metric"]
         name = labels.get("__name__", "").removeprefix(f"{OBSERVED}_").removesuffix("_total")
         value = round(float(row["value"][1]))
         variant = labels.get("variant")
         if name in ARM_KEYS and variant:
-            arm(counts, variant)[name] += value
+            arm = counts.arm(variant)
+            setattr(arm, name, getattr(arm, name) + value)
         elif name == "latency" and variant and labels.get("bin") is not None:
-            hist = arm(counts, variant)["latency_ms"]
+            hist = counts.arm(variant).latency_ms
             hist[labels["bin"]] = hist.get(labels["bin"], 0) + value
         elif name == "split" and variant and labels.get("weights") is not None:
-            split = counts["steps"].setdefault(labels["weights"], {})
+            split = counts.steps.setdefault(labels["weights"], {})
             split[variant] = split.get(variant, 0) + value
-        elif name in ("shadow_pairs", "shadow_disagree"):
-            counts["shadow"][name.removeprefix("shadow_")] += value
+        elif name == "shadow_pairs":
+            counts.shadow.pairs += value
+        elif name == "shadow_disagree":
+            counts.shadow.disagree += value
     return counts
-
-
-def arm(counts: dict[str, Any], variant: str) -> dict[str, Any]:
-    return counts["arms"].setdefault(variant, new_arm())  # type: ignore[no-any-return]

@@ -1,0 +1,1 @@
+"""Who answers: the pure router, the routing in force and its changes, the follower, the change log."""

@@ -1,0 +1,1 @@
+"""The request pipeline: micro-batching, shadow scoring, feedback, observers and metrics."""

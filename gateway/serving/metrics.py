@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from gateway.domain.records import PredictionRecord
+from gateway.rollout.counts import RolloutCounts
 from gateway.variants.output import ModelKind
 
 # Predict latency is sub-millisecond to a few ms: buckets from 50 us to 100 ms.
@@ -25,7 +26,7 @@ class GatewayMetrics:
     def __init__(self, state: Callable[[], dict[str, Any]], variants: Callable[[], Iterable[dict[str, Any]]],
                  rollout: Callable[[], dict[str, Any] | None] | None = None,
                  shared_state: Callable[[], dict[str, Any]] | None = None,
-                 rollout_counts: Callable[[], tuple[str, dict[str, Any]] | None] | None = None) -> None:
+                 rollout_counts: Callable[[], tuple[str, RolloutCounts] | None] | None = None) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "gateway_requests", "Prediction requests by variant, role, routing reason and HTTP status.",
@@ -215,7 +216,7 @@ OBSERVED = "gateway_rollout_observed"
 class RolloutCountsCollector(Collector):
     """The counts a rollout's guardrails read (gateway/rollout/observations.py), as counters."""
 
-    def __init__(self, counts: Callable[[], tuple[str, dict[str, Any]] | None]) -> None:
+    def __init__(self, counts: Callable[[], tuple[str, RolloutCounts] | None]) -> None:
         self._counts = counts
 
     def collect(self) -> Iterable[Any]:
@@ -229,21 +230,21 @@ class RolloutCountsCollector(Collector):
         latency = CounterMetricFamily(f"{OBSERVED}_latency", "Rollout arm request times in 2%-wide log bins "
                                       "(see gateway.stats.sequential.histogram_bin).",
                                       labels=["rollout_id", "variant", "bin"])
-        for variant, arm in counts.get("arms", {}).items():
+        for variant, arm in counts.arms.items():
             for key, family in per_arm.items():
-                family.add_metric([rollout_id, variant], float(arm.get(key, 0)))
-            for b, n in arm.get("latency_ms", {}).items():
+                family.add_metric([rollout_id, variant], float(getattr(arm, key)))
+            for b, n in arm.latency_ms.items():
                 latency.add_metric([rollout_id, variant, str(b)], float(n))
         yield from per_arm.values()
         yield latency
         split = CounterMetricFamily(f"{OBSERVED}_split", "Rollout requests by the weights they were routed under.",
                                     labels=["rollout_id", "weights", "variant"])
-        for weights, by_variant in counts.get("steps", {}).items():
+        for weights, by_variant in counts.steps.items():
             for variant, n in by_variant.items():
                 split.add_metric([rollout_id, weights, variant], float(n))
         yield split
         for key in ("pairs", "disagree"):
             family = CounterMetricFamily(f"{OBSERVED}_shadow_{key}", f"Shadow-scored rows ({key}) of the control's "
                                          "requests by the candidate.", labels=["rollout_id"])
-            family.add_metric([rollout_id], float(counts.get("shadow", {}).get(key, 0)))
+            family.add_metric([rollout_id], float(getattr(counts.shadow, key)))
             yield family

@@ -9,7 +9,7 @@ import json
 import time
 from typing import Any
 
-from gateway.rollout.observations import merge_counts
+from gateway.rollout.counts import RolloutCounts
 from gateway.rollout.record import Change, RolloutRecord
 from gateway.spool.sqlite import SqliteFile
 from gateway.state.documents import decode_rollout, encode_rollout
@@ -50,16 +50,16 @@ class RolloutStore:
                        _row(encode_rollout(new)))
             return new
 
-    def put_counts(self, rollout_id: str, worker: str, counts: dict[str, Any]) -> None:
+    def put_counts(self, rollout_id: str, worker: str, counts: RolloutCounts) -> None:
         with self.shared.transaction() as db:
             db.execute("INSERT INTO rollout_counts VALUES (?, ?, ?, ?) ON CONFLICT (rollout_id, worker) DO UPDATE "
                        "SET counts = excluded.counts, updated_at = excluded.updated_at",
-                       (rollout_id, worker, json.dumps(counts), time.time()))
+                       (rollout_id, worker, json.dumps(counts.to_dict()), time.time()))
 
-    def counts(self, rollout_id: str) -> tuple[dict[str, Any], int]:
+    def counts(self, rollout_id: str) -> tuple[RolloutCounts, int]:
         """Every worker's counts for the rollout, added up, and how many workers reported."""
         rows = self.shared.read("SELECT counts FROM rollout_counts WHERE rollout_id = ?", (rollout_id,))
-        return merge_counts(json.loads(str(r[0])) for r in rows), len(rows)
+        return RolloutCounts.merged(RolloutCounts.from_dict(json.loads(str(r[0]))) for r in rows), len(rows)
 
 
 _COLUMNS = ("rollout_id", "spec", "state", "step", "started_at", "updated_at", "history", "evaluation")

@@ -40,6 +40,7 @@ import requests
 
 from gateway.domain.contract import is_http_uri
 from gateway.domain.errors import StateConflict, StateUnavailable
+from gateway.rollout.counts import RolloutCounts
 from gateway.rollout.record import Change, RolloutRecord
 from gateway.state.base import StoredRouting, Update
 from gateway.state.documents import decode_rollout, decode_routing, encode_rollout, encode_routing
@@ -365,10 +366,10 @@ class MlflowRolloutStore:
             self._evaluation = (time.monotonic(), evaluation)
         return replace(_rollout(entry) or new, evaluation=new.evaluation)
 
-    def put_counts(self, rollout_id: str, worker: str, counts: dict[str, Any]) -> None:
+    def put_counts(self, rollout_id: str, worker: str, counts: RolloutCounts) -> None:
         """Nothing to store: a replica's counts are on its /metrics."""
 
-    def counts(self, rollout_id: str) -> tuple[dict[str, Any], int]:
+    def counts(self, rollout_id: str) -> tuple[RolloutCounts, int]:
         raise NotImplementedError("with the shared state in MLflow the rollout's counts come from Prometheus "
                                   "(python -m gateway.rollout)")
 

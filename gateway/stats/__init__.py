@@ -1,0 +1,1 @@
+"""The always-valid statistics that the rollout and the report both use."""

@@ -1,0 +1,1 @@
+"""The models: their signature schema, what their output means, loading and caching, the loaded set."""

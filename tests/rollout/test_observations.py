@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.domain.records import PredictionRecord
-from gateway.rollout.observations import Following, RolloutObserver, merge_counts
+from gateway.rollout.counts import RolloutCounts, ShadowCounts
+from gateway.rollout.observations import Following, RolloutObserver
 
 
 def record(variant: str, routing: str = "weighted", role: str = "primary", weights: str = "c=0.9,x=0.1",
@@ -36,11 +37,11 @@ def test_only_randomised_requests_of_the_two_arms_count() -> None:
     o.on_feedback("c", "weighted", None, 10)  # a regressor's feedback has no right or wrong
     rollout_id, counts = o.take_snapshot()  # type: ignore[misc]
     assert rollout_id == "r1"
-    assert counts["arms"]["c"]["requests"] == 1 and counts["arms"]["x"]["requests"] == 1
-    assert counts["arms"]["x"]["errors"] == 1 and "other" not in counts["arms"]
-    assert counts["steps"] == {"c=0.9,x=0.1": {"c": 1, "x": 2}}
-    assert (counts["arms"]["x"]["labelled"], counts["arms"]["x"]["correct"]) == (1, 0)
-    assert (counts["arms"]["c"]["labelled"], counts["arms"]["c"]["correct"]) == (1, 1)
+    assert counts.arms["c"].requests == 1 and counts.arms["x"].requests == 1
+    assert counts.arms["x"].errors == 1 and "other" not in counts.arms
+    assert counts.steps == {"c=0.9,x=0.1": {"c": 1, "x": 2}}
+    assert (counts.arms["x"].labelled, counts.arms["x"].correct) == (1, 0)
+    assert (counts.arms["c"].labelled, counts.arms["c"].correct) == (1, 1)
     assert o.take_snapshot() is None  # nothing new since
     o.on_feedback("x", "weighted", True, 4)  # on a prediction made before the rollout started
     assert o.take_snapshot() is None
@@ -50,9 +51,9 @@ def test_shadow_disagreement_and_a_new_rollout_starts_from_zero() -> None:
     o = observer()
     o.on_records([record("x", role="shadow", prediction="a"), record("x", role="shadow", prediction="b")],
                  primaries=["a", "a"])
-    assert o.take_snapshot()[1]["shadow"] == {"pairs": 2, "disagree": 1}  # type: ignore[index]
+    assert o.take_snapshot()[1].shadow == ShadowCounts(pairs=2, disagree=1)  # type: ignore[index]
     o.follow(Following("r2", "c", "x"))
-    assert o.take_snapshot()[1]["shadow"] == {"pairs": 0, "disagree": 0}  # type: ignore[index]
+    assert o.take_snapshot()[1].shadow == ShadowCounts(pairs=0, disagree=0)  # type: ignore[index]
     o.follow(None)
     o.on_records([record("c")])
     assert o.take_snapshot() is None
@@ -72,6 +73,6 @@ def test_workers_counts_add_up_to_the_counts_of_all_the_traffic(parts: list[list
             for o in (one, worker):
                 o.on_records([record(variant, routing=routing, ms=ms)])
         snap = worker.take_snapshot()
-        separate.append(snap[1] if snap else {})
+        separate.append(snap[1] if snap else RolloutCounts())
     whole = one.take_snapshot()
-    assert merge_counts(separate) == (whole[1] if whole else merge_counts([]))
+    assert RolloutCounts.merged(separate) == (whole[1] if whole else RolloutCounts.merged([]))

@@ -1,6 +1,6 @@
 """The rollout's counts through Prometheus: each replica's /metrics (RolloutCountsCollector), summed by
 the labels the controller's PromQL keeps, read back (counts_from_series), equal the replicas' counts
-added up directly (merge_counts) - the same numbers the single-gateway controller would see."""
+added up directly (RolloutCounts.merged) - the same numbers the single-gateway controller would see."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.rollout.observations import merge_counts
+from gateway.rollout.counts import RolloutCounts
 from gateway.rollout.prometheus import PrometheusCounts, PrometheusUnavailable, counts_from_series
 from gateway.serving.metrics import OBSERVED, RolloutCountsCollector
 
@@ -30,7 +30,7 @@ counts = st.fixed_dictionaries({
 
 def scrape(replica: dict[str, Any], instance: str) -> list[tuple[str, dict[str, str], float]]:
     registry = CollectorRegistry()
-    registry.register(RolloutCountsCollector(lambda: ("r1", replica)))
+    registry.register(RolloutCountsCollector(lambda: ("r1", RolloutCounts.from_dict(replica))))
     text = generate_latest(registry).decode()
     return [(s.name, {**s.labels, "instance": instance}, s.value)
             for family in text_string_to_metric_families(text) for s in family.samples
@@ -50,7 +50,7 @@ def promql_sum(samples: list[tuple[str, dict[str, str], float]]) -> list[dict[st
 @given(st.lists(counts, min_size=1, max_size=4))
 def test_counts_summed_by_prometheus_equal_the_replicas_counts_added(replicas: list[dict[str, Any]]) -> None:
     samples = [s for i, r in enumerate(replicas) for s in scrape(r, f"replica-{i}")]
-    assert counts_from_series(promql_sum(samples)) == merge_counts(replicas)
+    assert counts_from_series(promql_sum(samples)) == RolloutCounts.merged(RolloutCounts.from_dict(r) for r in replicas)
 
 
 def test_an_unreachable_prometheus_is_reported_not_guessed() -> None:
