@@ -1,5 +1,5 @@
 """The MLflow contract: every experiment, tag, param and metric name the gateway writes and the
-report reads. The exporter and ``experiments/compare.py`` both import these names from here.
+report reads. The exporter and the report (``experiments/report/``) both import these names from here.
 
 Per-prediction runs keep the seed's schema exactly: params are the model's input columns, metrics
 ``prediction_class`` and ``inference_time_ms``, tags ``prediction`` and ``model_version``.

@@ -4,7 +4,7 @@ For a spool left behind by a stopped gateway, or one written with ``[spool] expo
 Safe to run beside a live gateway on the same spool: rows are leased, never exported twice.
 
 ``--follow`` keeps exporting until SIGTERM/SIGINT, then drains for the grace time: this is how the
-gateway runs its exporter, as a child process at a lower CPU priority (see gateway/export_process.py).
+gateway runs its exporter, as a child process at a lower CPU priority (see gateway/export/process.py).
 """
 
 from __future__ import annotations

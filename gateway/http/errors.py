@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -130,8 +131,6 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     """Starlette's own errors (404 no such path, 405 wrong method, ...) in the same shape."""
     assert isinstance(exc, StarletteHTTPException)
-    from http import HTTPStatus
-
     name = HTTPStatus(exc.status_code).phrase.replace(" ", "") if exc.status_code in HTTPStatus._value2member_map_ \
         else "HTTPError"
     response = error_response(request, exc.status_code, name, str(exc.detail))

@@ -3,6 +3,7 @@ scoring client and ``mlflow models serve`` users switch by changing the URL."""
 
 from __future__ import annotations
 
+import mlflow
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 
@@ -40,6 +41,4 @@ async def ping(request: Request) -> Response:
 
 @router.get("/version", summary="MLflow scoring protocol: the MLflow version", response_class=PlainTextResponse)
 async def version() -> Response:
-    import mlflow
-
     return Response(mlflow.__version__, media_type="text/plain")

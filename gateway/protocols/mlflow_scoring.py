@@ -12,6 +12,13 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
+# Imported with the module, before the gateway serves: a request importing mlflow while the model
+# loader's thread imports it too can deadlock on the import lock (seen at start-up under traffic).
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.pyfunc.scoring_server import infer_and_parse_data
+
 from gateway.domain.errors import MalformedBody
 from gateway.domain.messages import first_line
 from gateway.protocols.body import loads_body, plain
@@ -43,9 +50,6 @@ def decode(body: bytes, content_type: str, columns: Sequence[str]) -> tuple[list
     if len(formats) != 1:
         raise MalformedBody("the body must have exactly one of dataframe_split, dataframe_records, instances or "
                             f"inputs; got keys {sorted(payload)}")
-    from mlflow.exceptions import MlflowException
-    from mlflow.pyfunc.scoring_server import infer_and_parse_data
-
     try:
         parsed = infer_and_parse_data({formats[0]: payload[formats[0]]})
     except (MlflowException, ValueError, TypeError, KeyError, IndexError) as exc:
@@ -54,8 +58,6 @@ def decode(body: bytes, content_type: str, columns: Sequence[str]) -> tuple[list
 
 
 def _csv_rows(body: bytes) -> list[dict[str, Any]]:
-    import pandas as pd
-
     try:
         frame = pd.read_csv(io.BytesIO(body))
     except Exception as exc:
@@ -79,8 +81,6 @@ def _frame_rows(frame: Any) -> list[dict[str, Any]]:
 
 def _rows(parsed: Any, columns: Sequence[str]) -> list[dict[str, Any]]:
     """Whatever MLflow's parser returned (DataFrame, column dict, list of row dicts, 2-D array) as rows."""
-    import numpy as np
-
     if hasattr(parsed, "to_dict") and hasattr(parsed, "columns"):
         return _frame_rows(parsed)
     if isinstance(parsed, dict):

@@ -1,6 +1,6 @@
 """Accuracy for the replicas' rollout controller, from the ground truth in MLflow.
 
-With replicas behind a load balancer a label may reach any replica (gateway/feedback.py), so no
+With replicas behind a load balancer a label may reach any replica (gateway/serving/feedback.py), so no
 replica's own counts know every arm's accuracy; MLflow does, once the exporters have shipped the
 labels. Per-prediction mode: the labelled prediction runs (metric ``correct``). Window mode: the
 window runs' record tables joined to the feedback-window runs' label tables, read once per run (runs

@@ -1,5 +1,5 @@
 """The rollout's counts summed over every replica, read from Prometheus (as Flagger reads its canary
-metrics): each replica publishes its own counts on /metrics (gateway/metrics.py,
+metrics): each replica publishes its own counts on /metrics (gateway/serving/metrics.py,
 ``gateway_rollout_observed_*``), Prometheus scrapes them all, and one PromQL query per look sums them
 by the labels the guardrails need. The result has the shape of ``observations.merge_counts``, so the
 guardrails cannot tell it from the single-gateway counts.

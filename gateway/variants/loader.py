@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 
 import httpx
 import numpy as np
+import pandas as pd
 
 from gateway.config.settings import ModelSection, VariantSpec
 from gateway.domain.contract import is_http_uri
@@ -71,8 +72,6 @@ class LoadedVariant:
         if self.flavor == "sklearn" and self.schema.all_numeric and not hasattr(self.model, "feature_names_in_"):
             # The estimator was fitted on a plain array: skip building a DataFrame.
             return np.array([[np.nan if r[c] is None else r[c] for c in names] for r in rows], dtype=np.float64)
-        import pandas as pd
-
         frame = pd.DataFrame.from_records(rows, columns=names)
         for col in self.schema.columns:
             if col.type in ("float", "double") or (col.numeric and not col.required):
