@@ -8,6 +8,7 @@ import sys
 
 from gateway.cli import start_cli
 from gateway.config.settings import DEFAULT_CONFIG_PATH
+from gateway.domain.messages import without_credentials
 
 GRACEFUL_SHUTDOWN_SECONDS = 30  # SIGTERM: requests in flight get this long (then the spool's grace)
 
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     server = uvicorn.Server(config)
     server.run()
     if fatal:
-        print(f"error: {fatal[0]}", file=sys.stderr)
+        print(f"error: {without_credentials(fatal[0])}", file=sys.stderr)
         return 1
     return 0
 
@@ -71,7 +72,7 @@ def _serve_workers(args: argparse.Namespace, settings: object) -> int:
         for spec in settings.variants:  # type: ignore[attr-defined]
             loader.load(spec)
     except ModelLoadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {without_credentials(str(exc))}", file=sys.stderr)
         return 1
     metrics_dir = settings.spool.dir / f"prometheus-{os.getpid()}"  # type: ignore[attr-defined]
     shutil.rmtree(metrics_dir, ignore_errors=True)

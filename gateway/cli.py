@@ -7,13 +7,15 @@ import logging
 import sys
 
 from gateway.config.settings import ConfigError, Settings, load_settings
+from gateway.domain.messages import install_log_redaction, without_credentials
 
 
 def start_cli(config: str, log_level: str) -> Settings | None:
+    install_log_redaction()
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:
         return load_settings(config)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {without_credentials(str(exc))}", file=sys.stderr)
         return None

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.config.settings import ConfigError, Settings, load_settings
+from gateway.domain.messages import install_log_redaction
 from gateway.export import Exporter, build_exporter
 from gateway.rollout.controller import RolloutRunner
 from gateway.routing.change_log import RoutingChangeRecorder
@@ -47,6 +48,7 @@ class Gateway:
         self._runner: RolloutRunner | None = None
 
     def start(self) -> None:
+        install_log_redaction()
         settings = self.settings
         self.spool = open_spool(settings)
         if self.spool is not None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from gateway.config.settings import DEFAULT_CONFIG_PATH, ConfigError, Settings, load_settings
+from gateway.domain.messages import install_log_redaction, without_credentials
 from gateway.export import build_thread_exporter
 
 log = logging.getLogger("gateway.export")
@@ -68,7 +69,8 @@ def drain(settings: Settings, timeout: float, quiet: bool) -> int:
         return 2
     problem = check_tracking_server(settings.mlflow.tracking_uri)
     if problem:
-        print(f"error: MLflow tracking server {settings.mlflow.tracking_uri} is unreachable ({problem}); "
+        print(f"error: MLflow tracking server {without_credentials(settings.mlflow.tracking_uri)} is unreachable "
+              f"({without_credentials(problem)}); "
               "nothing exported, the spool is unchanged", file=sys.stderr)
         return 1
     spool = PredictionSpool(settings.spool.dir)
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--nice", type=int, default=0, help="lower this process's CPU priority by N")
     args = parser.parse_args(argv)
+    install_log_redaction()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     if args.nice:
@@ -113,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = (Settings.model_validate_json(args.settings_json) if args.settings_json
                     else load_settings(args.config))
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {without_credentials(str(exc))}", file=sys.stderr)
         return 2
     if args.follow:
         return follow(settings, args.status_file, args.parent_pid)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.domain.errors import AdminDenied, GatewayError
-from gateway.domain.messages import error_location
+from gateway.domain.messages import error_location, redacted, without_credentials
 from gateway.http.limits import BodyTimeout, BodyTooLarge
 from gateway.protocols import mlflow_scoring, oip
 
@@ -96,7 +96,7 @@ def _is_prediction(request: Request) -> bool:
 
 def error_response(request: Request, status: int, name: str, message: str,
                    detail: dict[str, object] | None = None) -> JSONResponse:
-    detail = detail or {}
+    message, detail = without_credentials(message), redacted(detail or {})
     path = request.url.path
     headers = {"Retry-After": "1"} if status == 503 else None
     if path == "/invocations":

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from gateway.domain.messages import redacted
 from gateway.http.admin import authorize
 from gateway.http.errors import ErrorBody, responses
 from gateway.http.inference import services
@@ -23,7 +24,7 @@ admin_router = APIRouter(prefix="/admin/rollout", tags=["admin"], dependencies=[
             "interval and p-value, and the history of decisions", responses=responses(ErrorBody, 404))
 async def get_rollout(request: Request) -> Any:
     controller = services(request).rollout_controller()
-    return await run_in_threadpool(controller.describe)
+    return redacted(await run_in_threadpool(controller.describe))
 
 
 @admin_router.post("", status_code=201, summary="Start a guarded rollout of a candidate against a control")

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, BeforeValidator, Field
 from starlette.concurrency import run_in_threadpool
 
+from gateway.domain.messages import redacted, without_credentials
 from gateway.domain.records import REQUEST_ID_PATTERN
 from gateway.http.errors import ErrorBody, responses
 from gateway.http.inference import services
@@ -49,11 +50,11 @@ async def readyz(request: Request) -> JSONResponse:
     spool = request.app.state.gateway.spool
     problem = spool.check_file() if spool is not None else None
     if problem is not None:
-        return JSONResponse({"ready": False, "reason": "the prediction spool's file was deleted or replaced; "
-                             "restart the gateway", **details}, status_code=503)
+        return JSONResponse(redacted({"ready": False, "reason": "the prediction spool's file was deleted or "
+                                      "replaced; restart the gateway", **details}), status_code=503)
     if variants.ready.is_set():
-        return JSONResponse({"ready": True, "variants": sorted(variants), **details})
-    return JSONResponse({"ready": False, "reason": variants.load_error or "loading models", **details},
+        return JSONResponse(redacted({"ready": True, "variants": sorted(variants), **details}))
+    return JSONResponse(redacted({"ready": False, "reason": variants.load_error or "loading models", **details}),
                         status_code=503)
 
 
@@ -72,15 +73,15 @@ def _export_details(request: Request) -> dict[str, Any] | None:
 
 @router.get("/variants", summary="Routing mode, weights, the model's schema, model URIs and registry versions")
 async def variants(request: Request) -> dict[str, Any]:
-    return services(request).describe()
+    return redacted(services(request).describe())  # type: ignore[no-any-return]
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
     body = await run_in_threadpool(request.app.state.metrics.render)
-    return Response(body, media_type=CONTENT_TYPE_LATEST)
+    return Response(without_credentials(body.decode()), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/stats", summary="Prediction log state: backlog, export lag, exported/failed counts")
 async def stats(request: Request) -> dict[str, Any]:
-    return await run_in_threadpool(request.app.state.stats)
+    return redacted(await run_in_threadpool(request.app.state.stats))  # type: ignore[no-any-return]

@@ -1,0 +1,74 @@
+"""A tracking URI with credentials in it (``http://alice:hunter2@host``) never shows them: not in any
+endpoint's answer, and not in any log line (the gateway's, the exporter's, httpx's request lines,
+uvicorn's), with MLflow down so that every error path that names the server is taken."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.harness.iris import FEATURES, IRIS_MODEL
+from tests.harness.processes import GatewayProcess, free_port, write_config
+
+pytestmark = pytest.mark.integration
+
+SECRET = "hunter2"
+
+
+def _server() -> tuple[str, str]:
+    """(the tracking URI with credentials, the address the logs may show); nothing listens there."""
+    address = f"127.0.0.1:{free_port()}"
+    return f"http://alice:{SECRET}@{address}", f"http://{address}"
+
+
+def test_no_endpoint_and_no_log_line_shows_the_tracking_uris_password(tmp_path: Path,
+                                                                       local_models: dict[str, str]) -> None:
+    variants = [{"name": n, "model_uri": p, "weight": 0.5} for n, p in local_models.items()]
+    uri, shown = _server()
+    config = write_config(tmp_path / "gateway.toml", uri, tmp_path / "spool", tmp_path / "cache",
+                          variants=variants, model=IRIS_MODEL, state={"backend": "local"},
+                          mlflow={"export_workers": 1})
+    gw = GatewayProcess(config=config, workdir=tmp_path / "gw", env={"GATEWAY_ADMIN_TOKEN": "tok"}).start()
+    bodies: dict[str, str] = {}
+    try:
+        with httpx.Client(base_url=gw.url, timeout=10) as http:
+            answered = http.post("/predict", json=FEATURES).json()
+            http.post("/feedback", json={"request_id": answered["request_id"], "true_label": "Setosa"})
+            http.post("/invocations", json={"dataframe_split": {"columns": list(FEATURES),
+                                                                "data": [list(FEATURES.values())]}})
+            deadline = time.monotonic() + 60  # until the exporter has failed against the dead server
+            while time.monotonic() < deadline:
+                stats = http.get("/stats").json()
+                if (stats["exporter"] or {}).get("last_error"):
+                    break
+                time.sleep(0.5)
+            assert stats["exporter"]["last_error"], stats
+            for path in ("/stats", "/readyz", "/variants", "/metrics", "/healthz", "/docs", "/openapi.json",
+                         "/v2", "/v2/models/IrisClassifier", "/ping", "/version"):
+                bodies[path] = http.get(path).text
+            bodies["promote"] = http.post("/admin/promote", json={"variant": "v2.0"},
+                                          headers={"Authorization": "Bearer tok"}).text
+            bodies["bad predict"] = http.post("/predict", json={"sepal_length": "x"}).text
+    finally:
+        gw.stop()
+    leaks = {path: body[:300] for path, body in bodies.items() if SECRET in body}
+    assert leaks == {}
+    log = gw.log_text()
+    assert shown in log  # the lines that used to carry the password are there, without it
+    assert [line for line in log.splitlines() if SECRET in line] == []
+
+
+def test_the_start_up_error_does_not_show_it_either(tmp_path: Path) -> None:
+    uri, shown = _server()
+    config = write_config(tmp_path / "gateway.toml", uri, tmp_path / "spool", tmp_path / "cache")
+    gw = GatewayProcess(config=config, workdir=tmp_path / "gw")
+    gw.start(wait_ready=False)
+    assert gw.proc is not None
+    code = gw.proc.wait(timeout=120)
+    gw.stop()
+    log = gw.log_text()
+    assert code != 0 and shown in log
+    assert [line for line in log.splitlines() if SECRET in line] == []
