@@ -61,13 +61,25 @@ class InvalidFeedback(GatewayError):
 
 
 class TooManyRows(GatewayError):
-    """A batch larger than ``[model] max_rows``."""
+    """A batch larger than ``[model] max_rows``; ``rows`` None when it was counted only as far as the
+    limit (a large body read as a stream)."""
 
     status = 413
 
-    def __init__(self, rows: int, limit: int) -> None:
-        super().__init__(f"{rows} rows in one request; the limit is {limit} ([model] max_rows)",
+    def __init__(self, rows: int | None, limit: int) -> None:
+        counted = f"{rows} rows" if rows is not None else f"more than {limit} rows"
+        super().__init__(f"{counted} in one request; the limit is {limit} ([model] max_rows)",
                          rows=rows, limit=limit)
+
+
+class TooManyColumns(GatewayError):
+    """A request with more columns (or OIP inputs) than the model's signature has."""
+
+    status = 422
+
+    def __init__(self, given: int, columns: list[str], where: str) -> None:
+        super().__init__(f"{where} has {given} columns; the model takes {len(columns)}: {', '.join(columns[:20])}"
+                         + (" ..." if len(columns) > 20 else ""), field=where, given=given, columns=len(columns))
 
 
 class UnknownModel(GatewayError):

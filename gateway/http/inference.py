@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
 from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
 
-from gateway.domain.errors import MalformedBody
+from gateway.domain.errors import MalformedBody, NotReady
 from gateway.domain.records import REQUEST_ID_PATTERN
+from gateway.protocols.limits import RequestShape
 from gateway.serving.outcome import PredictionOutcome, ScoredRequest
 from gateway.serving.services import GatewayServices
 
+T = TypeVar("T")
 SAGEMAKER_VARIANT_HEADER = "x-amzn-sagemaker-target-variant"
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 
@@ -50,6 +53,26 @@ def request_id_of(request: Request, given: Any = None) -> str | None:
     if not isinstance(value, str) or not _REQUEST_ID.match(value):
         raise MalformedBody(f"{source} must be 1-128 characters from A-Z a-z 0-9 . _ : -")
     return value
+
+
+def request_shape(request: Request) -> RequestShape:
+    """What a request to these models may hold; NotReady (503) while they load."""
+    svc = services(request)
+    schema = svc.variants.schema
+    if schema is None or not svc.variants.ready.is_set():
+        raise NotReady(svc.variants.load_error or "models are still loading")
+    return RequestShape(tuple(schema.names), svc.settings.model.max_rows)
+
+
+OFF_LOOP_BYTES = 64 * 1024  # bodies past this are decoded on a worker thread
+
+
+async def decoded(body: bytes, decode: Callable[..., T], *args: Any) -> T:
+    """``decode(body, *args)``: inline for a small body (a thread hop costs more than the parse), on
+    a worker thread for a large one, so that the event loop keeps answering (/healthz) meanwhile."""
+    if len(body) < OFF_LOOP_BYTES:
+        return decode(body, *args)
+    return await run_in_threadpool(decode, body, *args)
 
 
 @dataclass(frozen=True, slots=True)

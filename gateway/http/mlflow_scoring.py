@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from gateway.http.errors import PREDICTION_STATUSES, MlflowErrorBody, responses
-from gateway.http.inference import answer, answer_headers, services, shadow_task
+from gateway.http.inference import answer, answer_headers, decoded, request_shape, services, shadow_task
 from gateway.http.responses import FastJSONResponse
 from gateway.protocols import mlflow_scoring
 
@@ -19,9 +19,9 @@ router = APIRouter(tags=["mlflow scoring protocol"])
                                      "inputs (JSON, with params) or text/csv",
              responses=responses(MlflowErrorBody, *PREDICTION_STATUSES))
 async def invocations(request: Request) -> Response:
-    svc = services(request)
-    columns = svc.variants.schema.names if svc.variants.schema is not None else []
-    rows, params = mlflow_scoring.decode(await request.body(), request.headers.get("content-type", ""), columns)
+    shape = request_shape(request)
+    rows, params = await decoded(await request.body(), mlflow_scoring.decode, request.headers.get("content-type", ""),
+                                 shape)
     probabilities = bool(params.pop(mlflow_scoring.PROBABILITIES_PARAM, False))
     answered = await answer(request, rows, probabilities=probabilities, params=params)
     body = mlflow_scoring.encode(answered.labels, answered.probabilities if probabilities else None)

@@ -6,14 +6,17 @@ that variant. Errors are ``{"error": ...}`` (see gateway/http/errors.py).
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from gateway.domain.errors import NotReady, UnknownModel, UnknownVariant
 from gateway.http.errors import PREDICTION_STATUSES, OipErrorBody, responses
-from gateway.http.inference import answer, answer_headers, request_id_of, services, shadow_task
+from gateway.http.inference import answer, answer_headers, decoded, request_id_of, request_shape, services, shadow_task
 from gateway.http.responses import FastJSONResponse
 from gateway.protocols import oip
+from gateway.protocols.limits import RequestShape
 from gateway.serving.services import GatewayServices
 from gateway.variants.output import ModelKind
 
@@ -99,12 +102,16 @@ async def infer_variant(request: Request, name: str, variant: str) -> Response:
     return await _infer(request, name, variant)
 
 
+def _decode(body: bytes, header_length: str | None, shape: RequestShape) -> tuple[dict[str, Any], list[Any]]:
+    payload, binary = oip.split_binary(body, header_length, shape)
+    return payload, oip.decode_inputs(payload, binary, shape)
+
+
 async def _infer(request: Request, name: str, variant: str | None) -> Response:
     svc = services(request)
     _check_model(svc, name, variant)
-    assert svc.variants.schema is not None
-    payload, binary = oip.split_binary(await request.body(), request.headers.get(oip.HEADER_LENGTH))
-    rows = oip.decode_inputs(payload, binary, svc.variants.schema.names)
+    shape = request_shape(request)
+    payload, rows = await decoded(await request.body(), _decode, request.headers.get(oip.HEADER_LENGTH), shape)
     requested = oip.requested_outputs(payload)
     probabilities = oip.wants_probabilities(payload)
     answered = await answer(request, rows, probabilities=probabilities, forced=variant,

@@ -13,7 +13,7 @@ from gateway.domain.errors import MalformedBody
 from gateway.domain.messages import first_line
 from gateway.domain.records import REQUEST_ID_PATTERN
 from gateway.http.errors import PREDICTION_STATUSES, ErrorBody, responses
-from gateway.http.inference import Answered, answer, answer_headers, services, shadow_task
+from gateway.http.inference import Answered, answer, answer_headers, decoded, services, shadow_task
 from gateway.http.responses import FastJSONResponse
 from gateway.protocols.body import loads_body
 from gateway.variants.output import Prediction
@@ -46,6 +46,13 @@ PREDICT_OPENAPI: dict[str, Any] = {
 }
 
 
+def _form(body: bytes) -> dict[str, str]:
+    try:
+        return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedBody(f"malformed form body: {exc}") from None
+
+
 async def _raw_rows(request: Request) -> tuple[list[Any], bool]:
     """(rows, is_batch) from the body in its content type, the query string filling a single row."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -53,10 +60,7 @@ async def _raw_rows(request: Request) -> tuple[list[Any], bool]:
     data: Any = {}
     if body.strip():
         if ctype in _FORM_TYPES:
-            try:
-                data = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True))
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise MalformedBody(f"malformed form body: {exc}") from None
+            data = await decoded(body, _form)
         elif ctype.startswith("multipart/"):
             try:
                 form = await request.form()
@@ -64,7 +68,7 @@ async def _raw_rows(request: Request) -> tuple[list[Any], bool]:
                 raise MalformedBody(f"malformed multipart body: {first_line(exc)}") from None
             data = {k: v for k, v in form.items() if isinstance(v, str)}
         elif ctype in ("", "application/json") or ctype.endswith("+json"):
-            data = loads_body(body)
+            data = await decoded(body, loads_body)
         else:
             raise MalformedBody(
                 f"unsupported content type {ctype!r}; send application/json or application/x-www-form-urlencoded")

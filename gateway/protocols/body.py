@@ -6,6 +6,8 @@ import json
 import math
 from typing import Any
 
+import orjson
+
 from gateway.domain.errors import MalformedBody
 from gateway.domain.messages import first_line
 
@@ -20,7 +22,14 @@ def plain(value: Any) -> Any:
 
 
 def loads_body(body: bytes | str) -> Any:
-    """A JSON body, or MalformedBody saying why not (including nesting past Python's recursion limit)."""
+    """A JSON body, or MalformedBody saying why not (including nesting past Python's recursion limit).
+    orjson parses it (several times faster on large bodies); what orjson refuses and the standard
+    parser takes (NaN and Infinity literals, lone surrogates, integers past 64 bits) is parsed again by
+    the standard parser, so that the validator, not the parser, names such a value."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
     try:
         return json.loads(body)
     except RecursionError:

@@ -8,7 +8,9 @@ and column of any bad value.
 
 from __future__ import annotations
 
+import csv
 import io
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,23 +24,28 @@ from mlflow.pyfunc.scoring_server import infer_and_parse_data
 from gateway.domain.errors import MalformedBody
 from gateway.domain.messages import first_line
 from gateway.protocols.body import loads_body, plain
+from gateway.protocols.limits import STREAM_BYTES, RequestShape, count_json_arrays
 
 CSV = "text/csv"
 JSON = "application/json"
 PROBABILITIES_PARAM = "probabilities"  # reserved by the gateway: also return class probabilities
 
 
-def decode(body: bytes, content_type: str, columns: Sequence[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """(rows, params) from an /invocations body; MalformedBody says what is wrong with it."""
+def decode(body: bytes, content_type: str, shape: RequestShape) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(rows, params) from an /invocations body; MalformedBody says what is wrong with it, and
+    TooManyRows or TooManyColumns what is too large, before anything is built per row."""
     mime, _, options = content_type.partition(";")
     mime = mime.strip().lower() or JSON
     charset = options.partition("charset=")[2].strip().lower() or "utf-8"
     if charset not in ("utf-8", "utf8"):
         raise MalformedBody(f"only UTF-8 bodies are supported, not {charset}")
     if mime == CSV:
-        return _csv_rows(body), {}
+        _csv_counts(body, shape)
+        return _counted(_csv_rows(body), shape), {}
     if mime != JSON and not mime.endswith("+json"):
         raise MalformedBody(f"unsupported content type {mime!r}; send application/json or text/csv")
+    if len(body) > STREAM_BYTES:
+        _streamed_counts(body, shape)
     payload = loads_body(body)
     if not isinstance(payload, dict):
         raise MalformedBody("the body must be a JSON object with one of dataframe_split, dataframe_records, "
@@ -50,11 +57,70 @@ def decode(body: bytes, content_type: str, columns: Sequence[str]) -> tuple[list
     if len(formats) != 1:
         raise MalformedBody("the body must have exactly one of dataframe_split, dataframe_records, instances or "
                             f"inputs; got keys {sorted(payload)}")
+    _json_counts(formats[0], payload[formats[0]], shape)
     try:
         parsed = infer_and_parse_data({formats[0]: payload[formats[0]]})
     except (MlflowException, ValueError, TypeError, KeyError, IndexError) as exc:
         raise MalformedBody(f"cannot read {formats[0]}: {first_line(exc)}") from None
-    return _rows(parsed, columns), params
+    return _counted(_rows(parsed, shape.columns), shape), params
+
+
+def _counted(rows: list[dict[str, Any]], shape: RequestShape) -> list[dict[str, Any]]:
+    shape.rows(len(rows))
+    return rows
+
+
+def _streamed_counts(body: bytes, shape: RequestShape) -> None:
+    """A large JSON body's rows and columns, counted while streaming it (see limits.py)."""
+    budget = max(shape.max_rows, len(shape.columns))
+    counts = count_json_arrays(body, ("dataframe_split.data", "dataframe_split.columns", "dataframe_records",
+                                      "instances", "inputs", "instances.*", "inputs.*"), budget)
+    for prefix, n in counts.items():
+        if prefix == "dataframe_split.columns.item":
+            shape.width(n, "dataframe_split.columns")
+        elif not prefix.endswith("[]"):
+            shape.rows_past(n)
+
+
+def _csv_counts(body: bytes, shape: RequestShape) -> None:
+    """The header's columns, and the rows by their line breaks: counted before pandas reads anything."""
+    header, _, rest = body.partition(b"\n")
+    if header.count(b",") >= len(shape.columns) * 4 + 16:  # far past the signature, quoted commas or not
+        shape.width(header.count(b",") + 1, "the CSV header")
+    try:
+        names = next(csv.reader([header.decode("utf-8")]), [])
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise MalformedBody(f"malformed CSV header: {first_line(exc)}") from None
+    shape.width(len(names), "the CSV header")
+    lines = rest.count(b"\n") + (0 if rest.endswith(b"\n") or not rest else 1)
+    if lines > shape.max_rows:
+        # A quoted field may hold a line break: count records exactly, but only as far as the limit.
+        records = csv.reader(io.TextIOWrapper(io.BytesIO(rest), encoding="utf-8", errors="replace", newline=""))
+        if sum(1 for _ in itertools.islice(records, shape.max_rows + 1)) > shape.max_rows:
+            shape.rows(lines)
+
+
+def _json_counts(fmt: str, value: Any, shape: RequestShape) -> None:
+    """Rows and columns of a JSON format, from its lists' lengths alone."""
+    if fmt == "dataframe_split" and isinstance(value, dict):
+        data, names = value.get("data"), value.get("columns")
+        if isinstance(data, list):
+            shape.rows(len(data))
+            if names is None and data and isinstance(data[0], list):
+                shape.width(len(data[0]), "dataframe_split.data[0]")
+        if isinstance(names, list):
+            shape.width(len(names), "dataframe_split.columns")
+        return
+    if isinstance(value, list):
+        shape.rows(len(value))
+        first = value[0]
+        if isinstance(first, dict | list):
+            shape.width(len(first), f"{fmt}[0]")
+    elif isinstance(value, dict):  # one list per column
+        shape.width(len(value), fmt)
+        for column in value.values():
+            if isinstance(column, list):
+                shape.rows(len(column))
 
 
 def _csv_rows(body: bytes) -> list[dict[str, Any]]:

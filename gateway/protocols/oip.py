@@ -9,6 +9,7 @@ Outputs are ``predict`` (labels or values) and, when asked for, ``predict_proba`
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from gateway.domain.errors import MalformedBody
 from gateway.protocols.body import loads_body, plain
+from gateway.protocols.limits import STREAM_BYTES, RequestShape, count_json_arrays
 
 HEADER_LENGTH = "inference-header-content-length"
 PREDICT = "predict"
@@ -26,7 +28,8 @@ _NUMPY = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np
           "FP32": np.float32, "FP64": np.float64}
 
 
-def split_binary(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
+def split_binary(body: bytes, header_length: str | None,
+                 limits: RequestShape | None = None) -> tuple[dict[str, Any], bytes]:
     """The JSON part of a request and the binary tensor bytes that follow it (if any)."""
     if header_length is None:
         json_part, rest = body, b""
@@ -38,33 +41,67 @@ def split_binary(body: bytes, header_length: str | None) -> tuple[dict[str, Any]
         if not 0 <= n <= len(body):
             raise MalformedBody(f"Inference-Header-Content-Length {n} is outside the body ({len(body)} bytes)")
         json_part, rest = body[:n], body[n:]
+    if limits is not None and len(json_part) > STREAM_BYTES:
+        # Each input's data, counted while streaming: a JSON tensor of 400,000 rows is refused from
+        # its first values, not parsed whole.
+        counts = count_json_arrays(json_part, ("inputs", "inputs.item.data"), limits.max_rows * len(limits.columns))
+        for prefix, n in counts.items():
+            if prefix == "inputs.item":
+                limits.width(n, "inputs")
+            elif prefix == "inputs.item.data.item":
+                nested = counts.get(prefix + "[]", 0) > 0  # [[row], [row], ...] or flat values
+                limits.rows_past(n, per_row=1 if nested else len(limits.columns))
     payload = loads_body(json_part)
     if not isinstance(payload, dict):
         raise MalformedBody("an inference request must be a JSON object with 'inputs'")
     return payload, rest
 
 
-def _tensor(spec: Any, binary: memoryview, offset: int) -> tuple[str, np.ndarray, int]:
+def _object(value: Any, where: str) -> dict[str, Any]:
+    """An optional JSON object (``parameters``): absent is empty, anything but an object is refused."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise MalformedBody(f"{where} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _tensor(spec: Any, binary: memoryview, offset: int, limits: RequestShape) -> tuple[str, np.ndarray, int]:
     if not isinstance(spec, dict) or "name" not in spec:
         raise MalformedBody("each input must be an object with name, shape, datatype and data")
     name, datatype = str(spec["name"]), str(spec.get("datatype", "")).upper()
     shape = spec.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                              for d in shape):
         raise MalformedBody(f"input {name!r}: shape must be a list of non-negative integers")
-    size = (spec.get("parameters") or {}).get("binary_data_size")
+    if len(shape) > 2:
+        raise MalformedBody(f"input {name!r}: shape must be [N], [N, 1] or [N, columns], got {shape}")
+    if shape:  # checked from the shape alone, before any data is read
+        limits.rows(shape[0])
+        if len(shape) == 2:
+            limits.width(shape[1], f"input {name!r}")
+    expected = math.prod(shape)
+    size = _object(spec.get("parameters"), f"input {name!r}: parameters").get("binary_data_size")
     if size is not None:
-        raw = bytes(binary[offset:offset + int(size)])
-        if len(raw) != int(size):
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise MalformedBody(f"input {name!r}: parameters.binary_data_size must be a non-negative integer, "
+                                f"got {size!r}")
+        raw = bytes(binary[offset:offset + size])
+        if len(raw) != size:
             raise MalformedBody(f"input {name!r}: binary_data_size {size} runs past the end of the body")
-        offset += int(size)
+        offset += size
         if datatype == "BYTES":  # each element: a 4-byte little-endian length, then the bytes
             items, i = [], 0
-            while i < len(raw):
+            while i < len(raw) and len(items) <= expected:
                 n = int.from_bytes(raw[i:i + 4], "little")
                 items.append(raw[i + 4:i + 4 + n].decode("utf-8", errors="replace"))
                 i += 4 + n
             data = np.array(items, dtype=object)
         elif datatype in _NUMPY:
+            itemsize = np.dtype(_NUMPY[datatype]).itemsize
+            if size % itemsize:
+                raise MalformedBody(f"input {name!r}: binary_data_size {size} is not a whole number of {datatype} "
+                                    f"values ({itemsize} bytes each)")
             data = np.frombuffer(raw, dtype=_NUMPY[datatype])
         else:
             raise MalformedBody(f"input {name!r}: unsupported datatype {datatype!r}")
@@ -72,21 +109,24 @@ def _tensor(spec: Any, binary: memoryview, offset: int) -> tuple[str, np.ndarray
         if "data" not in spec:
             raise MalformedBody(f"input {name!r} has no data")
         data = np.asarray(spec["data"], dtype=object).reshape(-1)
-    expected = int(np.prod(shape)) if shape else 1
     if data.size != expected:
         raise MalformedBody(f"input {name!r}: shape {shape} needs {expected} values, got {data.size}")
     return name, data.reshape(shape) if shape else data, offset
 
 
-def decode_inputs(payload: dict[str, Any], binary: bytes, columns: Sequence[str]) -> list[dict[str, Any]]:
-    """Rows from an inference request's ``inputs``."""
+def decode_inputs(payload: dict[str, Any], binary: bytes, limits: RequestShape) -> list[dict[str, Any]]:
+    """Rows from an inference request's ``inputs``; too many rows or columns are refused from the
+    shapes, before any tensor is decoded."""
+    columns = limits.columns
     inputs = payload.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise MalformedBody("an inference request needs a non-empty 'inputs' list")
+    limits.width(len(inputs), "inputs")
+    _object(payload.get("parameters"), "parameters")
     view, offset = memoryview(binary), 0
     tensors: dict[str, np.ndarray] = {}
     for spec in inputs:
-        name, data, offset = _tensor(spec, view, offset)
+        name, data, offset = _tensor(spec, view, offset, limits)
         tensors[name] = data
     if len(tensors) == 1:
         (name, data), = tensors.items()
@@ -106,11 +146,12 @@ def decode_inputs(payload: dict[str, Any], binary: bytes, columns: Sequence[str]
     if len(lengths) != 1:
         raise MalformedBody(f"inputs have different lengths: { {n: len(d) for n, d in tensors.items()} }")
     n = lengths.pop()
+    limits.rows(n)
     return [{name: plain(data[i]) for name, data in tensors.items()} for i in range(n)]
 
 
 def wants_probabilities(payload: dict[str, Any]) -> bool:
-    params = payload.get("parameters") or {}
+    params = _object(payload.get("parameters"), "parameters")
     outputs = payload.get("outputs") or []
     return bool(params.get("probabilities")) or any(
         isinstance(o, dict) and o.get("name") == PREDICT_PROBA for o in outputs)
@@ -142,9 +183,15 @@ def encode(model_name: str, variant: str, request_id: str, labels: list[Any],
 
 def requested_outputs(payload: dict[str, Any]) -> list[str] | None:
     outputs = payload.get("outputs")
+    if outputs is not None and not isinstance(outputs, list):
+        raise MalformedBody(f"outputs must be a list of {{\"name\": ...}} objects, got {type(outputs).__name__}")
     if not outputs:
         return None
-    names = [o.get("name") for o in outputs if isinstance(o, dict)]
+    for i, o in enumerate(outputs):
+        if not isinstance(o, dict):
+            raise MalformedBody(f"outputs[{i}] must be an object with a name, got {type(o).__name__}")
+        _object(o.get("parameters"), f"outputs[{i}].parameters")
+    names = [o.get("name") for o in outputs]
     unknown = [n for n in names if n not in (PREDICT, PREDICT_PROBA)]
     if unknown:
         raise MalformedBody(f"unknown output(s) {unknown}; this model has {PREDICT} and {PREDICT_PROBA}")
@@ -154,8 +201,8 @@ def requested_outputs(payload: dict[str, Any]) -> list[str] | None:
 def binary_outputs(payload: dict[str, Any], body: dict[str, Any]) -> tuple[bytes, int] | None:
     """Re-encode outputs in the binary extension when the request asks for it (Triton's default).
     Returns (full body, JSON header length) or None for a plain JSON answer."""
-    params = payload.get("parameters") or {}
-    asked = {o.get("name"): bool((o.get("parameters") or {}).get("binary_data"))
+    params = _object(payload.get("parameters"), "parameters")
+    asked = {o.get("name"): bool(_object(o.get("parameters"), "outputs[].parameters").get("binary_data"))
              for o in payload.get("outputs") or [] if isinstance(o, dict)}
     default = bool(params.get("binary_data_output"))
     chunks = []

@@ -29,6 +29,7 @@ from typing import Any
 from gateway.config.settings import Settings
 from gateway.domain.errors import (
     ConflictingRequest,
+    MalformedBody,
     ModelFailure,
     NotReady,
     SpoolUnavailable,
@@ -109,6 +110,8 @@ class Scorer:
             raise NotReady(self.variants.load_error or "models are still loading")
         if len(raw_rows) > self.max_rows:
             raise TooManyRows(len(raw_rows), self.max_rows)
+        if not raw_rows:  # a client's mistake, not the model's: never a model call, never a 500
+            raise MalformedBody("the request has no rows to predict")
         router = self.routing.router  # one consistent config for the whole request
         decision = router.decide(forced=forced, user_key=user_key)
         request_id = request_id or uuid.uuid4().hex

@@ -12,9 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.domain.errors import MalformedBody
+from gateway.protocols.limits import RequestShape
 from gateway.protocols.mlflow_scoring import decode
 
 COLUMNS = ["a", "b.c", "d/e f"]
+SHAPE = RequestShape(tuple(COLUMNS), max_rows=1000)
 rows_strategy = st.lists(st.fixed_dictionaries({c: st.floats(-1e6, 1e6, allow_nan=False) for c in COLUMNS}),
                          min_size=1, max_size=20)
 
@@ -41,7 +43,7 @@ def _bodies(rows: list[dict[str, Any]]) -> dict[str, tuple[bytes, str]]:
 @given(rows=rows_strategy)
 def test_every_format_splits_into_the_same_rows_in_order(rows: list[dict[str, Any]]) -> None:
     for name, (body, ctype) in _bodies(rows).items():
-        decoded, params = decode(body, ctype, COLUMNS)
+        decoded, params = decode(body, ctype, SHAPE)
         assert params == {}
         assert len(decoded) == len(rows), name
         for got, want in zip(decoded, rows, strict=True):
@@ -53,10 +55,10 @@ def test_every_format_splits_into_the_same_rows_in_order(rows: list[dict[str, An
 
 def test_params_and_charset() -> None:
     body = json.dumps({"dataframe_records": [{"a": 1, "b.c": 2, "d/e f": 3}], "params": {"probabilities": True}})
-    rows, params = decode(body.encode(), "application/json; charset=utf-8", COLUMNS)
+    rows, params = decode(body.encode(), "application/json; charset=utf-8", SHAPE)
     assert rows == [{"a": 1, "b.c": 2, "d/e f": 3}] and params == {"probabilities": True}
     with pytest.raises(MalformedBody, match="UTF-8"):
-        decode(body.encode(), "application/json; charset=latin-1", COLUMNS)
+        decode(body.encode(), "application/json; charset=latin-1", SHAPE)
 
 
 @pytest.mark.parametrize(("body", "ctype", "match"), [
@@ -70,4 +72,4 @@ def test_params_and_charset() -> None:
 ])
 def test_malformed_bodies_say_what_is_wrong(body: bytes, ctype: str, match: str) -> None:
     with pytest.raises(MalformedBody, match=match):
-        decode(body, ctype, COLUMNS)
+        decode(body, ctype, SHAPE)

@@ -13,8 +13,10 @@ from hypothesis import strategies as st
 
 from gateway.domain.errors import MalformedBody
 from gateway.protocols import oip
+from gateway.protocols.limits import RequestShape
 
 COLUMNS = ["x", "y z", "w/v"]
+SHAPE = RequestShape(tuple(COLUMNS), max_rows=1000)
 matrices = st.integers(1, 30).flatmap(lambda n: st.lists(
     st.lists(st.floats(-1e6, 1e6, allow_nan=False, width=64), min_size=3, max_size=3), min_size=n, max_size=n))
 
@@ -40,7 +42,7 @@ def test_tensors_split_into_rows_in_order(matrix: list[list[float]], layout: str
         shape = [n, 1] if layout == "columns_n1" else [n]
         inputs = [{"name": c, "shape": shape, "datatype": "FP64", "data": arr[:, i].tolist()}
                   for i, c in enumerate(COLUMNS)]
-    rows = oip.decode_inputs({"inputs": inputs}, binary, COLUMNS)
+    rows = oip.decode_inputs({"inputs": inputs}, binary, SHAPE)
     assert rows == [dict(zip(COLUMNS, r, strict=True)) for r in arr.tolist()]
 
 
@@ -57,7 +59,7 @@ def test_binary_request_as_triton_client_sends_it() -> None:
     body, header_length = _get_inference_request(inputs, "rid", None, 0, 0, None, None, None, None)
     payload, rest = oip.split_binary(body if isinstance(body, bytes) else body.encode(),
                                      None if header_length is None else str(header_length))
-    assert payload["id"] == "rid" and oip.decode_inputs(payload, rest, COLUMNS) == [
+    assert payload["id"] == "rid" and oip.decode_inputs(payload, rest, SHAPE) == [
         dict.fromkeys(COLUMNS, 1.5), dict.fromkeys(COLUMNS, 2.5)]
 
 
@@ -88,7 +90,7 @@ def test_outputs_join_back_and_encode_binary() -> None:
 ])
 def test_bad_requests_say_what_is_wrong(payload: dict[str, Any], match: str) -> None:
     with pytest.raises(MalformedBody, match=match):
-        oip.decode_inputs(payload, b"", COLUMNS)
+        oip.decode_inputs(payload, b"", SHAPE)
 
 
 def test_binary_sizes_are_checked() -> None:
@@ -96,4 +98,4 @@ def test_binary_sizes_are_checked() -> None:
         oip.split_binary(b"{}", "10")
     inputs = [{"name": "x", "shape": [2], "datatype": "FP64", "parameters": {"binary_data_size": 16}}]
     with pytest.raises(MalformedBody, match="runs past the end"):
-        oip.decode_inputs({"inputs": inputs}, b"\x00" * 8, COLUMNS)
+        oip.decode_inputs({"inputs": inputs}, b"\x00" * 8, SHAPE)
