@@ -24,6 +24,7 @@ from tqdm import tqdm
 from gateway.config.settings import DEFAULT_CONFIG_PATH, ConfigError, Settings, load_settings
 from gateway.domain.messages import install_log_redaction, without_credentials
 from gateway.export import build_thread_exporter
+from gateway.export.process import SETTINGS_ENV
 
 log = logging.getLogger("gateway.export")
 
@@ -99,7 +100,6 @@ def drain(settings: Settings, timeout: float, quiet: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway.export", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", str(DEFAULT_CONFIG_PATH)))
-    parser.add_argument("--settings-json", help=argparse.SUPPRESS)  # the gateway passes its own settings
     parser.add_argument("--timeout", type=float, default=3600.0, help="give up after this many seconds")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--follow", action="store_true", help="keep exporting until SIGTERM, then drain")
@@ -113,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.nice:
         os.nice(args.nice)
     try:
-        settings = (Settings.model_validate_json(args.settings_json) if args.settings_json
-                    else load_settings(args.config))
+        inherited = os.environ.pop(SETTINGS_ENV, None)  # the gateway passes its own settings
+        settings = Settings.model_validate_json(inherited) if inherited else load_settings(args.config)
     except ConfigError as exc:
         print(f"error: {without_credentials(str(exc))}", file=sys.stderr)
         return 2

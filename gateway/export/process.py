@@ -22,6 +22,8 @@ from gateway.config.settings import Settings
 
 log = logging.getLogger("gateway.export")
 
+SETTINGS_ENV = "GATEWAY_EXPORT_SETTINGS"  # the gateway's own settings, as JSON, for its exporter child
+
 
 class ProcessExporter:
     def __init__(self, settings: Settings, nice: int = 10) -> None:
@@ -36,10 +38,12 @@ class ProcessExporter:
     def _spawn(self) -> None:
         status = self.settings.spool.dir / f"exporter-{os.getpid()}-{self.restarts}.json"
         self._status_path = status
+        # The settings travel in the environment, not on the command line, where `ps` would show any
+        # credentials in the tracking URI to every user of the machine.
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.export", "--follow", "--nice", str(self.nice),
-             "--settings-json", self.settings.model_dump_json(), "--status-file", str(status),
-             "--parent-pid", str(os.getpid())],
+             "--status-file", str(status), "--parent-pid", str(os.getpid())],
+            env={**os.environ, SETTINGS_ENV: self.settings.model_dump_json()},
         )
 
     def start(self) -> None:

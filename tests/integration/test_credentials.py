@@ -4,6 +4,7 @@ uvicorn's), with MLflow down so that every error path that names the server is t
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -52,6 +53,9 @@ def test_no_endpoint_and_no_log_line_shows_the_tracking_uris_password(tmp_path: 
             bodies["promote"] = http.post("/admin/promote", json={"variant": "v2.0"},
                                           headers={"Authorization": "Bearer tok"}).text
             bodies["bad predict"] = http.post("/predict", json={"sepal_length": "x"}).text
+        assert gw.proc is not None
+        bodies.update(_command_lines(gw.proc.pid))  # `ps` shows them to every user of the machine
+        assert any("gateway.export" in line for line in bodies.values())  # the exporter child is among them
     finally:
         gw.stop()
     leaks = {path: body[:300] for path, body in bodies.items() if SECRET in body}
@@ -59,6 +63,17 @@ def test_no_endpoint_and_no_log_line_shows_the_tracking_uris_password(tmp_path: 
     log = gw.log_text()
     assert shown in log  # the lines that used to carry the password are there, without it
     assert [line for line in log.splitlines() if SECRET in line] == []
+
+
+def _command_lines(group: int) -> dict[str, str]:
+    out = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and os.getpgid(int(proc.name)) == group:
+                out[f"cmdline of {proc.name}"] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ProcessLookupError):
+            continue
+    return out
 
 
 def test_the_start_up_error_does_not_show_it_either(tmp_path: Path) -> None:
