@@ -47,11 +47,12 @@ class Promotion(BaseModel):
 def authorize(request: Request) -> None:
     """A dependency of every admin route: it runs before the body is read or validated, so an
     unauthenticated caller learns nothing about the API from validation errors."""
-    expected = os.environ.get(TOKEN_ENV, "")
+    expected = os.environ.get(TOKEN_ENV, "").strip()  # a blank token is no token: the API stays off
     if not expected:
         raise AdminDenied(404, f"admin API is off; set {TOKEN_ENV} to enable it")
     header = request.headers.get("authorization", "")
     scheme, _, given = header.partition(" ")
+    given = given.strip()
     if scheme.lower() != "bearer" or not given:
         raise AdminDenied(401, "send Authorization: Bearer <token>")
     if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode()):

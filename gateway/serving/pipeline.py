@@ -176,6 +176,13 @@ class Scorer:
             return
         if isinstance(error, ModelFailure):
             self.observers.model_error(ticket.variant.name, ticket.routing, ticket.router.weights_tag)
+            # The client learns which variant failed and under which request id; the model's own
+            # message (paths, data) goes to the log only.
+            log.error("request %s: variant %s failed to predict: %s", ticket.request_id, ticket.variant.name,
+                      getattr(error, "cause", ""))
+            error = ModelFailure(f"variant {ticket.variant.name} failed to predict request {ticket.request_id}; "
+                                 "the gateway's log has the model's error", variant=ticket.variant.name,
+                                 request_id=ticket.request_id)
         self._in_flight.discard(ticket.request_id)
         with contextlib.suppress(InvalidStateError):
             ticket.future.set_exception(error)  # type: ignore[union-attr]
@@ -187,8 +194,9 @@ class Scorer:
             return variant.predict(rows, probabilities, params)
         except Exception as exc:
             log.exception("variant %s failed to predict %d row(s)", variant.name, len(rows))
-            raise ModelFailure(f"variant {variant.name} ({variant.spec.model_uri}) failed to predict: "
-                               f"{first_line(exc)}", variant=variant.name) from None
+            failure = ModelFailure(f"variant {variant.name} failed to predict", variant=variant.name)
+            failure.cause = first_line(exc)  # type: ignore[attr-defined]  # for the log, never the client
+            raise failure from None
 
     @staticmethod
     def _records(request_id: str, role: Role, variant: LoadedVariant, result: JobResult, routing: str,

@@ -48,6 +48,7 @@ class SpoolWriter:
         self.lock_wait_ms = lock_wait_ms  # None: the spool's busy timeout
         self.queue_wait_s = queue_wait_ms / 1000.0
         self.expired = 0
+        self.last_commit_ms = 0.0  # how long the last group commit took (a slow one: a lock or the disk)
         self.checkpoint_interval_s = 0.25
         self.transactions = 0
         self.requests = 0
@@ -141,17 +142,23 @@ class SpoolWriter:
             if now > write.deadline:
                 self.expired += 1
                 write.future.set_exception(SpoolWriteError(
-                    f"the records waited more than {self.queue_wait_s:g} s for the spool's writer "
-                    "(the spool locked by another process, or a stalled disk)"))
+                    f"the records waited more than {self.queue_wait_s:g} s for the spool's writer, "
+                    f"{len(group)} request(s) queued together, its last commit took {self.last_commit_ms:.0f} ms: "
+                    + ("a slow commit (the spool locked by another process, or a stalled disk)"
+                       if self.last_commit_ms > self.queue_wait_s * 500 else
+                       "more writes than it commits in time (saturated; fewer rows per request or window "
+                       "mode help)")))
                 continue
             live.append(write)
         if not live:
             return
+        started = time.monotonic()
         try:
             results = self.spool.append_groups([w.records for w in live])
         except BaseException as exc:  # the writer must outlive any failure of one transaction
             log.exception("spool group commit failed")
             results = [SpoolWriteError(f"cannot write the prediction spool: {exc}")] * len(live)
+        self.last_commit_ms = (time.monotonic() - started) * 1000
         self.transactions += 1
         self.requests += len(live)
         for write, result in zip(live, results, strict=True):

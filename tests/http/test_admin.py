@@ -19,6 +19,13 @@ def test_admin_is_off_without_a_token(client: TestClient, monkeypatch: pytest.Mo
     assert r.status_code == 404 and "GATEWAY_ADMIN_TOKEN" in r.json()["message"]
 
 
+def test_a_blank_token_turns_the_admin_api_off(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", " ")
+    r = client.put("/admin/routing", json={"weights": {"v1.0": 1}}, headers={"Authorization": "Bearer  "})
+    assert r.status_code == 404 and "admin API is off" in r.json()["message"]
+    assert client.get("/variants").json()["weights"] == {"v1.0": 0.5, "v2.0": 0.5}
+
+
 def test_missing_and_wrong_tokens(admin_client: TestClient) -> None:
     assert admin_client.put("/admin/routing", json={}).status_code == 401
     assert admin_client.put("/admin/routing", json={}, headers={"Authorization": "Bearer nope"}).status_code == 403

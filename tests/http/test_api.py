@@ -187,6 +187,22 @@ def test_failing_candidate_never_touches_primary(tmp_path: Path, local_models: d
         assert counts["shadow_failed"] == 5 and counts["served"] == 5
 
 
+def test_a_model_error_names_the_variant_and_request_not_the_models_message(
+        tmp_path: Path, local_models: dict[str, str], caplog: pytest.LogCaptureFixture) -> None:
+    with make_client(tmp_path, local_models) as c:
+        wait_ready(c)
+
+        class Broken:
+            def predict(self, x: Any) -> Any:
+                raise RuntimeError("BOOM reading /secret/path/model.py")
+
+        c.app.state.services.variants["v1.0"].model = Broken()  # type: ignore[attr-defined]
+        r = c.post("/predict", json=FEATURES, headers={"X-Model-Version": "v1.0", "X-Request-ID": "req-7"})
+    assert r.status_code == 500 and r.json()["variant"] == "v1.0" and r.json()["request_id"] == "req-7"
+    assert "req-7" in r.json()["message"] and "BOOM" not in r.text and "/secret" not in r.text
+    assert "request req-7: variant v1.0 failed to predict: BOOM reading /secret/path/model.py" in caplog.text
+
+
 @pytest.mark.parametrize(("policy", "status"), [("reject", 503), ("serve", 200)])
 def test_full_spool_policy(tmp_path: Path, local_models: dict[str, str], policy: str, status: int) -> None:
     with make_client(tmp_path, local_models, spool={"max_size_mb": 0.05, "on_log_failure": policy}) as c:
