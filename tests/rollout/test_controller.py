@@ -42,16 +42,19 @@ class Worker:
         """n weighted requests through this worker's router, observed as the scorer would."""
         self.routing.sync()
         router = self.routing.router
+        names, weights = list(router.weights), list(router.weights.values())
         for i in range(n):
-            d = router.decide()
-            ms = (latency or {}).get(d.variant, 1.0) * rng.lognormvariate(0, 0.2)
-            rec = PredictionRecord(request_id=f"r{i}", role="primary", model_version=d.variant, features={},
+            # Weighted routing drawn from the test's seeded generator (the router's own is not seeded), so
+            # that each test's traffic, and so its decisions, are the same on every run.
+            variant = rng.choices(names, weights)[0]
+            ms = (latency or {}).get(variant, 1.0) * rng.lognormvariate(0, 0.2)
+            rec = PredictionRecord(request_id=f"r{i}", role="primary", model_version=variant, features={},
                                    prediction="a", class_index=0, inference_time_ms=ms, ts_ms=0,
-                                   routing=str(d.reason), config_hash=router.config_hash,
+                                   routing="weighted", config_hash=router.config_hash,
                                    weights=router.weights_tag, request_time_ms=ms)
             self.observer.on_records([rec])
             if wrong is not None:
-                self.observer.on_feedback(d.variant, "weighted", rng.random() >= wrong.get(d.variant, 0.0),
+                self.observer.on_feedback(variant, "weighted", rng.random() >= wrong.get(variant, 0.0),
                                           int(time.time() * 1000))
 
 
