@@ -172,7 +172,10 @@ class MicroBatcher:
             try:
                 result = self._predict(all_rows, first.probabilities, first.params)
             except Exception as exc:
-                settled += [(job, exc) for job, _ in ready]
+                if len(ready) == 1:
+                    settled.append((first, exc))
+                else:  # one request's bad rows must not fail its batch-mates: each is tried alone
+                    settled += [(job, self._alone(job, rows)) for job, rows in ready]
             else:
                 self.calls += 1
                 self.rows += len(all_rows)
@@ -190,6 +193,17 @@ class MicroBatcher:
                 log.exception("delivering a batch of %s", self.name)
         for job, outcome in settled:
             resolve(job.future, outcome)
+
+    def _alone(self, job: _Job, rows: Rows) -> JobResult | BaseException:
+        """One request's own model call, after the call it shared failed."""
+        try:
+            result = self._predict(rows, job.probabilities, job.params)
+        except Exception as exc:
+            return exc
+        self.calls += 1
+        self.rows += len(rows)
+        return JobResult(rows, result.predictions, result.elapsed_ms, len(rows),
+                         (time.perf_counter() - job.submitted) * 1000.0)
 
     def close(self, timeout: float = 10.0) -> None:
         """Score what is queued, then stop the worker."""

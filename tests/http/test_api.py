@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
@@ -201,6 +202,36 @@ def test_a_model_error_names_the_variant_and_request_not_the_models_message(
     assert r.status_code == 500 and r.json()["variant"] == "v1.0" and r.json()["request_id"] == "req-7"
     assert "req-7" in r.json()["message"] and "BOOM" not in r.text and "/secret" not in r.text
     assert "request req-7: variant v1.0 failed to predict: BOOM reading /secret/path/model.py" in caplog.text
+
+
+def test_a_poison_row_fails_its_own_request_not_its_batch_mates(tmp_path: Path, local_models: dict[str, str]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with make_client(tmp_path, local_models, batching={"max_batch_size": 64, "max_batch_delay_ms": 20}) as c:
+        wait_ready(c)
+        variant = c.app.state.services.variants["v1.0"]  # type: ignore[attr-defined]
+        real = variant.model
+
+        class Poisoned:  # raises on the whole call when any row is the poison (as a model would)
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+            def predict(self, x: Any) -> Any:
+                if (np.asarray(x)[:, 0] == 9.5).any():
+                    raise ValueError("poison")
+                return real.predict(x)
+
+        variant.model = Poisoned()
+
+        def send(i: int) -> tuple[bool, int]:
+            poison = i % 3 == 0
+            row = {**FEATURES, "sepal_length": 9.5 if poison else 5.1}
+            return poison, c.post("/predict", json=row, headers={"X-Model-Version": "v1.0"}).status_code
+
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(send, range(90)))
+    assert sorted({s for p, s in results if p}) == [500]
+    assert sorted({s for p, s in results if not p}) == [200], results  # batch-mates of a poison row got 500
 
 
 @pytest.mark.parametrize(("policy", "status"), [("reject", 503), ("serve", 200)])

@@ -113,7 +113,7 @@ def test_different_options_never_share_a_call() -> None:
         batcher.close()
 
 
-def test_a_model_error_fails_only_its_call_and_the_worker_goes_on() -> None:
+def test_a_model_error_fails_only_the_guilty_request_and_the_worker_goes_on() -> None:
     model = FakeModel()
     model.fail_on = {13}
     model.gate = threading.Event()
@@ -121,14 +121,15 @@ def test_a_model_error_fails_only_its_call_and_the_worker_goes_on() -> None:
     try:
         blocker = batcher.submit([{"x": 0}])
         assert model.entered.wait(5)
-        doomed = [batcher.submit([{"x": x}]) for x in (1, 13, 2, 3)]  # one call of four: it fails
+        shared = [batcher.submit([{"x": x}]) for x in (1, 13, 2, 3)]  # one call of four: it fails...
         fine = [batcher.submit([{"x": x}]) for x in (4, 5)]
         model.gate.set()
-        wait([blocker, *doomed, *fine], timeout=10)
+        wait([blocker, *shared, *fine], timeout=10)
         assert blocker.result().predictions[0].label == 0
-        for f in doomed:
-            with pytest.raises(RuntimeError, match="model broke"):
-                f.result()
+        with pytest.raises(RuntimeError, match="model broke"):  # ...then each is tried alone: only 13 fails
+            shared[1].result()
+        assert [shared[i].result().predictions[0].label for i in (0, 2, 3)] == [1, 2, 3]
+        assert [shared[i].result().batch_rows for i in (0, 2, 3)] == [1, 1, 1]  # their own calls
         assert [f.result().predictions[0].label for f in fine] == [4, 5]
         assert batcher.submit([{"x": 7}]).result(5).predictions[0].label == 7
     finally:
