@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -90,6 +91,9 @@ class LoadedVariant:
             self.model.predict(data)
         proba = self.model.predict_proba(data) if probabilities and self.has_probabilities else None
         elapsed_ms = (time.perf_counter() - start) * 1000.0
+        missing = unanswered_rows(raw)
+        if missing:  # served as "nan" or "None" and logged as a class, it would poison the report too
+            raise ValueError(f"the model answered no prediction (None, NaN or infinity) for row(s) {missing[:10]}")
         return BatchResult(self.decoder.decode(raw, len(rows), proba), elapsed_ms)
 
     def describe(self) -> dict[str, Any]:
@@ -105,6 +109,19 @@ class LoadedVariant:
             "kind": str(self.kind),
             "load_seconds": round(self.load_seconds, 3),
         }
+
+
+def unanswered_rows(raw: Any) -> list[int]:
+    """The rows a model's raw output has no answer for: None, NaN or an infinity."""
+    values = (raw.to_numpy() if hasattr(raw, "to_numpy") else raw if isinstance(raw, np.ndarray)
+              else np.asarray(raw, dtype=object))
+    values = values.reshape(len(values), -1)[:, 0] if values.ndim > 1 else values.reshape(-1)
+    if values.dtype.kind in "fc":
+        return [int(i) for i in np.flatnonzero(~np.isfinite(values))]
+    if values.dtype.kind != "O":
+        return []
+    return [i for i, v in enumerate(values)
+            if v is None or (isinstance(v, float | np.floating) and not math.isfinite(v))]
 
 
 def check_tracking_server(tracking_uri: str, timeout: float = 3.0) -> str | None:

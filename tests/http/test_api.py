@@ -234,6 +234,35 @@ def test_a_poison_row_fails_its_own_request_not_its_batch_mates(tmp_path: Path, 
     assert sorted({s for p, s in results if not p}) == [200], results  # batch-mates of a poison row got 500
 
 
+@pytest.mark.parametrize("missing", [float("nan"), None])
+def test_an_output_that_is_no_answer_is_a_model_failure_not_a_class(
+        tmp_path: Path, local_models: dict[str, str], missing: object) -> None:
+    with make_client(tmp_path, local_models) as c:
+        wait_ready(c)
+        variant = c.app.state.services.variants["v1.0"]  # type: ignore[attr-defined]
+        real = variant.model
+
+        class Unsure:  # no answer for rows with sepal_length 9.5, as a model with missing outputs gives
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+            def predict(self, x: Any) -> Any:
+                out = real.predict(x).astype(object)
+                out[np.asarray(x)[:, 0] == 9.5] = missing
+                return out
+
+        variant.model = Unsure()
+        forced = {"X-Model-Version": "v1.0"}
+        bad = c.post("/predict", json={**FEATURES, "sepal_length": 9.5}, headers=forced)
+        good = c.post("/predict", json=FEATURES, headers=forced)
+        spool = c.app.state.gateway.spool  # type: ignore[attr-defined]
+        logged = [spool.find(r.json().get("request_id", "-")) for r in (bad, good)]
+    assert bad.status_code == 500 and "v1.0" in bad.json()["message"], bad.text
+    assert good.status_code == 200 and good.json()["prediction"] == "Setosa"
+    assert logged[1] is not None and logged[1].prediction == "Setosa"
+    assert spool.count() == 1  # nothing was logged for the unanswered row
+
+
 @pytest.mark.parametrize(("policy", "status"), [("reject", 503), ("serve", 200)])
 def test_full_spool_policy(tmp_path: Path, local_models: dict[str, str], policy: str, status: int) -> None:
     with make_client(tmp_path, local_models, spool={"max_size_mb": 0.05, "on_log_failure": policy}) as c:
