@@ -29,9 +29,14 @@ class RoutingReason(StrEnum):
 
 
 def fnv1a32(text: str) -> int:
+    """FNV-1a (32 bits) over the text's UTF-16 code units, as GrowthBook's SDKs hash (the JS SDK's
+    ``charCodeAt`` loop): a non-ASCII user key lands in the bucket the SDKs give it. For ASCII the
+    code units are the bytes."""
+    units = text.encode("ascii") if text.isascii() else \
+        memoryview(text.encode("utf-16-le", "surrogatepass")).cast("H")
     h = _FNV_OFFSET
-    for byte in text.encode("utf-8"):
-        h ^= byte
+    for unit in units:
+        h ^= unit
         h = (h * _FNV_PRIME) & 0xFFFFFFFF
     return h
 
