@@ -111,6 +111,9 @@ class ModelSection(_Section):
     class_names: list[str] = Field(default_factory=list)  # names for integer classes 0, 1, 2, ...
     bounds: dict[str, Bounds] = Field(default_factory=dict)  # per input column
     max_rows: int = Field(1000, ge=1, le=1_000_000)  # rows per request; past it 413
+    # A registry version that MLflow no longer has (deleted) is served from the local cache, with a
+    # warning, rather than stopping start-up. (Here, not in [variants]: that name is the variants' list.)
+    allow_cached: bool = True
 
     @field_validator("class_names")
     @classmethod

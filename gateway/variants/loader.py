@@ -268,12 +268,20 @@ class ModelLoader:
             )
         try:
             name, version, tags = self.resolve(spec)
-        except ModelLoadError:
-            raise
         except Exception as exc:
+            problem = first_line(exc)
+            if meta_path.exists() and self.model_config.allow_cached:
+                meta = json.loads(meta_path.read_text())
+                log.warning("%s for variant %s is not in MLflow's registry any more (%s); serving the cached "
+                            "copy (registry version %s, [model] allow_cached = true)", spec.model_uri, spec.name,
+                            problem, meta.get("registry_version"))
+                return self._load_local(spec, cache / "model", source="cache", meta=meta)
+            if isinstance(exc, ModelLoadError):
+                raise
             raise ModelLoadError(
                 f"cannot load {spec.model_uri} for variant {spec.name} from MLflow at {self.tracking_uri}: "
-                f"{first_line(exc)}"
+                f"{problem}" + (" (a cached copy exists: [model] allow_cached = true serves it)"
+                                if meta_path.exists() else "")
             ) from None
         meta = {"model_uri": spec.model_uri, "registered_model": name, "registry_version": version,
                 "version_tags": tags, "downloaded_at": time.time()}

@@ -251,3 +251,45 @@ def test_a_spool_locked_by_another_process_stalls_nothing_else(tmp_path: Path, m
     finally:
         stop.set()
         gw.stop()
+
+
+def test_a_deleted_registry_version_is_served_from_the_cache(tmp_path: Path, mlflow_server: MlflowServer) -> None:
+    """A version deleted from the registry no longer stops a restart when a cached copy exists
+    ([model] allow_cached, the default); with it off, start-up fails in one line that says so."""
+    import mlflow
+    import mlflow.sklearn
+    import pandas as pd
+    from mlflow import MlflowClient
+    from mlflow.models import infer_signature
+    from sklearn.datasets import load_iris
+    from sklearn.dummy import DummyClassifier
+
+    from models.train import FEATURES as COLUMNS
+
+    iris = load_iris()
+    x = pd.DataFrame(iris.data, columns=COLUMNS)
+    model = DummyClassifier(strategy="most_frequent").fit(x, iris.target)
+    mlflow.set_tracking_uri(mlflow_server.url)
+    mlflow.set_experiment("deleted-version-training")
+    with mlflow.start_run():
+        mlflow.sklearn.log_model(model, name="model", signature=infer_signature(x.head(5), model.predict(x.head(5))),
+                                 registered_model_name="SoonDeleted")
+    variants = [{"name": "v1.0", "model_uri": "models:/IrisClassifier/1", "weight": 0.5},
+                {"name": "v2.0", "model_uri": "models:/SoonDeleted/1", "weight": 0.5}]
+    iris_model = {"class_names": ["Setosa", "Versicolor", "Virginica"]}
+    _gateway(tmp_path, mlflow_server, variants=variants, model=iris_model).start().stop()  # fills the cache
+    MlflowClient(tracking_uri=mlflow_server.url).delete_model_version("SoonDeleted", "1")
+
+    gw = _gateway(tmp_path, mlflow_server, variants=variants, model=iris_model).start()
+    try:
+        described = {v["name"]: v for v in httpx.get(gw.url + "/variants").json()["variants"]}
+        assert described["v2.0"]["source"] == "cache" and described["v1.0"]["source"] == "cache"
+        assert httpx.post(gw.url + "/predict", json=FEATURES, headers={"X-Model-Version": "v2.0"}).status_code == 200
+        assert "is not in MLflow's registry any more" in gw.log_text()
+    finally:
+        gw.stop()
+    refused = _gateway(tmp_path, mlflow_server, variants=variants, model={**iris_model, "allow_cached": False})
+    refused.start(wait_ready=False)
+    assert refused.proc is not None and refused.proc.wait(timeout=120) != 0
+    refused.stop()
+    assert "allow_cached = true serves it" in refused.log_text()
