@@ -71,7 +71,7 @@ run: $(STAMP)
 # integration tests (real MLflow servers and gateways, timing-sensitive faults) one at a time.
 test: $(STAMP) system-deps
 	$(PY) -m pytest -q -m "not integration" -n 2
-	$(PY) -m pytest -q -m integration
+	$(PY) -m pytest -q -m integration --durations=15
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not integration" -n 2

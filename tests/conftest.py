@@ -56,8 +56,16 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def session_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One model cache for the gateways of the session's MLflow: its registry versions never change,
+    so each is downloaded once, not once per test."""
+    return tmp_path_factory.mktemp("model-cache")
+
+
 @pytest.fixture
-def start_gateway(tmp_path: Path, mlflow_server: MlflowServer) -> Iterator[Callable[..., GatewayProcess]]:
+def start_gateway(tmp_path: Path, mlflow_server: MlflowServer,
+                  session_model_cache: Path) -> Iterator[Callable[..., GatewayProcess]]:
     """Start gateway processes against the session's MLflow; each gets its own spool unless told."""
     started: list[GatewayProcess] = []
 
@@ -66,7 +74,8 @@ def start_gateway(tmp_path: Path, mlflow_server: MlflowServer) -> Iterator[Calla
               **sections: Any) -> GatewayProcess:
         workdir = tmp_path / name
         config = write_config(workdir / "gateway.toml", tracking_uri or mlflow_server.url,
-                              spool_dir or workdir / "spool", tmp_path / "model-cache", **sections)
+                              spool_dir or workdir / "spool",
+                              session_model_cache if tracking_uri is None else tmp_path / "model-cache", **sections)
         gw = GatewayProcess(config=config, workdir=workdir, env=env or {}, args=args or [])
         started.append(gw)
         return gw.start(wait_ready=wait_ready)

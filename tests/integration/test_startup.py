@@ -35,33 +35,40 @@ def _traffic(url: str, stop: threading.Event, seen: Counter[str], per_second: fl
             time.sleep(1 / per_second)
 
 
+def _one_start(i: int, tmp_path: Path, variants: list[dict[str, object]]) -> Counter[str]:
+    work = tmp_path / f"start-{i}"
+    config = write_config(work / "gateway.toml", "http://127.0.0.1:9", work / "spool", tmp_path / f"cache-{i % 2}",
+                          variants=variants, model=IRIS_MODEL, spool={"export": False})
+    gw = GatewayProcess(config=config, workdir=work)
+    seen: Counter[str] = Counter()
+    stop = threading.Event()
+    sender = threading.Thread(target=_traffic, args=(gw.url, stop, seen), daemon=True)
+    gw.start(wait_ready=False)
+    sender.start()
+    try:
+        deadline = time.monotonic() + 60
+        while seen["200"] < 5 and time.monotonic() < deadline:
+            assert gw.proc is not None and gw.proc.poll() is None, \
+                f"start {i}: the gateway exited ({gw.proc.returncode}):\n{gw.log_text()[-3000:]}"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        sender.join(10)
+        gw.stop()
+    assert seen["200"] >= 5, f"start {i}: {dict(seen)}\n{gw.log_text()[-3000:]}"
+    assert set(seen) <= {"200", "503", "no connection"}, f"start {i}: {dict(seen)}\n{gw.log_text()[-3000:]}"
+    assert "deadlock" not in gw.log_text()
+    return seen
+
+
 def test_ten_starts_under_traffic_never_die_and_never_answer_500(tmp_path: Path,
                                                                  local_models: dict[str, str]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
     variants = [{"name": n, "model_uri": p, "weight": 0.5} for n, p in local_models.items()]
     totals: Counter[str] = Counter()
-    for i in range(STARTS):
-        work = tmp_path / f"start-{i}"
-        config = write_config(work / "gateway.toml", "http://127.0.0.1:9", work / "spool", tmp_path / "cache",
-                              variants=variants, model=IRIS_MODEL, spool={"export": False})
-        gw = GatewayProcess(config=config, workdir=work)
-        seen: Counter[str] = Counter()
-        stop = threading.Event()
-        sender = threading.Thread(target=_traffic, args=(gw.url, stop, seen), daemon=True)
-        gw.start(wait_ready=False)
-        sender.start()
-        try:
-            deadline = time.monotonic() + 60
-            while seen["200"] < 5 and time.monotonic() < deadline:
-                assert gw.proc is not None and gw.proc.poll() is None, \
-                    f"start {i}: the gateway exited ({gw.proc.returncode}):\n{gw.log_text()[-3000:]}"
-                time.sleep(0.05)
-        finally:
-            stop.set()
-            sender.join(10)
-            gw.stop()
-        totals.update(seen)
-        assert seen["200"] >= 5, f"start {i}: {dict(seen)}\n{gw.log_text()[-3000:]}"
-        assert set(seen) <= {"200", "503", "no connection"}, f"start {i}: {dict(seen)}\n{gw.log_text()[-3000:]}"
-        assert "deadlock" not in gw.log_text()
+    with ThreadPoolExecutor(2) as pool:  # two gateways start at a time, each under its own traffic
+        for seen in pool.map(lambda i: _one_start(i, tmp_path, variants), range(STARTS)):
+            totals.update(seen)
     print(f"\n{STARTS} starts under /invocations traffic: {dict(totals)}")
     assert totals["503"] + totals["no connection"] > 0, "no request arrived before the models were loaded"
