@@ -261,3 +261,15 @@ def runs_by_request(tracking_uri: str, experiment: str = "iris-flower-prediction
         token = page.token
         if not token:
             return out
+
+
+def local_models_config(work: Path, local_models: dict[str, str], tracking_uri: str = "http://127.0.0.1:9",
+                        cache: Path | None = None, **sections: dict[str, Any]) -> Path:
+    """A gateway TOML serving the local iris model files (no registry), the shipped [model] section,
+    the spool's export off unless ``sections`` say otherwise."""
+    from tests.harness.iris import IRIS_MODEL
+
+    variants = [{"name": n, "model_uri": p, "weight": 0.5} for n, p in local_models.items()]
+    spool = {"export": False, **sections.pop("spool", {})}
+    return write_config(work / "gateway.toml", tracking_uri, work / "spool", cache or work / "cache",
+                        variants=variants, model=IRIS_MODEL, spool=spool, **sections)

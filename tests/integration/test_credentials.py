@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness.iris import FEATURES, IRIS_MODEL
-from tests.harness.processes import GatewayProcess, free_port, write_config
+from tests.harness.iris import FEATURES
+from tests.harness.processes import GatewayProcess, free_port, local_models_config, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -27,11 +27,9 @@ def _server() -> tuple[str, str]:
 
 def test_no_endpoint_and_no_log_line_shows_the_tracking_uris_password(tmp_path: Path,
                                                                        local_models: dict[str, str]) -> None:
-    variants = [{"name": n, "model_uri": p, "weight": 0.5} for n, p in local_models.items()]
     uri, shown = _server()
-    config = write_config(tmp_path / "gateway.toml", uri, tmp_path / "spool", tmp_path / "cache",
-                          variants=variants, model=IRIS_MODEL, state={"backend": "local"},
-                          mlflow={"export_workers": 1})
+    config = local_models_config(tmp_path, local_models, tracking_uri=uri, state={"backend": "local"},
+                                 mlflow={"export_workers": 1}, spool={"export": True})
     gw = GatewayProcess(config=config, workdir=tmp_path / "gw", env={"GATEWAY_ADMIN_TOKEN": "tok"}).start()
     bodies: dict[str, str] = {}
     try:

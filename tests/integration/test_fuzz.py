@@ -14,7 +14,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
-from tests.harness.processes import GatewayProcess, write_config
+from tests.harness.processes import GatewayProcess, local_models_config
 
 pytestmark = pytest.mark.integration
 
@@ -29,13 +29,7 @@ LENIENT = [positive_data_acceptance, negative_data_rejection]
 @pytest.fixture(scope="module")
 def fuzzed_gateway(tmp_path_factory: pytest.TempPathFactory, local_models: dict[str, str]) -> Iterator[str]:
     work = tmp_path_factory.mktemp("fuzz")
-    variants = [{"name": n, "model_uri": p, "weight": 0.5} for n, p in local_models.items()]
-    iris = {"class_names": ["Setosa", "Versicolor", "Virginica"],
-            "bounds": {c: {"gt": 0, "le": 100} for c in ("sepal_length", "sepal_width", "petal_length",
-                                                           "petal_width")}}
-    config = write_config(work / "gateway.toml", "http://127.0.0.1:9", work / "spool", work / "cache",
-                          variants=variants, model=iris, spool={"export": False})
-    gw = GatewayProcess(config=config, workdir=work).start()
+    gw = GatewayProcess(config=local_models_config(work, local_models), workdir=work).start()
     try:
         yield gw.url
     finally:

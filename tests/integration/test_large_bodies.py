@@ -14,8 +14,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.harness.iris import FEATURES, IRIS_MODEL
-from tests.harness.processes import GatewayProcess, write_config
+from tests.harness.iris import FEATURES
+from tests.harness.processes import GatewayProcess, local_models_config
 
 pytestmark = pytest.mark.integration
 
@@ -25,10 +25,7 @@ COLUMNS = list(FEATURES)
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, local_models: dict[str, str]) -> Iterator[str]:
     work = tmp_path_factory.mktemp("large-bodies")
-    variants = [{"name": n, "model_uri": p, "weight": 0.5} for n, p in local_models.items()]
-    config = write_config(work / "gateway.toml", "http://127.0.0.1:9", work / "spool", work / "cache",
-                          variants=variants, model=IRIS_MODEL, spool={"export": False})
-    gw = GatewayProcess(config=config, workdir=work).start()
+    gw = GatewayProcess(config=local_models_config(work, local_models), workdir=work).start()
     try:
         yield gw.url
     finally:

@@ -14,8 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness.iris import IRIS_MODEL
-from tests.harness.processes import GatewayProcess, write_config
+from tests.harness.processes import GatewayProcess, local_models_config
 
 pytestmark = pytest.mark.integration
 
@@ -35,11 +34,9 @@ def _traffic(url: str, stop: threading.Event, seen: Counter[str], per_second: fl
             time.sleep(1 / per_second)
 
 
-def _one_start(i: int, tmp_path: Path, variants: list[dict[str, object]]) -> Counter[str]:
+def _one_start(i: int, tmp_path: Path, local_models: dict[str, str]) -> Counter[str]:
     work = tmp_path / f"start-{i}"
-    config = write_config(work / "gateway.toml", "http://127.0.0.1:9", work / "spool", tmp_path / f"cache-{i % 2}",
-                          variants=variants, model=IRIS_MODEL, spool={"export": False})
-    gw = GatewayProcess(config=config, workdir=work)
+    gw = GatewayProcess(config=local_models_config(work, local_models), workdir=work)
     seen: Counter[str] = Counter()
     stop = threading.Event()
     sender = threading.Thread(target=_traffic, args=(gw.url, stop, seen), daemon=True)
@@ -65,10 +62,9 @@ def test_ten_starts_under_traffic_never_die_and_never_answer_500(tmp_path: Path,
                                                                  local_models: dict[str, str]) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    variants = [{"name": n, "model_uri": p, "weight": 0.5} for n, p in local_models.items()]
     totals: Counter[str] = Counter()
     with ThreadPoolExecutor(2) as pool:  # two gateways start at a time, each under its own traffic
-        for seen in pool.map(lambda i: _one_start(i, tmp_path, variants), range(STARTS)):
+        for seen in pool.map(lambda i: _one_start(i, tmp_path, local_models), range(STARTS)):
             totals.update(seen)
     print(f"\n{STARTS} starts under /invocations traffic: {dict(totals)}")
     assert totals["503"] + totals["no connection"] > 0, "no request arrived before the models were loaded"
