@@ -16,11 +16,45 @@ from gateway.spool.rows import LEASED, SpoolRow, leased_rows
 from gateway.spool.schema import CLAIMED, DONE, PENDING
 from gateway.spool.sqlite import SqliteFile, marks
 
+DEAD_OWNER_CHECK_S = 5.0  # how often the leases of exporters that died are looked for
+
+
+def _alive(owner: str) -> bool:
+    """Whether the exporter process that took a lease still runs (owners are "<pid>-<random>"; the
+    spool is local, so the pid is this machine's). Unknown or recycled pids count as alive: their
+    leases simply run out."""
+    pid = owner.partition("-")[0]
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
 
 class ExportQueue:
     def __init__(self, db: SqliteFile) -> None:
         self.db = db
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._checked_owners_at = 0.0
+
+    def _free_dead_leases(self, now: float) -> None:
+        """Leases held by an exporter that was killed are given back at once, not when they run out
+        (a window's lease is 2 minutes: its rows would wait that long after a SIGKILL). Their rows
+        keep their attempt count, so the next exporter looks for runs the dead one may have made."""
+        if now - self._checked_owners_at < DEAD_OWNER_CHECK_S:
+            return
+        self._checked_owners_at = now
+        owners = [str(o) for (o,) in self.db.read(
+            f"SELECT DISTINCT lease_owner FROM predictions WHERE status = {CLAIMED:d} AND lease_until >= ? "
+            "AND lease_owner IS NOT NULL", [now])]
+        dead = [o for o in owners if o != self.owner and not _alive(o)]
+        if dead:
+            self.db.write(f"UPDATE predictions SET lease_until = 0 WHERE status = {CLAIMED:d} "
+                          f"AND lease_owner IN ({marks(dead)})", dead)
 
     def _lease(self, where: str, args: Sequence[object], lease_seconds: float, now: float,
                batch_id: str | None = None) -> list[SpoolRow]:
@@ -38,6 +72,7 @@ class ExportQueue:
     def claim(self, limit: int, lease_seconds: float = 60.0) -> list[SpoolRow]:
         """Lease up to ``limit`` open rows (pending, or claimed with an expired lease)."""
         now = time.time()
+        self._free_dead_leases(now)
         return self._lease(f"""id IN (SELECT id FROM predictions WHERE status != {DONE:d}
                                AND (status = {PENDING:d} OR lease_until < ?) ORDER BY id LIMIT ?)""",
                            (now, limit), lease_seconds, now)
@@ -51,6 +86,7 @@ class ExportQueue:
         Finding the window is a read (WAL readers block no one), so the request path's writes wait
         for a few milliseconds at most, not for a scan of the backlog."""
         now = time.time() if now is None else now
+        self._free_dead_leases(time.time())
         conn = self.db.connection()
         stale = conn.execute(
             f"SELECT batch_id FROM predictions WHERE status = {CLAIMED:d} AND lease_until < ? "

@@ -278,3 +278,24 @@ def test_only_unexported_records_can_fill_the_spool(tmp_path: Path) -> None:
             accepted += 1
     # Exported rows were reclaimed: nearly the whole capacity again (free pages are not packed as tight).
     assert accepted >= 0.8 * written, (accepted, written)
+
+
+def test_the_leases_of_a_killed_exporter_are_taken_back_at_once(tmp_path: Path) -> None:
+    """A window leased for two minutes by an exporter that was SIGKILLed is claimable by the next one
+    as soon as it looks, not when the lease runs out; a live exporter's lease is left alone."""
+    writer = PredictionSpool(tmp_path)
+    writer.append_many([rec(i, ts=1_700_000_000_000 + i) for i in range(6)])
+    dead = mp.get_context("spawn").Process(target=time.sleep, args=(0,))
+    dead.start()
+    dead.join()
+    killed = PredictionSpool(tmp_path)
+    killed.queue.owner = f"{dead.pid}-deadbeef"  # as if that process had taken it, then died
+    assert killed.queue.claim_window(10, 3, lease_seconds=120) is not None
+    nxt = PredictionSpool(tmp_path)
+    again = nxt.queue.claim_window(10, 3)
+    assert again is not None and sorted(r.record.request_id for r in again[1]) == ["r0", "r1", "r2"]
+    assert all(r.attempts == 2 for r in again[1])  # the next exporter knows a run may exist
+    second = nxt.queue.claim_window(10, 3, lease_seconds=120)
+    assert second is not None and sorted(r.record.request_id for r in second[1]) == ["r3", "r4", "r5"]
+    other = PredictionSpool(tmp_path)
+    assert other.queue.claim_window(10, 3) is None  # a live exporter's leases hold
