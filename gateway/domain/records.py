@@ -10,8 +10,6 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
-import orjson
-
 # What a request id may be (X-Request-ID, an OIP id, a feedback's reference): safe in tags and logs.
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
 
@@ -38,10 +36,6 @@ class PredictionRecord:
     kind: str = "classifier"  # a ModelKind value
     batch_rows: int = 1  # rows in the model call that scored this row (this request's and any batched with it)
     request_time_ms: float | None = None  # the request in the gateway: queueing, validation and the model call
-
-    def features_json(self) -> str:
-        """The features as compact JSON, columns in signature order."""
-        return orjson.dumps(self.features).decode()
 
     def to_dict(self) -> dict[str, Any]:
         """A shallow dict (the features object is shared, not copied): ``dataclasses.asdict`` deep-copies

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from gateway.domain.errors import MalformedBody, NotReady
 from gateway.domain.records import REQUEST_ID_PATTERN
-from gateway.protocols.limits import RequestShape
+from gateway.protocols.limits import LARGE_BODY_BYTES, RequestShape
 from gateway.serving.outcome import PredictionOutcome, ScoredRequest
 from gateway.serving.services import GatewayServices
 
@@ -64,13 +64,10 @@ def request_shape(request: Request) -> RequestShape:
     return RequestShape(tuple(schema.names), svc.settings.model.max_rows)
 
 
-OFF_LOOP_BYTES = 64 * 1024  # bodies past this are decoded on a worker thread
-
-
 async def decoded(body: bytes, decode: Callable[..., T], *args: Any) -> T:
     """``decode(body, *args)``: inline for a small body (a thread hop costs more than the parse), on
     a worker thread for a large one, so that the event loop keeps answering (/healthz) meanwhile."""
-    if len(body) < OFF_LOOP_BYTES:
+    if len(body) <= LARGE_BODY_BYTES:
         return decode(body, *args)
     return await run_in_threadpool(decode, body, *args)
 

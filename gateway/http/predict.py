@@ -72,9 +72,7 @@ async def _raw_rows(request: Request) -> tuple[list[Any], bool]:
         else:
             raise MalformedBody(
                 f"unsupported content type {ctype!r}; send application/json or application/x-www-form-urlencoded")
-    if isinstance(data, list):
-        if not data:
-            raise MalformedBody("an empty list has no rows to predict")
+    if isinstance(data, list):  # an empty one is refused with every protocol's zero rows, by the scorer
         return data, True
     if isinstance(data, dict):
         schema = services(request).variants.schema

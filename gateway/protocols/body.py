@@ -36,3 +36,12 @@ def loads_body(body: bytes | str) -> Any:
         raise MalformedBody("malformed JSON body: it is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedBody(f"malformed JSON body: {first_line(exc)}") from None
+
+
+def json_object(value: Any, where: str) -> dict[str, Any]:
+    """An optional JSON object (``params``, ``parameters``): absent is empty, anything else is refused."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise MalformedBody(f"{where} must be a JSON object, got {type(value).__name__}")
+    return value

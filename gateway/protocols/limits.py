@@ -13,7 +13,9 @@ import ijson
 
 from gateway.domain.errors import MalformedBody, TooManyColumns, TooManyRows
 
-STREAM_BYTES = 64 * 1024  # JSON bodies past this are counted while streaming, before the full parse
+# A large body: decoded on a worker thread, not the event loop, and (JSON) counted while streaming
+# before the full parse.
+LARGE_BODY_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)

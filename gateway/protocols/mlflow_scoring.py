@@ -23,8 +23,8 @@ from mlflow.pyfunc.scoring_server import infer_and_parse_data
 
 from gateway.domain.errors import MalformedBody
 from gateway.domain.messages import first_line
-from gateway.protocols.body import loads_body, plain
-from gateway.protocols.limits import STREAM_BYTES, RequestShape, count_json_arrays
+from gateway.protocols.body import json_object, loads_body, plain
+from gateway.protocols.limits import LARGE_BODY_BYTES, RequestShape, count_json_arrays
 
 CSV = "text/csv"
 JSON = "application/json"
@@ -44,15 +44,13 @@ def decode(body: bytes, content_type: str, shape: RequestShape) -> tuple[list[di
         return _counted(_csv_rows(body), shape), {}
     if mime != JSON and not mime.endswith("+json"):
         raise MalformedBody(f"unsupported content type {mime!r}; send application/json or text/csv")
-    if len(body) > STREAM_BYTES:
+    if len(body) > LARGE_BODY_BYTES:
         _streamed_counts(body, shape)
     payload = loads_body(body)
     if not isinstance(payload, dict):
         raise MalformedBody("the body must be a JSON object with one of dataframe_split, dataframe_records, "
                             f"instances or inputs; got a {type(payload).__name__}")
-    params = payload.get("params") or {}
-    if not isinstance(params, dict):
-        raise MalformedBody("params must be a JSON object")
+    params = json_object(payload.get("params"), "params")
     formats = [k for k in ("dataframe_split", "dataframe_records", "instances", "inputs") if k in payload]
     if len(formats) != 1:
         raise MalformedBody("the body must have exactly one of dataframe_split, dataframe_records, instances or "

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from gateway.domain.errors import MalformedBody
-from gateway.protocols.body import loads_body, plain
-from gateway.protocols.limits import STREAM_BYTES, RequestShape, count_json_arrays
+from gateway.protocols.body import json_object, loads_body, plain
+from gateway.protocols.limits import LARGE_BODY_BYTES, RequestShape, count_json_arrays
 
 HEADER_LENGTH = "inference-header-content-length"
 PREDICT = "predict"
@@ -41,7 +41,7 @@ def split_binary(body: bytes, header_length: str | None,
         if not 0 <= n <= len(body):
             raise MalformedBody(f"Inference-Header-Content-Length {n} is outside the body ({len(body)} bytes)")
         json_part, rest = body[:n], body[n:]
-    if limits is not None and len(json_part) > STREAM_BYTES:
+    if limits is not None and len(json_part) > LARGE_BODY_BYTES:
         # Each input's data, counted while streaming: a JSON tensor of 400,000 rows is refused from
         # its first values, not parsed whole.
         counts = count_json_arrays(json_part, ("inputs", "inputs.item.data"), limits.max_rows * len(limits.columns))
@@ -55,15 +55,6 @@ def split_binary(body: bytes, header_length: str | None,
     if not isinstance(payload, dict):
         raise MalformedBody("an inference request must be a JSON object with 'inputs'")
     return payload, rest
-
-
-def _object(value: Any, where: str) -> dict[str, Any]:
-    """An optional JSON object (``parameters``): absent is empty, anything but an object is refused."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise MalformedBody(f"{where} must be a JSON object, got {type(value).__name__}")
-    return value
 
 
 def _tensor(spec: Any, binary: memoryview, offset: int, limits: RequestShape) -> tuple[str, np.ndarray, int]:
@@ -81,7 +72,7 @@ def _tensor(spec: Any, binary: memoryview, offset: int, limits: RequestShape) ->
         if len(shape) == 2:
             limits.width(shape[1], f"input {name!r}")
     expected = math.prod(shape)
-    size = _object(spec.get("parameters"), f"input {name!r}: parameters").get("binary_data_size")
+    size = json_object(spec.get("parameters"), f"input {name!r}: parameters").get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise MalformedBody(f"input {name!r}: parameters.binary_data_size must be a non-negative integer, "
@@ -122,7 +113,7 @@ def decode_inputs(payload: dict[str, Any], binary: bytes, limits: RequestShape) 
     if not isinstance(inputs, list) or not inputs:
         raise MalformedBody("an inference request needs a non-empty 'inputs' list")
     limits.width(len(inputs), "inputs")
-    _object(payload.get("parameters"), "parameters")
+    json_object(payload.get("parameters"), "parameters")
     view, offset = memoryview(binary), 0
     tensors: dict[str, np.ndarray] = {}
     for spec in inputs:
@@ -151,7 +142,7 @@ def decode_inputs(payload: dict[str, Any], binary: bytes, limits: RequestShape) 
 
 
 def wants_probabilities(payload: dict[str, Any]) -> bool:
-    params = _object(payload.get("parameters"), "parameters")
+    params = json_object(payload.get("parameters"), "parameters")
     outputs = payload.get("outputs") or []
     return bool(params.get("probabilities")) or any(
         isinstance(o, dict) and o.get("name") == PREDICT_PROBA for o in outputs)
@@ -190,7 +181,7 @@ def requested_outputs(payload: dict[str, Any]) -> list[str] | None:
     for i, o in enumerate(outputs):
         if not isinstance(o, dict):
             raise MalformedBody(f"outputs[{i}] must be an object with a name, got {type(o).__name__}")
-        _object(o.get("parameters"), f"outputs[{i}].parameters")
+        json_object(o.get("parameters"), f"outputs[{i}].parameters")
     names = [o.get("name") for o in outputs]
     unknown = [n for n in names if n not in (PREDICT, PREDICT_PROBA)]
     if unknown:
@@ -201,8 +192,8 @@ def requested_outputs(payload: dict[str, Any]) -> list[str] | None:
 def binary_outputs(payload: dict[str, Any], body: dict[str, Any]) -> tuple[bytes, int] | None:
     """Re-encode outputs in the binary extension when the request asks for it (Triton's default).
     Returns (full body, JSON header length) or None for a plain JSON answer."""
-    params = _object(payload.get("parameters"), "parameters")
-    asked = {o.get("name"): bool(_object(o.get("parameters"), "outputs[].parameters").get("binary_data"))
+    params = json_object(payload.get("parameters"), "parameters")
+    asked = {o.get("name"): bool(json_object(o.get("parameters"), "outputs[].parameters").get("binary_data"))
              for o in payload.get("outputs") or [] if isinstance(o, dict)}
     default = bool(params.get("binary_data_output"))
     chunks = []

@@ -34,12 +34,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import urlparse
 
 import requests
 
 from gateway.domain.contract import is_http_uri
 from gateway.domain.errors import StateConflict, StateUnavailable
+from gateway.domain.messages import without_credentials
 from gateway.rollout.counts import RolloutCounts
 from gateway.rollout.record import Change, RolloutRecord
 from gateway.state.base import StoredRouting, Update
@@ -60,9 +60,7 @@ class Entry:
 
 def ledger_location(tracking_uri: str, name: str) -> str:
     """Where the ledger is, for /readyz and logs: the tracking URI without any credentials in it."""
-    url = urlparse(tracking_uri)
-    shown = url._replace(netloc=url.hostname + (f":{url.port}" if url.port else "")) if url.hostname else url
-    return f"{shown.geturl().rstrip('/')}#models/{name}"
+    return f"{without_credentials(tracking_uri).rstrip('/')}#models/{name}"
 
 
 class MlflowLedger:

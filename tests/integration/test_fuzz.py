@@ -29,11 +29,8 @@ LENIENT = [positive_data_acceptance, negative_data_rejection]
 @pytest.fixture(scope="module")
 def fuzzed_gateway(tmp_path_factory: pytest.TempPathFactory, local_models: dict[str, str]) -> Iterator[str]:
     work = tmp_path_factory.mktemp("fuzz")
-    gw = GatewayProcess(config=local_models_config(work, local_models), workdir=work).start()
-    try:
+    with GatewayProcess(config=local_models_config(work, local_models), workdir=work) as gw:
         yield gw.url
-    finally:
-        gw.stop()
 
 
 def _fuzz(operation: Any, mode: GenerationMode, base_url: str, totals: Counter[str], failures: list[str]) -> None:

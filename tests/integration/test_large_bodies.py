@@ -25,11 +25,8 @@ COLUMNS = list(FEATURES)
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, local_models: dict[str, str]) -> Iterator[str]:
     work = tmp_path_factory.mktemp("large-bodies")
-    gw = GatewayProcess(config=local_models_config(work, local_models), workdir=work).start()
-    try:
+    with GatewayProcess(config=local_models_config(work, local_models), workdir=work) as gw:
         yield gw.url
-    finally:
-        gw.stop()
 
 
 def _oip_binary(rows: int) -> tuple[bytes, dict[str, str]]:
