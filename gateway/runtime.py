@@ -129,7 +129,10 @@ class Gateway:
         return {"requests": services.counts.snapshot(), "spool": spool_stats,
                 "exporter": exporter.status() if exporter is not None else None,
                 "batching": {name: {"calls": b.calls, "rows": b.rows,
-                                    "rows_per_call": round(b.rows / b.calls, 2) if b.calls else None}
+                                    "rows_per_call": round(b.rows / b.calls, 2) if b.calls else None,
+                                    "queued_rows": b.queued_rows, "max_queue_rows": b.max_queue_rows,
+                                    "saturated": b.saturated(), "refused": b.refused, "dropped": b.dropped,
+                                    "call_seconds": b.call_seconds}
                              for name, b in services.scorer.batchers.items()},
                 "spool_writer": None if writer is None else {
                     "transactions": writer.transactions, "requests": writer.requests,

@@ -101,6 +101,9 @@ class BatchingSection(_Section):
 
     max_batch_size: int = Field(64, ge=1, le=100_000)  # rows per model call; 1 turns batching off
     max_batch_delay_ms: float = Field(0.0, ge=0, le=1000)  # wait this long for more rows; 0: never wait
+    # Rows that may wait for one variant; past it a request gets 503 with Retry-After at once, and
+    # /readyz says the variant is saturated. (A request larger than this still goes when none waits.)
+    max_queue_rows: int = Field(10_000, ge=1, le=10_000_000)
 
 
 class ModelSection(_Section):
@@ -111,6 +114,9 @@ class ModelSection(_Section):
     class_names: list[str] = Field(default_factory=list)  # names for integer classes 0, 1, 2, ...
     bounds: dict[str, Bounds] = Field(default_factory=dict)  # per input column
     max_rows: int = Field(1000, ge=1, le=1_000_000)  # rows per request; past it 413
+    # A request the variant has not answered by then gets 504 naming the variant; its queued work is
+    # dropped, unlogged. 0: no deadline (a client that disconnects still cancels its queued work).
+    request_timeout_ms: float = Field(30_000.0, ge=0, le=3_600_000)
     # A registry version that MLflow no longer has (deleted) is served from the local cache, with a
     # warning, rather than stopping start-up. (Here, not in [variants]: that name is the variants' list.)
     allow_cached: bool = True

@@ -8,6 +8,7 @@ class GatewayError(Exception):
     """Base class: every error the gateway reports to a client derives from it."""
 
     status: int = 500
+    retry_after_s: int | None = None  # a 503's Retry-After (1 s unless the error knows better)
 
     def __init__(self, message: str, **detail: object) -> None:
         super().__init__(message)
@@ -92,6 +93,37 @@ class ModelFailure(GatewayError):
     """The model raised on rows that passed validation; only the requests of that call fail."""
 
     status = 500
+
+
+class VariantSaturated(GatewayError):
+    """The variant's queue is at ``[batching] max_queue_rows``: the request is refused at once rather
+    than queued behind work it would wait for past its deadline."""
+
+    status = 503
+
+    def __init__(self, variant: str, queued: int, limit: int, wait_s: float) -> None:
+        super().__init__(f"variant {variant} is saturated: {queued} rows wait for it (the limit is {limit}, "
+                         "[batching] max_queue_rows); retry later", variant=variant, queued_rows=queued)
+        self.retry_after_s = max(1, min(60, round(wait_s + 0.5)))
+
+
+class RequestTimeout(GatewayError):
+    """The variant did not answer within ``[model] request_timeout_ms``. Queued work is cancelled and
+    never logged; a model call already running is finished, and its answer is neither sent nor logged."""
+
+    status = 504
+
+    def __init__(self, variant: str, request_id: str, timeout_ms: float) -> None:
+        super().__init__(f"variant {variant} did not answer request {request_id} within {timeout_ms:g} ms "
+                         "([model] request_timeout_ms); it was cancelled and not logged",
+                         variant=variant, request_id=request_id)
+
+
+class ClientGone(GatewayError):
+    """The client closed its connection before the answer: the work is cancelled and not logged. No
+    one reads this answer; 499 is the status proxies log for it."""
+
+    status = 499
 
 
 class SpoolUnavailable(GatewayError):

@@ -59,7 +59,8 @@ _DESCRIPTIONS = {400: "malformed body, unsupported content type, unknown forced 
                  409: "request id reused for other rows, or a second, different label",
                  413: "too many rows or too large a body", 422: "a row does not fit the model's signature",
                  431: "headers too large", 500: "the model raised on valid rows",
-                 503: "models loading, or the prediction could not be logged"}
+                 503: "models loading, the variant's queue full, or the prediction could not be logged",
+                 504: "the variant did not answer within [model] request_timeout_ms"}
 
 
 def responses(body: type[BaseModel], *statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -67,7 +68,7 @@ def responses(body: type[BaseModel], *statuses: int) -> dict[int | str, dict[str
     return {status: {"model": body, "description": _DESCRIPTIONS[status]} for status in statuses}
 
 
-PREDICTION_STATUSES = (400, 408, 409, 413, 422, 431, 500, 503)
+PREDICTION_STATUSES = (400, 408, 409, 413, 422, 431, 500, 503, 504)
 
 
 class ErrorResponse(JSONResponse):
@@ -95,10 +96,10 @@ def _is_prediction(request: Request) -> bool:
 
 
 def error_response(request: Request, status: int, name: str, message: str,
-                   detail: dict[str, object] | None = None) -> JSONResponse:
+                   detail: dict[str, object] | None = None, retry_after_s: int | None = None) -> JSONResponse:
     message, detail = without_credentials(message), redacted(detail or {})
     path = request.url.path
-    headers = {"Retry-After": "1"} if status == 503 else None
+    headers = {"Retry-After": str(retry_after_s or 1)} if status == 503 else None
     if path == "/invocations":
         response = ErrorResponse(mlflow_scoring.error_body(status, message, **detail), status_code=status)
     elif path.startswith("/v2"):
@@ -121,7 +122,8 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     name = type(exc).__name__ if isinstance(exc, GatewayError) else "MalformedBody"
     if isinstance(exc, AdminDenied):
         name = {401: "Unauthorized", 403: "Forbidden"}.get(exc.status, "NotFound")
-    response = error_response(request, status_for(exc), name, message, detail)
+    response = error_response(request, status_for(exc), name, message, detail,
+                              exc.retry_after_s if isinstance(exc, GatewayError) else None)
     if isinstance(exc, BodyTimeout | BodyTooLarge):
         # The rest of the body was never read: the connection cannot carry another request.
         response.headers["connection"] = "close"

@@ -48,9 +48,12 @@ class RequestLimits:
             await _reject(send, 413, "BodyTooLarge", self._too_large(int(declared)))
             return
         received = 0
+        more = True  # the body is not complete: each chunk has a deadline
 
         async def limited() -> Message:
-            nonlocal received
+            nonlocal received, more
+            if not more:  # after the body, a receive waits for the client to go (no deadline)
+                return await receive()
             try:
                 async with asyncio.timeout(self.read_timeout):  # no extra task per receive, unlike wait_for
                     message = await receive()
@@ -59,8 +62,11 @@ class RequestLimits:
                                   "([http] body_read_timeout_seconds)") from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                more = bool(message.get("more_body", False))
                 if received > self.max_body_bytes:
                     raise BodyTooLarge(self._too_large(received))
+            else:
+                more = False
             return message
 
         await self.app(scope, limited, send)

@@ -41,7 +41,8 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: 503 until every variant is loaded")
+@router.get("/readyz", summary="Readiness: 503 until every variant is loaded, and while a variant's queue is "
+                               "saturated or the spool cannot be written")
 async def readyz(request: Request) -> JSONResponse:
     svc = services(request)
     variants = svc.variants
@@ -52,6 +53,12 @@ async def readyz(request: Request) -> JSONResponse:
     if problem is not None:
         return JSONResponse(redacted({"ready": False, "reason": "the prediction spool's file was deleted or "
                                       "replaced; restart the gateway", **details}), status_code=503)
+    saturated = {name: {"queued_rows": b.queued_rows, "max_queue_rows": b.max_queue_rows}
+                 for name, b in svc.scorer.batchers.items() if b.saturated()}
+    if saturated:
+        return JSONResponse(redacted({"ready": False, "reason": f"variant(s) {', '.join(sorted(saturated))} saturated: "
+                                      "requests are refused until their queue drains ([batching] max_queue_rows)",
+                                      "saturated": saturated, **details}), status_code=503)
     if variants.ready.is_set():
         return JSONResponse(redacted({"ready": True, "variants": sorted(variants), **details}))
     return JSONResponse(redacted({"ready": False, "reason": variants.load_error or "loading models", **details}),

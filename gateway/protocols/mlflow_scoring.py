@@ -174,7 +174,8 @@ def encode(labels: list[Any], probabilities: list[dict[str, float]] | None = Non
 
 
 ERROR_CODES = {400: "BAD_REQUEST", 404: "RESOURCE_DOES_NOT_EXIST", 413: "INVALID_PARAMETER_VALUE",
-               422: "INVALID_PARAMETER_VALUE", 503: "TEMPORARILY_UNAVAILABLE"}
+               422: "INVALID_PARAMETER_VALUE", 503: "TEMPORARILY_UNAVAILABLE",
+               504: "DEADLINE_EXCEEDED"}
 
 
 def error_body(status: int, message: str, **detail: Any) -> dict[str, Any]:

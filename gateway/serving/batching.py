@@ -9,7 +9,11 @@ thread and a queue:
   ``max_batch_size`` rows; a request is never split, so one larger than the limit goes alone;
 - with ``max_delay_s`` > 0 the worker waits that long for more rows before a call that is not full;
 - only requests with the same options (probabilities, params) share a call;
-- a model error fails the requests of that call only; the worker goes on.
+- a model error fails the requests of that call only (each is retried alone); the worker goes on;
+- the queue is bounded (``max_queue_rows``): past it ``submit`` raises QueueFull at once, with an
+  estimate of the wait from the recent calls' time per row;
+- a job whose future was cancelled while it queued (its client went away, or its deadline passed)
+  is dropped before any model call.
 
 Rows are validated in the worker too (``prepare``), per request: an invalid request fails alone, and
 the event loop never spends time on validation. Framework-free: futures are ``concurrent.futures``.
@@ -75,11 +79,19 @@ class BatcherClosed(RuntimeError):
     """The batcher is shutting down and takes no new work."""
 
 
+class QueueFull(RuntimeError):
+    """The variant's queue holds ``queued`` rows; one more request would pass ``limit``."""
+
+    def __init__(self, name: str, queued: int, limit: int, wait_s: float) -> None:
+        super().__init__(f"variant {name} has {queued} rows queued (the limit is {limit})")
+        self.name, self.queued, self.limit, self.wait_s = name, queued, limit, wait_s
+
+
 class MicroBatcher:
     """The queue and worker thread of one variant."""
 
     def __init__(self, name: str, predict: Predict, *, prepare: Callable[[Sequence[Any]], Rows] | None = None,
-                 max_batch_size: int = 64, max_delay_s: float = 0.0,
+                 max_batch_size: int = 64, max_delay_s: float = 0.0, max_queue_rows: int | None = None,
                  deliver: Callable[[list[tuple[Any, JobResult | BaseException]]], None] | None = None) -> None:
         self.name = name
         self._predict = predict
@@ -89,8 +101,16 @@ class MicroBatcher:
         self._deliver = deliver
         self.max_batch_size = max(1, max_batch_size)
         self.max_delay_s = max(0.0, max_delay_s)
+        self.max_queue_rows = max_queue_rows
         self.calls = 0
         self.rows = 0
+        self.dropped = 0  # jobs cancelled while they queued, never scored
+        self.refused = 0  # submits refused with QueueFull
+        self.last_refused = 0.0  # time.monotonic() of the latest
+        self.seconds_per_row = 0.0  # the recent model calls' time per row (moving average)
+        self.call_started: float | None = None  # time.monotonic() when the running model call began
+        self._queued_rows = 0  # submitted and not yet taken into a call (held jobs included)
+        self._count_lock = threading.Lock()
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._held: deque[_Job] = deque()  # taken from the queue, waiting for a call with their options
         self._closed = False
@@ -103,23 +123,59 @@ class MicroBatcher:
         """Queue one request's rows (raw, or ``prepared`` = validated already)."""
         if self._closed:
             raise BatcherClosed(f"variant {self.name} is shutting down")
+        with self._count_lock:
+            queued = self._queued_rows
+            # A request larger than the bound alone still goes when nothing waits (as max_batch_size).
+            if self.max_queue_rows is not None and queued and queued + len(rows) > self.max_queue_rows:
+                self.refused += 1
+                self.last_refused = time.monotonic()
+                raise QueueFull(self.name, queued, self.max_queue_rows, queued * self.seconds_per_row)
+            self._queued_rows = queued + len(rows)
         job = _Job(rows, probabilities, params, prepared, Future(), ticket)
+        count = len(rows)  # a job cancelled while it queues stops counting at once
+        job.future.add_done_callback(lambda done: self._taken(count) if done.cancelled() else None)
         self._queue.put(job)
         return job.future
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    @property
+    def call_seconds(self) -> float | None:
+        """How long the running model call has taken so far; None when the worker is idle."""
+        started = self.call_started
+        return None if started is None else round(time.monotonic() - started, 3)
+
+    def saturated(self, within_s: float = 1.0) -> bool:
+        """The queue is at its bound, or refused a request within the last ``within_s`` seconds."""
+        if self.max_queue_rows is None:
+            return False
+        return (self._queued_rows >= self.max_queue_rows
+                or (self.refused > 0 and time.monotonic() - self.last_refused < within_s))
+
+    def _taken(self, rows: int) -> None:
+        with self._count_lock:
+            self._queued_rows -= rows
 
     # -- the worker -----------------------------------------------------------------------------
 
     def _next(self, timeout: float | None) -> _Job | None:
         """A held job first, else the queue's next (waiting up to ``timeout``; None: as long as it takes)."""
-        if self._held:
-            return self._held.popleft()
-        try:
-            job = self._queue.get_nowait() if timeout == 0 else self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if job is None:
-            self._stop = True
-        return job
+        while True:
+            if self._held:
+                job: _Job | None = self._held.popleft()
+            else:
+                try:
+                    job = self._queue.get_nowait() if timeout == 0 else self._queue.get(timeout=timeout)
+                except queue.Empty:
+                    return None
+            if job is None:
+                self._stop = True
+                return None
+            if not job.future.cancelled():
+                return job
+            self.dropped += 1  # its client is gone: dropped unscored, and unlogged
 
     def _gather(self) -> list[_Job]:
         first = self._next(None)
@@ -150,16 +206,20 @@ class MicroBatcher:
             try:
                 batch = self._gather()
                 if batch:
+                    self.call_started = time.monotonic()
                     self._call(batch)
             except BaseException:  # the worker must outlive anything one batch does
                 log.exception("batch worker of %s", self.name)
+            finally:
+                self.call_started = None
 
     def _call(self, batch: list[_Job]) -> None:
         settled: list[tuple[_Job, JobResult | BaseException]] = []
         ready: list[tuple[_Job, Rows]] = []
-        for job in batch:
-            if not job.future.set_running_or_notify_cancel():
-                continue
+        running = [job for job in batch if job.future.set_running_or_notify_cancel()]
+        self.dropped += len(batch) - len(running)
+        self._taken(sum(len(job.rows) for job in running))
+        for job in running:
             try:
                 rows = list(job.rows) if job.prepared or self._prepare is None else self._prepare(job.rows)
             except Exception as exc:
@@ -177,8 +237,7 @@ class MicroBatcher:
                 else:  # one request's bad rows must not fail its batch-mates: each is tried alone
                     settled += [(job, self._alone(job, rows)) for job, rows in ready]
             else:
-                self.calls += 1
-                self.rows += len(all_rows)
+                self._count_call(len(all_rows), result.elapsed_ms)
                 done = time.perf_counter()
                 start = 0
                 for job, rows in ready:
@@ -200,10 +259,15 @@ class MicroBatcher:
             result = self._predict(rows, job.probabilities, job.params)
         except Exception as exc:
             return exc
-        self.calls += 1
-        self.rows += len(rows)
+        self._count_call(len(rows), result.elapsed_ms)
         return JobResult(rows, result.predictions, result.elapsed_ms, len(rows),
                          (time.perf_counter() - job.submitted) * 1000.0)
+
+    def _count_call(self, rows: int, elapsed_ms: float) -> None:
+        self.calls += 1
+        self.rows += rows
+        per_row = elapsed_ms / 1000.0 / max(1, rows)
+        self.seconds_per_row = per_row if self.calls == 1 else 0.8 * self.seconds_per_row + 0.2 * per_row
 
     def close(self, timeout: float = 10.0) -> None:
         """Score what is queued, then stop the worker."""

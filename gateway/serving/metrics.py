@@ -121,6 +121,14 @@ class _StateCollector(Collector):
         yield CounterMetricFamily("gateway_export_duplicates_avoided",
                                   "Runs found already in MLflow after an uncertain attempt.",
                                   value=float(spool.get("total_duplicates_avoided", 0) or 0))
+        queued = GaugeMetricFamily("gateway_queue_rows", "Rows waiting for each variant's model.", labels=["variant"])
+        saturated = GaugeMetricFamily("gateway_queue_saturated", "1 while a variant's queue is at [batching] "
+                                      "max_queue_rows (requests refused with 503).", labels=["variant"])
+        for name, b in (stats.get("batching") or {}).items():
+            queued.add_metric([name], float(b.get("queued_rows", 0)))
+            saturated.add_metric([name], 1.0 if b.get("saturated") else 0.0)
+        yield queued
+        yield saturated
         info = InfoMetricFamily("gateway_variant", "Each variant's model URI and registry version.",
                                 labels=["variant"])
         for v in self._variants():

@@ -34,12 +34,13 @@ from gateway.domain.errors import (
     NotReady,
     SpoolUnavailable,
     TooManyRows,
+    VariantSaturated,
 )
 from gateway.domain.messages import first_line
 from gateway.domain.records import PredictionRecord, Role
 from gateway.routing.router import Decision, Router, RoutingReason
 from gateway.routing.table import RoutingTable
-from gateway.serving.batching import BatcherClosed, JobResult, MicroBatcher
+from gateway.serving.batching import BatcherClosed, JobResult, MicroBatcher, QueueFull
 from gateway.serving.observers import Observers
 from gateway.serving.outcome import Committed, PredictionOutcome, ScoredRequest, ServiceCounters
 from gateway.serving.shadow import ShadowBook
@@ -50,6 +51,16 @@ from gateway.variants.loader import BatchResult, LoadedVariant
 from gateway.variants.output import Prediction
 
 log = logging.getLogger("gateway.scoring")
+
+
+class Pending(Future[Committed]):
+    """A submitted request's future, naming the variant it was routed to. Cancelling it (its client went
+    away, or its deadline passed) drops the work if it is still queued; either way nothing is logged."""
+
+    def __init__(self, variant: str, request_id: str) -> None:
+        super().__init__()
+        self.variant = variant
+        self.request_id = request_id
 
 
 @dataclass(slots=True)
@@ -63,7 +74,7 @@ class _Ticket:
     router: Router
     params: dict[str, Any] | None
     decision: Decision | None = None  # primary
-    future: Future[Committed] | None = None  # primary
+    future: Pending | None = None  # primary
     outcome: PredictionOutcome | None = None  # shadow: the primary's answer
 
 
@@ -95,17 +106,19 @@ class Scorer:
         self.batchers = {
             name: MicroBatcher(name, partial(self._predict, variant), prepare=schema.validate_rows,
                                max_batch_size=batching.max_batch_size,
-                               max_delay_s=batching.max_batch_delay_ms / 1000.0, deliver=self._deliver)
+                               max_delay_s=batching.max_batch_delay_ms / 1000.0,
+                               max_queue_rows=batching.max_queue_rows, deliver=self._deliver)
             for name, variant in self.variants.items()}
 
     # -- the request path ----------------------------------------------------------------------
 
     def submit(self, raw_rows: Sequence[Any], *, forced: str | None = None, user_key: str | None = None,
                request_id: str | None = None, probabilities: bool = False,
-               params: dict[str, Any] | None = None) -> Future[Committed]:
-        """Route the request and queue it on its variant's batcher. Raises NotReady, TooManyRows or
-        UnknownVariant at once; invalid rows and model errors come through the future, which gives
-        (the scored request, the spool write's error or None) once its records are committed."""
+               params: dict[str, Any] | None = None) -> Pending:
+        """Route the request and queue it on its variant's batcher. Raises NotReady, TooManyRows,
+        UnknownVariant or VariantSaturated at once; invalid rows and model errors come through the
+        future, which gives (the scored request, the spool write's error or None) once its records are
+        committed. Cancel the future to abandon the request: it is not logged."""
         if not self.variants.ready.is_set() or not self.batchers:
             raise NotReady(self.variants.load_error or "models are still loading")
         if len(raw_rows) > self.max_rows:
@@ -116,16 +129,28 @@ class Scorer:
         decision = router.decide(forced=forced, user_key=user_key)
         request_id = request_id or uuid.uuid4().hex
         variant = self.variants[decision.variant]
+        pending = Pending(variant.name, request_id)
         ticket = _Ticket(request_id, Role.PRIMARY, variant, str(decision.reason), router, params or None,
-                         decision=decision, future=Future())
+                         decision=decision, future=pending)
         self._in_flight.add(request_id)
         try:
-            self.batchers[variant.name].submit(raw_rows, probabilities=probabilities, params=params or None,
-                                               ticket=ticket)
+            job = self.batchers[variant.name].submit(raw_rows, probabilities=probabilities,
+                                                     params=params or None, ticket=ticket)
         except BatcherClosed:
             self._in_flight.discard(request_id)
             raise NotReady("the gateway is shutting down") from None
-        return ticket.future  # type: ignore[return-value]
+        except QueueFull as full:
+            self._in_flight.discard(request_id)
+            self.counts.add("refused_saturated")
+            raise VariantSaturated(variant.name, full.queued, full.limit, full.wait_s) from None
+        pending.add_done_callback(lambda done: self._abandoned(request_id, job) if done.cancelled() else None)
+        return pending
+
+    def _abandoned(self, request_id: str, job: Future[Any]) -> None:
+        """The caller cancelled: a queued job is dropped by its batcher; a running one is not logged."""
+        job.cancel()
+        self._in_flight.discard(request_id)
+        self.counts.add("cancelled")
 
     # -- after each model call, on the batcher's thread ------------------------------------------
 
@@ -134,6 +159,8 @@ class Scorer:
         writer's, or right here when it is idle), then each request's future resolved."""
         scored: list[tuple[_Ticket, JobResult, list[PredictionRecord]]] = []
         for ticket, result in settled:
+            if ticket.future is not None and ticket.future.cancelled():
+                continue  # its client went away while the model ran: answered to nobody, so not logged
             if isinstance(result, BaseException):
                 self._fail(ticket, result)
                 continue

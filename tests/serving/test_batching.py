@@ -4,6 +4,7 @@ stays inside its call, and requests that arrive during a call share the next one
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import wait
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.serving.batching import BatcherClosed, MicroBatcher
+from gateway.serving.batching import BatcherClosed, MicroBatcher, QueueFull
 from gateway.variants.output import Prediction
 
 
@@ -176,5 +177,54 @@ def test_a_delay_gathers_rows_for_a_call_that_is_not_full() -> None:
         futures = [batcher.submit([{"x": i}]) for i in range(4)]
         wait(futures, timeout=10)
         assert [rows for rows, _, _ in model.calls] == [4]  # full: no need to wait out the delay
+    finally:
+        batcher.close()
+
+
+def test_a_full_queue_refuses_at_once_and_says_how_long_to_wait() -> None:
+    model = FakeModel()
+    model.gate = threading.Event()
+    batcher = MicroBatcher("v", model, prepare=_prepare, max_batch_size=8, max_queue_rows=10)
+    try:
+        blocker = batcher.submit([{"x": 0}])  # taken into a call at once: no longer queued
+        assert model.entered.wait(5)
+        queued = [batcher.submit([{"x": i} for i in range(4)]) for _ in range(2)]
+        assert batcher.queued_rows == 8 and not batcher.saturated(within_s=0)
+        with pytest.raises(QueueFull) as full:
+            batcher.submit([{"x": 1} for _ in range(3)])  # 8 + 3 > 10
+        assert (full.value.queued, full.value.limit) == (8, 10) and batcher.refused == 1
+        assert batcher.saturated(within_s=60)
+        batcher.submit([{"x": 1}, {"x": 2}])  # 8 + 2 fits
+        assert batcher.queued_rows == 10 and batcher.saturated(within_s=0)
+        model.gate.set()
+        wait([blocker, *queued], timeout=10)
+        assert all(f.exception() is None for f in queued)
+        for _ in range(100):
+            if batcher.queued_rows == 0:
+                break
+            time.sleep(0.02)
+        assert batcher.queued_rows == 0 and not batcher.saturated(within_s=0)
+        # nothing waits: a request larger than the bound goes alone, as one over max_batch_size does
+        assert len(batcher.submit([{"x": i} for i in range(12)]).result(5).predictions) == 12
+        assert batcher.seconds_per_row > 0
+    finally:
+        batcher.close()
+
+
+def test_a_cancelled_job_is_dropped_before_its_model_call() -> None:
+    model = FakeModel()
+    model.gate = threading.Event()
+    batcher = MicroBatcher("v", model, prepare=_prepare, max_batch_size=1, max_queue_rows=100)
+    try:
+        blocker = batcher.submit([{"x": 0}])
+        assert model.entered.wait(5)
+        gone = [batcher.submit([{"x": i}]) for i in range(1, 6)]
+        kept = batcher.submit([{"x": 99}])
+        assert all(f.cancel() for f in gone)  # queued: cancellable
+        model.gate.set()
+        assert kept.result(5).predictions[0].label == 99
+        blocker.result(5)
+        assert [rows for rows, _, _ in model.calls] == [1, 1]  # the blocker and the kept one: no call for the rest
+        assert batcher.dropped == 5 and batcher.queued_rows == 0
     finally:
         batcher.close()
