@@ -145,7 +145,8 @@ def open_spool(settings: Settings) -> PredictionSpool | None:
         return None
     max_bytes = int(settings.spool.max_size_mb * 1024 * 1024) if settings.spool.max_size_mb else None
     try:
-        return PredictionSpool(settings.spool.dir, fsync=settings.spool.fsync, max_bytes=max_bytes)
+        return PredictionSpool(settings.spool.dir, fsync=settings.spool.fsync, max_bytes=max_bytes,
+                               min_free_bytes=int(settings.spool.min_free_mb * 1024 * 1024))
     except Exception as exc:
         log.error("cannot open the prediction spool in %s: %s (on_log_failure = %s)",
                   settings.spool.dir, exc, settings.spool.on_log_failure)

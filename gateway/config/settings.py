@@ -140,6 +140,9 @@ class SpoolSection(_Section):
     dir: Path = Path("./var/spool")
     fsync: Literal["normal", "full"] = "normal"
     max_size_mb: float | None = Field(None, gt=0)
+    # New records are refused (on_log_failure) while the spool's disk has less than this free: the
+    # exporter keeps room to mark rows exported and prune them, so a full disk drains. 0: no reserve.
+    min_free_mb: float = Field(32.0, ge=0)
     retention_hours: float = Field(24.0, ge=0)
     on_log_failure: Literal["reject", "serve"] = "reject"
     export: bool = True

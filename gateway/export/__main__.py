@@ -29,10 +29,25 @@ from gateway.export.process import SETTINGS_ENV
 log = logging.getLogger("gateway.export")
 
 
+_status_unwritable = False
+
+
 def write_status(path: Path, payload: dict[str, object]) -> None:
+    """The status file for the gateway's /stats. A full or read-only disk only makes it stale (the
+    gateway then reports the exporter stalled after 15 s): the export itself goes on."""
+    global _status_unwritable
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(payload))
+        os.replace(tmp, path)
+    except OSError as exc:
+        if not _status_unwritable:
+            log.warning("cannot write the exporter's status file %s (%s); exporting on", path, exc)
+        _status_unwritable = True
+        return
+    if _status_unwritable:
+        log.info("the exporter's status file %s is written again", path)
+    _status_unwritable = False
 
 
 def follow(settings: Settings, status_path: Path | None, parent_pid: int | None) -> int:

@@ -13,6 +13,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -36,7 +37,8 @@ class ProcessExporter:
         self._status_path: Path | None = None
 
     def _spawn(self) -> None:
-        status = self.settings.spool.dir / f"exporter-{os.getpid()}-{self.restarts}.json"
+        # Not in the spool's directory: when that disk is full, the child must still report, and drain.
+        status = Path(tempfile.gettempdir()) / f"gateway-exporter-{os.getpid()}-{self.restarts}.json"
         self._status_path = status
         # The settings travel in the environment, not on the command line, where `ps` would show any
         # credentials in the tracking URI to every user of the machine.
@@ -92,6 +94,6 @@ class ProcessExporter:
                 self.proc.wait()
         final = self.status()
         if self._status_path is not None:
-            for leftover in self._status_path.parent.glob(f"exporter-{os.getpid()}-*.json"):
+            for leftover in self._status_path.parent.glob(f"gateway-exporter-{os.getpid()}-*.json"):
                 leftover.unlink(missing_ok=True)
         return final

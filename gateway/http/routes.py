@@ -48,11 +48,23 @@ async def readyz(request: Request) -> JSONResponse:
     variants = svc.variants
     details = {"export": await run_in_threadpool(_export_details, request),
                "shared_state": svc.routing.state_status()}
-    spool = request.app.state.gateway.spool
+    gateway = request.app.state.gateway
+    spool, writer = gateway.spool, gateway.writer
     problem = spool.check_file() if spool is not None else None
     if problem is not None:
         return JSONResponse(redacted({"ready": False, "reason": "the prediction spool's file was deleted or "
                                       "replaced; restart the gateway", **details}), status_code=503)
+    unwritable = None
+    if svc.settings.spool.enabled and writer is None:
+        unwritable = "the prediction spool could not be opened at start-up (see the gateway's log)"
+    elif writer is not None and writer.failing_since is not None:
+        unwritable = await run_in_threadpool(writer.unwritable)  # a probe write: off the event loop
+    if unwritable is not None:
+        details["spool_writable"] = False
+        if svc.settings.spool.on_log_failure == "reject":  # every prediction would get 503: send them elsewhere
+            return JSONResponse(redacted({"ready": False, "reason": f"{unwritable}; predictions are refused "
+                                          "until it takes records (on_log_failure = reject)", **details}),
+                                status_code=503)
     saturated = {name: {"queued_rows": b.queued_rows, "max_queue_rows": b.max_queue_rows}
                  for name, b in svc.scorer.batchers.items() if b.saturated()}
     if saturated:

@@ -66,7 +66,7 @@ class LabelTable:
     def _insert(self, request_id: str, row_index: int, model_version: str, true_label: str | int | float,
                 correct: bool | None, abs_error: float | None) -> int:
         try:
-            with self.db.transaction() as conn, self.db.capped(conn):
+            with self.db.adding() as conn:
                 cur = conn.execute(
                     "INSERT INTO labels (request_id, row_index, model_version, true_label, correct, abs_error, ts_ms) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -10,6 +10,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -25,6 +26,11 @@ def marks(ids: Sequence[object]) -> str:
     return ", ".join("?" * len(ids))
 
 
+def _free_bytes(directory: Path) -> int:
+    st = os.statvfs(directory)
+    return st.f_bavail * st.f_frsize
+
+
 def _identity(path: Path) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
@@ -35,12 +41,14 @@ def _identity(path: Path) -> tuple[int, int] | None:
 
 class SqliteFile:
     def __init__(self, path: Path, *, fsync: str = "normal", busy_timeout_ms: int = 5000,
-                 max_bytes: int | None = None) -> None:
+                 max_bytes: int | None = None, min_free_bytes: int = 0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._fsync = fsync
         self._busy_timeout_ms = busy_timeout_ms
         self._max_bytes = max_bytes
+        self._min_free_bytes = min_free_bytes
+        self._truncated_at = 0.0
         self._cap_pages = 0
         self._local = threading.local()
         self._write_lock = threading.Lock()  # one writer per process at a time; SQLite's lock between them
@@ -62,7 +70,7 @@ class SqliteFile:
             conn.execute(f"PRAGMA synchronous = {'FULL' if self._fsync == 'full' else 'NORMAL'}")
             if self._max_bytes:
                 # A size cap: past it SQLite answers SQLITE_FULL, exactly as on a full disk. It holds for
-                # new records (see capped); bookkeeping gets headroom above it, or a full spool could not
+                # new records (see adding); bookkeeping gets headroom above it, or a full spool could not
                 # even mark its rows exported and would stay full.
                 page = conn.execute("PRAGMA page_size").fetchone()[0]
                 # At least room for the schema itself (about 12 pages), or the spool could not open.
@@ -115,9 +123,47 @@ class SqliteFile:
     def read(self, sql: str, args: Sequence[object] = ()) -> list[tuple[object, ...]]:
         return self.connection().execute(sql, list(args)).fetchall()
 
+    def room_problem(self, conn: sqlite3.Connection) -> str | None:
+        """Why new records must wait: the disk has less than ``min_free_bytes`` free. The file's own
+        free pages (exported rows pruned) count as free. Short of room, the write-ahead log is
+        checkpointed and truncated (at most once a second): its file keeps its peak size on disk
+        otherwise, though its frames were copied long ago. None when records fit."""
+        if not self._min_free_bytes:
+            return None
+        free = _free_bytes(self.path.parent)
+        if free >= self._min_free_bytes:
+            return None
+        page_size, free_pages = (conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_size", "freelist_count"))
+        if free + page_size * free_pages >= self._min_free_bytes:
+            return None
+        now = time.monotonic()
+        if now - self._truncated_at >= 1.0:
+            self._truncated_at = now
+            try:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.Error as exc:  # a reader in the way, or no room to copy: the next try
+                log.debug("spool log not truncated: %s", exc)
+            free = _free_bytes(self.path.parent)
+            if free + page_size * free_pages >= self._min_free_bytes:
+                return None
+        return (f"database or disk is full: {free / 2**20:.1f} MB left on the spool's disk, under [spool] "
+                f"min_free_mb = {self._min_free_bytes / 2**20:g} (kept for the exporter to drain it)")
+
     @contextlib.contextmanager
-    def capped(self, conn: sqlite3.Connection) -> Iterator[None]:
-        """New records (predictions, labels) must fit under the size cap itself."""
+    def adding(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that adds records (predictions, labels): they must leave the disk's
+        reserve (``min_free_bytes``) to bookkeeping, and fit under the size cap itself. An exporter
+        on a full disk could not even mark its rows exported, and the spool would stay full. Either
+        limit raises sqlite3.OperationalError "database or disk is full", as SQLite's own SQLITE_FULL."""
+        with self._write_lock:  # outside the transaction: the room check may checkpoint the log
+            problem = self.room_problem(self.connection())
+        if problem is not None:
+            raise sqlite3.OperationalError(problem)
+        with self.transaction() as conn, self._capped(conn):
+            yield conn
+
+    @contextlib.contextmanager
+    def _capped(self, conn: sqlite3.Connection) -> Iterator[None]:
         if not self._max_bytes:
             yield
             return

@@ -39,6 +39,12 @@ class DuplicateRequest(Exception):
         self.existing = existing
 
 
+# A readiness probe commits this many bytes, then deletes them: more than most group commits of
+# records need, so a disk with room for the probe has room for them (a one-page write would fit in
+# the last free block of a disk where records do not).
+PROBE_BYTES = 64 * 1024
+
+
 class PredictionSpool:
     """The spool file at ``<dir>/predictions.sqlite3``: predictions written and read here, the export
     queue (``queue``) and the labels (``labels``) over the same file (``db``)."""
@@ -46,10 +52,11 @@ class PredictionSpool:
     FILENAME = "predictions.sqlite3"
 
     def __init__(self, directory: Path | str, fsync: str = "normal", busy_timeout_ms: int = 5000,
-                 max_bytes: int | None = None) -> None:
+                 max_bytes: int | None = None, min_free_bytes: int = 0) -> None:
         self.directory = Path(directory)
         self.path = self.directory / self.FILENAME
-        self.db = SqliteFile(self.path, fsync=fsync, busy_timeout_ms=busy_timeout_ms, max_bytes=max_bytes)
+        self.db = SqliteFile(self.path, fsync=fsync, busy_timeout_ms=busy_timeout_ms, max_bytes=max_bytes,
+                             min_free_bytes=min_free_bytes)
         with self.db.locked() as conn:  # the schema script manages its own transactions
             create(conn, self.path)
         self.queue = ExportQueue(self.db)
@@ -96,9 +103,29 @@ class PredictionSpool:
         except SpoolWriteError as exc:
             return [exc for _ in groups]
 
+    def probe_write(self) -> str | None:
+        """Whether new records would fit now: ``PROBE_BYTES`` committed under the size cap, as records
+        are (the same pruning of exported rows first), then deleted. None when it committed, else why not."""
+        try:
+            try:
+                self._probe()
+            except sqlite3.OperationalError as exc:
+                if "full" not in str(exc) or not self.prune(0):
+                    raise
+                self._probe()
+        except sqlite3.Error as exc:
+            return f"cannot write the prediction spool: {exc}"
+        return None
+
+    def _probe(self) -> None:
+        with self.db.adding() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY, pad BLOB NOT NULL)")
+            conn.execute("INSERT INTO write_probe (pad) VALUES (zeroblob(?))", (PROBE_BYTES,))
+        self.db.write("DELETE FROM write_probe")
+
     def _insert_groups(self, groups: Sequence[Sequence[PredictionRecord]]) -> list[list[int] | Exception]:
         out: list[list[int] | Exception] = []
-        with self.db.transaction() as conn, self.db.capped(conn):
+        with self.db.adding() as conn:
             for records in groups:
                 conn.execute("SAVEPOINT request")
                 try:

@@ -49,6 +49,11 @@ class SpoolWriter:
         self.queue_wait_s = queue_wait_ms / 1000.0
         self.expired = 0
         self.last_commit_ms = 0.0  # how long the last group commit took (a slow one: a lock or the disk)
+        # Since when every transaction failed (a full disk or size cap, a read-only file system), with
+        # the latest error; None once one commits again, or a probe's write does (see ``unwritable``).
+        self.failing_since: float | None = None
+        self.last_error: str | None = None
+        self._probed = 0.0
         self.checkpoint_interval_s = 0.25
         self.transactions = 0
         self.requests = 0
@@ -159,10 +164,36 @@ class SpoolWriter:
             log.exception("spool group commit failed")
             results = [SpoolWriteError(f"cannot write the prediction spool: {exc}")] * len(live)
         self.last_commit_ms = (time.monotonic() - started) * 1000
+        failed = [r for r in results if isinstance(r, SpoolWriteError)]
+        if len(failed) == len(results):
+            self.last_error = str(failed[0])
+            self.failing_since = self.failing_since or started
+        else:
+            self.failing_since = None
         self.transactions += 1
         self.requests += len(live)
         for write, result in zip(live, results, strict=True):
             resolve(write.future, result)
+
+    def unwritable(self, probe_every_s: float = 1.0) -> str | None:
+        """Why the spool takes no records now, or None. While the last transactions failed, a probe
+        write (at most one per ``probe_every_s``, never waiting for the writer) tells when space is
+        back, so that readiness returns without traffic to try it."""
+        if self.failing_since is None:
+            return None
+        now = time.monotonic()
+        if now - self._probed >= probe_every_s and self._busy.acquire(blocking=False):
+            try:
+                self._probed = now
+                problem = self.spool.probe_write()
+            finally:
+                self._busy.release()
+            if problem is None:
+                self.failing_since = None
+                log.info("the prediction spool takes records again")
+                return None
+            self.last_error = problem
+        return self.last_error
 
     def close(self, timeout: float = 10.0) -> None:
         """Commit what is queued, then stop the thread."""

@@ -293,3 +293,69 @@ def test_a_deleted_registry_version_is_served_from_the_cache(tmp_path: Path, mlf
     assert refused.proc is not None and refused.proc.wait(timeout=120) != 0
     refused.stop()
     assert "allow_cached = true serves it" in refused.log_text()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MB tmpfs, as a spool's disk that fills (mounting needs root; CI's machine runs as root)."""
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)], check=True)
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_full_spool_disk_is_not_ready_keeps_draining_and_loses_nothing(
+        tmp_path: Path, own_mlflow: MlflowServer, small_disk: Path) -> None:
+    """The spool on a 3 MB disk (1 MB kept free), MLflow down so nothing drains: the disk fills, requests get 503 (never
+    500), /readyz answers 503 naming the spool, and the exporter does not crash-loop. MLflow back: the
+    exporter drains from the full disk, /readyz returns to 200 without traffic, and every 200 is in
+    MLflow exactly once."""
+    gw = _gateway(tmp_path, own_mlflow, spool={"dir": str(small_disk / "spool"), "min_free_mb": 1.0}).start()
+    served: list[str] = []
+    statuses: dict[int, int] = {}
+    try:
+        own_mlflow.stop()
+        refused_in_a_row = 0
+        with httpx.Client(base_url=gw.url, timeout=10) as http:
+            for i in range(20_000):
+                r = http.post("/predict", json=FEATURES, headers={"X-Request-ID": f"full-{i}"})
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                if r.status_code == 200:
+                    served.append(r.json()["request_id"])
+                    refused_in_a_row = 0
+                else:
+                    refused_in_a_row += 1
+                    last_refusal = r.text
+                    if refused_in_a_row == 50:
+                        break
+            assert set(statuses) == {200, 503}, statuses  # never a 500
+            ready = http.get("/readyz")
+            assert ready.status_code == 503 and "spool" in ready.json()["reason"], (ready.text, last_refusal)
+            assert ready.json()["spool_writable"] is False
+            time.sleep(5)
+            exporter = http.get("/stats").json()["exporter"]
+            assert exporter["alive"] and exporter["restarts"] == 0, exporter
+            own_mlflow.start()
+            deadline = time.monotonic() + 180
+            while http.get("/readyz").status_code != 200:  # no traffic: the probe finds the space
+                assert time.monotonic() < deadline, http.get("/readyz").text
+                time.sleep(0.5)
+            for i in range(50):
+                r = http.post("/predict", json=FEATURES, headers={"X-Request-ID": f"after-{i}"})
+                assert r.status_code == 200, r.text
+                served.append(r.json()["request_id"])
+        wait_drained(gw, timeout=180)
+        assert httpx.get(gw.url + "/stats").json()["exporter"]["restarts"] == 0
+    finally:
+        gw.stop()
+    counts = assert_exactly_once(own_mlflow.url, served)
+    print(f"full spool disk: {statuses.get(200, 0)} answered 200 before it filled, {statuses.get(503, 0)} got 503;",
+          counts)
