@@ -22,8 +22,10 @@ from gateway.export import Exporter, build_exporter
 from gateway.rollout.controller import RolloutRunner
 from gateway.routing.change_log import RoutingChangeRecorder
 from gateway.routing.follower import RoutingFollower
+from gateway.routing.outbox import Champion, OutboxSender, open_outbox
 from gateway.serving.metrics import GatewayMetrics
 from gateway.serving.services import GatewayServices
+from gateway.spool.outbox import Outbox
 from gateway.spool.store import PredictionSpool
 from gateway.spool.writer import SpoolWriter
 from gateway.variants.loader import ModelLoader
@@ -46,6 +48,8 @@ class Gateway:
         self.exporter: Exporter | None = None
         self._follower: RoutingFollower | None = None
         self._runner: RolloutRunner | None = None
+        self.outbox: Outbox | None = None
+        self._sender: OutboxSender | None = None
 
     def start(self) -> None:
         install_log_redaction()
@@ -64,7 +68,10 @@ class Gateway:
                                       rollout=services.describe_rollout, shared_state=services.routing.state_status,
                                       rollout_counts=services.observer.current if services.observer else None)
         services.observers.add(self.metrics)
-        services.routing.listeners.append(RoutingChangeRecorder(settings.mlflow.tracking_uri))
+        self.outbox, self._sender = open_outbox(settings.spool.dir, settings.mlflow.tracking_uri)
+        services.champion = Champion(self.outbox, self._sender, settings.mlflow.tracking_uri)
+        services.routing.listeners.append(
+            RoutingChangeRecorder(settings.mlflow.tracking_uri, self.outbox, self._sender and self._sender.poke))
         if services.rollout is not None:
             if settings.rollout.enabled and services.decides_rollouts:  # after the change recorder: its
                 # routing change is a run too. With the state in MLflow, python -m gateway.rollout starts it.
@@ -106,6 +113,8 @@ class Gateway:
             self._follower.stop()
         if self._runner is not None:
             self._runner.stop()
+        if self._sender is not None:
+            self._sender.stop()
         self.services.scorer.shutdown()
         if self.writer is not None:
             self.writer.close()

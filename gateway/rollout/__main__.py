@@ -32,7 +32,8 @@ from gateway.rollout.observations import RolloutObserver
 from gateway.rollout.prometheus import PrometheusCounts, PrometheusUnavailable
 from gateway.rollout.spec import RolloutState
 from gateway.routing.change_log import RoutingChangeRecorder
-from gateway.routing.table import RoutingTable, move_champion
+from gateway.routing.outbox import Champion, open_outbox
+from gateway.routing.table import RoutingTable
 from gateway.state.mlflow import MlflowLedger, MlflowRolloutStore, MlflowRoutingStateStore
 from gateway.variants.loader import ModelLoader
 
@@ -47,13 +48,19 @@ class StandaloneController:
         tracking_uri = settings.mlflow.tracking_uri
         self.ledger = MlflowLedger(tracking_uri, settings.state.registered_model, settings.state.timeout_seconds)
         self.routing = RoutingTable(settings.routing_config(), MlflowRoutingStateStore(self.ledger), adopt_file=False)
-        self.routing.listeners.append(RoutingChangeRecorder(tracking_uri))
+        # Its own outbox (in [spool] dir): a decision's change-log run and the champion alias land once
+        # MLflow answers, even if it was down when the decision was taken.
+        self.outbox, self.sender = open_outbox(settings.spool.dir, tracking_uri)
+        self.champion = Champion(self.outbox, self.sender, tracking_uri)
+        self.routing.listeners.append(
+            RoutingChangeRecorder(tracking_uri, self.outbox, self.sender and self.sender.poke))
         self.prometheus = PrometheusCounts(settings.controller.prometheus_url,
                                            settings.controller.query_timeout_seconds)
         self.accuracy = MlflowAccuracy(tracking_uri, settings.mlflow.experiment,
                                        settings.controller.accuracy_refresh_seconds, settings.mlflow.window_seconds)
         self.controller = RolloutController(MlflowRolloutStore(self.ledger), self.routing, RolloutObserver(),
-                                            self._move_champion, counts=self._counts)
+                                            self._move_champion, counts=self._counts,
+                                            pending=self.outbox.pending if self.outbox is not None else None)
         self.looks = 0
         self.last_look_at: float | None = None
         self.last_problem: str | None = None
@@ -83,7 +90,7 @@ class StandaloneController:
             except Exception as exc:
                 log.error("promote %s: cannot resolve %s in the registry: %s", variant, spec.model_uri,
                           first_line(exc, 200))
-        return move_champion(variant, registered, self.settings.mlflow.tracking_uri)
+        return self.champion.move(variant, registered)
 
     def step(self) -> None:
         """One look: follow the state, start the configured rollout once, decide."""
@@ -116,6 +123,8 @@ class StandaloneController:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.sender is not None:
+            self.sender.stop()
 
     def describe(self) -> dict[str, Any] | None:
         record = self.controller.store.load()

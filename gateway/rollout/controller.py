@@ -39,14 +39,17 @@ log = logging.getLogger("gateway.rollout")
 class RolloutController:
     def __init__(self, store: RolloutRecords, routing: RoutingTable, observer: RolloutObserver,
                  move_champion: Callable[[str], dict[str, Any]],
-                 counts: Callable[[str], tuple[RolloutCounts, int]] | None = None) -> None:
+                 counts: Callable[[str], tuple[RolloutCounts, int]] | None = None,
+                 pending: Callable[[], list[dict[str, Any]]] | None = None) -> None:
         """``counts`` sums the replicas' counts for a rollout id (default: the store's, which every
-        worker of this gateway writes to; the standalone controller reads Prometheus)."""
+        worker of this gateway writes to; the standalone controller reads Prometheus). ``pending``
+        lists what MLflow has not been told yet (the outbox), shown by GET /rollout."""
         self.store = store
         self.counts = counts or store.counts
         self.routing = routing
         self.observer = observer
         self.move_champion = move_champion
+        self.pending = pending or list
 
     # -- commands (admin API, config) -------------------------------------------------------------
 
@@ -209,7 +212,7 @@ class RolloutController:
         record = self.store.load()
         if record is None:
             raise NoRollout("no rollout has been started on this gateway; POST /admin/rollout starts one")
-        return describe(record)
+        return {**describe(record), "pending_in_mlflow": self.pending()}
 
     def active(self) -> RolloutRecord | None:
         record = self.store.load()

@@ -1,7 +1,9 @@
 """Routing changes recorded in MLflow: one run per change in the routing-changes experiment.
 
-Written from a background thread; a failure is logged, never raised to the admin call (the change
-itself is already in force, and the gateway's log has a line for it either way)."""
+Each change is put in the durable outbox as it is made (the change itself is already in force), and
+the outbox's sender creates its run once MLflow answers (gateway/routing/outbox.py), exactly once:
+the run is tagged with the item's key, looked for before a retry. Without an outbox file (the spool's
+directory unwritable), one direct try from a background thread, logged when it fails."""
 
 from __future__ import annotations
 
@@ -9,51 +11,84 @@ import json
 import logging
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 from gateway.domain.contract import ROUTING_CHANGES_EXPERIMENT as EXPERIMENT
 from gateway.domain.contract import get_or_create_experiment
 from gateway.domain.messages import first_line
 from gateway.routing.table import RoutingChange
+from gateway.spool.outbox import ItemKind, Outbox
 
 log = logging.getLogger("gateway.changes")
 
+CHANGE_ID = "change_id"  # the tag that makes a retried change's run findable
+
 
 class RoutingChangeRecorder:
-    def __init__(self, tracking_uri: str) -> None:
+    """A routing table's listener: each change made here becomes a run in MLflow."""
+
+    def __init__(self, tracking_uri: str, outbox: Outbox | None = None,
+                 poke: Callable[[], None] | None = None) -> None:
+        """``poke`` wakes the outbox's sender (gateway/routing/outbox.py) for a new item."""
         self.tracking_uri = tracking_uri
+        self.outbox = outbox
+        self.poke = poke
 
     def __call__(self, change: RoutingChange) -> None:
-        threading.Thread(target=self._record, args=(change, int(time.time() * 1000)),
-                         name="routing-change-log", daemon=True).start()
+        payload = {**change.to_dict(), "at_ms": int(time.time() * 1000)}
+        if self.outbox is not None and self.poke is not None:
+            try:
+                self.outbox.add(ItemKind.CHANGE_RUN, payload, f"change log run of {change.old_config_hash} -> "
+                                f"{change.config_hash} ({change.source})")
+                self.poke()
+                return
+            except Exception as exc:
+                log.error("routing change %s not put in the outbox (%s); one direct try", change.config_hash,
+                          first_line(exc, 200))
+        threading.Thread(target=self._direct, args=(payload,), name="routing-change-log", daemon=True).start()
 
-    def _record(self, change: RoutingChange, at_ms: int) -> None:
+    def _direct(self, payload: dict[str, Any]) -> None:
         try:
-            from mlflow import MlflowClient
-            from mlflow.entities import Param
-
-            client = MlflowClient(tracking_uri=self.tracking_uri)
-            exp_id = get_or_create_experiment(client, EXPERIMENT)
-            details = change.details or {}
-            tags = {"config_hash": change.config_hash, "old_config_hash": change.old_config_hash,
-                    "source": change.source, "mode": change.mode}
-            name = f"routing-{change.config_hash}"
-            if details:  # a rollout's decision: what it decided and the statistics behind it
-                tags.update({"rollout_id" if k == "rollout_id" else f"rollout_{k}": str(details[k])
-                             for k in ("rollout_id", "decision", "state", "control", "candidate") if k in details})
-                tags["rollout_reason"] = str(details.get("reason", ""))[:5000]
-                name = f"rollout-{details.get('rollout_id')}-{details.get('decision')}"
-            run = client.create_run(exp_id, start_time=at_ms, run_name=name, tags=tags)
-            client.log_batch(run.info.run_id, params=[
-                Param("weights", json.dumps(change.weights, sort_keys=True)),
-                Param("shadow", json.dumps(change.shadow, sort_keys=True))],
-                metrics=_decision_metrics(details, at_ms))
-            if details:
-                client.log_text(run.info.run_id, json.dumps(details, indent=2, sort_keys=True), "decision.json")
-            client.set_terminated(run.info.run_id, end_time=at_ms)
+            deliver_change_run(self.tracking_uri, uuid.uuid4().hex, payload, maybe_landed=False)
         except Exception as exc:
-            log.warning("routing change %s -> %s not recorded in MLflow: %s", change.old_config_hash,
-                        change.config_hash, first_line(exc, 200))
+            log.warning("routing change %s -> %s not recorded in MLflow: %s", payload["old_config_hash"],
+                        payload["config_hash"], first_line(exc, 200))
+
+
+def deliver_change_run(tracking_uri: str, key: str, change: dict[str, Any], maybe_landed: bool) -> None:
+    """Create the change's run (tagged ``change_id`` = key). ``maybe_landed``: an earlier try may
+    have created it; a finished one is kept (nothing to do), a half-made one is deleted and redone."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Param
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp_id = get_or_create_experiment(client, EXPERIMENT)
+    if maybe_landed:
+        earlier = client.search_runs([exp_id], filter_string=f"tags.{CHANGE_ID} = '{key}'", max_results=10)
+        if any(r.info.status == "FINISHED" for r in earlier):
+            return
+        for run in earlier:
+            client.delete_run(run.info.run_id)
+    at_ms = int(change["at_ms"])
+    details = change.get("details") or {}
+    tags = {"config_hash": change["config_hash"], "old_config_hash": change["old_config_hash"],
+            "source": change["source"], "mode": change["mode"], CHANGE_ID: key}
+    name = f"routing-{change['config_hash']}"
+    if details:  # a rollout's decision: what it decided and the statistics behind it
+        tags.update({"rollout_id" if k == "rollout_id" else f"rollout_{k}": str(details[k])
+                     for k in ("rollout_id", "decision", "state", "control", "candidate") if k in details})
+        tags["rollout_reason"] = str(details.get("reason", ""))[:5000]
+        name = f"rollout-{details.get('rollout_id')}-{details.get('decision')}"
+    run = client.create_run(exp_id, start_time=at_ms, run_name=name, tags=tags)
+    client.log_batch(run.info.run_id, params=[
+        Param("weights", json.dumps(change["weights"], sort_keys=True)),
+        Param("shadow", json.dumps(change["shadow"], sort_keys=True))],
+        metrics=_decision_metrics(details, at_ms))
+    if details:
+        client.log_text(run.info.run_id, json.dumps(details, indent=2, sort_keys=True), "decision.json")
+    client.set_terminated(run.info.run_id, end_time=at_ms)
 
 
 def _decision_metrics(details: dict[str, Any], at_ms: int) -> list[Any]:

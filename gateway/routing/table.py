@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from gateway.config.settings import RoutingConfig, ShadowSection, VariantSpec, validate_routing
 from gateway.domain.contract import utc_iso
 from gateway.domain.errors import InvalidRoutingChange, StateConflict, StateUnavailable, UnknownVariant
-from gateway.domain.messages import error_location, first_line
+from gateway.domain.messages import error_location
 from gateway.routing.router import Router
 from gateway.state.base import RoutingStore, StoredRouting
 
@@ -204,35 +204,16 @@ class RoutingTable:
                      old.config_hash, stored.config.config_hash, self._router.weights_tag)
         return True
 
-    def promote(self, variant: str, registered: tuple[str, str] | None, tracking_uri: str,
+    def promote(self, variant: str, move_champion: Callable[[str], dict[str, Any]],
                 source: str | None = None) -> dict[str, Any]:
-        """All traffic to one variant, and the registry's ``champion`` alias to its model version
-        (``registered`` = (model name, version), None when the variant is not a registry version)."""
+        """All traffic to one variant (local, in force at once), then the registry's ``champion``
+        alias to its model version by ``move_champion`` (through the outbox: it never waits long)."""
         names = self.names
         if variant not in names:
             raise UnknownVariant(variant, names)
         change = self.change(mode="weighted", weights={n: 1.0 if n == variant else 0.0 for n in names},
                              source=source or f"POST /admin/promote {variant}")
-        return {"routing": change.to_dict(), "registry": move_champion(variant, registered, tracking_uri)}
-
-
-def move_champion(variant: str, registered: tuple[str, str] | None, tracking_uri: str) -> dict[str, Any]:
-    """Point the registry's ``champion`` alias at the variant's model version; says what happened."""
-    alias: dict[str, Any] = {"alias": "champion", "moved": False}
-    if registered is None:
-        alias["reason"] = "the variant's model is not a registry model version"
-        return alias
-    try:
-        from mlflow import MlflowClient
-
-        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        client.set_registered_model_alias(registered[0], "champion", registered[1])
-        alias.update(moved=True, model=registered[0], version=registered[1])
-        log.info("champion alias of %s moved to version %s (%s)", registered[0], registered[1], variant)
-    except Exception as exc:
-        alias["reason"] = f"MLflow refused or is unreachable: {first_line(exc, 200)}"
-        log.error("promote %s: routing changed but the champion alias was not moved: %s", variant, alias["reason"])
-    return alias
+        return {"routing": change.to_dict(), "registry": move_champion(variant)}
 
 
 def _retrying(write: Callable[[], StoredRouting | None]) -> StoredRouting | None:

@@ -13,7 +13,8 @@ from gateway.domain.messages import first_line
 from gateway.rollout.controller import RolloutController
 from gateway.rollout.controller import describe as describe_rollout
 from gateway.rollout.observations import RolloutObserver
-from gateway.routing.table import RoutingTable, move_champion
+from gateway.routing.outbox import Champion
+from gateway.routing.table import RoutingTable
 from gateway.serving.feedback import FeedbackRecorder
 from gateway.serving.observers import Observers
 from gateway.serving.outcome import ServiceCounters
@@ -41,6 +42,7 @@ class GatewayServices:
     shared: SqliteFile | None = None
     rollout: RolloutController | None = None
     observer: RolloutObserver | None = None
+    champion: Champion | None = None  # set by the runtime, with the outbox (the alias moves through it)
 
     @property
     def decides_rollouts(self) -> bool:
@@ -71,7 +73,8 @@ class GatewayServices:
             observer = RolloutObserver()
             observers.add(observer)
             services.observer = observer
-            services.rollout = RolloutController(rollout_store, routing, observer, services.move_champion)
+            services.rollout = RolloutController(rollout_store, routing, observer, services.move_champion,
+                                                 pending=services.pending_in_mlflow)
         return services
 
     def rollout_controller(self) -> RolloutController:
@@ -96,10 +99,16 @@ class GatewayServices:
                                   "abort it first (POST /admin/rollout/abort)", rollout_id=active.rollout_id)
 
     def promote(self, variant: str) -> dict[str, Any]:
-        return self.routing.promote(variant, self.variants.registered(variant), self.settings.mlflow.tracking_uri)
+        return self.routing.promote(variant, self.move_champion)
 
     def move_champion(self, variant: str) -> dict[str, Any]:
-        return move_champion(variant, self.variants.registered(variant), self.settings.mlflow.tracking_uri)
+        champion = self.champion or Champion(None, None, self.settings.mlflow.tracking_uri)
+        return champion.move(variant, self.variants.registered(variant))
+
+    def pending_in_mlflow(self) -> list[dict[str, Any]]:
+        """What the outbox still owes MLflow (champion alias moves, change-log runs)."""
+        champion = self.champion
+        return [] if champion is None or champion.outbox is None else champion.outbox.pending()
 
     def model_name(self) -> str:
         """The name clients use in the Open Inference Protocol: ``[model] name``, else the variants'

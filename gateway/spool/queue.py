@@ -19,7 +19,7 @@ from gateway.spool.sqlite import SqliteFile, marks
 DEAD_OWNER_CHECK_S = 5.0  # how often the leases of exporters that died are looked for
 
 
-def _alive(owner: str) -> bool:
+def owner_alive(owner: str) -> bool:
     """Whether the exporter process that took a lease still runs (owners are "<pid>-<random>"; the
     spool is local, so the pid is this machine's). Unknown or recycled pids count as alive: their
     leases simply run out."""
@@ -51,7 +51,7 @@ class ExportQueue:
         owners = [str(o) for (o,) in self.db.read(
             f"SELECT DISTINCT lease_owner FROM predictions WHERE status = {CLAIMED:d} AND lease_until >= ? "
             "AND lease_owner IS NOT NULL", [now])]
-        dead = [o for o in owners if o != self.owner and not _alive(o)]
+        dead = [o for o in owners if o != self.owner and not owner_alive(o)]
         if dead:
             self.db.write(f"UPDATE predictions SET lease_until = 0 WHERE status = {CLAIMED:d} "
                           f"AND lease_owner IN ({marks(dead)})", dead)

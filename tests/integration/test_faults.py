@@ -359,3 +359,58 @@ def test_a_full_spool_disk_is_not_ready_keeps_draining_and_loses_nothing(
     counts = assert_exactly_once(own_mlflow.url, served)
     print(f"full spool disk: {statuses.get(200, 0)} answered 200 before it filled, {statuses.get(503, 0)} got 503;",
           counts)
+
+
+def test_promotion_and_change_log_while_mlflow_is_down_land_once_when_it_is_back(
+        tmp_path: Path, own_mlflow: MlflowServer) -> None:
+    """MLflow down: POST /admin/promote answers at once (the routing change is local), the champion
+    alias and the change-log runs wait in the outbox, GET /rollout lists them as pending, and they
+    survive a SIGKILL of the gateway. MLflow back: each lands exactly once."""
+    from mlflow import MlflowClient
+
+    from gateway.domain.contract import ROUTING_CHANGES_EXPERIMENT
+
+    auth = {"Authorization": "Bearer tok"}
+    client = MlflowClient(tracking_uri=own_mlflow.url, registry_uri=own_mlflow.url)
+    client.set_registered_model_alias("IrisClassifier", "champion", "1")
+    gw = GatewayProcess(config=write_config(tmp_path / "gateway.toml", own_mlflow.url, tmp_path / "spool",
+                                            tmp_path / "cache"),
+                        workdir=tmp_path / "gw", env={"GATEWAY_ADMIN_TOKEN": "tok"}).start()
+    try:
+        r = httpx.post(gw.url + "/admin/rollout", headers=auth, timeout=30,
+                       json={"control": "v1.0", "candidate": "v2.0", "steps": [0.1, 1.0], "min_samples": 100})
+        assert r.status_code == 201, r.text
+        own_mlflow.stop()
+        assert httpx.post(gw.url + "/admin/rollout/abort", headers=auth, timeout=10).status_code == 200
+        started = time.monotonic()
+        promoted = httpx.post(gw.url + "/admin/promote", json={"variant": "v2.0"}, headers=auth, timeout=15)
+        took = time.monotonic() - started
+        assert promoted.status_code == 200, promoted.text
+        registry = promoted.json()["registry"]
+        assert registry["moved"] is False and registry["pending"] is True and registry["version"] == "2", registry
+        assert httpx.get(gw.url + "/variants").json()["weights"] == {"v1.0": 0.0, "v2.0": 1.0}
+        pending = httpx.get(gw.url + "/rollout", timeout=10).json()["pending_in_mlflow"]
+        kinds = [p["kind"] for p in pending]
+        assert "champion_alias" in kinds and kinds.count("change_run") >= 2, pending  # abort's and promote's
+    finally:
+        gw.stop(signal.SIGKILL)  # mid-retry: the outbox is on disk
+    own_mlflow.start()
+    gw = GatewayProcess(config=gw.config, workdir=tmp_path / "gw", env={"GATEWAY_ADMIN_TOKEN": "tok"}).start()
+    try:
+        deadline = time.monotonic() + 120
+        while httpx.get(gw.url + "/rollout", timeout=10).json()["pending_in_mlflow"]:
+            assert time.monotonic() < deadline, httpx.get(gw.url + "/rollout").json()["pending_in_mlflow"]
+            time.sleep(0.5)
+    finally:
+        gw.stop()
+    assert client.get_model_version_by_alias("IrisClassifier", "champion").version == "2"
+    exp = client.get_experiment_by_name(ROUTING_CHANGES_EXPERIMENT)
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.change_id != ''", max_results=1000)
+    by_change: dict[str, int] = {}
+    for run in runs:
+        by_change[run.data.tags["change_id"]] = by_change.get(run.data.tags["change_id"], 0) + 1
+    assert by_change and max(by_change.values()) == 1, by_change  # none twice
+    sources = [run.data.tags["source"] for run in runs]
+    assert sources.count("POST /admin/promote v2.0") == 1 and any("abort" in s for s in sources), sources
+    print(f"promote with MLflow down answered in {took:.2f} s; {len(pending)} item(s) pending, "
+          f"{len(runs)} change-log run(s) once each after MLflow came back")

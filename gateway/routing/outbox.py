@@ -1,0 +1,141 @@
+"""What routing changes owe MLflow, delivered from the durable outbox (gateway/spool/outbox.py):
+the champion alias after a promotion, and each change's run in the routing-changes experiment.
+
+One sender thread per process; the outbox lets one of them work at a time, oldest item first, and
+retries with backoff (0.5 s doubling to 30 s) until MLflow has it. Each item lands exactly once: an
+alias move is idempotent, and a change's run carries the item's key (tag ``change_id``), looked for
+before a retry creates it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from gateway.domain.messages import first_line
+from gateway.routing.change_log import deliver_change_run
+from gateway.spool.outbox import Item, ItemKind, Outbox
+
+log = logging.getLogger("gateway.outbox")
+
+ALIAS = "champion"
+
+
+def set_champion(tracking_uri: str, model: str, version: str) -> None:
+    """Point the registry's ``champion`` alias at one model version (raises on any failure)."""
+    from mlflow import MlflowClient
+
+    MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri).set_registered_model_alias(model, ALIAS, version)
+
+
+class OutboxSender:
+    def __init__(self, outbox: Outbox, tracking_uri: str, idle_s: float = 1.0) -> None:
+        self.outbox = outbox
+        self.tracking_uri = tracking_uri
+        self.idle_s = idle_s
+        self.sent = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._done = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="mlflow-outbox", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def poke(self) -> None:
+        """Something was added: look now."""
+        self._wake.set()
+
+    def wait(self, item_id: int, timeout_s: float) -> bool:
+        """Whether the item reached MLflow within ``timeout_s`` (by this sender or another process's)."""
+        with self._done:
+            return self._done.wait_for(lambda: self.outbox.is_done(item_id), timeout=timeout_s)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                item = self.outbox.claim()
+            except Exception as exc:  # a locked outbox file: the next round
+                log.debug("outbox not read: %s", first_line(exc, 200))
+                item = None
+            if item is None:
+                self._wake.wait(self.idle_s)
+                self._wake.clear()
+                continue
+            self._send(item)
+
+    def _send(self, item: Item) -> None:
+        try:
+            if item.kind is ItemKind.CHAMPION_ALIAS:
+                set_champion(self.tracking_uri, item.payload["model"], item.payload["version"])
+            else:
+                deliver_change_run(self.tracking_uri, item.key, item.payload, maybe_landed=item.attempts > 0)
+        except Exception as exc:
+            retry = min(30.0, 0.5 * 2 ** min(item.attempts, 6))
+            log.warning("%s not in MLflow yet (attempt %d, again in %.1f s): %s", item.summary, item.attempts + 1,
+                        retry, first_line(exc, 200))
+            self.outbox.failed(item.id, first_line(exc, 300), retry)
+            return
+        self.outbox.done(item.id)
+        self.sent += 1
+        log.info("in MLflow: %s%s", item.summary, f" (after {item.attempts + 1} attempts)" if item.attempts else "")
+        with self._done:
+            self._done.notify_all()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+
+def open_outbox(directory: Path, tracking_uri: str) -> tuple[Outbox | None, OutboxSender | None]:
+    """The outbox next to the spool and its sender, started; (None, None) when the directory cannot
+    hold it (then each MLflow write gets one direct try, and a failure is only logged)."""
+    try:
+        outbox = Outbox(directory)
+    except Exception as exc:
+        log.error("cannot open the MLflow outbox in %s (%s): champion alias moves and change-log runs get one "
+                  "try each, not retried", directory, first_line(exc, 200))
+        return None, None
+    sender = OutboxSender(outbox, tracking_uri)
+    sender.start()
+    return outbox, sender
+
+
+class Champion:
+    """Moves the ``champion`` alias through the outbox; answers at once whether MLflow has it yet."""
+
+    def __init__(self, outbox: Outbox | None, sender: OutboxSender | None, tracking_uri: str,
+                 wait_s: float = 2.0) -> None:
+        self.outbox, self.sender, self.tracking_uri, self.wait_s = outbox, sender, tracking_uri, wait_s
+
+    def move(self, variant: str, registered: tuple[str, str] | None) -> dict[str, Any]:
+        alias: dict[str, Any] = {"alias": ALIAS, "moved": False}
+        if registered is None:
+            alias["reason"] = "the variant's model is not a registry model version"
+            return alias
+        model, version = registered
+        alias.update(model=model, version=version)
+        if self.outbox is None or self.sender is None:  # no outbox file: one direct try, as a last resort
+            try:
+                set_champion(self.tracking_uri, model, version)
+            except Exception as exc:
+                alias["reason"] = f"MLflow refused or is unreachable: {first_line(exc, 200)}"
+                log.error("promote %s: routing changed but the champion alias was not moved: %s", variant,
+                          alias["reason"])
+                return alias
+            alias["moved"] = True
+            return alias
+        item = self.outbox.add(ItemKind.CHAMPION_ALIAS, {"variant": variant, "model": model, "version": version},
+                               f"champion alias of {model} to version {version} ({variant})")
+        self.sender.poke()
+        if self.sender.wait(item, self.wait_s):
+            alias["moved"] = True
+            log.info("champion alias of %s moved to version %s (%s)", model, version, variant)
+        else:
+            alias.update(pending=True, reason="MLflow has not taken it yet: the move waits in the outbox and lands "
+                                              "once MLflow answers (GET /rollout lists it as pending)")
+        return alias
