@@ -307,29 +307,46 @@ class MlflowRolloutStore:
     """RolloutStore's interface, over the ledger: each command or decision is a version; the last
     evaluation (written at every look by the one controller) is a registered-model tag. Counts are
     not stored here: each replica publishes its own on /metrics and the controller sums them from
-    Prometheus."""
+    Prometheus.
+
+    The evaluation is read by a background thread every ``evaluation_max_age_s`` (started by the
+    first ``load``), never by the caller: /metrics scrapes and GET /rollout answer from memory
+    however slow MLflow is."""
 
     def __init__(self, ledger: MlflowLedger, evaluation_max_age_s: float = 1.0) -> None:
         self.ledger = ledger
         self.evaluation_max_age_s = evaluation_max_age_s
         self._evaluation: tuple[float, dict[str, Any]] = (0.0, {})
+        self._refresher: threading.Thread | None = None
+        self._start_lock = threading.Lock()
 
     def _evaluation_now(self) -> dict[str, Any]:
-        at, evaluation = self._evaluation
-        if time.monotonic() - at > self.evaluation_max_age_s:
-            try:
-                raw = self.ledger.model_tag(EVALUATION_TAG)
-                evaluation = json.loads(raw) if raw else {}
-            except (StateUnavailable, ValueError):
-                pass  # the last one read
-            self._evaluation = (time.monotonic(), evaluation)
-        return evaluation
+        if self._refresher is None:
+            with self._start_lock:
+                if self._refresher is None:
+                    self._refresher = threading.Thread(target=self._refresh, name="rollout-evaluation",
+                                                       daemon=True)
+                    self._refresher.start()
+        return self._evaluation[1]
+
+    def _refresh(self) -> None:
+        while True:
+            self.refresh_evaluation()
+            time.sleep(self.evaluation_max_age_s)
+
+    def refresh_evaluation(self) -> None:
+        """Read the last evaluation from MLflow (kept as it was when MLflow does not answer)."""
+        try:
+            raw = self.ledger.model_tag(EVALUATION_TAG)
+            self._evaluation = (time.monotonic(), json.loads(raw) if raw else {})
+        except (StateUnavailable, ValueError):
+            pass  # the last one read
 
     def load(self) -> RolloutRecord | None:
+        evaluation = self._evaluation_now()
         record = _rollout(self.ledger.head(ROLLOUT))
         if record is None:
             return None
-        evaluation = self._evaluation_now()
         return replace(record, evaluation=evaluation) if evaluation.get("rollout_id") == record.rollout_id \
             else record
 

@@ -204,7 +204,9 @@ def test_the_rollout_lives_in_the_ledger_and_its_evaluation_in_a_tag(mlflow_serv
     other.refresh()
     assert other._last_seen == versions_before  # an evaluation is not a version
     assert '"srm":0.5' in (other.model_tag(EVALUATION_TAG) or "")
-    assert MlflowRolloutStore(other).load().evaluation["minima"] == {"srm": 0.5}  # type: ignore[union-attr]
+    reader = MlflowRolloutStore(other)
+    reader.refresh_evaluation()  # what its background thread does every second
+    assert reader.load().evaluation["minima"] == {"srm": 0.5}  # type: ignore[union-attr]
     controller.pause("test")
     other.refresh()
     assert MlflowRolloutStore(other).load().state is RolloutState.PAUSED  # type: ignore[union-attr]
@@ -215,3 +217,35 @@ def test_the_ledgers_location_never_shows_credentials() -> None:
 
     shown = ledger_location("https://bob:secret@mlflow.example:8443/", "gateway-routing-state")
     assert shown == "https://mlflow.example:8443#models/gateway-routing-state"
+
+
+def test_reading_the_rollout_never_waits_for_mlflow() -> None:
+    """/metrics and GET /rollout read the rollout from memory: with MLflow hanging on every request,
+    ``load`` answers at once, while the evaluation is read in the background."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    release = threading.Event()
+    asked = threading.Event()
+
+    class Hanging(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server interface
+            asked.set()
+            release.wait(30)
+            self.send_response(503)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Hanging)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        store = MlflowRolloutStore(MlflowLedger(f"http://127.0.0.1:{server.server_port}", _name(), timeout_s=20))
+        loaded = threading.Thread(target=store.load)
+        loaded.start()
+        assert asked.wait(10)  # the background read reached "MLflow", which hangs...
+        loaded.join(5)
+        assert not loaded.is_alive()  # ...and load did not wait for it
+    finally:
+        release.set()
+        server.shutdown()
