@@ -228,7 +228,7 @@ def test_reading_the_rollout_never_waits_for_mlflow() -> None:
     asked = threading.Event()
 
     class Hanging(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server interface
+        def do_GET(self) -> None:
             asked.set()
             release.wait(30)
             self.send_response(503)
