@@ -139,7 +139,9 @@ class SpoolSection(_Section):
     enabled: bool = True           # false: no prediction log at all (benchmark baseline only)
     dir: Path = Path("./var/spool")
     fsync: Literal["normal", "full"] = "normal"
-    max_size_mb: float | None = Field(None, gt=0)
+    # Past this the spool counts as full (exported rows are pruned first): a backlog that cannot drain
+    # ends in 503s, not in a full disk. 0: no cap.
+    max_size_mb: float = Field(4096.0, ge=0)
     # New records are refused (on_log_failure) while the spool's disk has less than this free: the
     # exporter keeps room to mark rows exported and prune them, so a full disk drains. 0: no reserve.
     min_free_mb: float = Field(32.0, ge=0)

@@ -24,7 +24,7 @@ def build_thread_exporter(settings: Settings, spool: PredictionSpool, *, lease_s
                           writer: Any = None, max_backoff: float = 30.0) -> Any:
     """Threads in this process, with the strategy and label step of the configured granularity."""
     from gateway.export.labels import LabelsOnPredictionRuns, LabelWindows
-    from gateway.export.policy import Backoff, TrafficDeferral
+    from gateway.export.policy import Backoff, FallingBehind, TrafficDeferral
     from gateway.export.runner import ThreadExporter
     from gateway.export.strategies import ExportCounters, PredictionRuns, WindowRuns
     from gateway.export.writer import RunWriter
@@ -46,7 +46,8 @@ def build_thread_exporter(settings: Settings, spool: PredictionSpool, *, lease_s
     return ThreadExporter(spool, strategy, labels, counters, backoff=Backoff(max_backoff), deferral=deferral,
                           retention_seconds=settings.spool.retention_hours * 3600, lease_seconds=lease_seconds,
                           stall_seconds=max(120.0, 2 * m.max_deferral_seconds),
-                          mlflow_health=lambda: check_tracking_server(m.tracking_uri))
+                          mlflow_health=lambda: check_tracking_server(m.tracking_uri),
+                          falling_behind=FallingBehind(granularity=m.granularity))
 
 
 def build_exporter(settings: Settings, spool: PredictionSpool) -> Exporter:

@@ -6,6 +6,7 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 from gateway.domain.messages import first_line
@@ -83,3 +84,57 @@ class TrafficDeferral:
                 return False
         oldest = self._oldest()
         return oldest is not None and time.time() - oldest / 1000 < self.max_deferral_seconds
+
+
+class FallingBehind:
+    """Whether predictions arrive faster than they reach MLflow, for minutes: the backlog grew by at
+    least ``min_growth`` rows over the last ``window_s`` while rows came in at more than ``ratio``
+    times the rate they went out. Fed a sample (rows ever written, rows ever exported) now and then;
+    says so once in the log when it starts and when it ends."""
+
+    def __init__(self, window_s: float = 180.0, min_growth: int = 1000, ratio: float = 1.1,
+                 granularity: str = "prediction") -> None:
+        self.window_s = window_s
+        self.min_growth = min_growth
+        self.ratio = ratio
+        self.granularity = granularity
+        self.behind = False
+        self.in_per_s: float | None = None
+        self.out_per_s: float | None = None
+        self._samples: deque[tuple[float, int, int]] = deque()
+
+    def observe(self, now: float, written: int, exported: int) -> bool:
+        samples = self._samples
+        samples.append((now, written, exported))
+        while len(samples) > 2 and now - samples[1][0] >= self.window_s:
+            samples.popleft()  # keep one sample at least window_s old
+        t0, w0, e0 = samples[0]
+        span = now - t0
+        if span < self.window_s or span <= 0:
+            return self.behind
+        self.in_per_s, self.out_per_s = (written - w0) / span, (exported - e0) / span
+        growth = (written - w0) - (exported - e0)
+        behind = growth >= self.min_growth and self.in_per_s > self.ratio * self.out_per_s
+        if behind and not self.behind:
+            log.warning("the prediction log is falling behind: %.0f rows/s in, %.0f rows/s out to MLflow over the "
+                        "last %.0f s, the backlog up %d rows. %s", self.in_per_s, self.out_per_s, span, growth,
+                        self._advice())
+        elif self.behind and not behind:
+            log.info("the prediction log keeps up again: %.0f rows/s in, %.0f rows/s out", self.in_per_s,
+                     self.out_per_s)
+        self.behind = behind
+        return behind
+
+    def _advice(self) -> str:
+        if not self.out_per_s:
+            return "Nothing reached MLflow meanwhile: see the exporter's last_error."
+        if self.granularity == "prediction":
+            return ("One MLflow run per prediction cannot keep up at this rate: [mlflow] granularity = \"window\" "
+                    "logs one run per version per window, tens of thousands of rows a second "
+                    "(docs/prediction-log.md).")
+        return "Give the exporter more workers ([mlflow] export_workers) or MLflow more capacity."
+
+    def describe(self) -> dict[str, object]:
+        return {"falling_behind": self.behind,
+                "in_rows_per_s": None if self.in_per_s is None else round(self.in_per_s, 1),
+                "out_rows_per_s": None if self.out_per_s is None else round(self.out_per_s, 1)}

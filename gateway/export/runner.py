@@ -10,7 +10,7 @@ from typing import Any
 
 from gateway.domain.messages import first_line
 from gateway.export.labels import LabelStep
-from gateway.export.policy import Backoff, TrafficDeferral
+from gateway.export.policy import Backoff, FallingBehind, TrafficDeferral
 from gateway.export.strategies import ExportCounters, ExportStrategy
 from gateway.spool.store import PredictionSpool
 
@@ -29,7 +29,8 @@ class ThreadExporter:
                  counters: ExportCounters, *, backoff: Backoff | None = None,
                  deferral: TrafficDeferral | None = None, retention_seconds: float = 24 * 3600.0,
                  lease_seconds: float = 60.0, stall_seconds: float = 120.0,
-                 mlflow_health: Callable[[], str | None] | None = None) -> None:
+                 mlflow_health: Callable[[], str | None] | None = None,
+                 falling_behind: FallingBehind | None = None, trend_every_s: float = 10.0) -> None:
         self.spool = spool
         self.strategy = strategy
         self.labels = labels
@@ -50,6 +51,9 @@ class ThreadExporter:
         self._last_prune = time.monotonic()
         self.worker_restarts = 0
         self.stalled = False  # set by the watchdog
+        self.falling_behind = falling_behind or FallingBehind()  # fed by the watchdog too
+        self.trend_every_s = trend_every_s
+        self._trend_at = 0.0
         self._unpersisted_failures = 0
         self._started_at = time.time()
 
@@ -76,12 +80,23 @@ class ThreadExporter:
         health check, which ``status()`` (read by /stats and /metrics) must never wait for."""
         while not self._stop.wait(1.0):
             self.stalled = self._stalled(self.counters.snapshot())
+            self._sample_trend()
             for i, t in enumerate(self._workers):
                 if not t.is_alive() and not self._stop.is_set():
                     self.worker_restarts += 1
                     log.error("export worker %s died; restarting it (%d restart(s) so far)", t.name,
                               self.worker_restarts)
                     self._workers[i] = self._spawn(i)
+
+    def _sample_trend(self) -> None:
+        now = time.monotonic()
+        if now - self._trend_at < self.trend_every_s:
+            return
+        self._trend_at = now
+        try:
+            self.falling_behind.observe(now, self.spool.high_water(), self.spool.exported_total())
+        except Exception as exc:  # a locked spool: the next sample
+            log.debug("backlog trend not sampled: %s", first_line(exc))
 
     def stop(self, grace_seconds: float) -> int:
         """Drain for up to ``grace_seconds`` while MLflow answers, then stop. Return the backlog left."""
@@ -107,7 +122,7 @@ class ThreadExporter:
         snap = self.counters.snapshot()
         return {**snap, "alive": alive > 0 and not self._stop.is_set(), "workers": alive,
                 "workers_expected": len(self._workers), "worker_restarts": self.worker_restarts,
-                "stalled": self.stalled, "kind": "thread"}
+                "stalled": self.stalled, **self.falling_behind.describe(), "kind": "thread"}
 
     def _stalled(self, snap: dict[str, Any]) -> bool:
         try:

@@ -85,7 +85,9 @@ def _export_details(request: Request) -> dict[str, Any] | None:
         return {"error": f"{type(exc).__name__}: cannot read the spool's state"}
     exporter, spool = stats.get("exporter") or {}, stats.get("spool") or {}
     return {"alive": exporter.get("alive"), "workers": exporter.get("workers"),
-            "stalled": bool(exporter.get("stalled")), "backlog": spool.get("backlog"),
+            "stalled": bool(exporter.get("stalled")), "falling_behind": bool(exporter.get("falling_behind")),
+            "in_rows_per_s": exporter.get("in_rows_per_s"), "out_rows_per_s": exporter.get("out_rows_per_s"),
+            "backlog": spool.get("backlog"),
             "lag_seconds": spool.get("export_lag_seconds"), "last_error": exporter.get("last_error"),
             "last_error_at": exporter.get("last_error_at")}
 

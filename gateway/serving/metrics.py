@@ -115,6 +115,9 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily("gateway_export_stalled", "1 when predictions wait with no export progress while "
                                 "MLflow answers its health check: alert on it.",
                                 value=1.0 if exporter.get("stalled") else 0.0)
+        yield GaugeMetricFamily("gateway_export_falling_behind", "1 when predictions have come in faster than they "
+                                "reach MLflow for 3 minutes (the backlog grows): see the gateway's log.",
+                                value=1.0 if exporter.get("falling_behind") else 0.0)
         yield GaugeMetricFamily("gateway_export_last_success_timestamp_seconds",
                                 "When the exporter last reached MLflow successfully (Unix time).",
                                 value=float(exporter.get("last_success_at") or 0))

@@ -202,6 +202,11 @@ class PredictionSpool:
         sql = f"SELECT COUNT(*) FROM predictions WHERE {' AND '.join(clauses)}"
         return int(self.db.connection().execute(sql, args).fetchone()[0])
 
+    def exported_total(self) -> int:
+        """Records ever exported, by every exporter of this spool."""
+        row = self.db.connection().execute("SELECT value FROM counters WHERE name = 'exported'").fetchone()
+        return int(row[0]) if row else 0
+
     def high_water(self) -> int:
         """The newest row id: its growth over time is the inbound prediction rate (O(1) to read)."""
         return int(self.db.connection().execute("SELECT COALESCE(MAX(id), 0) FROM predictions").fetchone()[0])
