@@ -164,6 +164,10 @@ class StateSection(_Section):
     registered_model: str = Field("gateway-routing-state", min_length=1, max_length=256)
     poll_seconds: float = Field(1.0, gt=0, le=5)  # a change reaches every replica within this
     timeout_seconds: float = Field(5.0, gt=0, le=60)  # per request to MLflow
+    # A replica that starts while MLflow is down: "last_read" serves the shared state it last read (a
+    # local copy next to the spool; the config file's routing if it has none), "unready" answers
+    # /readyz 503 until it has read the shared state.
+    start_without_mlflow: Literal["last_read", "unready"] = "last_read"
 
 
 class ControllerSection(_Section):

@@ -65,6 +65,12 @@ async def readyz(request: Request) -> JSONResponse:
             return JSONResponse(redacted({"ready": False, "reason": f"{unwritable}; predictions are refused "
                                           "until it takes records (on_log_failure = reject)", **details}),
                                 status_code=503)
+    shared = details["shared_state"]
+    if (svc.settings.state.backend == "mlflow" and svc.settings.state.start_without_mlflow == "unready"
+            and not shared.get("read_since_start")):
+        return JSONResponse(redacted({"ready": False, "reason": "the shared routing state has not been read from "
+                                      "MLflow since start-up ([state] start_without_mlflow = unready)",
+                                      **details}), status_code=503)
     saturated = {name: {"queued_rows": b.queued_rows, "max_queue_rows": b.max_queue_rows}
                  for name, b in svc.scorer.batchers.items() if b.saturated()}
     if saturated:

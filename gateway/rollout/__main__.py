@@ -34,7 +34,8 @@ from gateway.rollout.spec import RolloutState
 from gateway.routing.change_log import RoutingChangeRecorder
 from gateway.routing.outbox import Champion, open_outbox
 from gateway.routing.table import RoutingTable
-from gateway.state.mlflow import MlflowLedger, MlflowRolloutStore, MlflowRoutingStateStore
+from gateway.state.mlflow import MlflowLedger, MlflowRoutingStateStore
+from gateway.state.mlflow_rollout import MlflowRolloutStore
 from gateway.variants.loader import ModelLoader
 
 log = logging.getLogger("gateway.rollout")

@@ -76,8 +76,21 @@ class RoutingTable:
                 else:
                     self.sync()
             except StateUnavailable as exc:
-                log.error("shared routing state not reachable at start-up (%s): serving the config file's "
-                          "routing until it is", exc)
+                self._start_offline(store, config, exc)
+
+    def _start_offline(self, store: RoutingStore, file_config: RoutingConfig, problem: Exception) -> None:
+        """The shared state is unreachable at start-up: the routing last read from it (a local copy)
+        when it serves the same variants, else the config file's, until the state can be read."""
+        stored = store.offline_start() if self._serves else None
+        if stored is not None and _variant_uris(stored.config) == _variant_uris(file_config):
+            self._router = Router(stored.config)
+            self.origin = RoutingOrigin(stored.version, f"{stored.source} (local copy; the shared state was "
+                                        "unreachable at start-up)", stored.changed_at, restored=True)
+            log.warning("shared routing state not reachable at start-up (%s): serving its local copy, version %d, "
+                        "weights %s, until it is", problem, stored.version, self._router.weights_tag)
+            return
+        log.error("shared routing state not reachable at start-up (%s): serving the config file's routing until "
+                  "it is%s", problem, "" if stored is None else " (its local copy names other variants)")
 
     def _start_from(self, store: RoutingStore, file_config: RoutingConfig) -> None:
         """Resume the stored routing, unless the config file's routing changed since it was applied

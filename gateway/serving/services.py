@@ -24,10 +24,13 @@ from gateway.spool.writer import SpoolWriter
 from gateway.state.base import RoutingStore
 from gateway.state.local import FILE_NAME, RoutingStateStore
 from gateway.state.local_rollout import RolloutStore
-from gateway.state.mlflow import MlflowLedger, MlflowRolloutStore, MlflowRoutingStateStore
+from gateway.state.mlflow import MlflowLedger, MlflowRoutingStateStore
+from gateway.state.mlflow_rollout import MlflowRolloutStore
 from gateway.variants.loaded import VariantSet
 
 log = logging.getLogger("gateway")
+
+LEDGER_COPY = "shared-state.json"  # the shared state last read from MLflow, for a start during an outage
 
 
 @dataclass
@@ -147,7 +150,14 @@ class GatewayServices:
 
 
 def open_ledger(settings: Settings) -> MlflowLedger:
-    return MlflowLedger(settings.mlflow.tracking_uri, settings.state.registered_model, settings.state.timeout_seconds)
+    copy = settings.spool.dir / LEDGER_COPY if settings.state.start_without_mlflow == "last_read" else None
+    if copy is not None:
+        try:
+            copy.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            copy = None
+    return MlflowLedger(settings.mlflow.tracking_uri, settings.state.registered_model, settings.state.timeout_seconds,
+                        local_copy=copy)
 
 
 def open_shared_state(settings: Settings) -> SqliteFile | None:

@@ -47,6 +47,9 @@ class RoutingStateStore:
         rows = self.shared.read("SELECT version FROM routing_state WHERE id = 1")
         return int(rows[0][0]) if rows else 0  # type: ignore[call-overload]
 
+    def offline_start(self) -> StoredRouting | None:
+        return None  # a local file is always reachable
+
     def load(self) -> StoredRouting | None:
         rows = self.shared.read("SELECT version, config, source, changed_at, file_hash FROM routing_state WHERE id = 1")
         return _stored(rows[0]) if rows else None

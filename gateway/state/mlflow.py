@@ -32,18 +32,17 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import requests
 
-from gateway.domain.contract import is_http_uri
+from gateway.domain.contract import is_http_uri, utc_iso
 from gateway.domain.errors import StateConflict, StateUnavailable
 from gateway.domain.messages import without_credentials
-from gateway.rollout.counts import RolloutCounts
-from gateway.rollout.record import Change, RolloutRecord
 from gateway.state.base import StoredRouting, Update
-from gateway.state.documents import decode_rollout, decode_routing, encode_rollout, encode_routing
+from gateway.state.documents import decode_routing, encode_routing
 
 log = logging.getLogger("gateway.state")
 
@@ -66,7 +65,8 @@ def ledger_location(tracking_uri: str, name: str) -> str:
 class MlflowLedger:
     """The accepted head of each kind, as read from the registry; thread-safe."""
 
-    def __init__(self, tracking_uri: str, name: str, timeout_s: float = 5.0) -> None:
+    def __init__(self, tracking_uri: str, name: str, timeout_s: float = 5.0, local_copy: Path | None = None) -> None:
+        """``local_copy``: a file that keeps the heads last read, for a start while MLflow is down."""
         if not is_http_uri(tracking_uri):
             raise ValueError(f"state.backend = mlflow needs an http(s) tracking server; mlflow.tracking_uri is "
                              f"{tracking_uri!r}")
@@ -88,6 +88,9 @@ class MlflowLedger:
         self.reachable = False
         self.last_ok_at: float | None = None
         self.last_error: str | None = None
+        self.local_copy = local_copy
+        self.read_once = False  # the ledger was read from MLflow since this process started
+        self.from_local_copy: dict[str, Any] | None = None  # the copy in use until then: saved_at, versions
 
     # -- REST ---------------------------------------------------------------------------------------
 
@@ -155,7 +158,46 @@ class MlflowLedger:
         StateUnavailable (the heads stay as they were) when MLflow cannot be reached."""
         with self._lock:
             self._ensure_model()
-            return self._apply(self._versions_after(self._last_seen))
+            changed = self._apply(self._versions_after(self._last_seen))
+            if changed or not self.read_once:
+                self._save_copy()
+            self.read_once = True
+            self.from_local_copy = None
+            return changed
+
+    def _save_copy(self) -> None:
+        if self.local_copy is None:
+            return
+        data = {"saved_at": time.time(), "location": self.location, "last_seen": self._last_seen,
+                "heads": {k: {"version": e.version, "document": e.document} for k, e in self._heads.items()}}
+        tmp = self.local_copy.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(data, separators=(",", ":")))
+            os.replace(tmp, self.local_copy)
+        except OSError as exc:  # a full or read-only disk: the copy is only for a start during an outage
+            log.warning("shared state: local copy %s not saved: %s", self.local_copy, exc)
+
+    def load_local_copy(self) -> bool:
+        """Take the heads from the local copy of the state last read (a start while MLflow is down).
+        The next read from MLflow goes on from there: versions are never rewritten. False when there
+        is no usable copy, or the ledger was read already."""
+        with self._lock:
+            if self.read_once or self.local_copy is None or not self.local_copy.exists():
+                return False
+            try:
+                data = json.loads(self.local_copy.read_text())
+                if data.get("location") != self.location:
+                    return False  # another ledger's copy
+                heads = {k: Entry(int(h["version"]), k, h["document"]) for k, h in data["heads"].items()}
+                last_seen = int(data["last_seen"])
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("shared state: local copy %s unreadable: %s", self.local_copy, exc)
+                return False
+            self._heads, self._last_seen = heads, last_seen
+            self.from_local_copy = {"saved_at": utc_iso(float(data["saved_at"])), "versions_seen": last_seen}
+            log.warning("shared state: MLflow unreachable at start-up; starting from the local copy saved %s "
+                        "(version %d), until MLflow answers", self.from_local_copy["saved_at"], last_seen)
+            return True
 
     def _apply(self, versions: list[dict[str, Any]]) -> bool:
         changed = False
@@ -252,7 +294,8 @@ class MlflowLedger:
         return {"backend": "mlflow", "location": self.location, "reachable": self.reachable,
                 "last_read_age_seconds": round(now - self.last_ok_at, 3) if self.last_ok_at else None,
                 "last_error": self.last_error if not self.reachable else None,
-                "versions_seen": self._last_seen}
+                "versions_seen": self._last_seen, "read_since_start": self.read_once,
+                "from_local_copy": self.from_local_copy}
 
 
 # -- the routing and rollout stores over the ledger (the same interfaces as the local file's) ---------
@@ -286,6 +329,10 @@ class MlflowRoutingStateStore:
     def load(self) -> StoredRouting | None:
         return _routing(self.ledger.head(ROUTING))
 
+    def offline_start(self) -> StoredRouting | None:
+        """The local copy of the routing last read (``[state] start_without_mlflow = "last_read"``)."""
+        return self.load() if self.ledger.load_local_copy() else None
+
     def update(self, update: Update) -> StoredRouting | None:
         def change(entry: Entry | None) -> tuple[dict[str, Any], str] | None:
             new = update(_routing(entry))
@@ -301,93 +348,3 @@ class MlflowRoutingStateStore:
 
 def _routing(entry: Entry | None) -> StoredRouting | None:
     return None if entry is None else decode_routing(entry.version, entry.document)
-
-
-class MlflowRolloutStore:
-    """RolloutStore's interface, over the ledger: each command or decision is a version; the last
-    evaluation (written at every look by the one controller) is a registered-model tag. Counts are
-    not stored here: each replica publishes its own on /metrics and the controller sums them from
-    Prometheus.
-
-    The evaluation is read by a background thread every ``evaluation_max_age_s`` (started by the
-    first ``load``), never by the caller: /metrics scrapes and GET /rollout answer from memory
-    however slow MLflow is."""
-
-    def __init__(self, ledger: MlflowLedger, evaluation_max_age_s: float = 1.0) -> None:
-        self.ledger = ledger
-        self.evaluation_max_age_s = evaluation_max_age_s
-        self._evaluation: tuple[float, dict[str, Any]] = (0.0, {})
-        self._refresher: threading.Thread | None = None
-        self._start_lock = threading.Lock()
-
-    def _evaluation_now(self) -> dict[str, Any]:
-        if self._refresher is None:
-            with self._start_lock:
-                if self._refresher is None:
-                    self._refresher = threading.Thread(target=self._refresh, name="rollout-evaluation",
-                                                       daemon=True)
-                    self._refresher.start()
-        return self._evaluation[1]
-
-    def _refresh(self) -> None:
-        while True:
-            self.refresh_evaluation()
-            time.sleep(self.evaluation_max_age_s)
-
-    def refresh_evaluation(self) -> None:
-        """Read the last evaluation from MLflow (kept as it was when MLflow does not answer)."""
-        try:
-            raw = self.ledger.model_tag(EVALUATION_TAG)
-            self._evaluation = (time.monotonic(), json.loads(raw) if raw else {})
-        except (StateUnavailable, ValueError):
-            pass  # the last one read
-
-    def load(self) -> RolloutRecord | None:
-        evaluation = self._evaluation_now()
-        record = _rollout(self.ledger.head(ROLLOUT))
-        if record is None:
-            return None
-        return replace(record, evaluation=evaluation) if evaluation.get("rollout_id") == record.rollout_id \
-            else record
-
-    def update(self, change: Change) -> RolloutRecord | None:
-        written: list[RolloutRecord] = []
-
-        def apply(entry: Entry | None) -> tuple[dict[str, Any], str] | None:
-            current = _rollout(entry)
-            if current is not None:
-                current = replace(current, evaluation=self._evaluation[1]
-                                  if self._evaluation[1].get("rollout_id") == current.rollout_id else {})
-            new = change(current)
-            if new is None:
-                return None
-            written.append(new)
-            if current is not None and replace(new, evaluation={}, updated_at=0) == replace(
-                    current, evaluation={}, updated_at=0):
-                return None  # only the evaluation changed: a tag, not a version
-            document = encode_rollout(new, with_evaluation=False)
-            last = new.history[-1] if new.history else {}
-            return document, (f"rollout {new.rollout_id}: {last.get('decision', 'change')} by {last.get('by', '?')}, "
-                              f"state {new.state}, step {new.step + 1}, candidate {new.spec.candidate} at "
-                              f"{new.weight:.0%}")
-
-        entry = self.ledger.append(ROLLOUT, apply)
-        if not written:
-            return self.load()
-        new = written[0]
-        if new.evaluation:
-            evaluation = {**new.evaluation, "rollout_id": new.rollout_id}
-            self.ledger.set_model_tag(EVALUATION_TAG, json.dumps(evaluation, separators=(",", ":")))
-            self._evaluation = (time.monotonic(), evaluation)
-        return replace(_rollout(entry) or new, evaluation=new.evaluation)
-
-    def put_counts(self, rollout_id: str, worker: str, counts: RolloutCounts) -> None:
-        """Nothing to store: a replica's counts are on its /metrics."""
-
-    def counts(self, rollout_id: str) -> tuple[RolloutCounts, int]:
-        raise NotImplementedError("with the shared state in MLflow the rollout's counts come from Prometheus "
-                                  "(python -m gateway.rollout)")
-
-
-def _rollout(entry: Entry | None) -> RolloutRecord | None:
-    return None if entry is None else replace(decode_rollout(entry.document), evaluation={})

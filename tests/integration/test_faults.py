@@ -414,3 +414,58 @@ def test_promotion_and_change_log_while_mlflow_is_down_land_once_when_it_is_back
     assert sources.count("POST /admin/promote v2.0") == 1 and any("abort" in s for s in sources), sources
     print(f"promote with MLflow down answered in {took:.2f} s; {len(pending)} item(s) pending, "
           f"{len(runs)} change-log run(s) once each after MLflow came back")
+
+
+def test_a_replica_started_during_an_outage_serves_the_shared_split_not_the_files(
+        tmp_path: Path, own_mlflow: MlflowServer) -> None:
+    """State in MLflow at 90/10 (the file says 50/50). MLflow down, a replica restarts: with the
+    default (start_without_mlflow = "last_read") it serves 90/10 from its local copy at once; with
+    "unready" it answers /readyz 503 until MLflow is back, then serves 90/10."""
+    state = {"backend": "mlflow", "registered_model": f"state-{os.getpid()}-{time.monotonic_ns()}",
+             "poll_seconds": 0.5}
+    env = {"GATEWAY_ADMIN_TOKEN": "tok"}
+
+    def replica(name: str, **state_keys: object) -> GatewayProcess:
+        config = write_config(tmp_path / f"{name}.toml", own_mlflow.url, tmp_path / name / "spool",
+                              tmp_path / "cache", state={**state, **state_keys})
+        return GatewayProcess(config=config, workdir=tmp_path / name, env=env)
+
+    first = replica("a").start()
+    try:
+        r = httpx.put(first.url + "/admin/routing", json={"weights": {"v1.0": 0.9, "v2.0": 0.1}},
+                      headers={"Authorization": "Bearer tok"}, timeout=30)
+        assert r.status_code == 200, r.text
+        time.sleep(1.5)  # a poll or two: the copy holds the newest state read
+    finally:
+        first.stop()
+    own_mlflow.stop()
+    restarted = replica("a").start()  # the same spool directory: its local copy
+    try:
+        variants = httpx.get(restarted.url + "/variants").json()
+        assert variants["weights"] == {"v1.0": 0.9, "v2.0": 0.1}, variants
+        assert "local copy" in variants["routing_state"]["source"]
+        ready = httpx.get(restarted.url + "/readyz").json()
+        assert ready["ready"] and ready["shared_state"]["from_local_copy"]["versions_seen"] >= 1, ready
+    finally:
+        restarted.stop()
+    waiting = replica("b", start_without_mlflow="unready").start(wait_ready=False)
+    try:
+        wait_for = time.monotonic() + 60
+        while True:  # up, and unready because it has not read the shared state
+            try:
+                ready = httpx.get(waiting.url + "/readyz", timeout=5)
+                if "shared routing state" in ready.json().get("reason", ""):
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < wait_for, waiting.log_text()[-2000:]
+            time.sleep(0.3)
+        assert ready.status_code == 503
+        own_mlflow.start()
+        wait_for = time.monotonic() + 60
+        while httpx.get(waiting.url + "/readyz", timeout=5).status_code != 200:
+            assert time.monotonic() < wait_for, httpx.get(waiting.url + "/readyz").text
+            time.sleep(0.3)
+        assert httpx.get(waiting.url + "/variants").json()["weights"] == {"v1.0": 0.9, "v2.0": 0.1}
+    finally:
+        waiting.stop()

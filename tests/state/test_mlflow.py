@@ -13,7 +13,8 @@ import requests
 from gateway.config.settings import RoutingConfig, ShadowSection, VariantSpec
 from gateway.domain.errors import StateConflict, StateUnavailable
 from gateway.routing.table import RoutingTable
-from gateway.state.mlflow import EVALUATION_TAG, REJECTED, MlflowLedger, MlflowRolloutStore, MlflowRoutingStateStore
+from gateway.state.mlflow import EVALUATION_TAG, REJECTED, MlflowLedger, MlflowRoutingStateStore
+from gateway.state.mlflow_rollout import MlflowRolloutStore
 from tests.harness.processes import MlflowServer, free_port
 
 pytestmark = pytest.mark.integration  # a real `mlflow server`
