@@ -68,7 +68,8 @@ class Gateway:
                                       rollout=services.describe_rollout, shared_state=services.routing.state_status,
                                       rollout_counts=services.observer.current if services.observer else None)
         services.observers.add(self.metrics)
-        self.outbox, self._sender = open_outbox(settings.spool.dir, settings.mlflow.tracking_uri)
+        self.outbox, self._sender = open_outbox(settings.spool.dir, settings.mlflow.tracking_uri,
+                                                settings.mlflow.retry_max_seconds)
         services.champion = Champion(self.outbox, self._sender, settings.mlflow.tracking_uri)
         services.routing.listeners.append(
             RoutingChangeRecorder(settings.mlflow.tracking_uri, self.outbox, self._sender and self._sender.poke))

@@ -47,6 +47,9 @@ class MlflowSection(_Section):
     # oldest unexported prediction is older than max_deferral_seconds. 0 turns deferral off.
     busy_rps: float = Field(200.0, ge=0)
     max_deferral_seconds: float = Field(60.0, ge=0)
+    # While MLflow fails, the exporter and the outbox retry after 0.5 s doubling up to this: how soon
+    # after MLflow is back the backlog moves again, against how often a down server is tried.
+    retry_max_seconds: float = Field(30.0, gt=0, le=600)
     model_cache_dir: Path = Path("./var/model-cache")
 
     @field_validator("tracking_uri", "experiment")

@@ -21,7 +21,7 @@ class Exporter(Protocol):
 
 
 def build_thread_exporter(settings: Settings, spool: PredictionSpool, *, lease_seconds: float = 60.0,
-                          writer: Any = None, max_backoff: float = 30.0) -> Any:
+                          writer: Any = None, max_backoff: float | None = None) -> Any:
     """Threads in this process, with the strategy and label step of the configured granularity."""
     from gateway.export.labels import LabelsOnPredictionRuns, LabelWindows
     from gateway.export.policy import Backoff, FallingBehind, TrafficDeferral
@@ -43,7 +43,8 @@ def build_thread_exporter(settings: Settings, spool: PredictionSpool, *, lease_s
     from gateway.variants.loader import check_tracking_server
 
     deferral = TrafficDeferral(m.busy_rps, m.max_deferral_seconds, spool.high_water, spool.oldest_open_ts_ms)
-    return ThreadExporter(spool, strategy, labels, counters, backoff=Backoff(max_backoff), deferral=deferral,
+    return ThreadExporter(spool, strategy, labels, counters, backoff=Backoff(max_backoff or m.retry_max_seconds),
+                          deferral=deferral,
                           retention_seconds=settings.spool.retention_hours * 3600, lease_seconds=lease_seconds,
                           stall_seconds=max(120.0, 2 * m.max_deferral_seconds),
                           mlflow_health=lambda: check_tracking_server(m.tracking_uri),

@@ -51,7 +51,7 @@ class StandaloneController:
         self.routing = RoutingTable(settings.routing_config(), MlflowRoutingStateStore(self.ledger), adopt_file=False)
         # Its own outbox (in [spool] dir): a decision's change-log run and the champion alias land once
         # MLflow answers, even if it was down when the decision was taken.
-        self.outbox, self.sender = open_outbox(settings.spool.dir, tracking_uri)
+        self.outbox, self.sender = open_outbox(settings.spool.dir, tracking_uri, settings.mlflow.retry_max_seconds)
         self.champion = Champion(self.outbox, self.sender, tracking_uri)
         self.routing.listeners.append(
             RoutingChangeRecorder(tracking_uri, self.outbox, self.sender and self.sender.poke))

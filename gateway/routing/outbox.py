@@ -2,9 +2,9 @@
 the champion alias after a promotion, and each change's run in the routing-changes experiment.
 
 One sender thread per process; the outbox lets one of them work at a time, oldest item first, and
-retries with backoff (0.5 s doubling to 30 s) until MLflow has it. Each item lands exactly once: an
-alias move is idempotent, and a change's run carries the item's key (tag ``change_id``), looked for
-before a retry creates it again.
+retries with backoff (0.5 s doubling to ``[mlflow] retry_max_seconds``) until MLflow has it. Each
+item lands exactly once: an alias move is idempotent, and a change's run carries the item's key
+(tag ``change_id``), looked for before a retry creates it again.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 from gateway.domain.messages import first_line
 from gateway.routing.change_log import deliver_change_run
 from gateway.spool.outbox import Item, ItemKind, Outbox
+from gateway.variants.loader import check_tracking_server
 
 log = logging.getLogger("gateway.outbox")
 
@@ -31,10 +32,13 @@ def set_champion(tracking_uri: str, model: str, version: str) -> None:
 
 
 class OutboxSender:
-    def __init__(self, outbox: Outbox, tracking_uri: str, idle_s: float = 1.0) -> None:
+    def __init__(self, outbox: Outbox, tracking_uri: str, idle_s: float = 1.0, check_timeout_s: float = 2.0,
+                 retry_max_s: float = 30.0) -> None:
         self.outbox = outbox
+        self.retry_max_s = retry_max_s
         self.tracking_uri = tracking_uri
         self.idle_s = idle_s
+        self.check_timeout_s = check_timeout_s
         self.sent = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -68,12 +72,17 @@ class OutboxSender:
 
     def _send(self, item: Item) -> None:
         try:
+            # A quick health check first: MLflow's client retries an unreachable server for minutes,
+            # which would hold this thread (and a shutdown) that long.
+            problem = check_tracking_server(self.tracking_uri, timeout=self.check_timeout_s)
+            if problem is not None:
+                raise ConnectionError(f"MLflow unreachable at {self.tracking_uri}: {problem}")
             if item.kind is ItemKind.CHAMPION_ALIAS:
                 set_champion(self.tracking_uri, item.payload["model"], item.payload["version"])
             else:
                 deliver_change_run(self.tracking_uri, item.key, item.payload, maybe_landed=item.attempts > 0)
         except Exception as exc:
-            retry = min(30.0, 0.5 * 2 ** min(item.attempts, 6))
+            retry = min(self.retry_max_s, 0.5 * 2 ** min(item.attempts, 10))
             log.warning("%s not in MLflow yet (attempt %d, again in %.1f s): %s", item.summary, item.attempts + 1,
                         retry, first_line(exc, 200))
             self.outbox.failed(item.id, first_line(exc, 300), retry)
@@ -85,13 +94,16 @@ class OutboxSender:
             self._done.notify_all()
 
     def stop(self) -> None:
+        """Stop looking; an MLflow call in progress is not waited for long (its item's lease goes back
+        to the next sender, who looks before it writes again)."""
         self._stop.set()
         self._wake.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=0.5)
 
 
-def open_outbox(directory: Path, tracking_uri: str) -> tuple[Outbox | None, OutboxSender | None]:
+def open_outbox(directory: Path, tracking_uri: str, retry_max_s: float = 30.0
+                ) -> tuple[Outbox | None, OutboxSender | None]:
     """The outbox next to the spool and its sender, started; (None, None) when the directory cannot
     hold it (then each MLflow write gets one direct try, and a failure is only logged)."""
     try:
@@ -100,7 +112,7 @@ def open_outbox(directory: Path, tracking_uri: str) -> tuple[Outbox | None, Outb
         log.error("cannot open the MLflow outbox in %s (%s): champion alias moves and change-log runs get one "
                   "try each, not retried", directory, first_line(exc, 200))
         return None, None
-    sender = OutboxSender(outbox, tracking_uri)
+    sender = OutboxSender(outbox, tracking_uri, retry_max_s=retry_max_s)
     sender.start()
     return outbox, sender
 

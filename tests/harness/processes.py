@@ -161,7 +161,9 @@ class GatewayProcess:
 def write_config(path: Path, tracking_uri: str, spool_dir: Path, cache_dir: Path, **sections: dict[str, Any]) -> Path:
     """A gateway TOML with both IrisClassifier versions; ``sections`` override keys per section."""
     base: dict[str, dict[str, Any]] = {
-        "mlflow": {"tracking_uri": tracking_uri, "model_cache_dir": str(cache_dir), "export_workers": 4},
+        # retry_max_seconds 2: after an outage the fault tests' backlogs move again within 2 s, not 30
+        "mlflow": {"tracking_uri": tracking_uri, "model_cache_dir": str(cache_dir), "export_workers": 4,
+                   "retry_max_seconds": 2.0},
         "routing": {"mode": "weighted", "salt": "iris-ab"},
         "shadow": {"primary": "v1.0", "candidate": "v2.0", "sample_rate": 1.0},
         "spool": {"dir": str(spool_dir), "shutdown_grace_seconds": 10.0},

@@ -18,13 +18,13 @@ import httpx
 import pytest
 
 from tests.harness.delivery import FEATURES, TrafficThread, assert_exactly_once, wait_drained
-from tests.harness.processes import GatewayProcess, MlflowServer, train_models, write_config
+from tests.harness.processes import GatewayProcess, MlflowServer, train_models, wait_http, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-# About 30 requests/s: a 20 s outage leaves a backlog of ~600 to drain afterwards (FAULT_OUTAGE_SECONDS=60
+# About 30 requests/s: a 10 s outage leaves a backlog of ~300 to drain afterwards (FAULT_OUTAGE_SECONDS=60
 # for the long version).
-OUTAGE_SECONDS = float(os.environ.get("FAULT_OUTAGE_SECONDS", "20"))
+OUTAGE_SECONDS = float(os.environ.get("FAULT_OUTAGE_SECONDS", "10"))
 
 
 @pytest.fixture(scope="module")
@@ -439,28 +439,27 @@ def test_a_replica_started_during_an_outage_serves_the_shared_split_not_the_file
     finally:
         first.stop()
     own_mlflow.stop()
-    restarted = replica("a").start()  # the same spool directory: its local copy
+    # Both start at once (one start's wait, not two): "a" on its old spool (its local copy), "b" new.
+    restarted = replica("a").start(wait_ready=False)
+    waiting = replica("b", start_without_mlflow="unready").start(wait_ready=False)
     try:
+        wait_http(restarted.url + "/readyz", 90, restarted.proc)
         variants = httpx.get(restarted.url + "/variants").json()
         assert variants["weights"] == {"v1.0": 0.9, "v2.0": 0.1}, variants
         assert "local copy" in variants["routing_state"]["source"]
         ready = httpx.get(restarted.url + "/readyz").json()
         assert ready["ready"] and ready["shared_state"]["from_local_copy"]["versions_seen"] >= 1, ready
-    finally:
-        restarted.stop()
-    waiting = replica("b", start_without_mlflow="unready").start(wait_ready=False)
-    try:
         wait_for = time.monotonic() + 60
         while True:  # up, and unready because it has not read the shared state
             try:
-                ready = httpx.get(waiting.url + "/readyz", timeout=5)
-                if "shared routing state" in ready.json().get("reason", ""):
+                unready = httpx.get(waiting.url + "/readyz", timeout=5)
+                if "shared routing state" in unready.json().get("reason", ""):
                     break
             except httpx.HTTPError:
                 pass
             assert time.monotonic() < wait_for, waiting.log_text()[-2000:]
             time.sleep(0.3)
-        assert ready.status_code == 503
+        assert unready.status_code == 503
         own_mlflow.start()
         wait_for = time.monotonic() + 60
         while httpx.get(waiting.url + "/readyz", timeout=5).status_code != 200:
@@ -468,4 +467,5 @@ def test_a_replica_started_during_an_outage_serves_the_shared_split_not_the_file
             time.sleep(0.3)
         assert httpx.get(waiting.url + "/variants").json()["weights"] == {"v1.0": 0.9, "v2.0": 0.1}
     finally:
+        restarted.stop()
         waiting.stop()
