@@ -176,6 +176,7 @@ def accuracy_rollback(stack: ReplicaStack, timeout: float = 180) -> dict[str, An
     balancer (so mostly to replicas that did not answer): the controller reads accuracy from the labels
     in MLflow and rolls back on every replica."""
     spec = {"control": "v1.0", "candidate": CANDIDATE, "steps": [0.5, 1.0], "min_samples": 100_000,
+            "max_samples": 100_000,
             "guardrails": {"accuracy": {"enabled": True, "max_drop": 0.0},
                            "latency_p95": {"enabled": False}, "error_rate": {"enabled": False},
                            "disagreement": {"enabled": False}}}

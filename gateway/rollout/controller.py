@@ -27,10 +27,10 @@ from gateway.domain.contract import utc_iso
 from gateway.domain.errors import InvalidRollout, NoRollout, RolloutConflict
 from gateway.domain.messages import first_line
 from gateway.rollout.counts import RolloutCounts
-from gateway.rollout.guardrails import evaluate
+from gateway.rollout.guardrails import ACCURACY, GuardrailResult, evaluate
 from gateway.rollout.observations import Following, RolloutObserver
 from gateway.rollout.record import RolloutRecord, RolloutRecords
-from gateway.rollout.spec import Decision, RolloutSection, RolloutSpec, RolloutState
+from gateway.rollout.spec import Decision, Require, RolloutSection, RolloutSpec, RolloutState
 from gateway.routing.table import RoutingTable
 
 log = logging.getLogger("gateway.rollout")
@@ -78,6 +78,7 @@ class RolloutController:
         return self._command(Decision.PAUSE, by, {RolloutState.RUNNING}, RolloutState.PAUSED)
 
     def resume(self, by: str) -> RolloutRecord:
+        """Take decisions again; an inconclusive step gets another ``max_samples`` from here."""
         return self._command(Decision.RESUME, by, {RolloutState.PAUSED}, RolloutState.RUNNING)
 
     def abort(self, by: str) -> RolloutRecord:
@@ -94,8 +95,11 @@ class RolloutController:
                 raise RolloutConflict(f"rollout: {current.rollout_id} is {current.state}; {decision} applies only "
                                       f"to a rollout that is {' or '.join(sorted(str(s) for s in allowed))}",
                                       rollout_id=current.rollout_id, state=str(current.state))
-            return current.with_decision({"decision": str(decision), "step": current.step + 1,
-                                          "weight": current.weight, "by": by, "reason": str(decision)}, state=to)
+            entry = {"decision": str(decision), "step": current.step + 1, "weight": current.weight, "by": by,
+                     "reason": str(decision)}
+            if decision is Decision.RESUME:  # where the step's sample budget starts again
+                entry["candidate_samples"] = int((current.evaluation.get("step_samples") or {}).get("candidate", 0))
+            return current.with_decision(entry, state=to)
 
         record = self.store.update(apply)
         assert record is not None
@@ -138,14 +142,28 @@ class RolloutController:
                 f"{n} (estimate {guardrails[n]['estimate']}, interval {guardrails[n]['interval']}, "
                 f"p {guardrails[n]['p_value']})" for n in breached)
             return self._decide(record, Decision.ROLLBACK, RolloutState.ROLLED_BACK, record.step, reason, evaluation)
-        if samples["candidate"] >= spec.min_samples:
+        uncleared = [name for name, r in results.items()
+                     if r.enabled and r.require == Require.CLEARED and not r.cleared]
+        evaluation["waiting_for"] = {name: _not_cleared(results[name]) for name in uncleared}
+        n = samples["candidate"]
+        if n >= spec.min_samples and not uncleared:
+            cleared = [name for name, r in results.items() if r.enabled and r.require == Require.CLEARED]
+            shown = ", ".join(f"{c} (interval {guardrails[c]['interval']})" for c in cleared)
+            evidence = f"; cleared: {shown}" if cleared else ""
             if record.step + 1 < len(spec.steps):
-                reason = (f"step {record.step + 1} held {samples['candidate']} candidate requests "
-                          f"(min {spec.min_samples}) with no guardrail breached")
+                reason = (f"step {record.step + 1} held {n} candidate requests (min {spec.min_samples}) with no "
+                          f"guardrail breached{evidence}")
                 return self._decide(record, Decision.ADVANCE, RolloutState.RUNNING, record.step + 1, reason,
                                     evaluation)
-            reason = f"the last step held {samples['candidate']} candidate requests with no guardrail breached"
+            reason = f"the last step held {n} candidate requests with no guardrail breached{evidence}"
             return self._decide(record, Decision.PROMOTE, RolloutState.PROMOTED, record.step, reason, evaluation)
+        budget = spec.max_samples + _resumed_at(record)
+        if n >= budget and uncleared:
+            reason = (f"step {record.step + 1} reached {n} candidate requests (max_samples {spec.max_samples}) with "
+                      "no guardrail breached, but not cleared: "
+                      + "; ".join(f"{name}: {why}" for name, why in evaluation["waiting_for"].items())
+                      + ". Paused: resume for as many samples again, abort, or promote by hand")
+            return self._decide(record, Decision.INCONCLUSIVE, RolloutState.PAUSED, record.step, reason, evaluation)
         return self.store.update(lambda cur: replace(cur, evaluation=evaluation)
                                  if cur is not None and cur.rollout_id == record.rollout_id and cur.state is
                                  RolloutState.RUNNING and cur.step == record.step else None)
@@ -219,6 +237,22 @@ class RolloutController:
         return record if record is not None and record.state.active else None
 
 
+def _not_cleared(result: GuardrailResult) -> str:
+    low, high = result.interval
+    side = "above" if result.name == ACCURACY else "below"
+    bound = f"-{result.threshold:g}" if result.name == ACCURACY else f"{result.threshold:g}"
+    if result.estimate is None:
+        return f"no data yet (n {result.n})"
+    return (f"estimate {result.estimate}, interval [{low}, {high}] does not lie wholly {side} {bound} yet "
+            f"(n {result.n})")
+
+
+def _resumed_at(record: RolloutRecord) -> int:
+    """The candidate samples of this step when it was last resumed (0 if never): its budget restarts there."""
+    return max((int(h.get("candidate_samples", 0)) for h in record.history
+                if h.get("decision") == str(Decision.RESUME) and h.get("step") == record.step + 1), default=0)
+
+
 def describe(record: RolloutRecord) -> dict[str, Any]:
     spec = record.spec
     ev = record.evaluation
@@ -228,6 +262,10 @@ def describe(record: RolloutRecord) -> dict[str, Any]:
             "step_samples": ev.get("step_samples"), "started_at": utc_iso(record.started_at),
             "updated_at": utc_iso(record.updated_at), "evaluated_at": utc_iso(ev["at"]) if ev.get("at") else None,
             "workers_reporting": ev.get("workers_reporting"), "guardrails": ev.get("guardrails", {}),
+            "waiting_for": ev.get("waiting_for", {}), "max_samples": spec.max_samples,
+            "inconclusive": next((h["reason"] for h in reversed(record.history)
+                                  if h.get("decision") == str(Decision.INCONCLUSIVE)), None)
+            if record.state is RolloutState.PAUSED else None,
             "history": [{**h, "at": utc_iso(h["at"])} for h in record.history], "spec": spec.model_dump()}
 
 

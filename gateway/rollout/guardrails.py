@@ -5,6 +5,10 @@ A guardrail is breached only when the sequential test says the candidate is wors
 (the whole interval beyond it), so looking every second does not inflate false rollbacks. The p-value
 shown is the always-valid one: the smallest per-look value so far, counting only looks at which the
 candidate was on the worse side of the threshold.
+
+A guardrail is cleared when its always-valid interval lies wholly on the safe side of the threshold:
+evidence of safety (non-inferiority), where "not breached" is only the absence of evidence of harm.
+A guardrail with ``require = "cleared"`` holds its step until it is cleared (see the controller).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ class GuardrailResult:
     p_value: float
     breached: bool
     n: dict[str, int]
+    require: str = "not_breached"
+    cleared: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,7 +57,8 @@ def evaluate(spec: RolloutSpec, counts: RolloutCounts, weights_tag: str, weight:
     out: dict[str, GuardrailResult] = {}
 
     def result(name: str, enabled: bool, threshold: float, meaning: str, est: sq.SequentialEstimate, worse: bool,
-               n: dict[str, int], key: str | None = None, breach_alpha: float | None = None) -> None:
+               n: dict[str, int], key: str | None = None, breach_alpha: float | None = None,
+               require: str = "not_breached", safe: bool = False) -> None:
         key = key or name
         p = minima.get(key, 1.0)
         if enabled and worse and math.isfinite(est.p_value):
@@ -59,7 +66,11 @@ def evaluate(spec: RolloutSpec, counts: RolloutCounts, weights_tag: str, weight:
             minima[key] = p
         breached = enabled and worse and p <= (breach_alpha or alpha)
         out[name] = GuardrailResult(name, enabled, threshold, meaning, _num(est.estimate),
-                                    [_num(est.low), _num(est.high)], round(p, 6), breached, n)
+                                    [_num(est.low), _num(est.high)], round(p, 6), breached, n, require,
+                                    enabled and not breached and safe)
+
+    def below(est: sq.SequentialEstimate, t: float) -> bool:  # the whole interval under the threshold
+        return math.isfinite(est.high) and est.high < t
 
     # Error rate: candidate minus control, breached when it is significantly above max_increase.
     n_c = c.requests + c.errors
@@ -68,7 +79,8 @@ def evaluate(spec: RolloutSpec, counts: RolloutCounts, weights_tag: str, weight:
     est = sq.proportion_difference(c.errors, n_c, x.errors, n_x, null=t, alpha=alpha,
                                    n_star=n_star)
     result(ERROR_RATE, g.error_rate.enabled, t, "candidate error rate minus control's; breached above threshold",
-           est, n_c > 0 and n_x > 0 and est.estimate > t, {"control": n_c, "candidate": n_x})
+           est, n_c > 0 and n_x > 0 and est.estimate > t, {"control": n_c, "candidate": n_x},
+           require=g.error_rate.require, safe=n_c > 0 and n_x > 0 and below(est, t))
 
     # p95 request time: candidate over control.
     t = g.latency_p95.max_ratio
@@ -77,7 +89,7 @@ def evaluate(spec: RolloutSpec, counts: RolloutCounts, weights_tag: str, weight:
     est = sq.histogram_quantile_ratio(hist_c, hist_x, null=t, alpha=alpha, n_star=n_star)
     result(LATENCY, g.latency_p95.enabled, t, "candidate p95 request time over control's; breached above threshold",
            est, math.isfinite(est.estimate) and est.estimate > t,
-           {"control": c.requests, "candidate": x.requests})
+           {"control": c.requests, "candidate": x.requests}, require=g.latency_p95.require, safe=below(est, t))
 
     # Disagreement of the candidate (shadow) with the control on the control's requests.
     t = g.disagreement.max_rate
@@ -85,7 +97,7 @@ def evaluate(spec: RolloutSpec, counts: RolloutCounts, weights_tag: str, weight:
     est = sq.proportion(counts.shadow.disagree, pairs, null=t, alpha=alpha, n_star=n_star)
     result(DISAGREEMENT, g.disagreement.enabled, t, "share of shadow-scored rows where the candidate answers "
            "differently from the control; breached above threshold", est, pairs > 0 and est.estimate > t,
-           {"pairs": pairs})
+           {"pairs": pairs}, require=g.disagreement.require, safe=pairs > 0 and below(est, t))
 
     # Accuracy from /feedback: candidate minus control, breached when significantly below -max_drop.
     t = g.accuracy.max_drop
@@ -94,7 +106,8 @@ def evaluate(spec: RolloutSpec, counts: RolloutCounts, weights_tag: str, weight:
                                    n_star=n_star)
     result(ACCURACY, g.accuracy.enabled, t, "candidate accuracy minus control's (from /feedback); breached "
            "below minus threshold", est, l_c > 0 and l_x > 0 and est.estimate < -t,
-           {"control": l_c, "candidate": l_x})
+           {"control": l_c, "candidate": l_x}, require=g.accuracy.require,
+           safe=l_c > 0 and l_x > 0 and math.isfinite(est.low) and est.low > -t)
 
     # Sample ratio within this step, against the weights in force.
     w = weight
@@ -105,5 +118,6 @@ def evaluate(spec: RolloutSpec, counts: RolloutCounts, weights_tag: str, weight:
     srm_est = sq.SequentialEstimate(share, math.nan, math.nan, p, w)
     result(SRM, g.srm.enabled, g.srm.alpha, f"candidate's share of this step's requests against its weight {w:g}; "
            "breached when the always-valid p-value is below the threshold", srm_est, sum(observed) > 0,
-           {"control": observed[0], "candidate": observed[1]}, key=f"{SRM}@{weights_tag}", breach_alpha=g.srm.alpha)
+           {"control": observed[0], "candidate": observed[1]}, key=f"{SRM}@{weights_tag}", breach_alpha=g.srm.alpha,
+           safe=True)
     return out

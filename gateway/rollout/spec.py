@@ -5,6 +5,7 @@ and the admin API's body, so both refuse the same bad input with the same messag
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -26,9 +27,20 @@ class Decision(StrEnum):
     ADVANCE = "advance"
     PROMOTE = "promote"
     ROLLBACK = "rollback"
+    INCONCLUSIVE = "inconclusive"  # max_samples reached, neither breached nor cleared: paused
     PAUSE = "pause"
     RESUME = "resume"
     ABORT = "abort"
+
+
+class Require(StrEnum):
+    """What a guardrail needs before a step may advance."""
+
+    CLEARED = "cleared"  # evidence of safety: its interval lies on the safe side of the threshold
+    NOT_BREACHED = "not_breached"  # no evidence of harm: its interval does not lie wholly beyond it
+
+
+RequireField = Literal["cleared", "not_breached"]
 
 
 class _Spec(BaseModel):
@@ -40,6 +52,7 @@ class ErrorRateGuard(_Spec):
 
     enabled: bool = True
     max_increase: float = Field(0.01, ge=0, le=1)
+    require: RequireField = "not_breached"
 
 
 class LatencyGuard(_Spec):
@@ -47,6 +60,7 @@ class LatencyGuard(_Spec):
 
     enabled: bool = True
     max_ratio: float = Field(1.5, ge=0)
+    require: RequireField = "cleared"
 
 
 class DisagreementGuard(_Spec):
@@ -56,13 +70,17 @@ class DisagreementGuard(_Spec):
     enabled: bool = False
     max_rate: float = Field(0.2, ge=0, le=1)
     shadow_sample_rate: float = Field(0.1, gt=0, le=1)
+    require: RequireField = "not_breached"
 
 
 class AccuracyGuard(_Spec):
-    """Control's accuracy from /feedback minus the candidate's."""
+    """Control's accuracy from /feedback minus the candidate's. The margin is a non-inferiority
+    margin: with ``cleared`` the candidate must be shown no worse than ``max_drop`` below the control
+    (with 0 it must be shown better, which an equal model never is)."""
 
     enabled: bool = True
-    max_drop: float = Field(0.0, ge=0, le=1)
+    max_drop: float = Field(0.02, ge=0, le=1)
+    require: RequireField = "cleared"
 
 
 class SrmGuard(_Spec):
@@ -86,6 +104,9 @@ class RolloutSpec(_Spec):
     candidate: str = Field("v2.0", min_length=1)
     steps: list[float] = Field(default_factory=lambda: [0.05, 0.25, 0.5, 1.0], min_length=1, max_length=100)
     min_samples: int = Field(500, ge=1)  # candidate requests per step before it may advance
+    # Candidate requests per step after which a guardrail neither breached nor cleared makes the step
+    # inconclusive: the rollout pauses and says which guardrail (resume gives the step as many again).
+    max_samples: int = Field(20_000, ge=1)
     alpha: float = Field(0.05, gt=0, lt=1)
     tuning_samples: int = Field(2000, ge=10)  # the mixture's n*: intervals are tightest near it
     guardrails: Guardrails = Guardrails()
@@ -104,6 +125,8 @@ class RolloutSpec(_Spec):
     def _two_variants(self) -> RolloutSpec:
         if self.control == self.candidate:
             raise ValueError("candidate: must differ from control")
+        if self.max_samples < self.min_samples:
+            raise ValueError(f"max_samples: {self.max_samples} is below min_samples {self.min_samples}")
         return self
 
     def check_variants(self, names: list[str]) -> None:

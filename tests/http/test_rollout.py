@@ -79,7 +79,7 @@ def test_a_rollout_decides_on_live_counts_while_mlflow_is_unreachable(
     monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", TOKEN)
     with make_client(tmp_path, local_models, rollout={"interval_seconds": 0.1}) as client:
         wait_ready(client)
-        body = {**GOOD, "min_samples": 1_000_000, "guardrails": {
+        body = {**GOOD, "min_samples": 1_000_000, "max_samples": 1_000_000, "guardrails": {
             "disagreement": {"enabled": True, "max_rate": 0.01, "shadow_sample_rate": 1.0}}}
         assert client.post("/admin/rollout", json=body, headers=AUTH).status_code == 201
         state = client.get("/rollout").json()

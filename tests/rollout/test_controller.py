@@ -68,9 +68,15 @@ def until_decided(w: Worker, rounds: int, n: int, **serve: Any) -> Any:
     return w.controller.store.load()
 
 
+# The step mechanics on no-evidence-of-harm rules (require = "not_breached"), so that a few hundred
+# samples a step suffice; clearance has its own tests below.
+NOT_BREACHED = {"accuracy": {"require": "not_breached"}, "latency_p95": {"require": "not_breached"}}
+
+
 def spec(**kw: Any) -> RolloutSpec:
     return RolloutSpec.model_validate({"control": "v0.0", "candidate": "v1.0", "steps": [0.2, 0.5, 1.0],
-                                       "min_samples": 200, "tuning_samples": 500, **kw})
+                                       "min_samples": 200, "tuning_samples": 500, "guardrails": NOT_BREACHED,
+                                       **kw})
 
 
 def test_a_healthy_candidate_advances_step_by_step_and_is_promoted(tmp_path: Path) -> None:
@@ -104,7 +110,7 @@ def test_a_healthy_candidate_advances_step_by_step_and_is_promoted(tmp_path: Pat
 def test_an_inaccurate_candidate_is_rolled_back_at_once(tmp_path: Path) -> None:
     rng = random.Random(2)
     w = Worker(tmp_path)
-    w.controller.start(spec(min_samples=100_000), "test")
+    w.controller.start(spec(min_samples=100_000, max_samples=100_000), "test")
     record = until_decided(w, 60, 200, rng=rng, wrong={"v0.0": 0.05, "v1.0": 0.5})
     assert record.state is RolloutState.ROLLED_BACK and record.weight == 0.0
     last = record.history[-1]
@@ -116,7 +122,7 @@ def test_an_inaccurate_candidate_is_rolled_back_at_once(tmp_path: Path) -> None:
 def test_a_slow_candidate_is_rolled_back_by_the_latency_guardrail(tmp_path: Path) -> None:
     rng = random.Random(3)
     w = Worker(tmp_path)
-    w.controller.start(spec(min_samples=100_000, guardrails=Guardrails.model_validate(
+    w.controller.start(spec(min_samples=100_000, max_samples=100_000, guardrails=Guardrails.model_validate(
         {"latency_p95": {"max_ratio": 1.2}, "accuracy": {"enabled": False}})), "test")
     record = until_decided(w, 60, 300, rng=rng, latency={"v0.0": 1.0, "v1.0": 2.0})
     assert record.state is RolloutState.ROLLED_BACK
