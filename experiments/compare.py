@@ -1,7 +1,8 @@
 """Compare model versions from the prediction runs in MLflow.
 
     python -m experiments.compare [--experiment NAME] [--since T] [--until T] [--config-hash H]
-        [--role primary|shadow|all] [--json] [--html FILE] [--no-log]
+        [--role primary|shadow|all] [--control NAME] [--correction holm|bh|none] [--json] [--html FILE]
+        [--no-log]
 
 Reads every prediction run (per-prediction runs, and window runs through their record tables),
 summarises latency and the prediction distribution per version (classes for a classifier, values for
@@ -23,6 +24,7 @@ from typing import Any
 from experiments.report import statistics as st
 from experiments.report.analyse import NoRuns
 from experiments.report.build import build_report, parse_time, unexported_warning
+from experiments.report.comparisons import CORRECTIONS
 from experiments.report.summary_runs import log_summary_runs
 from experiments.report.text import render_terminal
 from gateway.domain.contract import SUMMARY_EXPERIMENT
@@ -39,7 +41,7 @@ def _config_defaults(path: str) -> dict[str, Any]:
     except ConfigError:
         return {}
     return {"experiment": settings.mlflow.experiment, "tracking_uri": settings.mlflow.tracking_uri,
-            "spool": settings.spool.dir}
+            "spool": settings.spool.dir, "control": settings.variants[0].name}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--html", metavar="FILE", help="write a self-contained HTML report with charts")
     parser.add_argument("--no-log", action="store_true", help="do not log summary runs to MLflow")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default %(default)s)")
+    parser.add_argument("--control", help="the version every other one is compared with (default: the config's "
+                                          "first variant, else the first version by name)")
+    parser.add_argument("--correction", choices=CORRECTIONS, default="holm",
+                        help="p-value adjustment across versions x metrics: holm (default; any false positive "
+                             "at most alpha), bh (Benjamini-Hochberg: false discovery rate), none")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     defaults = _config_defaults(args.config)
@@ -76,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report, records = build_report(args.experiment, args.tracking_uri, since=args.since, until=args.until,
                                        config_hash=args.config_hash, role=args.role, progress=not args.json,
-                                       seed=args.seed)
+                                       seed=args.seed, control=args.control or defaults.get("control"),
+                                       correction=args.correction)
     except NoRuns as exc:
         print(f"no data: {exc}", file=sys.stderr)
         return 2

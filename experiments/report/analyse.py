@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.report import statistics as st
+from experiments.report.comparisons import compare_to_control
 from experiments.report.sequential import sequential_section
 from gateway.export.readback import REGRESSOR
 
@@ -62,8 +63,11 @@ def _group_summary(group: pd.DataFrame, total: int, seed: int, labels: list[Any]
     return out
 
 
-def analyse(records: pd.DataFrame, seed: int = 0) -> dict[str, Any]:
-    """The whole report, as a JSON-ready dict (its schema: docs/report.md)."""
+def analyse(records: pd.DataFrame, seed: int = 0, control: str | None = None,
+            correction: str = "holm") -> dict[str, Any]:
+    """The whole report, as a JSON-ready dict (its schema: docs/report.md). Every version is compared
+    with ``control`` (default: the first version by name) on every metric, the p-values adjusted
+    across all of those tests by ``correction`` (holm, bh or none)."""
     if records.empty:
         raise NoRuns("no prediction records")
     defaults = {"row_index": 0, "kind": "classifier", "value": np.nan, "correct": np.nan, "abs_error": np.nan}
@@ -112,6 +116,11 @@ def analyse(records: pd.DataFrame, seed: int = 0) -> dict[str, Any]:
         tests["latency_mwu"] = pairs[0]
         if len(pairs) > 1:
             tests["latency_mwu_all"] = pairs
+        chosen = control if control in names else names[0]
+        if control is not None and control not in names:
+            verdicts.append(f"the control {control} answered no traffic in this range: {chosen} is the control")
+        report["comparisons"] = compare_to_control(primary, names, chosen, labels, correction=correction, seed=seed)
+        verdicts.extend(report["comparisons"]["verdicts"])
     elif names:
         verdicts.append(f"only {names[0]} answered traffic: no between-version tests")
     _quality(report, verdicts)

@@ -76,7 +76,8 @@ def unexported_warning(spool_dir: Path | None, since: int | None, until: int | N
 
 def build_report(experiment: str, tracking_uri: str, *, since: int | None = None, until: int | None = None,
                  config_hash: str | None = None, role: str = "all", progress: bool = False,
-                 seed: int = 0) -> tuple[dict[str, Any], pd.DataFrame]:
+                 seed: int = 0, control: str | None = None,
+                 correction: str = "holm") -> tuple[dict[str, Any], pd.DataFrame]:
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
@@ -93,7 +94,7 @@ def build_report(experiment: str, tracking_uri: str, *, since: int | None = None
     read_s = time.perf_counter() - started  # runs and their tables
     if records.empty:
         raise NoRuns(f"experiment {experiment!r} has runs, but none is a prediction run")
-    report = analyse(records, seed=seed)
+    report = analyse(records, seed=seed, control=control, correction=correction)
     report.update({
         "report_id": uuid.uuid4().hex, "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "experiment": experiment, "tracking_uri": tracking_uri, "n_runs": len(runs), "read_seconds": round(read_s, 2),

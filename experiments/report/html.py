@@ -174,6 +174,21 @@ def _tests_table(tests: dict[str, Any]) -> str:
             + "".join(rows) + "</table>")
 
 
+def _comparisons_table(section: dict[str, Any]) -> str:
+    """Every version against the control, raw and adjusted p-values side by side."""
+    rows = [f"<tr><th>{html.escape(section['control'])} <small>(control)</small></th><td colspan=5 class=l>"
+            "every other version is compared with this one</td></tr>"]
+    for v, tests in section["pairs"].items():
+        for metric, t in tests.items():
+            figures = {k: val for k, val in t.items() if k not in ("test", "p_value", "p_adjusted", "significant")}
+            rows.append(f"<tr><th>{html.escape(v)}</th><td class=l>{html.escape(metric)} ({html.escape(t['test'])})"
+                        f"</td><td>{_fmt(t['p_value'])}</td><td>{_fmt(t['p_adjusted'])}</td>"
+                        f"<td>{_fmt(t['significant'])}</td><td class=l>{_fmt(figures)}</td></tr>")
+    return (f"<p>{html.escape(section['correction_name'])}-adjusted across {section['family_size']} tests "
+            f"(versions × metrics), alpha {section['alpha']:g}.</p><table><tr><th>version</th><th>metric</th>"
+            "<th>raw p</th><th>adjusted p</th><th>significant</th><th>figures</th></tr>" + "".join(rows) + "</table>")
+
+
 def _shadow_table(shadow: dict[str, Any]) -> str:
     rows = [("pairs (same request and row)", shadow.get("pairs"))]
     if shadow.get("agreement"):
@@ -209,6 +224,8 @@ def render_html(report: dict[str, Any], records: pd.DataFrame) -> str:
     shadow = report.get("shadow")
     if shadow and shadow.get("confusion"):
         sections.append(f"<img alt='shadow confusion matrix' src='{confusion_heatmap(shadow)}'>")
+    if report.get("comparisons"):
+        sections.append("<h2>Against the control</h2>" + _comparisons_table(report["comparisons"]))
     sections.append("<h2>Tests</h2>" + _tests_table(report["tests"]))
     if shadow:
         sections.append("<h2>Shadow</h2>" + _shadow_table(shadow))

@@ -67,11 +67,19 @@ def log_summary_runs(report: dict[str, Any], tracking_uri: str, html: str | None
     if report.get("shadow") and report["shadow"].get("difference"):
         pvals["shadow_mean_abs_diff"] = report["shadow"]["difference"]["mean_abs_diff"]
     child_ids = []
+    comparisons = report.get("comparisons") or {}
+    family = {"control": comparisons.get("control", ""), "correction": comparisons.get("correction", ""),
+              "correction_family_size": str(comparisons.get("family_size", ""))} if comparisons else {}
     for role, versions in (("primary", report["versions"]), ("shadow", report["shadow_versions"])):
         for version, s in versions.items():
             metrics = _summary_metrics(s, pvals)
+            if role == "primary":  # this version against the control: raw and adjusted, side by side
+                for metric, t in (comparisons.get("pairs") or {}).get(version, {}).items():
+                    metrics[c.param_name(f"vs_control_{metric}_p_value")] = t["p_value"]
+                    metrics[c.param_name(f"vs_control_{metric}_p_adjusted")] = t["p_adjusted"]
             run = client.create_run(exp_id, start_time=now, run_name=f"{version} ({role})", tags={
-                "model_version": version, "role": role, "report_id": rid, "mlflow.parentRunId": parent_id})
+                "model_version": version, "role": role, "report_id": rid, "mlflow.parentRunId": parent_id,
+                **family, **({"is_control": str(version == family.get("control")).lower()} if family else {})})
             client.log_batch(run.info.run_id,
                              metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
                              params=[Param("records", str(report["n_records"])),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from experiments.report.comparisons import render as render_comparisons
 from experiments.report.sequential import render as render_sequential
 
 
@@ -55,6 +56,7 @@ def render_terminal(report: dict[str, Any]) -> str:
         for label, row in zip(names, shadow["confusion"]["matrix"], strict=True):
             lines.append(f"  {str(label)[:10]:<11}" + "".join(f"{x:>11}" for x in row))
         lines.append("")
+    lines += render_comparisons(report.get("comparisons"))
     lines += render_sequential(report.get("sequential") or {})
     lines.append("verdicts")
     lines += [f"  - {v}" for v in report["verdicts"]]

@@ -189,3 +189,49 @@ def test_window_tables_are_parquet_and_the_report_reads_them_all(mlflow_server: 
     run = client.search_runs([client.get_experiment_by_name("syn-windows").experiment_id], max_results=1)[0]
     assert run.data.tags["records_artifact"] == "predictions.parquet"
     assert "predictions.parquet" in [a.path for a in client.list_artifacts(run.info.run_id)]
+
+
+def test_three_versions_against_the_control_with_adjusted_p_values(tmp_path: Path, mlflow_server: MlflowServer) -> None:
+    """A/B/n from MLflow: three versions with feedback, each compared with the control on classes,
+    latency and accuracy; raw and Holm-adjusted p-values in the JSON, the terminal, the HTML and the
+    summary runs."""
+    rng = np.random.default_rng(21)
+    recs = []
+    for i in range(900):
+        v = ("v1.0", "v2.0", "v3.0")[i % 3]
+        slow = v == "v3.0"
+        cls = int(rng.choice(3, p=[0.2, 0.3, 0.5] if slow else [0.34, 0.33, 0.33]))
+        recs.append(PredictionRecord(
+            request_id=f"abn-{i}", role="primary", model_version=v,
+            features={"sepal_length": 5.0, "sepal_width": 3.0, "petal_length": 1.5, "petal_width": 0.2},
+            prediction=CLASSES[cls], class_index=cls,
+            inference_time_ms=float(rng.lognormal(-0.6 if slow else -1.2, 0.25)), ts_ms=1_791_000_000_000 + i,
+            routing="weighted", config_hash="abc123", weights="v1.0=0.333,v2.0=0.333,v3.0=0.334"))
+    _ship(tmp_path, mlflow_server, "cmp-abn", recs)
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    exp = client.get_experiment_by_name("cmp-abn")
+    for run in client.search_runs([exp.experiment_id], max_results=1000)[:300]:  # ground truth for some
+        client.log_metric(run.info.run_id, "correct", float(rng.random() < 0.9))
+    html = tmp_path / "abn.html"
+    args = [sys.executable, "-m", "experiments.compare", "--experiment", "cmp-abn", "--tracking-uri",
+            mlflow_server.url, "--control", "v1.0"]
+    proc = subprocess.run([*args, "--json", "--html", str(html)], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    section = report["comparisons"]
+    assert section["control"] == "v1.0" and section["correction"] == "holm"
+    assert set(section["pairs"]) == {"v2.0", "v3.0"} and {"classes", "latency"} <= set(section["pairs"]["v3.0"])
+    assert section["pairs"]["v3.0"]["latency"]["significant"]
+    assert all(t["p_adjusted"] >= t["p_value"] for pair in section["pairs"].values() for t in pair.values())
+    assert "Against the control" in html.read_text() and "v1.0 <small>(control)</small>" in html.read_text()
+    children = [client.get_run(r) for r in report["mlflow"]["summary_run_ids"]]
+    by_version = {c.data.tags["model_version"]: c for c in children}
+    assert by_version["v3.0"].data.tags["correction"] == "holm" and by_version["v1.0"].data.tags["is_control"] == "true"
+    assert {"vs_control_latency_p_value", "vs_control_latency_p_adjusted"} <= set(by_version["v3.0"].data.metrics)
+    text = subprocess.run([*args, "--no-log", "--correction", "bh"], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT)
+    assert text.returncode == 0, text.stderr
+    assert "against the control v1.0 (Benjamini-Hochberg-adjusted across" in text.stdout

@@ -1,0 +1,106 @@
+"""A/B/n: every version against the control, on every metric, with the p-values adjusted for the
+number of tests. Three versions and three metrics are six tests; at alpha 0.05 each, one of them
+comes out "significant" by chance alone about a quarter of the time. Holm's step-down method (the
+default) keeps the chance of any false positive in the family at alpha; Benjamini-Hochberg keeps the
+expected share of false positives among the positives at alpha (more power, a weaker promise).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from experiments.report import statistics as st
+
+CORRECTIONS = ("holm", "bh", "none")
+NAMES = {"holm": "Holm", "bh": "Benjamini-Hochberg", "none": "no correction"}
+
+
+def adjust(p_values: list[float], method: str) -> list[float]:
+    """Adjusted p-values, in the input's order: compare each with alpha."""
+    if method not in CORRECTIONS:
+        raise ValueError(f"correction must be one of {', '.join(CORRECTIONS)}, not {method!r}")
+    p = np.asarray(p_values, dtype=float)
+    if method == "none" or p.size == 0:
+        return p.tolist()
+    if method == "bh":
+        return stats.false_discovery_control(p, method="bh").tolist()  # type: ignore[no-any-return]
+    order = np.argsort(p)
+    m = p.size
+    stepped = np.maximum.accumulate((m - np.arange(m)) * p[order])  # Holm: (m - rank) * p, kept monotone
+    out = np.empty(m)
+    out[order] = np.minimum(stepped, 1.0)
+    return out.tolist()  # type: ignore[no-any-return]
+
+
+def _pair_tests(a: pd.DataFrame, b: pd.DataFrame, labels: list[Any] | None, seed: int) -> dict[str, dict[str, Any]]:
+    """The tests of one version (b) against the control (a): raw p-values and what they measure."""
+    out: dict[str, dict[str, Any]] = {}
+    if labels is not None:
+        table = np.array([[int((g["prediction"].astype(str) == str(lbl)).sum()) for lbl in labels] for g in (a, b)])
+        chi = st.class_chi2(table)
+        if chi is not None:
+            out["classes"] = {"test": "chi2", "p_value": chi["p_value"], "cramers_v": chi["cramers_v"]}
+        ca, cb = (g["correct"].to_numpy(dtype=float) for g in (a, b))
+        ca, cb = ca[~np.isnan(ca)], cb[~np.isnan(cb)]
+        if len(ca) and len(cb):
+            acc = st.accuracy_difference(np.array([[ca.sum(), len(ca) - ca.sum()], [cb.sum(), len(cb) - cb.sum()]]))
+            if acc is not None:
+                out["accuracy"] = {"test": acc["test"], "p_value": acc["p_value"],
+                                   "difference": float(cb.mean() - ca.mean()), "n": [len(ca), len(cb)]}
+    else:
+        mwu = st.values_mwu(a["value"].to_numpy(dtype=float), b["value"].to_numpy(dtype=float), seed=seed)
+        if mwu is not None:
+            out["predictions"] = {"test": "mann_whitney_u", "p_value": mwu["p_value"],
+                                  "median_diff": mwu["median_diff"]}
+        ea, eb = (g["abs_error"].to_numpy(dtype=float) for g in (a, b))
+        ea, eb = ea[~np.isnan(ea)], eb[~np.isnan(eb)]
+        if len(ea) >= 2 and len(eb) >= 2:
+            res = stats.mannwhitneyu(eb, ea, alternative="two-sided")
+            out["error"] = {"test": "mann_whitney_u", "p_value": float(res.pvalue),
+                            "mae_diff": float(eb.mean() - ea.mean())}
+    lat = st.latency_mwu(a["latency_ms"].to_numpy(), b["latency_ms"].to_numpy(), seed=seed)
+    if lat is not None:
+        out["latency"] = {"test": "mann_whitney_u", "p_value": lat["p_value"],
+                          "median_diff_ms": lat["median_diff_ms"], "median_diff_ci": lat["median_diff_ci"]}
+    return out
+
+
+def compare_to_control(primary: pd.DataFrame, names: list[str], control: str, labels: list[Any] | None, *,
+                       correction: str = "holm", alpha: float = st.ALPHA, seed: int = 0) -> dict[str, Any]:
+    """Every other version against ``control``; one correction family over all versions x metrics."""
+    if control not in names:
+        raise ValueError(f"control {control!r} answered no traffic here; versions: {', '.join(names)}")
+    base = primary[primary["model_version"] == control]
+    pairs = {v: _pair_tests(base, primary[primary["model_version"] == v], labels, seed) for v in names if v != control}
+    family = [(v, metric) for v, tests in pairs.items() for metric in tests]
+    adjusted = adjust([pairs[v][m]["p_value"] for v, m in family], correction)
+    verdicts = []
+    for (v, metric), p_adj in zip(family, adjusted, strict=True):
+        test = pairs[v][metric]
+        test["p_adjusted"] = p_adj
+        test["significant"] = bool(p_adj < alpha)
+        word = "differs" if test["significant"] else "shows no detectable difference"
+        verdicts.append(f"{v} against control {control}: {metric} {word} ({test['test']}, raw "
+                        f"{st.fmt_p(test['p_value'])}, {NAMES[correction]}-adjusted p={p_adj:.3g} over "
+                        f"{len(family)} tests)")
+    return {"control": control, "correction": correction, "correction_name": NAMES[correction], "alpha": alpha,
+            "family_size": len(family), "versions": [control, *pairs], "pairs": pairs, "verdicts": verdicts}
+
+
+def render(section: dict[str, Any] | None) -> list[str]:
+    """The terminal's lines for the comparisons against the control."""
+    if not section or not section.get("pairs"):
+        return []
+    lines = [f"against the control {section['control']} ({section['correction_name']}-adjusted across "
+             f"{section['family_size']} tests, alpha {section['alpha']:g})",
+             f"  {'version':<10} {'metric':<12} {'test':<16} {'raw p':>10} {'adjusted p':>11}  verdict"]
+    for v, tests in section["pairs"].items():
+        for metric, t in tests.items():
+            lines.append(f"  {v:<10} {metric:<12} {t['test']:<16} {t['p_value']:>10.4g} {t['p_adjusted']:>11.4g}  "
+                         + ("differs" if t["significant"] else "no detectable difference"))
+    lines.append("")
+    return lines
