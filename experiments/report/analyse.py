@@ -11,6 +11,7 @@ import pandas as pd
 from experiments.report import statistics as st
 from experiments.report.comparisons import compare_to_control
 from experiments.report.sequential import sequential_section
+from gateway.domain.labels import correct_column
 from gateway.export.readback import REGRESSOR
 
 
@@ -178,6 +179,24 @@ def _sample_ratio(primary: pd.DataFrame, report: dict[str, Any], names: list[str
     return None
 
 
+def _paired_accuracy(pairs: pd.DataFrame, out: dict[str, Any]) -> None:
+    """Shadow pairs with ground truth: both answers judged against the same true label, McNemar."""
+    truth = pairs["true_label_p"] if "true_label_p" in pairs else pd.Series(dtype=object)
+    known = truth.notna() if len(truth) else pd.Series(False, index=pairs.index)
+    if not known.any():
+        return
+    res = st.mcnemar_exact(correct_column(pairs.loc[known, "prediction_p"], truth[known]).to_numpy(),
+                           correct_column(pairs.loc[known, "prediction_s"], truth[known]).to_numpy())
+    out["paired_accuracy"] = res
+    if res is not None:
+        word = "differs" if res["significant"] else "shows no detectable difference"
+        out["verdicts"].append(
+            f"shadow: paired accuracy on {res['n']} labelled rows {word}: {out['candidate']} "
+            f"{res['candidate_accuracy']:.1%} against {out['primary']} {res['primary_accuracy']:.1%} (exact McNemar, "
+            f"{res['only_candidate_right']} rows right only by the candidate, {res['only_primary_right']} only by "
+            f"the primary, {st.fmt_p(res['p_value'])})")
+
+
 def shadow_analysis(primary: pd.DataFrame, shadow: pd.DataFrame, seed: int = 0,
                     labels: list[Any] | None = None) -> dict[str, Any]:
     pairs = primary.merge(shadow, on=["request_id", "row_index"], suffixes=("_p", "_s"))
@@ -208,6 +227,7 @@ def shadow_analysis(primary: pd.DataFrame, shadow: pd.DataFrame, seed: int = 0,
         out["verdicts"].append(
             f"shadow: {out['candidate']} agrees with {out['primary']} on {ag['rate']:.1%} of {ag['n']} requests "
             f"(95% CI {ag['ci'][0]:.1%}-{ag['ci'][1]:.1%})")
+        _paired_accuracy(pairs, out)
     out["paired_latency"] = st.paired_latency(pairs["latency_ms_p"].to_numpy(), pairs["latency_ms_s"].to_numpy(),
                                               seed=seed)
     pl = out["paired_latency"]

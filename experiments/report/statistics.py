@@ -153,6 +153,19 @@ def accuracy_difference(table: np.ndarray) -> dict[str, Any] | None:
     return {"test": "chi2", "chi2": float(chi2), "dof": int(dof), "p_value": float(p), "significant": bool(p < ALPHA)}
 
 
+def mcnemar_exact(primary_right: np.ndarray, candidate_right: np.ndarray) -> dict[str, Any] | None:
+    """Paired accuracy on the same rows: the exact McNemar test, a two-sided binomial test of the
+    discordant pairs (right only by the primary against right only by the candidate)."""
+    p, c = np.asarray(primary_right, dtype=bool), np.asarray(candidate_right, dtype=bool)
+    if len(p) == 0:
+        return None
+    only_p, only_c = int((p & ~c).sum()), int((~p & c).sum())
+    pvalue = float(stats.binomtest(only_c, only_p + only_c, 0.5).pvalue) if only_p + only_c else 1.0
+    return {"test": "mcnemar_exact", "n": len(p), "primary_accuracy": float(p.mean()),
+            "candidate_accuracy": float(c.mean()), "only_primary_right": only_p, "only_candidate_right": only_c,
+            "p_value": pvalue, "significant": bool(pvalue < ALPHA)}
+
+
 def paired_latency(primary: np.ndarray, candidate: np.ndarray, *, seed: int | None = 0) -> dict[str, Any] | None:
     """Candidate minus primary on the same requests: median difference, bootstrap CI, Wilcoxon test."""
     primary, candidate = np.asarray(primary, dtype=float), np.asarray(candidate, dtype=float)

@@ -18,7 +18,7 @@ from gateway.domain.labels import correct_column
 PAGE = 50_000  # MLflow's largest page for search_runs
 RECORD_COLUMNS = ["request_id", "row_index", "role", "model_version", "kind", "prediction", "value", "latency_ms",
                   "request_time_ms", "batch_rows", "ts_ms", "routing", "config_hash", "weights", "correct",
-                  "abs_error"]
+                  "abs_error", "true_label"]
 REGRESSOR = "regressor"
 
 
@@ -89,6 +89,7 @@ def prediction_records(runs: pd.DataFrame) -> pd.DataFrame:
         "weights": _col(df, f"tags.{c.TAG_WEIGHTS}", "").fillna(""),
         "correct": _col(df, f"metrics.{c.METRIC_CORRECT}", np.nan).astype(float),
         "abs_error": _col(df, f"metrics.{c.METRIC_ABS_ERROR}", np.nan).astype(float),
+        "true_label": _col(df, f"tags.{c.TAG_TRUE_LABEL}", None),
     })
     return out.dropna(subset=["latency_ms", "prediction"])
 
@@ -160,7 +161,7 @@ def window_records(runs: pd.DataFrame, tracking_uri: str, progress: bool = False
         "ts_ms": raw["ts_ms"].astype("int64"),
         "routing": raw["routing"], "config_hash": raw["config_hash"],
         "weights": raw["weights"] if "weights" in raw.columns else "",
-        "correct": np.nan, "abs_error": np.nan,
+        "correct": np.nan, "abs_error": np.nan, "true_label": None,
     })
 
 
@@ -196,4 +197,6 @@ def join_labels(records: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
         merged["value"] - pd.to_numeric(true, errors="coerce")).abs()[unjudged & regressor]
     merged["correct"] = merged["correct"].fillna(merged.pop("correct_l"))
     merged["abs_error"] = merged["abs_error"].fillna(merged.pop("abs_error_l"))
+    merged["true_label"] = (merged["true_label"] if "true_label" in merged else pd.Series(None, index=merged.index)
+                            ).where(lambda s: s.notna(), true)
     return merged

@@ -86,3 +86,27 @@ def test_the_report_compares_every_version_with_the_control_everywhere() -> None
     assert any("v3.0 against control v2.0: latency differs" in v for v in report["verdicts"])
     default = analyse(records)  # no control named: the first version by name
     assert default["comparisons"]["control"] == "v1.0" and default["comparisons"]["correction"] == "holm"
+
+
+def test_shadow_pairs_with_ground_truth_get_an_exact_mcnemar_test() -> None:
+    from experiments.report.analyse import shadow_analysis
+    from experiments.report.statistics import mcnemar_exact
+
+    res = mcnemar_exact(np.array([True] * 10 + [False] * 2 + [True] * 5),
+                        np.array([False] * 10 + [True] * 2 + [True] * 5))
+    assert (res["only_primary_right"], res["only_candidate_right"]) == (10, 2)
+    assert res["p_value"] == pytest.approx(stats.binomtest(2, 12, 0.5).pvalue)
+    rng = np.random.default_rng(5)
+    truth = rng.choice(LABELS, 400)
+    primary_pred = np.where(rng.random(400) < 0.7, truth, "c")  # right about 70% (plus when the truth is c)
+    shadow_pred = np.where(rng.random(400) < 0.95, truth, "c")
+    base = {"role": "primary", "latency_ms": 1.0, "row_index": 0}
+    primary = pd.DataFrame([{**base, "request_id": f"r{i}", "model_version": "v1", "prediction": p,
+                             "true_label": t if i % 2 == 0 else None} for i, (p, t) in
+                            enumerate(zip(primary_pred, truth, strict=True))])
+    shadow = pd.DataFrame([{**base, "role": "shadow", "request_id": f"r{i}", "model_version": "v2", "prediction": p,
+                            "true_label": None} for i, p in enumerate(shadow_pred)])
+    out = shadow_analysis(primary, shadow, labels=LABELS)
+    paired = out["paired_accuracy"]
+    assert paired["n"] == 200 and paired["significant"] and paired["candidate_accuracy"] > paired["primary_accuracy"]
+    assert any("exact McNemar" in v for v in out["verdicts"])
