@@ -71,7 +71,8 @@ def analyse(records: pd.DataFrame, seed: int = 0, control: str | None = None,
     across all of those tests by ``correction`` (holm, bh or none)."""
     if records.empty:
         raise NoRuns("no prediction records")
-    defaults = {"row_index": 0, "kind": "classifier", "value": np.nan, "correct": np.nan, "abs_error": np.nan}
+    defaults = {"row_index": 0, "kind": "classifier", "value": np.nan, "correct": np.nan, "abs_error": np.nan,
+                "user": None}
     records = records.assign(**{k: v for k, v in defaults.items() if k not in records.columns})
     regressor = bool((records["kind"] == REGRESSOR).all())
     labels = None if regressor else labels_of(records)
@@ -91,6 +92,9 @@ def analyse(records: pd.DataFrame, seed: int = 0, control: str | None = None,
     names = list(report["versions"])
     verdicts: list[str] = report["verdicts"]
     tests = report["tests"]
+    report["unit"] = unit = unit_of_analysis(primary)
+    if unit["unit"] == "user":
+        verdicts.append(f"unit of analysis: the user ({unit['why']})")
     if len(names) >= 2:
         if labels is not None:
             table = np.array([[report["versions"][v]["classes"][str(lbl)] for lbl in labels] for v in names])
@@ -120,12 +124,20 @@ def analyse(records: pd.DataFrame, seed: int = 0, control: str | None = None,
         chosen = control if control in names else names[0]
         if control is not None and control not in names:
             verdicts.append(f"the control {control} answered no traffic in this range: {chosen} is the control")
-        report["comparisons"] = compare_to_control(primary, names, chosen, labels, correction=correction, seed=seed)
+        report["comparisons"] = compare_to_control(primary, names, chosen, labels, correction=correction, seed=seed,
+                                                   unit=unit["unit"])
         verdicts.extend(report["comparisons"]["verdicts"])
     elif names:
         verdicts.append(f"only {names[0]} answered traffic: no between-version tests")
     _quality(report, verdicts)
-    srm_group = _sample_ratio(primary, report, names, verdicts)
+    srm_group = _sample_ratio(primary, report, names, verdicts, by_user=unit["unit"] == "user")
+    exposure = multiple_exposure(primary)
+    if exposure is not None:
+        report["health"] = {"multiple_exposure": exposure}
+        if exposure["share"] > MULTIPLE_EXPOSURE_WARN:
+            verdicts.append(f"WARNING: {exposure['share']:.1%} of {exposure['users']} sticky users were answered by "
+                            f"more than one version (routing changed under them, or forced headers): their requests "
+                            "mix the arms, so the comparison between versions is diluted")
     report["sequential"] = sequential_section(report, primary, names, srm_group)
     if not shadow.empty:
         report["shadow"] = shadow_analysis(primary, shadow, seed, labels)
@@ -154,25 +166,58 @@ def _quality(report: dict[str, Any], verdicts: list[str]) -> None:
                             f"between {' and '.join(labelled)} ({res['test']}, {st.fmt_p(res['p_value'])})")
 
 
-def _sample_ratio(primary: pd.DataFrame, report: dict[str, Any], names: list[str],
-                  verdicts: list[str]) -> tuple[pd.DataFrame, dict[str, float]] | None:
+MULTIPLE_EXPOSURE_WARN = 0.01
+
+
+def unit_of_analysis(primary: pd.DataFrame) -> dict[str, Any]:
+    """The randomisation unit: the user when most randomised requests were routed by a sticky user key
+    (each user's requests all go one way, so they are not independent samples), else the request."""
+    randomised = primary[primary["routing"].isin(["weighted", "sticky"]) & (primary["row_index"] == 0)]
+    sticky = randomised[(randomised["routing"] == "sticky") & randomised["user"].notna()]
+    if len(randomised) and len(sticky) * 2 >= len(randomised):
+        users = int(sticky["user"].nunique())
+        return {"unit": "user", "users": users, "requests": len(sticky),
+                "why": f"{len(sticky)} of {len(randomised)} randomised requests were routed by a sticky user key, "
+                       f"{users} users: SRM counts users, per-request metrics are clustered by user"}
+    return {"unit": "request", "why": "requests were routed independently (weighted)"}
+
+
+def multiple_exposure(primary: pd.DataFrame) -> dict[str, Any] | None:
+    """Sticky users answered by more than one version: each should have seen one."""
+    users = primary[primary["user"].notna()]
+    if users.empty:
+        return None
+    versions = users.groupby("user")["model_version"].nunique()
+    mixed = int((versions > 1).sum())
+    return {"users": len(versions), "in_more_than_one_version": mixed, "share": mixed / len(versions),
+            "warn_above": MULTIPLE_EXPOSURE_WARN}
+
+
+def _sample_ratio(primary: pd.DataFrame, report: dict[str, Any], names: list[str], verdicts: list[str],
+                  by_user: bool = False) -> tuple[pd.DataFrame, dict[str, float]] | None:
     """Sample-ratio mismatch, per configuration period, on randomised traffic only (one count per
-    request: a batch is one routing decision). Returns the latest period's requests and weights."""
+    request: a batch is one routing decision; with ``by_user``, one count per sticky user: the unit
+    that was randomised). Returns the latest period's requests and weights."""
     randomised = primary[primary["routing"].isin(["weighted", "sticky"]) & (primary["weights"] != "")
                          & (primary["row_index"] == 0)]
+    if by_user:
+        randomised = randomised[(randomised["routing"] == "sticky") & randomised["user"].notna()]
     by_config = {}
     for (config_hash, weights), group in randomised.groupby(["config_hash", "weights"]):
-        res = st.srm(group["model_version"].value_counts().to_dict(), _parse_weights(str(weights)))
+        units = group.drop_duplicates("user") if by_user else group
+        res = st.srm(units["model_version"].value_counts().to_dict(), _parse_weights(str(weights)))
         if res is not None:
-            by_config[str(config_hash)] = {**res, "n": len(group)}
+            by_config[str(config_hash)] = {**res, "n": len(units), "unit": "user" if by_user else "request"}
     if by_config:
         latest = max(by_config, key=lambda h: randomised.loc[randomised["config_hash"] == h, "ts_ms"].max())
         report["tests"]["srm"] = {"config_hash": latest, **by_config[latest]}
         if len(by_config) > 1:
             report["tests"]["srm_by_config"] = by_config
         for h, res in by_config.items():
-            verdicts.append(st.srm_verdict(res, f" (config {h})"))
+            verdicts.append(st.srm_verdict(res, f" (config {h}, counting {res['unit']}s)"))
         latest_group = randomised[randomised["config_hash"] == latest]
+        if by_user:  # the always-valid check counts each user once too, at their first request
+            latest_group = latest_group.sort_values("ts_ms").drop_duplicates("user")
         return latest_group, _parse_weights(str(latest_group["weights"].iloc[0]))
     if len(names) >= 2:
         verdicts.append(st.srm_verdict(None))

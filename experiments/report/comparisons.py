@@ -69,13 +69,57 @@ def _pair_tests(a: pd.DataFrame, b: pd.DataFrame, labels: list[Any] | None, seed
     return out
 
 
+def _per_user(g: pd.DataFrame, labels: list[Any] | None) -> pd.DataFrame:
+    """One row per user: requests, summed latency, counts per class (or summed values), labels."""
+    correct = g["correct"].astype(float)
+    cols = {"n": g["latency_ms"].notna().astype(float), "latency": g["latency_ms"].astype(float),
+            "labelled": correct.notna().astype(float), "right": correct.fillna(0.0)}
+    if labels is None:
+        cols["value"] = g["value"].astype(float)
+    else:
+        for lbl in labels:
+            cols[f"class_{lbl}"] = (g["prediction"].astype(str) == str(lbl)).astype(float)
+    return pd.DataFrame(cols).groupby(g["user"].to_numpy()).sum()
+
+
+def _clustered_tests(a: pd.DataFrame, b: pd.DataFrame, labels: list[Any] | None,
+                     seed: int) -> dict[str, dict[str, Any]]:
+    """The same questions with the user as the unit: ratio metrics by a cluster bootstrap."""
+    ua, ub = _per_user(a, labels), _per_user(b, labels)
+    out: dict[str, dict[str, Any]] = {}
+
+    def add(name: str, num: str, den: str) -> None:
+        res = st.cluster_ratio_difference(ua[num], ua[den], ub[num], ub[den], seed=seed)
+        if res is not None:
+            out[name] = {k: v for k, v in res.items() if k != "significant"}
+
+    add("latency", "latency", "n")
+    if labels is None:
+        add("predictions", "value", "n")
+    else:
+        for lbl in labels:
+            add(f"class_{lbl}", f"class_{lbl}", "n")
+    la, lb = ua[ua["labelled"] > 0], ub[ub["labelled"] > 0]
+    if len(la) >= 2 and len(lb) >= 2:
+        res = st.cluster_ratio_difference(la["right"], la["labelled"], lb["right"], lb["labelled"], seed=seed)
+        if res is not None:
+            out["accuracy"] = {k: v for k, v in res.items() if k != "significant"}
+    return out
+
+
 def compare_to_control(primary: pd.DataFrame, names: list[str], control: str, labels: list[Any] | None, *,
-                       correction: str = "holm", alpha: float = st.ALPHA, seed: int = 0) -> dict[str, Any]:
-    """Every other version against ``control``; one correction family over all versions x metrics."""
+                       correction: str = "holm", alpha: float = st.ALPHA, seed: int = 0,
+                       unit: str = "request") -> dict[str, Any]:
+    """Every other version against ``control``; one correction family over all versions x metrics.
+    ``unit`` "user": only requests with a sticky user, each user one observation (a cluster bootstrap)."""
     if control not in names:
         raise ValueError(f"control {control!r} answered no traffic here; versions: {', '.join(names)}")
+    if unit == "user":
+        primary = primary[primary["user"].notna()]
     base = primary[primary["model_version"] == control]
-    pairs = {v: _pair_tests(base, primary[primary["model_version"] == v], labels, seed) for v in names if v != control}
+    pairs = {v: (_clustered_tests(base, primary[primary["model_version"] == v], labels, seed) if unit == "user" else
+                 _pair_tests(base, primary[primary["model_version"] == v], labels, seed))
+             for v in names if v != control}
     family = [(v, metric) for v, tests in pairs.items() for metric in tests]
     adjusted = adjust([pairs[v][m]["p_value"] for v, m in family], correction)
     verdicts = []
@@ -88,15 +132,17 @@ def compare_to_control(primary: pd.DataFrame, names: list[str], control: str, la
                         f"{st.fmt_p(test['p_value'])}, {NAMES[correction]}-adjusted p={p_adj:.3g} over "
                         f"{len(family)} tests)")
     return {"control": control, "correction": correction, "correction_name": NAMES[correction], "alpha": alpha,
-            "family_size": len(family), "versions": [control, *pairs], "pairs": pairs, "verdicts": verdicts}
+            "family_size": len(family), "versions": [control, *pairs], "pairs": pairs, "verdicts": verdicts,
+            "unit": unit}
 
 
 def render(section: dict[str, Any] | None) -> list[str]:
     """The terminal's lines for the comparisons against the control."""
     if not section or not section.get("pairs"):
         return []
+    unit = "users (cluster bootstrap)" if section.get("unit") == "user" else "requests"
     lines = [f"against the control {section['control']} ({section['correction_name']}-adjusted across "
-             f"{section['family_size']} tests, alpha {section['alpha']:g})",
+             f"{section['family_size']} tests, alpha {section['alpha']:g}; unit of analysis: {unit})",
              f"  {'version':<10} {'metric':<12} {'test':<16} {'raw p':>10} {'adjusted p':>11}  verdict"]
     for v, tests in section["pairs"].items():
         for metric, t in tests.items():

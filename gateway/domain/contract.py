@@ -30,6 +30,7 @@ TAG_WEIGHTS = "weights"
 TAG_GRANULARITY = "granularity"
 TAG_MODEL_KIND = "model_kind"
 TAG_TRUE_LABEL = "true_label"
+TAG_USER = "user"  # the sticky user key's pseudonym, when the request had a key
 TAG_WINDOW_ID = "window_id"
 TAG_FEEDBACK_BATCH = "feedback_batch_id"
 

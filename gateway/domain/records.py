@@ -6,12 +6,19 @@ the report reads it back from them. A batch request leaves one record per row (`
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
 # What a request id may be (X-Request-ID, an OIP id, a feedback's reference): safe in tags and logs.
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
+
+
+def user_pseudonym(salt: str, key: str) -> str:
+    """A stable stand-in for a user key in the prediction log: the same user, the same 16 hex digits on
+    every replica, and no way back to the key without the salt and a guess."""
+    return hashlib.sha256(f"{salt}\x00{key}".encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 class Role(StrEnum):
@@ -36,6 +43,9 @@ class PredictionRecord:
     kind: str = "classifier"  # a ModelKind value
     batch_rows: int = 1  # rows in the model call that scored this row (this request's and any batched with it)
     request_time_ms: float | None = None  # the request in the gateway: queueing, validation and the model call
+    # The sticky user key's pseudonym (``user_pseudonym``), when the request had one: the report's unit of
+    # analysis under sticky routing. Never the key itself.
+    user: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A shallow dict (the features object is shared, not copied): ``dataclasses.asdict`` deep-copies

@@ -18,7 +18,7 @@ from gateway.domain.labels import correct_column
 PAGE = 50_000  # MLflow's largest page for search_runs
 RECORD_COLUMNS = ["request_id", "row_index", "role", "model_version", "kind", "prediction", "value", "latency_ms",
                   "request_time_ms", "batch_rows", "ts_ms", "routing", "config_hash", "weights", "correct",
-                  "abs_error", "true_label"]
+                  "abs_error", "true_label", "user"]
 REGRESSOR = "regressor"
 
 
@@ -90,6 +90,7 @@ def prediction_records(runs: pd.DataFrame) -> pd.DataFrame:
         "correct": _col(df, f"metrics.{c.METRIC_CORRECT}", np.nan).astype(float),
         "abs_error": _col(df, f"metrics.{c.METRIC_ABS_ERROR}", np.nan).astype(float),
         "true_label": _col(df, f"tags.{c.TAG_TRUE_LABEL}", None),
+        "user": _col(df, f"tags.{c.TAG_USER}", None),
     })
     return out.dropna(subset=["latency_ms", "prediction"])
 
@@ -162,6 +163,7 @@ def window_records(runs: pd.DataFrame, tracking_uri: str, progress: bool = False
         "routing": raw["routing"], "config_hash": raw["config_hash"],
         "weights": raw["weights"] if "weights" in raw.columns else "",
         "correct": np.nan, "abs_error": np.nan, "true_label": None,
+        "user": raw["user"] if "user" in raw.columns else None,
     })
 
 

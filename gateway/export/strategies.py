@@ -79,6 +79,7 @@ def prediction_tags(rec: PredictionRecord) -> dict[str, str]:
         c.TAG_WEIGHTS: rec.weights,
         c.TAG_GRANULARITY: c.GRANULARITY_PREDICTION,
         c.TAG_MODEL_KIND: rec.kind,
+        **({c.TAG_USER: rec.user} if rec.user else {}),
     }
 
 

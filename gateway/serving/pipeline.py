@@ -37,7 +37,7 @@ from gateway.domain.errors import (
     VariantSaturated,
 )
 from gateway.domain.messages import first_line
-from gateway.domain.records import PredictionRecord, Role
+from gateway.domain.records import PredictionRecord, Role, user_pseudonym
 from gateway.routing.router import Decision, Router, RoutingReason
 from gateway.routing.table import RoutingTable
 from gateway.serving.batching import BatcherClosed, JobResult, MicroBatcher, QueueFull
@@ -75,6 +75,7 @@ class _Ticket:
     params: dict[str, Any] | None
     decision: Decision | None = None  # primary
     future: Pending | None = None  # primary
+    user: str | None = None  # the sticky key's pseudonym
     outcome: PredictionOutcome | None = None  # shadow: the primary's answer
 
 
@@ -131,7 +132,8 @@ class Scorer:
         variant = self.variants[decision.variant]
         pending = Pending(variant.name, request_id)
         ticket = _Ticket(request_id, Role.PRIMARY, variant, str(decision.reason), router, params or None,
-                         decision=decision, future=pending)
+                         decision=decision, future=pending,
+                         user=user_pseudonym(router.config.salt, user_key) if user_key else None)
         self._in_flight.add(request_id)
         try:
             job = self.batchers[variant.name].submit(raw_rows, probabilities=probabilities,
@@ -166,7 +168,7 @@ class Scorer:
                 continue
             try:
                 records = self._records(ticket.request_id, ticket.role, ticket.variant, result, ticket.routing,
-                                        ticket.router)
+                                        ticket.router, ticket.user)
             except Exception as exc:  # the request fails, the others and the worker go on
                 self._fail(ticket, exc)
                 continue
@@ -227,14 +229,14 @@ class Scorer:
 
     @staticmethod
     def _records(request_id: str, role: Role, variant: LoadedVariant, result: JobResult, routing: str,
-                 router: Router) -> list[PredictionRecord]:
+                 router: Router, user: str | None = None) -> list[PredictionRecord]:
         ts_ms = int(time.time() * 1000)
         config_hash, weights, kind = router.config_hash, router.weights_tag, str(variant.kind)
         return [PredictionRecord(request_id=request_id, role=str(role), model_version=variant.name, features=row,
                                  prediction=p.label, class_index=p.class_index, inference_time_ms=result.elapsed_ms,
                                  ts_ms=ts_ms, routing=routing, config_hash=config_hash, weights=weights,
                                  row_index=i, kind=kind, batch_rows=result.batch_rows,
-                                 request_time_ms=result.request_time_ms)
+                                 request_time_ms=result.request_time_ms, user=user)
                 for i, (row, p) in enumerate(zip(result.rows, result.predictions, strict=True))]
 
     def finish(self, scored: ScoredRequest, error: BaseException | None = None) -> PredictionOutcome:
@@ -286,7 +288,7 @@ class Scorer:
             return False
         candidate = self.variants[outcome.shadow]
         ticket = _Ticket(outcome.request_id, Role.SHADOW, candidate, str(RoutingReason.SHADOW), scored.router,
-                         scored.params, outcome=outcome)
+                         scored.params, outcome=outcome, user=scored.records[0].user if scored.records else None)
         try:
             self.batchers[candidate.name].submit(scored.rows, prepared=True, params=scored.params, ticket=ticket)
         except BatcherClosed:

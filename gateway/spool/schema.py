@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS predictions (
     weights TEXT NOT NULL DEFAULT '',
     batch_rows INTEGER NOT NULL DEFAULT 1,
     request_time_ms REAL,
+    user TEXT,
     status INTEGER NOT NULL DEFAULT {PENDING:d},
     lease_owner TEXT,
     lease_until REAL,
@@ -73,7 +74,7 @@ CREATE INDEX IF NOT EXISTS labels_open ON labels (id) WHERE status != {DONE:d};
 """
 _LABELS_ONCE = "CREATE UNIQUE INDEX IF NOT EXISTS labels_once ON labels (request_id, row_index);"
 # Columns added after the first release of the predictions table, with their definitions.
-_ADDED_COLUMNS = {"batch_rows": "INTEGER NOT NULL DEFAULT 1", "request_time_ms": "REAL"}
+_ADDED_COLUMNS = {"batch_rows": "INTEGER NOT NULL DEFAULT 1", "request_time_ms": "REAL", "user": "TEXT"}
 
 
 def create(conn: sqlite3.Connection, path: Path) -> None:
