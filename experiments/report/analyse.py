@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.report import statistics as st
-from experiments.report.comparisons import compare_to_control
+from experiments.report.comparisons import by_segment, compare_to_control
 from experiments.report.sequential import sequential_section
 from gateway.domain.labels import correct_column
 from gateway.export.readback import REGRESSOR
@@ -65,7 +65,7 @@ def _group_summary(group: pd.DataFrame, total: int, seed: int, labels: list[Any]
 
 
 def analyse(records: pd.DataFrame, seed: int = 0, control: str | None = None,
-            correction: str = "holm") -> dict[str, Any]:
+            correction: str = "holm", segment_by: str | None = None) -> dict[str, Any]:
     """The whole report, as a JSON-ready dict (its schema: docs/report.md). Every version is compared
     with ``control`` (default: the first version by name) on every metric, the p-values adjusted
     across all of those tests by ``correction`` (holm, bh or none)."""
@@ -127,6 +127,10 @@ def analyse(records: pd.DataFrame, seed: int = 0, control: str | None = None,
         report["comparisons"] = compare_to_control(primary, names, chosen, labels, correction=correction, seed=seed,
                                                    unit=unit["unit"])
         verdicts.extend(report["comparisons"]["verdicts"])
+        if segment_by is not None:
+            report["segments"] = by_segment(primary, segment_by, chosen, labels, correction=correction, seed=seed,
+                                            unit=unit["unit"])
+            verdicts.extend(report["segments"].get("verdicts") or [report["segments"].get("error", "")])
     elif names:
         verdicts.append(f"only {names[0]} answered traffic: no between-version tests")
     _quality(report, verdicts)

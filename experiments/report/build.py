@@ -76,8 +76,8 @@ def unexported_warning(spool_dir: Path | None, since: int | None, until: int | N
 
 def build_report(experiment: str, tracking_uri: str, *, since: int | None = None, until: int | None = None,
                  config_hash: str | None = None, role: str = "all", progress: bool = False,
-                 seed: int = 0, control: str | None = None,
-                 correction: str = "holm") -> tuple[dict[str, Any], pd.DataFrame]:
+                 seed: int = 0, control: str | None = None, correction: str = "holm",
+                 segment_by: str | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
@@ -88,13 +88,14 @@ def build_report(experiment: str, tracking_uri: str, *, since: int | None = None
     runs = search_all([exp.experiment_id], build_filter(since, until, config_hash, role), progress=progress)
     if runs.empty:
         raise NoRuns(f"no prediction runs in experiment {experiment!r} match the filters")
-    parts = [f for f in (prediction_records(runs), window_records(runs, tracking_uri, progress)) if not f.empty]
+    parts = [f for f in (prediction_records(runs, segment_by),
+                         window_records(runs, tracking_uri, progress, segment_by)) if not f.empty]
     records = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=RECORD_COLUMNS)
     records = join_window_labels(records, runs, tracking_uri)
     read_s = time.perf_counter() - started  # runs and their tables
     if records.empty:
         raise NoRuns(f"experiment {experiment!r} has runs, but none is a prediction run")
-    report = analyse(records, seed=seed, control=control, correction=correction)
+    report = analyse(records, seed=seed, control=control, correction=correction, segment_by=segment_by)
     report.update({
         "report_id": uuid.uuid4().hex, "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "experiment": experiment, "tracking_uri": tracking_uri, "n_runs": len(runs), "read_seconds": round(read_s, 2),

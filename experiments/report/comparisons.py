@@ -136,6 +136,56 @@ def compare_to_control(primary: pd.DataFrame, names: list[str], control: str, la
             "unit": unit}
 
 
+SEGMENT_BINS = 4  # a numeric column is cut into quartiles
+
+
+def segments_of(values: pd.Series) -> tuple[pd.Series, str]:
+    """Segment labels for a column's values: quartile bins when numeric, else the values themselves."""
+    numeric = pd.to_numeric(values, errors="coerce")
+    if numeric.notna().all() and numeric.nunique() > SEGMENT_BINS:
+        bins = pd.qcut(numeric, SEGMENT_BINS, duplicates="drop")
+        return bins.astype(str), f"quartiles of the numeric column ({bins.cat.categories.size} bins)"
+    return values.astype(str), "the column's values"
+
+
+def by_segment(primary: pd.DataFrame, column: str, control: str, labels: list[Any] | None, *,
+               correction: str = "holm", alpha: float = st.ALPHA, seed: int = 0, unit: str = "request",
+               min_records: int = 20) -> dict[str, Any]:
+    """The comparisons against the control within each segment of ``column``. All segments' tests are
+    one correction family of their own, never mixed with the overall one (more segments, more tests:
+    the adjustment grows with them)."""
+    if "segment" not in primary or primary["segment"].isna().all():
+        return {"by": column, "error": f"no record carries a value of {column!r} (an input column of the model)"}
+    primary = primary[primary["segment"].notna()]
+    labels_of_rows, how = segments_of(primary["segment"])
+    results: dict[str, dict[str, Any]] = {}
+    skipped: dict[str, str] = {}
+    for seg in sorted(labels_of_rows.unique()):
+        part = primary[labels_of_rows == seg]
+        names = sorted(str(v) for v in part["model_version"].unique())
+        if control not in names or len(names) < 2 or len(part) < min_records:
+            skipped[seg] = f"{len(part)} records, versions {', '.join(names)}: too few to compare with {control}"
+            continue
+        results[seg] = compare_to_control(part, names, control, labels, correction="none", alpha=alpha, seed=seed,
+                                          unit=unit)
+    family = [(seg, v, m) for seg, r in results.items() for v, tests in r["pairs"].items() for m in tests]
+    adjusted = adjust([results[seg]["pairs"][v][m]["p_value"] for seg, v, m in family], correction)
+    verdicts = []
+    for (seg, v, m), p_adj in zip(family, adjusted, strict=True):
+        test = results[seg]["pairs"][v][m]
+        test["p_adjusted"], test["significant"] = p_adj, bool(p_adj < alpha)
+        if test["significant"]:
+            verdicts.append(f"segment {column} = {seg}: {v} against control {control}: {m} differs "
+                            f"({NAMES[correction]}-adjusted p={p_adj:.3g} over {len(family)} segment tests)")
+    for r in results.values():
+        r["verdicts"] = []
+        r["correction"], r["correction_name"], r["family_size"] = correction, NAMES[correction], len(family)
+    return {"by": column, "bins": how, "control": control, "correction": correction,
+            "correction_name": NAMES[correction], "family_size": len(family), "segments": results,
+            "skipped": skipped, "verdicts": verdicts or [f"segments by {column}: no difference against {control} "
+                                                         f"in any segment after {NAMES[correction]} adjustment"]}
+
+
 def render(section: dict[str, Any] | None) -> list[str]:
     """The terminal's lines for the comparisons against the control."""
     if not section or not section.get("pairs"):
@@ -148,5 +198,23 @@ def render(section: dict[str, Any] | None) -> list[str]:
         for metric, t in tests.items():
             lines.append(f"  {v:<10} {metric:<12} {t['test']:<16} {t['p_value']:>10.4g} {t['p_adjusted']:>11.4g}  "
                          + ("differs" if t["significant"] else "no detectable difference"))
+    lines.append("")
+    return lines
+
+
+def render_segments(section: dict[str, Any] | None) -> list[str]:
+    """The terminal's lines for the per-segment comparisons."""
+    if not section:
+        return []
+    if section.get("error"):
+        return [f"segments by {section['by']}: {section['error']}", ""]
+    lines = [f"segments by {section['by']} ({section['bins']}; {section['correction_name']}-adjusted across "
+             f"{section['family_size']} segment tests, apart from the overall ones)"]
+    for seg, result in section["segments"].items():
+        for v, tests in result["pairs"].items():
+            for metric, t in tests.items():
+                lines.append(f"  {seg[:22]:<22} {v:<10} {metric:<12} {t['p_value']:>10.4g} {t['p_adjusted']:>11.4g}  "
+                             + ("differs" if t["significant"] else "no detectable difference"))
+    lines += [f"  {seg}: skipped ({why})" for seg, why in section.get("skipped", {}).items()]
     lines.append("")
     return lines

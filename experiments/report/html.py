@@ -226,6 +226,12 @@ def render_html(report: dict[str, Any], records: pd.DataFrame) -> str:
         sections.append(f"<img alt='shadow confusion matrix' src='{confusion_heatmap(shadow)}'>")
     if report.get("comparisons"):
         sections.append("<h2>Against the control</h2>" + _comparisons_table(report["comparisons"]))
+    segments = report.get("segments") or {}
+    if segments.get("segments"):
+        sections.append(f"<h2>Segments by {html.escape(segments['by'])}</h2><p>{html.escape(segments['bins'])}; "
+                        "one correction family for all segments, apart from the overall one.</p>"
+                        + "".join(f"<h3>{html.escape(seg)}</h3>" + _comparisons_table(r)
+                                  for seg, r in segments["segments"].items()))
     sections.append("<h2>Tests</h2>" + _tests_table(report["tests"]))
     if shadow:
         sections.append("<h2>Shadow</h2>" + _shadow_table(shadow))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from experiments.report.comparisons import render as render_comparisons
+from experiments.report.comparisons import render_segments
 from experiments.report.sequential import render as render_sequential
 
 
@@ -57,6 +58,7 @@ def render_terminal(report: dict[str, Any]) -> str:
             lines.append(f"  {str(label)[:10]:<11}" + "".join(f"{x:>11}" for x in row))
         lines.append("")
     lines += render_comparisons(report.get("comparisons"))
+    lines += render_segments(report.get("segments"))
     lines += render_sequential(report.get("sequential") or {})
     lines.append("verdicts")
     lines += [f"  - {v}" for v in report["verdicts"]]

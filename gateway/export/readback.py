@@ -10,6 +10,7 @@ import tempfile
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from gateway.domain import contract as c
@@ -62,8 +63,8 @@ def _col(df: pd.DataFrame, name: str, default: Any = None) -> pd.Series:
     return df[name] if name in df.columns else pd.Series([default] * len(df), index=df.index)
 
 
-def prediction_records(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per-prediction runs as records."""
+def prediction_records(runs: pd.DataFrame, segment: str | None = None) -> pd.DataFrame:
+    """Per-prediction runs as records; with ``segment`` (an input column), its value as ``segment``."""
     df = runs[_col(runs, f"tags.{c.TAG_GRANULARITY}", c.GRANULARITY_PREDICTION).fillna(
         c.GRANULARITY_PREDICTION) == c.GRANULARITY_PREDICTION]
     df = df[df.get(f"tags.{c.TAG_MODEL_VERSION}", pd.Series(dtype=str)).notna()] if len(df) else df
@@ -92,6 +93,8 @@ def prediction_records(runs: pd.DataFrame) -> pd.DataFrame:
         "true_label": _col(df, f"tags.{c.TAG_TRUE_LABEL}", None),
         "user": _col(df, f"tags.{c.TAG_USER}", None),
     })
+    if segment is not None:
+        out["segment"] = _col(df, f"params.{c.param_name(segment)}", None)
     return out.dropna(subset=["latency_ms", "prediction"])
 
 
@@ -143,15 +146,17 @@ def _artifact_tables(runs: pd.DataFrame, granularity: str, artifact: str, tracki
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def window_records(runs: pd.DataFrame, tracking_uri: str, progress: bool = False) -> pd.DataFrame:
-    """Window runs expanded to their records, from each run's record table."""
+def window_records(runs: pd.DataFrame, tracking_uri: str, progress: bool = False,
+                   segment: str | None = None) -> pd.DataFrame:
+    """Window runs expanded to their records, from each run's record table; with ``segment`` (an input
+    column), its value as ``segment``."""
     raw = _artifact_tables(runs, c.GRANULARITY_WINDOW, c.RECORDS_ARTIFACT, tracking_uri, progress)
     if raw.empty:
         return pd.DataFrame(columns=RECORD_COLUMNS)
     kind = raw["kind"] if "kind" in raw.columns else pd.Series(["classifier"] * len(raw))
     label = raw["prediction"] if "prediction" in raw.columns else raw["class_name"]  # older tables
     value = pd.to_numeric(label.where(kind == REGRESSOR), errors="coerce")
-    return pd.DataFrame({
+    out = pd.DataFrame({
         "request_id": raw["request_id"].astype(str),
         "row_index": raw["row_index"].astype(int) if "row_index" in raw.columns else 0,
         "role": raw["role"], "model_version": raw["model_version"], "kind": kind,
@@ -165,6 +170,9 @@ def window_records(runs: pd.DataFrame, tracking_uri: str, progress: bool = False
         "correct": np.nan, "abs_error": np.nan, "true_label": None,
         "user": raw["user"] if "user" in raw.columns else None,
     })
+    if segment is not None:
+        out["segment"] = [orjson.loads(f).get(segment) if isinstance(f, str) else None for f in raw["features"]]
+    return out
 
 
 def window_labels(runs: pd.DataFrame, tracking_uri: str) -> pd.DataFrame:

@@ -110,3 +110,23 @@ def test_shadow_pairs_with_ground_truth_get_an_exact_mcnemar_test() -> None:
     paired = out["paired_accuracy"]
     assert paired["n"] == 200 and paired["significant"] and paired["candidate_accuracy"] > paired["primary_accuracy"]
     assert any("exact McNemar" in v for v in out["verdicts"])
+
+
+def test_segments_have_their_own_correction_family() -> None:
+    rng = np.random.default_rng(12)
+    records = _records(rng, {"v1.0": (20.0, [0.5, 0.3, 0.2]), "v2.0": (20.0, [0.5, 0.3, 0.2])}, 800)
+    records["segment"] = rng.uniform(0, 10, len(records))  # an input column, e.g. petal_length
+    slow = (records["model_version"] == "v2.0") & (records["segment"] > 7.5)
+    records.loc[slow, "latency_ms"] *= 1.5  # v2.0 is slower only where the column is high
+    report = analyse(records, segment_by="petal_length")
+    seg = report["segments"]
+    assert seg["by"] == "petal_length" and seg["bins"].startswith("quartiles") and len(seg["segments"]) == 4
+    assert seg["family_size"] == 8  # 4 segments x (classes, latency): apart from the overall family of 2
+    assert report["comparisons"]["family_size"] == 2
+    top = max(seg["segments"], key=lambda s: float(s.split(",")[1].strip(" ]")))
+    assert seg["segments"][top]["pairs"]["v2.0"]["latency"]["significant"]
+    assert not any(r["pairs"]["v2.0"]["latency"]["significant"] for s, r in seg["segments"].items() if s != top)
+    assert "segments by petal_length" in render_terminal(report)
+    assert "Segments by petal_length" in render_html(report, records)
+    missing = analyse(records.drop(columns=["segment"]), segment_by="nope")
+    assert "no record carries a value" in missing["segments"]["error"]
