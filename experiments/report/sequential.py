@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from experiments.report.comparisons import adjust
 from gateway.stats import sequential as sq
 
 LOOKS = 50
@@ -106,39 +107,55 @@ def srm_test(versions: pd.Series, ts: pd.Series, weights: dict[str, float]) -> d
     return {"p_value": _path_min(p), "observed": dict(zip(names, counts[-1].tolist(), strict=True)), "n": len(v)}
 
 
+def _pair_tests(report: dict[str, Any], a: pd.DataFrame, b: pd.DataFrame, fixed: dict[str, Any]) -> dict[str, Any]:
+    """The always-valid tests of b against a, each beside its fixed-horizon counterpart's p-value."""
+    tests: dict[str, Any] = {}
+    tests["latency_p95_ratio"] = _beside(p95_ratio_test(a, b), "Mann-Whitney U (medians)", fixed.get("latency"))
+    tests["latency_mean_difference_ms"] = _beside(mean_test(a, b, "latency_ms"), "Mann-Whitney U",
+                                                  fixed.get("latency"))
+    if report["kind"] == "regressor":
+        tests["prediction_mean_difference"] = _beside(mean_test(a, b, "value"), "Mann-Whitney U",
+                                                      fixed.get("predictions"))
+    else:
+        for label in report["labels"] or []:
+            is_label_a = (a["prediction"].astype(str) == label).astype(float)
+            is_label_b = (b["prediction"].astype(str) == label).astype(float)
+            tests[f"class_share_difference[{label}]"] = _beside(
+                proportion_test(is_label_a, is_label_b, a["ts_ms"], b["ts_ms"]), "chi-square (all classes)",
+                fixed.get("classes"))
+        tests["accuracy_difference"] = _beside(proportion_test(a["correct"], b["correct"], a["ts_ms"],
+                                                               b["ts_ms"]), "Fisher's exact", fixed.get("accuracy"))
+    return {k: v for k, v in tests.items() if v is not None}
+
+
 def sequential_section(report: dict[str, Any], primary: pd.DataFrame, names: list[str],
                        srm_group: tuple[pd.DataFrame, dict[str, float]] | None) -> dict[str, Any]:
-    """``report["sequential"]``: the first two versions compared (b = the second against a = the first),
-    each test with its fixed-horizon counterpart's p-value from ``report["tests"]``."""
+    """``report["sequential"]``: every version against the control (the comparisons' control, else the
+    first version), each test beside its fixed-horizon counterpart; the always-valid p-values adjusted
+    across versions x tests by the report's correction (an always-valid p-value stays valid under
+    Holm or Benjamini-Hochberg). ``tests`` holds the first pair's, and the sample ratio over all."""
     tests: dict[str, Any] = {}
-    out = {"method": METHOD, "alpha": sq.ALPHA, "n_star": sq.N_STAR, "looks": LOOKS, "tests": tests}
-    fixed = report["tests"]
-    if len(names) >= 2:
-        a = primary[primary["model_version"] == names[0]]
-        b = primary[primary["model_version"] == names[1]]
-        out["a"], out["b"] = names[0], names[1]
-        tests["latency_p95_ratio"] = _beside(p95_ratio_test(a, b), "Mann-Whitney U (medians)", fixed.get("latency_mwu"))
-        tests["latency_mean_difference_ms"] = _beside(mean_test(a, b, "latency_ms"), "Mann-Whitney U",
-                                                      fixed.get("latency_mwu"))
-        if report["kind"] == "regressor":
-            tests["prediction_mean_difference"] = _beside(mean_test(a, b, "value"), "Mann-Whitney U",
-                                                          fixed.get("prediction_mwu"))
-        else:
-            for label in report["labels"] or []:
-                is_label_a = (a["prediction"].astype(str) == label).astype(float)
-                is_label_b = (b["prediction"].astype(str) == label).astype(float)
-                tests[f"class_share_difference[{label}]"] = _beside(
-                    proportion_test(is_label_a, is_label_b, a["ts_ms"], b["ts_ms"]), "chi-square (all classes)",
-                    fixed.get("class_chi2"))
-            tests["accuracy_difference"] = _beside(proportion_test(a["correct"], b["correct"], a["ts_ms"],
-                                                                   b["ts_ms"]), "Fisher's exact",
-                                                   fixed.get("accuracy"))
+    out: dict[str, Any] = {"method": METHOD, "alpha": sq.ALPHA, "n_star": sq.N_STAR, "looks": LOOKS, "tests": tests}
+    comparisons = report.get("comparisons") or {}
+    control = comparisons.get("control") or (names[0] if names else None)
+    others = [v for v in names if v != control]
+    if control is not None and others:
+        a = primary[primary["model_version"] == control]
+        pairs = {v: _pair_tests(report, a, primary[primary["model_version"] == v],
+                                (comparisons.get("pairs") or {}).get(v, {})) for v in others}
+        correction = comparisons.get("correction", "holm")
+        family = [(v, name) for v, t in pairs.items() for name in t]
+        adjusted = adjust([pairs[v][name]["always_valid"]["p_value"] for v, name in family], correction)
+        for (v, name), p_adj in zip(family, adjusted, strict=True):
+            pairs[v][name]["always_valid"]["p_adjusted"] = p_adj
+        out.update(a=control, b=others[0], pairs=pairs, correction=correction, family_size=len(family))
+        tests.update(pairs[others[0]])
     if srm_group is not None:
         group, weights = srm_group
-        tests["sample_ratio"] = _beside(srm_test(group["model_version"], group["ts_ms"], weights),
-                                        "chi-square goodness of fit", fixed.get("srm"))
-    for key in [k for k, v in tests.items() if v is None]:
-        del tests[key]
+        srm = _beside(srm_test(group["model_version"], group["ts_ms"], weights), "chi-square goodness of fit",
+                      report["tests"].get("srm"))
+        if srm is not None:
+            tests["sample_ratio"] = srm
     return out
 
 
@@ -150,21 +167,28 @@ def _beside(seq: dict[str, Any] | None, fixed_name: str, fixed: dict[str, Any] |
 
 
 def render(section: dict[str, Any]) -> list[str]:
-    """Terminal lines: one row per test, fixed-horizon and always-valid side by side."""
-    if not section.get("tests"):
+    """Terminal lines: one row per version and test, fixed-horizon and always-valid side by side."""
+    if not section.get("tests") and not section.get("pairs"):
         return []
-    lines = [f"always-valid tests ({section.get('b', '')} against {section.get('a', '')}; alpha "
-             f"{section['alpha']}, the running minimum over {section['looks']} looks)",
-             f"  {'test':<34} {'fixed-horizon test':<26} {'p':>7} {'always-valid p':>15} {'estimate':>10}  "
-             "always-valid interval"]
-    for name, t in section["tests"].items():
+    pairs = section.get("pairs") or {section.get("b", ""): section["tests"]}
+    lines = [f"always-valid tests (against the control {section.get('a', '')}; alpha {section['alpha']}, the running "
+             f"minimum over {section['looks']} looks"
+             + (f"; adjusted: {section['correction']} across {section['family_size']} tests" if "family_size" in
+                section else "") + ")",
+             f"  {'version':<8} {'test':<34} {'fixed-horizon test':<26} {'p':>7} {'always-valid p':>15} "
+             f"{'adjusted':>9} {'estimate':>10}  always-valid interval"]
+    rows = [(v, name, t) for v, tests in pairs.items() for name, t in tests.items()]
+    if "sample_ratio" in section["tests"]:
+        rows.append(("all", "sample_ratio", section["tests"]["sample_ratio"]))
+    for v, name, t in rows:
         seq, fixed = t["always_valid"], t["fixed_horizon"]
         fp = "-" if fixed["p_value"] is None else f"{fixed['p_value']:.4f}"
         est = seq.get("estimate")
         interval = seq.get("interval")
         iv = "-" if not interval else "[" + ", ".join("inf" if x is None else f"{x:.4g}" for x in interval) + "]"
-        lines.append(f"  {name[:34]:<34} {fixed['test'][:26]:<26} {fp:>7} {seq['p_value']:>15.4f} "
-                     f"{'-' if est is None else format(est, '.4g'):>10}  {iv}")
+        adj = "-" if seq.get("p_adjusted") is None else f"{seq['p_adjusted']:.4f}"
+        lines.append(f"  {v[:8]:<8} {name[:34]:<34} {fixed['test'][:26]:<26} {fp:>7} {seq['p_value']:>15.4f} "
+                     f"{adj:>9} {'-' if est is None else format(est, '.4g'):>10}  {iv}")
     lines.append("  (fixed-horizon: valid for one planned look only; always-valid: however often you look)")
     lines.append("")
     return lines

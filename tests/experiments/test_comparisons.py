@@ -84,6 +84,11 @@ def test_the_report_compares_every_version_with_the_control_everywhere() -> None
     html = render_html(report, records.rename(columns={}))
     assert "v2.0 <small>(control)</small>" in html and "adjusted p" in html
     assert any("v3.0 against control v2.0: latency differs" in v for v in report["verdicts"])
+    seq = report["sequential"]  # the always-valid tests: every version against the same control, adjusted
+    assert seq["a"] == "v2.0" and set(seq["pairs"]) == {"v1.0", "v3.0"} and seq["correction"] == "bh"
+    ratio = seq["pairs"]["v3.0"]["latency_mean_difference_ms"]["always_valid"]
+    assert ratio["p_adjusted"] >= ratio["p_value"] and ratio["p_adjusted"] < 0.05
+    assert "always-valid tests (against the control v2.0" in text
     default = analyse(records)  # no control named: the first version by name
     assert default["comparisons"]["control"] == "v1.0" and default["comparisons"]["correction"] == "holm"
 

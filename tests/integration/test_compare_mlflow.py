@@ -203,7 +203,8 @@ def test_three_versions_against_the_control_with_adjusted_p_values(tmp_path: Pat
         cls = int(rng.choice(3, p=[0.2, 0.3, 0.5] if slow else [0.34, 0.33, 0.33]))
         recs.append(PredictionRecord(
             request_id=f"abn-{i}", role="primary", model_version=v,
-            features={"sepal_length": 5.0, "sepal_width": 3.0, "petal_length": 1.5, "petal_width": 0.2},
+            features={"sepal_length": round(float(rng.uniform(4.3, 7.9)), 1), "sepal_width": 3.0,
+                      "petal_length": 1.5, "petal_width": 0.2},
             prediction=CLASSES[cls], class_index=cls,
             inference_time_ms=float(rng.lognormal(-0.6 if slow else -1.2, 0.25)), ts_ms=1_791_000_000_000 + i,
             routing="weighted", config_hash="abc123", weights="v1.0=0.333,v2.0=0.333,v3.0=0.334"))
@@ -231,7 +232,11 @@ def test_three_versions_against_the_control_with_adjusted_p_values(tmp_path: Pat
     by_version = {c.data.tags["model_version"]: c for c in children}
     assert by_version["v3.0"].data.tags["correction"] == "holm" and by_version["v1.0"].data.tags["is_control"] == "true"
     assert {"vs_control_latency_p_value", "vs_control_latency_p_adjusted"} <= set(by_version["v3.0"].data.metrics)
-    text = subprocess.run([*args, "--no-log", "--correction", "bh"], capture_output=True, text=True, timeout=300,
-                          cwd=ROOT)
+    text = subprocess.run([*args, "--no-log", "--correction", "bh", "--segment-by", "sepal_length"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert text.returncode == 0, text.stderr
     assert "against the control v1.0 (Benjamini-Hochberg-adjusted across" in text.stdout
+    assert "segments by sepal_length (quartiles of the numeric column" in text.stdout
+    refused = subprocess.run([*args, "--no-log", "--segment-by", "header:X-Country"], capture_output=True, text=True,
+                             timeout=60, cwd=ROOT)
+    assert refused.returncode == 2 and "does not log request headers" in refused.stderr
