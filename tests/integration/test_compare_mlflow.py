@@ -197,7 +197,7 @@ def test_three_versions_against_the_control_with_adjusted_p_values(tmp_path: Pat
     summary runs."""
     rng = np.random.default_rng(21)
     recs = []
-    for i in range(900):
+    for i in range(450):
         v = ("v1.0", "v2.0", "v3.0")[i % 3]
         slow = v == "v3.0"
         cls = int(rng.choice(3, p=[0.2, 0.3, 0.5] if slow else [0.34, 0.33, 0.33]))
@@ -213,7 +213,7 @@ def test_three_versions_against_the_control_with_adjusted_p_values(tmp_path: Pat
 
     client = MlflowClient(tracking_uri=mlflow_server.url)
     exp = client.get_experiment_by_name("cmp-abn")
-    for run in client.search_runs([exp.experiment_id], max_results=1000)[:300]:  # ground truth for some
+    for run in client.search_runs([exp.experiment_id], max_results=1000)[:150]:  # ground truth for some
         client.log_metric(run.info.run_id, "correct", float(rng.random() < 0.9))
     html = tmp_path / "abn.html"
     args = [sys.executable, "-m", "experiments.compare", "--experiment", "cmp-abn", "--tracking-uri",
@@ -239,4 +239,4 @@ def test_three_versions_against_the_control_with_adjusted_p_values(tmp_path: Pat
     assert "segments by sepal_length (quartiles of the numeric column" in text.stdout
     refused = subprocess.run([*args, "--no-log", "--segment-by", "header:X-Country"], capture_output=True, text=True,
                              timeout=60, cwd=ROOT)
-    assert refused.returncode == 2 and "does not log request headers" in refused.stderr
+    assert refused.returncode == 2 and "does not do yet" in refused.stderr
