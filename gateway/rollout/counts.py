@@ -47,6 +47,9 @@ class RolloutCounts:
     arms: dict[str, ArmCounts] = field(default_factory=dict)
     steps: dict[str, dict[str, int]] = field(default_factory=dict)  # weights tag -> variant -> requests
     shadow: ShadowCounts = field(default_factory=ShadowCounts)
+    # weights tag -> variant -> sticky users at their first request (in each worker): the unit of the
+    # sample-ratio check when routing is sticky
+    user_steps: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def arm(self, variant: str) -> ArmCounts:
         """The variant's counts, created empty on first use."""
@@ -56,12 +59,18 @@ class RolloutCounts:
         split = self.steps.setdefault(weights_tag, {})
         split[variant] = split.get(variant, 0) + 1
 
+    def count_user(self, weights_tag: str, variant: str) -> None:
+        split = self.user_steps.setdefault(weights_tag, {})
+        split[variant] = split.get(variant, 0) + 1
+
     def merge(self, other: RolloutCounts) -> None:
         """Add ``other``'s counts into these."""
         for variant, arm in other.arms.items():
             self.arm(variant).add(arm)
         for tag, split in other.steps.items():
             _add_into(self.steps.setdefault(tag, {}), split)
+        for tag, split in other.user_steps.items():
+            _add_into(self.user_steps.setdefault(tag, {}), split)
         self.shadow.pairs += other.shadow.pairs
         self.shadow.disagree += other.shadow.disagree
 
@@ -86,4 +95,5 @@ class RolloutCounts:
                 for v, a in data.get("arms", {}).items()}
         steps = {str(t): {str(v): int(n) for v, n in split.items()} for t, split in data.get("steps", {}).items()}
         shadow = data.get("shadow", {})
-        return cls(arms, steps, ShadowCounts(int(shadow.get("pairs", 0)), int(shadow.get("disagree", 0))))
+        users = {str(t): {str(v): int(n) for v, n in split.items()} for t, split in data.get("user_steps", {}).items()}
+        return cls(arms, steps, ShadowCounts(int(shadow.get("pairs", 0)), int(shadow.get("disagree", 0))), users)

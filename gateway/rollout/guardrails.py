@@ -109,15 +109,24 @@ def evaluate(spec: RolloutSpec, counts: RolloutCounts, weights_tag: str, weight:
            {"control": l_c, "candidate": l_x}, require=g.accuracy.require,
            safe=l_c > 0 and l_x > 0 and math.isfinite(est.low) and est.low > -t)
 
-    # Sample ratio within this step, against the weights in force.
+    # Sample ratio within this step, against the weights in force: in users when requests were routed by a
+    # sticky key (each user's requests all go one way, so they are not independent draws; weighted
+    # requests of the step, if any, are then left to the other guardrails).
     w = weight
     split = counts.steps.get(weights_tag, {})
-    observed = [split.get(spec.control, 0), split.get(spec.candidate, 0)]
+    users = counts.user_steps.get(weights_tag, {})
+    requests = [split.get(spec.control, 0), split.get(spec.candidate, 0)]
+    observed = [users.get(spec.control, 0), users.get(spec.candidate, 0)]
+    by_user = sum(observed) > 0
+    if not by_user:
+        observed = requests
     p = float(sq.srm_p_value(observed, [1.0 - w, w])) if w < 1.0 and sum(observed) else 1.0
     share = observed[1] / sum(observed) if sum(observed) else math.nan
     srm_est = sq.SequentialEstimate(share, math.nan, math.nan, p, w)
-    result(SRM, g.srm.enabled, g.srm.alpha, f"candidate's share of this step's requests against its weight {w:g}; "
+    unit = "sticky users" if by_user else "requests"
+    result(SRM, g.srm.enabled, g.srm.alpha, f"candidate's share of this step's {unit} against its weight {w:g}; "
            "breached when the always-valid p-value is below the threshold", srm_est, sum(observed) > 0,
            {"control": observed[0], "candidate": observed[1]}, key=f"{SRM}@{weights_tag}", breach_alpha=g.srm.alpha,
            safe=True)
     return out
+

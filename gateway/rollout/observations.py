@@ -17,6 +17,7 @@ from gateway.rollout.counts import ArmCounts, RolloutCounts
 from gateway.stats.sequential import histogram_bin
 
 RANDOMISED = ("weighted", "sticky")
+MAX_USERS_PER_STEP = 1_000_000  # users remembered per step's weights (about 100 MB); past it, not counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +36,14 @@ class RolloutObserver:
         self.following: Following | None = None
         self._counts = RolloutCounts()
         self._dirty = False
+        self._users: dict[str, set[str]] = {}  # weights tag -> sticky users seen by this worker
 
     def follow(self, following: Following | None) -> None:
         """Count for this rollout from now on; a new rollout starts from zero."""
         with self._lock:
             if following is None or self.following is None or following.rollout_id != self.following.rollout_id:
                 self._counts = RolloutCounts()
+                self._users = {}
                 self._dirty = True
             self.following = following
 
@@ -75,6 +78,11 @@ class RolloutObserver:
             # Keyed by the weights the request was routed under (not by step): a request routed just
             # before a change, and counted just after it, still lands with its own weights.
             self._counts.count_split(first.weights, first.model_version)
+            if first.routing == "sticky" and first.user:
+                seen = self._users.setdefault(first.weights, set())
+                if first.user not in seen and len(seen) < MAX_USERS_PER_STEP:
+                    seen.add(first.user)
+                    self._counts.count_user(first.weights, first.model_version)
             self._dirty = True
 
     def on_error(self, variant: str, routing: str, weights_tag: str) -> None:

@@ -63,6 +63,9 @@ def counts_from_series(rows: list[dict[str, Any]]) -> RolloutCounts:
         elif name == "split" and variant and labels.get("weights") is not None:
             split = counts.steps.setdefault(labels["weights"], {})
             split[variant] = split.get(variant, 0) + value
+        elif name == "users" and variant and labels.get("weights") is not None:
+            users = counts.user_steps.setdefault(labels["weights"], {})
+            users[variant] = users.get(variant, 0) + value
         elif name == "shadow_pairs":
             counts.shadow.pairs += value
         elif name == "shadow_disagree":

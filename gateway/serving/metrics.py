@@ -254,6 +254,12 @@ class RolloutCountsCollector(Collector):
             for variant, n in by_variant.items():
                 split.add_metric([rollout_id, weights, variant], float(n))
         yield split
+        users = CounterMetricFamily(f"{OBSERVED}_users", "Rollout sticky users at their first request, by the "
+                                    "weights they were routed under.", labels=["rollout_id", "weights", "variant"])
+        for weights, by_variant in counts.user_steps.items():
+            for variant, n in by_variant.items():
+                users.add_metric([rollout_id, weights, variant], float(n))
+        yield users
         for key in ("pairs", "disagree"):
             family = CounterMetricFamily(f"{OBSERVED}_shadow_{key}", f"Shadow-scored rows ({key}) of the control's "
                                          "requests by the candidate.", labels=["rollout_id"])

@@ -63,3 +63,29 @@ def test_a_step_that_never_clears_is_inconclusive_and_resume_gives_it_more(tmp_p
     assert resumed.history[-1]["candidate_samples"] >= 600
     w.runner.step()  # the step's budget starts again from there: not inconclusive at once
     assert w.controller.store.load().state is RolloutState.RUNNING
+
+
+def test_sticky_users_are_the_unit_of_the_sample_ratio_guardrail() -> None:
+    """50 sticky users with heavy-tailed request counts, assigned 50/50 fairly: counting users the SRM
+    guardrail stays quiet; counting their requests it would roll back healthy candidates."""
+    import numpy as np
+
+    from gateway.rollout.counts import RolloutCounts
+    from gateway.rollout.guardrails import SRM, evaluate
+
+    rng = np.random.default_rng(19)
+    spec = RolloutSpec.model_validate({"control": "v0.0", "candidate": "v1.0", "steps": [0.5, 1.0]})
+    runs, by_users, by_requests = 200, 0, 0
+    for _ in range(runs):
+        counts = RolloutCounts()
+        for _ in range(50):
+            variant = "v0.0" if rng.random() < 0.5 else "v1.0"
+            counts.count_user("w", variant)
+            for _ in range(int(min(400, 1 + rng.pareto(1.2) * 5))):
+                counts.count_split("w", variant)
+        by_users += evaluate(spec, counts, "w", 0.5, {})[SRM].breached
+        counts.user_steps = {}
+        by_requests += evaluate(spec, counts, "w", 0.5, {})[SRM].breached
+    print(f"SRM guardrail, 50 sticky users, fair split, {runs} steps: breached counting users {by_users / runs:.1%}, "
+          f"counting requests {by_requests / runs:.1%}")
+    assert by_users / runs <= 0.01 and by_requests > by_users

@@ -76,3 +76,19 @@ def test_workers_counts_add_up_to_the_counts_of_all_the_traffic(parts: list[list
         separate.append(snap[1] if snap else RolloutCounts())
     whole = one.take_snapshot()
     assert RolloutCounts.merged(separate) == (whole[1] if whole else RolloutCounts.merged([]))
+
+
+def test_sticky_users_are_counted_once_per_step_and_survive_the_shared_state() -> None:
+    from dataclasses import replace
+
+    o = observer()
+    for user, variant in [("u1", "c"), ("u1", "c"), ("u2", "x"), ("u1", "c"), ("u3", "c")]:
+        o.on_records([replace(record(variant, routing="sticky"), user=user)])
+    o.on_records([replace(record("c", routing="sticky", weights="c=0.5,x=0.5"), user="u1")])  # a new step
+    o.on_records([record("c")])  # weighted, no user: counted as a request only
+    _, counts = o.take_snapshot()  # type: ignore[misc]
+    assert counts.user_steps == {"c=0.9,x=0.1": {"c": 2, "x": 1}, "c=0.5,x=0.5": {"c": 1}}
+    assert counts.steps["c=0.9,x=0.1"] == {"c": 5, "x": 1}
+    assert RolloutCounts.from_dict(counts.to_dict()) == counts  # as the shared state keeps them
+    merged = RolloutCounts.merged([counts, counts])
+    assert merged.user_steps["c=0.9,x=0.1"] == {"c": 4, "x": 2}  # another worker's users add up
