@@ -64,15 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control", help="the version every other one is compared with (default: the config's "
                                           "first variant, else the first version by name)")
     parser.add_argument("--segment-by", metavar="COLUMN",
-                        help="also compare within segments of an input column (quartiles when numeric), with a "
-                             "correction family of their own")
+                        help="also compare within segments of an input column (quartiles when numeric) or of a "
+                             "logged request header (header:NAME, see [routing] log_headers), with a correction "
+                             "family of their own")
     parser.add_argument("--correction", choices=CORRECTIONS, default="holm",
                         help="p-value adjustment across versions x metrics: holm (default; any false positive "
                              "at most alpha), bh (Benjamini-Hochberg: false discovery rate), none")
     args = parser.parse_args(argv)
-    if args.segment_by and args.segment_by.startswith("header:"):
-        parser.error("--segment-by header:NAME needs the gateway to log request headers, which it does not do yet; "
-                     "segment by an input column of the model")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     defaults = _config_defaults(args.config)
     args.experiment = args.experiment or defaults.get("experiment", "iris-flower-prediction")

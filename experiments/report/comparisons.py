@@ -155,7 +155,9 @@ def by_segment(primary: pd.DataFrame, column: str, control: str, labels: list[An
     one correction family of their own, never mixed with the overall one (more segments, more tests:
     the adjustment grows with them)."""
     if "segment" not in primary or primary["segment"].isna().all():
-        return {"by": column, "error": f"no record carries a value of {column!r} (an input column of the model)"}
+        what = (f"header {column.removeprefix('header:')!r} (is it in the gateway's [routing] log_headers?)"
+                if column.startswith("header:") else f"{column!r} (an input column of the model)")
+        return {"by": column, "error": f"no record carries a value of {what}"}
     primary = primary[primary["segment"].notna()]
     labels_of_rows, how = segments_of(primary["segment"])
     results: dict[str, dict[str, Any]] = {}

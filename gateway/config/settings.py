@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -65,6 +66,20 @@ class RoutingSection(_Section):
     variant_header: str = "X-Model-Version"
     sticky_header: str = "X-User-ID"
     salt: str = "iris-ab"
+    # Request headers whose values are logged with each prediction (tag header.<name>), so that the
+    # report can compare versions within their segments (--segment-by header:NAME). Values are cut
+    # at 256 characters; leave out anything personal.
+    log_headers: list[str] = Field(default_factory=list, max_length=10)
+
+    @field_validator("log_headers")
+    @classmethod
+    def _header_names(cls, names: list[str]) -> list[str]:
+        out = []
+        for name in names:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}", name):
+                raise ValueError(f"{name!r} is not a header name (letters, digits and -, at most 64)")
+            out.append(name.lower())
+        return out
 
 
 class VariantSpec(_Section):

@@ -31,6 +31,7 @@ TAG_GRANULARITY = "granularity"
 TAG_MODEL_KIND = "model_kind"
 TAG_TRUE_LABEL = "true_label"
 TAG_USER = "user"  # the sticky user key's pseudonym, when the request had a key
+TAG_HEADER_PREFIX = "header."  # + a [routing] log_headers name: that request header's value
 TAG_WINDOW_ID = "window_id"
 TAG_FEEDBACK_BATCH = "feedback_batch_id"
 

@@ -46,6 +46,8 @@ class PredictionRecord:
     # The sticky user key's pseudonym (``user_pseudonym``), when the request had one: the report's unit of
     # analysis under sticky routing. Never the key itself.
     user: str | None = None
+    # The values of [routing] log_headers, as JSON text ({"x-country": "de"}), or "" when none were sent.
+    headers: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """A shallow dict (the features object is shared, not copied): ``dataclasses.asdict`` deep-copies

@@ -94,8 +94,15 @@ def prediction_records(runs: pd.DataFrame, segment: str | None = None) -> pd.Dat
         "user": _col(df, f"tags.{c.TAG_USER}", None),
     })
     if segment is not None:
-        out["segment"] = _col(df, f"params.{c.param_name(segment)}", None)
+        header = _header_segment(segment)
+        out["segment"] = (_col(df, f"tags.{c.TAG_HEADER_PREFIX}{header}", None) if header is not None
+                          else _col(df, f"params.{c.param_name(segment)}", None))
     return out.dropna(subset=["latency_ms", "prediction"])
+
+
+def _header_segment(segment: str) -> str | None:
+    """``header:NAME`` (a [routing] log_headers name) -> its lower-case name; None for an input column."""
+    return segment.removeprefix("header:").lower() if segment.startswith("header:") else None
 
 
 def _artifact_tables(runs: pd.DataFrame, granularity: str, artifact: str, tracking_uri: str,
@@ -171,7 +178,10 @@ def window_records(runs: pd.DataFrame, tracking_uri: str, progress: bool = False
         "user": raw["user"] if "user" in raw.columns else None,
     })
     if segment is not None:
-        out["segment"] = [orjson.loads(f).get(segment) if isinstance(f, str) else None for f in raw["features"]]
+        header = _header_segment(segment)
+        source, key = ("headers", header) if header is not None else ("features", segment)
+        cells = raw[source] if source in raw.columns else [None] * len(raw)
+        out["segment"] = [orjson.loads(v).get(key) if isinstance(v, str) and v else None for v in cells]
     return out
 
 

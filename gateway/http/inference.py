@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import orjson
 from fastapi import Request
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -46,6 +47,14 @@ def header_utf8(request: Request, name: str) -> str | None:
             except UnicodeDecodeError:
                 return v.decode("latin-1")  # type: ignore[no-any-return]
     return None
+
+
+def logged_headers(request: Request, names: list[str]) -> str:
+    """The ``[routing] log_headers`` the request sent, as JSON text for its records ("" when none)."""
+    if not names:
+        return ""
+    found = {name: value[:256] for name in names if (value := header_utf8(request, name)) is not None}
+    return orjson.dumps(found).decode() if found else ""
 
 
 def request_id_of(request: Request, given: Any = None) -> str | None:
@@ -103,7 +112,7 @@ async def answer(request: Request, rows: Sequence[Any], *, probabilities: bool =
     scorer = svc.scorer
     pending = scorer.submit(rows, forced=forced or None, user_key=user_key,
                             request_id=request_id or request_id_of(request), probabilities=probabilities,
-                            params=params or None)
+                            params=params or None, headers=logged_headers(request, routing.log_headers))
     scored, write_error = await _committed(request, pending, svc.settings.model.request_timeout_ms)
     outcome = scorer.finish(scored, write_error)
     request.app.state.metrics.on_response(outcome.model_version, outcome.reason, 200)

@@ -76,6 +76,7 @@ class _Ticket:
     decision: Decision | None = None  # primary
     future: Pending | None = None  # primary
     user: str | None = None  # the sticky key's pseudonym
+    headers: str = ""  # [routing] log_headers' values, as JSON text
     outcome: PredictionOutcome | None = None  # shadow: the primary's answer
 
 
@@ -115,7 +116,7 @@ class Scorer:
 
     def submit(self, raw_rows: Sequence[Any], *, forced: str | None = None, user_key: str | None = None,
                request_id: str | None = None, probabilities: bool = False,
-               params: dict[str, Any] | None = None) -> Pending:
+               params: dict[str, Any] | None = None, headers: str = "") -> Pending:
         """Route the request and queue it on its variant's batcher. Raises NotReady, TooManyRows,
         UnknownVariant or VariantSaturated at once; invalid rows and model errors come through the
         future, which gives (the scored request, the spool write's error or None) once its records are
@@ -133,7 +134,7 @@ class Scorer:
         pending = Pending(variant.name, request_id)
         ticket = _Ticket(request_id, Role.PRIMARY, variant, str(decision.reason), router, params or None,
                          decision=decision, future=pending,
-                         user=user_pseudonym(router.config.salt, user_key) if user_key else None)
+                         user=user_pseudonym(router.config.salt, user_key) if user_key else None, headers=headers)
         self._in_flight.add(request_id)
         try:
             job = self.batchers[variant.name].submit(raw_rows, probabilities=probabilities,
@@ -168,7 +169,7 @@ class Scorer:
                 continue
             try:
                 records = self._records(ticket.request_id, ticket.role, ticket.variant, result, ticket.routing,
-                                        ticket.router, ticket.user)
+                                        ticket.router, ticket.user, ticket.headers)
             except Exception as exc:  # the request fails, the others and the worker go on
                 self._fail(ticket, exc)
                 continue
@@ -229,14 +230,14 @@ class Scorer:
 
     @staticmethod
     def _records(request_id: str, role: Role, variant: LoadedVariant, result: JobResult, routing: str,
-                 router: Router, user: str | None = None) -> list[PredictionRecord]:
+                 router: Router, user: str | None = None, headers: str = "") -> list[PredictionRecord]:
         ts_ms = int(time.time() * 1000)
         config_hash, weights, kind = router.config_hash, router.weights_tag, str(variant.kind)
         return [PredictionRecord(request_id=request_id, role=str(role), model_version=variant.name, features=row,
                                  prediction=p.label, class_index=p.class_index, inference_time_ms=result.elapsed_ms,
                                  ts_ms=ts_ms, routing=routing, config_hash=config_hash, weights=weights,
                                  row_index=i, kind=kind, batch_rows=result.batch_rows,
-                                 request_time_ms=result.request_time_ms, user=user)
+                                 request_time_ms=result.request_time_ms, user=user, headers=headers)
                 for i, (row, p) in enumerate(zip(result.rows, result.predictions, strict=True))]
 
     def finish(self, scored: ScoredRequest, error: BaseException | None = None) -> PredictionOutcome:
@@ -288,7 +289,8 @@ class Scorer:
             return False
         candidate = self.variants[outcome.shadow]
         ticket = _Ticket(outcome.request_id, Role.SHADOW, candidate, str(RoutingReason.SHADOW), scored.router,
-                         scored.params, outcome=outcome, user=scored.records[0].user if scored.records else None)
+                         scored.params, outcome=outcome, user=scored.records[0].user if scored.records else None,
+                         headers=scored.records[0].headers if scored.records else "")
         try:
             self.batchers[candidate.name].submit(scored.rows, prepared=True, params=scored.params, ticket=ticket)
         except BatcherClosed:

@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS predictions (
     batch_rows INTEGER NOT NULL DEFAULT 1,
     request_time_ms REAL,
     user TEXT,
+    headers TEXT NOT NULL DEFAULT '',
     status INTEGER NOT NULL DEFAULT {PENDING:d},
     lease_owner TEXT,
     lease_until REAL,
@@ -74,7 +75,8 @@ CREATE INDEX IF NOT EXISTS labels_open ON labels (id) WHERE status != {DONE:d};
 """
 _LABELS_ONCE = "CREATE UNIQUE INDEX IF NOT EXISTS labels_once ON labels (request_id, row_index);"
 # Columns added after the first release of the predictions table, with their definitions.
-_ADDED_COLUMNS = {"batch_rows": "INTEGER NOT NULL DEFAULT 1", "request_time_ms": "REAL", "user": "TEXT"}
+_ADDED_COLUMNS = {"batch_rows": "INTEGER NOT NULL DEFAULT 1", "request_time_ms": "REAL", "user": "TEXT",
+                  "headers": "TEXT NOT NULL DEFAULT ''"}
 
 
 def create(conn: sqlite3.Connection, path: Path) -> None:

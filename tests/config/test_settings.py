@@ -57,6 +57,12 @@ weight = {w2}
         ("[state]\npoll_seconds = 30\n", "state.poll_seconds"),
         ("[mlflow]\ntracking_uri = \"sqlite:///m.db\"\n[state]\nbackend = \"mlflow\"\n", "state.backend"),
         ("[controller]\nmetrics_port = 70000\n", "controller.metrics_port"),
+        ("[routing]\nlog_headers = [\"X Country\"]\n", "routing.log_headers"),
+        ("[rollout]\nmin_samples = 500\nmax_samples = 100\n", "max_samples"),
+        ("[rollout.guardrails.latency_p95]\nrequire = \"maybe\"\n", "rollout.guardrails.latency_p95.require"),
+        ("[model]\nrequest_timeout_ms = -1\n", "model.request_timeout_ms"),
+        ("[batching]\nmax_queue_rows = 0\n", "batching.max_queue_rows"),
+        ("[state]\nstart_without_mlflow = \"maybe\"\n", "state.start_without_mlflow"),
     ],
 )
 def test_invalid_config_names_the_key(tmp_path: Path, text: str, key: str) -> None:

@@ -387,3 +387,23 @@ def test_openapi_shows_the_models_columns(client: TestClient) -> None:
     body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"]["oneOf"][1]["type"] == "array"
     assert {"/invocations", "/v2/models/{name}/infer", "/ping"} <= set(spec["paths"])
+
+
+def test_allow_listed_headers_and_the_sticky_users_pseudonym_are_logged(
+        tmp_path: Path, local_models: dict[str, str]) -> None:
+    from gateway.domain.records import user_pseudonym
+    from gateway.export.strategies import prediction_tags
+
+    with make_client(tmp_path, local_models, routing={"log_headers": ["X-Country"]}) as c:
+        wait_ready(c)
+        r = c.post("/predict", json=FEATURES, headers={"X-Country": "de", "X-Other": "secret", "X-User-ID": "alice"})
+        plain = c.post("/predict", json=FEATURES)
+        spool = c.app.state.gateway.spool  # type: ignore[attr-defined]
+        logged, bare = spool.find(r.json()["request_id"]), spool.find(plain.json()["request_id"])
+    assert logged is not None and logged.headers == '{"x-country":"de"}' and "secret" not in logged.headers
+    assert logged.user == user_pseudonym("iris-ab", "alice") and "alice" not in logged.user
+    assert logged.routing == "sticky"
+    tags = prediction_tags(logged)
+    assert tags["header.x-country"] == "de" and tags["user"] == logged.user
+    assert bare is not None and bare.headers == "" and bare.user is None
+    assert "header.x-country" not in prediction_tags(bare) and "user" not in prediction_tags(bare)
