@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -243,3 +244,52 @@ def test_three_versions_against_the_control_with_adjusted_p_values(tmp_path: Pat
     assert by_header.returncode == 0, by_header.stderr
     segments = json.loads(by_header.stdout)["segments"]
     assert segments["by"] == "header:X-Country" and set(segments["segments"]) == {"de", "fr"}
+
+
+def test_three_registered_versions_through_a_gateway_with_sticky_users_and_a_logged_header(
+        mlflow_server: MlflowServer, start_gateway: Any) -> None:
+    """A real gateway serving three registered versions (the constant candidate among them) to sticky
+    users with feedback and a logged X-Country header; the report from MLflow: the user as its unit,
+    both versions against the control with adjusted p-values, segments by the header."""
+    import httpx
+    from sklearn.datasets import load_iris
+
+    from tests.harness.delivery import wait_drained
+    from tests.harness.processes import register_constant_model
+
+    const = register_constant_model(mlflow_server.url)
+    experiment = f"abn-gateway-{time.monotonic_ns()}"
+    gw = start_gateway(name="abn", mlflow={"tracking_uri": mlflow_server.url, "experiment": experiment,
+                                           "granularity": "window", "window_seconds": 1.0, "retry_max_seconds": 2.0},
+                       routing={"mode": "weighted", "salt": "abn", "log_headers": ["X-Country"]},
+                       variants=[{"name": "v1.0", "model_uri": "models:/IrisClassifier/1", "weight": 1.0},
+                                 {"name": "v2.0", "model_uri": "models:/IrisClassifier/2", "weight": 1.0},
+                                 {"name": "const", "model_uri": const, "weight": 1.0}],
+                       model={"class_names": CLASSES})
+    iris = load_iris()
+    names = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    with httpx.Client(base_url=gw.url, timeout=10) as http:
+        for i in range(600):
+            row, truth = iris.data[i % 150], CLASSES[int(iris.target[i % 150])]
+            user = f"user-{i % 120}"
+            r = http.post("/predict", json=dict(zip(names, map(float, row), strict=True)),
+                          headers={"X-User-ID": user, "X-Country": "de" if i % 120 < 60 else "fr"})
+            assert r.status_code == 200, r.text
+            assert http.post("/feedback", json={"request_id": r.json()["request_id"],
+                                                "true_label": truth}).status_code == 202
+    wait_drained(gw, timeout=120)
+    deadline = time.monotonic() + 60
+    while httpx.get(gw.url + "/stats").json()["spool"]["labels_backlog"] and time.monotonic() < deadline:
+        time.sleep(0.3)
+    proc = subprocess.run([sys.executable, "-m", "experiments.compare", "--experiment", experiment, "--tracking-uri",
+                           mlflow_server.url, "--control", "v1.0", "--segment-by", "header:X-Country", "--json",
+                           "--no-log"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["unit"]["unit"] == "user" and report["tests"]["srm"]["unit"] == "user"
+    section = report["comparisons"]
+    assert section["unit"] == "user" and set(section["pairs"]) == {"v2.0", "const"}
+    accuracy = section["pairs"]["const"]["accuracy"]  # the constant model is right on a third of the rows
+    assert accuracy["test"] == "cluster_bootstrap" and accuracy["significant"] and accuracy["difference"] < -0.3
+    assert set(report["segments"]["segments"]) == {"de", "fr"}
+    assert report["health"]["multiple_exposure"]["in_more_than_one_version"] == 0
