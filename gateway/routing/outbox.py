@@ -39,7 +39,6 @@ class OutboxSender:
         self.tracking_uri = tracking_uri
         self.idle_s = idle_s
         self.check_timeout_s = check_timeout_s
-        self.sent = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._done = threading.Condition()
@@ -88,7 +87,6 @@ class OutboxSender:
             self.outbox.failed(item.id, first_line(exc, 300), retry)
             return
         self.outbox.done(item.id)
-        self.sent += 1
         log.info("in MLflow: %s%s", item.summary, f" (after {item.attempts + 1} attempts)" if item.attempts else "")
         with self._done:
             self._done.notify_all()

@@ -15,11 +15,12 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
-from enum import IntEnum, StrEnum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from gateway.spool.queue import owner_alive
+from gateway.spool.schema import RowState
 from gateway.spool.sqlite import SqliteFile
 
 FILE_NAME = "outbox.sqlite3"
@@ -31,7 +32,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     kind TEXT NOT NULL,
     payload TEXT NOT NULL,              -- JSON
     summary TEXT NOT NULL,              -- for people: GET /rollout, logs
-    status INTEGER NOT NULL DEFAULT 0,
+    status INTEGER NOT NULL DEFAULT 0,  -- a RowState: pending, claimed by a sender, done
     attempts INTEGER NOT NULL DEFAULT 0,
     lease_owner TEXT,
     lease_until REAL NOT NULL DEFAULT 0,
@@ -47,12 +48,6 @@ CREATE INDEX IF NOT EXISTS outbox_open ON outbox (status, id);
 class ItemKind(StrEnum):
     CHAMPION_ALIAS = "champion_alias"  # payload: variant, model, version
     CHANGE_RUN = "change_run"  # payload: the RoutingChange's fields and at_ms
-
-
-class ItemState(IntEnum):
-    PENDING = 0
-    SENDING = 1
-    DONE = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,35 +79,35 @@ class Outbox:
         now = time.time() if now is None else now
         with self.db.transaction() as conn:
             row = conn.execute(f"SELECT id, key, kind, payload, summary, attempts, status, lease_owner, lease_until, "
-                               f"next_try_at FROM outbox WHERE status != {ItemState.DONE:d} ORDER BY id LIMIT 1"
+                               f"next_try_at FROM outbox WHERE status != {RowState.DONE:d} ORDER BY id LIMIT 1"
                                ).fetchone()
             if row is None:
                 return None
             item_id, key, kind, payload, summary, attempts, status, owner, lease_until, next_try_at = row
-            held = (status == ItemState.SENDING and lease_until >= now and owner != self.owner
+            held = (status == RowState.CLAIMED and lease_until >= now and owner != self.owner
                     and owner_alive(str(owner)))
             if held or next_try_at > now:
                 return None
-            conn.execute(f"UPDATE outbox SET status = {ItemState.SENDING:d}, lease_owner = ?, lease_until = ?, "
+            conn.execute(f"UPDATE outbox SET status = {RowState.CLAIMED:d}, lease_owner = ?, lease_until = ?, "
                          "attempts = attempts + 1 WHERE id = ?", (self.owner, now + lease_seconds, item_id))
         return Item(item_id, key, ItemKind(kind), json.loads(payload), summary, attempts)
 
     def done(self, item_id: int) -> None:
-        self.db.write(f"UPDATE outbox SET status = {ItemState.DONE:d}, done_at = ?, lease_owner = NULL, "
+        self.db.write(f"UPDATE outbox SET status = {RowState.DONE:d}, done_at = ?, lease_owner = NULL, "
                       "last_error = NULL WHERE id = ?", (time.time(), item_id))
 
     def failed(self, item_id: int, error: str, retry_in_s: float) -> None:
-        self.db.write(f"UPDATE outbox SET status = {ItemState.PENDING:d}, lease_owner = NULL, lease_until = 0, "
+        self.db.write(f"UPDATE outbox SET status = {RowState.PENDING:d}, lease_owner = NULL, lease_until = 0, "
                       "last_error = ?, next_try_at = ? WHERE id = ?", (error[:1000], time.time() + retry_in_s, item_id))
 
     def is_done(self, item_id: int) -> bool:
         rows = self.db.read("SELECT status FROM outbox WHERE id = ?", (item_id,))
-        return bool(rows) and rows[0][0] == ItemState.DONE
+        return bool(rows) and rows[0][0] == RowState.DONE
 
     def pending(self, limit: int = 50) -> list[dict[str, Any]]:
         """What MLflow has not been told yet, oldest first (GET /rollout, POST /admin/promote)."""
         rows = self.db.read(f"SELECT id, kind, summary, attempts, last_error, created_at FROM outbox "
-                            f"WHERE status != {ItemState.DONE:d} ORDER BY id LIMIT ?", (limit,))
+                            f"WHERE status != {RowState.DONE:d} ORDER BY id LIMIT ?", (limit,))
         return [{"id": i, "kind": k, "what": s, "attempts": a, "last_error": e,
                  "waiting_seconds": round(time.time() - float(c), 1)} for i, k, s, a, e, c in rows]  # type: ignore[arg-type]
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from gateway.domain.records import PredictionRecord
 from gateway.spool.labels import LabelExists, LabelRow, LabelTable
@@ -38,6 +39,8 @@ class DuplicateRequest(Exception):
         super().__init__(f"request {first.request_id} ({first.role}) is already recorded")
         self.existing = existing
 
+
+T = TypeVar("T")
 
 # A readiness probe commits this many bytes, then deletes them: more than most group commits of
 # records need, so a disk with room for the probe has room for them (a one-page write would fit in
@@ -91,12 +94,7 @@ class PredictionSpool:
         try:
             if self.db.check_file():
                 raise SpoolWriteError("the spool file was deleted or replaced; restart the gateway")
-            try:
-                return self._insert_groups(groups)
-            except sqlite3.OperationalError as exc:
-                if "full" not in str(exc) or not self.prune(0):
-                    raise
-                return self._insert_groups(groups)
+            return self._pruning_when_full(lambda: self._insert_groups(groups))
         except sqlite3.Error as exc:
             error = SpoolWriteError(f"cannot write the prediction spool: {exc}")
             return [error for _ in groups]
@@ -107,15 +105,20 @@ class PredictionSpool:
         """Whether new records would fit now: ``PROBE_BYTES`` committed under the size cap, as records
         are (the same pruning of exported rows first), then deleted. None when it committed, else why not."""
         try:
-            try:
-                self._probe()
-            except sqlite3.OperationalError as exc:
-                if "full" not in str(exc) or not self.prune(0):
-                    raise
-                self._probe()
+            self._pruning_when_full(self._probe)
         except sqlite3.Error as exc:
             return f"cannot write the prediction spool: {exc}"
         return None
+
+    def _pruning_when_full(self, write: Callable[[], T]) -> T:
+        """``write``, and when the spool is full (the disk, its reserve or the size cap), once more after
+        deleting the rows already in MLflow: only unexported records may fill it."""
+        try:
+            return write()
+        except sqlite3.OperationalError as exc:
+            if "full" not in str(exc) or not self.prune(0):
+                raise
+            return write()
 
     def _probe(self) -> None:
         with self.db.adding() as conn:
