@@ -46,6 +46,14 @@ def psql(sql: str, database: str = "postgres") -> None:
                    check=True, capture_output=True)
 
 
+class HelperFailed(RuntimeError):
+    """A helper process exited or never answered; ``port_taken`` when its log says its port was in use."""
+
+    def __init__(self, message: str, port_taken: bool) -> None:
+        super().__init__(message)
+        self.port_taken = port_taken
+
+
 @dataclass
 class Process:
     """A helper process (HAProxy, Prometheus, the controller) with its log in the work directory."""
@@ -58,10 +66,24 @@ class Process:
     _log: IO[bytes] | None = None
 
     def start(self) -> Process:
-        self._log = open(self.workdir / f"{self.name}.log", "ab")  # noqa: SIM115 - lives with the process
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives with the process
         self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
                                      env={**os.environ, **self.env}, start_new_session=True)
         return self
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    def wait_ready(self, url: str, timeout: float) -> None:
+        try:
+            wait_http(url, timeout, self.proc)
+        except (RuntimeError, TimeoutError) as exc:
+            if self._log is not None:
+                self._log.flush()
+            tail = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
+            raise HelperFailed(f"{self.name}: {exc}; the end of {self.log_path}:\n{tail}",
+                               port_taken="address already in use" in tail.lower()) from exc
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -85,9 +107,9 @@ class ReplicaStack:
     mlflow: MlflowServer | None = None
     gateways: list[GatewayProcess] = field(default_factory=list)
     helpers: dict[str, Process] = field(default_factory=dict)
-    lb_port: int = field(default_factory=free_port)
-    prometheus_port: int = field(default_factory=free_port)
-    controller_port: int = field(default_factory=free_port)
+    lb_port: int = 0  # the helpers' ports: chosen as they start (_start_helpers)
+    prometheus_port: int = 0
+    controller_port: int = 0
     granularity: str = "window"  # a run per 2 s window per replica: drains in seconds on two cores
     config: Path | None = None
 
@@ -114,8 +136,8 @@ class ReplicaStack:
             mlflow={"granularity": self.granularity, "window_seconds": 2.0},
             state={"backend": "mlflow", "poll_seconds": 1.0},
             rollout={"interval_seconds": 1.0},
-            controller={"prometheus_url": self.prometheus_url, "metrics_port": self.controller_port,
-                        "metrics_host": "127.0.0.1", "accuracy_refresh_seconds": 2.0},
+            # the controller's Prometheus and port come from its environment, chosen when it starts
+            controller={"metrics_host": "127.0.0.1", "accuracy_refresh_seconds": 2.0},
             variants=[{"name": "v1.0", "model_uri": "models:/IrisClassifier/1", "weight": 0.5},
                       {"name": "v2.0", "model_uri": "models:/IrisClassifier/2", "weight": 0.5},
                       {"name": CANDIDATE, "model_uri": constant, "weight": 0.0}])
@@ -130,12 +152,36 @@ class ReplicaStack:
         for gw in self.gateways:
             assert gw.proc is not None
             wait_http(gw.url + "/readyz", 120, gw.proc)
-        self._start_prometheus()
-        self._start_haproxy()
-        self.helpers["controller"] = Process("controller", [sys.executable, "-m", "gateway.rollout", "--config",
-                                                             str(self.config)], self.workdir).start()
-        wait_http(f"http://127.0.0.1:{self.controller_port}/metrics", 60, self.helpers["controller"].proc)
+        self._start_helpers()
         return self
+
+    def _start_helpers(self, attempts: int = 3) -> None:
+        """Prometheus, HAProxy and the controller, on ports chosen just before they bind.
+
+        A port found free when the stack was built can be taken minutes later, by an outgoing
+        connection's ephemeral port among others; a helper that finds its port taken is started
+        again, with the others, on new ports."""
+        for attempt in range(1, attempts + 1):
+            self.lb_port, self.prometheus_port, self.controller_port = free_port(), free_port(), free_port()
+            try:
+                self._start_controller()
+                self._start_prometheus()
+                self._start_haproxy()
+                return
+            except HelperFailed as exc:
+                for name in ("controller", "haproxy", "prometheus"):
+                    if name in self.helpers:
+                        self.helpers.pop(name).stop()
+                if not exc.port_taken or attempt == attempts:
+                    raise
+
+    def _start_controller(self) -> None:
+        assert self.config is not None
+        controller = Process("controller", [sys.executable, "-m", "gateway.rollout", "--config", str(self.config)],
+                             self.workdir, env={"GATEWAY_CONTROLLER__PROMETHEUS_URL": self.prometheus_url,
+                                                "GATEWAY_CONTROLLER__METRICS_PORT": str(self.controller_port)})
+        self.helpers["controller"] = controller.start()
+        controller.wait_ready(f"http://127.0.0.1:{self.controller_port}/metrics", 60)
 
     def _start_prometheus(self) -> None:
         targets = ", ".join(f"'127.0.0.1:{gw.port}'" for gw in self.gateways)
@@ -147,9 +193,9 @@ class ReplicaStack:
         prom = Process("prometheus", [str(shutil.which("prometheus")),
                                       f"--config.file={self.workdir / 'prometheus.yml'}",
                                       f"--storage.tsdb.path={self.workdir / 'tsdb'}",
-                                      f"--web.listen-address=127.0.0.1:{self.prometheus_port}"], self.workdir).start()
-        self.helpers["prometheus"] = prom
-        wait_http(self.prometheus_url + "/-/ready", 60, prom.proc)
+                                      f"--web.listen-address=127.0.0.1:{self.prometheus_port}"], self.workdir)
+        self.helpers["prometheus"] = prom.start()
+        prom.wait_ready(self.prometheus_url + "/-/ready", 60)
 
     def _start_haproxy(self) -> None:
         servers = "\n".join(f"  server r{i} 127.0.0.1:{gw.port} check" for i, gw in enumerate(self.gateways))
@@ -174,9 +220,9 @@ backend replicas
 {servers}
 """)
         subprocess.run(["haproxy", "-c", "-f", str(self.workdir / "haproxy.cfg")], check=True, capture_output=True)
-        lb = Process("haproxy", ["haproxy", "-db", "-f", str(self.workdir / "haproxy.cfg")], self.workdir).start()
-        self.helpers["haproxy"] = lb
-        wait_http(self.lb_url + "/readyz", 60, lb.proc)
+        lb = Process("haproxy", ["haproxy", "-db", "-f", str(self.workdir / "haproxy.cfg")], self.workdir)
+        self.helpers["haproxy"] = lb.start()
+        lb.wait_ready(self.lb_url + "/readyz", 60)
 
     def stop(self) -> None:
         for name in ("controller", "haproxy", "prometheus"):
