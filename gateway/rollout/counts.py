@@ -4,11 +4,31 @@ whole traffic's. ``to_dict``/``from_dict`` are their form in the shared state fi
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 ARM_KEYS = ("requests", "errors", "labelled", "correct")
+
+# The unit of analysis without remembering every unit: each randomisation unit (the sticky user, else
+# the request) falls in one of BUCKETS groups by a hash of its own, unrelated to the routing hash. A
+# bucket is a union of independent units, so its sums are independent draws, and they add across
+# workers and replicas, since every process puts a unit in the same bucket. The guardrails take the
+# spread of the bucket sums as the variance (the random-groups method), which is the clustered one.
+BUCKETS = 32
+COARSE_BINS = 20  # a request-time bucket cell is 20 histogram bins wide (x1.49): enough for a design effect
+
+
+def unit_bucket(unit: str) -> int:
+    """The bucket of a randomisation unit (a user pseudonym or a request id)."""
+    digest = hashlib.blake2b(unit.encode("utf-8", "surrogatepass"), digest_size=8, person=b"gw-bucket").digest()
+    return int.from_bytes(digest, "big") % BUCKETS
+
+
+def bucket_cell(bucket: int, name: str) -> str:
+    """The key of one bucket's count: ``name`` is an ARM_KEYS entry or ``t<coarse request-time bin>``."""
+    return f"{bucket}/{name}"
 
 
 def _add_into(into: dict[str, int], other: Mapping[str, int]) -> None:
@@ -26,11 +46,30 @@ class ArmCounts:
     labelled: int = 0
     correct: int = 0
     latency_ms: dict[str, int] = field(default_factory=dict)
+    # the same counts per unit bucket (``bucket_cell`` -> count): the unit-level variance
+    buckets: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: ArmCounts) -> None:
         for key in ARM_KEYS:
             setattr(self, key, getattr(self, key) + getattr(other, key))
         _add_into(self.latency_ms, other.latency_ms)
+        _add_into(self.buckets, other.buckets)
+
+    def count(self, key: str, unit: str, n: int = 1) -> None:
+        """Add ``n`` to ``key`` (an ARM_KEYS entry), overall and in the unit's bucket."""
+        setattr(self, key, getattr(self, key) + n)
+        cell = bucket_cell(unit_bucket(unit), key)
+        self.buckets[cell] = self.buckets.get(cell, 0) + n
+
+    def count_time(self, fine_bin: int, unit: str) -> None:
+        b = str(fine_bin)
+        self.latency_ms[b] = self.latency_ms.get(b, 0) + 1
+        cell = bucket_cell(unit_bucket(unit), f"t{fine_bin // COARSE_BINS}")
+        self.buckets[cell] = self.buckets.get(cell, 0) + 1
+
+    def per_bucket(self, name: str) -> list[int]:
+        """``name``'s count in each bucket, in bucket order."""
+        return [self.buckets.get(bucket_cell(b, name), 0) for b in range(BUCKETS)]
 
 
 @dataclass
@@ -91,7 +130,8 @@ class RolloutCounts:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RolloutCounts:
         arms = {str(v): ArmCounts(**{k: int(a.get(k, 0)) for k in ARM_KEYS},
-                                  latency_ms={str(b): int(n) for b, n in a.get("latency_ms", {}).items()})
+                                  latency_ms={str(b): int(n) for b, n in a.get("latency_ms", {}).items()},
+                                  buckets={str(c): int(n) for c, n in a.get("buckets", {}).items()})
                 for v, a in data.get("arms", {}).items()}
         steps = {str(t): {str(v): int(n) for v, n in split.items()} for t, split in data.get("steps", {}).items()}
         shadow = data.get("shadow", {})

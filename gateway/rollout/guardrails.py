@@ -17,7 +17,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from gateway.rollout.counts import ArmCounts, RolloutCounts
+from gateway.rollout.counts import BUCKETS, COARSE_BINS, ArmCounts, RolloutCounts
 from gateway.rollout.spec import RolloutSpec
 from gateway.stats import sequential as sq
 
@@ -37,6 +37,8 @@ class GuardrailResult:
     n: dict[str, int]
     require: str = "not_breached"
     cleared: bool = False
+    unit: str = "request"  # the independent draw the interval assumes: "user" under sticky routing
+
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,9 +58,15 @@ def evaluate(spec: RolloutSpec, counts: RolloutCounts, weights_tag: str, weight:
     alpha, n_star = spec.alpha, spec.tuning_samples
     out: dict[str, GuardrailResult] = {}
 
+    # Sticky routing: the user is the unit. Each arm's counts per unit bucket give the clustered variance
+    # (the request is the unit otherwise, and the buckets then agree with the binomial variance).
+    users = counts.user_steps.get(weights_tag, {})
+    by_user = users.get(spec.control, 0) + users.get(spec.candidate, 0) > 0
+    unit = "user" if by_user else "request"
+
     def result(name: str, enabled: bool, threshold: float, meaning: str, est: sq.SequentialEstimate, worse: bool,
                n: dict[str, int], key: str | None = None, breach_alpha: float | None = None,
-               require: str = "not_breached", safe: bool = False) -> None:
+               require: str = "not_breached", safe: bool = False, unit: str = unit) -> None:
         key = key or name
         p = minima.get(key, 1.0)
         if enabled and worse and math.isfinite(est.p_value):
@@ -67,7 +75,7 @@ def evaluate(spec: RolloutSpec, counts: RolloutCounts, weights_tag: str, weight:
         breached = enabled and worse and p <= (breach_alpha or alpha)
         out[name] = GuardrailResult(name, enabled, threshold, meaning, _num(est.estimate),
                                     [_num(est.low), _num(est.high)], round(p, 6), breached, n, require,
-                                    enabled and not breached and safe)
+                                    enabled and not breached and safe, unit)
 
     def below(est: sq.SequentialEstimate, t: float) -> bool:  # the whole interval under the threshold
         return math.isfinite(est.high) and est.high < t
@@ -76,8 +84,8 @@ def evaluate(spec: RolloutSpec, counts: RolloutCounts, weights_tag: str, weight:
     n_c = c.requests + c.errors
     n_x = x.requests + x.errors
     t = g.error_rate.max_increase
-    est = sq.proportion_difference(c.errors, n_c, x.errors, n_x, null=t, alpha=alpha,
-                                   n_star=n_star)
+    est = sq.clustered_proportion_difference(c.errors, n_c, x.errors, n_x, _answered(c), _answered(x), null=t,
+                                             alpha=alpha, n_star=n_star)
     result(ERROR_RATE, g.error_rate.enabled, t, "candidate error rate minus control's; breached above threshold",
            est, n_c > 0 and n_x > 0 and est.estimate > t, {"control": n_c, "candidate": n_x},
            require=g.error_rate.require, safe=n_c > 0 and n_x > 0 and below(est, t))
@@ -86,7 +94,8 @@ def evaluate(spec: RolloutSpec, counts: RolloutCounts, weights_tag: str, weight:
     t = g.latency_p95.max_ratio
     hist_c = {int(k): v for k, v in c.latency_ms.items()}
     hist_x = {int(k): v for k, v in x.latency_ms.items()}
-    est = sq.histogram_quantile_ratio(hist_c, hist_x, null=t, alpha=alpha, n_star=n_star)
+    est = sq.histogram_quantile_ratio(hist_c, hist_x, null=t, alpha=alpha, n_star=n_star,
+                                      design_effects=(_time_design_effect(c), _time_design_effect(x)))
     result(LATENCY, g.latency_p95.enabled, t, "candidate p95 request time over control's; breached above threshold",
            est, math.isfinite(est.estimate) and est.estimate > t,
            {"control": c.requests, "candidate": x.requests}, require=g.latency_p95.require, safe=below(est, t))
@@ -97,13 +106,15 @@ def evaluate(spec: RolloutSpec, counts: RolloutCounts, weights_tag: str, weight:
     est = sq.proportion(counts.shadow.disagree, pairs, null=t, alpha=alpha, n_star=n_star)
     result(DISAGREEMENT, g.disagreement.enabled, t, "share of shadow-scored rows where the candidate answers "
            "differently from the control; breached above threshold", est, pairs > 0 and est.estimate > t,
-           {"pairs": pairs}, require=g.disagreement.require, safe=pairs > 0 and below(est, t))
+           {"pairs": pairs}, require=g.disagreement.require, safe=pairs > 0 and below(est, t), unit="row")
 
     # Accuracy from /feedback: candidate minus control, breached when significantly below -max_drop.
     t = g.accuracy.max_drop
     l_c, l_x = c.labelled, x.labelled
-    est = sq.proportion_difference(c.correct, l_c, x.correct, l_x, null=-t, alpha=alpha,
-                                   n_star=n_star)
+    est = sq.clustered_proportion_difference(c.correct, l_c, x.correct, l_x,
+                                             (c.per_bucket("correct"), c.per_bucket("labelled")),
+                                             (x.per_bucket("correct"), x.per_bucket("labelled")), null=-t, alpha=alpha,
+                                             n_star=n_star)
     result(ACCURACY, g.accuracy.enabled, t, "candidate accuracy minus control's (from /feedback); breached "
            "below minus threshold", est, l_c > 0 and l_x > 0 and est.estimate < -t,
            {"control": l_c, "candidate": l_x}, require=g.accuracy.require,
@@ -114,12 +125,8 @@ def evaluate(spec: RolloutSpec, counts: RolloutCounts, weights_tag: str, weight:
     # requests of the step, if any, are then left to the other guardrails).
     w = weight
     split = counts.steps.get(weights_tag, {})
-    users = counts.user_steps.get(weights_tag, {})
     requests = [split.get(spec.control, 0), split.get(spec.candidate, 0)]
-    observed = [users.get(spec.control, 0), users.get(spec.candidate, 0)]
-    by_user = sum(observed) > 0
-    if not by_user:
-        observed = requests
+    observed = [users.get(spec.control, 0), users.get(spec.candidate, 0)] if by_user else requests
     p = float(sq.srm_p_value(observed, [1.0 - w, w])) if w < 1.0 and sum(observed) else 1.0
     share = observed[1] / sum(observed) if sum(observed) else math.nan
     srm_est = sq.SequentialEstimate(share, math.nan, math.nan, p, w)
@@ -130,3 +137,35 @@ def evaluate(spec: RolloutSpec, counts: RolloutCounts, weights_tag: str, weight:
            safe=True)
     return out
 
+
+
+def _answered(arm: ArmCounts) -> tuple[list[int], list[int]]:
+    """(model failures, answers and failures) per unit bucket."""
+    errors = arm.per_bucket("errors")
+    return errors, [r + e for r, e in zip(arm.per_bucket("requests"), errors, strict=True)]
+
+
+def _time_design_effect(arm: ArmCounts, q: float = 0.95) -> float:
+    """The design effect of the share of requests at or above the coarse time bin of the q-quantile,
+    from the unit buckets: how much fewer independent draws the request times are worth (Woodruff's
+    interval for a quantile under cluster sampling uses the variance of the distribution function there)."""
+    fine = sorted((int(b), n) for b, n in arm.latency_ms.items() if n > 0)
+    total = sum(n for _, n in fine)
+    if total == 0:
+        return 1.0
+    seen, at = 0, fine[-1][0]
+    for b, n in fine:
+        seen += n
+        if seen >= q * total:
+            at = b
+            break
+    edge = at // COARSE_BINS
+    above = [0] * BUCKETS
+    every = [0] * BUCKETS
+    for cell, n in arm.buckets.items():
+        bucket, name = cell.split("/", 1)
+        if name.startswith("t"):
+            every[int(bucket)] += n
+            if int(name[1:]) >= edge:
+                above[int(bucket)] += n
+    return sq.design_effect(above, every)

@@ -19,7 +19,8 @@ import pandas as pd
 
 from gateway.domain import contract as c
 from gateway.domain.messages import first_line
-from gateway.rollout.counts import RolloutCounts
+from gateway.domain.records import randomisation_unit
+from gateway.rollout.counts import ArmCounts, RolloutCounts
 from gateway.rollout.observations import RANDOMISED
 
 log = logging.getLogger("gateway.rollout")
@@ -37,14 +38,15 @@ class MlflowAccuracy:
         self.window_margin_ms = int((window_s + 5.0) * 1000)
         self._since_ms: int | None = None
         self._read_at = 0.0
-        self._result: dict[str, tuple[int, int]] | None = None
+        self._result: dict[str, ArmCounts] | None = None
         self._seen: set[str] = set()
         self._records: list[pd.DataFrame] = []
         self._labels: list[pd.DataFrame] = []
         self.last_error: str | None = None
 
-    def __call__(self, since_ms: int) -> dict[str, tuple[int, int]] | None:
-        """{variant: (labelled, correct)} since ``since_ms``, or None before the first successful read."""
+    def __call__(self, since_ms: int) -> dict[str, ArmCounts] | None:
+        """{variant: its labelled and correct counts (overall and per unit bucket)} since ``since_ms``, or
+        None before the first successful read."""
         if since_ms != self._since_ms:  # another rollout: start over
             self._since_ms, self._result, self._read_at = since_ms, None, 0.0
             self._seen, self._records, self._labels = set(), [], []
@@ -61,7 +63,7 @@ class MlflowAccuracy:
             self.last_error = problem
         return self._result
 
-    def _read(self, since_ms: int) -> dict[str, tuple[int, int]]:
+    def _read(self, since_ms: int) -> dict[str, ArmCounts]:
         import mlflow
 
         from gateway.export.readback import join_labels, search_all, window_labels, window_records
@@ -71,20 +73,28 @@ class MlflowAccuracy:
         if experiment is None:
             return {}
         ids = [experiment.experiment_id]
-        totals: dict[str, list[int]] = {}
+        totals: dict[str, ArmCounts] = {}
 
-        def add(frame: pd.DataFrame, variant_col: str, routing_col: str, correct_col: str) -> None:
+        def add(frame: pd.DataFrame, variant_col: str, routing_col: str, correct_col: str, user_col: str,
+                request_col: str) -> None:
             frame = frame[frame[routing_col].isin(RANDOMISED) & frame[correct_col].notna()]
-            for variant, group in frame.groupby(variant_col):
-                into = totals.setdefault(str(variant), [0, 0])
-                into[0] += len(group)
-                into[1] += int(group[correct_col].astype(float).sum())
+            users = frame[user_col] if user_col in frame.columns else pd.Series(None, index=frame.index)
+            for variant, routing, user, request_id, correct in zip(
+                    frame[variant_col], frame[routing_col], users, frame[request_col], frame[correct_col],
+                    strict=True):
+                arm = totals.setdefault(str(variant), ArmCounts())
+                unit = randomisation_unit(str(routing), user if isinstance(user, str) else None, str(request_id))
+                arm.count("labelled", unit)
+                arm.count("correct", unit, int(float(correct)))
 
         labelled = search_all(ids, f"tags.{c.TAG_GRANULARITY} = '{c.GRANULARITY_PREDICTION}' and "
                                    f"metrics.{c.METRIC_CORRECT} >= 0 "
                                    f"and tags.{c.TAG_ROLE} = 'primary' and attributes.start_time >= {since_ms}")
         if not labelled.empty:
-            add(labelled, f"tags.{c.TAG_MODEL_VERSION}", f"tags.{c.TAG_ROUTING}", f"metrics.{c.METRIC_CORRECT}")
+            request = labelled.get(f"tags.{c.TAG_REQUEST_ID}", pd.Series(None, index=labelled.index))
+            add(labelled.assign(request=request.fillna(labelled["run_id"])),
+                f"tags.{c.TAG_MODEL_VERSION}", f"tags.{c.TAG_ROUTING}", f"metrics.{c.METRIC_CORRECT}",
+                f"tags.{c.TAG_USER}", "request")
 
         windows = search_all(ids, f"tags.{c.TAG_GRANULARITY} = '{c.GRANULARITY_WINDOW}' and "
                                   f"attributes.start_time >= {since_ms - self.window_margin_ms}")
@@ -101,8 +111,8 @@ class MlflowAccuracy:
         if self._records and self._labels:
             joined = join_labels(pd.concat(self._records, ignore_index=True),
                                  pd.concat(self._labels, ignore_index=True))
-            add(joined, "model_version", "routing", "correct")
-        return {variant: (n, k) for variant, (n, k) in totals.items()}
+            add(joined, "model_version", "routing", "correct", "user", "request_id")
+        return totals
 
 
 def _unseen(runs: pd.DataFrame, seen: set[str]) -> pd.DataFrame:
@@ -112,8 +122,10 @@ def _unseen(runs: pd.DataFrame, seen: set[str]) -> pd.DataFrame:
     return done[~done["run_id"].isin(seen)]
 
 
-def apply_accuracy(counts: RolloutCounts, accuracy: dict[str, tuple[int, int]], variants: tuple[str, ...]) -> None:
+def apply_accuracy(counts: RolloutCounts, accuracy: dict[str, ArmCounts], variants: tuple[str, ...]) -> None:
     """Replace the arms' labelled/correct (the replicas' own /feedback counts) with MLflow's."""
     for variant in variants:
-        arm = counts.arm(variant)
-        arm.labelled, arm.correct = accuracy.get(variant, (0, 0))
+        arm, read = counts.arm(variant), accuracy.get(variant, ArmCounts())
+        arm.labelled, arm.correct = read.labelled, read.correct
+        arm.buckets = {cell: n for cell, n in arm.buckets.items() if not cell.endswith(("/labelled", "/correct"))}
+        arm.buckets.update({cell: n for cell, n in read.buckets.items() if cell.endswith(("/labelled", "/correct"))})

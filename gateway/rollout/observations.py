@@ -12,7 +12,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.domain.records import PredictionRecord
+from gateway.domain.records import PredictionRecord, randomisation_unit
 from gateway.rollout.counts import ArmCounts, RolloutCounts
 from gateway.stats.sequential import histogram_bin
 
@@ -71,10 +71,10 @@ class RolloutObserver:
             arm = self._arm_of(first.model_version)
             if arm is None:
                 return
-            arm.requests += 1
+            unit = randomisation_unit(first.routing, first.user, first.request_id)
+            arm.count("requests", unit)
             ms = first.request_time_ms if first.request_time_ms is not None else first.inference_time_ms
-            b = str(histogram_bin(float(ms)))
-            arm.latency_ms[b] = arm.latency_ms.get(b, 0) + 1
+            arm.count_time(histogram_bin(float(ms)), unit)
             # Keyed by the weights the request was routed under (not by step): a request routed just
             # before a change, and counted just after it, still lands with its own weights.
             self._counts.count_split(first.weights, first.model_version)
@@ -85,18 +85,18 @@ class RolloutObserver:
                     self._counts.count_user(first.weights, first.model_version)
             self._dirty = True
 
-    def on_error(self, variant: str, routing: str, weights_tag: str) -> None:
+    def on_error(self, variant: str, routing: str, weights_tag: str, unit: str) -> None:
         """A model failure answering a request (500): counted against its variant."""
         with self._lock:
             if routing not in RANDOMISED:
                 return
             arm = self._arm_of(variant)
             if arm is not None:
-                arm.errors += 1
+                arm.count("errors", unit)
                 self._counts.count_split(weights_tag, variant)
                 self._dirty = True
 
-    def on_feedback(self, variant: str, routing: str, correct: bool | None, predicted_ms: int) -> None:
+    def on_feedback(self, variant: str, routing: str, correct: bool | None, predicted_ms: int, unit: str) -> None:
         if correct is None:
             return
         with self._lock:
@@ -104,8 +104,8 @@ class RolloutObserver:
                 return
             arm = self._arm_of(variant)
             if arm is not None:
-                arm.labelled += 1
-                arm.correct += int(correct)
+                arm.count("labelled", unit)
+                arm.count("correct", unit, int(correct))
                 self._dirty = True
 
     def current(self) -> tuple[str, RolloutCounts] | None:

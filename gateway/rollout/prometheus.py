@@ -41,7 +41,7 @@ class PrometheusCounts:
     def __call__(self, rollout_id: str) -> tuple[RolloutCounts, int]:
         """Every replica's counts for the rollout, added up, and how many replicas reported."""
         selector = f'{{__name__=~"{OBSERVED}_.+",rollout_id="{rollout_id}"}}'
-        rows = self.query(f"sum by (__name__, variant, bin, weights) ({selector})")
+        rows = self.query(f"sum by (__name__, variant, bin, weights, cell) ({selector})")
         replicas = self.query(f'count({OBSERVED}_shadow_pairs_total{{rollout_id="{rollout_id}"}})')
         return counts_from_series(rows), int(float(replicas[0]["value"][1])) if replicas else 0
 
@@ -60,6 +60,9 @@ def counts_from_series(rows: list[dict[str, Any]]) -> RolloutCounts:
         elif name == "latency" and variant and labels.get("bin") is not None:
             hist = counts.arm(variant).latency_ms
             hist[labels["bin"]] = hist.get(labels["bin"], 0) + value
+        elif name == "bucket" and variant and labels.get("cell") is not None:
+            cells = counts.arm(variant).buckets
+            cells[labels["cell"]] = cells.get(labels["cell"], 0) + value
         elif name == "split" and variant and labels.get("weights") is not None:
             split = counts.steps.setdefault(labels["weights"], {})
             split[variant] = split.get(variant, 0) + value

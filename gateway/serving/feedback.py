@@ -20,7 +20,7 @@ from typing import Any
 
 from gateway.domain.errors import ConflictingLabel, InvalidFeedback, SpoolUnavailable, UnknownRequest
 from gateway.domain.labels import absolute_error, is_correct
-from gateway.domain.records import Role
+from gateway.domain.records import Role, randomisation_unit
 from gateway.serving.observers import Observers
 from gateway.serving.outcome import ServiceCounters
 from gateway.serving.pipeline import Scorer
@@ -71,7 +71,8 @@ class FeedbackRecorder:
                            label)
         self.counts.add("feedback_replayed" if replayed else "feedback")
         if not replayed:
-            self.observers.feedback(predicted.model_version, predicted.routing, correct, predicted.ts_ms)
+            self.observers.feedback(predicted.model_version, predicted.routing, correct, predicted.ts_ms,
+                                    randomisation_unit(predicted.routing, predicted.user, predicted.request_id))
         out: dict[str, Any] = {"request_id": request_id, "row_index": row_index, "true_label": label,
                                "prediction": predicted.prediction, "model_version": predicted.model_version,
                                "replayed": replayed}

@@ -241,13 +241,19 @@ class RolloutCountsCollector(Collector):
         latency = CounterMetricFamily(f"{OBSERVED}_latency", "Rollout arm request times in 2%-wide log bins "
                                       "(see gateway.stats.sequential.histogram_bin).",
                                       labels=["rollout_id", "variant", "bin"])
+        buckets = CounterMetricFamily(f"{OBSERVED}_bucket", "Rollout arm counts per randomisation-unit bucket "
+                                      "(cell = bucket/count; see gateway.rollout.counts.BUCKETS).",
+                                      labels=["rollout_id", "variant", "cell"])
         for variant, arm in counts.arms.items():
             for key, family in per_arm.items():
                 family.add_metric([rollout_id, variant], float(getattr(arm, key)))
             for b, n in arm.latency_ms.items():
                 latency.add_metric([rollout_id, variant, str(b)], float(n))
+            for cell, n in arm.buckets.items():
+                buckets.add_metric([rollout_id, variant, cell], float(n))
         yield from per_arm.values()
         yield latency
+        yield buckets
         split = CounterMetricFamily(f"{OBSERVED}_split", "Rollout requests by the weights they were routed under.",
                                     labels=["rollout_id", "weights", "variant"])
         for weights, by_variant in counts.steps.items():

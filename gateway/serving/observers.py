@@ -17,13 +17,13 @@ class RecordObserver(Protocol):
 
 @runtime_checkable
 class ErrorObserver(Protocol):
-    def on_error(self, variant: str, routing: str, weights_tag: str) -> None:
-        """A model call failed on valid rows."""
+    def on_error(self, variant: str, routing: str, weights_tag: str, unit: str) -> None:
+        """A model call failed on valid rows; ``unit`` is what was randomised (randomisation_unit)."""
 
 
 @runtime_checkable
 class FeedbackObserver(Protocol):
-    def on_feedback(self, variant: str, routing: str, correct: bool | None, predicted_ms: int) -> None:
+    def on_feedback(self, variant: str, routing: str, correct: bool | None, predicted_ms: int, unit: str) -> None:
         """A ground-truth label arrived for a prediction this process answered."""
 
 
@@ -50,10 +50,10 @@ class Observers:
         for observer in self._records:
             observer.on_records(records, primaries=primaries)
 
-    def model_error(self, variant: str, routing: str, weights_tag: str) -> None:
+    def model_error(self, variant: str, routing: str, weights_tag: str, unit: str) -> None:
         for observer in self._errors:
-            observer.on_error(variant, routing, weights_tag)
+            observer.on_error(variant, routing, weights_tag, unit)
 
-    def feedback(self, variant: str, routing: str, correct: bool | None, predicted_ms: int) -> None:
+    def feedback(self, variant: str, routing: str, correct: bool | None, predicted_ms: int, unit: str) -> None:
         for observer in self._feedback:
-            observer.on_feedback(variant, routing, correct, predicted_ms)
+            observer.on_feedback(variant, routing, correct, predicted_ms, unit)

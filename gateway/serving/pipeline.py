@@ -37,7 +37,7 @@ from gateway.domain.errors import (
     VariantSaturated,
 )
 from gateway.domain.messages import first_line
-from gateway.domain.records import PredictionRecord, Role, user_pseudonym
+from gateway.domain.records import PredictionRecord, Role, randomisation_unit, user_pseudonym
 from gateway.routing.router import Decision, Router, RoutingReason
 from gateway.routing.table import RoutingTable
 from gateway.serving.batching import BatcherClosed, JobResult, MicroBatcher, QueueFull
@@ -205,7 +205,8 @@ class Scorer:
             self.shadows.failed(ticket.outcome, error)  # type: ignore[arg-type]
             return
         if isinstance(error, ModelFailure):
-            self.observers.model_error(ticket.variant.name, ticket.routing, ticket.router.weights_tag)
+            self.observers.model_error(ticket.variant.name, ticket.routing, ticket.router.weights_tag,
+                                       randomisation_unit(ticket.routing, ticket.user, ticket.request_id))
             # The client learns which variant failed and under which request id; the model's own
             # message (paths, data) goes to the log only.
             log.error("request %s: variant %s failed to predict: %s", ticket.request_id, ticket.variant.name,

@@ -110,6 +110,49 @@ def proportion_difference(k_a: Any, n_a: Any, k_b: Any, n_b: Any, *, null: float
     return _clipped(res, -1.0, 1.0)
 
 
+def bucket_ratio_var(k: Any, n: Any) -> float:
+    """The variance of sum(k) / sum(n) from per-bucket sums (k_g, n_g) of independent groups of units:
+    the delta method with the bucket as the cluster, G / (G - 1) * sum((k_g - p n_g)^2) / N^2 over the
+    G buckets that have any. NaN with fewer than two."""
+    k, n = np.asarray(k, dtype=float), np.asarray(n, dtype=float)
+    used = n > 0
+    g, total = int(used.sum()), float(n.sum())
+    if g < 2 or total <= 0:
+        return math.nan
+    p = float(k.sum()) / total
+    return g / (g - 1) * float(np.sum((k[used] - p * n[used]) ** 2)) / total ** 2
+
+
+def clustered_proportion_difference(k_a: int, n_a: int, k_b: int, n_b: int, buckets_a: tuple[Any, Any],
+                                    buckets_b: tuple[Any, Any], *, null: float = 0.0, alpha: float = ALPHA,
+                                    n_star: float = N_STAR) -> SequentialEstimate:
+    """proportion_difference with each arm's variance taken from its bucket sums (``(k per bucket, n per
+    bucket)``) where that is the larger: when several rows share a randomisation unit (a sticky user's
+    requests, a request's rows), they are not independent draws, and the binomial variance is too small."""
+    if min(n_a, n_b) <= 0:
+        return proportion_difference(k_a, n_a, k_b, n_b, null=null, alpha=alpha, n_star=n_star)
+    var_a = max(float(_bernoulli_var(k_a, n_a)) / n_a, np.nan_to_num(bucket_ratio_var(*buckets_a)))
+    var_b = max(float(_bernoulli_var(k_b, n_b)) / n_b, np.nan_to_num(bucket_ratio_var(*buckets_b)))
+    n = n_a + n_b
+    se2 = var_a + var_b
+    res = _estimate(np.asarray(k_b / n_b - k_a / n_a), np.asarray(se2), np.asarray(se2 * n), np.asarray(n), null,
+                    alpha, n_star)
+    return _clipped(res, -1.0, 1.0)
+
+
+def design_effect(k: Any, n: Any) -> float:
+    """How much the variance of a share sum(k) / sum(n) exceeds the binomial one, from bucket sums; at
+    least 1 (never claims more information than independent draws would give)."""
+    k, n = np.asarray(k, dtype=float), np.asarray(n, dtype=float)
+    total = float(n.sum())
+    p = float(k.sum()) / total if total > 0 else math.nan
+    binomial = p * (1.0 - p) / total if total > 0 else math.nan
+    clustered = bucket_ratio_var(k, n)
+    if not (binomial > 0 and math.isfinite(clustered)):
+        return 1.0
+    return max(1.0, clustered / binomial)
+
+
 def _clipped(res: SequentialEstimate, low: float, high: float) -> SequentialEstimate:
     """A proportion's interval never leaves the proportion's range."""
     return SequentialEstimate(res.estimate, _scalar(np.clip(res.low, low, high)), _scalar(np.clip(res.high, low, high)),
@@ -165,10 +208,13 @@ def quantile_boundary(n: Any, q: float, alpha: float, n_star: float = N_STAR) ->
     return np.sqrt((v + rho) * np.log((v + rho) / (rho * alpha * alpha)))
 
 
-def quantile_ranks(n: int, q: float, alpha: float = ALPHA, n_star: float = N_STAR) -> tuple[int, int]:
+def quantile_ranks(n: int, q: float, alpha: float = ALPHA, n_star: float = N_STAR,
+                   design_effect: float = 1.0) -> tuple[int, int]:
     """The 1-based ranks of the order statistics that bound the q-quantile after n observations: the
-    interval is [x_(low), x_(high)], open-ended where a rank falls outside 1..n."""
-    u = float(quantile_boundary(n, q, alpha, n_star))
+    interval is [x_(low), x_(high)], open-ended where a rank falls outside 1..n. With a design effect d
+    (clustered observations), n counts as n / d independent ones, and the boundary is scaled back."""
+    d = max(1.0, float(design_effect))
+    u = d * float(quantile_boundary(n / d, q, alpha, n_star))
     return math.floor(q * n - u) + 1, math.ceil(q * n + u)
 
 
@@ -208,7 +254,8 @@ def _bin_edges(index: int) -> tuple[float, float]:
 
 
 def histogram_quantile_ratio(counts_a: dict[int, int], counts_b: dict[int, int], *, q: float = 0.95,
-                             null: float = 1.0, alpha: float = ALPHA, n_star: float = N_STAR) -> SequentialEstimate:
+                             null: float = 1.0, alpha: float = ALPHA, n_star: float = N_STAR,
+                             design_effects: tuple[float, float] = (1.0, 1.0)) -> SequentialEstimate:
     """quantile_ratio from two histograms (bin -> count, see histogram_bin). A bound uses the far edge
     of the bin its order statistic falls in, so the interval is at most one bin (2%) wider than the
     exact one; the estimate uses bin middles. Histograms add across processes, samples need not."""
@@ -233,14 +280,14 @@ def histogram_quantile_ratio(counts_a: dict[int, int], counts_b: dict[int, int],
 
     est = middle(bins_b, cum_b) / middle(bins_a, cum_a)
     return _ratio(order(bins_a, cum_a), int(cum_a[-1]), order(bins_b, cum_b), int(cum_b[-1]), est, q, null, alpha,
-                  n_star)
+                  n_star, design_effects)
 
 
 def _ratio(stat_a: OrderStatistic, n_a: int, stat_b: OrderStatistic, n_b: int, est: float, q: float, null: float,
-           alpha: float, n_star: float) -> SequentialEstimate:
+           alpha: float, n_star: float, design_effects: tuple[float, float] = (1.0, 1.0)) -> SequentialEstimate:
     def bounds(level: float) -> tuple[float, float]:
-        a_low_rank, a_high_rank = quantile_ranks(n_a, q, level / 2, n_star)
-        b_low_rank, b_high_rank = quantile_ranks(n_b, q, level / 2, n_star)
+        a_low_rank, a_high_rank = quantile_ranks(n_a, q, level / 2, n_star, design_effects[0])
+        b_low_rank, b_high_rank = quantile_ranks(n_b, q, level / 2, n_star, design_effects[1])
         a_low = stat_a(a_low_rank, False) if a_low_rank >= 1 else 0.0
         a_high = stat_a(a_high_rank, True) if a_high_rank <= n_a else math.inf
         b_low = stat_b(b_low_rank, False) if b_low_rank >= 1 else 0.0

@@ -55,7 +55,7 @@ class Worker:
             self.observer.on_records([rec])
             if wrong is not None:
                 self.observer.on_feedback(variant, "weighted", rng.random() >= wrong.get(variant, 0.0),
-                                          int(time.time() * 1000))
+                                          int(time.time() * 1000), f"request:r{i}")
 
 
 def until_decided(w: Worker, rounds: int, n: int, **serve: Any) -> Any:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gateway.rollout.spec import RolloutSpec, RolloutState
@@ -89,3 +90,60 @@ def test_sticky_users_are_the_unit_of_the_sample_ratio_guardrail() -> None:
     print(f"SRM guardrail, 50 sticky users, fair split, {runs} steps: breached counting users {by_users / runs:.1%}, "
           f"counting requests {by_requests / runs:.1%}")
     assert by_users / runs <= 0.01 and by_requests > by_users
+
+
+# -- the unit under sticky routing -------------------------------------------------------------------
+
+def _sticky_aa(seed: int, users: int = 50, looks: int = 10) -> dict[str, tuple[bool, bool]]:
+    """One A/A rollout step under sticky routing: 50 users with heavy-tailed request counts, each with
+    an accuracy and a request-time level of its own, split 50/50 by user. Whether each guardrail was
+    ever breached at any of the looks, (counting users, counting requests as independent)."""
+    from gateway.rollout.counts import RolloutCounts
+    from gateway.rollout.guardrails import evaluate
+    from gateway.stats.sequential import histogram_bin
+
+    spec = RolloutSpec.model_validate({
+        "control": "c", "candidate": "x", "steps": [0.5, 1.0], "min_samples": 100,
+        "guardrails": {"accuracy": {"max_drop": 0.0, "require": "not_breached"},
+                       "latency_p95": {"max_ratio": 1.0, "require": "not_breached"}}})
+    rng = np.random.default_rng(seed)
+    per_user = np.minimum((rng.pareto(1.2, users) + 1) * 10, 2000).astype(int)
+    accuracy, slowness = rng.beta(2, 1, users), rng.lognormal(0, 0.6, users)
+    candidate = rng.random(users) < 0.5
+    arrivals = np.repeat(np.arange(users), per_user)
+    rng.shuffle(arrivals)
+    tag = "c=0.5,x=0.5"
+    counts = RolloutCounts(user_steps={tag: {"c": int((~candidate).sum()), "x": int(candidate.sum())}})
+    ever = {"accuracy": [False, False], "latency_p95": [False, False]}
+    minima: list[dict[str, float]] = [{}, {}]
+    every = max(1, len(arrivals) // looks)
+    for i, u in enumerate(arrivals):
+        arm, unit = counts.arm("x" if candidate[u] else "c"), f"user:{u}"
+        arm.count("requests", unit)
+        arm.count_time(histogram_bin(20 * slowness[u] * rng.lognormal(0, 0.1)), unit)
+        arm.count("labelled", unit)
+        arm.count("correct", unit, int(rng.random() < accuracy[u]))
+        if (i + 1) % every:
+            continue
+        for k, by_request in enumerate((False, True)):
+            look = counts.copy()
+            if by_request:
+                for a in look.arms.values():
+                    a.buckets = {}
+            results = evaluate(spec, look, tag, 0.5, minima[k])
+            for name, flags in ever.items():
+                flags[k] |= results[name].breached
+                assert results[name].unit == "user"
+    return {name: (flags[0], flags[1]) for name, flags in ever.items()}
+
+
+def test_sticky_users_are_the_unit_of_the_accuracy_and_latency_guardrails() -> None:
+    runs = 200
+    outcomes = [_sticky_aa(seed) for seed in range(runs)]
+    for name in ("accuracy", "latency_p95"):
+        by_user = sum(o[name][0] for o in outcomes) / runs
+        by_request = sum(o[name][1] for o in outcomes) / runs
+        print(f"{name}: A/A rolled back in {by_user:.1%} of {runs} rollouts counting users, "
+              f"{by_request:.1%} counting requests as independent")
+        assert by_user <= 0.05 + 0.02, name
+    assert sum(o["accuracy"][1] for o in outcomes) / runs > 0.15  # what the unit fixes

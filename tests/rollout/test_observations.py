@@ -30,11 +30,11 @@ def test_only_randomised_requests_of_the_two_arms_count() -> None:
     o.on_records([record("x", routing="sticky")])
     o.on_records([record("x", routing="forced")])  # a forced request says nothing about the split
     o.on_records([record("other")])
-    o.on_error("x", "weighted", "c=0.9,x=0.1")
-    o.on_error("x", "forced", "c=0.9,x=0.1")
-    o.on_feedback("x", "weighted", False, 10)
-    o.on_feedback("c", "weighted", True, 10)
-    o.on_feedback("c", "weighted", None, 10)  # a regressor's feedback has no right or wrong
+    o.on_error("x", "weighted", "c=0.9,x=0.1", "request:r")
+    o.on_error("x", "forced", "c=0.9,x=0.1", "request:r")
+    o.on_feedback("x", "weighted", False, 10, "request:r")
+    o.on_feedback("c", "weighted", True, 10, "request:r")
+    o.on_feedback("c", "weighted", None, 10, "request:r")  # a regressor's feedback has no right or wrong
     rollout_id, counts = o.take_snapshot()  # type: ignore[misc]
     assert rollout_id == "r1"
     assert counts.arms["c"].requests == 1 and counts.arms["x"].requests == 1
@@ -43,7 +43,7 @@ def test_only_randomised_requests_of_the_two_arms_count() -> None:
     assert (counts.arms["x"].labelled, counts.arms["x"].correct) == (1, 0)
     assert (counts.arms["c"].labelled, counts.arms["c"].correct) == (1, 1)
     assert o.take_snapshot() is None  # nothing new since
-    o.on_feedback("x", "weighted", True, 4)  # on a prediction made before the rollout started
+    o.on_feedback("x", "weighted", True, 4, "request:r")  # on a prediction made before the rollout started
     assert o.take_snapshot() is None
 
 

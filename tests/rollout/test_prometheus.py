@@ -13,18 +13,23 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.rollout.counts import RolloutCounts
+from gateway.rollout.counts import BUCKETS, RolloutCounts, bucket_cell
 from gateway.rollout.prometheus import PrometheusCounts, PrometheusUnavailable, counts_from_series
 from gateway.serving.metrics import OBSERVED, RolloutCountsCollector
 
 n = st.integers(0, 10_000)
 arm = st.fixed_dictionaries({"requests": n, "errors": n, "labelled": n, "correct": n,
                              "latency_ms": st.dictionaries(st.integers(0, 900).map(str), st.integers(1, 500),
-                                                           max_size=6)})
+                                                           max_size=6),
+                             "buckets": st.dictionaries(
+                                 st.builds(bucket_cell, st.integers(0, BUCKETS - 1),
+                                           st.sampled_from(["requests", "errors", "labelled", "correct", "t3"])),
+                                 st.integers(1, 500), max_size=8)})
+split = st.dictionaries(st.sampled_from(["v1.0", "v2.0"]), n, min_size=1, max_size=2)
 counts = st.fixed_dictionaries({
     "arms": st.dictionaries(st.sampled_from(["v1.0", "v2.0"]), arm, max_size=2),
-    "steps": st.dictionaries(st.sampled_from(["v1.0=0.9,v2.0=0.1", "v1.0=0.5,v2.0=0.5"]),
-                             st.dictionaries(st.sampled_from(["v1.0", "v2.0"]), n, min_size=1, max_size=2), max_size=2),
+    "steps": st.dictionaries(st.sampled_from(["v1.0=0.9,v2.0=0.1", "v1.0=0.5,v2.0=0.5"]), split, max_size=2),
+    "user_steps": st.dictionaries(st.sampled_from(["v1.0=0.9,v2.0=0.1"]), split, max_size=1),
     "shadow": st.fixed_dictionaries({"pairs": n, "disagree": n})})
 
 
@@ -38,8 +43,8 @@ def scrape(replica: dict[str, Any], instance: str) -> list[tuple[str, dict[str, 
 
 
 def promql_sum(samples: list[tuple[str, dict[str, str], float]]) -> list[dict[str, Any]]:
-    """What `sum by (__name__, variant, bin, weights) (...)` returns, in the HTTP API's shape."""
-    keep = ("variant", "bin", "weights")
+    """What `sum by (__name__, variant, bin, weights, cell) (...)` returns, in the HTTP API's shape."""
+    keep = ("variant", "bin", "weights", "cell")
     totals: dict[tuple[Any, ...], float] = defaultdict(float)
     for name, labels, value in samples:
         assert name.startswith(OBSERVED) and labels["rollout_id"] == "r1"

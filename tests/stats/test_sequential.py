@@ -133,3 +133,34 @@ def test_the_histogram_ratio_matches_the_exact_one_within_a_bin() -> None:
     assert binned.low <= exact.low and binned.high >= exact.high  # never narrower
     assert binned.low == pytest.approx(exact.low, rel=0.05) and binned.high == pytest.approx(exact.high, rel=0.05)
     assert binned.p_value >= exact.p_value
+
+
+def test_the_bucket_variance_is_the_delta_method_with_the_bucket_as_the_cluster() -> None:
+    from gateway.stats.sequential import bucket_ratio_var
+
+    k, n = np.array([3.0, 1.0, 8.0, 0.0]), np.array([4.0, 5.0, 10.0, 0.0])  # an empty bucket is no cluster
+    p = k.sum() / n.sum()
+    by_hand = 3 / 2 * (((3 - 4 * p) ** 2 + (1 - 5 * p) ** 2 + (8 - 10 * p) ** 2) / n.sum() ** 2)
+    assert bucket_ratio_var(k, n) == pytest.approx(by_hand)
+    assert math.isnan(bucket_ratio_var([1.0, 0.0], [2.0, 0.0]))  # one cluster says nothing about spread
+
+
+def test_independent_rows_have_a_design_effect_near_one_and_whole_clusters_a_large_one() -> None:
+    from gateway.stats.sequential import design_effect
+
+    rng = np.random.default_rng(3)
+    buckets = 32
+    independent, clustered = [], []
+    for _ in range(500):
+        rows = rng.random(4000) < 0.3  # independent draws spread over the buckets at random
+        where = rng.integers(0, buckets, rows.size)
+        independent.append(design_effect(np.bincount(where, rows, buckets), np.bincount(where, None, buckets)))
+        # 40 users of 100 rows each, every row of a user alike: worth 40 draws, not 4,000
+        user_value = rng.random(40) < 0.3
+        user_bucket = rng.integers(0, buckets, 40)
+        clustered.append(design_effect(np.bincount(user_bucket, user_value * 100.0, buckets),
+                                       np.bincount(user_bucket, np.full(40, 100.0), buckets)))
+    # A spread over 32 buckets is a noisy variance (31 degrees of freedom): near 1, at times more.
+    assert np.median(independent) < 1.1 and np.quantile(independent, 0.99) < 2.0
+    assert np.median(clustered) > 30.0
+    assert design_effect([0, 0], [0, 0]) == 1.0
