@@ -88,6 +88,18 @@ def _confusion_figure(cm: Any, title: str) -> Any:
     return fig
 
 
+# What a scikit-learn model logged here needs to load: mlflow's own inference would import the model in
+# a subprocess to find them (16 of the 30 s a training took) and list this environment's test tools too.
+REQUIREMENTS = ("mlflow", "scikit-learn", "skops", "cloudpickle", "numpy", "pandas", "scipy")
+
+
+def pip_requirements() -> list[str]:
+    """REQUIREMENTS pinned to the versions installed here."""
+    from importlib.metadata import version
+
+    return [f"{package}=={version(package)}" for package in REQUIREMENTS]
+
+
 def train_and_register(tracking_uri: str, force: bool = False) -> dict[str, str]:
     """Return {label: registry version}. Trains only what is missing, or everything with force."""
     import mlflow
@@ -140,7 +152,7 @@ def train_and_register(tracking_uri: str, force: bool = False) -> dict[str, str]
                 model, name="iris_model", signature=signature, input_example=example,
                 registered_model_name=REGISTERED_MODEL,
                 # The classes are predicted as 0, 1, 2: the gateway answers with these names.
-                metadata={"class_names": CLASSES},
+                metadata={"class_names": CLASSES}, pip_requirements=pip_requirements(),
                 # Trees are stored as raw node arrays; this model is our own, so its type is trusted.
                 skops_trusted_types=["sklearn.tree._tree.Tree"] if cand.label == "v2.0" else None,
             )

@@ -29,7 +29,7 @@ def local_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     from mlflow.models import infer_signature
     from sklearn.datasets import load_iris
 
-    from models.train import CANDIDATES, CLASSES, FEATURES
+    from models.train import CANDIDATES, CLASSES, FEATURES, pip_requirements
 
     x, y = load_iris(return_X_y=True)
     root = tmp_path_factory.mktemp("local-models")
@@ -40,7 +40,7 @@ def local_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         example = pd.DataFrame(x[:3], columns=FEATURES)
         mlflow.sklearn.save_model(model, str(path), serialization_format="cloudpickle",
                                   signature=infer_signature(example, model.predict(x[:3])),
-                                  metadata={"class_names": CLASSES})
+                                  metadata={"class_names": CLASSES}, pip_requirements=pip_requirements())
         out[cand.label] = str(path)
     return out
 

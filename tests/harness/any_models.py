@@ -33,11 +33,14 @@ def _register(tracking_uri: str, name: str, model: Any, x: Any, trusted: list[st
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
+    from models.train import pip_requirements
+
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment(f"{name}-training")
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(model, name="model", signature=infer_signature(x.head(5), model.predict(
-            x.head(5))), input_example=x.head(3), registered_model_name=name, skops_trusted_types=trusted)
+            x.head(5))), input_example=x.head(3), registered_model_name=name, skops_trusted_types=trusted,
+            pip_requirements=pip_requirements())
     return str(info.registered_model_version)
 
 

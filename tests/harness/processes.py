@@ -228,7 +228,7 @@ def register_constant_model(tracking_uri: str) -> str:
     from sklearn.datasets import load_iris
     from sklearn.dummy import DummyClassifier
 
-    from models.train import FEATURES
+    from models.train import FEATURES, pip_requirements
 
     client = MlflowClient(tracking_uri=tracking_uri)
     if client.search_model_versions(f"name = '{CONSTANT_MODEL}'"):
@@ -240,7 +240,7 @@ def register_constant_model(tracking_uri: str) -> str:
     mlflow.set_experiment("iris-constant-training")
     with mlflow.start_run():
         mlflow.sklearn.log_model(model, name="model", signature=infer_signature(x.head(5), model.predict(x.head(5))),
-                                 registered_model_name=CONSTANT_MODEL)
+                                 registered_model_name=CONSTANT_MODEL, pip_requirements=pip_requirements())
     return f"models:/{CONSTANT_MODEL}/1"
 
 

@@ -21,7 +21,10 @@ def save_sleeper(path: Path) -> str:
     import pandas as pd
     from mlflow.models import infer_signature
 
+    from models.train import pip_requirements
+
     example = pd.DataFrame({"a": [0.5, 2.0], "b": [1.0, 1.0]})
     signature = infer_signature(example, ["small", "big"], params={"sleep": 0.0})
-    mlflow.pyfunc.save_model(str(path), python_model=Sleeper(), input_example=example, signature=signature)
+    mlflow.pyfunc.save_model(str(path), python_model=Sleeper(), input_example=example, signature=signature,
+                             pip_requirements=pip_requirements())
     return str(path)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from models.train import pip_requirements
 from tests.harness.app_client import make_client, wait_ready
 
 
@@ -36,7 +37,8 @@ def pyfunc_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         model = type("ThresholdModel", (Threshold, mlflow.pyfunc.PythonModel), {})(threshold)
         path = root / label
         mlflow.pyfunc.save_model(str(path), python_model=model, input_example=example,
-                                 signature=infer_signature(example, ["low", "high"], params={"threshold": threshold}))
+                                 signature=infer_signature(example, ["low", "high"], params={"threshold": threshold}),
+                                 pip_requirements=pip_requirements())
         out[label] = str(path)
     return out
 
