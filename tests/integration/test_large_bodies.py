@@ -63,6 +63,9 @@ def test_large_bodies_are_refused_at_once_and_healthz_keeps_answering(gateway: s
     names = httpx.get(gateway + "/variants").json()["model"]["name"]
     probes: list[float] = []
     stop = threading.Event()
+    # Built before the probes start: building them holds this process's GIL, which the probing thread
+    # would count as the gateway's delay (1.6 s once on a slow machine).
+    bodies = _bodies()
 
     def probe() -> None:
         with httpx.Client(base_url=gateway, timeout=30) as http:
@@ -76,7 +79,7 @@ def test_large_bodies_are_refused_at_once_and_healthz_keeps_answering(gateway: s
     answers = []
     try:
         with httpx.Client(base_url=gateway, timeout=120) as http:
-            for what, path, body, headers, status in _bodies():
+            for what, path, body, headers, status in bodies:
                 path = path.replace("/models/model/", f"/models/{names}/") if model == 404 else path
                 start = time.perf_counter()
                 r = http.post(path, content=body, headers=headers)
