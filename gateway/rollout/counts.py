@@ -73,6 +73,25 @@ class ArmCounts:
         """``name``'s count in each bucket, in bucket order."""
         return [self.buckets.get(bucket_cell(b, name), 0) for b in range(BUCKETS)]
 
+    def times_per_bucket(self, from_fine_bin: int) -> tuple[list[int], list[int]]:
+        """(request times at or above ``from_fine_bin``'s coarse bin, all request times) per bucket."""
+        edge = from_fine_bin // COARSE_BINS
+        above, every = [0] * BUCKETS, [0] * BUCKETS
+        for cell, n in self.buckets.items():
+            bucket, name = cell.split("/", 1)
+            if name.startswith("t"):
+                every[int(bucket)] += n
+                if int(name[1:]) >= edge:
+                    above[int(bucket)] += n
+        return above, every
+
+    def take_labels(self, other: ArmCounts) -> None:
+        """``other``'s labelled and correct counts, overall and per bucket, in place of these."""
+        labels = ("/labelled", "/correct")
+        self.labelled, self.correct = other.labelled, other.correct
+        self.buckets = {cell: n for cell, n in self.buckets.items() if not cell.endswith(labels)}
+        self.buckets.update({cell: n for cell, n in other.buckets.items() if cell.endswith(labels)})
+
 
 @dataclass
 class ShadowCounts:

@@ -17,7 +17,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from gateway.rollout.counts import BUCKETS, COARSE_BINS, ArmCounts, RolloutCounts
+from gateway.rollout.counts import ArmCounts, RolloutCounts
 from gateway.rollout.spec import RolloutSpec
 from gateway.stats import sequential as sq
 
@@ -38,7 +38,6 @@ class GuardrailResult:
     require: str = "not_breached"
     cleared: bool = False
     unit: str = "request"  # the independent draw the interval assumes: "user" under sticky routing
-
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -159,13 +158,5 @@ def _time_design_effect(arm: ArmCounts, q: float = 0.95) -> float:
         if seen >= q * total:
             at = b
             break
-    edge = at // COARSE_BINS
-    above = [0] * BUCKETS
-    every = [0] * BUCKETS
-    for cell, n in arm.buckets.items():
-        bucket, name = cell.split("/", 1)
-        if name.startswith("t"):
-            every[int(bucket)] += n
-            if int(name[1:]) >= edge:
-                above[int(bucket)] += n
+    above, every = arm.times_per_bucket(at)
     return sq.design_effect(above, every)

@@ -125,7 +125,4 @@ def _unseen(runs: pd.DataFrame, seen: set[str]) -> pd.DataFrame:
 def apply_accuracy(counts: RolloutCounts, accuracy: dict[str, ArmCounts], variants: tuple[str, ...]) -> None:
     """Replace the arms' labelled/correct (the replicas' own /feedback counts) with MLflow's."""
     for variant in variants:
-        arm, read = counts.arm(variant), accuracy.get(variant, ArmCounts())
-        arm.labelled, arm.correct = read.labelled, read.correct
-        arm.buckets = {cell: n for cell, n in arm.buckets.items() if not cell.endswith(("/labelled", "/correct"))}
-        arm.buckets.update({cell: n for cell, n in read.buckets.items() if cell.endswith(("/labelled", "/correct"))})
+        counts.arm(variant).take_labels(accuracy.get(variant, ArmCounts()))

@@ -131,12 +131,10 @@ def clustered_proportion_difference(k_a: int, n_a: int, k_b: int, n_b: int, buck
     requests, a request's rows), they are not independent draws, and the binomial variance is too small."""
     if min(n_a, n_b) <= 0:
         return proportion_difference(k_a, n_a, k_b, n_b, null=null, alpha=alpha, n_star=n_star)
-    var_a = max(float(_bernoulli_var(k_a, n_a)) / n_a, np.nan_to_num(bucket_ratio_var(*buckets_a)))
-    var_b = max(float(_bernoulli_var(k_b, n_b)) / n_b, np.nan_to_num(bucket_ratio_var(*buckets_b)))
-    n = n_a + n_b
-    se2 = var_a + var_b
-    res = _estimate(np.asarray(k_b / n_b - k_a / n_a), np.asarray(se2), np.asarray(se2 * n), np.asarray(n), null,
-                    alpha, n_star)
+    # per observation, as mean_difference takes them: the larger of binomial and clustered
+    var_a = max(float(_bernoulli_var(k_a, n_a)), n_a * float(np.nan_to_num(bucket_ratio_var(*buckets_a))))
+    var_b = max(float(_bernoulli_var(k_b, n_b)), n_b * float(np.nan_to_num(bucket_ratio_var(*buckets_b))))
+    res = mean_difference(k_a / n_a, var_a, n_a, k_b / n_b, var_b, n_b, null=null, alpha=alpha, n_star=n_star)
     return _clipped(res, -1.0, 1.0)
 
 
