@@ -3,7 +3,8 @@
 The request is parsed by MLflow's own parser, so every format it takes is taken the same way:
 ``dataframe_split``, ``dataframe_records``, ``instances``, ``inputs`` (with optional ``params``) as
 JSON, and ``text/csv``. The result is plain rows for the gateway's validator, which names the row
-and column of any bad value.
+and column of any bad value; a ``dataframe_split`` of plain numbers in the signature's column order
+skips the parser and becomes one matrix for the columnar path (gateway/variants/columns.py).
 """
 
 from __future__ import annotations
@@ -25,14 +26,16 @@ from gateway.domain.errors import MalformedBody
 from gateway.domain.messages import first_line
 from gateway.protocols.body import json_object, loads_body, plain
 from gateway.protocols.limits import LARGE_BODY_BYTES, RequestShape, count_json_arrays
+from gateway.variants.columns import ColumnBlock, numbers_block
 
 CSV = "text/csv"
 JSON = "application/json"
 PROBABILITIES_PARAM = "probabilities"  # reserved by the gateway: also return class probabilities
 
 
-def decode(body: bytes, content_type: str, shape: RequestShape) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """(rows, params) from an /invocations body; MalformedBody says what is wrong with it, and
+def decode(body: bytes, content_type: str,
+           shape: RequestShape) -> tuple[list[dict[str, Any]] | ColumnBlock, dict[str, Any]]:
+    """(rows or a block of numbers, params) from an /invocations body; MalformedBody says what is wrong with it, and
     TooManyRows or TooManyColumns what is too large, before anything is built per row."""
     mime, _, options = content_type.partition(";")
     mime = mime.strip().lower() or JSON
@@ -56,11 +59,26 @@ def decode(body: bytes, content_type: str, shape: RequestShape) -> tuple[list[di
         raise MalformedBody("the body must have exactly one of dataframe_split, dataframe_records, instances or "
                             f"inputs; got keys {sorted(payload)}")
     _json_counts(formats[0], payload[formats[0]], shape)
+    block = _split_block(payload[formats[0]], shape.columns) if formats[0] == "dataframe_split" else None
+    if block is not None:
+        shape.rows(len(block))
+        return block, params
     try:
         parsed = infer_and_parse_data({formats[0]: payload[formats[0]]})
     except (MlflowException, ValueError, TypeError, KeyError, IndexError) as exc:
         raise MalformedBody(f"cannot read {formats[0]}: {first_line(exc)}") from None
     return _counted(_rows(parsed, shape.columns), shape), params
+
+
+def _split_block(value: Any, columns: Sequence[str]) -> ColumnBlock | None:
+    """A ``dataframe_split`` of plain numbers under the signature's columns, in its order, as a block
+    for the columnar path; None sends anything else through MLflow's parser."""
+    if not isinstance(value, dict) or set(value) - {"columns", "data"} or value.get("columns") != list(columns):
+        return None
+    data, k = value.get("data"), len(columns)
+    if not isinstance(data, list) or not data or not all(type(row) is list and len(row) == k for row in data):
+        return None
+    return numbers_block(columns, list(itertools.chain.from_iterable(data)))
 
 
 def _counted(rows: list[dict[str, Any]], shape: RequestShape) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ Outputs are ``predict`` (labels or values) and, when asked for, ``predict_proba`
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ import numpy as np
 from gateway.domain.errors import MalformedBody
 from gateway.protocols.body import json_object, loads_body, plain
 from gateway.protocols.limits import LARGE_BODY_BYTES, RequestShape, count_json_arrays
+from gateway.variants.columns import ColumnBlock, numbers_block
 
 HEADER_LENGTH = "inference-header-content-length"
 PREDICT = "predict"
@@ -105,9 +107,24 @@ def _tensor(spec: Any, binary: memoryview, offset: int, limits: RequestShape) ->
     return name, data.reshape(shape) if shape else data, offset
 
 
-def decode_inputs(payload: dict[str, Any], binary: bytes, limits: RequestShape) -> list[dict[str, Any]]:
-    """Rows from an inference request's ``inputs``; too many rows or columns are refused from the
-    shapes, before any tensor is decoded."""
+def _block(columns: Sequence[str], data: np.ndarray, values: list[Any] | None) -> ColumnBlock | None:
+    """One [N, columns] tensor as a block for the columnar path: a binary numeric tensor as it is, a
+    JSON one when its values are plain numbers (flat, or one list per row); else None (the row path)."""
+    if data.dtype != object:
+        if data.dtype.kind not in "fiu":
+            return None
+        return ColumnBlock(columns, data.astype(np.float64, copy=False), data)
+    if values is not None and len(values) != data.size and all(type(v) is list for v in values):
+        values = list(itertools.chain.from_iterable(values))  # [[row], [row], ...]
+    if values is None or len(values) != data.size:
+        return None
+    return numbers_block(columns, values)
+
+
+def decode_inputs(payload: dict[str, Any], binary: bytes,
+                  limits: RequestShape) -> list[dict[str, Any]] | ColumnBlock:
+    """Rows from an inference request's ``inputs`` (one numeric [N, columns] tensor: a block for the
+    columnar path); too many rows or columns are refused from the shapes, before any tensor is decoded."""
     columns = limits.columns
     inputs = payload.get("inputs")
     if not isinstance(inputs, list) or not inputs:
@@ -116,12 +133,18 @@ def decode_inputs(payload: dict[str, Any], binary: bytes, limits: RequestShape) 
     json_object(payload.get("parameters"), "parameters")
     view, offset = memoryview(binary), 0
     tensors: dict[str, np.ndarray] = {}
+    flat: dict[str, list[Any]] = {}  # each JSON tensor's values as sent, when they were a flat list
     for spec in inputs:
         name, data, offset = _tensor(spec, view, offset, limits)
         tensors[name] = data
+        if isinstance(spec.get("data"), list) and "binary_data_size" not in (spec.get("parameters") or {}):
+            flat[name] = spec["data"]
     if len(tensors) == 1:
         (name, data), = tensors.items()
         if data.ndim == 2 and data.shape[1] == len(columns) and (name not in columns or len(columns) > 1):
+            block = _block(columns, data, flat.get(name))
+            if block is not None:
+                return block
             return [{c: plain(v) for c, v in zip(columns, row, strict=True)} for row in data]
     unknown = [n for n in tensors if n not in columns]
     if unknown:

@@ -32,6 +32,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.variants.columns import joined
 from gateway.variants.output import Prediction
 
 log = logging.getLogger("gateway.batching")
@@ -221,13 +222,14 @@ class MicroBatcher:
         self._taken(sum(len(job.rows) for job in running))
         for job in running:
             try:
-                rows = list(job.rows) if job.prepared or self._prepare is None else self._prepare(job.rows)
+                rows = self._prepare(job.rows) if not job.prepared and self._prepare is not None else (
+                    job.rows if isinstance(job.rows, list) else list(job.rows))
             except Exception as exc:
                 settled.append((job, exc))
                 continue
             ready.append((job, rows))
         if ready:
-            all_rows = [row for _, rows in ready for row in rows] if len(ready) > 1 else ready[0][1]
+            all_rows = joined([rows for _, rows in ready])
             first = ready[0][0]
             try:
                 result = self._predict(all_rows, first.probabilities, first.params)

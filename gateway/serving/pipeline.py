@@ -46,6 +46,7 @@ from gateway.serving.outcome import Committed, PredictionOutcome, ScoredRequest,
 from gateway.serving.shadow import ShadowBook
 from gateway.spool.store import DuplicateRequest, SpoolWriteError
 from gateway.spool.writer import SpoolWriter
+from gateway.variants import columns
 from gateway.variants.loaded import VariantSet
 from gateway.variants.loader import BatchResult, LoadedVariant
 from gateway.variants.output import Prediction
@@ -106,7 +107,7 @@ class Scorer:
         assert schema is not None
         batching = self.settings.batching
         self.batchers = {
-            name: MicroBatcher(name, partial(self._predict, variant), prepare=schema.validate_rows,
+            name: MicroBatcher(name, partial(self._predict, variant), prepare=partial(columns.prepare, schema),
                                max_batch_size=batching.max_batch_size,
                                max_delay_s=batching.max_batch_delay_ms / 1000.0,
                                max_queue_rows=batching.max_queue_rows, deliver=self._deliver)

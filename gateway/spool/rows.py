@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -15,9 +16,16 @@ INSERT = f"INSERT INTO predictions ({COLUMNS}) VALUES ({', '.join('?' * len(RECO
 _JSON = {"features", "prediction"}  # stored as JSON text: an object, and a label or a number
 
 
-def values(record: PredictionRecord) -> tuple[Any, ...]:
-    fields = record.to_dict()
-    return tuple(orjson.dumps(fields[name]).decode() if name in _JSON else fields[name] for name in RECORD_FIELDS)
+_FIELDS = attrgetter(*RECORD_FIELDS)
+_JSON_AT = tuple(i for i, name in enumerate(RECORD_FIELDS) if name in _JSON)
+
+
+def values(record: PredictionRecord) -> list[Any]:
+    """The record's columns in ``RECORD_FIELDS`` order, as ``INSERT`` binds them."""
+    out = list(_FIELDS(record))
+    for i in _JSON_AT:
+        out[i] = orjson.dumps(out[i]).decode()
+    return out
 
 
 def record(row: Sequence[Any]) -> PredictionRecord:

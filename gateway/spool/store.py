@@ -132,7 +132,11 @@ class PredictionSpool:
             for records in groups:
                 conn.execute("SAVEPOINT request")
                 try:
-                    ids = [int(conn.execute(INSERT, values(r)).lastrowid or 0) for r in records]
+                    # One statement for the request's rows; their ids are consecutive (AUTOINCREMENT under
+                    # the write lock), ending at the connection's last insert rowid.
+                    conn.executemany(INSERT, [values(r) for r in records])
+                    last = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
+                    ids = list(range(last - len(records) + 1, last + 1))
                 except sqlite3.IntegrityError:
                     conn.execute("ROLLBACK TO request")
                     conn.execute("RELEASE request")

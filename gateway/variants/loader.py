@@ -70,10 +70,14 @@ class LoadedVariant:
 
     def _model_input(self, rows: list[dict[str, Any]]) -> Any:
         names = self.schema.names
+        matrix = getattr(rows, "matrix", None)  # rows that came through the columnar path (columns.py)
         if self.flavor == "sklearn" and self.schema.all_numeric and not hasattr(self.model, "feature_names_in_"):
             # The estimator was fitted on a plain array: skip building a DataFrame.
+            if matrix is not None:
+                return matrix
             return np.array([[np.nan if r[c] is None else r[c] for c in names] for r in rows], dtype=np.float64)
-        frame = pd.DataFrame.from_records(rows, columns=names)
+        frame = (pd.DataFrame(matrix, columns=names) if matrix is not None
+                 else pd.DataFrame.from_records(rows, columns=names))
         for col in self.schema.columns:
             if col.type in ("float", "double") or (col.numeric and not col.required):
                 frame[col.name] = frame[col.name].astype("float64" if col.type != "float" else "float32")

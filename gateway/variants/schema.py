@@ -84,6 +84,12 @@ class ModelSchema:
         return [c.name for c in self.columns]
 
     @property
+    def plain_checks(self) -> tuple[_PlainCheck, ...] | None:
+        """Each column's (name, float?, required, low, low exclusive, high, high exclusive), or None
+        when a column is not numeric: what a value must pass without the validator's coercions."""
+        return self._plain_checks
+
+    @property
     def all_numeric(self) -> bool:
         return all(c.numeric for c in self.columns)
 
@@ -118,6 +124,10 @@ class ModelSchema:
             col = next(c for c in self.columns if c.name == name)
             if not col.numeric and any(v is not None for v in (b.gt, b.ge, b.lt, b.le)):
                 raise SchemaMismatch(f"model.bounds.{name}: column {name!r} is {col.type}, not a number")
+            if col.python_type is int and any(v is not None and not float(v).is_integer()
+                                              for v in (b.gt, b.ge, b.lt, b.le)):
+                raise SchemaMismatch(f"model.bounds.{name}: column {name!r} is {col.type}; its bounds must be "
+                                     f"whole numbers, got {b.describe()}")
         return ModelSchema(tuple(Column(c.name, c.type, c.required, bounds.get(c.name, c.bounds))
                                  for c in self.columns))
 

@@ -137,3 +137,11 @@ def test_the_plain_path_agrees_with_the_validator(data: st.DataObject, schema: M
     assert plain == expected
     assert [type(v) for v in plain.values()] == [type(v) for v in expected.values()]
     assert list(plain) == list(expected)
+
+
+def test_an_integer_columns_bounds_must_be_whole_numbers() -> None:
+    schema = ModelSchema((Column("rings", "long"), Column("x", "double")))
+    with pytest.raises(SchemaMismatch, match=r"model.bounds.rings: column 'rings' is long; its bounds must be whole"):
+        schema.with_bounds({"rings": Bounds(le=2.5)})
+    assert schema.with_bounds({"rings": Bounds(le=3.0), "x": Bounds(gt=0.5)}).validate_rows(
+        [{"rings": 3, "x": 1.0}]) == [{"rings": 3, "x": 1.0}]
