@@ -14,19 +14,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments.bench.wrk import BATCH_ROWS, COLUMNS, FORM, ROW, Load, _batch_rows, _oip, _split
+from experiments.bench.wrk import COLUMNS, FORM, ROW, Load, _batch_rows, _oip, _split
 from tests.harness.processes import ROOT, VENV_BIN, GatewayProcess, _stop_group, free_port, wait_http, write_config
 
 MODEL_URI = "models:/IrisClassifier/1"
+GATEWAY_OIP = "/v2/models/IrisClassifier/infer"
+MLSERVER_OIP = "/v2/models/iris/infer"
+# The batch loads, by name: the same Open Inference Protocol body (one [N, 4] FP64 tensor) for the
+# gateway and MLServer, and a dataframe_split on /invocations for the gateway and `mlflow models serve`.
+OIP_100, OIP_1000, SPLIT_100 = "oip-100", "oip-1000", "split-100"
+BATCH_LOADS = (OIP_100, OIP_1000, SPLIT_100)
+
+
+def oip_batch(path: str, rows: int) -> Load:
+    return Load(path, _oip(_batch_rows(rows)), "application/json", rows)
+
+
+def split_batch(rows: int = 100) -> Load:
+    return Load("/invocations", _split(_batch_rows(rows)), "application/json", rows)
 
 
 @dataclass
 class Setup:
     name: str
     single: Load
-    batch: Load | None
+    batches: dict[str, Load] = field(default_factory=dict)  # load name -> body, each at c=8
     logging: str | None = None  # "prediction" | "window" | None
     start: Callable[[Path, str, str], Any] | None = field(default=None, repr=False)
+    memory: Load | None = None  # the memory check's load (1,000-row batches at 64 connections)
 
 
 class Service:
@@ -120,6 +135,8 @@ def gateway_starter(logging: str | None) -> Callable[[Path, str, str], GatewayPr
             variants=[{"name": "v1.0", "model_uri": MODEL_URI, "weight": 1.0}],
             model={"class_names": ["Setosa", "Versicolor", "Virginica"], "bounds": bounds},
             spool={"dir": str(work / "spool"), "enabled": logging is not None},
+            # 64 connections of 1,000 rows (the memory check) all queue instead of getting a 503
+            batching={"max_queue_rows": 100_000},
             mlflow={"tracking_uri": tracking_uri, "model_cache_dir": str(work.parent / "cache"), "export_workers": 8,
                     "granularity": logging or "prediction", "window_seconds": 5.0, "experiment": experiment})
         gw = GatewayProcess(config=config, workdir=work, port=int(url.rsplit(":", 1)[1]))
@@ -130,20 +147,22 @@ def gateway_starter(logging: str | None) -> Callable[[Path, str, str], GatewayPr
 
 def setups(mlserver: Path | None) -> list[Setup]:
     single_form = Load("/predict", FORM, "application/x-www-form-urlencoded")
-    batch_split = Load("/invocations", _split(_batch_rows()), "application/json", BATCH_ROWS)
+    gateway_batches = {OIP_100: oip_batch(GATEWAY_OIP, 100), OIP_1000: oip_batch(GATEWAY_OIP, 1000),
+                       SPLIT_100: split_batch()}
     out = [
-        Setup("bare", single_form, None, start=start_bare),
-        Setup("mlflow-serve", Load("/invocations", _split([ROW]), "application/json"), batch_split,
+        Setup("bare", single_form, start=start_bare),
+        Setup("mlflow-serve", Load("/invocations", _split([ROW]), "application/json"), {SPLIT_100: split_batch()},
               start=start_mlflow_serve),
-        Setup("gw-prediction", single_form, None, "prediction", gateway_starter("prediction")),
-        Setup("gw-window", single_form, batch_split, "window", gateway_starter("window")),
-        Setup("gw-off", single_form, batch_split, None, gateway_starter(None)),
+        Setup("gw-prediction", single_form, {}, "prediction", gateway_starter("prediction")),
+        Setup("gw-window", single_form, gateway_batches, "window", gateway_starter("window"),
+              memory=oip_batch(GATEWAY_OIP, 1000)),
+        Setup("gw-off", single_form, gateway_batches, None, gateway_starter(None)),
         # Only when asked for (--setups seed): the seed document's design, a synchronous MLflow run
         # inside every request; tens of requests/s.
-        Setup("seed", single_form, None, start=start_seed),
+        Setup("seed", single_form, start=start_seed),
     ]
     if mlserver is not None:
-        out.insert(1, Setup("mlserver", Load("/v2/models/iris/infer", _oip([ROW]), "application/json"),
-                            Load("/v2/models/iris/infer", _oip(_batch_rows()), "application/json", BATCH_ROWS),
+        out.insert(1, Setup("mlserver", Load(MLSERVER_OIP, _oip([ROW]), "application/json"),
+                            {OIP_100: oip_batch(MLSERVER_OIP, 100), OIP_1000: oip_batch(MLSERVER_OIP, 1000)},
                             start=lambda w, t, u: start_mlserver(w, t, u, mlserver)))
     return out

@@ -39,7 +39,7 @@ class MlflowSection(_Section):
     experiment: str = "iris-flower-prediction"
     granularity: Literal["prediction", "window"] = "prediction"
     window_seconds: float = Field(10.0, gt=0)
-    window_max_records: int = Field(5000, gt=0)
+    window_max_records: int = Field(50_000, gt=0)
     # A window of at most this many records also logs one metric step per record (charts in the UI);
     # a bigger one only its summary and table: the steps would cost MLflow most of the export. 0: never.
     window_series_max_records: int = Field(1000, ge=0)
@@ -117,7 +117,7 @@ class HttpSection(_Section):
 class BatchingSection(_Section):
     """Adaptive micro-batching per variant (docs/configuration.md, "Batching")."""
 
-    max_batch_size: int = Field(64, ge=1, le=100_000)  # rows per model call; 1 turns batching off
+    max_batch_size: int = Field(1024, ge=1, le=100_000)  # rows per model call; 1 turns batching off
     max_batch_delay_ms: float = Field(0.0, ge=0, le=1000)  # wait this long for more rows; 0: never wait
     # Rows that may wait for one variant; past it a request gets 503 with Retry-After at once, and
     # /readyz says the variant is saturated. (A request larger than this still goes when none waits.)

@@ -16,7 +16,7 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,7 +26,8 @@ import orjson
 from gateway.domain import contract as c
 from gateway.domain.records import RECORD_FIELDS, PredictionRecord
 from gateway.export.writer import SERIES_CHUNK, RunWriter
-from gateway.spool.rows import SpoolRow
+from gateway.spool.packing import SHARED_FIELDS
+from gateway.spool.rows import LeasedEntry, SpoolRow, Window
 from gateway.spool.store import PredictionSpool
 from gateway.variants.output import ModelKind
 
@@ -157,30 +158,57 @@ class PredictionRuns:
         return run_id
 
 
-def window_summary(rows: list[SpoolRow]) -> dict[str, float]:
-    """A window's summary metrics: count, latency quantiles, and class counts or value quantiles."""
-    latencies = np.array([r.record.inference_time_ms for r in rows], dtype=float)
+def window_summary(columns: dict[str, list[Any]]) -> dict[str, float]:
+    """A window's summary metrics from its table's columns: count, latency quantiles, and class counts
+    or value quantiles."""
+    latencies = np.asarray(columns["inference_time_ms"], dtype=float)
     out = {
-        "count": float(len(rows)),
+        "count": float(latencies.size),
         "inference_time_ms_mean": float(latencies.mean()),
         "inference_time_ms_p50": float(np.percentile(latencies, 50)),
         "inference_time_ms_p95": float(np.percentile(latencies, 95)),
         "inference_time_ms_p99": float(np.percentile(latencies, 99)),
-        f"{c.METRIC_BATCH_ROWS}_mean": float(np.mean([r.record.batch_rows for r in rows])),
+        f"{c.METRIC_BATCH_ROWS}_mean": float(np.mean(np.asarray(columns["batch_rows"], dtype=float))),
     }
-    own = np.array([r.record.request_time_ms for r in rows if r.record.request_time_ms is not None], dtype=float)
+    own = np.asarray(columns["request_time_ms"], dtype=float)  # None -> NaN
+    own = own[~np.isnan(own)]
     if own.size:
         out.update({f"{c.METRIC_REQUEST_TIME}_p50": float(np.percentile(own, 50)),
                     f"{c.METRIC_REQUEST_TIME}_p99": float(np.percentile(own, 99))})
-    if rows and rows[0].record.kind == ModelKind.REGRESSOR:
-        values = np.array([float(r.record.prediction) for r in rows], dtype=float)
+    if columns["kind"] and columns["kind"][0] == ModelKind.REGRESSOR:
+        values = np.asarray(columns["prediction"], dtype=float)
         out.update({f"{c.METRIC_PREDICTION_VALUE}_mean": float(values.mean()),
                     f"{c.METRIC_PREDICTION_VALUE}_p50": float(np.percentile(values, 50)),
                     f"{c.METRIC_PREDICTION_VALUE}_p95": float(np.percentile(values, 95))})
     else:
-        for label, n in sorted(Counter(str(r.record.prediction) for r in rows).items()):
+        for label, n in sorted(Counter(map(str, columns["prediction"])).items()):
             out[c.param_name(f"class_count_{label}")] = float(n)
     return out
+
+
+def window_columns(entries: Sequence[LeasedEntry]) -> dict[str, list[Any]]:
+    """A window's table as columns (``PARQUET_COLUMNS``), entry after entry: each entry's row columns
+    extended as they were stored (features as their JSON text), its shared fields repeated once per
+    row. No record object is built per row."""
+    columns: dict[str, list[Any]] = {name: [] for name in PARQUET_COLUMNS}
+    for entry in entries:
+        rows, n = entry.columns, entry.n_rows
+        columns["features"] += rows.features
+        columns["prediction"] += rows.prediction
+        columns["class_index"] += rows.class_index
+        columns["row_index"] += range(rows.first_row, rows.first_row + n)
+        for name in SHARED_FIELDS:
+            columns[name] += [rows.shared[name]] * n
+    return columns
+
+
+def records_columns(records: Sequence[PredictionRecord]) -> dict[str, list[Any]]:
+    """Records as a window table's columns (``window_columns`` of their entries)."""
+    from gateway.spool.packing import pack, unpack
+
+    entries = [LeasedEntry(i, unpack(e.shared, e.rows, e.first_row), 1, None, None)
+               for i, e in enumerate(pack(records))]
+    return window_columns(entries)
 
 
 class WindowRuns:
@@ -190,97 +218,103 @@ class WindowRuns:
     workers = 1
 
     def __init__(self, spool: PredictionSpool, writer: RunWriter, counters: ExportCounters, *,
-                 window_seconds: float = 10.0, window_max_records: int = 5000, lease_seconds: float = 120.0,
+                 window_seconds: float = 10.0, window_max_records: int = 50_000, lease_seconds: float = 120.0,
                  series_max_records: int = 1000) -> None:
         self.spool, self.writer, self.counters = spool, writer, counters
         self.window_seconds, self.window_max_records = window_seconds, window_max_records
         self.series_max_records = series_max_records
         self.lease_seconds = max(lease_seconds, 120.0)
 
-    def claim(self, draining: bool) -> tuple[str, list[SpoolRow]] | None:
+    def claim(self, draining: bool) -> tuple[str, Window] | None:
         # Drain or shutdown: close every open window now rather than wait for its end.
         now = time.time() + (self.window_seconds + 1 if draining else 0)
         claimed = self.spool.queue.claim_window(self.window_seconds, self.window_max_records,
-                                          lease_seconds=self.lease_seconds, now=now)
-        return claimed if claimed and claimed[1] else None
+                                                lease_seconds=self.lease_seconds, now=now)
+        return claimed if claimed and claimed[1].entries else None
 
-    def export(self, work: tuple[str, list[SpoolRow]], interrupted: Callable[[], bool]) -> int:
-        batch_id, rows = work
+    def export(self, work: tuple[str, Window], interrupted: Callable[[], bool]) -> int:
+        batch_id, window = work
         try:
-            self.export_window(batch_id, rows)
+            self.export_window(batch_id, window)
         except Exception:
             self.spool.queue.release_batch(batch_id, untouched=False)
             raise
-        return len(rows)
+        return window.n_rows
 
-    def export_window(self, batch_id: str, rows: list[SpoolRow]) -> str:
+    def export_window(self, batch_id: str, window: Window) -> str:
         from mlflow.entities import Metric, Param
 
-        first = rows[0].record
-        start_ms = min(r.record.ts_ms for r in rows)
-        end_ms = max(r.record.ts_ms for r in rows)
-        run_id = rows[0].run_id
-        if run_id is None and max(r.attempts for r in rows) > 1:
+        entries = window.entries
+        shared = [e.columns.shared for e in entries]
+        first = shared[0]
+        start_ms = min(s["ts_ms"] for s in shared)
+        end_ms = max(s["ts_ms"] for s in shared)
+        run_id = entries[0].run_id
+        if run_id is None and max(e.attempts for e in entries) > 1:
             run_id = self.writer.find_run({c.TAG_WINDOW_ID: batch_id})
             if run_id is not None:
                 _mark_found(self.spool, self.counters)
         if run_id is None:
             tags = {
                 c.TAG_GRANULARITY: c.GRANULARITY_WINDOW, c.TAG_WINDOW_ID: batch_id,
-                c.TAG_MODEL_VERSION: first.model_version, c.TAG_ROLE: first.role, c.TAG_MODEL_KIND: first.kind,
-                c.TAG_CONFIG_HASH: ",".join(sorted({r.record.config_hash for r in rows})),
-                c.TAG_ROUTING: ",".join(sorted({r.record.routing for r in rows})),
-                c.TAG_WEIGHTS: ";".join(sorted({r.record.weights for r in rows})),
+                c.TAG_MODEL_VERSION: first["model_version"], c.TAG_ROLE: first["role"],
+                c.TAG_MODEL_KIND: first["kind"],
+                c.TAG_CONFIG_HASH: ",".join(sorted({s["config_hash"] for s in shared})),
+                c.TAG_ROUTING: ",".join(sorted({s["routing"] for s in shared})),
+                c.TAG_WEIGHTS: ";".join(sorted({s["weights"] for s in shared})),
                 c.TAG_RECORDS_ARTIFACT: c.RECORDS_ARTIFACT,
                 "window_start_ms": str(start_ms), "window_end_ms": str(end_ms),
                 "window_start": c.utc_iso(start_ms / 1000), "window_end": c.utc_iso(end_ms / 1000),
             }
-            run_id = self.writer.create_run(start_ms, tags, f"window_{first.model_version}_{first.role}_"
+            run_id = self.writer.create_run(start_ms, tags, f"window_{first['model_version']}_{first['role']}_"
                                                             f"{start_ms // 1000}")
-            self.spool.queue.set_run_id([r.id for r in rows], run_id)
+            self.spool.queue.set_window_run(batch_id, run_id)
             self.counters.add(runs_created=1)
-        summary = [Metric(k, v, end_ms, 0) for k, v in window_summary(rows).items()]
+        columns = window_columns(entries)
+        n = len(columns["ts_ms"])
+        summary = [Metric(k, v, end_ms, 0) for k, v in window_summary(columns).items()]
         params = [Param("window_seconds", repr(self.window_seconds)),
                   Param("window_max_records", str(self.window_max_records))]
         self.writer.log_batch(run_id, summary, params)
         series: list[Any] = []
-        for step, r in enumerate(rows if len(rows) <= self.series_max_records else ()):
-            rec = r.record
-            series.append(Metric(c.METRIC_INFERENCE_TIME, float(rec.inference_time_ms), rec.ts_ms, step))
-            if rec.kind == ModelKind.REGRESSOR:
-                series.append(Metric(c.METRIC_PREDICTION_VALUE, float(rec.prediction), rec.ts_ms, step))  # type: ignore[arg-type]
-            elif rec.class_index is not None:
-                series.append(Metric(c.METRIC_PREDICTION_CLASS, float(rec.class_index), rec.ts_ms, step))
+        if n <= self.series_max_records:
+            regressor = first["kind"] == ModelKind.REGRESSOR
+            for step, (ts, latency, value, index) in enumerate(zip(
+                    columns["ts_ms"], columns["inference_time_ms"], columns["prediction"], columns["class_index"],
+                    strict=True)):
+                series.append(Metric(c.METRIC_INFERENCE_TIME, float(latency), ts, step))
+                if regressor:
+                    series.append(Metric(c.METRIC_PREDICTION_VALUE, float(value), ts, step))
+                elif index is not None:
+                    series.append(Metric(c.METRIC_PREDICTION_CLASS, float(index), ts, step))
         for i in range(0, len(series), SERIES_CHUNK):
             self.writer.log_batch(run_id, series[i:i + SERIES_CHUNK])
-        self.writer.log_bytes(run_id, records_parquet([r.record for r in rows]), c.RECORDS_ARTIFACT)
+        self.writer.log_bytes(run_id, columns_parquet(columns), c.RECORDS_ARTIFACT)
         self.writer.finish(run_id, end_ms + 1)
-        self.spool.queue.mark_done([r.id for r in rows], run_id)
-        self.spool.bump_counter("exported", len(rows))
-        self.counters.add(exported=len(rows))
+        self.spool.queue.mark_window_done(batch_id, run_id)
+        self.spool.bump_counter("exported", n)
+        self.counters.add(exported=n)
         return run_id
 
 
-def records_parquet(records: list[PredictionRecord]) -> bytes:
-    """A window's records as one Parquet table: one column per record field; the features as a JSON
-    string (their columns differ per model) and the prediction as text (a label or a number), so
-    every window of every model has the same schema."""
+def columns_parquet(columns: dict[str, list[Any]]) -> bytes:
+    """A window's table as Parquet: one column per record field; the features as JSON text (their
+    columns differ per model) and the prediction as text (a label or a number), so every window of
+    every model has the same schema."""
     import io
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    columns: dict[str, list[Any]] = {name: [] for name in PARQUET_COLUMNS}
-    for rec in records:
-        row = rec.to_dict()
-        for name in PARQUET_COLUMNS:
-            columns[name].append(row[name])
-    columns["features"] = [orjson.dumps(f).decode() for f in columns["features"]]
-    columns["prediction"] = [str(p) for p in columns["prediction"]]
-    table = pa.table(columns, schema=PARQUET_SCHEMA)
+    table = pa.table({**columns, "prediction": [str(p) for p in columns["prediction"]]}, schema=PARQUET_SCHEMA)
     out = io.BytesIO()
     pq.write_table(table, out, compression="zstd")
     return out.getvalue()
+
+
+def records_parquet(records: list[PredictionRecord]) -> bytes:
+    """Records as a window's Parquet table (tools and tests that hold records, not entries)."""
+    return columns_parquet(records_columns(records))
 
 
 PARQUET_COLUMNS = RECORD_FIELDS

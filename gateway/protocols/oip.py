@@ -172,11 +172,13 @@ def wants_probabilities(payload: dict[str, Any]) -> bool:
 
 
 def datatype_of(values: list[Any]) -> str:
-    if all(isinstance(v, bool) for v in values):
+    """The tensor datatype that holds every value: decided from their distinct types, once."""
+    kinds = set(map(type, values))
+    if all(issubclass(k, bool) for k in kinds):
         return "BOOL"
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+    if all(issubclass(k, int) and not issubclass(k, bool) for k in kinds):
         return "INT64"
-    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+    if all(issubclass(k, int | float) and not issubclass(k, bool) for k in kinds):
         return "FP64"
     return "BYTES"
 
@@ -185,8 +187,9 @@ def encode(model_name: str, variant: str, request_id: str, labels: list[Any],
            probabilities: list[dict[str, float]] | None, requested: list[str] | None) -> dict[str, Any]:
     outputs = []
     if requested is None or PREDICT in requested:
-        outputs.append({"name": PREDICT, "shape": [len(labels)], "datatype": datatype_of(labels),
-                        "data": [str(v) if datatype_of(labels) == "BYTES" else v for v in labels]})
+        datatype = datatype_of(labels)
+        outputs.append({"name": PREDICT, "shape": [len(labels)], "datatype": datatype,
+                        "data": [str(v) for v in labels] if datatype == "BYTES" else labels})
     if probabilities is not None and (requested is None or PREDICT_PROBA in requested):
         classes = list(probabilities[0]) if probabilities else []
         outputs.append({"name": PREDICT_PROBA, "shape": [len(labels), len(classes)], "datatype": "FP64",

@@ -92,7 +92,7 @@ class MicroBatcher:
     """The queue and worker thread of one variant."""
 
     def __init__(self, name: str, predict: Predict, *, prepare: Callable[[Sequence[Any]], Rows] | None = None,
-                 max_batch_size: int = 64, max_delay_s: float = 0.0, max_queue_rows: int | None = None,
+                 max_batch_size: int = 1024, max_delay_s: float = 0.0, max_queue_rows: int | None = None,
                  deliver: Callable[[list[tuple[Any, JobResult | BaseException]]], None] | None = None) -> None:
         self.name = name
         self._predict = predict

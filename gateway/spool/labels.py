@@ -18,6 +18,15 @@ from gateway.spool.sqlite import SpoolWriteError, SqliteFile, marks
 REMOTE_VARIANT = ""  # a label's model_version when another replica answered the prediction
 
 
+# The MLflow run of an exported primary prediction (request id, row index): its entry's run, or its own
+# when its entry's rows were exported one run each.
+_PREDICTION_RUN = f"""SELECT CASE WHEN e.status = {DONE:d} THEN COALESCE(r.run_id, e.run_id)
+                                 WHEN r.done = 1 THEN r.run_id END
+                      FROM entries e LEFT JOIN row_runs r ON r.entry_id = e.id AND r.row_index = ?
+                      WHERE e.request_id = ? AND e.role = 'primary' AND e.first_row <= ?
+                      AND ? < e.first_row + e.n_rows"""
+
+
 @dataclass(frozen=True, slots=True)
 class LabelRow:
     """A ground-truth label as the exporter sees it, with the prediction's run id once known."""
@@ -96,11 +105,10 @@ class LabelTable:
         conn = self.db.connection()
         out = []
         for lid, rid, idx, version, label, correct, abs_error, ts, attempts, batch in sorted(rows):
-            run = conn.execute(f"SELECT run_id FROM predictions WHERE request_id = ? AND role = 'primary' "
-                               f"AND row_index = ? AND status = {DONE:d}", (rid, idx)).fetchone()
+            run = conn.execute(_PREDICTION_RUN, (idx, rid, idx, idx)).fetchone()
             out.append(LabelRow(int(lid), str(rid), int(idx), str(version), json.loads(label),
                                 None if correct is None else bool(correct), abs_error, int(ts), int(attempts),
-                                batch, run[0] if run else None))
+                                batch, run[0] if run and run[0] else None))
         return batch_id, out
 
     def finish(self, label_ids: Sequence[int], run_id: str | None) -> None:

@@ -1,54 +1,124 @@
-"""A prediction record as a spool row and back: one codec, its columns the record's own fields."""
+"""Spool entries as SQLite rows and back: the insert, what a lease returns, and the rows of a lease as
+the exporters see them (one ``SpoolRow`` per predicted row, keyed by entry and row index)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from operator import attrgetter
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import orjson
 
 from gateway.domain.records import RECORD_FIELDS, PredictionRecord
+from gateway.spool.packing import Columns, PackedEntry, unpack
 
-COLUMNS = ", ".join(RECORD_FIELDS)
-INSERT = f"INSERT INTO predictions ({COLUMNS}) VALUES ({', '.join('?' * len(RECORD_FIELDS))})"
-_JSON = {"features", "prediction"}  # stored as JSON text: an object, and a label or a number
-
-
-_FIELDS = attrgetter(*RECORD_FIELDS)
-_JSON_AT = tuple(i for i, name in enumerate(RECORD_FIELDS) if name in _JSON)
-
-
-def values(record: PredictionRecord) -> list[Any]:
-    """The record's columns in ``RECORD_FIELDS`` order, as ``INSERT`` binds them."""
-    out = list(_FIELDS(record))
-    for i in _JSON_AT:
-        out[i] = orjson.dumps(out[i]).decode()
-    return out
+# An entry is two SQLite rows: its key and export state in ``entries`` (small: leases and marks rewrite
+# it), its packed rows in ``entry_rows`` (written once, never updated: SQLite rewrites a whole row on
+# any update, and a 1,000-row entry is tens of kilobytes).
+ENTRY_VALUES = ("request_id", "role", "model_version", "ts_ms", "first_row", "n_rows")
+ENTRY_COLUMNS = ", ".join(ENTRY_VALUES)
+INSERT = f"INSERT INTO entries ({ENTRY_COLUMNS}) VALUES ({', '.join('?' * len(ENTRY_VALUES))})"
+INSERT_ROWS = "INSERT INTO entry_rows (entry_id, shared, rows) VALUES (?, ?, ?)"
 
 
-def record(row: Sequence[Any]) -> PredictionRecord:
-    fields = {name: orjson.loads(v) if name in _JSON else v for name, v in zip(RECORD_FIELDS, row, strict=True)}
-    return PredictionRecord(**fields)
+def entry_values(entry: PackedEntry) -> list[Any]:
+    """An entry's columns in ``ENTRY_VALUES`` order, as ``INSERT`` binds them."""
+    return [entry.request_id, entry.role, entry.model_version, entry.ts_ms, entry.first_row, entry.n_rows]
+
+
+def packed_values(entry: PackedEntry) -> list[Any]:
+    """An entry's packed texts, as ``INSERT_ROWS`` binds them after its id."""
+    return [entry.shared.decode(), entry.rows.decode()]
+
+
+class RowKey(NamedTuple):
+    """One predicted row of the spool: its entry, and its row index in the request."""
+
+    entry: int
+    row_index: int
 
 
 @dataclass(frozen=True, slots=True)
 class SpoolRow:
-    """A record as the exporter sees it: with its row id, attempt count and any known run id."""
+    """A record as the per-prediction exporter sees it: its key, attempt count and any known run id."""
 
-    id: int
+    id: RowKey
     record: PredictionRecord
     attempts: int
     batch_id: str | None
     run_id: str | None
 
 
-LEASED = f"id, attempts, batch_id, run_id, {COLUMNS}"  # what a claim returns, in this order
+@dataclass(frozen=True, slots=True)
+class LeasedEntry:
+    """A leased entry: its rows decoded into columns, its lease's attempt count and any run id."""
+
+    id: int
+    columns: Columns
+    attempts: int
+    batch_id: str | None
+    run_id: str | None
+    # Rows of a multi-row entry already in MLflow (per-prediction runs), and run ids of rows started.
+    done_rows: frozenset[int] = field(default_factory=frozenset)
+    row_runs: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.columns)
+
+    def rows(self) -> list[SpoolRow]:
+        """The rows still to export, as records."""
+        first, out = self.columns.first_row, []
+        for i in range(self.n_rows):
+            index = first + i
+            if index in self.done_rows:
+                continue
+            run_id = self.run_id if self.n_rows == 1 else self.row_runs.get(index)
+            out.append(SpoolRow(RowKey(self.id, index), self.columns.record(i), self.attempts, self.batch_id, run_id))
+        return out
 
 
-def leased_rows(cursor: Iterable[Sequence[Any]]) -> list[SpoolRow]:
-    out = [SpoolRow(id=int(row[0]), attempts=int(row[1]), batch_id=row[2], run_id=row[3], record=record(row[4:]))
-           for row in cursor]
-    out.sort(key=lambda r: r.id)
+LEASED = "id, attempts, batch_id, run_id, first_row"  # what a lease's UPDATE returns, in this order
+PACKED = "SELECT entry_id, shared, rows FROM entry_rows WHERE entry_id IN ({})"  # then its rows, by id
+PACKED_BATCH = ("SELECT entry_id, shared, rows FROM entry_rows JOIN entries ON id = entry_id "  # or by window
+                "WHERE batch_id = ?")
+
+
+def leased_entries(leased: Iterable[Sequence[Any]], packed: Iterable[Sequence[Any]]) -> list[LeasedEntry]:
+    """Leased entries from their state (``LEASED``) and packed rows (``PACKED``), in id order."""
+    texts = {int(row[0]): (row[1], row[2]) for row in packed}
+    out = [LeasedEntry(int(row[0]), unpack(*texts[int(row[0])], int(row[4])), int(row[1]), row[2], row[3])
+           for row in leased]
+    out.sort(key=lambda e: e.id)
     return out
+
+
+class Window(Sequence[SpoolRow]):
+    """A leased window: its entries (for a columnar export), and as a sequence the rows they hold."""
+
+    def __init__(self, entries: list[LeasedEntry]) -> None:
+        self.entries = entries
+        self._rows: list[SpoolRow] | None = None
+
+    @property
+    def n_rows(self) -> int:
+        return sum(e.n_rows for e in self.entries)
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    def __getitem__(self, index: Any) -> Any:
+        if self._rows is None:
+            self._rows = [row for e in self.entries for row in e.rows()]
+        return self._rows[index]
+
+
+# The per-row table of the release before entries: its columns are the record's own fields.
+COLUMNS = ", ".join(RECORD_FIELDS)
+_JSON = {"features", "prediction"}  # stored as JSON text there: an object, and a label or a number
+
+
+def record(row: Sequence[Any]) -> PredictionRecord:
+    """A record from a per-row table's columns (``COLUMNS``), when such a spool is migrated."""
+    fields = {name: orjson.loads(v) if name in _JSON else v for name, v in zip(RECORD_FIELDS, row, strict=True)}
+    return PredictionRecord(**fields)

@@ -1,5 +1,5 @@
-"""The spool's tables, the row states, and what older spools get on open (columns added since, the
-single-model release's table moved over)."""
+"""The spool's tables, the row states, and what older spools get on open: the per-row table moved
+into entries (one per request, its rows packed: packing.py), the single-model release's table too."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from enum import IntEnum
 from pathlib import Path
 
 from gateway.domain.records import PredictionRecord
-from gateway.spool.rows import INSERT, values
+from gateway.spool.packing import pack
+from gateway.spool.rows import ENTRY_COLUMNS, ENTRY_VALUES, INSERT, INSERT_ROWS, entry_values, packed_values
 
 log = logging.getLogger("gateway.spool")
 
@@ -25,25 +26,14 @@ class RowState(IntEnum):
 PENDING, CLAIMED, DONE = RowState.PENDING, RowState.CLAIMED, RowState.DONE
 
 TABLES = f"""
-CREATE TABLE IF NOT EXISTS predictions (
+CREATE TABLE IF NOT EXISTS entries (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     request_id TEXT NOT NULL,
-    row_index INTEGER NOT NULL DEFAULT 0,
     role TEXT NOT NULL,
+    first_row INTEGER NOT NULL DEFAULT 0,
+    n_rows INTEGER NOT NULL,
     model_version TEXT NOT NULL,
-    features TEXT NOT NULL,
-    prediction TEXT NOT NULL,
-    class_index INTEGER,
-    kind TEXT NOT NULL,
-    inference_time_ms REAL NOT NULL,
     ts_ms INTEGER NOT NULL,
-    routing TEXT NOT NULL,
-    config_hash TEXT NOT NULL,
-    weights TEXT NOT NULL DEFAULT '',
-    batch_rows INTEGER NOT NULL DEFAULT 1,
-    request_time_ms REAL,
-    user TEXT,
-    headers TEXT NOT NULL DEFAULT '',
     status INTEGER NOT NULL DEFAULT {PENDING:d},
     lease_owner TEXT,
     lease_until REAL,
@@ -51,10 +41,23 @@ CREATE TABLE IF NOT EXISTS predictions (
     batch_id TEXT,
     run_id TEXT,
     exported_at REAL,
-    UNIQUE (request_id, role, row_index)
+    UNIQUE (request_id, role, first_row)
 );
-CREATE INDEX IF NOT EXISTS predictions_open ON predictions (id) WHERE status != {DONE:d};
-CREATE INDEX IF NOT EXISTS predictions_open_key ON predictions (model_version, role, id) WHERE status != {DONE:d};
+CREATE INDEX IF NOT EXISTS entries_open ON entries (id) WHERE status != {DONE:d};
+CREATE INDEX IF NOT EXISTS entries_open_key ON entries (model_version, role, id) WHERE status != {DONE:d};
+CREATE INDEX IF NOT EXISTS entries_batch ON entries (batch_id) WHERE batch_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS entry_rows (
+    entry_id INTEGER PRIMARY KEY,
+    shared TEXT NOT NULL,
+    rows TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS row_runs (
+    entry_id INTEGER NOT NULL,
+    row_index INTEGER NOT NULL,
+    run_id TEXT,
+    done INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (entry_id, row_index)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS labels (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -74,7 +77,7 @@ CREATE TABLE IF NOT EXISTS labels (
 CREATE INDEX IF NOT EXISTS labels_open ON labels (id) WHERE status != {DONE:d};
 """
 _LABELS_ONCE = "CREATE UNIQUE INDEX IF NOT EXISTS labels_once ON labels (request_id, row_index);"
-# Columns added after the first release of the predictions table, with their definitions.
+# Columns added to the per-row predictions table after its first release, with their definitions.
 _ADDED_COLUMNS = {"batch_rows": "INTEGER NOT NULL DEFAULT 1", "request_time_ms": "REAL", "user": "TEXT",
                   "headers": "TEXT NOT NULL DEFAULT ''"}
 
@@ -82,8 +85,8 @@ _ADDED_COLUMNS = {"batch_rows": "INTEGER NOT NULL DEFAULT 1", "request_time_ms":
 def create(conn: sqlite3.Connection, path: Path) -> None:
     """The tables, and an older spool brought up to date (run once per open, under the write lock)."""
     conn.executescript(TABLES)
-    _add_columns(conn)
     _migrate_single_row_spool(conn)
+    _migrate_row_spool(conn, path)
     try:
         conn.execute(_LABELS_ONCE)
     except sqlite3.IntegrityError:  # a spool written before the first-label-wins rule
@@ -92,11 +95,47 @@ def create(conn: sqlite3.Connection, path: Path) -> None:
 
 
 def _add_columns(conn: sqlite3.Connection) -> None:
-    """A spool written before a column existed gets it, with its default, on open."""
+    """A per-row spool written before a column existed gets it, with its default, before it moves."""
     have = {row[1] for row in conn.execute("PRAGMA table_info(predictions)")}
     for name, definition in _ADDED_COLUMNS.items():
         if name not in have:
             conn.execute(f"ALTER TABLE predictions ADD COLUMN {name} {definition}")
+
+
+_ROW_STATE = ("status", "lease_owner", "lease_until", "attempts", "batch_id", "run_id", "exported_at")
+
+
+def _migrate_row_spool(conn: sqlite3.Connection, path: Path) -> None:
+    """A spool of one SQLite row per prediction (before entries) moves into entries, in id order, every
+    row with its state: an open one is exported as before (its lease, attempts and run id kept, so a
+    run it may already have is found), an exported one stays for retries within the retention."""
+    if not _has_table(conn, "predictions"):
+        return
+    _add_columns(conn)
+    from gateway.spool.rows import COLUMNS, record
+
+    total = int(conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0])
+    log.info("spool %s: moving %d per-row prediction records into entries (once)", path, total)
+    cursor = conn.execute(f"SELECT {', '.join(_ROW_STATE)}, {COLUMNS} FROM predictions ORDER BY id")
+    moved = 0
+    conn.execute("BEGIN IMMEDIATE")
+    while chunk := cursor.fetchmany(5000):
+        for row in chunk:
+            state, rec = row[:len(_ROW_STATE)], record(row[len(_ROW_STATE):])
+            (entry,) = pack([rec])
+            cur = conn.execute(f"INSERT OR IGNORE INTO entries ({ENTRY_COLUMNS}, {', '.join(_ROW_STATE)}) "
+                               f"VALUES ({', '.join('?' * (len(ENTRY_VALUES) + len(_ROW_STATE)))})",
+                               [*entry_values(entry), *state])
+            if cur.rowcount:
+                conn.execute(INSERT_ROWS, [cur.lastrowid, *packed_values(entry)])
+                moved += 1
+    conn.execute("DROP TABLE predictions")
+    conn.execute("COMMIT")
+    log.info("spool %s: %d per-row prediction records moved into entries", path, moved)
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
 
 _OLD_BOOKKEEPING = {"id", "request_id", "role", "model_version", "class_index", "class_name", "inference_time_ms",
@@ -107,7 +146,7 @@ _OLD_BOOKKEEPING = {"id", "request_id", "role", "model_version", "class_index", 
 def _migrate_single_row_spool(conn: sqlite3.Connection) -> None:
     """A spool written by the single-model release keeps its unexported records: they move into the
     new table, their feature columns becoming the features object."""
-    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'records'").fetchone():
+    if not _has_table(conn, "records"):
         return
     columns = [row[1] for row in conn.execute("PRAGMA table_info(records)")]
     features = [c for c in columns if c not in _OLD_BOOKKEEPING]
@@ -120,7 +159,10 @@ def _migrate_single_row_spool(conn: sqlite3.Connection) -> None:
         record = PredictionRecord(request_id=r[0], role=r[1], model_version=r[2], class_index=r[3], prediction=r[4],
                                   inference_time_ms=r[5], ts_ms=r[6], routing=r[7], config_hash=r[8], weights=r[9],
                                   features=dict(zip(features, r[10:], strict=True)))
-        conn.execute(INSERT.replace("INSERT", "INSERT OR IGNORE", 1), values(record))
+        (entry,) = pack([record])
+        cur = conn.execute(INSERT.replace("INSERT", "INSERT OR IGNORE", 1), entry_values(entry))
+        if cur.rowcount:
+            conn.execute(INSERT_ROWS, [cur.lastrowid, *packed_values(entry)])
     if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'feedback'").fetchone():
         conn.execute(f"""INSERT INTO labels (request_id, model_version, true_label, correct, ts_ms)
                          SELECT f.request_id, COALESCE(r.model_version, ''), json_quote(f.true_label), f.correct,

@@ -1,8 +1,9 @@
 """A durable local log of predictions, written before each response, drained by the exporter.
 
-SQLite in WAL mode (sqlite.py): one row per predicted row (a batch request leaves several) and role.
-A row is *pending*, then *claimed* by an exporter (queue.py), then *done* with the MLflow run id.
-Labels wait beside them (labels.py). Several processes may share one spool file.
+SQLite in WAL mode (sqlite.py): one entry per request and role, its rows packed (packing.py), so a
+batch of 1,000 rows is one SQLite row to insert and to lease. An entry is *pending*, then *claimed*
+by an exporter (queue.py), then *done* with the MLflow run id; every count here is of predicted
+rows, not entries. Labels wait beside them (labels.py). Several processes may share one spool file.
 
 Durability: a request's rows are committed in one transaction before ``append_many`` returns. With
 ``synchronous=NORMAL`` a commit survives the death of the process (SIGKILL, OOM kill);
@@ -20,10 +21,11 @@ from typing import TypeVar
 
 from gateway.domain.records import PredictionRecord
 from gateway.spool.labels import LabelExists, LabelRow, LabelTable
+from gateway.spool.packing import pack, unpack
 from gateway.spool.queue import ExportQueue
-from gateway.spool.rows import COLUMNS, INSERT, SpoolRow, record, values
+from gateway.spool.rows import INSERT, INSERT_ROWS, RowKey, SpoolRow, entry_values, packed_values
 from gateway.spool.schema import DONE, RowState, create
-from gateway.spool.sqlite import SpoolWriteError, SqliteFile
+from gateway.spool.sqlite import SpoolWriteError, SqliteFile, marks
 
 log = logging.getLogger("gateway.spool")
 
@@ -41,6 +43,8 @@ class DuplicateRequest(Exception):
 
 
 T = TypeVar("T")
+_BUMP = ("INSERT INTO counters (name, value) VALUES (?, ?) "
+         "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value")
 
 # A readiness probe commits this many bytes, then deletes them: more than most group commits of
 # records need, so a disk with room for the probe has room for them (a one-page write would fit in
@@ -70,11 +74,11 @@ class PredictionSpool:
 
     # -- writing, on the request path ------------------------------------------------------
 
-    def append(self, record: PredictionRecord) -> int:
-        """Commit one record durably; return its row id. Raise DuplicateRequest or SpoolWriteError."""
+    def append(self, record: PredictionRecord) -> RowKey:
+        """Commit one record durably; return its key. Raise DuplicateRequest or SpoolWriteError."""
         return self.append_many([record])[0]
 
-    def append_many(self, records: Sequence[PredictionRecord]) -> list[int]:
+    def append_many(self, records: Sequence[PredictionRecord]) -> list[RowKey]:
         """Commit the records of one request in one transaction: all of them or none. Raise
         DuplicateRequest or SpoolWriteError."""
         result = self.append_groups([records])[0]
@@ -82,7 +86,7 @@ class PredictionSpool:
             raise result
         return result
 
-    def append_groups(self, groups: Sequence[Sequence[PredictionRecord]]) -> list[list[int] | Exception]:
+    def append_groups(self, groups: Sequence[Sequence[PredictionRecord]]) -> list[list[RowKey] | Exception]:
         """Group commit: the records of several requests in one transaction, each request all or
         nothing (a savepoint each). Returns, per request, its row ids or the exception it gets: a
         request id recorded already gets DuplicateRequest and the others are committed; a failed
@@ -126,24 +130,33 @@ class PredictionSpool:
             conn.execute("INSERT INTO write_probe (pad) VALUES (zeroblob(?))", (PROBE_BYTES,))
         self.db.write("DELETE FROM write_probe")
 
-    def _insert_groups(self, groups: Sequence[Sequence[PredictionRecord]]) -> list[list[int] | Exception]:
-        out: list[list[int] | Exception] = []
+    def _insert_groups(self, groups: Sequence[Sequence[PredictionRecord]]) -> list[list[RowKey] | Exception]:
+        out: list[list[RowKey] | Exception] = []
+        added = 0
+        packed = [pack(records) for records in groups]  # before the write lock is taken
         with self.db.adding() as conn:
-            for records in groups:
+            for records, entries in zip(groups, packed, strict=True):
                 conn.execute("SAVEPOINT request")
                 try:
-                    # One statement for the request's rows; their ids are consecutive (AUTOINCREMENT under
-                    # the write lock), ending at the connection's last insert rowid.
-                    conn.executemany(INSERT, [values(r) for r in records])
+                    # Entries of one statement get consecutive ids (AUTOINCREMENT under the write lock),
+                    # ending at the connection's last insert rowid.
+                    conn.executemany(INSERT, [entry_values(e) for e in entries])
                     last = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
-                    ids = list(range(last - len(records) + 1, last + 1))
+                    conn.executemany(INSERT_ROWS, [[entry_id, *packed_values(e)] for entry_id, e in
+                                                   zip(range(last - len(entries) + 1, last + 1), entries, strict=True)])
                 except sqlite3.IntegrityError:
                     conn.execute("ROLLBACK TO request")
                     conn.execute("RELEASE request")
                     out.append(self._duplicate(records))
                     continue
                 conn.execute("RELEASE request")
-                out.append(ids)
+                keys = []
+                for entry_id, entry in zip(range(last - len(entries) + 1, last + 1), entries, strict=True):
+                    keys += [RowKey(entry_id, entry.first_row + i) for i in range(entry.n_rows)]
+                out.append(keys)
+                added += len(records)
+            if added:
+                conn.execute(_BUMP, ("appended", added))
         return out
 
     def _duplicate(self, records: Sequence[PredictionRecord]) -> Exception:
@@ -155,41 +168,64 @@ class PredictionSpool:
 
     def find(self, request_id: str, role: str = "primary", row_index: int = 0) -> PredictionRecord | None:
         row = self.db.connection().execute(
-            f"SELECT {COLUMNS} FROM predictions WHERE request_id = ? AND role = ? AND row_index = ?",
-            (request_id, role, row_index)).fetchone()
-        return record(row) if row else None
+            "SELECT shared, rows, first_row FROM entries JOIN entry_rows ON entry_id = id WHERE request_id = ? "
+            "AND role = ? AND first_row <= ? AND ? < first_row + n_rows", (request_id, role, row_index, row_index)
+        ).fetchone()
+        return unpack(row[0], row[1], row[2]).record(row_index - int(row[2])) if row else None
 
     def find_request(self, request_id: str, role: str = "primary") -> list[PredictionRecord]:
         rows = self.db.connection().execute(
-            f"SELECT {COLUMNS} FROM predictions WHERE request_id = ? AND role = ? ORDER BY row_index",
+            "SELECT shared, rows, first_row FROM entries JOIN entry_rows ON entry_id = id WHERE request_id = ? "
+            "AND role = ? ORDER BY first_row",
             (request_id, role)).fetchall()
-        return [record(r) for r in rows]
+        return [record for r in rows for record in unpack(r[0], r[1], r[2]).records()]
+
+    def open_keys(self) -> set[tuple[str, int, str]]:
+        """(request id, row index, role) of every row not yet in MLflow."""
+        done = {(int(e), int(i)) for e, i in self.db.read(
+            f"SELECT r.entry_id, r.row_index FROM row_runs r JOIN entries e ON e.id = r.entry_id "
+            f"WHERE r.done = 1 AND e.status != {DONE:d}")}
+        return {(str(rid), i, str(role))
+                for entry_id, rid, role, first, n in self.db.read(
+                    f"SELECT id, request_id, role, first_row, n_rows FROM entries WHERE status != {DONE:d}")
+                for i in range(int(first), int(first) + int(n)) if (int(entry_id), i) not in done}
 
     # -- housekeeping and state -------------------------------------------------------------
 
     def bump_counter(self, name: str, by: int = 1) -> None:
-        self.db.write("INSERT INTO counters (name, value) VALUES (?, ?) "
-                      "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", [name, by])
+        self.db.write(_BUMP, [name, by])
 
     def prune(self, older_than_seconds: float, chunk: int = 2000) -> int:
-        """Delete exported rows older than the retention; they are in MLflow now. In chunks, each its
-        own transaction, so that the request path's writes never wait behind one long delete."""
+        """Delete exported entries older than the retention; they are in MLflow now. In chunks of about
+        ``chunk`` rows, each its own transaction, so that the request path's writes never wait behind
+        one long delete. Returns the rows deleted."""
         cutoff = time.time() - older_than_seconds
         total = 0
         while True:
-            cur = self.db.write(f"""DELETE FROM predictions WHERE id IN (SELECT id FROM predictions
-                                    WHERE status = {DONE:d} AND exported_at < ? LIMIT ?)""", (cutoff, chunk))
-            total += max(cur.rowcount, 0)
-            if cur.rowcount < chunk:
+            with self.db.transaction() as conn:
+                # At most ``chunk`` rows' entries (at least one): a transaction's worth of pages freed
+                # does not depend on how many rows the requests had.
+                gone = conn.execute(f"""DELETE FROM entries WHERE id IN (SELECT id FROM (
+                                          SELECT id, n_rows, SUM(n_rows) OVER (ORDER BY id) AS upto FROM (
+                                            SELECT id, n_rows FROM entries WHERE status = {DONE:d} AND exported_at < ?
+                                            ORDER BY id LIMIT ?)) WHERE upto - n_rows < ?)
+                                        RETURNING id, n_rows""", (cutoff, chunk, chunk)).fetchall()
+                ids = [int(i) for i, _ in gone]
+                if ids:
+                    conn.execute(f"DELETE FROM entry_rows WHERE entry_id IN ({marks(ids)})", ids)
+                multi = [int(i) for i, n in gone if n > 1]
+                if multi:
+                    conn.execute(f"DELETE FROM row_runs WHERE entry_id IN ({marks(multi)})", multi)
+            total += sum(int(n) for _, n in gone)
+            if not gone:
                 return total
 
     def stats(self) -> dict[str, float | int | None]:
         conn = self.db.connection()
-        backlog, oldest = conn.execute(
-            f"SELECT COUNT(*), MIN(ts_ms) FROM predictions WHERE status != {DONE:d}").fetchone()
+        oldest = conn.execute(f"SELECT MIN(ts_ms) FROM entries WHERE status != {DONE:d}").fetchone()[0]
         counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
         lag = max(0.0, time.time() - oldest / 1000) if oldest is not None else 0.0
-        return {"backlog": int(backlog), "oldest_pending_ts_ms": oldest, "export_lag_seconds": round(lag, 3),
+        return {"backlog": self.count_open(), "oldest_pending_ts_ms": oldest, "export_lag_seconds": round(lag, 3),
                 "labels_backlog": self.labels.count_open(),
                 **{f"total_{k}": int(v) for k, v in counters.items()}}
 
@@ -206,32 +242,51 @@ class PredictionSpool:
         if role is not None:
             clauses.append("role = ?")
             args.append(role)
-        sql = f"SELECT COUNT(*) FROM predictions WHERE {' AND '.join(clauses)}"
-        return int(self.db.connection().execute(sql, args).fetchone()[0])
+        return self._rows(" AND ".join(clauses), args)
 
     def exported_total(self) -> int:
         """Records ever exported, by every exporter of this spool."""
-        row = self.db.connection().execute("SELECT value FROM counters WHERE name = 'exported'").fetchone()
-        return int(row[0]) if row else 0
+        return self._counter("exported")
 
     def high_water(self) -> int:
-        """The newest row id: its growth over time is the inbound prediction rate (O(1) to read)."""
-        return int(self.db.connection().execute("SELECT COALESCE(MAX(id), 0) FROM predictions").fetchone()[0])
+        """Rows ever appended: its growth over time is the inbound prediction rate (O(1) to read)."""
+        return self._counter("appended")
+
+    def _counter(self, name: str) -> int:
+        row = self.db.connection().execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else 0
 
     def oldest_open_ts_ms(self) -> int | None:
         row = self.db.connection().execute(
-            f"SELECT ts_ms FROM predictions WHERE status != {DONE:d} ORDER BY id LIMIT 1").fetchone()
+            f"SELECT ts_ms FROM entries WHERE status != {DONE:d} ORDER BY id LIMIT 1").fetchone()
         return int(row[0]) if row else None
 
     def count_open(self) -> int:
-        return int(self.db.connection().execute(
-            f"SELECT COUNT(*) FROM predictions WHERE status != {DONE:d}").fetchone()[0])
+        return self._rows(f"status != {DONE:d}")
 
     def count(self, status: RowState | None = None) -> int:
-        conn = self.db.connection()
+        """Rows in the spool (``status``: in that state; a row of a multi-row entry exported on its own
+        counts as done while its entry is open)."""
         if status is None:
-            return int(conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0])
-        return int(conn.execute("SELECT COUNT(*) FROM predictions WHERE status = ?", (int(status),)).fetchone()[0])
+            return self._rows("1", done_rows=False)
+        if status is RowState.DONE:
+            done = int(self.db.connection().execute(
+                f"SELECT COALESCE(SUM(n_rows), 0) FROM entries WHERE status = {DONE:d}").fetchone()[0])
+            return done + int(self.db.connection().execute(
+                f"SELECT COUNT(*) FROM row_runs r JOIN entries e ON e.id = r.entry_id "
+                f"WHERE r.done = 1 AND e.status != {DONE:d}").fetchone()[0])
+        return self._rows("status = ?", [int(status)])
+
+    def _rows(self, where: str, args: Sequence[object] = (), done_rows: bool = True) -> int:
+        """Rows of the entries ``where`` selects, less (``done_rows``) those exported one by one already
+        (rows of multi-row entries in ``row_runs``: few, so they are counted apart, not per entry)."""
+        conn = self.db.connection()
+        total = int(conn.execute(f"SELECT COALESCE(SUM(n_rows), 0) FROM entries WHERE {where}", list(args)
+                                 ).fetchone()[0])
+        if done_rows:
+            total -= int(conn.execute(f"SELECT COUNT(*) FROM entries JOIN row_runs r ON r.entry_id = entries.id "
+                                      f"WHERE r.done = 1 AND ({where})", list(args)).fetchone()[0])
+        return total
 
     def close(self) -> None:
         self.db.close()

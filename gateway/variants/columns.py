@@ -23,7 +23,7 @@ class ColumnBlock(Sequence[dict[str, Any]]):
     client's own values: a flat row-major list of JSON numbers, or the tensor as decoded (its dtype).
     As a sequence it is the rows the row path would have decoded (built when asked for)."""
 
-    __slots__ = ("matrix", "names", "_values")
+    __slots__ = ("_values", "matrix", "names")
 
     def __init__(self, names: Sequence[str], matrix: np.ndarray, values: list[Any] | np.ndarray | None = None) -> None:
         self.names = tuple(names)

@@ -99,3 +99,24 @@ def test_binary_sizes_are_checked() -> None:
     inputs = [{"name": "x", "shape": [2], "datatype": "FP64", "parameters": {"binary_data_size": 16}}]
     with pytest.raises(MalformedBody, match="runs past the end"):
         oip.decode_inputs({"inputs": inputs}, b"\x00" * 8, SHAPE)
+
+
+def _datatype_per_value(values: list[Any]) -> str:  # the definition, value by value
+    if all(isinstance(v, bool) for v in values):
+        return "BOOL"
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return "INT64"
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return "FP64"
+    return "BYTES"
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.one_of(st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=3)),
+                       max_size=12))
+def test_the_output_datatype_is_decided_once_from_the_distinct_types(values: list[Any]) -> None:
+    assert oip.datatype_of(values) == _datatype_per_value(values)
+    body = oip.encode("m", "v1.0", "r", values, None, None)
+    (out,) = body["outputs"]
+    assert out["datatype"] == _datatype_per_value(values)
+    assert out["data"] == ([str(v) for v in values] if out["datatype"] == "BYTES" else values)

@@ -299,3 +299,95 @@ def test_the_leases_of_a_killed_exporter_are_taken_back_at_once(tmp_path: Path) 
     assert second is not None and sorted(r.record.request_id for r in second[1]) == ["r3", "r4", "r5"]
     other = PredictionSpool(tmp_path)
     assert other.queue.claim_window(10, 3) is None  # a live exporter's leases hold
+
+
+# The per-row predictions table of the release before entries (one SQLite row per predicted row).
+_PER_ROW_TABLE = """
+CREATE TABLE predictions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL, row_index INTEGER NOT NULL DEFAULT 0,
+    role TEXT NOT NULL, model_version TEXT NOT NULL, features TEXT NOT NULL, prediction TEXT NOT NULL,
+    class_index INTEGER, kind TEXT NOT NULL, inference_time_ms REAL NOT NULL, ts_ms INTEGER NOT NULL,
+    routing TEXT NOT NULL, config_hash TEXT NOT NULL, weights TEXT NOT NULL DEFAULT '',
+    batch_rows INTEGER NOT NULL DEFAULT 1, request_time_ms REAL, user TEXT, headers TEXT NOT NULL DEFAULT '',
+    status INTEGER NOT NULL DEFAULT 0, lease_owner TEXT, lease_until REAL, attempts INTEGER NOT NULL DEFAULT 0,
+    batch_id TEXT, run_id TEXT, exported_at REAL, UNIQUE (request_id, role, row_index));
+CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE labels (id INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL,
+    row_index INTEGER NOT NULL DEFAULT 0, model_version TEXT NOT NULL, true_label TEXT NOT NULL, correct INTEGER,
+    abs_error REAL, ts_ms INTEGER NOT NULL, status INTEGER NOT NULL DEFAULT 0, lease_until REAL,
+    attempts INTEGER NOT NULL DEFAULT 0, batch_id TEXT, run_id TEXT);
+"""
+
+
+def test_per_row_spool_of_the_previous_release_moves_into_entries_with_its_state(tmp_path: Path) -> None:
+    """Pending rows stay pending, a row whose exporter died keeps its attempts and run id (so its run
+    is resumed, not made again), exported rows keep their run for feedback and for replays."""
+    import json
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / PredictionSpool.FILENAME)
+    conn.executescript(_PER_ROW_TABLE)
+    columns = ("request_id, row_index, role, model_version, features, prediction, class_index, kind, "
+               "inference_time_ms, ts_ms, routing, config_hash, batch_rows, user, status, lease_owner, lease_until, "
+               "attempts, run_id, exported_at")
+    rows = [  # a 3-row request half exported one run per row, a pending one, a done one
+        ("b", 0, "primary", "v1.0", FEATURES, "Setosa", 0, 2, None, None, 1, "run-b0", 1.0),
+        ("b", 1, "primary", "v1.0", FEATURES, "Virginica", 2, 1, "123-dead", 0.0, 1, "run-b1", None),
+        ("b", 2, "primary", "v1.0", FEATURES, "Setosa", 0, 0, None, None, 0, None, None),
+        ("p", 0, "shadow", "v2.0", FEATURES, "Versicolor", 1, 0, None, None, 0, None, None),
+        ("d", 0, "primary", "v2.0", FEATURES, "Setosa", 0, 2, None, None, 1, "run-d", 1.0),
+    ]
+    for rid, idx, role, version, features, label, cls, status, owner, until, attempts, run, exported in rows:
+        conn.execute(f"INSERT INTO predictions ({columns}) VALUES ({', '.join('?' * 20)})",
+                     (rid, idx, role, version, json.dumps(features), json.dumps(label), cls, "classifier", 0.5,
+                      1_700_000_000_000, "weighted", "abc", 3 if rid == "b" else 1, "u1" if rid == "b" else None,
+                      status, owner, until, attempts, run, exported))
+    conn.execute("INSERT INTO counters VALUES ('exported', 2)")
+    conn.execute("INSERT INTO labels (request_id, row_index, model_version, true_label, correct, ts_ms) "
+                 "VALUES ('d', 0, 'v2.0', '\"Setosa\"', 1, 1700000000005)")
+    conn.commit()
+    conn.close()
+
+    spool = PredictionSpool(tmp_path)
+    tables = {name for (name,) in spool.db.read("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "predictions" not in tables and {"entries", "entry_rows", "row_runs"} <= tables
+    assert spool.count() == 5 and spool.count(DONE) == 2 and spool.count_open() == 3
+    assert spool.exported_total() == 2
+    assert spool.open_keys() == {("b", 1, "primary"), ("b", 2, "primary"), ("p", 0, "shadow")}
+    assert spool.find("b", "primary", 1) == rec(0, request_id="b", row=1, prediction="Virginica", class_index=2,
+                                                 batch_rows=3, user="u1")
+    assert [r.row_index for r in spool.find_request("b")] == [0, 1, 2]
+    spool.queue.expire_leases()
+    claimed = {(r.record.request_id, r.record.row_index): r for r in spool.queue.claim(10)}
+    assert set(claimed) == {("b", 1), ("b", 2), ("p", 0)}
+    assert claimed[("b", 1)].run_id == "run-b1" and claimed[("b", 1)].attempts == 2  # resumed, not made again
+    assert claimed[("b", 2)].run_id is None and claimed[("b", 2)].attempts == 1
+    _, (label,) = spool.labels.claim(10)
+    assert label.request_id == "d" and label.prediction_run_id == "run-d"  # feedback still finds the exported run
+    with pytest.raises(DuplicateRequest):  # and a replay of an exported request is still known
+        spool.append(rec(0, request_id="d", version="v2.0"))
+    spool.queue.mark_done([claimed[k].id for k in claimed], "run-x")
+    assert spool.count_open() == 0 and spool.count(DONE) == 5
+    assert PredictionSpool(tmp_path).count() == 5  # opening it again migrates nothing twice
+
+
+def test_a_batch_exported_one_run_per_row_resumes_row_by_row_and_feedback_finds_each_rows_run(
+        tmp_path: Path) -> None:
+    spool = PredictionSpool(tmp_path)
+    keys = spool.append_many([rec(1, row=k) for k in range(3)])
+    assert [k.row_index for k in keys] == [0, 1, 2] and len({k.entry for k in keys}) == 1  # one entry
+    rows = spool.queue.claim(1)  # a 3-row entry is leased whole, though the limit is one row
+    assert [r.record.row_index for r in rows] == [0, 1, 2]
+    spool.queue.set_run_id([rows[0].id], "run-0")
+    spool.queue.mark_done([rows[0].id], "run-0")
+    spool.queue.set_run_id([rows[1].id], "run-1")  # started, then the exporter died
+    assert spool.count(DONE) == 1 and spool.count_open() == 2
+    for k in range(3):
+        spool.labels.append(rec(1, row=k), "Setosa", True, None)
+    _, labels = spool.labels.claim(10)
+    assert {lbl.row_index: lbl.prediction_run_id for lbl in labels} == {0: "run-0", 1: None, 2: None}
+    spool.queue.expire_leases()
+    again = spool.queue.claim(10)
+    assert [(r.record.row_index, r.run_id, r.attempts) for r in again] == [(1, "run-1", 2), (2, None, 2)]
+    spool.queue.mark_done([r.id for r in again], "run-z")
+    assert spool.count_open() == 0 and spool.count(DONE) == 3 and spool.queue.claim(10) == []

@@ -50,7 +50,8 @@ def schemas(draw: Any, k: int = len(NAMES)) -> ModelSchema:
     for name in NAMES[:k]:
         kind, limits = draw(types), draw(bounds())
         if kind == "long" and limits is not None:  # an integer column's bounds are whole numbers (with_bounds)
-            limits = Bounds(*(None if v is None else math.floor(v) for v in (limits.gt, limits.ge, limits.lt, limits.le)))
+            limits = Bounds(*(None if v is None else math.floor(v)
+                              for v in (limits.gt, limits.ge, limits.lt, limits.le)))
         columns.append(Column(name, kind, draw(st.booleans()), limits))
     return ModelSchema(tuple(columns))
 
@@ -78,8 +79,8 @@ def row_path_oip(data: np.ndarray) -> list[dict[str, Any]]:
 @given(n=st.integers(1, 12), data=st.data(), layout=st.sampled_from(["flat", "nested"]))
 def test_an_oip_json_tensor_decodes_into_the_row_paths_rows(n: int, data: Any, layout: str) -> None:
     flat = data.draw(st.lists(values, min_size=n * 3, max_size=n * 3))
-    body = json.dumps({"inputs": [{"name": "input-0", "shape": [n, 3], "datatype": "FP64",
-                                   "data": flat if layout == "flat" else [flat[i:i + 3] for i in range(0, len(flat), 3)]}]})
+    data_field = flat if layout == "flat" else [flat[i:i + 3] for i in range(0, len(flat), 3)]
+    body = json.dumps({"inputs": [{"name": "input-0", "shape": [n, 3], "datatype": "FP64", "data": data_field}]})
     payload, _ = oip.split_binary(body.encode(), None)
     decoded = oip.decode_inputs(payload, b"", RequestShape(NAMES, max_rows=100))
     sent = np.asarray(loads_body(body)["inputs"][0]["data"], dtype=object).reshape(n, 3)

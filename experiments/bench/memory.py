@@ -1,0 +1,75 @@
+"""The benchmark's memory check: the resident memory of a setup's processes before, during and after
+a load of large batches."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from experiments.bench.peers import Setup
+from experiments.bench.wrk import run_wrk
+
+
+@dataclass
+class Memory:
+    setup: str
+    seconds: int
+    connections: int
+    rows_per_s: float
+    rss_start_mb: float
+    rss_end_mb: float
+    rss_peak_mb: float
+    failed: int = 0  # requests answered with no 2xx (a 503 when the queue is full) or not at all
+
+    @property
+    def growth_mb(self) -> float:
+        return self.rss_end_mb - self.rss_start_mb
+
+
+def group_rss_mb(pid: int) -> float:
+    """The resident memory of every process in ``pid``'s process group (the gateway and its exporter)."""
+    total_kb = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(stat[2]) != pid:  # field 5, pgrp
+                continue
+            for line in (entry / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb += int(line.split()[1])
+        except (OSError, ValueError, IndexError):  # the process ended meanwhile
+            continue
+    return total_kb / 1024
+
+
+def measure_memory(setup: Setup, pid: int, url: str, seconds: int, scripts: Path, connections: int = 64) -> Memory:
+    """RSS before, during (peak) and after ``seconds`` of the setup's memory load."""
+    assert setup.memory is not None
+    script = scripts / f"{setup.name}-memory.lua"
+    script.write_text(setup.memory.script)
+    start = group_rss_mb(pid)
+    peak = [start]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(1.0):
+            peak.append(group_rss_mb(pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        wrk = run_wrk(url + setup.memory.path, seconds, connections, script)
+    finally:
+        done.set()
+        sampler.join()
+    end = group_rss_mb(pid)
+    ok = max(0, wrk.requests - wrk.non_2xx - wrk.socket_errors)
+    out = Memory(setup.name, seconds, connections, round(ok / wrk.seconds * setup.memory.rows), round(start, 1),
+                 round(end, 1), round(max(*peak, end), 1), wrk.non_2xx + wrk.socket_errors)
+    print(f"   memory   c={connections} {seconds}s: {out.rows_per_s:.0f} rows/s, RSS {start:.0f} -> {end:.0f} MB "
+          f"(peak {out.rss_peak_mb:.0f}), {out.failed} requests not 2xx", file=sys.stderr)
+    return out
