@@ -7,6 +7,7 @@ the report reads it back from them. A batch request leaves one record per row (`
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
@@ -62,3 +63,46 @@ class PredictionRecord:
 
 # The record's fields in order: the spool's columns and the window tables' columns, written once.
 RECORD_FIELDS = tuple(f.name for f in fields(PredictionRecord))
+ROW_FIELDS = ("features", "prediction", "class_index", "row_index")  # what differs from row to row of a request
+SHARED_FIELDS = tuple(name for name in RECORD_FIELDS if name not in ROW_FIELDS)
+
+
+class RecordBatch(Sequence[PredictionRecord]):
+    """One request's records in columns: the fields its rows share once (``shared``: every name of
+    ``SHARED_FIELDS``), the rows' own fields as lists. As a sequence it is its records, each built
+    when asked for: the request path builds none per row (the spool packs the columns as they are).
+    ``features`` is the validated rows (any sequence of {column: value}); when it carries ``matrix``
+    and ``names`` (the columnar path), that float64 matrix in column order holds the same values."""
+
+    __slots__ = ("class_indexes", "features", "first_row", "predictions", "shared")
+
+    def __init__(self, shared: dict[str, Any], features: Sequence[dict[str, Any]], predictions: list[Any],
+                 class_indexes: list[int | None], first_row: int = 0) -> None:
+        self.shared, self.features, self.first_row = shared, features, first_row
+        self.predictions, self.class_indexes = predictions, class_indexes
+
+    def __len__(self) -> int:
+        return len(self.predictions)
+
+    def record(self, i: int) -> PredictionRecord:
+        return PredictionRecord(**self.shared, features=dict(self.features[i]), prediction=self.predictions[i],
+                                class_index=self.class_indexes[i], row_index=self.first_row + i)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self.record(i) for i in range(len(self))[index]]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self.record(index)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def predictions_of(records: Sequence[PredictionRecord]) -> list[Any]:
+    """The records' predictions in order, without building a record per row for a RecordBatch."""
+    return records.predictions if isinstance(records, RecordBatch) else [r.prediction for r in records]

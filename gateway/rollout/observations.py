@@ -12,7 +12,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.domain.records import PredictionRecord, randomisation_unit
+from gateway.domain.records import PredictionRecord, predictions_of, randomisation_unit
 from gateway.rollout.counts import ArmCounts, RolloutCounts
 from gateway.stats.sequential import histogram_bin
 
@@ -63,7 +63,8 @@ class RolloutObserver:
                 if first.model_version == f.candidate and primaries is not None:
                     shadow = self._counts.shadow
                     shadow.pairs += len(records)
-                    shadow.disagree += sum(p != r.prediction for p, r in zip(primaries, records, strict=True))
+                    shadow.disagree += sum(p != mine for p, mine in zip(primaries, predictions_of(records),
+                                                                        strict=True))
                     self._dirty = True
                 return
             if first.routing not in RANDOMISED:

@@ -32,7 +32,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.variants.columns import joined
+from gateway.variants.columns import ValidatedRows, joined
 from gateway.variants.output import Prediction
 
 log = logging.getLogger("gateway.batching")
@@ -223,7 +223,7 @@ class MicroBatcher:
         for job in running:
             try:
                 rows = self._prepare(job.rows) if not job.prepared and self._prepare is not None else (
-                    job.rows if isinstance(job.rows, list) else list(job.rows))
+                    job.rows if isinstance(job.rows, list | ValidatedRows) else list(job.rows))
             except Exception as exc:
                 settled.append((job, exc))
                 continue

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
-from gateway.domain.records import PredictionRecord
+from gateway.domain.records import PredictionRecord, predictions_of
 from gateway.rollout.counts import RolloutCounts
 from gateway.variants.output import ModelKind
 
@@ -63,12 +63,13 @@ class GatewayMetrics:
             if role == "shadow":
                 self.requests.labels(version, "shadow", first.routing, "200").inc()
             return
-        for label, n in Counter_(str(r.prediction) for r in records).items():
+        predictions = predictions_of(records)
+        for label, n in Counter_(map(str, predictions)).items():
             self.classes.labels(version, role, label).inc(n)
         if role == "shadow":
             self.requests.labels(version, "shadow", first.routing, "200").inc()
             if primaries is not None:
-                agree = sum(p == r.prediction for p, r in zip(primaries, records, strict=True))
+                agree = sum(p == mine for p, mine in zip(primaries, predictions, strict=True))
                 if agree:
                     self.shadow.labels(version, "true").inc(agree)
                 if len(records) - agree:

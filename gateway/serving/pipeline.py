@@ -37,7 +37,7 @@ from gateway.domain.errors import (
     VariantSaturated,
 )
 from gateway.domain.messages import first_line
-from gateway.domain.records import PredictionRecord, Role, randomisation_unit, user_pseudonym
+from gateway.domain.records import PredictionRecord, RecordBatch, Role, randomisation_unit, user_pseudonym
 from gateway.routing.router import Decision, Router, RoutingReason
 from gateway.routing.table import RoutingTable
 from gateway.serving.batching import BatcherClosed, JobResult, MicroBatcher, QueueFull
@@ -232,15 +232,17 @@ class Scorer:
 
     @staticmethod
     def _records(request_id: str, role: Role, variant: LoadedVariant, result: JobResult, routing: str,
-                 router: Router, user: str | None = None, headers: str = "") -> list[PredictionRecord]:
-        ts_ms = int(time.time() * 1000)
-        config_hash, weights, kind = router.config_hash, router.weights_tag, str(variant.kind)
-        return [PredictionRecord(request_id=request_id, role=str(role), model_version=variant.name, features=row,
-                                 prediction=p.label, class_index=p.class_index, inference_time_ms=result.elapsed_ms,
-                                 ts_ms=ts_ms, routing=routing, config_hash=config_hash, weights=weights,
-                                 row_index=i, kind=kind, batch_rows=result.batch_rows,
-                                 request_time_ms=result.request_time_ms, user=user, headers=headers)
-                for i, (row, p) in enumerate(zip(result.rows, result.predictions, strict=True))]
+                 router: Router, user: str | None = None, headers: str = "") -> RecordBatch:
+        """The request's records in columns: no record object per row (the spool packs the columns)."""
+        shared = {"request_id": request_id, "role": str(role), "model_version": variant.name,
+                  "inference_time_ms": result.elapsed_ms, "ts_ms": int(time.time() * 1000), "routing": routing,
+                  "config_hash": router.config_hash, "weights": router.weights_tag, "kind": str(variant.kind),
+                  "batch_rows": result.batch_rows, "request_time_ms": result.request_time_ms, "user": user,
+                  "headers": headers}
+        predictions = result.predictions
+        if len(result.rows) != len(predictions):
+            raise ValueError(f"{len(predictions)} predictions for {len(result.rows)} rows")
+        return RecordBatch(shared, result.rows, [p.label for p in predictions], [p.class_index for p in predictions])
 
     def finish(self, scored: ScoredRequest, error: BaseException | None = None) -> PredictionOutcome:
         """The answer, once the records are committed (``error`` None) or their write failed. Raises SpoolUnavailable
@@ -273,7 +275,7 @@ class Scorer:
 
     def _replay(self, existing: list[PredictionRecord], attempted: ScoredRequest) -> PredictionOutcome:
         """A retried request id: answer what was recorded, provided it is the same question."""
-        if [r.features for r in existing] != attempted.rows:
+        if [r.features for r in existing] != list(attempted.rows):
             raise ConflictingRequest(existing[0].request_id)
         self.counts.add("replayed")
         first = existing[0]

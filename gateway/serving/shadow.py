@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 
 from gateway.domain.messages import first_line
-from gateway.domain.records import PredictionRecord
+from gateway.domain.records import PredictionRecord, predictions_of
 from gateway.serving.observers import Observers
 from gateway.serving.outcome import PredictionOutcome, ServiceCounters
 from gateway.spool.store import DuplicateRequest
@@ -32,7 +33,7 @@ class ShadowBook:
     def release(self) -> None:
         self._slots.release()
 
-    def settled(self, outcome: PredictionOutcome, records: list[PredictionRecord],
+    def settled(self, outcome: PredictionOutcome, records: Sequence[PredictionRecord],
                 write_error: BaseException | None) -> None:
         """The candidate scored the request and its records were written (or why not)."""
         try:
@@ -42,7 +43,8 @@ class ShadowBook:
                 self._failed(outcome, write_error)
             else:
                 self.counts.add("shadow_scored")
-                agree = sum(r.prediction == p.label for r, p in zip(records, outcome.predictions, strict=True))
+                agree = sum(mine == p.label for mine, p in zip(predictions_of(records), outcome.predictions,
+                                                               strict=True))
                 self.counts.add("shadow_agree", agree)
                 primaries = [p.label for p in outcome.predictions]
                 self.observers.records(records, primaries=primaries)

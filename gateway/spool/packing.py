@@ -5,9 +5,10 @@ One request (or shadow scoring) leaves one entry however many rows it has: one S
 lease and mark done, where the spool used to keep one per predicted row. The shared fields (request
 id, role, version, times, routing, user, headers, ...) go into ``shared`` (a JSON object), the rows'
 own fields into ``rows`` (a JSON object of three columns: each row's features as JSON text, its
-prediction, its class index). The features are kept as text because that is what both exporters
-write (a run's params are parsed from it; a window table's ``features`` column is that text), so an
-export concatenates columns and never encodes a row again.
+prediction, its class index). The features are kept as the column names and one value list per row
+(from the columnar path's matrix in one ``tolist``), or as each row's JSON text when rows differ in
+their columns; the window table's ``features`` column (each row's JSON text) is made by the exporter,
+off the request path.
 
 Records are unpacked into ``PredictionRecord`` objects only where one is needed per row: the
 per-prediction exporter, a replay's comparison, feedback's lookup.
@@ -22,10 +23,8 @@ from typing import Any
 
 import orjson
 
-from gateway.domain.records import RECORD_FIELDS, PredictionRecord
+from gateway.domain.records import SHARED_FIELDS, PredictionRecord, RecordBatch
 
-ROW_FIELDS = ("features", "prediction", "class_index", "row_index")  # what differs from row to row
-SHARED_FIELDS = tuple(name for name in RECORD_FIELDS if name not in ROW_FIELDS)
 _SHARED = attrgetter(*SHARED_FIELDS)
 
 
@@ -45,7 +44,10 @@ class PackedEntry:
 
 def pack(records: Sequence[PredictionRecord]) -> list[PackedEntry]:
     """One request's records as entries: one, unless its records differ in a shared field or their
-    row indexes are not consecutive (then one entry per such run of records)."""
+    row indexes are not consecutive (then one entry per such run of records). A RecordBatch is one
+    entry, packed from its columns."""
+    if isinstance(records, RecordBatch):
+        return [_pack_batch(records)] if len(records) else []
     out: list[PackedEntry] = []
     for run in _runs(records):
         first = run[0]
@@ -58,6 +60,26 @@ def pack(records: Sequence[PredictionRecord]) -> list[PackedEntry]:
     return out
 
 
+def _pack_batch(batch: RecordBatch) -> PackedEntry:
+    """A batch's features as column names and one value list per row: straight from the columnar
+    path's matrix (``tolist``, no dict per row), or from rows that all have the same columns in the
+    same order; rows that do not are kept as each one's JSON text."""
+    shared, rows = batch.shared, batch.features
+    matrix, names = getattr(rows, "matrix", None), getattr(rows, "names", None)
+    packed: dict[str, Any]
+    if matrix is not None and names is not None:
+        packed = {"feature_names": list(names), "feature_values": matrix.tolist()}
+    else:
+        keys = list(rows[0]) if rows else []
+        if all(list(r) == keys for r in rows):
+            packed = {"feature_names": keys, "feature_values": [list(r.values()) for r in rows]}
+        else:
+            packed = {"features": [orjson.dumps(r).decode() for r in rows]}
+    packed["prediction"], packed["class_index"] = batch.predictions, batch.class_indexes
+    return PackedEntry(shared["request_id"], shared["role"], shared["model_version"], shared["ts_ms"],
+                       batch.first_row, len(batch), orjson.dumps(shared), orjson.dumps(packed))
+
+
 def _runs(records: Sequence[PredictionRecord]) -> Iterator[Sequence[PredictionRecord]]:
     start, base = 0, _SHARED(records[0]) if records else ()
     for i in range(1, len(records) + 1):
@@ -67,24 +89,39 @@ def _runs(records: Sequence[PredictionRecord]) -> Iterator[Sequence[PredictionRe
                 start, base = i, _SHARED(records[i])
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Columns:
-    """An entry's rows decoded: each row's features as JSON text, predictions, class indexes."""
+    """An entry's rows decoded: predictions, class indexes, and the features as column names with
+    one value list per row, or as each row's JSON text (``features`` gives the texts either way,
+    made once when asked for: the window table's column)."""
 
     shared: dict[str, Any]
     first_row: int
-    features: list[str]
     prediction: list[Any]
     class_index: list[int | None]
+    feature_names: list[str] | None = None
+    feature_values: list[list[Any]] | None = None
+    _texts: list[str] | None = None
 
     def __len__(self) -> int:
-        return len(self.features)
+        return len(self.prediction)
+
+    @property
+    def features(self) -> list[str]:
+        if self._texts is None:
+            names = self.feature_names or []
+            self._texts = [orjson.dumps(dict(zip(names, v, strict=True))).decode() for v in self.feature_values or []]
+        return self._texts
+
+    def row_features(self, i: int) -> dict[str, Any]:
+        if self.feature_values is not None:
+            return dict(zip(self.feature_names or [], self.feature_values[i], strict=True))
+        return orjson.loads(self.features[i])  # type: ignore[no-any-return]
 
     def record(self, i: int) -> PredictionRecord:
         """Row ``i`` of the entry (0-based within it) as a record."""
-        return PredictionRecord(**self.shared, features=orjson.loads(self.features[i]),
-                                prediction=self.prediction[i], class_index=self.class_index[i],
-                                row_index=self.first_row + i)
+        return PredictionRecord(**self.shared, features=self.row_features(i), prediction=self.prediction[i],
+                                class_index=self.class_index[i], row_index=self.first_row + i)
 
     def records(self) -> list[PredictionRecord]:
         return [self.record(i) for i in range(len(self))]
@@ -92,4 +129,5 @@ class Columns:
 
 def unpack(shared: bytes | str, rows: bytes | str, first_row: int) -> Columns:
     s, r = orjson.loads(shared), orjson.loads(rows)
-    return Columns(s, int(first_row), r["features"], r["prediction"], r["class_index"])
+    return Columns(s, int(first_row), r["prediction"], r["class_index"], r.get("feature_names"),
+                   r.get("feature_values"), r.get("features"))

@@ -3,9 +3,11 @@
 An Open Inference Protocol tensor or a ``dataframe_split`` of plain numbers decodes into a
 ``ColumnBlock``: a float64 matrix in signature order, with the values as the client sent them. When
 every column is a floating-point one, ``prepare`` checks the matrix with NumPy masks (finite, within
-``[model.bounds]``) and hands the model that matrix. Anything the masks refuse, and any schema with
-other column types, goes to the row validator with the original values, so the answer (accepted,
-coerced, or a 422 naming the first bad row and column) is the row validator's by construction.
+``[model.bounds]``) and hands the model that matrix; the rows stay that matrix (``ValidatedRows``)
+into the records and the spool, a dict per row built only where one is asked for. Anything the
+masks refuse, and any schema with other column types, goes to the row validator with the original
+values, so the answer (accepted, coerced, or a 422 naming the first bad row and column) is the row
+validator's by construction.
 """
 
 from __future__ import annotations
@@ -56,15 +58,34 @@ class ColumnBlock(Sequence[dict[str, Any]]):
         return [dict(zip(names, flat[i:i + k], strict=True)) for i in range(0, len(flat), k)]
 
 
-class ValidatedRows(list):  # type: ignore[type-arg]
-    """Validated rows ({column: value} dicts, as the row validator gives them) that also carry the
-    float64 matrix the model takes, when they came through the columnar path."""
+class ValidatedRows(Sequence[dict[str, Any]]):
+    """Validated rows that came through the columnar path: the float64 ``matrix`` the model takes, in
+    ``names`` order. As a sequence they are the {column: value} dicts the row validator would give,
+    built only when asked for (a replay's comparison, a model that takes rows)."""
 
-    __slots__ = ("matrix",)
+    __slots__ = ("_rows", "matrix", "names")
 
-    def __init__(self, rows: list[dict[str, Any]], matrix: np.ndarray | None = None) -> None:
-        super().__init__(rows)
+    def __init__(self, names: Sequence[str], matrix: np.ndarray) -> None:
+        self.names = tuple(names)
         self.matrix = matrix
+        self._rows: list[dict[str, Any]] | None = None
+
+    def rows(self) -> list[dict[str, Any]]:
+        if self._rows is None:
+            names = self.names
+            self._rows = [dict(zip(names, row, strict=True)) for row in self.matrix.tolist()]
+        return self._rows
+
+    def __len__(self) -> int:
+        return int(self.matrix.shape[0])
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.rows()[index]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and self.rows() == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 def numbers_block(names: Sequence[str], flat: list[Any]) -> ColumnBlock | None:
@@ -79,14 +100,15 @@ def numbers_block(names: Sequence[str], flat: list[Any]) -> ColumnBlock | None:
     return ColumnBlock(names, matrix.reshape(-1, len(names)), flat)
 
 
-def prepare(schema: ModelSchema, raw: Sequence[Any]) -> ValidatedRows:
-    """Validated rows from a request's raw rows or block; InvalidFeatures as the row validator says."""
+def prepare(schema: ModelSchema, raw: Sequence[Any]) -> Sequence[dict[str, Any]]:
+    """Validated rows from a request's raw rows or block (ValidatedRows when the NumPy checks passed);
+    InvalidFeatures as the row validator says."""
     if isinstance(raw, ColumnBlock):
         matrix = _checked(schema, raw)
         if matrix is not None:
-            return ValidatedRows([dict(zip(raw.names, row, strict=True)) for row in matrix.tolist()], matrix)
+            return ValidatedRows(raw.names, matrix)
         raw = raw.rows()
-    return ValidatedRows(schema.validate_rows(raw))
+    return schema.validate_rows(raw)
 
 
 def _checked(schema: ModelSchema, block: ColumnBlock) -> np.ndarray | None:
@@ -106,12 +128,11 @@ def _checked(schema: ModelSchema, block: ColumnBlock) -> np.ndarray | None:
     return m
 
 
-def joined(parts: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
+def joined(parts: Sequence[Sequence[dict[str, Any]]]) -> Sequence[dict[str, Any]]:
     """Several requests' validated rows as one model call's, keeping the matrix when all have one."""
     if len(parts) == 1:
-        return parts[0] if isinstance(parts[0], list) else list(parts[0])
-    rows = [row for part in parts for row in part]
-    matrices = [getattr(part, "matrix", None) for part in parts]
-    if all(m is not None for m in matrices):
-        return ValidatedRows(rows, np.concatenate(matrices))  # type: ignore[arg-type]
-    return rows
+        return parts[0]
+    matrices = [part for part in parts if isinstance(part, ValidatedRows)]
+    if len(matrices) == len(parts) and len({part.names for part in matrices}) == 1:
+        return ValidatedRows(matrices[0].names, np.concatenate([part.matrix for part in matrices]))
+    return [row for part in parts for row in part]

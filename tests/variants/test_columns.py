@@ -146,7 +146,7 @@ def test_the_numpy_checks_accept_and_refuse_exactly_what_the_row_validator_does(
     assert got == want
     if got[0] == "ok":
         result = prepare(schema, block)
-        if result.matrix is not None:  # what the model is given is what was validated
+        if isinstance(result, ValidatedRows):  # what the model is given is what was validated
             assert np.array_equal(result.matrix, np.array([list(r.values()) for r in result], dtype=np.float64))
 
 
@@ -154,7 +154,7 @@ def test_the_fast_path_is_taken_for_plain_float_rows_and_refusals_name_the_row_a
     schema = ModelSchema(tuple(Column(n, "double", True, Bounds(ge=0.0) if n == "b.c" else None) for n in NAMES))
     block = numbers_block(NAMES, [1.0, 2.0, 3.0, 4, 5.0, 6.0])
     result = prepare(schema, block)
-    assert isinstance(result, ValidatedRows) and result.matrix is not None
+    assert isinstance(result, ValidatedRows) and result.matrix.shape == (2, 3)
     assert result == [{"a": 1.0, "b.c": 2.0, "d/e f": 3.0}, {"a": 4.0, "b.c": 5.0, "d/e f": 6.0}]
     assert type(result[1]["a"]) is float
     with pytest.raises(InvalidFeatures) as refused:
