@@ -12,7 +12,7 @@ validator's by construction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -80,7 +80,12 @@ class ValidatedRows(Sequence[dict[str, Any]]):
         return int(self.matrix.shape[0])
 
     def __getitem__(self, index: Any) -> Any:
+        if self._rows is None and not isinstance(index, slice):  # one row, without building them all
+            return dict(zip(self.names, self.matrix[index].tolist(), strict=True))
         return self.rows()[index]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.rows())
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Sequence) and self.rows() == list(other)
