@@ -97,6 +97,11 @@ def run_wrk(url: str, seconds: int, connections: int, script: Path) -> WrkResult
          "-s", str(script), url],
         check=True, capture_output=True, text=True,
     ).stdout
+    return parse_wrk(out)
+
+
+def parse_wrk(out: str) -> WrkResult:
+    """wrk's --latency report (its duration may be in seconds or minutes: "1.00m")."""
     total = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
@@ -106,7 +111,7 @@ def run_wrk(url: str, seconds: int, connections: int, script: Path) -> WrkResult
     if not (total and rps and p50 and p99):
         raise RuntimeError(f"cannot parse wrk output:\n{out}")
     return WrkResult(
-        requests=int(total[1]), seconds=float(total[2]), rps=float(rps[1]), p50_ms=_to_ms(p50[1]),
+        requests=int(total[1]), seconds=_to_ms(total[2] + total[3]) / 1000, rps=float(rps[1]), p50_ms=_to_ms(p50[1]),
         p99_ms=_to_ms(p99[1]), non_2xx=int(non2xx[1]) if non2xx else 0,
         socket_errors=sum(int(x) for x in sock.groups()) if sock else 0,
     )
