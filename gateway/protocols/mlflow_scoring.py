@@ -3,8 +3,9 @@
 The request is parsed by MLflow's own parser, so every format it takes is taken the same way:
 ``dataframe_split``, ``dataframe_records``, ``instances``, ``inputs`` (with optional ``params``) as
 JSON, and ``text/csv``. The result is plain rows for the gateway's validator, which names the row
-and column of any bad value; a ``dataframe_split`` of plain numbers in the signature's column order
-skips the parser and becomes one matrix for the columnar path (gateway/variants/columns.py).
+and column of any bad value; a ``dataframe_split`` of plain numbers in the signature's column order,
+and ``inputs``/``instances`` given as one list of plain numbers per signature column, skip the parser
+and become one matrix for the columnar path (gateway/variants/columns.py).
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ def decode(body: bytes, content_type: str,
         raise MalformedBody("the body must have exactly one of dataframe_split, dataframe_records, instances or "
                             f"inputs; got keys {sorted(payload)}")
     _json_counts(formats[0], payload[formats[0]], shape)
-    block = _split_block(payload[formats[0]], shape.columns) if formats[0] == "dataframe_split" else None
+    block = (_split_block(payload[formats[0]], shape.columns) if formats[0] == "dataframe_split"
+             else _columns_block(payload[formats[0]], shape.columns) if formats[0] in ("inputs", "instances")
+             else None)
     if block is not None:
         shape.rows(len(block))
         return block, params
@@ -79,6 +82,18 @@ def _split_block(value: Any, columns: Sequence[str]) -> ColumnBlock | None:
     if not isinstance(data, list) or not data or not all(type(row) is list and len(row) == k for row in data):
         return None
     return numbers_block(columns, list(itertools.chain.from_iterable(data)))
+
+
+def _columns_block(value: Any, columns: Sequence[str]) -> ColumnBlock | None:
+    """``inputs`` (or ``instances``) as one list per column, under the signature's column names (in
+    any order), of plain numbers and equal lengths, as a block in signature order; None sends
+    anything else through MLflow's parser."""
+    if not isinstance(value, dict) or set(value) != set(columns):
+        return None
+    lists = [value[c] for c in columns]
+    if not all(type(v) is list for v in lists) or not lists[0] or len({len(v) for v in lists}) != 1:
+        return None
+    return numbers_block(columns, list(itertools.chain.from_iterable(zip(*lists, strict=True))))
 
 
 def _counted(rows: list[dict[str, Any]], shape: RequestShape) -> list[dict[str, Any]]:

@@ -182,3 +182,22 @@ def test_requests_joined_into_one_model_call_keep_their_matrix_only_when_all_hav
     assert both == [*one, *two]
     mixed = joined([one, schema.validate_rows([{"a": 1, "b.c": 2, "d/e f": 3}])])
     assert getattr(mixed, "matrix", None) is None and len(mixed) == 2
+
+
+@settings(max_examples=150, deadline=None)
+@given(n=st.integers(1, 12), data=st.data(), schema=schemas(), fmt=st.sampled_from(["inputs", "instances"]),
+       order=st.permutations(NAMES))
+def test_inputs_as_columns_validate_as_mlflows_parser_and_the_row_validator_would(
+        n: int, data: Any, schema: ModelSchema, fmt: str, order: list[str]) -> None:
+    columns = {name: data.draw(st.lists(values, min_size=n, max_size=n)) for name in order}
+    body = json.dumps({fmt: columns}).encode()
+    try:
+        decoded, _ = decode(body, "application/json", RequestShape(NAMES, max_rows=100))
+    except MalformedBody:
+        with pytest.raises(Exception):  # noqa: B017 (whatever MLflow raises, decode reports as MalformedBody)
+            _rows(infer_and_parse_data({fmt: loads_body(body)[fmt]}), NAMES)
+        return
+    reference = _rows(infer_and_parse_data({fmt: loads_body(body)[fmt]}), NAMES)
+    assert outcome(lambda: prepare(schema, decoded)) == outcome(lambda: schema.validate_rows(reference))
+    plain_only = all(type(v) is float or (type(v) is int and abs(v) < 10**300) for c in columns.values() for v in c)
+    assert isinstance(decoded, ColumnBlock) == plain_only
