@@ -391,3 +391,17 @@ def test_a_batch_exported_one_run_per_row_resumes_row_by_row_and_feedback_finds_
     assert [(r.record.row_index, r.run_id, r.attempts) for r in again] == [(1, "run-1", 2), (2, None, 2)]
     spool.queue.mark_done([r.id for r in again], "run-z")
     assert spool.count_open() == 0 and spool.count(DONE) == 3 and spool.queue.claim(10) == []
+
+
+def test_a_window_holds_at_most_max_entries_entries_whatever_its_rows(tmp_path: Path) -> None:
+    spool = PredictionSpool(tmp_path)
+    t0 = 1_700_000_000_000
+    for i in range(5):
+        spool.append(rec(i, ts=t0 + i))
+    spool.append_many([rec(9, row=k, ts=t0 + 9) for k in range(10)])
+    now = t0 / 1000 + 1  # every window still open by time
+    assert spool.queue.claim_window(10, 1000, now=now, max_entries=10) is None  # 6 entries, 15 rows: open
+    full = spool.queue.claim_window(10, 1000, now=now, max_entries=3)  # full at 3 entries
+    assert full is not None and [e.n_rows for e in full[1].entries] == [1, 1, 1]
+    rest = spool.queue.claim_window(10, 1000, now=now + 60, max_entries=3)
+    assert rest is not None and [e.n_rows for e in rest[1].entries] == [1, 1, 10] and len(rest[1]) == 12
