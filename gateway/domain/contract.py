@@ -74,13 +74,15 @@ def param_name(column: str) -> str:
     """The MLflow param key for an input column: the column's own name whenever MLflow accepts it.
 
     MLflow keys may hold letters, digits, ``_ - . : /`` and spaces, must not read as another path
-    (no ``//``, ``..``, leading or trailing ``/``) and are at most 250 characters. Anything else
+    (no ``//``, ``..`` parts, leading ``..``, leading or trailing ``/``) and are at most 250 characters. Anything else
     becomes ``_``; docs/prediction-log.md lists the rule.
     """
     key = _KEY_CHARS.sub("_", column)
     key = re.sub(r"/{2,}", "/", key).strip("/")
     parts = ["_" if p in (".", "..") else p for p in key.split("/")]
     key = "/".join(parts)[:MAX_KEY_LENGTH] or "_"
+    if key.startswith(".."):  # MLflow refuses any key that starts like a parent path ("..0")
+        key = "_" + key.lstrip(".")
     return key if posixpath.normpath(key) == key else key.replace("/", "_")
 
 

@@ -31,6 +31,7 @@ def test_awkward_names() -> None:
     assert param_name("color intensity (au)") == "color intensity _au_"
     assert param_name("/a//b/") == "a/b"
     assert param_name("..") == "_"
+    assert param_name("..0") == "_0" and param_name("...x/y") == "_x/y"  # MLflow refuses a leading ".."
 
 
 @given(st.lists(st.text(min_size=1, max_size=20), min_size=1, max_size=8, unique=True))
