@@ -312,11 +312,6 @@ def columns_parquet(columns: dict[str, list[Any]]) -> bytes:
     return out.getvalue()
 
 
-def records_parquet(records: list[PredictionRecord]) -> bytes:
-    """Records as a window's Parquet table (tools and tests that hold records, not entries)."""
-    return columns_parquet(records_columns(records))
-
-
 PARQUET_COLUMNS = RECORD_FIELDS
 
 
