@@ -27,7 +27,7 @@ from experiments.report.build import build_report, parse_time, unexported_warnin
 from experiments.report.comparisons import CORRECTIONS
 from experiments.report.summary_runs import log_summary_runs
 from experiments.report.text import render_terminal
-from gateway.domain.contract import SUMMARY_EXPERIMENT
+from gateway.config.settings import comparison_experiment_of
 
 
 def _config_defaults(path: str) -> dict[str, Any]:
@@ -41,7 +41,8 @@ def _config_defaults(path: str) -> dict[str, Any]:
     except ConfigError:
         return {}
     return {"experiment": settings.mlflow.experiment, "tracking_uri": settings.mlflow.tracking_uri,
-            "spool": settings.spool.dir, "control": settings.variants[0].name}
+            "spool": settings.spool.dir, "control": settings.variants[0].name,
+            "summary_experiment": settings.mlflow.comparison_experiment}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--html", metavar="FILE", help="write a self-contained HTML report with charts")
     parser.add_argument("--no-log", action="store_true", help="do not log summary runs to MLflow")
+    parser.add_argument("--summary-experiment", help="where the summary runs go (default: the config's [mlflow] "
+                                                     "comparison_experiment, else the experiment's name + "
+                                                     "'-comparison')")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default %(default)s)")
     parser.add_argument("--control", help="the version every other one is compared with (default: the config's "
                                           "first variant, else the first version by name)")
@@ -77,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     args.tracking_uri = (args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
                          or defaults.get("tracking_uri", "http://127.0.0.1:5001"))
     args.spool = args.spool or defaults.get("spool")
+    args.summary_experiment = (args.summary_experiment or defaults.get("summary_experiment")
+                               or comparison_experiment_of(args.experiment))
 
     from gateway.variants.loader import check_tracking_server
 
@@ -105,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.html:
         Path(args.html).write_text(html or "")
     if not args.no_log:
-        report["mlflow"] = log_summary_runs(report, args.tracking_uri, html)
+        report["mlflow"] = log_summary_runs(report, args.tracking_uri, html, args.summary_experiment)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -113,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.html:
             print(f"\nHTML report: {args.html}")
         if "mlflow" in report:
-            print(f"\nsummary runs logged to experiment {SUMMARY_EXPERIMENT!r}; compare them side by side:")
+            print(f"\nsummary runs logged to experiment {args.summary_experiment!r}; compare them side by side:")
             print(f"  {report['mlflow']['compare_url']}")
     return 0
 

@@ -15,7 +15,10 @@ def start_cli(config: str, log_level: str) -> Settings | None:
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:
-        return load_settings(config)
+        settings = load_settings(config)
     except ConfigError as exc:
         print(f"error: {without_credentials(str(exc))}", file=sys.stderr)
         return None
+    for note in settings.notices:
+        logging.getLogger("gateway.config").info("%s", note)
+    return settings

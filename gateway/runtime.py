@@ -72,7 +72,8 @@ class Gateway:
                                                 settings.mlflow.retry_max_seconds)
         services.champion = Champion(self.outbox, self._sender, settings.mlflow.tracking_uri)
         services.routing.listeners.append(
-            RoutingChangeRecorder(settings.mlflow.tracking_uri, self.outbox, self._sender and self._sender.poke))
+            RoutingChangeRecorder(settings.mlflow.tracking_uri, settings.mlflow.routing_changes, self.outbox,
+                                  self._sender and self._sender.poke))
         if services.rollout is not None:
             if settings.rollout.enabled and services.decides_rollouts:  # after the change recorder: its
                 # routing change is a run too. With the state in MLflow, python -m gateway.rollout starts it.

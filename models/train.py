@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.domain.contract import EXAMPLE_LABELS
+
 REGISTERED_MODEL = "IrisClassifier"
 TRAINING_EXPERIMENT = "iris-training"
 SEED = 42
@@ -138,7 +140,9 @@ def train_and_register(tracking_uri: str, force: bool = False) -> dict[str, str]
             "recall": recall_score(y_test, y_pred, average="weighted"),
             "f1": f1_score(y_test, y_pred, average="weighted"),
         }
-        example = pd.DataFrame(x_train[:20], columns=FEATURES)  # also seeds experiments.traffic
+        # The hold-out rows are the input example, their true classes in the model's metadata: the
+        # traffic tool samples them and, with --feedback, sends each row's true label.
+        example = pd.DataFrame(x_test, columns=FEATURES)
         signature = infer_signature(example, model.predict(x_train[:3]))
         with mlflow.start_run(run_name=f"train-{cand.label}") as run:
             params = {k: v for k, v in model.get_params(deep=True).items() if not hasattr(v, "fit")}
@@ -152,7 +156,8 @@ def train_and_register(tracking_uri: str, force: bool = False) -> dict[str, str]
                 model, name="iris_model", signature=signature, input_example=example,
                 registered_model_name=REGISTERED_MODEL,
                 # The classes are predicted as 0, 1, 2: the gateway answers with these names.
-                metadata={"class_names": CLASSES}, pip_requirements=pip_requirements(),
+                metadata={"class_names": CLASSES, EXAMPLE_LABELS: [CLASSES[int(y)] for y in y_test]},
+                pip_requirements=pip_requirements(),
                 # Trees are stored as raw node arrays; this model is our own, so its type is trusted.
                 skops_trusted_types=["sklearn.tree._tree.Tree"] if cand.label == "v2.0" else None,
             )

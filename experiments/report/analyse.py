@@ -10,6 +10,7 @@ import pandas as pd
 
 from experiments.report import statistics as st
 from experiments.report.comparisons import by_segment, compare_to_control
+from experiments.report.recommend import recommend
 from experiments.report.sequential import sequential_section
 from gateway.domain.labels import correct_column
 from gateway.export.readback import REGRESSOR
@@ -146,6 +147,7 @@ def analyse(records: pd.DataFrame, seed: int = 0, control: str | None = None,
     if not shadow.empty:
         report["shadow"] = shadow_analysis(primary, shadow, seed, labels)
         verdicts.extend(report["shadow"]["verdicts"])
+    report["recommendation"] = recommend(report)
     return report
 
 

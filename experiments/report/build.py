@@ -74,6 +74,14 @@ def unexported_warning(spool_dir: Path | None, since: int | None, until: int | N
             "not received yet: this report is partial (see /stats for the export lag)")
 
 
+def runs_url(tracking_uri: str, experiment_id: str) -> str | None:
+    """The experiment's runs table in MLflow's UI (its bare experiment page opens MLflow 3's GenAI
+    overview, which shows no runs); None for a tracking URI that is not a server."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return None
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs"
+
+
 def build_report(experiment: str, tracking_uri: str, *, since: int | None = None, until: int | None = None,
                  config_hash: str | None = None, role: str = "all", progress: bool = False,
                  seed: int = 0, control: str | None = None, correction: str = "holm",
@@ -100,5 +108,6 @@ def build_report(experiment: str, tracking_uri: str, *, since: int | None = None
         "report_id": uuid.uuid4().hex, "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "experiment": experiment, "tracking_uri": tracking_uri, "n_runs": len(runs), "read_seconds": round(read_s, 2),
         "filters": {"since": since, "until": until, "config_hash": config_hash, "role": role},
+        "links": {"runs": runs_url(tracking_uri, exp.experiment_id)},
     })
     return report, records

@@ -2,112 +2,23 @@
 
 from __future__ import annotations
 
-import base64
+import datetime as dt
 import html
-import io
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"]
+from experiments.report.charts import accuracy_chart, class_bars, confusion_heatmap, latency_ecdf, value_histogram
+from experiments.report.text import quality_text
 
-
-def _png(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _groups(records: pd.DataFrame) -> list[tuple[tuple[str, str], pd.DataFrame]]:
-    return sorted(records.groupby(["model_version", "role"]), key=lambda kv: (kv[0][1] != "primary", kv[0]))
-
-
-def latency_ecdf(records: pd.DataFrame) -> str:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
-    for i, ((version, role), g) in enumerate(_groups(records)):
-        x = np.sort(g["latency_ms"].to_numpy())
-        y = np.arange(1, len(x) + 1) / len(x)
-        ax.step(x, y, where="post", color=PALETTE[i % len(PALETTE)], label=f"{version} ({role}), n = {len(x)}",
-                linestyle="-" if role == "primary" else "--")
-    hi = float(records["latency_ms"].quantile(0.995))
-    ax.set_xlim(0, hi * 1.05 if hi > 0 else 1)
-    ax.set_xlabel("predict latency (ms)")
-    ax.set_ylabel("fraction of predictions ≤ x")
-    ax.set_title("Latency ECDF per version")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    return _png(fig)
-
-
-def class_bars(report: dict[str, Any]) -> str:
-    plt = _plt()
-    labels = report["labels"]
-    rows = [(f"{v} ({role})", s["class_shares"])
-            for role, key in (("primary", "versions"), ("shadow", "shadow_versions")) for v, s in report[key].items()]
-    fig, ax = plt.subplots(figsize=(max(7, 0.9 * len(labels) * max(1, len(rows)) / 2), 3.4), dpi=110)
-    width = 0.8 / max(1, len(rows))
-    x = np.arange(len(labels))
-    for i, (label, shares) in enumerate(rows):
-        values = [shares[c] for c in labels]
-        bars = ax.bar(x + i * width - 0.4 + width / 2, values, width, label=label, color=PALETTE[i % len(PALETTE)])
-        ax.bar_label(bars, labels=[f"{v:.0%}" for v in values], fontsize=7)
-    ax.set_xticks(x, labels, rotation=20 if len(labels) > 4 else 0)
-    ax.set_ylabel("share of predictions")
-    ax.set_ylim(0, 1)
-    ax.set_title("Predicted class shares per version")
-    ax.legend(fontsize=8)
-    return _png(fig)
-
-
-def value_histogram(records: pd.DataFrame) -> str:
-    """A regressor's predicted values per version, as overlaid density histograms."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
-    values = records["value"].astype(float)
-    bins = np.histogram_bin_edges(values[np.isfinite(values)], bins=30)
-    for i, ((version, role), g) in enumerate(_groups(records)):
-        ax.hist(g["value"].astype(float), bins=bins, density=True, histtype="step", linewidth=1.6,
-                color=PALETTE[i % len(PALETTE)], linestyle="-" if role == "primary" else "--",
-                label=f"{version} ({role}), n = {len(g)}")
-    ax.set_xlabel("predicted value")
-    ax.set_ylabel("density")
-    ax.set_title("Predicted values per version")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _png(fig)
-
-
-def confusion_heatmap(shadow: dict[str, Any]) -> str:
-    plt = _plt()
-    m = np.array(shadow["confusion"]["matrix"])
-    labels = shadow["confusion"]["labels"]
-    k = len(labels)
-    fig, ax = plt.subplots(figsize=(max(4.6, 0.7 * k + 2.5), max(3.9, 0.6 * k + 2)), dpi=110)
-    im = ax.imshow(m, cmap="Blues")
-    ax.set_xticks(range(k), labels, rotation=20)
-    ax.set_yticks(range(k), labels)
-    ax.set_xlabel(f"candidate {shadow['candidate']}")
-    ax.set_ylabel(f"primary {shadow['primary']}")
-    ax.set_title("Shadow: primary × candidate")
-    for i in range(k):
-        for j in range(k):
-            ax.text(j, i, int(m[i, j]), ha="center", va="center", color="white" if m[i, j] > m.max() / 2 else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    return _png(fig)
+# What a test's figures are called on the page (anything not named here keeps its key)
+FIGURE_NAMES = {
+    "statistic": "statistic", "dof": "degrees of freedom", "cramers_v": "Cramér's V", "median_diff_ms":
+    "median difference (ms)", "median_diff_ci": "its 95% interval", "difference": "difference", "ci":
+    "95% interval", "n": "labelled", "units": "users", "a": "control's value", "b": "candidate's value",
+    "mae_diff": "mean absolute error difference", "median_diff": "median difference", "test": "test",
+    "observed": "observed", "expected": "expected", "weights": "configured weights", "unit": "counted",
+}
 
 
 def _fmt(value: Any) -> str:
@@ -122,12 +33,39 @@ def _fmt(value: Any) -> str:
     if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int | float) for v in value):
         return f"{_fmt(value[0])} – {_fmt(value[1])}"
     if isinstance(value, dict):
-        return ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items())
+        return ", ".join(f"{html.escape(str(k))} {_fmt(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(_fmt(v) for v in value)
     return html.escape(str(value))
+
+
+def _figures(figures: dict[str, Any]) -> str:
+    """A test's figures as named numbers, one per line."""
+    return "<br>".join(f"{html.escape(FIGURE_NAMES.get(k, k.replace('_', ' ')))}: {_fmt(v)}"
+                       for k, v in figures.items())
+
+
+def filters_text(filters: dict[str, Any]) -> str:
+    """The report's filters in words ("since 2026-12-02 10:00 UTC, role primary"), or "none"."""
+    def when(ms: int) -> str:
+        return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+    words = []
+    if filters.get("since") is not None:
+        words.append(f"since {when(filters['since'])}")
+    if filters.get("until") is not None:
+        words.append(f"until {when(filters['until'])}")
+    if filters.get("config_hash"):
+        words.append(f"routing config {filters['config_hash']}")
+    if filters.get("role") and filters["role"] != "all":
+        words.append(f"role {filters['role']}")
+    return ", ".join(words) or "none (every prediction run)"
 
 
 def _version_table(report: dict[str, Any], key: str) -> str:
     labels = report.get("labels")
+    labelled = any(quality_text(s) for s in report[key].values())
+    timed = any(s.get("request_time_ms") for s in report[key].values())
     rows = []
     for v, s in report[key].items():
         lat = s["latency_ms"]
@@ -138,11 +76,20 @@ def _version_table(report: dict[str, Any], key: str) -> str:
         else:
             p = s["predictions"]
             cells = "".join(f"<td>{_fmt(p[k])}</td>" for k in ("mean", "std", "p05", "p50", "p95"))
+        if labelled:
+            cells += f"<td>{html.escape(quality_text(s) or '–')}</td>"
+        own = s.get("request_time_ms")
+        if timed:
+            cells += ("".join(f"<td>{own[q]:.3f}</td>" for q in ("p50", "p95", "p99")) if own else "<td>–</td>" * 3)
         rows.append(f"<tr><th>{html.escape(v)}</th><td>{s['count']}</td><td>{s['share']:.1%}</td>"
                     f"<td>{lat['mean']:.3f}</td><td>{lat['p50']:.3f}<br><small>{ci50 or ''}</small></td>"
                     f"<td>{lat['p95']:.3f}<br><small>{ci95 or ''}</small></td><td>{lat['p99']:.3f}</td>{cells}</tr>")
     head = ("".join(f"<th>{html.escape(str(c))}</th>" for c in labels) if labels is not None else
             "".join(f"<th>predicted {k}</th>" for k in ("mean", "std", "p5", "p50", "p95")))
+    if labelled:
+        head += f"<th>{'accuracy' if labels is not None else 'mean abs. error'}<br><small>from feedback</small></th>"
+    if timed:
+        head += "".join(f"<th>request {q} ms</th>" for q in ("p50", "p95", "p99"))
     return ("<table><tr><th>version</th><th>count</th><th>share</th><th>mean ms</th><th>p50 ms<br><small>95% CI"
             "</small></th><th>p95 ms<br><small>95% CI</small></th><th>p99 ms</th>" + head + "</tr>"
             + "".join(rows) + "</table>")
@@ -167,7 +114,7 @@ def _tests_table(tests: dict[str, Any]) -> str:
         significant = res.get("significant", res.get("mismatch"))
         figures = {k: v for k, v in res.items() if k not in ("significant", "mismatch", "p_value")}
         rows.append(f"<tr><th>{html.escape(_TEST_NAMES.get(key, key))}</th><td>{_fmt(res.get('p_value'))}</td>"
-                    f"<td>{_fmt(significant)}</td><td class=l>{_fmt(figures)}</td></tr>")
+                    f"<td>{_fmt(significant)}</td><td class=l>{_figures(figures)}</td></tr>")
     if not rows:
         return "<p>No between-version test applies (one version, or too few predictions).</p>"
     return ("<table><tr><th>test</th><th>p-value</th><th>significant</th><th>figures</th></tr>"
@@ -183,10 +130,39 @@ def _comparisons_table(section: dict[str, Any]) -> str:
             figures = {k: val for k, val in t.items() if k not in ("test", "p_value", "p_adjusted", "significant")}
             rows.append(f"<tr><th>{html.escape(v)}</th><td class=l>{html.escape(metric)} ({html.escape(t['test'])})"
                         f"</td><td>{_fmt(t['p_value'])}</td><td>{_fmt(t['p_adjusted'])}</td>"
-                        f"<td>{_fmt(t['significant'])}</td><td class=l>{_fmt(figures)}</td></tr>")
+                        f"<td>{_fmt(t['significant'])}</td><td class=l>{_figures(figures)}</td></tr>")
     return (f"<p>{html.escape(section['correction_name'])}-adjusted across {section['family_size']} tests "
             f"(versions × metrics), alpha {section['alpha']:g}.</p><table><tr><th>version</th><th>metric</th>"
             "<th>raw p</th><th>adjusted p</th><th>significant</th><th>figures</th></tr>" + "".join(rows) + "</table>")
+
+
+def _sequential_table(section: dict[str, Any]) -> str:
+    """The always-valid tests beside their fixed-horizon ones, as in the terminal."""
+    pairs = section.get("pairs") or {section.get("b", ""): section.get("tests") or {}}
+    rows = [(v, name, t) for v, tests in pairs.items() for name, t in tests.items()]
+    if "sample_ratio" in (section.get("tests") or {}):
+        rows.append(("all", "sample_ratio", section["tests"]["sample_ratio"]))
+    body = []
+    for v, name, t in rows:
+        seq, fixed = t["always_valid"], t["fixed_horizon"]
+        body.append(f"<tr><th>{html.escape(v)}</th><td class=l>{html.escape(name.replace('_', ' '))}</td>"
+                    f"<td class=l>{html.escape(fixed['test'])}</td><td>{_fmt(fixed['p_value'])}</td>"
+                    f"<td>{_fmt(seq['p_value'])}</td><td>{_fmt(seq.get('p_adjusted'))}</td>"
+                    f"<td>{_fmt(seq.get('estimate'))}</td><td>{_fmt(seq.get('interval'))}</td></tr>")
+    return (f"<p>Against the control {html.escape(str(section.get('a', '')))}, alpha {section['alpha']}: the "
+            f"always-valid p-value is the running minimum over {section['looks']} looks, valid however often the "
+            "report is run; the fixed-horizon one only for a single planned look.</p><table><tr><th>version</th>"
+            "<th>test</th><th>fixed-horizon test</th><th>p</th><th>always-valid p</th><th>adjusted</th>"
+            "<th>estimate</th><th>always-valid interval</th></tr>" + "".join(body) + "</table>")
+
+
+def _recommendation(section: dict[str, Any]) -> str:
+    items = "".join(f"<li class={c['decision'].split()[0]}><b>{html.escape(v)}: {html.escape(c['decision'])}</b>: "
+                    f"{html.escape('; '.join(c['evidence']))}</li>"
+                    for v, c in section["candidates"].items())
+    return (f"<h2>Recommendation</h2><p>Each candidate against the control {html.escape(section['control'])} "
+            f"(p-values {html.escape(section['correction'])}-adjusted, alpha {section['alpha']:g}).</p>"
+            f"<ul>{items}</ul>")
 
 
 def _shadow_table(shadow: dict[str, Any]) -> str:
@@ -210,7 +186,13 @@ def render_html(report: dict[str, Any], records: pd.DataFrame) -> str:
     sections = [f"<h1>A/B comparison: {html.escape(str(report.get('experiment', '')))}</h1>",
                 f"<p class=meta>report {report.get('report_id', '')} · generated {report.get('generated_at', '')} · "
                 f"{report['n_records']} prediction records from {report.get('n_runs', '?')} runs · "
-                f"{report.get('kind', '')} · filters {html.escape(str(report.get('filters', {})))}</p>"]
+                f"{report.get('kind', '')} · filters: {html.escape(filters_text(report.get('filters') or {}))}</p>"]
+    links = report.get("links") or {}
+    if links.get("runs"):
+        sections.append(f"<p>Prediction runs in MLflow: <a href='{html.escape(links['runs'])}'>"
+                        f"{html.escape(links['runs'])}</a></p>")
+    if report.get("recommendation"):
+        sections.append(_recommendation(report["recommendation"]))
     sections += [f"<p class=warn>⚠ {html.escape(w)}</p>" for w in report.get("warnings", [])]
     sections.append("<h2>Verdicts</h2><ul>" + "".join(f"<li>{html.escape(v)}</li>" for v in report["verdicts"])
                     + "</ul>")
@@ -221,6 +203,9 @@ def render_html(report: dict[str, Any], records: pd.DataFrame) -> str:
     distribution = class_bars(report) if report.get("labels") is not None else value_histogram(records)
     sections.append(f"<h2>Charts</h2><img alt='latency ECDF' src='{latency_ecdf(records)}'>"
                     f"<img alt='prediction distribution' src='{distribution}'>")
+    quality = accuracy_chart(report)
+    if quality:
+        sections.append(f"<img alt='accuracy per version' src='{quality}'>")
     shadow = report.get("shadow")
     if shadow and shadow.get("confusion"):
         sections.append(f"<img alt='shadow confusion matrix' src='{confusion_heatmap(shadow)}'>")
@@ -232,12 +217,16 @@ def render_html(report: dict[str, Any], records: pd.DataFrame) -> str:
                         "one correction family for all segments, apart from the overall one.</p>"
                         + "".join(f"<h3>{html.escape(seg)}</h3>" + _comparisons_table(r)
                                   for seg, r in segments["segments"].items()))
+    sequential = report.get("sequential") or {}
+    if sequential.get("tests") or sequential.get("pairs"):
+        sections.append("<h2>Always-valid tests</h2>" + _sequential_table(sequential))
     sections.append("<h2>Tests</h2>" + _tests_table(report["tests"]))
     if shadow:
         sections.append("<h2>Shadow</h2>" + _shadow_table(shadow))
     style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
              "text-align:right}th{background:#f4f4f4}td.l{text-align:left}.meta{color:#666}"
-             ".warn{background:#fff4e5;border:1px solid #f0ad4e;padding:0.6em}img{max-width:100%;margin:0.5em}")
+             ".warn{background:#fff4e5;border:1px solid #f0ad4e;padding:0.6em}li.promote{color:#1a7f37}"
+             "li.keep{color:#b42318}img{max-width:100%;margin:0.5em}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>A/B report</title><style>{style}</style>"
             f"</head><body>{''.join(sections)}</body></html>")

@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 from gateway.domain import contract as c
-from gateway.domain.contract import SUMMARY_EXPERIMENT
 
 
 def _summary_metrics(s: dict[str, Any], pvals: dict[str, Any]) -> dict[str, float]:
@@ -36,14 +35,14 @@ def _summary_metrics(s: dict[str, Any], pvals: dict[str, Any]) -> dict[str, floa
     return metrics
 
 
-def log_summary_runs(report: dict[str, Any], tracking_uri: str, html: str | None) -> dict[str, Any]:
+def log_summary_runs(report: dict[str, Any], tracking_uri: str, html: str | None, experiment: str) -> dict[str, Any]:
     """One parent run with the report files, one child run per version; return ids and the Compare URL."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param
 
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     client = MlflowClient(tracking_uri=tracking_uri)
-    exp_id = c.get_or_create_experiment(client, SUMMARY_EXPERIMENT)
+    exp_id = c.get_or_create_experiment(client, experiment)
     now = int(time.time() * 1000)
     rid = report["report_id"]
     parent = client.create_run(exp_id, start_time=now, run_name=f"ab-report-{rid[:8]}", tags={
@@ -90,4 +89,5 @@ def log_summary_runs(report: dict[str, Any], tracking_uri: str, html: str | None
     base = tracking_uri.rstrip("/")
     url = (f"{base}/#/compare-runs?runs={json.dumps(child_ids, separators=(',', ':'))}"
            f"&experiments={json.dumps([exp_id], separators=(',', ':'))}")
-    return {"experiment_id": exp_id, "parent_run_id": parent_id, "summary_run_ids": child_ids, "compare_url": url}
+    return {"experiment": experiment, "experiment_id": exp_id, "parent_run_id": parent_id,
+            "summary_run_ids": child_ids, "compare_url": url, "runs_url": f"{base}/#/experiments/{exp_id}/runs"}

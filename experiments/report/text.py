@@ -6,6 +6,7 @@ from typing import Any
 
 from experiments.report.comparisons import render as render_comparisons
 from experiments.report.comparisons import render_segments
+from experiments.report.recommend import render as render_recommendation
 from experiments.report.sequential import render as render_sequential
 
 
@@ -25,6 +26,9 @@ def render_terminal(report: dict[str, Any]) -> str:
         lines.append(title)
         extra = ("  ".join(f"{str(lbl)[:10]:>10}" for lbl in labels) if labels is not None
                  else f"{'pred mean':>10} {'pred p50':>10} {'pred p95':>10}")
+        quality = _quality_cells(versions)
+        if quality:
+            extra += f"  {'accuracy' if labels is not None else 'MAE':>16}"
         lines.append(f"  {'version':<8} {'count':>7} {'share':>7} {'mean':>7} {'p50':>7} {'p50 95% CI':>17} "
                      f"{'p95':>7} {'p99':>7}   " + extra)
         for v, s in versions.items():
@@ -36,6 +40,8 @@ def render_terminal(report: dict[str, Any]) -> str:
             else:
                 p = s["predictions"]
                 cells = f"{p['mean']:>10.4g} {p['p50']:>10.4g} {p['p95']:>10.4g}"
+            if quality:
+                cells += f"  {quality[v]:>16}"
             lines.append(f"  {v:<8} {s['count']:>7} {s['share']:>7.1%} {lat['mean']:>7.3f} {lat['p50']:>7.3f} "
                          f"{ci_text:>17} {lat['p95']:>7.3f} {lat['p99']:>7.3f}   {cells}")
         lines.append("  (latency in ms: the model's own predict time; a batched call's, shared by its rows)")
@@ -62,4 +68,25 @@ def render_terminal(report: dict[str, Any]) -> str:
     lines += render_sequential(report.get("sequential") or {})
     lines.append("verdicts")
     lines += [f"  - {v}" for v in report["verdicts"]]
+    links = report.get("links") or {}
+    if links.get("runs"):
+        lines += ["", f"prediction runs in MLflow: {links['runs']}"]
+    recommendation = render_recommendation(report.get("recommendation"))
+    if recommendation:
+        lines += ["", *recommendation]
     return "\n".join(lines)
+
+
+def quality_text(s: dict[str, Any]) -> str | None:
+    """A version's accuracy (or mean absolute error) and its labelled count, e.g. "96.2% (n=210)"."""
+    if s.get("accuracy"):
+        return f"{s['accuracy']['rate']:.1%} (n={s['accuracy']['n']})"
+    if s.get("error"):
+        return f"{s['error']['mae']:.4g} (n={s['error']['n']})"
+    return None
+
+
+def _quality_cells(versions: dict[str, Any]) -> dict[str, str]:
+    """The accuracy column's cells, when any version has labels ("-" for one that has none)."""
+    cells = {v: quality_text(s) for v, s in versions.items()}
+    return {v: c or "-" for v, c in cells.items()} if any(cells.values()) else {}

@@ -15,9 +15,10 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateway.config.checks import ENV_PREFIX, disabled_sections, unknown_environment
 from gateway.domain.contract import is_http_uri
 from gateway.domain.messages import error_location
 from gateway.rollout.spec import RolloutSection
@@ -52,13 +53,32 @@ class MlflowSection(_Section):
     # after MLflow is back the backlog moves again, against how often a down server is tried.
     retry_max_seconds: float = Field(30.0, gt=0, le=600)
     model_cache_dir: Path = Path("./var/model-cache")
+    # Where the report's summary runs and the routing changes go (default: the experiment's name with
+    # the suffix "-comparison" or "-routing-changes", so that two gateways never share them).
+    comparison_experiment: str | None = None
+    routing_changes_experiment: str | None = None
 
-    @field_validator("tracking_uri", "experiment")
+    @field_validator("tracking_uri", "experiment", "comparison_experiment", "routing_changes_experiment")
     @classmethod
-    def _not_blank(cls, value: str) -> str:
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not value.strip():
             raise ValueError("must not be empty")
         return value.strip()
+
+    @property
+    def comparison(self) -> str:
+        return self.comparison_experiment or comparison_experiment_of(self.experiment)
+
+    @property
+    def routing_changes(self) -> str:
+        return self.routing_changes_experiment or f"{self.experiment}-routing-changes"
+
+
+def comparison_experiment_of(experiment: str) -> str:
+    """The report's summary experiment for a prediction experiment, unless configured."""
+    return f"{experiment}-comparison"
 
 
 class RoutingSection(_Section):
@@ -249,7 +269,7 @@ def validate_routing(
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="GATEWAY_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", case_sensitive=False
     )
 
     mlflow: MlflowSection = MlflowSection()
@@ -268,6 +288,11 @@ class Settings(BaseSettings):
     rollout: RolloutSection = RolloutSection()
     state: StateSection = StateSection()
     controller: ControllerSection = ControllerSection()
+    _notices: list[str] = PrivateAttr(default_factory=list)  # sections present that do nothing (start-up log)
+
+    @property
+    def notices(self) -> list[str]:
+        return list(self._notices)
 
     @classmethod
     def settings_customise_sources(
@@ -315,6 +340,11 @@ def _format_validation_error(exc: ValidationError) -> str:
 
 def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
     """Read the TOML file (if any), apply the environment, validate; raise ConfigError on any problem."""
+    unknown = unknown_environment(set(Settings.model_fields))
+    if unknown:
+        names = ", ".join(unknown)
+        raise ConfigError(f"environment variable(s) {names} name no setting (GATEWAY_<SECTION>__<KEY>, sections: "
+                          f"{', '.join(Settings.model_fields)})")
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -337,4 +367,5 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
     if env_uri:
         # An explicit MLFLOW_TRACKING_URI beats GATEWAY_MLFLOW__TRACKING_URI too.
         settings.mlflow.tracking_uri = env_uri
+    settings._notices = disabled_sections(data)
     return settings

@@ -14,9 +14,14 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlparse
 
-# Experiments
-ROUTING_CHANGES_EXPERIMENT = "iris-ab-routing-changes"
-SUMMARY_EXPERIMENT = "iris-ab-comparison"
+# Experiments: the served one is [mlflow] experiment; the routing changes and the report's summary
+# runs go to [mlflow] routing_changes_experiment and comparison_experiment (gateway/config/settings.py).
+# A routing change queued by a release before those settings existed names no experiment: it lands here.
+LEGACY_ROUTING_CHANGES_EXPERIMENT = "iris-ab-routing-changes"
+
+# Model metadata (MLmodel ``metadata``) the gateway reads besides ``class_names``: the true label of
+# each row of the logged input example (models/train.py writes it; experiments.traffic --feedback sends it)
+EXAMPLE_LABELS = "input_example_labels"
 
 # Tags of a prediction run
 TAG_PREDICTION = "prediction"

@@ -145,7 +145,7 @@ class PredictionRuns:
         if run_id is None:
             suffix = f"_row{rec.row_index}" if rec.row_index else ""
             run_id = self.writer.create_run(rec.ts_ms, prediction_tags(rec),
-                                            f"prediction_{rec.ts_ms // 1000}_{rec.model_version}_{rec.role}{suffix}")
+                                            run_name(rec.model_version, rec.role, "prediction", rec.ts_ms, suffix))
             self.spool.queue.set_run_id([row.id], run_id)
             self.counters.add(runs_created=1)
         params, metrics = prediction_payload(rec)
@@ -184,6 +184,12 @@ def window_summary(columns: dict[str, list[Any]]) -> dict[str, float]:
         for label, n in sorted(Counter(map(str, columns["prediction"])).items()):
             out[c.param_name(f"class_count_{label}")] = float(n)
     return out
+
+
+def run_name(version: str, role: str, kind: str, ts_ms: int, suffix: str = "") -> str:
+    """A run's name, the version first: MLflow's runs table cuts long names, and the version is what
+    tells them apart (``v2.0_primary_prediction_1764676800_row3``)."""
+    return f"{version}_{role}_{kind}_{ts_ms // 1000}{suffix}"
 
 
 def window_columns(entries: Sequence[LeasedEntry]) -> dict[str, list[Any]]:
@@ -266,8 +272,8 @@ class WindowRuns:
                 "window_start_ms": str(start_ms), "window_end_ms": str(end_ms),
                 "window_start": c.utc_iso(start_ms / 1000), "window_end": c.utc_iso(end_ms / 1000),
             }
-            run_id = self.writer.create_run(start_ms, tags, f"window_{first['model_version']}_{first['role']}_"
-                                                            f"{start_ms // 1000}")
+            run_id = self.writer.create_run(start_ms, tags, run_name(first["model_version"], first["role"], "window",
+                                                                     start_ms))
             self.spool.queue.set_window_run(batch_id, run_id)
             self.counters.add(runs_created=1)
         columns = window_columns(entries)

@@ -81,7 +81,7 @@ def _split_block(value: Any, columns: Sequence[str]) -> ColumnBlock | None:
     data, k = value.get("data"), len(columns)
     if not isinstance(data, list) or not data or not all(type(row) is list and len(row) == k for row in data):
         return None
-    return numbers_block(columns, list(itertools.chain.from_iterable(data)))
+    return numbers_block(columns, list(itertools.chain.from_iterable(data)), int64_only=True)
 
 
 def _columns_block(value: Any, columns: Sequence[str]) -> ColumnBlock | None:
@@ -93,7 +93,7 @@ def _columns_block(value: Any, columns: Sequence[str]) -> ColumnBlock | None:
     lists = [value[c] for c in columns]
     if not all(type(v) is list for v in lists) or not lists[0] or len({len(v) for v in lists}) != 1:
         return None
-    return numbers_block(columns, list(itertools.chain.from_iterable(zip(*lists, strict=True))))
+    return numbers_block(columns, list(itertools.chain.from_iterable(zip(*lists, strict=True))), int64_only=True)
 
 
 def _counted(rows: list[dict[str, Any]], shape: RequestShape) -> list[dict[str, Any]]:

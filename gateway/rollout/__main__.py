@@ -54,7 +54,8 @@ class StandaloneController:
         self.outbox, self.sender = open_outbox(settings.spool.dir, tracking_uri, settings.mlflow.retry_max_seconds)
         self.champion = Champion(self.outbox, self.sender, tracking_uri)
         self.routing.listeners.append(
-            RoutingChangeRecorder(tracking_uri, self.outbox, self.sender and self.sender.poke))
+            RoutingChangeRecorder(tracking_uri, settings.mlflow.routing_changes, self.outbox,
+                                  self.sender and self.sender.poke))
         self.prometheus = PrometheusCounts(settings.controller.prometheus_url,
                                            settings.controller.query_timeout_seconds)
         self.accuracy = MlflowAccuracy(tracking_uri, settings.mlflow.experiment,

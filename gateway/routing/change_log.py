@@ -15,8 +15,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from gateway.domain.contract import ROUTING_CHANGES_EXPERIMENT as EXPERIMENT
-from gateway.domain.contract import get_or_create_experiment
+from gateway.domain.contract import LEGACY_ROUTING_CHANGES_EXPERIMENT, get_or_create_experiment
 from gateway.domain.messages import first_line
 from gateway.routing.table import RoutingChange
 from gateway.spool.outbox import ItemKind, Outbox
@@ -29,15 +28,17 @@ CHANGE_ID = "change_id"  # the tag that makes a retried change's run findable
 class RoutingChangeRecorder:
     """A routing table's listener: each change made here becomes a run in MLflow."""
 
-    def __init__(self, tracking_uri: str, outbox: Outbox | None = None,
+    def __init__(self, tracking_uri: str, experiment: str, outbox: Outbox | None = None,
                  poke: Callable[[], None] | None = None) -> None:
-        """``poke`` wakes the outbox's sender (gateway/routing/outbox.py) for a new item."""
+        """``experiment``: where the runs go ([mlflow] routing_changes_experiment); ``poke`` wakes the
+        outbox's sender (gateway/routing/outbox.py) for a new item."""
         self.tracking_uri = tracking_uri
+        self.experiment = experiment
         self.outbox = outbox
         self.poke = poke
 
     def __call__(self, change: RoutingChange) -> None:
-        payload = {**change.to_dict(), "at_ms": int(time.time() * 1000)}
+        payload = {**change.to_dict(), "at_ms": int(time.time() * 1000), "experiment": self.experiment}
         if self.outbox is not None and self.poke is not None:
             try:
                 self.outbox.add(ItemKind.CHANGE_RUN, payload, f"change log run of {change.old_config_hash} -> "
@@ -64,7 +65,7 @@ def deliver_change_run(tracking_uri: str, key: str, change: dict[str, Any], mayb
     from mlflow.entities import Param
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    exp_id = get_or_create_experiment(client, EXPERIMENT)
+    exp_id = get_or_create_experiment(client, change.get("experiment") or LEGACY_ROUTING_CHANGES_EXPERIMENT)
     if maybe_landed:
         earlier = client.search_runs([exp_id], filter_string=f"tags.{CHANGE_ID} = '{key}'", max_results=10)
         if any(r.info.status == "FINISHED" for r in earlier):

@@ -138,7 +138,7 @@ class GatewayServices:
             "model": None if schema is None else {
                 "name": self.model_name(), "kind": str(variants.kind), "labels": variants.labels,
                 "max_rows": self.settings.model.max_rows,
-                "examples": next((v.input_examples for v in variants.values() if v.input_examples), []),
+                **_examples(variants.values()),
                 "inputs": [{"name": c.name, "type": c.type, "required": c.required,
                             "bounds": c.bounds.describe() if c.bounds else None} for c in schema.columns]},
             "variants": [
@@ -170,3 +170,12 @@ def open_shared_state(settings: Settings) -> SqliteFile | None:
         log.error("cannot open the shared routing state %s: %s; routing changes will reach this process "
                   "only", path, first_line(exc, 200))
         return None
+
+
+def _examples(variants: Any) -> dict[str, Any]:
+    """The first variant's logged input example rows, and their true labels when its metadata has
+    them (None otherwise): what experiments.traffic samples and, with --feedback, labels."""
+    for v in variants:
+        if v.input_examples:
+            return {"examples": v.input_examples, "example_labels": v.example_labels}
+    return {"examples": [], "example_labels": None}

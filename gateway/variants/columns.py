@@ -93,14 +93,19 @@ class ValidatedRows(Sequence[dict[str, Any]]):
     __hash__ = None  # type: ignore[assignment]
 
 
-def numbers_block(names: Sequence[str], flat: list[Any]) -> ColumnBlock | None:
+def numbers_block(names: Sequence[str], flat: list[Any], int64_only: bool = False) -> ColumnBlock | None:
     """A block from a flat row-major list of JSON values, or None when they are not all plain numbers
-    (a boolean, a string, a null or an integer too large for a float goes the row path)."""
-    if not flat or not set(map(type, flat)) <= {float, int}:
+    (a boolean, a string, a null or an integer too large for a float goes the row path). With
+    ``int64_only``, also None for a body with integers where some value is past the 64-bit range:
+    MLflow's parser, which the row path follows, reads such a column differently."""
+    types = set(map(type, flat))
+    if not flat or not types <= {float, int}:
         return None
     try:
         matrix = np.array(flat, dtype=np.float64)
     except OverflowError:
+        return None
+    if int64_only and int in types and bool((np.abs(matrix[np.isfinite(matrix)]) >= 2.0**63).any()):
         return None
     return ColumnBlock(names, matrix.reshape(-1, len(names)), flat)
 

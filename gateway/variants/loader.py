@@ -26,11 +26,13 @@ import numpy as np
 import pandas as pd
 
 from gateway.config.settings import ModelSection, VariantSpec
-from gateway.domain.contract import is_http_uri
+from gateway.domain.contract import EXAMPLE_LABELS, is_http_uri
 from gateway.domain.errors import ModelLoadError, SchemaMismatch
 from gateway.domain.messages import first_line
 from gateway.variants.output import ModelKind, OutputDecoder, Prediction, detect_kind
 from gateway.variants.schema import ModelSchema
+
+MAX_EXAMPLE_ROWS = 500  # of a model's logged input example, kept for /variants (the traffic tool's rows)
 
 log = logging.getLogger("gateway.variants")
 
@@ -59,6 +61,8 @@ class LoadedVariant:
     load_seconds: float = 0.0
     flavor: str = "sklearn"  # "sklearn": the estimator itself | "pyfunc": MLflow's generic wrapper
     input_examples: list[dict[str, Any]] = field(default_factory=list)  # validated rows of the logged example
+    # Their true labels, when the model's metadata has them (EXAMPLE_LABELS): traffic --feedback sends them
+    example_labels: list[Any] | None = None
 
     @property
     def name(self) -> str:
@@ -239,7 +243,10 @@ class ModelLoader:
         try:
             example = info.load_input_example(str(path))
             if example is not None and hasattr(example, "to_dict"):
-                rows = variant.schema.validate_rows(example.head(20).to_dict("records"))
+                rows = variant.schema.validate_rows(example.head(MAX_EXAMPLE_ROWS).to_dict("records"))
+                labels = (info.metadata or {}).get(EXAMPLE_LABELS)
+                if isinstance(labels, list) and len(labels) >= len(rows):
+                    variant.example_labels = labels[:len(rows)]
         except Exception as exc:  # an example that no longer validates is not the model's fault
             log.debug("input example of %s not usable: %s", variant.spec.model_uri, first_line(exc))
         own_example = rows is not None

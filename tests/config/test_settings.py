@@ -108,3 +108,55 @@ def test_cli_fails_fast_with_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "variants.weight" in lines[0], proc.stderr
+
+
+def test_misspelled_section_in_environment_stops_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_ROUTNG__MODE", "shadow")
+    with pytest.raises(ConfigError, match="GATEWAY_ROUTNG__MODE name no setting"):
+        load_settings(ROOT / "config" / "gateway.toml")
+
+
+def test_command_line_environment_is_not_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("GATEWAY_PORT", "GATEWAY_HOST", "GATEWAY_ADMIN_TOKEN", "gateway_log_level"):
+        monkeypatch.setenv(name, "1")
+    monkeypatch.setenv("GATEWAY_ROUTING__MODE", "shadow")
+    assert load_settings(ROOT / "config" / "gateway.toml").routing.mode == "shadow"
+
+
+def test_every_gateway_variable_the_code_reads_is_allowed() -> None:
+    """A GATEWAY_ name read anywhere in gateway/ is a setting's section or in ENV_NOT_SETTINGS: adding
+    a new one without listing it would make start-up refuse it."""
+    import re
+
+    from gateway.config.checks import unknown_environment
+    from gateway.config.settings import Settings
+
+    names = set()
+    for path in (ROOT / "gateway").rglob("*.py"):
+        names |= set(re.findall(r"[\"'](GATEWAY_[A-Z0-9_]+)[\"']", path.read_text()))
+    assert "GATEWAY_ADMIN_TOKEN" in names
+    assert unknown_environment(set(Settings.model_fields), dict.fromkeys(names, "x")) == []
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("[rollout]\ncontrol = \"v1.0\"\n", "[rollout] is present but not enabled"),
+    ("[spool]\nenabled = false\n", "prediction log is off"),
+    ("[spool]\nexport = false\n", "not exported"),
+    ("[shadow]\nsample_rate = 0.5\n", "only with routing.mode"),
+])
+def test_a_section_that_does_nothing_says_so(tmp_path: Path, text: str, words: str) -> None:
+    notices = load_settings(_write(tmp_path, text)).notices
+    assert len(notices) == 1 and words in notices[0]
+
+
+def test_enabled_sections_are_quiet(tmp_path: Path) -> None:
+    text = "[rollout]\nenabled = true\n[routing]\nmode = \"shadow\"\n[shadow]\nsample_rate = 0.5\n"
+    assert load_settings(_write(tmp_path, text)).notices == []
+
+
+def test_side_experiments_follow_the_served_experiment(tmp_path: Path) -> None:
+    mlflow = load_settings(_write(tmp_path, "[mlflow]\nexperiment = \"digits\"\n")).mlflow
+    assert (mlflow.comparison, mlflow.routing_changes) == ("digits-comparison", "digits-routing-changes")
+    named = load_settings(_write(tmp_path, "[mlflow]\ncomparison_experiment = \"cmp\"\n"
+                                           "routing_changes_experiment = \"chg\"\n")).mlflow
+    assert (named.comparison, named.routing_changes) == ("cmp", "chg")

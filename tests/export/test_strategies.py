@@ -55,8 +55,8 @@ class FakeMlflow:
     def create_run(self, start_time_ms: int, tags: dict[str, str], run_name: str) -> str:
         def create() -> str:
             run_id = f"run{next(self.ids)}"
-            self.runs[run_id] = {"tags": dict(tags), "start": start_time_ms, "metrics": {}, "params": {},
-                                 "status": "RUNNING", "artifacts": {}}
+            self.runs[run_id] = {"tags": dict(tags), "start": start_time_ms, "name": run_name, "metrics": {},
+                                 "params": {}, "status": "RUNNING", "artifacts": {}}
             return run_id
         return self._call(create)  # type: ignore[no-any-return]
 
@@ -143,6 +143,8 @@ def test_start_time_is_prediction_time(tmp_path: Path) -> None:
     _export(_exporter(spool, fake), spool.queue.claim(1))
     (run,) = fake.runs.values()
     assert run["start"] == 1_600_000_000_123
+    # the version first: MLflow's runs table cuts long names
+    assert run["name"] == f"{run['tags']['model_version']}_primary_prediction_1600000000"
 
 
 @settings(max_examples=40, deadline=None)

@@ -126,6 +126,7 @@ def test_cli_json_html_summary_runs_and_compare_page(tmp_path: Path, mlflow_serv
     ml = report["mlflow"]
     assert len(ml["summary_run_ids"]) == 2
     assert ml["compare_url"].startswith(mlflow_server.url + "/#/compare-runs?runs=[")
+    assert ml["experiment"] == "cmp-cli-comparison"  # the served experiment's name + "-comparison"
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=mlflow_server.url)
@@ -168,7 +169,7 @@ def test_no_runs_exit_2_and_single_version(tmp_path: Path, mlflow_server: Mlflow
     report, _ = build_report("cmp-one", mlflow_server.url)
     assert list(report["versions"]) == ["v1.0"] and report["tests"]["latency_mwu"] is None
     assert "only v1.0 answered traffic" in render_terminal(report)
-    ids = log_summary_runs(report, mlflow_server.url, None)
+    ids = log_summary_runs(report, mlflow_server.url, None, "cmp-one-comparison")
     assert len(ids["summary_run_ids"]) == 1
 
 

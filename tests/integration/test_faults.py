@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.config.settings import load_settings
 from tests.harness.delivery import FEATURES, TrafficThread, assert_exactly_once, wait_drained
 from tests.harness.processes import GatewayProcess, MlflowServer, train_models, wait_http, write_config
 
@@ -372,8 +373,6 @@ def test_promotion_and_change_log_while_mlflow_is_down_land_once_when_it_is_back
     survive a SIGKILL of the gateway. MLflow back: each lands exactly once."""
     from mlflow import MlflowClient
 
-    from gateway.domain.contract import ROUTING_CHANGES_EXPERIMENT
-
     auth = {"Authorization": "Bearer tok"}
     client = MlflowClient(tracking_uri=own_mlflow.url, registry_uri=own_mlflow.url)
     client.set_registered_model_alias("IrisClassifier", "champion", "1")
@@ -408,7 +407,7 @@ def test_promotion_and_change_log_while_mlflow_is_down_land_once_when_it_is_back
     finally:
         gw.stop()
     assert client.get_model_version_by_alias("IrisClassifier", "champion").version == "2"
-    exp = client.get_experiment_by_name(ROUTING_CHANGES_EXPERIMENT)
+    exp = client.get_experiment_by_name(load_settings(gw.config).mlflow.routing_changes)
     runs = client.search_runs([exp.experiment_id], filter_string="tags.change_id != ''", max_results=1000)
     by_change: dict[str, int] = {}
     for run in runs:

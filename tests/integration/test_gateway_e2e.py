@@ -139,7 +139,53 @@ def test_traffic_cli_prints_shares_and_percentiles(start_gateway: Callable[..., 
                            "--variant", "v2.0"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-500:]
     assert "v2.0" in proc.stdout and "100.00%" in proc.stdout and "p99" in proc.stdout
-    assert "200/200" in proc.stderr  # the progress bar
+    assert "200/200" not in proc.stderr  # no progress bar without a terminal: logs stay clean
+    assert "sampling from the model's logged input example, 45 rows only" in proc.stderr
+
+
+def test_traffic_feedback_gives_the_report_accuracy_and_a_recommendation(
+        start_gateway: Callable[..., GatewayProcess], mlflow_server: MlflowServer, tmp_path: Path) -> None:
+    """The first hour's question, without a script of one's own: traffic with --feedback (the labels of
+    the model's logged hold-out example), then the report's recommendation names the accuracy."""
+    import json
+
+    gw = start_gateway(name="verdict", mlflow={"experiment": "iris-verdict", "granularity": "window",
+                                               "window_seconds": 1.0})
+    proc = subprocess.run([sys.executable, "-m", "experiments.traffic", "--url", gw.url, "-n", "400", "--feedback",
+                           "--json"], capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-800:]
+    sent = json.loads(proc.stdout)["feedback"]
+    assert sum(f["labelled"] for f in sent.values()) == 400
+    wait_drained(gw)
+    for _ in range(120):  # the feedback windows follow the prediction windows
+        report = subprocess.run([sys.executable, "-m", "experiments.compare", "--experiment", "iris-verdict",
+                                 "--tracking-uri", mlflow_server.url, "--json", "--no-log", "--control", "v1.0"],
+                                capture_output=True, text=True, timeout=180, cwd=ROOT)
+        assert report.returncode == 0, report.stderr[-800:]
+        out = json.loads(report.stdout)
+        if sum((s.get("accuracy") or {}).get("n", 0) for s in out["versions"].values()) == 400:
+            break
+        time.sleep(1)
+    for version, s in out["versions"].items():  # the report's accuracy is the one the client counted
+        assert s["accuracy"]["n"] == sent[version]["labelled"]
+        assert abs(s["accuracy"]["rate"] - sent[version]["accuracy"]) < 1e-3
+    line = out["recommendation"]["candidates"]["v2.0"]["line"]
+    assert line.startswith("v2.0: ") and "accura" in line and ("p = " in line or "p < " in line)
+    assert out["links"]["runs"].endswith("/runs") and "/#/experiments/" in out["links"]["runs"]
+    text = subprocess.run([sys.executable, "-m", "experiments.compare", "--experiment", "iris-verdict",
+                           "--tracking-uri", mlflow_server.url, "--no-log", "--control", "v1.0"],
+                          capture_output=True, text=True, timeout=180, cwd=ROOT).stdout
+    assert text.rstrip().splitlines()[-1].strip() == line  # the terminal report ends with the verdict
+
+
+def test_traffic_feedback_without_ground_truth_says_so(start_gateway: Callable[..., GatewayProcess],
+                                                       tmp_path: Path) -> None:
+    gw = start_gateway(name="nolabels", spool={"export": False})
+    rows = tmp_path / "rows.csv"
+    rows.write_text("sepal_length,sepal_width,petal_length,petal_width\n5.1,3.5,1.4,0.2\n")
+    proc = subprocess.run([sys.executable, "-m", "experiments.traffic", "--url", gw.url, "-n", "5", "--feedback",
+                           "--data", str(rows)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 2 and "no label column" in proc.stderr and "--label-column" in proc.stderr
 
 
 def test_live_routing_sighup_promote_and_change_log(start_gateway: Callable[..., GatewayProcess],
@@ -171,9 +217,9 @@ def test_live_routing_sighup_promote_and_change_log(start_gateway: Callable[...,
         assert client.get_model_version_by_alias("IrisClassifier", "champion").version == "1"
         r = httpx.post(gw.url + "/admin/promote", json={"variant": "v2.0"}, headers=auth)
         assert client.get_model_version_by_alias("IrisClassifier", "champion").version == "2"
-        # Every change is a run in iris-ab-routing-changes, with its old and new config hash.
+        # Every change is a run in <experiment>-routing-changes, with its old and new config hash.
         for _ in range(50):
-            exp = client.get_experiment_by_name("iris-ab-routing-changes")
+            exp = client.get_experiment_by_name("iris-flower-prediction-routing-changes")
             runs = client.search_runs([exp.experiment_id]) if exp else []
             if len(runs) >= 3:
                 break

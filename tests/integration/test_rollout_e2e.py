@@ -79,7 +79,7 @@ def _rollout_runs(tracking_uri: str, rollout_id: str, decision: str) -> list[Any
 
     client = MlflowClient(tracking_uri=tracking_uri)
     for _ in range(60):
-        exp = client.get_experiment_by_name("iris-ab-routing-changes")
+        exp = client.get_experiment_by_name("iris-flower-prediction-routing-changes")
         runs = client.search_runs([exp.experiment_id], f"tags.rollout_id = '{rollout_id}' and "
                                   f"tags.rollout_decision = '{decision}'") if exp else []
         if runs:

@@ -199,5 +199,9 @@ def test_inputs_as_columns_validate_as_mlflows_parser_and_the_row_validator_woul
         return
     reference = _rows(infer_and_parse_data({fmt: loads_body(body)[fmt]}), NAMES)
     assert outcome(lambda: prepare(schema, decoded)) == outcome(lambda: schema.validate_rows(reference))
-    plain_only = all(type(v) is float or (type(v) is int and abs(v) < 10**300) for c in columns.values() for v in c)
-    assert isinstance(decoded, ColumnBlock) == plain_only
+    flat = [v for c in columns.values() for v in c]
+    plain_only = all(type(v) is float or (type(v) is int and abs(v) < 10**300) for v in flat)
+    # with integers in the body, a value past the 64-bit range goes MLflow's parser (it reads it its own way)
+    past_int64 = any(type(v) is int for v in flat) and any(abs(v) >= 2**63 for v in flat
+                                                          if type(v) is int or (type(v) is float and math.isfinite(v)))
+    assert isinstance(decoded, ColumnBlock) == (plain_only and not past_int64)
