@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                              "at most alpha), bh (Benjamini-Hochberg: false discovery rate), none")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    # one progress bar of our own (reading the window tables), on a terminal only; none of MLflow's per download
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     defaults = _config_defaults(args.config)
     args.experiment = args.experiment or defaults.get("experiment", "iris-flower-prediction")
     args.tracking_uri = (args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
@@ -92,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         report, records = build_report(args.experiment, args.tracking_uri, since=args.since, until=args.until,
-                                       config_hash=args.config_hash, role=args.role, progress=not args.json,
+                                       config_hash=args.config_hash, role=args.role,
+                                       progress=not args.json and sys.stderr.isatty(),
                                        seed=args.seed, control=args.control or defaults.get("control"),
                                        correction=args.correction, segment_by=args.segment_by)
     except NoRuns as exc:

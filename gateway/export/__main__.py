@@ -95,7 +95,7 @@ def drain(settings: Settings, timeout: float, quiet: bool) -> int:
     start = time.monotonic()
     exporter.drain_now()
     exporter.start()
-    with tqdm(total=total, unit="rec", disable=quiet, file=sys.stderr) as bar:
+    with tqdm(total=total, unit="rec", disable=quiet or not sys.stderr.isatty(), file=sys.stderr) as bar:
         deadline = start + timeout
         while time.monotonic() < deadline:
             left = spool.count_open() + spool.labels.count_open()
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway.export", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", str(DEFAULT_CONFIG_PATH)))
     parser.add_argument("--timeout", type=float, default=3600.0, help="give up after this many seconds")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (there is none without a terminal)")
     parser.add_argument("--follow", action="store_true", help="keep exporting until SIGTERM, then drain")
     parser.add_argument("--status-file", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
