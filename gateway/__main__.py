@@ -10,18 +10,34 @@ from gateway.cli import start_cli
 from gateway.config.settings import DEFAULT_CONFIG_PATH
 from gateway.domain.messages import without_credentials
 
+EPILOG = """\
+settings:
+  Every other setting is a key of the config file; each has a default, listed with its meaning in
+  docs/configuration.md (the shipped config/gateway.toml shows the common ones). An environment
+  variable overrides any key: GATEWAY_<SECTION>__<KEY>, e.g.
+    GATEWAY_ROUTING__MODE=shadow  GATEWAY_MLFLOW__GRANULARITY=window  GATEWAY_SPOOL__DIR=/data/spool
+  MLFLOW_TRACKING_URI overrides [mlflow] tracking_uri. A GATEWAY_ variable that names no setting
+  stops start-up, as an unknown key in the file does. GATEWAY_ADMIN_TOKEN turns the /admin routes on.
+"""
 GRACEFUL_SHUTDOWN_SECONDS = 30  # SIGTERM: requests in flight get this long (then the spool's grace)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway", description="Serve the A/B model gateway.")
+    parser = argparse.ArgumentParser(
+        prog="python -m gateway", description="Serve the A/B model gateway.",
+        epilog=EPILOG + "\ndefaults (key = default   (its environment variable)):\n" + _defaults(),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", str(DEFAULT_CONFIG_PATH)),
-                        help="TOML config file (default: %(default)s)")
-    parser.add_argument("--host", default=os.environ.get("GATEWAY_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("GATEWAY_PORT", "8000")))
-    parser.add_argument("--log-level", default=os.environ.get("GATEWAY_LOG_LEVEL", "info"))
+                        help="TOML config file (default: %(default)s; env GATEWAY_CONFIG)")
+    parser.add_argument("--host", default=os.environ.get("GATEWAY_HOST", "127.0.0.1"),
+                        help="address to listen on (default: %(default)s; env GATEWAY_HOST)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GATEWAY_PORT", "8000")),
+                        help="port to listen on (default: %(default)s; env GATEWAY_PORT)")
+    parser.add_argument("--log-level", default=os.environ.get("GATEWAY_LOG_LEVEL", "info"),
+                        help="debug, info, warning or error (default: %(default)s; env GATEWAY_LOG_LEVEL)")
     parser.add_argument("--workers", type=int, default=int(os.environ.get("GATEWAY_WORKERS", "1")),
-                        help="uvicorn worker processes (metrics are summed across them)")
+                        help="uvicorn worker processes, metrics summed across them (default: %(default)s; env "
+                             "GATEWAY_WORKERS)")
     args = parser.parse_args(argv)
     settings = start_cli(args.config, args.log_level)
     if settings is None:
@@ -52,6 +68,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {without_credentials(fatal[0])}", file=sys.stderr)
         return 1
     return 0
+
+
+def _defaults() -> str:
+    from gateway.config.checks import defaults_text
+    from gateway.config.settings import Settings
+
+    fields = Settings.model_fields
+    return defaults_text({name: f.default_factory() if f.default_factory else f.default  # type: ignore[call-arg]
+                          for name, f in fields.items()})
 
 
 def _serve_workers(args: argparse.Namespace, settings: object) -> int:

@@ -4,6 +4,7 @@ exit status 2 when the config is invalid)."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from gateway.config.settings import ConfigError, Settings, load_settings
@@ -12,6 +13,8 @@ from gateway.domain.messages import install_log_redaction, without_credentials
 
 def start_cli(config: str, log_level: str) -> Settings | None:
     install_log_redaction()
+    if not sys.stderr.isatty():  # MLflow's per-download progress bars would fill the log
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:

@@ -51,3 +51,19 @@ def disabled_sections(data: Mapping[str, Any]) -> list[str]:
         notes.append("[shadow] is used only with routing.mode = \"shadow\" (or a rollout's disagreement "
                      "guardrail); with mode \"weighted\" it scores nothing")
     return notes
+
+
+def defaults_text(sections: Mapping[str, Any]) -> str:
+    """Every key with its default, one line each, for ``--help`` (``sections``: section name to its
+    default value, a pydantic model or a list of them)."""
+    import json
+
+    lines = []
+    for name, default in sections.items():
+        if isinstance(default, list):
+            lines.append(f"  {name} = {json.dumps([v.model_dump(mode='json') for v in default])}")
+            continue
+        for key, value in default.model_dump(mode="json").items():
+            env = f"{ENV_PREFIX}{name}__{key}".upper()
+            lines.append(f"  {name}.{key} = {json.dumps(value)}   ({env})")
+    return "\n".join(lines)

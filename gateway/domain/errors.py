@@ -89,6 +89,13 @@ class UnknownModel(GatewayError):
     status = 404
 
 
+class NoProbabilities(GatewayError):
+    """Probabilities were asked for, and the variant that answers has no way to give them (a regressor,
+    or a model without predict_proba): refused rather than answered without them."""
+
+    status = 400
+
+
 class ModelFailure(GatewayError):
     """The model raised on rows that passed validation; only the requests of that call fail."""
 

@@ -132,6 +132,8 @@ class Scorer:
         decision = router.decide(forced=forced, user_key=user_key)
         request_id = request_id or uuid.uuid4().hex
         variant = self.variants[decision.variant]
+        if probabilities:
+            variant.check_probabilities()
         pending = Pending(variant.name, request_id)
         ticket = _Ticket(request_id, Role.PRIMARY, variant, str(decision.reason), router, params or None,
                          decision=decision, future=pending,

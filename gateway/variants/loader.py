@@ -7,6 +7,7 @@ MLflow can be reached; offline, the last resolution is used and a warning says s
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -16,6 +17,7 @@ import re
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,10 +29,20 @@ import pandas as pd
 
 from gateway.config.settings import ModelSection, VariantSpec
 from gateway.domain.contract import EXAMPLE_LABELS, is_http_uri
-from gateway.domain.errors import ModelLoadError, SchemaMismatch
+from gateway.domain.errors import ModelLoadError, NoProbabilities, SchemaMismatch
 from gateway.domain.messages import first_line
 from gateway.variants.output import ModelKind, OutputDecoder, Prediction, detect_kind
 from gateway.variants.schema import ModelSchema
+
+
+def quiet_feature_name_warnings() -> None:
+    """The gateway hands an estimator the signature's columns, by name and in order, as a frame or as
+    the array it was fitted on: scikit-learn's check of feature names (a warning at every start-up's
+    warm-up, for a model fitted on a frame and given an array, or the reverse) has nothing to add."""
+    warnings.filterwarnings("ignore", message=r"X (does not have valid|has) feature names", category=UserWarning)
+
+
+quiet_feature_name_warnings()
 
 MAX_EXAMPLE_ROWS = 500  # of a model's logged input example, kept for /variants (the traffic tool's rows)
 
@@ -70,7 +82,24 @@ class LoadedVariant:
 
     @property
     def has_probabilities(self) -> bool:
-        return self.kind is ModelKind.CLASSIFIER and hasattr(self.model, "predict_proba")
+        return self.proba_model is not None
+
+    @functools.cached_property
+    def proba_model(self) -> Any:
+        """What answers predict_proba: the estimator itself, or the flavour's model under MLflow's pyfunc
+        wrapper (a LightGBM or XGBoost classifier, say); None when there is none."""
+        if self.kind is not ModelKind.CLASSIFIER:
+            return None
+        raw = raw_model(self.model)
+        return raw if hasattr(raw, "predict_proba") else None
+
+    def check_probabilities(self) -> None:
+        """NoProbabilities (400) naming the model and why, when probabilities cannot be given."""
+        if self.proba_model is None:
+            why = ("it is a regressor" if self.kind is not ModelKind.CLASSIFIER
+                   else f"its model ({self.flavor} flavour) has no predict_proba")
+            raise NoProbabilities(f"variant {self.name} ({self.spec.model_uri}) cannot give probabilities: {why}",
+                                  variant=self.name)
 
     def _model_input(self, rows: list[dict[str, Any]]) -> Any:
         names = self.schema.names
@@ -97,7 +126,7 @@ class LoadedVariant:
         start = time.perf_counter()
         raw = self.model.predict(data, params=params) if params and self.flavor == "pyfunc" else \
             self.model.predict(data)
-        proba = self.model.predict_proba(data) if probabilities and self.has_probabilities else None
+        proba = self.proba_model.predict_proba(data) if probabilities and self.has_probabilities else None
         elapsed_ms = (time.perf_counter() - start) * 1000.0
         missing = unanswered_rows(raw)
         if missing:  # served as "nan" or "None" and logged as a class, it would poison the report too
@@ -117,6 +146,17 @@ class LoadedVariant:
             "kind": str(self.kind),
             "load_seconds": round(self.load_seconds, 3),
         }
+
+
+def raw_model(model: Any) -> Any:
+    """The flavour's own model under MLflow's pyfunc wrapper (a LightGBM or XGBoost estimator, ...),
+    or the model itself (an estimator, or a custom PythonModel's wrapper, which has none)."""
+    if hasattr(model, "predict_proba") or not hasattr(model, "get_raw_model"):
+        return model
+    try:
+        return model.get_raw_model()
+    except Exception:  # NotImplementedError: the wrapper has no raw model to give
+        return model
 
 
 def unanswered_rows(raw: Any) -> list[int]:
@@ -228,7 +268,7 @@ class ModelLoader:
         cfg = self.model_config
         kind = ModelKind(cfg.kind) if cfg.kind != "auto" else detect_kind(model, info.signature, spec.model_uri)
         class_names = cfg.class_names or list((info.metadata or {}).get("class_names") or [])
-        classes = getattr(model, "classes_", None) if kind is ModelKind.CLASSIFIER else None
+        classes = getattr(raw_model(model), "classes_", None) if kind is ModelKind.CLASSIFIER else None
         variant = LoadedVariant(
             spec=spec, model=model, schema=schema, kind=kind, decoder=OutputDecoder(kind, class_names, classes),
             registered_name=meta.get("registered_model"), registry_version=meta.get("registry_version"),

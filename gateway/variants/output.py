@@ -105,7 +105,8 @@ class OutputDecoder:
         if self.kind is ModelKind.REGRESSOR:
             return [Prediction(float(value)) for value in values]
         decoded: dict[Any, tuple[str | int, int | None]] = {}  # a batch holds few distinct classes
-        labels = self.labels if probabilities is not None else None
+        # the columns of predict_proba by their labels; by their positions when the labels are unknown
+        labels = (self.labels or list(range(probabilities.shape[1]))) if probabilities is not None else None
         out = []
         for i, value in enumerate(values):
             hit = decoded.get(value)

@@ -68,3 +68,35 @@ def test_pyfunc_model_over_every_protocol(tmp_path: Path, pyfunc_models: dict[st
         bad = c.post("/predict", json={**row, "n items": 2.5})
         assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "n items"
         assert c.post("/predict", json={"a": 1.0}).status_code == 422
+        # A model without predict_proba: asking for probabilities is refused with the model named, in
+        # every protocol, rather than answered without them.
+        for r in (c.post("/predict?probabilities=true", json=row),
+                  c.post("/invocations", json={"dataframe_records": [row], "params": {"probabilities": True}}),
+                  c.post("/v2/models/model/infer", json={
+                      "inputs": [{"name": "input-0", "shape": [1, 3], "datatype": "FP64", "data": [4.0, 1.0, 3]}],
+                      "outputs": [{"name": "predict_proba"}]})):
+            assert r.status_code == 400, r.text
+            assert "cannot give probabilities" in r.text and "has no predict_proba" in r.text
+
+
+def test_probabilities_of_a_classifier_under_the_pyfunc_wrapper(tmp_path: Path) -> None:
+    """A flavour the gateway loads through mlflow.pyfunc (LightGBM, XGBoost, ...): predict_proba comes
+    from the flavour's own model under the wrapper. Here a scikit-learn classifier whose MLmodel keeps
+    only its python_function flavour, which is how such a model reaches the gateway."""
+    import pandas as pd
+
+    from tests.harness.models import pyfunc_only_classifier
+
+    path, clf = pyfunc_only_classifier(tmp_path)
+    variants = [{"name": "v1.0", "model_uri": str(path), "weight": 1.0}]
+    with make_client(tmp_path, {}, variants=variants, model={"kind": "classifier"}) as c:
+        wait_ready(c)
+        assert c.get("/variants").json()["variants"][0]["flavor"] == "pyfunc"
+        r = c.post("/predict?probabilities=true", json={"a": 9.0, "b": 1.0})
+        assert r.status_code == 200, r.text
+        probs = r.json()["probabilities"]
+        expected = clf.predict_proba(pd.DataFrame({"a": [9.0], "b": [1.0]}))[0]
+        assert sorted(probs.values()) == pytest.approx(sorted(expected), abs=1e-6)  # answered at 6 decimals
+        r = c.post("/invocations", json={"dataframe_records": [{"a": 1.0, "b": 9.0}],
+                                         "params": {"probabilities": True}})
+        assert r.status_code == 200 and len(r.json()["probabilities"][0]) == 2, r.text
