@@ -102,9 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no data: {exc}", file=sys.stderr)
         return 2
     warning = unexported_warning(args.spool, args.since, args.until, args.role)
-    report["warnings"] = [warning] if warning else []
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
+    report["partial"] = warning is not None  # the spool still holds predictions of this range
+    report["warnings"] = [*report.get("warnings", []), *([warning] if warning else [])]
+    for message in report["warnings"]:
+        print(f"warning: {message}", file=sys.stderr)
     report = st.to_jsonable(report)
     html = None
     if args.html or not args.no_log:

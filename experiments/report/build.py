@@ -82,6 +82,36 @@ def runs_url(tracking_uri: str, experiment_id: str) -> str | None:
     return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs"
 
 
+UNLOGGED_MODEL = "model not logged"  # records of releases before the model's identity was logged
+
+
+def separate_models(records: pd.DataFrame) -> tuple[pd.DataFrame, list[str], dict[str, list[str]]]:
+    """One label that stood for more than one model (``v2.0`` retrained and registered again, say) is
+    compared as one version per model, named ``label [model]``, with a warning: merged, the label's
+    figures would describe no model. Returns the records, the warnings, and each version's models."""
+    if records.empty or "model" not in records.columns:
+        return records, [], {}
+    identity = records["model"].where(records["model"].astype(bool), records["model_uri"]).replace("", UNLOGGED_MODEL)
+    warnings, models = [], {}
+    version = records["model_version"].astype(str).copy()
+    for label, idx in records.groupby("model_version").groups.items():
+        found = sorted(identity[idx].unique())
+        if len(found) == 1:
+            models[str(label)] = found
+            continue
+        short = {m: m.split(" run ")[0] for m in found}
+        if len(set(short.values())) < len(found):
+            short = {m: m for m in found}
+        for m in found:
+            mask = (records["model_version"] == label) & (identity == m)
+            version[mask] = f"{label} [{short[m]}]"
+            models[f"{label} [{short[m]}]"] = [m]
+        warnings.append(f"label {label} stands for {len(found)} different models ({'; '.join(found)}): they are "
+                        f"compared apart as {', '.join(f'{label} [{short[m]}]' for m in found)}; to compare a "
+                        "label's models with the others, narrow the range (--since/--until, --config-hash)")
+    return records.assign(model_version=version), warnings, models
+
+
 def build_report(experiment: str, tracking_uri: str, *, since: int | None = None, until: int | None = None,
                  config_hash: str | None = None, role: str = "all", progress: bool = False,
                  seed: int = 0, control: str | None = None, correction: str = "holm",
@@ -103,7 +133,12 @@ def build_report(experiment: str, tracking_uri: str, *, since: int | None = None
     read_s = time.perf_counter() - started  # runs and their tables
     if records.empty:
         raise NoRuns(f"experiment {experiment!r} has runs, but none is a prediction run")
+    records, warnings, models = separate_models(records)
     report = analyse(records, seed=seed, control=control, correction=correction, segment_by=segment_by)
+    report["warnings"] = warnings
+    for role in ("versions", "shadow_versions"):
+        for v, s in report[role].items():
+            s["models"] = models.get(v, [])
     report.update({
         "report_id": uuid.uuid4().hex, "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "experiment": experiment, "tracking_uri": tracking_uri, "n_runs": len(runs), "read_seconds": round(read_s, 2),

@@ -47,7 +47,7 @@ def log_summary_runs(report: dict[str, Any], tracking_uri: str, html: str | None
     rid = report["report_id"]
     parent = client.create_run(exp_id, start_time=now, run_name=f"ab-report-{rid[:8]}", tags={
         "report_id": rid, "source_experiment": str(report.get("experiment")), "kind": "ab-report",
-        "filters": json.dumps(report.get("filters", {})), "partial": str(bool(report.get("warnings"))).lower()})
+        "filters": json.dumps(report.get("filters", {})), "partial": str(bool(report.get("partial"))).lower()})
     parent_id = parent.info.run_id
     client.log_text(parent_id, json.dumps(report, indent=2), "report.json")
     if html is not None:

@@ -38,6 +38,8 @@ TAG_TRUE_LABEL = "true_label"
 TAG_USER = "user"  # the sticky user key's pseudonym, when the request had a key
 TAG_HEADER_PREFIX = "header."  # + a [routing] log_headers name: that request header's value
 TAG_WINDOW_ID = "window_id"
+TAG_MODEL_URI = "model_uri"  # the variant's models:/ URI as configured
+TAG_MODEL = "model"  # what it resolved to: registry name/version and run ("IrisClassifier/2 run 3f2a...")
 TAG_FEEDBACK_BATCH = "feedback_batch_id"
 
 GRANULARITY_PREDICTION = "prediction"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from enum import StrEnum
 from typing import Any
 
@@ -54,6 +54,10 @@ class PredictionRecord:
     user: str | None = None
     # The values of [routing] log_headers, as JSON text ({"x-country": "de"}), or "" when none were sent.
     headers: str = ""
+    # Which model the label stood for: its models:/ URI as configured, and what that resolved to (registry
+    # name/version and the run that logged it: LoadedVariant.model_identity). "" in records of older releases.
+    model_uri: str = ""
+    model: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """A shallow dict (the features object is shared, not copied): ``dataclasses.asdict`` deep-copies
@@ -65,6 +69,9 @@ class PredictionRecord:
 RECORD_FIELDS = tuple(f.name for f in fields(PredictionRecord))
 ROW_FIELDS = ("features", "prediction", "class_index", "row_index")  # what differs from row to row of a request
 SHARED_FIELDS = tuple(name for name in RECORD_FIELDS if name not in ROW_FIELDS)
+# The shared fields' defaults: what an entry spooled by an earlier release (without a later field) has
+SHARED_DEFAULTS = {f.name: f.default for f in fields(PredictionRecord) if f.name in SHARED_FIELDS
+                   and f.default is not MISSING}
 
 
 class RecordBatch(Sequence[PredictionRecord]):

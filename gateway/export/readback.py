@@ -19,7 +19,7 @@ from gateway.domain.labels import correct_column
 PAGE = 50_000  # MLflow's largest page for search_runs
 RECORD_COLUMNS = ["request_id", "row_index", "role", "model_version", "kind", "prediction", "value", "latency_ms",
                   "request_time_ms", "batch_rows", "ts_ms", "routing", "config_hash", "weights", "correct",
-                  "abs_error", "true_label", "user"]
+                  "abs_error", "true_label", "user", "model_uri", "model"]
 REGRESSOR = "regressor"
 
 
@@ -92,6 +92,8 @@ def prediction_records(runs: pd.DataFrame, segment: str | None = None) -> pd.Dat
         "abs_error": _col(df, f"metrics.{c.METRIC_ABS_ERROR}", np.nan).astype(float),
         "true_label": _col(df, f"tags.{c.TAG_TRUE_LABEL}", None),
         "user": _col(df, f"tags.{c.TAG_USER}", None),
+        "model_uri": _col(df, f"tags.{c.TAG_MODEL_URI}", "").fillna(""),
+        "model": _col(df, f"tags.{c.TAG_MODEL}", "").fillna(""),
     })
     if segment is not None:
         header = _header_segment(segment)
@@ -176,6 +178,8 @@ def window_records(runs: pd.DataFrame, tracking_uri: str, progress: bool = False
         "weights": raw["weights"] if "weights" in raw.columns else "",
         "correct": np.nan, "abs_error": np.nan, "true_label": None,
         "user": raw["user"] if "user" in raw.columns else None,
+        "model_uri": raw["model_uri"].fillna("") if "model_uri" in raw.columns else "",  # older tables: none
+        "model": raw["model"].fillna("") if "model" in raw.columns else "",
     })
     if segment is not None:
         header = _header_segment(segment)

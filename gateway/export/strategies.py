@@ -80,6 +80,7 @@ def prediction_tags(rec: PredictionRecord) -> dict[str, str]:
         c.TAG_WEIGHTS: rec.weights,
         c.TAG_GRANULARITY: c.GRANULARITY_PREDICTION,
         c.TAG_MODEL_KIND: rec.kind,
+        **({c.TAG_MODEL_URI: rec.model_uri, c.TAG_MODEL: rec.model} if rec.model else {}),
         **({c.TAG_USER: rec.user} if rec.user else {}),
         **({f"{c.TAG_HEADER_PREFIX}{k}": str(v) for k, v in orjson.loads(rec.headers).items()} if rec.headers else {}),
     }

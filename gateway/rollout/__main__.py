@@ -86,7 +86,7 @@ class StandaloneController:
         registered = None
         if spec is not None:
             try:
-                name, version, _ = ModelLoader(self.settings.mlflow.tracking_uri,
+                name, version, _, _ = ModelLoader(self.settings.mlflow.tracking_uri,
                                                self.settings.mlflow.model_cache_dir).resolve(spec)
                 registered = (name, version) if name and version else None
             except Exception as exc:

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from gateway.domain.records import SHARED_FIELDS, PredictionRecord, RecordBatch
+from gateway.domain.records import SHARED_DEFAULTS, SHARED_FIELDS, PredictionRecord, RecordBatch
 
 _SHARED = attrgetter(*SHARED_FIELDS)
 
@@ -128,6 +128,6 @@ class Columns:
 
 
 def unpack(shared: bytes | str, rows: bytes | str, first_row: int) -> Columns:
-    s, r = orjson.loads(shared), orjson.loads(rows)
+    s, r = {**SHARED_DEFAULTS, **orjson.loads(shared)}, orjson.loads(rows)  # fields added since the entry
     return Columns(s, int(first_row), r["prediction"], r["class_index"], r.get("feature_names"),
                    r.get("feature_values"), r.get("features"))

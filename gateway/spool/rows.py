@@ -114,11 +114,14 @@ class Window(Sequence[SpoolRow]):
 
 
 # The per-row table of the release before entries: its columns are the record's own fields.
-COLUMNS = ", ".join(RECORD_FIELDS)
+# The per-row table's columns: the record's fields as they were when entries replaced it (the fields
+# added since have their defaults in the records it moves into entries)
+_ROW_TABLE_FIELDS = tuple(name for name in RECORD_FIELDS if name not in ("model_uri", "model"))
+COLUMNS = ", ".join(_ROW_TABLE_FIELDS)
 _JSON = {"features", "prediction"}  # stored as JSON text there: an object, and a label or a number
 
 
 def record(row: Sequence[Any]) -> PredictionRecord:
     """A record from a per-row table's columns (``COLUMNS``), when such a spool is migrated."""
-    fields = {name: orjson.loads(v) if name in _JSON else v for name, v in zip(RECORD_FIELDS, row, strict=True)}
+    fields = {name: orjson.loads(v) if name in _JSON else v for name, v in zip(_ROW_TABLE_FIELDS, row, strict=True)}
     return PredictionRecord(**fields)

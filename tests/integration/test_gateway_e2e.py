@@ -353,3 +353,33 @@ def test_a_live_change_reaches_every_worker_within_two_seconds(start_gateway: Ca
     state = httpx.get(gw.url + "/variants").json()
     assert state["weights"] == {"v1.0": 0.25, "v2.0": 0.75}
     assert state["routing_state"]["restored_at_start"] is True
+
+
+def test_one_label_for_two_models_is_logged_and_reported_apart(start_gateway: Callable[..., GatewayProcess],
+                                                               mlflow_server: MlflowServer) -> None:
+    """v2.0 served by one registry version, then (another day, another config) by another: every record
+    names its model, and the report compares the two apart with a warning instead of merging them."""
+    import json
+
+    from experiments.report.build import build_report
+
+    first = [{"name": "v1.0", "model_uri": "models:/IrisClassifier/1", "weight": 0.5},
+             {"name": "v2.0", "model_uri": "models:/IrisClassifier/2", "weight": 0.5}]
+    second = [first[0], {"name": "v2.0", "model_uri": "models:/IrisClassifier/1", "weight": 0.5}]
+    for name, variants in (("day1", first), ("day2", second)):
+        gw = start_gateway(name=name, variants=variants, mlflow={"experiment": "iris-relabelled"})
+        with httpx.Client(base_url=gw.url, timeout=10) as http:
+            answers = [http.post("/predict", json=FEATURES, headers={"X-Model-Version": "v2.0"}).json()
+                       for _ in range(5)]
+        assert {a["model_version"] for a in answers} == {"v2.0"}
+        wait_drained(gw)
+        gw.stop()
+    runs = runs_by_request(mlflow_server.url, "iris-relabelled")
+    models = {run.data.tags["model"].split(" run ")[0] for (run,) in runs.values()}
+    assert models == {"IrisClassifier/1", "IrisClassifier/2"}
+    assert {run.data.tags["model_uri"] for (run,) in runs.values()} == {"models:/IrisClassifier/1",
+                                                                        "models:/IrisClassifier/2"}
+    report, _ = build_report("iris-relabelled", mlflow_server.url)
+    assert set(report["versions"]) == {"v2.0 [IrisClassifier/1]", "v2.0 [IrisClassifier/2]"}
+    assert any("label v2.0 stands for 2 different models" in w for w in report["warnings"]), report["warnings"]
+    assert json.dumps(report["versions"]["v2.0 [IrisClassifier/2]"]["models"]).count("IrisClassifier/2 run ") == 1

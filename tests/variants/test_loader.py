@@ -7,7 +7,8 @@ import warnings
 from pathlib import Path
 
 from gateway.config.settings import ModelSection, VariantSpec
-from gateway.variants.loader import ModelLoader, quiet_feature_name_warnings
+from gateway.variants.loader import ModelLoader
+from gateway.variants.variant import quiet_feature_name_warnings
 from tests.harness.models import pyfunc_only_classifier
 
 
