@@ -65,3 +65,14 @@ def valid_value(column: Column) -> st.SearchStrategy[object]:
     if column.type == "boolean":
         return st.booleans()
     return st.text(max_size=10)
+
+
+@st.composite
+def bucket_counts(draw: st.DrawFn, arms: list[str], floor: int = 0) -> dict[str, int]:
+    """Whole buckets per arm summing to allocation.BUCKETS, none below ``floor``."""
+    from gateway.bandit import allocation
+
+    weights = draw(st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=len(arms), max_size=len(arms)))
+    if sum(weights) <= 0:
+        weights = [1.0] * len(arms)
+    return allocation.quantise(dict(zip(arms, weights, strict=True)), floor)
