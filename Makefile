@@ -68,11 +68,14 @@ run: $(STAMP)
 	gateway_pid=$$!
 	wait $$gateway_pid
 
-# The unit and property tests (the architecture's import checks among them) on both cores, then the
-# integration tests (real MLflow servers and gateways, timing-sensitive faults) one at a time.
+# The unit and property tests (the architecture's import checks among them) on both cores; the
+# integration tests (real MLflow servers and gateways) two modules at a time, each module on one core
+# (its tests share its MLflow server); then the slow fault tests (SIGKILL, outages, full disks, timing
+# under load) one at a time, so that no other test's load skews them.
 test: $(STAMP) system-deps
 	$(PY) -m pytest -q -m "not integration" -n 2
-	$(PY) -m pytest -q -m integration --durations=15
+	$(PY) -m pytest -q -m "integration and not slow" -n 2 --dist loadfile --durations=10
+	$(PY) -m pytest -q -m "integration and slow" --durations=10
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not integration" -n 2

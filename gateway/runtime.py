@@ -16,6 +16,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from gateway.bandit.rewards import SpoolRewards
+from gateway.bandit.reweigher import BanditRunner
+from gateway.bandit.spec import check_bandit
 from gateway.config.settings import ConfigError, Settings, load_settings
 from gateway.domain.messages import install_log_redaction
 from gateway.export import Exporter, build_exporter
@@ -23,7 +26,7 @@ from gateway.rollout.controller import RolloutRunner
 from gateway.routing.change_log import RoutingChangeRecorder
 from gateway.routing.follower import RoutingFollower
 from gateway.routing.outbox import Champion, OutboxSender, open_outbox
-from gateway.serving.metrics import GatewayMetrics
+from gateway.serving.metrics import BanditCollector, GatewayMetrics
 from gateway.serving.services import GatewayServices
 from gateway.spool.outbox import Outbox
 from gateway.spool.store import PredictionSpool
@@ -81,6 +84,11 @@ class Gateway:
             self._runner = RolloutRunner(services.rollout, settings.spool.dir / "rollout.lock",
                                          settings.rollout.interval_seconds, decides=services.decides_rollouts)
             self._runner.start()
+        if settings.routing.mode == "bandit" and self.spool is not None:
+            services.bandit = BanditRunner(settings.bandit, services.routing,
+                                           SpoolRewards(self.spool.db, settings.bandit.reward).read,
+                                           settings.spool.dir / "bandit.lock")
+            self.metrics.registry.register(BanditCollector(services.bandit.describe))
         if self._config_path is not None and threading.current_thread() is threading.main_thread():
             path = self._config_path
             signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
@@ -94,6 +102,12 @@ class Gateway:
                                              settings.model)
         try:
             services.variants.load(loader, services.routing.config.variants, settings.model.bounds)
+            if services.bandit is not None:
+                try:
+                    check_bandit(settings.bandit, services.routing.names, str(services.variants.kind))
+                except ValueError as exc:
+                    raise ConfigError(str(exc)) from None
+                services.bandit.start()
             services.scorer.start()
             services.variants.ready.set()
             if self._on_loaded is not None:
@@ -115,6 +129,8 @@ class Gateway:
             self._follower.stop()
         if self._runner is not None:
             self._runner.stop()
+        if self.services.bandit is not None:
+            self.services.bandit.stop()
         if self._sender is not None:
             self._sender.stop()
         self.services.scorer.shutdown()

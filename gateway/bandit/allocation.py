@@ -26,7 +26,8 @@ def quantise(weights: Mapping[str, float], floor_buckets: int = 0) -> dict[str, 
     exact = {arm: BUCKETS * w / total for arm, w in weights.items()}
     counts = {arm: max(floor_buckets, math.floor(x)) for arm, x in exact.items()}
     left = BUCKETS - sum(counts.values())
-    order = sorted(exact, key=lambda arm: (exact[arm] - math.floor(exact[arm]), arm), reverse=True)
+    position = {arm: i for i, arm in enumerate(exact)}  # ties go to the arm named first
+    order = sorted(exact, key=lambda arm: (-(exact[arm] - math.floor(exact[arm])), position[arm]))
     if left >= 0:
         for arm in order[:left]:
             counts[arm] += 1

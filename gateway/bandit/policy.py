@@ -34,7 +34,7 @@ class Reweighting:
     labelled: dict[str, int] = field(default_factory=dict)
 
     def details(self) -> dict[str, Any]:
-        return {"bandit": {"phase": str(self.phase), "probability_best": self.probability_best,
+        return {"bandit": {"phase": str(self.phase), "weights": self.weights, "probability_best": self.probability_best,
                            "posteriors": self.posteriors, "labelled": self.labelled,
                            "moved_share": self.moved_share}}
 

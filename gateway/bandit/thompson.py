@@ -12,15 +12,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 
 import numpy as np
 from scipy import stats
 
+from gateway.bandit.spec import RewardKind
 
-class RewardKind(StrEnum):
-    BINARY = "binary"  # 0 or 1: Beta-Bernoulli
-    CONTINUOUS = "continuous"  # any finite number: Normal (Student t) for the mean
+__all__ = ["ArmRewards", "Posterior", "RewardKind", "probability_best", "with_floor"]
 
 
 @dataclass(frozen=True, slots=True)

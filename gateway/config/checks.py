@@ -50,6 +50,9 @@ def disabled_sections(data: Mapping[str, Any]) -> list[str]:
     if isinstance(data.get("shadow"), dict) and routing.get("mode", "weighted") != "shadow":
         notes.append("[shadow] is used only with routing.mode = \"shadow\" (or a rollout's disagreement "
                      "guardrail); with mode \"weighted\" it scores nothing")
+    if isinstance(data.get("bandit"), dict) and routing.get("mode", "weighted") != "bandit":
+        notes.append("[bandit] is used only with routing.mode = \"bandit\"; with mode "
+                     f"{routing.get('mode', 'weighted')!r} the weights stay as configured")
     return notes
 
 

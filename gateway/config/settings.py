@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateway.bandit.spec import BanditSection, check_bandit
 from gateway.config.checks import ENV_PREFIX, disabled_sections, unknown_environment
 from gateway.domain.contract import is_http_uri
 from gateway.domain.messages import error_location
@@ -82,7 +83,7 @@ def comparison_experiment_of(experiment: str) -> str:
 
 
 class RoutingSection(_Section):
-    mode: Literal["weighted", "shadow"] = "weighted"
+    mode: Literal["weighted", "shadow", "bandit"] = "weighted"
     variant_header: str = "X-Model-Version"
     sticky_header: str = "X-User-ID"
     salt: str = "iris-ab"
@@ -224,20 +225,24 @@ class RoutingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    mode: Literal["weighted", "shadow"]
+    mode: Literal["weighted", "shadow", "bandit"]
     variants: tuple[VariantSpec, ...]
     shadow: ShadowSection
     salt: str
     # Weighted mode only: requests answered by shadow.primary are also scored by shadow.candidate at
     # shadow.sample_rate (a rollout's disagreement guardrail turns it on).
     mirror: bool = False
+    # Bandit mode: the bucket ranges each variant owns (gateway/bandit/allocation.py), which the
+    # variants' weights follow; a reweighting moves as few sticky users as it can.
+    allocation: tuple[tuple[str, int, int], ...] | None = None
 
     @property
     def config_hash(self) -> str:
         """A short stable digest, tagged on every run so periods with different weights differ."""
         data = self.model_dump(mode="json")
-        if not data["mirror"]:
-            del data["mirror"]  # configs without it keep the hash they had before the field existed
+        for key in ("mirror", "allocation"):
+            if not data[key]:
+                del data[key]  # configs without it keep the hash they had before the field existed
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
@@ -255,7 +260,7 @@ def validate_routing(
     total = sum(v.weight for v in variants)
     if not math.isfinite(total):
         raise ValueError("variants.weight: weights must sum to a finite number (scale them down)")
-    if mode == "weighted" and total <= 0:
+    if mode in ("weighted", "bandit") and total <= 0:
         raise ValueError("variants.weight: weights must sum to more than 0")
     if mode == "shadow" or mirror:
         for key in ("primary", "candidate"):
@@ -288,6 +293,7 @@ class Settings(BaseSettings):
     rollout: RolloutSection = RolloutSection()
     state: StateSection = StateSection()
     controller: ControllerSection = ControllerSection()
+    bandit: BanditSection = BanditSection()
     _notices: list[str] = PrivateAttr(default_factory=list)  # sections present that do nothing (start-up log)
 
     @property
@@ -312,6 +318,17 @@ class Settings(BaseSettings):
         if self.state.backend == "mlflow" and not is_http_uri(self.mlflow.tracking_uri):
             raise ValueError(f"state.backend: 'mlflow' needs an http(s) tracking server; mlflow.tracking_uri is "
                              f"{self.mlflow.tracking_uri!r}")
+        if self.routing.mode == "bandit":
+            check_bandit(self.bandit, [v.name for v in self.variants], self.model.kind)
+            if self.state.backend == "mlflow":
+                raise ValueError("routing.mode: \"bandit\" reweighs in one gateway (its workers share the local "
+                                 "state); with state.backend = \"mlflow\" (replicas) it is not built yet")
+            if not self.spool.enabled:
+                raise ValueError("routing.mode: \"bandit\" learns from the labels kept in the spool; "
+                                 "spool.enabled = false leaves it nothing to learn from")
+            if self.rollout.enabled:
+                raise ValueError("rollout.enabled: a rollout moves the weights itself; it cannot run under "
+                                 "routing.mode = \"bandit\"")
         if self.rollout.enabled:
             try:
                 self.rollout.check_variants([v.name for v in self.variants])
@@ -320,6 +337,12 @@ class Settings(BaseSettings):
         return self
 
     def routing_config(self) -> RoutingConfig:
+        if self.routing.mode == "bandit":  # the burn-in: equal weights, whatever the file's weights say
+            from gateway.bandit.allocation import initial, quantise
+
+            variants = tuple(v.model_copy(update={"weight": 1.0}) for v in self.variants)
+            return RoutingConfig(mode="bandit", variants=variants, shadow=self.shadow, salt=self.routing.salt,
+                                 allocation=initial(quantise({v.name: 1.0 for v in variants})))
         return RoutingConfig(
             mode=self.routing.mode,
             variants=tuple(self.variants),

@@ -198,6 +198,12 @@ class NoRollout(GatewayError):
     status = 404
 
 
+class NoBandit(GatewayError):
+    """The gateway does not route by a bandit (routing.mode is not "bandit")."""
+
+    status = 404
+
+
 class StateConflict(GatewayError):
     """Another replica changed the shared state between this change's read and its write."""
 

@@ -58,6 +58,12 @@ class PredictionRecord:
     # name/version and the run that logged it: LoadedVariant.model_identity). "" in records of older releases.
     model_uri: str = ""
     model: str = ""
+    # The probability with which this request was assigned to its variant under the weights that routed it
+    # (Router.assignment_probability: the weight when drawn, 1 when forced or shadowed), and those weights'
+    # routing version: what makes inverse-propensity estimates possible when a bandit moves the weights.
+    # None / 0 in records of older releases.
+    assignment_probability: float | None = None
+    weights_version: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A shallow dict (the features object is shared, not copied): ``dataclasses.asdict`` deep-copies

@@ -19,7 +19,8 @@ from gateway.domain.labels import correct_column
 PAGE = 50_000  # MLflow's largest page for search_runs
 RECORD_COLUMNS = ["request_id", "row_index", "role", "model_version", "kind", "prediction", "value", "latency_ms",
                   "request_time_ms", "batch_rows", "ts_ms", "routing", "config_hash", "weights", "correct",
-                  "abs_error", "true_label", "user", "model_uri", "model"]
+                  "abs_error", "true_label", "user", "model_uri", "model", "assignment_probability",
+                  "weights_version"]
 REGRESSOR = "regressor"
 
 
@@ -94,6 +95,8 @@ def prediction_records(runs: pd.DataFrame, segment: str | None = None) -> pd.Dat
         "user": _col(df, f"tags.{c.TAG_USER}", None),
         "model_uri": _col(df, f"tags.{c.TAG_MODEL_URI}", "").fillna(""),
         "model": _col(df, f"tags.{c.TAG_MODEL}", "").fillna(""),
+        "assignment_probability": _col(df, f"metrics.{c.METRIC_ASSIGNMENT_PROBABILITY}", np.nan).astype(float),
+        "weights_version": pd.to_numeric(_col(df, f"tags.{c.TAG_WEIGHTS_VERSION}", 0), errors="coerce").fillna(0),
     })
     if segment is not None:
         header = _header_segment(segment)
@@ -180,6 +183,8 @@ def window_records(runs: pd.DataFrame, tracking_uri: str, progress: bool = False
         "user": raw["user"] if "user" in raw.columns else None,
         "model_uri": raw["model_uri"].fillna("") if "model_uri" in raw.columns else "",  # older tables: none
         "model": raw["model"].fillna("") if "model" in raw.columns else "",
+        "assignment_probability": pd.to_numeric(raw.get("assignment_probability", np.nan), errors="coerce"),
+        "weights_version": pd.to_numeric(raw.get("weights_version", 0), errors="coerce"),
     })
     if segment is not None:
         header = _header_segment(segment)

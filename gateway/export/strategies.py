@@ -79,6 +79,7 @@ def prediction_tags(rec: PredictionRecord) -> dict[str, str]:
         c.TAG_CONFIG_HASH: rec.config_hash,
         c.TAG_WEIGHTS: rec.weights,
         c.TAG_GRANULARITY: c.GRANULARITY_PREDICTION,
+        **({c.TAG_WEIGHTS_VERSION: str(rec.weights_version)} if rec.weights_version else {}),
         c.TAG_MODEL_KIND: rec.kind,
         **({c.TAG_MODEL_URI: rec.model_uri, c.TAG_MODEL: rec.model} if rec.model else {}),
         **({c.TAG_USER: rec.user} if rec.user else {}),
@@ -96,6 +97,8 @@ def prediction_payload(rec: PredictionRecord) -> tuple[list[Any], list[Any]]:
                Metric(c.METRIC_BATCH_ROWS, float(rec.batch_rows), rec.ts_ms, 0)]
     if rec.request_time_ms is not None:
         metrics.append(Metric(c.METRIC_REQUEST_TIME, float(rec.request_time_ms), rec.ts_ms, 0))
+    if rec.assignment_probability is not None:
+        metrics.append(Metric(c.METRIC_ASSIGNMENT_PROBABILITY, float(rec.assignment_probability), rec.ts_ms, 0))
     if rec.kind == ModelKind.REGRESSOR:
         metrics.insert(0, Metric(c.METRIC_PREDICTION_VALUE, float(rec.prediction), rec.ts_ms, 0))  # type: ignore[arg-type]
     elif rec.class_index is not None:
@@ -326,7 +329,8 @@ def _parquet_schema() -> Any:
     import pyarrow as pa
 
     types = {"class_index": pa.int64(), "inference_time_ms": pa.float64(), "ts_ms": pa.int64(),
-             "row_index": pa.int64(), "batch_rows": pa.int64(), "request_time_ms": pa.float64()}
+             "row_index": pa.int64(), "batch_rows": pa.int64(), "request_time_ms": pa.float64(),
+             "assignment_probability": pa.float64(), "weights_version": pa.int64()}
     return pa.schema([(name, types.get(name, pa.string())) for name in PARQUET_COLUMNS])
 
 

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, BeforeValidator, Field
 from starlette.concurrency import run_in_threadpool
 
+from gateway.domain.errors import NoBandit
 from gateway.domain.messages import redacted, without_credentials
 from gateway.domain.records import REQUEST_ID_PATTERN
 from gateway.http.errors import ErrorBody, responses
@@ -101,6 +102,15 @@ def _export_details(request: Request) -> dict[str, Any] | None:
 @router.get("/variants", summary="Routing mode, weights, the model's schema, model URIs and registry versions")
 async def variants(request: Request) -> dict[str, Any]:
     return redacted(services(request).describe())  # type: ignore[no-any-return]
+
+
+@router.get("/bandit", summary="Bandit mode: the weights in force, each arm's posterior and labels counted",
+            responses=responses(ErrorBody, 404))
+async def bandit(request: Request) -> dict[str, Any]:
+    runner = services(request).bandit
+    if runner is None:
+        raise NoBandit(f"routing.mode is {services(request).routing.config.mode!r}, not \"bandit\"")
+    return await run_in_threadpool(runner.describe)  # type: ignore[no-any-return]
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -77,7 +77,11 @@ def deliver_change_run(tracking_uri: str, key: str, change: dict[str, Any], mayb
     tags = {"config_hash": change["config_hash"], "old_config_hash": change["old_config_hash"],
             "source": change["source"], "mode": change["mode"], CHANGE_ID: key}
     name = f"routing-{change['config_hash']}"
-    if details:  # a rollout's decision: what it decided and the statistics behind it
+    bandit = details.get("bandit") if details else None
+    if bandit:  # a bandit's reweighting: the posterior per arm behind the new weights
+        name = f"bandit-{bandit.get('phase')}-{change['config_hash']}"
+        tags["bandit_phase"] = str(bandit.get("phase"))
+    elif details:  # a rollout's decision: what it decided and the statistics behind it
         tags.update({"rollout_id" if k == "rollout_id" else f"rollout_{k}": str(details[k])
                      for k in ("rollout_id", "decision", "state", "control", "candidate") if k in details})
         tags["rollout_reason"] = str(details.get("reason", ""))[:5000]
@@ -98,6 +102,15 @@ def _decision_metrics(details: dict[str, Any], at_ms: int) -> list[Any]:
 
     if not details:
         return []
+    if details.get("bandit"):
+        b = details["bandit"]
+        values = {f"{k}_{arm}": post.get(k2) for arm, post in (b.get("posteriors") or {}).items()
+                  for k, k2 in (("posterior_mean", "mean"), ("posterior_low", "low"), ("posterior_high", "high"))}
+        values.update({f"probability_best_{arm}": p for arm, p in (b.get("probability_best") or {}).items()})
+        values.update({f"labelled_{arm}": n for arm, n in (b.get("labelled") or {}).items()})
+        values.update({f"weight_{arm}": w for arm, w in (b.get("weights") or {}).items()})
+        values["moved_share"] = b.get("moved_share")
+        return [Metric(k, float(v), at_ms, 0) for k, v in values.items() if isinstance(v, int | float)]
     values: dict[str, Any] = {"rollout_step": details.get("step"), "candidate_weight": details.get("candidate_weight")}
     for name, g in (details.get("guardrails") or {}).items():
         low, high = (g.get("interval") or [None, None])[:2]

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from itertools import accumulate
 
+from gateway.bandit import allocation
 from gateway.config.settings import RoutingConfig
 from gateway.domain.errors import UnknownVariant
 
 _FNV_OFFSET = 0x811C9DC5
 _FNV_PRIME = 0x01000193
-BUCKETS = 10_000
+BUCKETS = allocation.BUCKETS
 
 
 class RoutingReason(StrEnum):
@@ -41,9 +42,14 @@ def fnv1a32(text: str) -> int:
     return h
 
 
+def bucket_index(salt: str, key: str) -> int:
+    """The user's bucket, 0 to BUCKETS - 1, which depends only on (salt, key): GrowthBook hash version 2."""
+    return fnv1a32(str(fnv1a32(salt + key))) % BUCKETS
+
+
 def bucket(salt: str, key: str) -> float:
-    """A number in [0, 1) that depends only on (salt, key): GrowthBook hash version 2."""
-    return (fnv1a32(str(fnv1a32(salt + key))) % BUCKETS) / BUCKETS
+    """The user's bucket as a number in [0, 1)."""
+    return bucket_index(salt, key) / BUCKETS
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +62,17 @@ class Decision:
 class Router:
     """Chooses a variant for each request under one immutable RoutingConfig."""
 
-    def __init__(self, config: RoutingConfig, rng: random.Random | None = None) -> None:
+    def __init__(self, config: RoutingConfig, rng: random.Random | None = None, version: int = 0) -> None:
         self.config = config
         self._rng = rng or random.Random()
         self.names = [v.name for v in config.variants]
+        self.version = version  # the routing's version (RoutingTable's origin): logged as weights_version
         total = sum(v.weight for v in config.variants)
-        if total <= 0:
+        self._segments = config.allocation or ()
+        if self._segments:  # bandit mode: the bucket ranges are the weights
+            owned = allocation.shares(self._segments)
+            weights = [owned.get(n, 0) / allocation.BUCKETS for n in self.names]
+        elif total <= 0:
             # Only reachable in shadow mode, where weights are unused; keep sticky/weighted defined.
             weights = [1.0 / len(self.names)] * len(self.names)
         else:
@@ -71,13 +82,26 @@ class Router:
         self._chosen = [n for n in self.names if self.weights[n] > 0]
         self._edges = list(accumulate(self.weights[n] for n in self._chosen))
         self._edges[-1] = 1.0  # guard against float shortfall such as 0.9999999999
+        self._starts = [lo for _, lo, _ in self._segments]
         self.weights_tag = ",".join(f"{n}={w:.6g}" for n, w in self.weights.items())
         self.config_hash = config.config_hash  # computed once per routing config, not per request
 
     def _pick(self, n: float) -> str:
+        if self._segments:
+            return self._owner(min(int(n * BUCKETS), BUCKETS - 1))
         return self._chosen[min(bisect.bisect_right(self._edges, n), len(self._chosen) - 1)]
 
+    def assignment_probability(self, variant: str, reason: str) -> float:
+        """The probability with which this request went to ``variant``: its weight when drawn at random
+        (weighted, or sticky: a user's bucket is a uniform draw over users), 1 when forced or shadowed."""
+        return self.weights[variant] if reason in (RoutingReason.WEIGHTED, RoutingReason.STICKY) else 1.0
+
+    def _owner(self, b: int) -> str:
+        return self._segments[max(bisect.bisect_right(self._starts, b) - 1, 0)][0]
+
     def sticky_variant(self, key: str) -> str:
+        if self._segments:
+            return self._owner(bucket_index(self.config.salt, key))
         return self._pick(bucket(self.config.salt, key))
 
     def decide(self, forced: str | None = None, user_key: str | None = None) -> Decision:

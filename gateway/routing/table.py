@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from gateway.bandit.routing import bandit_allocation
 from gateway.config.settings import RoutingConfig, ShadowSection, VariantSpec, validate_routing
 from gateway.domain.contract import utc_iso
 from gateway.domain.errors import InvalidRoutingChange, StateConflict, StateUnavailable, UnknownVariant
@@ -83,7 +84,7 @@ class RoutingTable:
         when it serves the same variants, else the config file's, until the state can be read."""
         stored = store.offline_start() if self._serves else None
         if stored is not None and _variant_uris(stored.config) == _variant_uris(file_config):
-            self._router = Router(stored.config)
+            self._router = Router(stored.config, version=stored.version)
             self.origin = RoutingOrigin(stored.version, f"{stored.source} (local copy; the shared state was "
                                         "unreachable at start-up)", stored.changed_at, restored=True)
             log.warning("shared routing state not reachable at start-up (%s): serving its local copy, version %d, "
@@ -110,7 +111,7 @@ class RoutingTable:
         before = store.version()
         stored = _retrying(lambda: store.update(decide))
         assert stored is not None
-        self._router = Router(stored.config)
+        self._router = Router(stored.config, version=stored.version)
         restored = stored.version == before and before > 0
         self.origin = RoutingOrigin(stored.version, stored.source, stored.changed_at, restored)
         if restored:
@@ -153,7 +154,7 @@ class RoutingTable:
     def change(self, *, mode: str | None = None, weights: Mapping[str, float] | None = None,
                shadow: Mapping[str, Any] | None = None, salt: str | None = None, mirror: bool | None = None,
                source: str = "", file_hash: str | None = None, details: dict[str, Any] | None = None,
-               retry: bool = False) -> RoutingChange:
+               retry: bool = False, allocation: tuple[tuple[str, int, int], ...] | None = None) -> RoutingChange:
         """Apply a change on top of the routing in force (the shared one, when there is one).
         ``details`` (a rollout decision's statistics) travel with the change to its listeners. When
         another replica's change lands between the read and the write, StateConflict (409), unless
@@ -161,13 +162,13 @@ class RoutingTable:
         with self._lock:
             old = self._router.config
             if self._store is None:
-                new = _changed(old, mode, weights, shadow, salt, mirror)
-                self._router = Router(new)
+                new = _changed(old, mode, weights, shadow, salt, mirror, allocation)
+                self._router = Router(new, version=self.origin.version + 1)
                 self.origin = RoutingOrigin(self.origin.version + 1, source, time.time())
             else:
                 def update(stored: StoredRouting | None) -> tuple[RoutingConfig, str, str]:
                     base = stored.config if stored is not None else old
-                    return (_changed(base, mode, weights, shadow, salt, mirror), source,
+                    return (_changed(base, mode, weights, shadow, salt, mirror, allocation), source,
                             file_hash or (stored.file_hash if stored is not None else ""))
 
                 store = self._store
@@ -175,7 +176,7 @@ class RoutingTable:
                 assert stored is not None
                 old = self._router.config
                 new = stored.config
-                self._router = Router(new)
+                self._router = Router(new, version=stored.version)
                 self.origin = RoutingOrigin(stored.version, source, stored.changed_at)
         change = RoutingChange(source, old.config_hash, new.config_hash, new.mode, dict(self._router.weights),
                                self.origin.version,
@@ -210,7 +211,7 @@ class RoutingTable:
                 self.refused = refused
                 return False
             self.refused = None
-            self._router = Router(stored.config)
+            self._router = Router(stored.config, version=stored.version)
             self.origin = RoutingOrigin(stored.version, stored.source, stored.changed_at)
         if old.config_hash != stored.config.config_hash:
             log.info("routing changed by %s (read from the shared state): config %s -> %s, weights %s", stored.source,
@@ -245,7 +246,8 @@ def _variant_uris(config: RoutingConfig) -> list[tuple[str, str]]:
 
 
 def _changed(old: RoutingConfig, mode: str | None, weights: Mapping[str, float] | None,
-             shadow: Mapping[str, Any] | None, salt: str | None, mirror: bool | None = None) -> RoutingConfig:
+             shadow: Mapping[str, Any] | None, salt: str | None, mirror: bool | None = None,
+             allocation: tuple[tuple[str, int, int], ...] | None = None) -> RoutingConfig:
     names = [v.name for v in old.variants]
     unknown = sorted(set(weights or {}) - set(names))
     if unknown:
@@ -254,8 +256,10 @@ def _changed(old: RoutingConfig, mode: str | None, weights: Mapping[str, float] 
         variants = tuple(VariantSpec.model_validate({**v.model_dump(), "weight": (weights or {}).get(
             v.name, v.weight)}) for v in old.variants)
         new_shadow = ShadowSection.model_validate({**old.shadow.model_dump(), **(shadow or {})})
-        new = RoutingConfig(mode=mode or old.mode, variants=variants, shadow=new_shadow,  # type: ignore[arg-type]
-                            salt=old.salt if salt is None else salt, mirror=old.mirror if mirror is None else mirror)
+        new_mode = mode or old.mode
+        new = RoutingConfig(mode=new_mode, variants=variants, shadow=new_shadow,  # type: ignore[arg-type]
+                            salt=old.salt if salt is None else salt, mirror=old.mirror if mirror is None else mirror,
+                            allocation=bandit_allocation(new_mode, old, variants, allocation))
         validate_routing(new.mode, new.variants, new.shadow, new.mirror)
     except ValidationError as exc:
         err = exc.errors()[0]

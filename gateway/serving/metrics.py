@@ -272,3 +272,24 @@ class RolloutCountsCollector(Collector):
                                          "requests by the candidate.", labels=["rollout_id"])
             family.add_metric([rollout_id], float(getattr(counts.shadow, key)))
             yield family
+
+
+class BanditCollector(Collector):
+    """Bandit mode: each arm's weight in force, posterior mean and labels counted (GET /bandit's figures)."""
+
+    def __init__(self, describe: Callable[[], dict[str, Any]]) -> None:
+        self._describe = describe
+
+    def collect(self) -> Iterable[Any]:
+        arms = self._describe()["arms"]
+        weight = GaugeMetricFamily("gateway_bandit_weight", "Each variant's bandit weight in force.",
+                                   labels=["variant"])
+        mean = GaugeMetricFamily("gateway_bandit_posterior_mean", "Each variant's posterior mean reward.",
+                                 labels=["variant"])
+        labelled = GaugeMetricFamily("gateway_bandit_labelled", "Rewards counted per variant.", labels=["variant"])
+        for name, arm in arms.items():
+            weight.add_metric([name], float(arm["weight"]))
+            if arm.get("posterior_mean") is not None:
+                mean.add_metric([name], float(arm["posterior_mean"]))
+            labelled.add_metric([name], float(arm["labelled"]))
+        yield from (weight, mean, labelled)

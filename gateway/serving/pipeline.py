@@ -240,7 +240,9 @@ class Scorer:
                   "inference_time_ms": result.elapsed_ms, "ts_ms": int(time.time() * 1000), "routing": routing,
                   "config_hash": router.config_hash, "weights": router.weights_tag, "kind": str(variant.kind),
                   "batch_rows": result.batch_rows, "request_time_ms": result.request_time_ms, "user": user,
-                  "headers": headers, "model_uri": variant.spec.model_uri, "model": variant.model_identity}
+                  "headers": headers, "model_uri": variant.spec.model_uri, "model": variant.model_identity,
+                  "assignment_probability": router.assignment_probability(variant.name, routing)
+                  if role == Role.PRIMARY else None, "weights_version": router.version}
         predictions = result.predictions
         if len(result.rows) != len(predictions):
             raise ValueError(f"{len(predictions)} predictions for {len(result.rows)} rows")

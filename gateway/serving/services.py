@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.bandit.reweigher import BanditRunner
 from gateway.config.settings import Settings
 from gateway.domain.errors import InvalidRollout, RolloutConflict
 from gateway.domain.messages import first_line
@@ -46,6 +47,7 @@ class GatewayServices:
     rollout: RolloutController | None = None
     observer: RolloutObserver | None = None
     champion: Champion | None = None  # set by the runtime, with the outbox (the alias moves through it)
+    bandit: BanditRunner | None = None  # routing.mode = "bandit": set by the runtime, with the spool
 
     @property
     def decides_rollouts(self) -> bool:
@@ -135,6 +137,7 @@ class GatewayServices:
             "weights": {name: round(w, 6) for name, w in router.weights.items()},
             "routing_state": self.routing.describe_origin(),
             "shadow": cfg.shadow.model_dump() if cfg.mode == "shadow" else None,
+            "bandit": self.bandit.describe() if self.bandit is not None else None,
             "model": None if schema is None else {
                 "name": self.model_name(), "kind": str(variants.kind), "labels": variants.labels,
                 "max_rows": self.settings.model.max_rows,

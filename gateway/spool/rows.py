@@ -113,10 +113,10 @@ class Window(Sequence[SpoolRow]):
         return self._rows[index]
 
 
-# The per-row table of the release before entries: its columns are the record's own fields.
-# The per-row table's columns: the record's fields as they were when entries replaced it (the fields
-# added since have their defaults in the records it moves into entries)
-_ROW_TABLE_FIELDS = tuple(name for name in RECORD_FIELDS if name not in ("model_uri", "model"))
+# The per-row table of the release before entries: its columns are the record's fields as they were
+# when entries replaced it (the fields added since have their defaults in the records it moves into entries)
+_ADDED_SINCE = ("model_uri", "model", "assignment_probability", "weights_version")
+_ROW_TABLE_FIELDS = tuple(name for name in RECORD_FIELDS if name not in _ADDED_SINCE)
 COLUMNS = ", ".join(_ROW_TABLE_FIELDS)
 _JSON = {"features", "prediction"}  # stored as JSON text there: an object, and a label or a number
 

@@ -1,0 +1,116 @@
+"""The bandit's loop: every ``update_seconds`` the rewards are read and, in the one worker that holds
+the lock next to the spool, the weights moved (RoutingTable.change: every worker and the change log
+see it). Every worker keeps the posterior it last computed, for GET /bandit and /metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gateway.bandit.policy import Reweighting, ThompsonPolicy
+from gateway.bandit.spec import BanditSection
+from gateway.bandit.thompson import ArmRewards
+from gateway.domain.contract import utc_iso
+from gateway.domain.messages import first_line
+from gateway.routing.table import RoutingTable
+
+log = logging.getLogger("gateway.bandit")
+SOURCE = "bandit"
+
+
+class BanditRunner:
+    def __init__(self, section: BanditSection, table: RoutingTable, rewards: Callable[[], dict[str, ArmRewards]],
+                 lock_path: Path | None, seed: int | None = None) -> None:
+        """``lock_path``: the file whose lock makes one worker the one that reweighs (None: this
+        process always does)."""
+        self.section = section
+        self.table = table
+        self.rewards = rewards
+        self.lock_path = lock_path
+        self.policy = ThompsonPolicy(table.names, section.reward.kind, burn_in=section.burn_in,
+                                     min_share=section.min_share, draws=section.draws, seed=seed)
+        self.last: Reweighting | None = None
+        self.last_at: float | None = None
+        self.reweighings = 0
+        self.last_error: str | None = None
+        self._lock_file: Any = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bandit", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        if self._lock_file is not None:
+            self._lock_file.close()
+
+    @property
+    def leader(self) -> bool:
+        return self.lock_path is None or self._lock_file is not None
+
+    def _try_lead(self) -> bool:
+        if self.leader:
+            return True
+        assert self.lock_path is not None
+        handle = open(self.lock_path, "a+")  # noqa: SIM115 - held open for as long as this worker reweighs
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        self._lock_file = handle
+        log.info("this worker now reweighs the bandit every %gs", self.section.update_seconds)
+        return True
+
+    def step(self) -> Reweighting:
+        """Read the rewards, compute the next weights, and install them when this worker leads and they
+        differ from the weights in force."""
+        self.table.sync()
+        segments = self.table.config.allocation or self.policy.start()
+        result = self.policy.reweigh(self.rewards(), segments)
+        self.last, self.last_at = result, time.time()
+        if self.table.config.mode == "bandit" and result.segments != tuple(segments) and self._try_lead():
+            self.table.change(weights=result.weights, allocation=result.segments, source=SOURCE,
+                              details=result.details(), retry=True)
+            self.reweighings += 1
+        return result
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.section.update_seconds):
+            try:
+                self.step()
+                self.last_error = None
+            except Exception as exc:  # a locked spool, a state conflict: try again next round
+                self.last_error = first_line(exc, 300)
+                log.warning("bandit reweighting failed: %s", self.last_error)
+
+    def describe(self) -> dict[str, Any]:
+        """GET /bandit: the weights in force, and each arm's posterior and labels as last computed."""
+        router = self.table.router
+        last = self.last
+        with contextlib.suppress(Exception):
+            if last is None:
+                last = self.policy.reweigh(self.rewards(), self.table.config.allocation or self.policy.start())
+        arms = {}
+        for name in router.names:
+            post = (last.posteriors.get(name) if last else None) or {}
+            arms[name] = {"weight": router.weights.get(name, 0.0),
+                          "posterior_mean": post.get("mean"), "posterior_low": post.get("low"),
+                          "posterior_high": post.get("high"),
+                          "labelled": (last.labelled.get(name, 0) if last else 0),
+                          "probability_best": (last.probability_best.get(name) if last else None)}
+        s = self.section
+        return {"mode": self.table.config.mode, "reward": s.reward.value, "phase": str(last.phase) if last else None,
+                "update_seconds": s.update_seconds, "burn_in": s.burn_in, "min_share": s.min_share,
+                "weights_version": router.version, "arms": arms,
+                "last_computed": utc_iso(self.last_at) if self.last_at else None,
+                "reweighings_here": self.reweighings, "reweighs_here": self.leader, "last_error": self.last_error}
