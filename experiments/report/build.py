@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from experiments.report.analyse import NoRuns, analyse
+from experiments.report.bandit import bandit_section
 from gateway.export.readback import (
     RECORD_COLUMNS,
     join_window_labels,
@@ -136,6 +137,7 @@ def build_report(experiment: str, tracking_uri: str, *, since: int | None = None
     records, warnings, models = separate_models(records)
     report = analyse(records, seed=seed, control=control, correction=correction, segment_by=segment_by)
     report["warnings"] = warnings
+    report["bandit"] = bandit_section(records)
     for role in ("versions", "shadow_versions"):
         for v, s in report[role].items():
             s["models"] = models.get(v, [])

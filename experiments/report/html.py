@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from experiments.report.bandit import html_table as bandit_html
 from experiments.report.charts import accuracy_chart, class_bars, confusion_heatmap, latency_ecdf, value_histogram
 from experiments.report.text import quality_text
 
@@ -220,6 +221,8 @@ def render_html(report: dict[str, Any], records: pd.DataFrame) -> str:
     sequential = report.get("sequential") or {}
     if sequential.get("tests") or sequential.get("pairs"):
         sections.append("<h2>Always-valid tests</h2>" + _sequential_table(sequential))
+    if report.get("bandit"):
+        sections.append("<h2>Bandit</h2>" + bandit_html(report["bandit"]))
     sections.append("<h2>Tests</h2>" + _tests_table(report["tests"]))
     if shadow:
         sections.append("<h2>Shadow</h2>" + _shadow_table(shadow))

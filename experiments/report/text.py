@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from experiments.report.bandit import render as render_bandit
 from experiments.report.comparisons import render as render_comparisons
 from experiments.report.comparisons import render_segments
 from experiments.report.recommend import render as render_recommendation
@@ -66,6 +67,7 @@ def render_terminal(report: dict[str, Any]) -> str:
     lines += render_comparisons(report.get("comparisons"))
     lines += render_segments(report.get("segments"))
     lines += render_sequential(report.get("sequential") or {})
+    lines += render_bandit(report.get("bandit"))
     lines.append("verdicts")
     lines += [f"  - {v}" for v in report["verdicts"]]
     links = report.get("links") or {}
