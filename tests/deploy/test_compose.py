@@ -69,6 +69,10 @@ def test_dashboard_queries_only_metrics_the_gateway_exports() -> None:
     metrics.on_response("v1.0", "weighted", 200)  # labelled series appear once used
     metrics.on_records([rec(1)])
     metrics.on_records([rec(1, role="shadow", version="v2.0")], primaries=["Setosa"])
+    from gateway.serving.metrics import BanditCollector
+
+    metrics.registry.register(BanditCollector(lambda: {"arms": {"v1.0": {"weight": 0.6, "posterior_mean": 0.9,
+                                                                          "labelled": 120}}}))
     exported = metrics.render().decode()
     names = set(re.findall(r"^(gateway_[a-z_]+)", exported, re.M))
     assert used and used <= names, used - names
