@@ -25,12 +25,18 @@ def bandit_section(records: pd.DataFrame) -> dict[str, Any] | None:
         return None
     primary = primary.sort_values("ts_ms", kind="stable")
     regressor = (primary["kind"] == "regressor").all()
-    reward = -primary["abs_error"].astype(float) if regressor else primary["correct"].astype(float)
+    sent = pd.to_numeric(primary["reward"], errors="coerce") if "reward" in primary.columns else None
+    if sent is not None and sent.notna().any():  # rewards sent with /feedback (reward = "feedback")
+        name, reward = "feedback", sent.astype(float)
+    elif regressor:
+        name, reward = "negative_abs_error", -primary["abs_error"].astype(float)
+    else:
+        name, reward = "correct", primary["correct"].astype(float)
     arms = primary["model_version"].astype(str).to_numpy()
     estimates = arm_estimates(arms, reward.to_numpy(), primary["assignment_probability"].astype(float).to_numpy())
     labelled = np.isfinite(reward.to_numpy())
     return {
-        "reward": "negative_abs_error" if regressor else "correct",
+        "reward": name,
         "versions": {arm: _clean(e.to_dict()) for arm, e in estimates.items()},
         "regret": _clean(regret(arms[labelled], estimates)),
         "weights_over_time": _weights_over_time(primary),

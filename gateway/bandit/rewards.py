@@ -11,7 +11,7 @@ from gateway.bandit.spec import Reward
 from gateway.bandit.thompson import ArmRewards
 from gateway.spool.sqlite import SqliteFile
 
-_NEW_LABELS = """SELECT l.id, l.model_version, l.correct, l.abs_error, json_extract(r.shared, '$.routing')
+_NEW_LABELS = """SELECT l.id, l.model_version, l.correct, l.abs_error, l.reward, json_extract(r.shared, '$.routing')
                  FROM labels l
                  JOIN entries e ON e.request_id = l.request_id AND e.role = 'primary'
                       AND e.first_row <= l.row_index AND l.row_index < e.first_row + e.n_rows
@@ -33,17 +33,19 @@ class SpoolRewards:
         """The sums per arm, with every label stored since the last read added."""
         while True:
             rows = self.db.read(_NEW_LABELS, (self._last_id, self.since_ms))
-            for label_id, version, correct, abs_error, routing in rows:
+            for label_id, version, correct, abs_error, reward, routing in rows:
                 self._last_id = max(self._last_id, int(label_id))  # type: ignore[arg-type]
-                value = self._value(correct, abs_error)
+                value = self._value(correct, abs_error, reward)
                 if routing in RANDOMISED and value is not None:
                     self.sums[str(version)] = self.sums.get(str(version), ArmRewards()).add(value)
             if len(rows) < 50000:
                 return dict(self.sums)
 
-    def _value(self, correct: object, abs_error: object) -> float | None:
+    def _value(self, correct: object, abs_error: object, reward: object) -> float | None:
         if self.reward is Reward.CORRECT:
             return None if correct is None else float(bool(correct))
+        if self.reward is Reward.FEEDBACK:
+            return float(reward) if isinstance(reward, int | float) and math.isfinite(reward) else None
         if self.reward is Reward.NEGATIVE_ABS_ERROR and isinstance(abs_error, int | float) and math.isfinite(abs_error):
             return -float(abs_error)
         return None

@@ -45,9 +45,6 @@ def check_bandit(section: BanditSection, arms: list[str], model_kind: str | None
     if section.min_share * len(arms) > 1:
         raise ValueError(f"bandit.min_share: {section.min_share} times {len(arms)} variants is more than all of "
                          "the traffic")
-    if section.reward is Reward.FEEDBACK:
-        raise ValueError("bandit.reward: 'feedback' (a numeric reward sent to /feedback) is not built yet; use "
-                         "'correct' (classifiers) or 'negative_abs_error' (regressors)")
     needs = section.reward.model_kind
     if model_kind is not None and model_kind != "auto" and needs is not None and model_kind != needs:
         raise ValueError(f"bandit.reward: {section.reward.value!r} needs a {needs}, the model is a {model_kind}")

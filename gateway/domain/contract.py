@@ -56,6 +56,7 @@ METRIC_ASSIGNMENT_PROBABILITY = "assignment_probability"  # the chosen variant's
 METRIC_REQUEST_TIME = "request_time_ms"  # the request in the gateway: queueing, validation and the call
 METRIC_CORRECT = "correct"  # feedback: 1 or 0 (classifiers)
 METRIC_ABS_ERROR = "abs_error"  # feedback: |true - predicted| (regressors)
+METRIC_REWARD = "reward"  # feedback: the numeric reward sent with the label (a bandit's reward = "feedback")
 METRIC_TRUE_VALUE = "true_value"
 
 # Artifacts of window runs. The record table is Parquet; runs exported before it was are JSON lines.

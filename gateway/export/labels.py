@@ -42,6 +42,8 @@ def label_payload(label: LabelRow) -> tuple[list[Any], list[Any]]:
     if label.abs_error is not None:
         metrics.append(Metric(c.METRIC_ABS_ERROR, float(label.abs_error), now, 0))
         metrics.append(Metric(c.METRIC_TRUE_VALUE, float(label.true_label), now, 0))
+    if label.reward is not None:
+        metrics.append(Metric(c.METRIC_REWARD, float(label.reward), now, 0))
     return metrics, [RunTag(c.TAG_TRUE_LABEL, str(label.true_label))]
 
 
@@ -133,7 +135,8 @@ class LabelWindows:
             self.writer.log_batch(run_id, metrics)
             table = "\n".join(json.dumps({"request_id": lb.request_id, "row_index": lb.row_index,
                                           "model_version": lb.model_version, "true_label": lb.true_label,
-                                          "correct": lb.correct, "abs_error": lb.abs_error, "ts_ms": lb.ts_ms},
+                                          "correct": lb.correct, "abs_error": lb.abs_error, "ts_ms": lb.ts_ms,
+                                          "reward": lb.reward},
                                          separators=(",", ":")) for lb in labels) + "\n"
             self.writer.log_text(run_id, table, c.FEEDBACK_ARTIFACT)
             self.writer.finish(run_id, last + 1)

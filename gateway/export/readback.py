@@ -20,7 +20,7 @@ PAGE = 50_000  # MLflow's largest page for search_runs
 RECORD_COLUMNS = ["request_id", "row_index", "role", "model_version", "kind", "prediction", "value", "latency_ms",
                   "request_time_ms", "batch_rows", "ts_ms", "routing", "config_hash", "weights", "correct",
                   "abs_error", "true_label", "user", "model_uri", "model", "assignment_probability",
-                  "weights_version"]
+                  "weights_version", "reward"]
 REGRESSOR = "regressor"
 
 
@@ -91,6 +91,7 @@ def prediction_records(runs: pd.DataFrame, segment: str | None = None) -> pd.Dat
         "weights": _col(df, f"tags.{c.TAG_WEIGHTS}", "").fillna(""),
         "correct": _col(df, f"metrics.{c.METRIC_CORRECT}", np.nan).astype(float),
         "abs_error": _col(df, f"metrics.{c.METRIC_ABS_ERROR}", np.nan).astype(float),
+        "reward": _col(df, f"metrics.{c.METRIC_REWARD}", np.nan).astype(float),
         "true_label": _col(df, f"tags.{c.TAG_TRUE_LABEL}", None),
         "user": _col(df, f"tags.{c.TAG_USER}", None),
         "model_uri": _col(df, f"tags.{c.TAG_MODEL_URI}", "").fillna(""),
@@ -179,7 +180,7 @@ def window_records(runs: pd.DataFrame, tracking_uri: str, progress: bool = False
         "ts_ms": raw["ts_ms"].astype("int64"),
         "routing": raw["routing"], "config_hash": raw["config_hash"],
         "weights": raw["weights"] if "weights" in raw.columns else "",
-        "correct": np.nan, "abs_error": np.nan, "true_label": None,
+        "correct": np.nan, "abs_error": np.nan, "true_label": None, "reward": np.nan,
         "user": raw["user"] if "user" in raw.columns else None,
         "model_uri": raw["model_uri"].fillna("") if "model_uri" in raw.columns else "",  # older tables: none
         "model": raw["model"].fillna("") if "model" in raw.columns else "",
@@ -213,8 +214,10 @@ def join_labels(records: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     labels = labels.assign(request_id=labels["request_id"].astype(str), role="primary",
                            correct_l=pd.to_numeric(labels["correct"], errors="coerce").astype(float),
                            abs_error_l=pd.to_numeric(labels["abs_error"], errors="coerce").astype(float),
-                           true_label_l=labels["true_label"])
-    merged = records.merge(labels[["request_id", "row_index", "role", "correct_l", "abs_error_l", "true_label_l"]],
+                           true_label_l=labels["true_label"],
+                           reward_l=pd.to_numeric(labels.get("reward", np.nan), errors="coerce"))
+    merged = records.merge(labels[["request_id", "row_index", "role", "correct_l", "abs_error_l", "true_label_l",
+                                   "reward_l"]],
                            on=["request_id", "row_index", "role"], how="left")
     # A label another replica received comes unjudged: judge it against the record it joins here.
     true = merged.pop("true_label_l")
@@ -226,6 +229,8 @@ def join_labels(records: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
         merged["value"] - pd.to_numeric(true, errors="coerce")).abs()[unjudged & regressor]
     merged["correct"] = merged["correct"].fillna(merged.pop("correct_l"))
     merged["abs_error"] = merged["abs_error"].fillna(merged.pop("abs_error_l"))
+    reward = merged.pop("reward_l").astype(float)
+    merged["reward"] = merged["reward"].astype(float).fillna(reward) if "reward" in merged else reward
     merged["true_label"] = (merged["true_label"] if "true_label" in merged else pd.Series(None, index=merged.index)
                             ).where(lambda s: s.notna(), true)
     return merged

@@ -25,6 +25,8 @@ class FeedbackBody(BaseModel):
     request_id: str = Field(pattern=REQUEST_ID_PATTERN, description="the prediction's request id")
     true_label: Annotated[str | int | float, BeforeValidator(reject_bool)]
     row_index: int = Field(0, ge=0, le=1_000_000, description="the row of a batch request (0 for a single row)")
+    reward: Annotated[float | None, BeforeValidator(reject_bool)] = Field(
+        None, allow_inf_nan=False, description="a numeric reward, for a bandit with reward = \"feedback\"")
 
 
 @router.post("/feedback", status_code=202, summary="Ground truth for an answered prediction",
@@ -34,7 +36,7 @@ async def feedback(request: Request, body: FeedbackBody) -> dict[str, Any]:
     the prediction's run; ``abs_error`` for regressors). 404 for an unknown request id or row, 422 for
     a label that is not one of the model's classes."""
     return await run_in_threadpool(services(request).feedback.record, body.request_id, body.true_label,
-                                   body.row_index)
+                                   body.row_index, body.reward)
 
 
 @router.get("/healthz", summary="Liveness: the process answers")

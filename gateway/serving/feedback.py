@@ -39,7 +39,8 @@ class FeedbackRecorder:
         self.observers = observers
         self.accept_remote = accept_remote  # replicas: a label for another replica's prediction is kept
 
-    def record(self, request_id: str, true_label: str | int | float, row_index: int = 0) -> dict[str, Any]:
+    def record(self, request_id: str, true_label: str | int | float, row_index: int = 0,
+               reward: float | None = None) -> dict[str, Any]:
         spool = self.spool
         if spool is None:
             raise SpoolUnavailable("feedback needs the prediction spool, which is disabled or could not be opened")
@@ -54,7 +55,7 @@ class FeedbackRecorder:
                 break
             time.sleep(0.01)
         if predicted is None and self.accept_remote:
-            return self._record_remote(spool, request_id, true_label, row_index)
+            return self._record_remote(spool, request_id, true_label, row_index, reward)
         if predicted is None:
             raise UnknownRequest(f"no answered prediction with request_id {request_id!r} and row {row_index} in "
                                  f"the spool (unknown, or older than the spool's retention)", request_id=request_id)
@@ -67,8 +68,8 @@ class FeedbackRecorder:
         else:
             label = self._class_label(true_label)
             correct = is_correct(predicted.prediction, label)
-        replayed = _stored(lambda: spool.labels.append(predicted, label, correct, abs_error), request_id, row_index,
-                           label)
+        replayed = _stored(lambda: spool.labels.append(predicted, label, correct, abs_error, reward), request_id,
+                           row_index, label)
         self.counts.add("feedback_replayed" if replayed else "feedback")
         if not replayed:
             self.observers.feedback(predicted.model_version, predicted.routing, correct, predicted.ts_ms,
@@ -80,14 +81,16 @@ class FeedbackRecorder:
             out["correct"] = correct
         if abs_error is not None:
             out["abs_error"] = abs_error
+        if reward is not None:
+            out["reward"] = reward
         return out
 
     def _record_remote(self, spool: Any, request_id: str, true_label: str | int | float,
-                       row_index: int) -> dict[str, Any]:
+                       row_index: int, reward: float | None = None) -> dict[str, Any]:
         label: str | int | float = (_number(true_label) if self.variants.kind == ModelKind.REGRESSOR
                                     else self._class_label(true_label))
-        replayed = _stored(lambda: spool.labels.append_remote(request_id, row_index, label), request_id, row_index,
-                           label)
+        replayed = _stored(lambda: spool.labels.append_remote(request_id, row_index, label, reward), request_id,
+                           row_index, label)
         self.counts.add("feedback_replayed" if replayed else "feedback_remote")
         return {"request_id": request_id, "row_index": row_index, "true_label": label, "replayed": replayed,
                 "joined": "in MLflow"}

@@ -42,6 +42,7 @@ class LabelRow:
     attempts: int
     batch_id: str | None
     prediction_run_id: str | None
+    reward: float | None = None  # /feedback's numeric reward, for a bandit with reward = "feedback"
 
     @property
     def remote(self) -> bool:
@@ -62,25 +63,27 @@ class LabelTable:
         self.db = db
 
     def append(self, record: PredictionRecord, true_label: str | int | float, correct: bool | None,
-               abs_error: float | None) -> int:
+               abs_error: float | None, reward: float | None = None) -> int:
         """Commit a true label for an answered prediction; the exporter takes it to MLflow. The first
         label of a prediction wins: another one raises LabelExists with the stored label."""
-        return self._insert(record.request_id, record.row_index, record.model_version, true_label, correct, abs_error)
+        return self._insert(record.request_id, record.row_index, record.model_version, true_label, correct, abs_error,
+                            reward)
 
-    def append_remote(self, request_id: str, row_index: int, true_label: str | int | float) -> int:
+    def append_remote(self, request_id: str, row_index: int, true_label: str | int | float,
+                      reward: float | None = None) -> int:
         """A true label for a prediction another replica answered: the exporter joins it to that
         prediction in MLflow (and works out whether it was right there)."""
-        return self._insert(request_id, row_index, REMOTE_VARIANT, true_label, None, None)
+        return self._insert(request_id, row_index, REMOTE_VARIANT, true_label, None, None, reward)
 
     def _insert(self, request_id: str, row_index: int, model_version: str, true_label: str | int | float,
-                correct: bool | None, abs_error: float | None) -> int:
+                correct: bool | None, abs_error: float | None, reward: float | None = None) -> int:
         try:
             with self.db.adding() as conn:
                 cur = conn.execute(
-                    "INSERT INTO labels (request_id, row_index, model_version, true_label, correct, abs_error, ts_ms) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO labels (request_id, row_index, model_version, true_label, correct, abs_error, ts_ms, "
+                    "reward) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (request_id, row_index, model_version, json.dumps(true_label),
-                     None if correct is None else int(correct), abs_error, int(time.time() * 1000)))
+                     None if correct is None else int(correct), abs_error, int(time.time() * 1000), reward))
             return int(cur.lastrowid or 0)
         except sqlite3.IntegrityError:
             row = self.db.connection().execute("SELECT true_label FROM labels WHERE request_id = ? AND row_index = ?",
@@ -101,14 +104,15 @@ class LabelTable:
             rows = conn.execute(
                 f"""UPDATE labels SET status = {CLAIMED:d}, lease_until = ?, attempts = attempts + 1, batch_id = ?
                     WHERE {where[0]} RETURNING id, request_id, row_index, model_version, true_label, correct,
-                    abs_error, ts_ms, attempts, batch_id""", (now + lease_seconds, batch_id, *where[1])).fetchall()
+                    abs_error, ts_ms, attempts, batch_id, reward""",
+                (now + lease_seconds, batch_id, *where[1])).fetchall()
         conn = self.db.connection()
         out = []
-        for lid, rid, idx, version, label, correct, abs_error, ts, attempts, batch in sorted(rows):
+        for lid, rid, idx, version, label, correct, abs_error, ts, attempts, batch, reward in sorted(rows):
             run = conn.execute(_PREDICTION_RUN, (idx, rid, idx, idx)).fetchone()
             out.append(LabelRow(int(lid), str(rid), int(idx), str(version), json.loads(label),
                                 None if correct is None else bool(correct), abs_error, int(ts), int(attempts),
-                                batch, run[0] if run and run[0] else None))
+                                batch, run[0] if run and run[0] else None, reward))
         return batch_id, out
 
     def finish(self, label_ids: Sequence[int], run_id: str | None) -> None:

@@ -72,7 +72,8 @@ CREATE TABLE IF NOT EXISTS labels (
     lease_until REAL,
     attempts INTEGER NOT NULL DEFAULT 0,
     batch_id TEXT,
-    run_id TEXT
+    run_id TEXT,
+    reward REAL
 );
 CREATE INDEX IF NOT EXISTS labels_open ON labels (id) WHERE status != {DONE:d};
 """
@@ -87,6 +88,8 @@ def create(conn: sqlite3.Connection, path: Path) -> None:
     conn.executescript(TABLES)
     _migrate_single_row_spool(conn)
     _migrate_row_spool(conn, path)
+    if "reward" not in {row[1] for row in conn.execute("PRAGMA table_info(labels)")}:  # before bandits
+        conn.execute("ALTER TABLE labels ADD COLUMN reward REAL")
     try:
         conn.execute(_LABELS_ONCE)
     except sqlite3.IntegrityError:  # a spool written before the first-label-wins rule

@@ -62,3 +62,20 @@ def test_a_bandit_section_without_bandit_mode_says_so() -> None:
     s = load_settings(None, variants=ARMS, bandit={"burn_in": 5})
     assert any("[bandit] is used only with" in n for n in s.notices)
     assert isinstance(BanditSection(), BanditSection)
+
+
+def test_feedback_rewards_are_read_from_the_spool(tmp_path) -> None:
+    from gateway.bandit.rewards import SpoolRewards
+    from gateway.bandit.spec import Reward
+    from gateway.spool.store import PredictionSpool
+    from tests.harness.records import rec
+
+    spool = PredictionSpool(tmp_path)
+    records = [rec(i, version="a" if i % 2 else "b") for i in range(6)]
+    for r in records:
+        spool.append(r)
+    for r in records:
+        spool.labels.append(r, "Setosa", None, None, reward=2.0 if r.model_version == "a" else -1.0)
+    sums = SpoolRewards(spool.db, Reward.FEEDBACK).read()
+    assert sums["a"].n == 3 and sums["a"].mean == 2.0 and sums["b"].mean == -1.0
+    spool.close()

@@ -308,6 +308,7 @@ def test_feedback_is_stored_and_validated(tmp_path: Path, local_models: dict[str
         wait_ready(c)
         rid = c.post("/predict", json=FEATURES).json()["request_id"]
         other = c.post("/predict", json=FEATURES).json()["request_id"]
+        third = c.post("/predict", json=FEATURES).json()["request_id"]
         r = c.post("/feedback", json={"request_id": rid, "true_label": "setosa"})
         assert r.status_code == 202 and r.json()["correct"] is True and r.json()["true_label"] == "Setosa"
         r = c.post("/feedback", json={"request_id": other, "true_label": 2})
@@ -323,11 +324,20 @@ def test_feedback_is_stored_and_validated(tmp_path: Path, local_models: dict[str
         r = c.post("/feedback", json={"request_id": "never-seen", "true_label": "Setosa"})
         assert r.status_code == 404 and "never-seen" in r.json()["message"]
         assert c.post("/feedback", json={"true_label": "Setosa"}).status_code == 422
+        # A numeric reward (a bandit's reward = "feedback") rides with the label; anything else is a 422.
+        for bad in ("lots", True, "NaN", "Infinity", [1]):
+            r = c.post("/feedback", json={"request_id": third, "true_label": 0, "reward": bad})
+            assert r.status_code == 422 and r.json()["errors"][0]["field"] == "reward", bad
+        r = c.post("/feedback", content=b'{"request_id": "%s", "true_label": 0, "reward": NaN}' % third.encode(),
+                   headers={"content-type": "application/json"})
+        assert r.status_code == 422
+        r = c.post("/feedback", json={"request_id": third, "true_label": 0, "reward": 2.5})
+        assert r.status_code == 202 and r.json()["reward"] == 2.5
     spool = PredictionSpool(tmp_path / "spool")
-    assert spool.labels.count_open() == 2
-    _, (first, second) = spool.labels.claim(10)
+    assert spool.labels.count_open() == 3
+    _, (first, second, with_reward) = spool.labels.claim(10)
     assert first.request_id == rid and first.correct is True and second.request_id == other
-    assert second.correct is False
+    assert second.correct is False and first.reward is None and with_reward.reward == 2.5
 
 
 def test_feedback_for_a_prediction_still_in_flight_waits_for_it(tmp_path: Path, local_models: dict[str, str]) -> None:
