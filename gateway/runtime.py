@@ -87,7 +87,8 @@ class Gateway:
         if settings.routing.mode == "bandit" and self.spool is not None:
             services.bandit = BanditRunner(settings.bandit, services.routing,
                                            SpoolRewards(self.spool.db, settings.bandit.reward).read,
-                                           settings.spool.dir / "bandit.lock")
+                                           settings.spool.dir / "bandit.lock",
+                                           decides=settings.state.backend == "local")
             self.metrics.registry.register(BanditCollector(services.bandit.describe))
         if self._config_path is not None and threading.current_thread() is threading.main_thread():
             path = self._config_path

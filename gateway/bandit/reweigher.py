@@ -1,6 +1,9 @@
-"""The bandit's loop: every ``update_seconds`` the rewards are read and, in the one worker that holds
-the lock next to the spool, the weights moved (RoutingTable.change: every worker and the change log
-see it). Every worker keeps the posterior it last computed, for GET /bandit and /metrics."""
+"""The bandit's loop: every ``update_seconds`` the rewards are read and, in the one process that
+decides, the weights moved (RoutingTable.change: every worker, every replica and the change log see
+it). One gateway: the worker that holds the lock next to the spool decides, from the spool's labels.
+Replicas (state in MLflow): the rollout controller's process decides, from the labels in MLflow, and
+each replica only follows. Every process keeps the posterior it last computed, for GET /bandit and
+/metrics."""
 
 from __future__ import annotations
 
@@ -26,13 +29,14 @@ SOURCE = "bandit"
 
 class BanditRunner:
     def __init__(self, section: BanditSection, table: RoutingTable, rewards: Callable[[], dict[str, ArmRewards]],
-                 lock_path: Path | None, seed: int | None = None) -> None:
+                 lock_path: Path | None, seed: int | None = None, decides: bool = True) -> None:
         """``lock_path``: the file whose lock makes one worker the one that reweighs (None: this
-        process always does)."""
+        process always does). ``decides`` False: never reweighs (a replica; the controller does)."""
         self.section = section
         self.table = table
         self.rewards = rewards
         self.lock_path = lock_path
+        self.decides = decides
         self.policy = ThompsonPolicy(table.names, section.reward.kind, burn_in=section.burn_in,
                                      min_share=section.min_share, draws=section.draws, seed=seed)
         self.last: Reweighting | None = None
@@ -55,11 +59,11 @@ class BanditRunner:
 
     @property
     def leader(self) -> bool:
-        return self.lock_path is None or self._lock_file is not None
+        return self.decides and (self.lock_path is None or self._lock_file is not None)
 
     def _try_lead(self) -> bool:
-        if self.leader:
-            return True
+        if self.leader or not self.decides:
+            return self.leader
         assert self.lock_path is not None
         handle = open(self.lock_path, "a+")  # noqa: SIM115 - held open for as long as this worker reweighs
         try:
@@ -113,4 +117,7 @@ class BanditRunner:
                 "update_seconds": s.update_seconds, "burn_in": s.burn_in, "min_share": s.min_share,
                 "weights_version": router.version, "arms": arms,
                 "last_computed": utc_iso(self.last_at) if self.last_at else None,
-                "reweighings_here": self.reweighings, "reweighs_here": self.leader, "last_error": self.last_error}
+                "reweighings_here": self.reweighings, "reweighs_here": self.leader, "last_error": self.last_error,
+                "rewards_from": "the labels in MLflow" if self.decides and self.lock_path is None else
+                "this gateway's spool" if self.decides else
+                "the labels this replica received (the controller reweighs from MLflow's)"}

@@ -320,9 +320,9 @@ class Settings(BaseSettings):
                              f"{self.mlflow.tracking_uri!r}")
         if self.routing.mode == "bandit":
             check_bandit(self.bandit, [v.name for v in self.variants], self.model.kind)
-            if self.state.backend == "mlflow":
-                raise ValueError("routing.mode: \"bandit\" reweighs in one gateway (its workers share the local "
-                                 "state); with state.backend = \"mlflow\" (replicas) it is not built yet")
+            if self.state.backend == "mlflow" and self.bandit.reward != "correct":
+                raise ValueError("bandit.reward: replicas (state.backend = \"mlflow\") reweigh from the labels in "
+                                 "MLflow, read as correct/incorrect: only reward = \"correct\" is built for them")
             if not self.spool.enabled:
                 raise ValueError("routing.mode: \"bandit\" learns from the labels kept in the spool; "
                                  "spool.enabled = false leaves it nothing to learn from")

@@ -21,6 +21,8 @@ import threading
 import time
 from typing import Any
 
+from gateway.bandit.reweigher import BanditRunner
+from gateway.bandit.thompson import ArmRewards
 from gateway.cli import start_cli
 from gateway.config.settings import DEFAULT_CONFIG_PATH, Settings
 from gateway.domain.errors import StateConflict, StateUnavailable
@@ -63,6 +65,9 @@ class StandaloneController:
         self.controller = RolloutController(MlflowRolloutStore(self.ledger), self.routing, RolloutObserver(),
                                             self._move_champion, counts=self._counts,
                                             pending=self.outbox.pending if self.outbox is not None else None)
+        self.bandit: BanditRunner | None = None
+        if settings.routing.mode == "bandit":  # this process reweighs for every replica
+            self.bandit = BanditRunner(settings.bandit, self.routing, self._bandit_rewards, lock_path=None)
         self.looks = 0
         self.last_look_at: float | None = None
         self.last_problem: str | None = None
@@ -80,6 +85,12 @@ class StandaloneController:
             if accuracy is not None:
                 apply_accuracy(counts, accuracy, (record.spec.control, record.spec.candidate))
         return counts, replicas
+
+    def _bandit_rewards(self) -> dict[str, ArmRewards]:
+        """Each arm's labelled and correct predictions in MLflow (any replica may have received a label),
+        as 0/1 rewards; none until MLflow has been read once (the burn-in's equal weights stand)."""
+        accuracy = self.accuracy(0) or {}
+        return {v: ArmRewards(a.labelled, float(a.correct), float(a.correct)) for v, a in accuracy.items()}
 
     def _move_champion(self, variant: str) -> dict[str, Any]:
         spec = next((v for v in self.routing.config.variants if v.name == variant), None)
@@ -109,6 +120,10 @@ class StandaloneController:
 
     def run(self) -> None:
         interval = self.settings.rollout.interval_seconds
+        if self.bandit is not None:
+            log.info("bandit: reweighing every replica's routing every %.3g s from the labels in MLflow",
+                     self.settings.bandit.update_seconds)
+            self.bandit.start()
         log.info("rollout controller: state %s, counts from Prometheus %s, a look every %.3g s",
                  self.ledger.location, self.prometheus.url, interval)
         while not self._stop.is_set():
@@ -125,6 +140,8 @@ class StandaloneController:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.bandit is not None:
+            self.bandit.stop()
         if self.sender is not None:
             self.sender.stop()
 
