@@ -84,7 +84,10 @@ class Gateway:
             self._runner = RolloutRunner(services.rollout, settings.spool.dir / "rollout.lock",
                                          settings.rollout.interval_seconds, decides=services.decides_rollouts)
             self._runner.start()
-        if settings.routing.mode == "bandit" and self.spool is not None:
+        if settings.routing.mode == "bandit" and self.spool is None:
+            log.error("routing.mode \"bandit\": the spool could not be opened, so no labels can be read; the "
+                      "weights stay as they are until the gateway restarts with a working spool")
+        elif settings.routing.mode == "bandit" and self.spool is not None:
             services.bandit = BanditRunner(settings.bandit, services.routing,
                                            SpoolRewards(self.spool.db, settings.bandit.reward).read,
                                            settings.spool.dir / "bandit.lock",
