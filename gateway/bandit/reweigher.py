@@ -8,7 +8,6 @@ each replica only follows. Every process keeps the posterior it last computed, f
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import threading
 import time
@@ -22,6 +21,7 @@ from gateway.bandit.thompson import ArmRewards
 from gateway.domain.contract import utc_iso
 from gateway.domain.messages import first_line
 from gateway.routing.table import RoutingTable
+from gateway.state.leader import LeaderLock
 
 log = logging.getLogger("gateway.bandit")
 SOURCE = "bandit"
@@ -43,7 +43,7 @@ class BanditRunner:
         self.last_at: float | None = None
         self.reweighings = 0
         self.last_error: str | None = None
-        self._lock_file: Any = None
+        self._lock = LeaderLock(lock_path) if lock_path is not None else None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bandit", daemon=True)
 
@@ -54,24 +54,19 @@ class BanditRunner:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
-        if self._lock_file is not None:
-            self._lock_file.close()
+        if self._lock is not None:
+            self._lock.release()
 
     @property
     def leader(self) -> bool:
-        return self.decides and (self.lock_path is None or self._lock_file is not None)
+        return self.decides and (self._lock is None or self._lock.held)
 
     def _try_lead(self) -> bool:
         if self.leader or not self.decides:
             return self.leader
-        assert self.lock_path is not None
-        handle = open(self.lock_path, "a+")  # noqa: SIM115 - held open for as long as this worker reweighs
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
+        assert self._lock is not None
+        if not self._lock.try_acquire():
             return False
-        self._lock_file = handle
         log.info("this worker now reweighs the bandit every %gs", self.section.update_seconds)
         return True
 

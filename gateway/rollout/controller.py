@@ -12,7 +12,6 @@ change-log run need MLflow, and both are tried in the background).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import threading
@@ -32,6 +31,7 @@ from gateway.rollout.observations import Following, RolloutObserver
 from gateway.rollout.record import RolloutRecord, RolloutRecords
 from gateway.rollout.spec import Decision, Require, RolloutSection, RolloutSpec, RolloutState
 from gateway.routing.table import RoutingTable
+from gateway.state.leader import LeaderLock
 
 log = logging.getLogger("gateway.rollout")
 
@@ -278,27 +278,22 @@ class RolloutRunner:
         self.lock_path = lock_path
         self.interval_s = interval_s
         self.worker = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self._lock_file: Any = None
+        self._lock = LeaderLock(lock_path)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rollout-runner", daemon=True)
 
     @property
     def leader(self) -> bool:
-        return self._lock_file is not None
+        return self._lock.held
 
     def start(self) -> None:
         self._thread.start()
 
     def _try_lead(self) -> bool:
-        if self._lock_file is not None:
+        if self._lock.held:
             return True
-        handle = open(self.lock_path, "a+")  # noqa: SIM115 - held open for as long as this worker leads
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
+        if not self._lock.try_acquire():
             return False
-        self._lock_file = handle
         log.info("worker %s now takes the rollout's decisions", self.worker)
         return True
 
@@ -328,6 +323,4 @@ class RolloutRunner:
             self._thread.join(timeout=5)
         with contextlib.suppress(Exception):
             self.step()  # the last counts out
-        if self._lock_file is not None:
-            self._lock_file.close()
-            self._lock_file = None
+        self._lock.release()
