@@ -40,6 +40,7 @@ def bandit_section(records: pd.DataFrame) -> dict[str, Any] | None:
         "versions": {arm: _clean(e.to_dict()) for arm, e in estimates.items()},
         "regret": _clean(regret(arms[labelled], estimates)),
         "weights_over_time": _weights_over_time(primary),
+        "last_ts_ms": int(primary["ts_ms"].max()),
         "note": "ipw: self-normalised inverse-propensity mean of the rewards, weighted by one over each "
                 "request's logged assignment probability; naive: the plain mean, biased when the weights "
                 "moved with the rewards",
@@ -95,10 +96,14 @@ def weights_chart(section: dict[str, Any]) -> str | None:
     fig, ax = plt.subplots(figsize=(7, 3.2), dpi=110)
     start = points[0]["ts_ms"]
     arms = sorted({a for p in points for a in p["weights"]})
+    end = max(section.get("last_ts_ms") or points[-1]["ts_ms"], points[-1]["ts_ms"])
     for i, arm in enumerate(arms):
-        xs = [(p["ts_ms"] - start) / 1000 for p in points]
+        xs = [(p["ts_ms"] - start) / 1000 for p in points] + [(end - start) / 1000]
         ys = [p["weights"].get(arm, 0.0) for p in points]
-        ax.step(xs, ys, where="post", label=arm, color=PALETTE[i % len(PALETTE)])
+        ys.append(ys[-1])
+        # Dashes of different lengths: arms at the same weight (two at the floor) stay visible.
+        ax.step(xs, ys, where="post", label=arm, color=PALETTE[i % len(PALETTE)], linewidth=2.2 - 0.5 * (i % 3),
+                linestyle=("-", "--", ":")[i % 3])
     ax.set_xlabel("seconds since the first record")
     ax.set_ylabel("weight")
     ax.set_ylim(0, 1)
