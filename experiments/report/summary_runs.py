@@ -72,6 +72,10 @@ def log_summary_runs(report: dict[str, Any], tracking_uri: str, html: str | None
     for role, versions in (("primary", report["versions"]), ("shadow", report["shadow_versions"])):
         for version, s in versions.items():
             metrics = _summary_metrics(s, pvals)
+            bandit = ((report.get("bandit") or {}).get("versions") or {}).get(version) if role == "primary" else None
+            if bandit:  # the bias-corrected mean reward under moving weights, beside the naive one
+                metrics.update({f"bandit_{k}": v for k, v in bandit.items()
+                                if k in ("ipw_mean", "ipw_low", "ipw_high", "naive_mean") and v is not None})
             if role == "primary":  # this version against the control: raw and adjusted, side by side
                 for metric, t in (comparisons.get("pairs") or {}).get(version, {}).items():
                     metrics[c.param_name(f"vs_control_{metric}_p_value")] = t["p_value"]

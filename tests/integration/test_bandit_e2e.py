@@ -93,9 +93,14 @@ def test_a_bandit_starves_the_constant_version_and_ipw_matches_offline_accuracy(
 
     html_path = gw.workdir / "report.html"
     proc = subprocess.run([sys.executable, "-m", "experiments.compare", "--experiment", experiment, "--tracking-uri",
-                           mlflow_server.url, "--html", str(html_path), "--no-log"], capture_output=True, text=True,
+                           mlflow_server.url, "--html", str(html_path)], capture_output=True, text=True,
                           timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
+    import mlflow
+
+    summary = mlflow.search_runs(experiment_names=[f"{experiment}-comparison"],
+                                 filter_string="tags.model_version = 'const'")
+    assert summary["metrics.bandit_ipw_mean"].iloc[0] == pytest.approx(section["versions"]["const"]["ipw_mean"])
     assert "bandit (reward correct" in proc.stdout and "regret against always serving" in proc.stdout
     assert "bandit weights over time" in html_path.read_text()
 

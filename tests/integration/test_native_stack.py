@@ -90,8 +90,8 @@ def test_postgres_mlflow_gateway_and_prometheus(tmp_path: Path, postgres_db: str
                                            params={"query": target["expr"]}).json()
                         assert answer["status"] == "success", (panel["title"], answer)
                         expect_data = not any(w in target["expr"] for w in ("shadow", "failed", 'status!="200"',
-                                                                            "gateway_rollout"))
-                        if expect_data:  # no shadow traffic, no errors and no rollout here
+                                                                            "gateway_rollout", "gateway_bandit"))
+                        if expect_data:  # no shadow traffic, no errors, no rollout and no bandit here
                             assert answer["data"]["result"], (panel["title"], target["expr"])
                 info = httpx.get(f"http://127.0.0.1:{port}/api/v1/query",
                                  params={"query": "gateway_variant_info"}).json()["data"]["result"]
