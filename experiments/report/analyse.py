@@ -13,22 +13,15 @@ from experiments.report.comparisons import by_segment, compare_to_control
 from experiments.report.recommend import recommend
 from experiments.report.sequential import sequential_section
 from gateway.domain.labels import correct_column
+from gateway.domain.records import RANDOMISED
 from gateway.export.readback import REGRESSOR
+from gateway.routing.router import parse_weights_tag
 
 
 class NoRuns(Exception):
     pass
 
 
-def _parse_weights(text: str) -> dict[str, float]:
-    out = {}
-    for part in filter(None, text.split(",")):
-        name, _, value = part.partition("=")
-        try:
-            out[name] = float(value)
-        except ValueError:
-            return {}
-    return out
 
 
 def labels_of(records: pd.DataFrame) -> list[Any]:
@@ -178,7 +171,7 @@ MULTIPLE_EXPOSURE_WARN = 0.01
 def unit_of_analysis(primary: pd.DataFrame) -> dict[str, Any]:
     """The randomisation unit: the user when most randomised requests were routed by a sticky user key
     (each user's requests all go one way, so they are not independent samples), else the request."""
-    randomised = primary[primary["routing"].isin(["weighted", "sticky"]) & (primary["row_index"] == 0)]
+    randomised = primary[primary["routing"].isin(RANDOMISED) & (primary["row_index"] == 0)]
     sticky = randomised[(randomised["routing"] == "sticky") & randomised["user"].notna()]
     if len(randomised) and len(sticky) * 2 >= len(randomised):
         users = int(sticky["user"].nunique())
@@ -204,14 +197,14 @@ def _sample_ratio(primary: pd.DataFrame, report: dict[str, Any], names: list[str
     """Sample-ratio mismatch, per configuration period, on randomised traffic only (one count per
     request: a batch is one routing decision; with ``by_user``, one count per sticky user: the unit
     that was randomised). Returns the latest period's requests and weights."""
-    randomised = primary[primary["routing"].isin(["weighted", "sticky"]) & (primary["weights"] != "")
+    randomised = primary[primary["routing"].isin(RANDOMISED) & (primary["weights"] != "")
                          & (primary["row_index"] == 0)]
     if by_user:
         randomised = randomised[(randomised["routing"] == "sticky") & randomised["user"].notna()]
     by_config = {}
     for (config_hash, weights), group in randomised.groupby(["config_hash", "weights"]):
         units = group.drop_duplicates("user") if by_user else group
-        res = st.srm(units["model_version"].value_counts().to_dict(), _parse_weights(str(weights)))
+        res = st.srm(units["model_version"].value_counts().to_dict(), parse_weights_tag(str(weights)))
         if res is not None:
             by_config[str(config_hash)] = {**res, "n": len(units), "unit": "user" if by_user else "request"}
     if by_config:
@@ -224,7 +217,7 @@ def _sample_ratio(primary: pd.DataFrame, report: dict[str, Any], names: list[str
         latest_group = randomised[randomised["config_hash"] == latest]
         if by_user:  # the always-valid check counts each user once too, at their first request
             latest_group = latest_group.sort_values("ts_ms").drop_duplicates("user")
-        return latest_group, _parse_weights(str(latest_group["weights"].iloc[0]))
+        return latest_group, parse_weights_tag(str(latest_group["weights"].iloc[0]))
     if len(names) >= 2:
         verdicts.append(st.srm_verdict(None))
     return None

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gateway.domain.records import RANDOMISED
+from gateway.routing.router import parse_weights_tag
 from gateway.stats.ipw import arm_estimates, regret
-
-RANDOMISED = ("weighted", "sticky")
 
 
 def bandit_section(records: pd.DataFrame) -> dict[str, Any] | None:
@@ -52,12 +52,7 @@ def _weights_over_time(primary: pd.DataFrame) -> list[dict[str, Any]]:
     for tag, ts in zip(primary["weights"], primary["ts_ms"], strict=True):
         if out and out[-1]["tag"] == tag:
             continue
-        weights = {}
-        for part in str(tag).split(","):
-            name, _, value = part.rpartition("=")
-            if name:
-                weights[name] = float(value)
-        out.append({"ts_ms": int(ts), "tag": tag, "weights": weights})
+        out.append({"ts_ms": int(ts), "tag": tag, "weights": parse_weights_tag(str(tag))})
     return [{"ts_ms": p["ts_ms"], "weights": p["weights"]} for p in out]
 
 

@@ -9,6 +9,7 @@ import math
 
 from gateway.bandit.spec import Reward
 from gateway.bandit.thompson import ArmRewards
+from gateway.domain.records import RANDOMISED
 from gateway.spool.sqlite import SqliteFile
 
 _NEW_LABELS = """SELECT l.id, l.model_version, l.correct, l.abs_error, l.reward, json_extract(r.shared, '$.routing')
@@ -18,7 +19,6 @@ _NEW_LABELS = """SELECT l.id, l.model_version, l.correct, l.abs_error, l.reward,
                  JOIN entry_rows r ON r.entry_id = e.id
                  WHERE l.id > ? AND l.model_version != '' AND e.ts_ms >= ?
                  ORDER BY l.id LIMIT 50000"""
-RANDOMISED = ("weighted", "sticky")
 
 
 class SpoolRewards:

@@ -7,7 +7,6 @@ each replica only follows. Every process keeps the posterior it last computed, f
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -84,21 +83,23 @@ class BanditRunner:
         return result
 
     def _run(self) -> None:
-        while not self._stop.wait(self.section.update_seconds):
+        # The first round at once: GET /bandit and /metrics show the posterior from the start (they only
+        # read what this thread computed; the rewards reader is not safe to share between threads).
+        while True:
             try:
                 self.step()
                 self.last_error = None
             except Exception as exc:  # a locked spool, a state conflict: try again next round
                 self.last_error = first_line(exc, 300)
                 log.warning("bandit reweighting failed: %s", self.last_error)
+            if self._stop.wait(self.section.update_seconds):
+                return
 
     def describe(self) -> dict[str, Any]:
-        """GET /bandit: the weights in force, and each arm's posterior and labels as last computed."""
+        """GET /bandit: the weights in force, and each arm's posterior and labels as the loop last
+        computed them (nothing is read or drawn here: /variants and /metrics call it too)."""
         router = self.table.router
         last = self.last
-        with contextlib.suppress(Exception):
-            if last is None:
-                last = self.policy.reweigh(self.rewards(), self.table.config.allocation or self.policy.start())
         arms = {}
         for name in router.names:
             post = (last.posteriors.get(name) if last else None) or {}

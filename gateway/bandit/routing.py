@@ -24,7 +24,5 @@ def bandit_allocation(mode: str, old: RoutingConfig, variants: Sequence[VariantS
         return given
     counts = allocation.quantise({v.name: v.weight for v in variants})
     if old.allocation and {a for a, _, _ in old.allocation} <= {v.name for v in variants}:
-        if allocation.shares(old.allocation) == {a: n for a, n in counts.items() if n}:
-            return old.allocation
         return allocation.rebalance(old.allocation, counts)
     return allocation.initial(counts)

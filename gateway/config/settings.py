@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateway.bandit.allocation import initial, quantise
 from gateway.bandit.spec import BanditSection, check_bandit
 from gateway.config.checks import ENV_PREFIX, disabled_sections, unknown_environment
 from gateway.domain.contract import is_http_uri
@@ -338,8 +339,6 @@ class Settings(BaseSettings):
 
     def routing_config(self) -> RoutingConfig:
         if self.routing.mode == "bandit":  # the burn-in: equal weights, whatever the file's weights say
-            from gateway.bandit.allocation import initial, quantise
-
             variants = tuple(v.model_copy(update={"weight": 1.0}) for v in self.variants)
             return RoutingConfig(mode="bandit", variants=variants, shadow=self.shadow, salt=self.routing.salt,
                                  allocation=initial(quantise({v.name: 1.0 for v in variants})))

@@ -22,6 +22,9 @@ def user_pseudonym(salt: str, key: str) -> str:
     return hashlib.sha256(f"{salt}\x00{key}".encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
+RANDOMISED = ("weighted", "sticky")  # the routing reasons under which the variant was drawn at random
+
+
 def randomisation_unit(routing: str, user: str | None, request_id: str) -> str:
     """What was randomised for a request: its sticky user (by pseudonym), else the request itself."""
     return f"user:{user}" if routing == "sticky" and user else f"request:{request_id}"

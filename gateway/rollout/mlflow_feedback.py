@@ -19,9 +19,8 @@ import pandas as pd
 
 from gateway.domain import contract as c
 from gateway.domain.messages import first_line
-from gateway.domain.records import randomisation_unit
+from gateway.domain.records import RANDOMISED, randomisation_unit
 from gateway.rollout.counts import ArmCounts, RolloutCounts
-from gateway.rollout.observations import RANDOMISED
 
 log = logging.getLogger("gateway.rollout")
 

@@ -12,11 +12,10 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.domain.records import PredictionRecord, predictions_of, randomisation_unit
+from gateway.domain.records import RANDOMISED, PredictionRecord, predictions_of, randomisation_unit
 from gateway.rollout.counts import ArmCounts, RolloutCounts
 from gateway.stats.sequential import histogram_bin
 
-RANDOMISED = ("weighted", "sticky")
 MAX_USERS_PER_STEP = 1_000_000  # users remembered per step's weights (about 100 MB); past it, not counted
 
 

@@ -52,6 +52,18 @@ def bucket(salt: str, key: str) -> float:
     return bucket_index(salt, key) / BUCKETS
 
 
+def parse_weights_tag(text: str) -> dict[str, float]:
+    """``Router.weights_tag`` ("v1.0=0.7,v2.0=0.3") back as {variant: weight}; {} if it is not one."""
+    out = {}
+    for part in filter(None, text.split(",")):
+        name, _, value = part.rpartition("=")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            return {}
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     variant: str

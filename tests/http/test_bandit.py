@@ -13,7 +13,11 @@ def test_bandit_endpoints_and_the_logged_assignment_probability(tmp_path: Path, 
 
     with make_client(tmp_path, local_models, routing={"mode": "bandit"}, bandit={"burn_in": 5}) as c:
         wait_ready(c)
-        body = c.get("/bandit").json()
+        for _ in range(200):  # the loop's first round runs at once, in its own thread
+            body = c.get("/bandit").json()
+            if body["phase"] is not None:
+                break
+            time.sleep(0.05)
         assert body["phase"] == "burn_in" and body["reweighs_here"] in (True, False)
         assert {a: arm["weight"] for a, arm in body["arms"].items()} == {"v1.0": 0.5, "v2.0": 0.5}
         assert c.get("/variants").json()["bandit"]["reward"] == "correct"
