@@ -64,6 +64,10 @@ METRIC_TRUE_VALUE = "true_value"
 RECORDS_ARTIFACT = "predictions.parquet"
 RECORDS_ARTIFACT_JSONL = "predictions.jsonl"
 TAG_RECORDS_ARTIFACT = "records_artifact"
+# In a window's Parquet table, one column per input is named this prefix and the input's name; tables
+# of windows whose rows differ in their inputs (and those exported before) have one JSON text column
+# "features" instead.
+RECORDS_FEATURE_PREFIX = "features."
 FEEDBACK_ARTIFACT = "feedback.jsonl"
 
 def is_http_uri(uri: str) -> bool:

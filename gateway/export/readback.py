@@ -155,7 +155,7 @@ def _artifact_tables(runs: pd.DataFrame, granularity: str, artifact: str, tracki
         if bar is not None:
             bar.close()
     if tables:
-        frames.append(pa.concat_tables(tables, promote_options="default").to_pandas())
+        frames.append(pa.concat_tables(tables, promote_options="permissive").to_pandas())
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -191,7 +191,12 @@ def window_records(runs: pd.DataFrame, tracking_uri: str, progress: bool = False
         header = _header_segment(segment)
         source, key = ("headers", header) if header is not None else ("features", segment)
         cells = raw[source] if source in raw.columns else [None] * len(raw)
-        out["segment"] = [orjson.loads(v).get(key) if isinstance(v, str) and v else None for v in cells]
+        values = [orjson.loads(v).get(key) if isinstance(v, str) and v else None for v in cells]
+        column = f"{c.RECORDS_FEATURE_PREFIX}{segment}"
+        if header is None and column in raw.columns:  # tables with one column per input
+            own = raw[column].astype(object)
+            values = [v if present else old for v, present, old in zip(own, own.notna(), values, strict=True)]
+        out["segment"] = values
     return out
 
 

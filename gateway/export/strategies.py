@@ -15,19 +15,16 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import numpy as np
 import orjson
 
 from gateway.domain import contract as c
-from gateway.domain.records import RECORD_FIELDS, PredictionRecord
+from gateway.domain.records import PredictionRecord
 from gateway.export.writer import SERIES_CHUNK, RunWriter
-from gateway.spool.packing import SHARED_FIELDS
-from gateway.spool.rows import LeasedEntry, SpoolRow, Window
+from gateway.spool.rows import SpoolRow, Window
 from gateway.spool.store import PredictionSpool
 from gateway.variants.output import ModelKind
 
@@ -162,63 +159,10 @@ class PredictionRuns:
         return run_id
 
 
-def window_summary(columns: dict[str, list[Any]]) -> dict[str, float]:
-    """A window's summary metrics from its table's columns: count, latency quantiles, and class counts
-    or value quantiles."""
-    latencies = np.asarray(columns["inference_time_ms"], dtype=float)
-    out = {
-        "count": float(latencies.size),
-        "inference_time_ms_mean": float(latencies.mean()),
-        "inference_time_ms_p50": float(np.percentile(latencies, 50)),
-        "inference_time_ms_p95": float(np.percentile(latencies, 95)),
-        "inference_time_ms_p99": float(np.percentile(latencies, 99)),
-        f"{c.METRIC_BATCH_ROWS}_mean": float(np.mean(np.asarray(columns["batch_rows"], dtype=float))),
-    }
-    own = np.asarray(columns["request_time_ms"], dtype=float)  # None -> NaN
-    own = own[~np.isnan(own)]
-    if own.size:
-        out.update({f"{c.METRIC_REQUEST_TIME}_p50": float(np.percentile(own, 50)),
-                    f"{c.METRIC_REQUEST_TIME}_p99": float(np.percentile(own, 99))})
-    if columns["kind"] and columns["kind"][0] == ModelKind.REGRESSOR:
-        values = np.asarray(columns["prediction"], dtype=float)
-        out.update({f"{c.METRIC_PREDICTION_VALUE}_mean": float(values.mean()),
-                    f"{c.METRIC_PREDICTION_VALUE}_p50": float(np.percentile(values, 50)),
-                    f"{c.METRIC_PREDICTION_VALUE}_p95": float(np.percentile(values, 95))})
-    else:
-        for label, n in sorted(Counter(map(str, columns["prediction"])).items()):
-            out[c.param_name(f"class_count_{label}")] = float(n)
-    return out
-
-
 def run_name(version: str, role: str, kind: str, ts_ms: int, suffix: str = "") -> str:
     """A run's name, the version first: MLflow's runs table cuts long names, and the version is what
     tells them apart (``v2.0_primary_prediction_1764676800_row3``)."""
     return f"{version}_{role}_{kind}_{ts_ms // 1000}{suffix}"
-
-
-def window_columns(entries: Sequence[LeasedEntry]) -> dict[str, list[Any]]:
-    """A window's table as columns (``PARQUET_COLUMNS``), entry after entry: each entry's row columns
-    extended as they were stored (features as their JSON text), its shared fields repeated once per
-    row. No record object is built per row."""
-    columns: dict[str, list[Any]] = {name: [] for name in PARQUET_COLUMNS}
-    for entry in entries:
-        rows, n = entry.columns, entry.n_rows
-        columns["features"] += rows.features
-        columns["prediction"] += rows.prediction
-        columns["class_index"] += rows.class_index
-        columns["row_index"] += range(rows.first_row, rows.first_row + n)
-        for name in SHARED_FIELDS:
-            columns[name] += [rows.shared[name]] * n
-    return columns
-
-
-def records_columns(records: Sequence[PredictionRecord]) -> dict[str, list[Any]]:
-    """Records as a window table's columns (``window_columns`` of their entries)."""
-    from gateway.spool.packing import pack, unpack
-
-    entries = [LeasedEntry(i, unpack(e.shared, e.rows, e.first_row), 1, None, None)
-               for i, e in enumerate(pack(records))]
-    return window_columns(entries)
 
 
 class WindowRuns:
@@ -254,6 +198,8 @@ class WindowRuns:
     def export_window(self, batch_id: str, window: Window) -> str:
         from mlflow.entities import Metric, Param
 
+        from gateway.export.table import table_parquet, window_summary, window_table  # pyarrow: exporter only
+
         entries = window.entries
         shared = [e.columns.shared for e in entries]
         first = shared[0]
@@ -280,18 +226,17 @@ class WindowRuns:
                                                                      start_ms))
             self.spool.queue.set_window_run(batch_id, run_id)
             self.counters.add(runs_created=1)
-        columns = window_columns(entries)
-        n = len(columns["ts_ms"])
-        summary = [Metric(k, v, end_ms, 0) for k, v in window_summary(columns).items()]
+        table = window_table([e.columns for e in entries])
+        n = table.num_rows
+        summary = [Metric(k, v, end_ms, 0) for k, v in window_summary(table).items()]
         params = [Param("window_seconds", repr(self.window_seconds)),
                   Param("window_max_records", str(self.window_max_records))]
         self.writer.log_batch(run_id, summary, params)
         series: list[Any] = []
         if n <= self.series_max_records:
             regressor = first["kind"] == ModelKind.REGRESSOR
-            for step, (ts, latency, value, index) in enumerate(zip(
-                    columns["ts_ms"], columns["inference_time_ms"], columns["prediction"], columns["class_index"],
-                    strict=True)):
+            series_columns = table.select(["ts_ms", "inference_time_ms", "prediction", "class_index"]).to_pydict()
+            for step, (ts, latency, value, index) in enumerate(zip(*series_columns.values(), strict=True)):
                 series.append(Metric(c.METRIC_INFERENCE_TIME, float(latency), ts, step))
                 if regressor:
                     series.append(Metric(c.METRIC_PREDICTION_VALUE, float(value), ts, step))
@@ -299,39 +244,9 @@ class WindowRuns:
                     series.append(Metric(c.METRIC_PREDICTION_CLASS, float(index), ts, step))
         for i in range(0, len(series), SERIES_CHUNK):
             self.writer.log_batch(run_id, series[i:i + SERIES_CHUNK])
-        self.writer.log_bytes(run_id, columns_parquet(columns), c.RECORDS_ARTIFACT)
+        self.writer.log_bytes(run_id, table_parquet(table), c.RECORDS_ARTIFACT)
         self.writer.finish(run_id, end_ms + 1)
         self.spool.queue.mark_window_done(batch_id, run_id)
         self.spool.bump_counter("exported", n)
         self.counters.add(exported=n)
         return run_id
-
-
-def columns_parquet(columns: dict[str, list[Any]]) -> bytes:
-    """A window's table as Parquet: one column per record field; the features as JSON text (their
-    columns differ per model) and the prediction as text (a label or a number), so every window of
-    every model has the same schema."""
-    import io
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.table({**columns, "prediction": [str(p) for p in columns["prediction"]]}, schema=PARQUET_SCHEMA)
-    out = io.BytesIO()
-    pq.write_table(table, out, compression="zstd")
-    return out.getvalue()
-
-
-PARQUET_COLUMNS = RECORD_FIELDS
-
-
-def _parquet_schema() -> Any:
-    import pyarrow as pa
-
-    types = {"class_index": pa.int64(), "inference_time_ms": pa.float64(), "ts_ms": pa.int64(),
-             "row_index": pa.int64(), "batch_rows": pa.int64(), "request_time_ms": pa.float64(),
-             "assignment_probability": pa.float64(), "weights_version": pa.int64()}
-    return pa.schema([(name, types.get(name, pa.string())) for name in PARQUET_COLUMNS])
-
-
-PARQUET_SCHEMA = _parquet_schema()

@@ -4,11 +4,14 @@ packed column by column.
 One request (or shadow scoring) leaves one entry however many rows it has: one SQLite row to insert,
 lease and mark done, where the spool used to keep one per predicted row. The shared fields (request
 id, role, version, times, routing, user, headers, ...) go into ``shared`` (a JSON object), the rows'
-own fields into ``rows`` (a JSON object of three columns: each row's features as JSON text, its
-prediction, its class index). The features are kept as the column names and one value list per row
-(from the columnar path's matrix in one ``tolist``), or as each row's JSON text when rows differ in
-their columns; the window table's ``features`` column (each row's JSON text) is made by the exporter,
-off the request path.
+own fields into ``rows``: predictions, class indexes and features, column by column.
+
+``rows`` has two forms. Rows from the columnar path (one float64 matrix) are binary: ``MATRIX``, the
+length of a JSON header (column names, the matrix's dtype and shape, predictions, class indexes) as
+four little-endian bytes, the header, then the matrix's own bytes (C order): no Python object per
+value to pack, and ``np.frombuffer`` (no copy) to unpack. Other rows are a JSON object: the column
+names and one value list per row, or each row's JSON text when rows differ in their columns. Entries
+of either form, and those written before the binary one, sit in the same table and unpack alike.
 
 Records are unpacked into ``PredictionRecord`` objects only where one is needed per row: the
 per-prediction exporter, a replay's comparison, feedback's lookup.
@@ -21,16 +24,20 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
+import numpy as np
 import orjson
 
 from gateway.domain.records import SHARED_DEFAULTS, SHARED_FIELDS, PredictionRecord, RecordBatch
 
 _SHARED = attrgetter(*SHARED_FIELDS)
+MATRIX = b"\x00gw-matrix-1\x00"  # a JSON text never starts with a NUL byte
+_HEADER_LENGTH = 4
 
 
 @dataclass(frozen=True, slots=True)
 class PackedEntry:
-    """What one entry stores: its key, the columns the queue selects on, and the two packed texts."""
+    """What one entry stores: its key, the columns the queue selects on, the shared fields (JSON) and
+    the packed rows (JSON, or binary: ``MATRIX``)."""
 
     request_id: str
     role: str
@@ -52,32 +59,45 @@ def pack(records: Sequence[PredictionRecord]) -> list[PackedEntry]:
     for run in _runs(records):
         first = run[0]
         shared = dict(zip(SHARED_FIELDS, _SHARED(first), strict=True))
-        rows = {"features": [orjson.dumps(r.features).decode() for r in run],
-                "prediction": [r.prediction for r in run],
-                "class_index": [r.class_index for r in run]}
+        rows = _row_table([r.features for r in run], [r.prediction for r in run], [r.class_index for r in run])
         out.append(PackedEntry(first.request_id, first.role, first.model_version, first.ts_ms, first.row_index,
-                               len(run), orjson.dumps(shared), orjson.dumps(rows)))
+                               len(run), orjson.dumps(shared), rows))
     return out
 
 
 def _pack_batch(batch: RecordBatch) -> PackedEntry:
-    """A batch's features as column names and one value list per row: straight from the columnar
-    path's matrix (``tolist``, no dict per row), or from rows that all have the same columns in the
-    same order; rows that do not are kept as each one's JSON text."""
+    """A batch's rows: the columnar path's matrix as its bytes (binary form), or rows that all have the
+    same columns in the same order as column names and one value list per row; rows that do not are
+    kept as each one's JSON text."""
     shared, rows = batch.shared, batch.features
     matrix, names = getattr(rows, "matrix", None), getattr(rows, "names", None)
-    packed: dict[str, Any]
     if matrix is not None and names is not None:
-        packed = {"feature_names": list(names), "feature_values": matrix.tolist()}
+        packed = pack_matrix(list(names), matrix, batch.predictions, batch.class_indexes)
     else:
-        keys = list(rows[0]) if rows else []
-        if all(list(r) == keys for r in rows):
-            packed = {"feature_names": keys, "feature_values": [list(r.values()) for r in rows]}
-        else:
-            packed = {"features": [orjson.dumps(r).decode() for r in rows]}
-    packed["prediction"], packed["class_index"] = batch.predictions, batch.class_indexes
+        packed = _row_table(rows, batch.predictions, batch.class_indexes)
     return PackedEntry(shared["request_id"], shared["role"], shared["model_version"], shared["ts_ms"],
-                       batch.first_row, len(batch), orjson.dumps(shared), orjson.dumps(packed))
+                       batch.first_row, len(batch), orjson.dumps(shared), packed)
+
+
+def _row_table(rows: Sequence[dict[str, Any]], predictions: list[Any], class_indexes: list[int | None]) -> bytes:
+    """The JSON form: column names and one value list per row when every row has the same columns in
+    the same order, else each row's JSON text."""
+    table: dict[str, Any]
+    keys = list(rows[0]) if rows else []
+    if all(list(r) == keys for r in rows):
+        table = {"feature_names": keys, "feature_values": [list(r.values()) for r in rows]}
+    else:
+        table = {"features": [orjson.dumps(r).decode() for r in rows]}
+    table["prediction"], table["class_index"] = predictions, class_indexes
+    return orjson.dumps(table)
+
+
+def pack_matrix(names: list[str], matrix: np.ndarray, predictions: list[Any], class_indexes: list[int | None]) -> bytes:
+    """The binary form of an entry's rows (module docstring)."""
+    header = orjson.dumps({"feature_names": names, "dtype": matrix.dtype.str, "shape": list(matrix.shape),
+                           "prediction": predictions, "class_index": class_indexes})
+    return b"".join((MATRIX, len(header).to_bytes(_HEADER_LENGTH, "little"), header,
+                     np.ascontiguousarray(matrix).tobytes()))
 
 
 def _runs(records: Sequence[PredictionRecord]) -> Iterator[Sequence[PredictionRecord]]:
@@ -92,8 +112,9 @@ def _runs(records: Sequence[PredictionRecord]) -> Iterator[Sequence[PredictionRe
 @dataclass(slots=True)
 class Columns:
     """An entry's rows decoded: predictions, class indexes, and the features as column names with
-    one value list per row, or as each row's JSON text (``features`` gives the texts either way,
-    made once when asked for: the window table's column)."""
+    either a matrix (the binary form: read-only, over the stored bytes) or one value list per row, or
+    as each row's JSON text. ``features`` gives the texts either way and ``values`` the lists, each
+    made once when asked for."""
 
     shared: dict[str, Any]
     first_row: int
@@ -102,18 +123,28 @@ class Columns:
     feature_names: list[str] | None = None
     feature_values: list[list[Any]] | None = None
     _texts: list[str] | None = None
+    matrix: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.prediction)
 
     @property
+    def values(self) -> list[list[Any]] | None:
+        """One value list per row, or None when the rows are kept as texts."""
+        if self.feature_values is None and self.matrix is not None:
+            self.feature_values = self.matrix.tolist()
+        return self.feature_values
+
+    @property
     def features(self) -> list[str]:
         if self._texts is None:
             names = self.feature_names or []
-            self._texts = [orjson.dumps(dict(zip(names, v, strict=True))).decode() for v in self.feature_values or []]
+            self._texts = [orjson.dumps(dict(zip(names, v, strict=True))).decode() for v in self.values or []]
         return self._texts
 
     def row_features(self, i: int) -> dict[str, Any]:
+        if self.matrix is not None and self.feature_values is None:
+            return dict(zip(self.feature_names or [], self.matrix[i].tolist(), strict=True))
         if self.feature_values is not None:
             return dict(zip(self.feature_names or [], self.feature_values[i], strict=True))
         return orjson.loads(self.features[i])  # type: ignore[no-any-return]
@@ -128,6 +159,14 @@ class Columns:
 
 
 def unpack(shared: bytes | str, rows: bytes | str, first_row: int) -> Columns:
-    s, r = {**SHARED_DEFAULTS, **orjson.loads(shared)}, orjson.loads(rows)  # fields added since the entry
+    s = {**SHARED_DEFAULTS, **orjson.loads(shared)}  # fields added since the entry: their defaults
+    if isinstance(rows, bytes) and rows.startswith(MATRIX):
+        at = len(MATRIX) + _HEADER_LENGTH
+        end = at + int.from_bytes(rows[len(MATRIX):at], "little")
+        header = orjson.loads(rows[at:end])
+        matrix = np.frombuffer(rows, dtype=np.dtype(header["dtype"]), offset=end).reshape(header["shape"])
+        return Columns(s, int(first_row), header["prediction"], header["class_index"], header["feature_names"],
+                       matrix=matrix)
+    r = orjson.loads(rows)
     return Columns(s, int(first_row), r["prediction"], r["class_index"], r.get("feature_names"),
                    r.get("feature_values"), r.get("features"))

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from gateway.domain.records import RECORD_FIELDS, PredictionRecord
-from gateway.spool.packing import Columns, PackedEntry, unpack
+from gateway.spool.packing import MATRIX, Columns, PackedEntry, unpack
 
 # An entry is two SQLite rows: its key and export state in ``entries`` (small: leases and marks rewrite
 # it), its packed rows in ``entry_rows`` (written once, never updated: SQLite rewrites a whole row on
@@ -27,8 +27,10 @@ def entry_values(entry: PackedEntry) -> list[Any]:
 
 
 def packed_values(entry: PackedEntry) -> list[Any]:
-    """An entry's packed texts, as ``INSERT_ROWS`` binds them after its id."""
-    return [entry.shared.decode(), entry.rows.decode()]
+    """An entry's packed fields, as ``INSERT_ROWS`` binds them after its id: JSON as text, the binary
+    form of the rows as a blob (SQLite keeps a blob as it is in a column of any declared type)."""
+    rows = entry.rows
+    return [entry.shared.decode(), rows if rows.startswith(MATRIX) else rows.decode()]
 
 
 class RowKey(NamedTuple):

@@ -17,7 +17,8 @@ import hypothesis.strategies as st
 import pyarrow.parquet as pq
 from hypothesis import given, settings
 
-from gateway.export.strategies import ExportCounters, PredictionRuns, WindowRuns, window_summary
+from gateway.export.strategies import ExportCounters, PredictionRuns, WindowRuns
+from gateway.export.table import records_table, window_summary
 from gateway.spool.store import DONE, PredictionSpool
 from tests.harness.records import rec
 
@@ -176,11 +177,9 @@ def test_window_runs_exactly_once(tmp_path_factory: Any, n: int, injected: list[
 
 
 def test_window_summary_figures() -> None:
-    from gateway.export.strategies import records_columns
-
     records = [rec(i, inference_time_ms=latency, prediction="Setosa" if i < 3 else "Virginica",
                    class_index=0 if i < 3 else 2) for i, latency in enumerate([1.0, 2.0, 3.0, 4.0, 10.0])]
-    s = window_summary(records_columns(records))
+    s = window_summary(records_table(records))
     assert s["count"] == 5 and s["inference_time_ms_mean"] == 4.0 and s["inference_time_ms_p50"] == 3.0
     assert s["class_count_Setosa"] == 3 and s["class_count_Virginica"] == 2 and "class_count_Versicolor" not in s
     assert abs(s["inference_time_ms_p95"] - 8.8) < 1e-9  # numpy linear interpolation between 4 and 10
@@ -222,12 +221,12 @@ def test_regressor_runs_log_the_value() -> None:
 
 def test_batched_rows_carry_the_call_size_and_their_own_time() -> None:
     """inference_time_ms is the shared model call's; batch_rows and request_time_ms say what the request saw."""
-    from gateway.export.strategies import prediction_payload, records_columns, window_summary
+    from gateway.export.strategies import prediction_payload
 
     r = rec(1, inference_time_ms=0.9, batch_rows=8, request_time_ms=2.5)
     _, metrics = prediction_payload(r)
     assert {m.key: m.value for m in metrics} == {"prediction_class": 0.0, "inference_time_ms": 0.9,
                                                  "batch_rows": 8.0, "request_time_ms": 2.5}
     records = [rec(i, batch_rows=4, request_time_ms=float(i)) for i in range(1, 5)]
-    summary = window_summary(records_columns(records))
+    summary = window_summary(records_table(records))
     assert summary["batch_rows_mean"] == 4.0 and summary["request_time_ms_p50"] == 2.5

@@ -294,3 +294,44 @@ def test_three_registered_versions_through_a_gateway_with_sticky_users_and_a_log
     assert accuracy["test"] == "cluster_bootstrap" and accuracy["significant"] and accuracy["difference"] < -0.3
     assert set(report["segments"]["segments"]) == {"de", "fr"}
     assert report["health"]["multiple_exposure"]["in_more_than_one_version"] == 0
+
+
+def test_segments_read_the_same_from_per_input_columns_and_json_text(tmp_path: Path,
+                                                                      mlflow_server: MlflowServer) -> None:
+    """A window whose table has one column per input, one whose table keeps JSON text (a row with
+    other inputs), and per-prediction runs of the same records: the same segments."""
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(5)
+    recs = []
+    for i in range(160):
+        features: dict[str, object] = {"sepal_length": round(float(rng.uniform(4.3, 7.9)), 1), "sepal_width": 3.0}
+        if i == 100:
+            features["extra"] = 1.0  # v2.0's window keeps JSON text, v1.0's has a column per input
+        cls = int(rng.integers(3))
+        recs.append(PredictionRecord(
+            request_id=f"seg-{i}", role="primary", model_version="v1.0" if i % 2 else "v2.0", features=features,
+            prediction=CLASSES[cls], class_index=cls, inference_time_ms=float(rng.lognormal(-1, 0.3)),
+            ts_ms=1_792_000_000_000 + i * 10, routing="weighted", config_hash="seg",
+            weights="v1.0=0.5,v2.0=0.5"))
+    _ship(tmp_path, mlflow_server, "seg-runs", recs)
+    _ship(tmp_path, mlflow_server, "seg-windows", recs, granularity="window")
+    from mlflow import MlflowClient
+
+    from gateway.export.readback import search_all, window_records
+
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    exp = client.get_experiment_by_name("seg-windows")
+    runs = search_all([exp.experiment_id], "")
+    kinds = set()
+    for run_id in runs["run_id"]:
+        path = client.download_artifacts(run_id, "predictions.parquet", str(tmp_path / run_id))
+        names = pq.read_schema(path).names
+        kinds.add("json" if "features" in names else "columns")
+    assert kinds == {"json", "columns"}
+    windows = window_records(runs, mlflow_server.url, segment="sepal_length")
+    assert sorted(zip(windows["request_id"], windows["segment"], strict=True)) == sorted(
+        (r.request_id, r.features["sepal_length"]) for r in recs)
+    by_runs, _ = build_report("seg-runs", mlflow_server.url, segment_by="sepal_length")
+    by_windows, _ = build_report("seg-windows", mlflow_server.url, segment_by="sepal_length")
+    assert by_windows["segments"] == by_runs["segments"]

@@ -59,3 +59,31 @@ def test_records_built_one_by_one_pack_by_request_and_keep_odd_rows() -> None:
                         [rec(1).features, odd.features], ["Setosa", "Setosa"], [0, 0])
     assert _round_trip(mixed) == list(mixed)  # rows with different columns: each row's own text
     assert pack(RecordBatch(mixed.shared, [], [], [])) == []
+
+
+def test_matrix_rows_are_stored_as_a_blob_beside_entries_of_the_json_form(tmp_path: Any) -> None:
+    """A columnar batch is stored in the binary form (a blob), an entry written as JSON text by the
+    release before it (same table) still reads: the spool needs no migration for it."""
+    import sqlite3
+
+    from gateway.spool.packing import MATRIX
+    from gateway.spool.store import PredictionSpool
+
+    base = {name: getattr(rec(1), name) for name in SHARED_FIELDS}
+    matrix = np.array([[5.1, 3.5, 1.4], [6.7, 3.0, 5.2]])
+    batch = RecordBatch(base, ValidatedRows(NAMES, matrix), ["Setosa", "Virginica"], [0, 2])
+    old = RecordBatch({**base, "request_id": "old"}, [dict(zip(NAMES, r, strict=True)) for r in matrix.tolist()],
+                      ["Setosa", "Virginica"], [0, 2])
+    spool = PredictionSpool(tmp_path)
+    spool.append_many(batch)
+    spool.append_many(old)
+    spool.close()
+    conn = sqlite3.connect(tmp_path / PredictionSpool.FILENAME)
+    stored = conn.execute("SELECT typeof(rows), substr(rows, 1, 13) FROM entry_rows ORDER BY entry_id").fetchall()
+    conn.close()
+    assert stored[0] == ("blob", MATRIX) and stored[1][0] == "text"
+    spool = PredictionSpool(tmp_path)
+    assert spool.find_request("r1") == list(batch) and spool.find_request("old") == list(old)
+    rows = spool.queue.claim(10)
+    assert [r.record.features for r in rows] == [dict(zip(NAMES, v, strict=True)) for v in matrix.tolist()] * 2
+    spool.close()
