@@ -92,12 +92,11 @@ class Answered:
 
     @property
     def labels(self) -> list[Any]:
-        return [p.label for p in self.outcome.predictions]
+        return self.outcome.predictions.labels
 
     @property
     def probabilities(self) -> list[dict[str, float]] | None:
-        probs = [p.probabilities for p in self.outcome.predictions]
-        return None if any(p is None for p in probs) else probs  # type: ignore[return-value]
+        return self.outcome.predictions.probabilities
 
 
 async def answer(request: Request, rows: Sequence[Any], *, probabilities: bool = False,

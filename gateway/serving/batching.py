@@ -46,7 +46,7 @@ class JobResult:
     """One request's share of a model call."""
 
     rows: Rows  # its validated rows
-    predictions: list[Prediction]
+    predictions: Sequence[Prediction]  # Predictions from a variant
     elapsed_ms: float  # the model call's own time (the whole batch)
     batch_rows: int  # rows in that call
     request_time_ms: float  # from submit to predictions: queueing, validation and the call

@@ -64,8 +64,8 @@ class GatewayMetrics:
                 self.requests.labels(version, "shadow", first.routing, "200").inc()
             return
         predictions = predictions_of(records)
-        for label, n in Counter_(map(str, predictions)).items():
-            self.classes.labels(version, role, label).inc(n)
+        for label, n in Counter_(predictions).items():  # one model's labels are of one type
+            self.classes.labels(version, role, str(label)).inc(n)
         if role == "shadow":
             self.requests.labels(version, "shadow", first.routing, "200").inc()
             if primaries is not None:

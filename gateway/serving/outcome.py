@@ -10,7 +10,7 @@ from typing import Any
 
 from gateway.domain.records import PredictionRecord
 from gateway.routing.router import Decision, Router
-from gateway.variants.output import Prediction
+from gateway.variants.output import Predictions
 
 
 class ServiceCounters:
@@ -35,7 +35,7 @@ class ScoredRequest:
     decision: Decision
     rows: list[dict[str, Any]]
     records: list[PredictionRecord]
-    predictions: list[Prediction]
+    predictions: Predictions
     router: Router
     params: dict[str, Any] | None = None
 
@@ -48,7 +48,7 @@ class PredictionOutcome:
     request_id: str
     model_version: str
     reason: str
-    predictions: list[Prediction]
+    predictions: Predictions
     inference_time_ms: float
     logged: bool
     replayed: bool = False

@@ -49,7 +49,7 @@ from gateway.spool.writer import SpoolWriter
 from gateway.variants import columns
 from gateway.variants.loaded import VariantSet
 from gateway.variants.loader import BatchResult, LoadedVariant
-from gateway.variants.output import Prediction
+from gateway.variants.output import Predictions
 
 log = logging.getLogger("gateway.scoring")
 
@@ -196,8 +196,8 @@ class Scorer:
             self.shadows.settled(ticket.outcome, records, write_error)  # type: ignore[arg-type]
             return
         assert ticket.future is not None and ticket.decision is not None
-        request = ScoredRequest(ticket.request_id, ticket.decision, result.rows, records, result.predictions,
-                                ticket.router, ticket.params)
+        request = ScoredRequest(ticket.request_id, ticket.decision, result.rows, records,
+                                Predictions.of(result.predictions), ticket.router, ticket.params)
         try:
             ticket.future.set_result((request, write_error))
         except InvalidStateError:  # its caller went away (cancelled): nobody will finish it
@@ -246,7 +246,8 @@ class Scorer:
         predictions = result.predictions
         if len(result.rows) != len(predictions):
             raise ValueError(f"{len(predictions)} predictions for {len(result.rows)} rows")
-        return RecordBatch(shared, result.rows, [p.label for p in predictions], [p.class_index for p in predictions])
+        columns = Predictions.of(predictions)
+        return RecordBatch(shared, result.rows, columns.labels, columns.class_indexes)
 
     def finish(self, scored: ScoredRequest, error: BaseException | None = None) -> PredictionOutcome:
         """The answer, once the records are committed (``error`` None) or their write failed. Raises SpoolUnavailable
@@ -283,7 +284,7 @@ class Scorer:
             raise ConflictingRequest(existing[0].request_id)
         self.counts.add("replayed")
         first = existing[0]
-        predictions = [Prediction(r.prediction, r.class_index) for r in existing]
+        predictions = Predictions([r.prediction for r in existing], [r.class_index for r in existing])
         return PredictionOutcome(first.request_id, first.model_version, first.routing, predictions,
                                  first.inference_time_ms, logged=True, replayed=True)
 

@@ -43,10 +43,10 @@ class ShadowBook:
                 self._failed(outcome, write_error)
             else:
                 self.counts.add("shadow_scored")
-                agree = sum(mine == p.label for mine, p in zip(predictions_of(records), outcome.predictions,
+                agree = sum(mine == theirs for mine, theirs in zip(predictions_of(records), outcome.predictions.labels,
                                                                strict=True))
                 self.counts.add("shadow_agree", agree)
-                primaries = [p.label for p in outcome.predictions]
+                primaries = outcome.predictions.labels
                 self.observers.records(records, primaries=primaries)
         finally:
             self.release()

@@ -3,6 +3,7 @@ the exporters see them (one ``SpoolRow`` per predicted row, keyed by entry and r
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -38,6 +39,40 @@ class RowKey(NamedTuple):
 
     entry: int
     row_index: int
+
+
+class RowKeys(Sequence[RowKey]):
+    """The keys of a request's rows, entry by entry ((entry id, first row, rows) each), each built
+    when asked for: a 1,000-row request commits without 1,000 key objects."""
+
+    __slots__ = ("_entries", "_starts")
+
+    def __init__(self, entries: Sequence[tuple[int, int, int]]) -> None:
+        self._entries = list(entries)
+        self._starts, total = [], 0
+        for _, _, n in self._entries:
+            self._starts.append(total)
+            total += n
+        self._starts.append(total)
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(len(self))[index]]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        k = bisect.bisect_right(self._starts, index) - 1
+        entry, first, _ = self._entries[k]
+        return RowKey(entry, first + index - self._starts[k])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from gateway.domain.records import PredictionRecord
 from gateway.spool.labels import LabelExists, LabelRow, LabelTable
 from gateway.spool.packing import pack, unpack
 from gateway.spool.queue import ExportQueue
-from gateway.spool.rows import INSERT, INSERT_ROWS, RowKey, SpoolRow, entry_values, packed_values
+from gateway.spool.rows import INSERT, INSERT_ROWS, RowKey, RowKeys, SpoolRow, entry_values, packed_values
 from gateway.spool.schema import DONE, RowState, create
 from gateway.spool.sqlite import SpoolWriteError, SqliteFile, marks
 
@@ -78,7 +78,7 @@ class PredictionSpool:
         """Commit one record durably; return its key. Raise DuplicateRequest or SpoolWriteError."""
         return self.append_many([record])[0]
 
-    def append_many(self, records: Sequence[PredictionRecord]) -> list[RowKey]:
+    def append_many(self, records: Sequence[PredictionRecord]) -> Sequence[RowKey]:
         """Commit the records of one request in one transaction: all of them or none. Raise
         DuplicateRequest or SpoolWriteError."""
         result = self.append_groups([records])[0]
@@ -86,7 +86,7 @@ class PredictionSpool:
             raise result
         return result
 
-    def append_groups(self, groups: Sequence[Sequence[PredictionRecord]]) -> list[list[RowKey] | Exception]:
+    def append_groups(self, groups: Sequence[Sequence[PredictionRecord]]) -> Sequence[Sequence[RowKey] | Exception]:
         """Group commit: the records of several requests in one transaction, each request all or
         nothing (a savepoint each). Returns, per request, its row ids or the exception it gets: a
         request id recorded already gets DuplicateRequest and the others are committed; a failed
@@ -130,8 +130,8 @@ class PredictionSpool:
             conn.execute("INSERT INTO write_probe (pad) VALUES (zeroblob(?))", (PROBE_BYTES,))
         self.db.write("DELETE FROM write_probe")
 
-    def _insert_groups(self, groups: Sequence[Sequence[PredictionRecord]]) -> list[list[RowKey] | Exception]:
-        out: list[list[RowKey] | Exception] = []
+    def _insert_groups(self, groups: Sequence[Sequence[PredictionRecord]]) -> Sequence[Sequence[RowKey] | Exception]:
+        out: list[Sequence[RowKey] | Exception] = []
         added = 0
         packed = [pack(records) for records in groups]  # before the write lock is taken
         with self.db.adding() as conn:
@@ -150,10 +150,8 @@ class PredictionSpool:
                     out.append(self._duplicate(records))
                     continue
                 conn.execute("RELEASE request")
-                keys = []
-                for entry_id, entry in zip(range(last - len(entries) + 1, last + 1), entries, strict=True):
-                    keys += [RowKey(entry_id, entry.first_row + i) for i in range(entry.n_rows)]
-                out.append(keys)
+                out.append(RowKeys([(entry_id, entry.first_row, entry.n_rows) for entry_id, entry in
+                                    zip(range(last - len(entries) + 1, last + 1), entries, strict=True)]))
                 added += len(records)
             if added:
                 conn.execute(_BUMP, ("appended", added))

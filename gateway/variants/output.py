@@ -7,10 +7,10 @@ output type: strings and integers are classes, floating point is a value); confi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -29,6 +29,54 @@ class Prediction:
     label: str | int | float
     class_index: int | None = None
     probabilities: dict[str, float] | None = None
+
+
+class Predictions(Sequence[Prediction]):
+    """A model call's answers in columns: ``labels``, ``class_indexes`` and, when asked for,
+    ``probabilities`` (one {label: p} per row). As a sequence, one Prediction per row, built when
+    asked for; a slice is Predictions again (a request's share of a batched call)."""
+
+    __slots__ = ("class_indexes", "labels", "probabilities")
+
+    def __init__(self, labels: list[Any], class_indexes: list[int | None] | None = None,
+                 probabilities: list[dict[str, float]] | None = None) -> None:
+        self.labels = labels
+        self.class_indexes = class_indexes if class_indexes is not None else [None] * len(labels)
+        self.probabilities = probabilities
+
+    @classmethod
+    def of(cls, predictions: Sequence[Prediction]) -> Predictions:
+        if isinstance(predictions, Predictions):
+            return predictions
+        probs = [p.probabilities for p in predictions]
+        return cls([p.label for p in predictions], [p.class_index for p in predictions],
+                   None if any(p is None for p in probs) else probs)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @overload
+    def __getitem__(self, index: int) -> Prediction: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Predictions: ...
+
+    def __getitem__(self, index: int | slice) -> Prediction | Predictions:
+        probs = self.probabilities
+        if isinstance(index, slice):
+            return Predictions(self.labels[index], self.class_indexes[index], probs[index] if probs else probs)
+        return Prediction(self.labels[index], self.class_indexes[index], probs[index] if probs else None)
+
+    def __iter__(self) -> Iterator[Prediction]:
+        return (self[i] for i in range(len(self)))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Predictions({self.labels!r}, {self.class_indexes!r}, {self.probabilities!r})"
 
 
 def detect_kind(model: Any, signature: Any, uri: str) -> ModelKind:
@@ -98,26 +146,23 @@ class OutputDecoder:
             return int(raw)
         return None
 
-    def decode(self, raw: Any, n_rows: int, probabilities: np.ndarray | None = None) -> list[Prediction]:
+    def decode(self, raw: Any, n_rows: int, probabilities: np.ndarray | None = None) -> Predictions:
+        """The batch's answers in columns: each distinct value is turned into its label and class
+        index once, then looked up per row (in C: ``map``), with no object per row."""
         values = _column(raw)
         if len(values) != n_rows:
             raise ValueError(f"the model returned {len(values)} predictions for {n_rows} rows")
         if self.kind is ModelKind.REGRESSOR:
-            return [Prediction(float(value)) for value in values]
-        decoded: dict[Any, tuple[str | int, int | None]] = {}  # a batch holds few distinct classes
-        # the columns of predict_proba by their labels; by their positions when the labels are unknown
-        labels = (self.labels or list(range(probabilities.shape[1]))) if probabilities is not None else None
-        out = []
-        for i, value in enumerate(values):
-            hit = decoded.get(value)
-            if hit is None:
-                label = self._label(value)
-                hit = decoded[value] = (label, self._index(value, label))
-            probs = None
-            if labels is not None:
-                probs = {str(lbl): round(float(p), 6) for lbl, p in zip(labels, probabilities[i], strict=True)}
-            out.append(Prediction(hit[0], hit[1], probs))
-        return out
+            return Predictions(list(map(float, values)))
+        decoded = {value: self._label(value) for value in set(values)}  # a batch holds few distinct classes
+        index_of = {value: self._index(value, label) for value, label in decoded.items()}
+        probs = None
+        if probabilities is not None:
+            # the columns of predict_proba by their labels; by their positions when the labels are unknown
+            names = [str(label) for label in (self.labels or range(probabilities.shape[1]))]
+            probs = [{name: round(p, 6) for name, p in zip(names, row, strict=True)}
+                     for row in np.asarray(probabilities, dtype=float).tolist()]
+        return Predictions(list(map(decoded.__getitem__, values)), list(map(index_of.__getitem__, values)), probs)
 
 
 def _column(raw: Any) -> Sequence[Any]:

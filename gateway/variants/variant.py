@@ -15,7 +15,7 @@ import pandas as pd
 
 from gateway.config.settings import VariantSpec
 from gateway.domain.errors import NoProbabilities
-from gateway.variants.output import ModelKind, OutputDecoder, Prediction
+from gateway.variants.output import ModelKind, OutputDecoder, Predictions
 from gateway.variants.schema import ModelSchema
 
 
@@ -31,7 +31,7 @@ quiet_feature_name_warnings()
 
 @dataclass(frozen=True, slots=True)
 class BatchResult:
-    predictions: list[Prediction]
+    predictions: Predictions
     elapsed_ms: float  # the model call's own time, for the whole batch
 
 

@@ -10,7 +10,7 @@ from gateway.serving.observers import Observers
 from gateway.serving.outcome import ServiceCounters
 from gateway.serving.shadow import ShadowBook
 from gateway.spool.store import DuplicateRequest, SpoolWriteError
-from gateway.variants.output import Prediction
+from gateway.variants.output import Predictions
 from tests.harness.records import rec
 
 
@@ -28,7 +28,7 @@ def test_slots_are_bounded_and_always_given_back() -> None:
     observers.add(seen)
     book = ShadowBook(counts, observers, queue=2)
     outcome = SimpleNamespace(request_id="r1", shadow="v2.0",
-                              predictions=[Prediction("Setosa", 0), Prediction("Virginica", 2)])
+                              predictions=Predictions(["Setosa", "Virginica"], [0, 2]))
     assert book.reserve() and book.reserve()
     assert not book.reserve() and counts.snapshot()["shadow_dropped"] == 1
     book.settled(outcome, [rec(1, row=0), rec(1, row=1)], None)  # both predicted Setosa: 1 of 2 agree
