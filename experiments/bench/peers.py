@@ -37,7 +37,7 @@ def split_batch(rows: int = 100) -> Load:
 @dataclass
 class Setup:
     name: str
-    single: Load
+    single: Load | None  # None: batches only
     batches: dict[str, Load] = field(default_factory=dict)  # load name -> body, each at c=8
     logging: str | None = None  # "prediction" | "window" | None
     start: Callable[[Path, str, str], Any] | None = field(default=None, repr=False)
@@ -126,7 +126,7 @@ def start_mlserver(work: Path, tracking_uri: str, url: str, venv: Path) -> Servi
                    cwd=repo)
 
 
-def gateway_starter(logging: str | None) -> Callable[[Path, str, str], GatewayProcess]:
+def gateway_starter(logging: str | None, workers: int = 1) -> Callable[[Path, str, str], GatewayProcess]:
     def start(work: Path, tracking_uri: str, url: str) -> GatewayProcess:
         experiment = f"bench-{work.name}"
         bounds = {c: {"gt": 0, "le": 100} for c in COLUMNS}
@@ -139,7 +139,8 @@ def gateway_starter(logging: str | None) -> Callable[[Path, str, str], GatewayPr
             batching={"max_queue_rows": 100_000},
             mlflow={"tracking_uri": tracking_uri, "model_cache_dir": str(work.parent / "cache"), "export_workers": 8,
                     "granularity": logging or "prediction", "window_seconds": 5.0, "experiment": experiment})
-        gw = GatewayProcess(config=config, workdir=work, port=int(url.rsplit(":", 1)[1]))
+        gw = GatewayProcess(config=config, workdir=work, port=int(url.rsplit(":", 1)[1]),
+                            args=["--workers", str(workers)] if workers > 1 else [])
         return gw.start(timeout=180)
 
     return start
@@ -157,6 +158,10 @@ def setups(mlserver: Path | None) -> list[Setup]:
         Setup("gw-window", single_form, gateway_batches, "window", gateway_starter("window"),
               memory=oip_batch(GATEWAY_OIP, 1000)),
         Setup("gw-off", single_form, gateway_batches, None, gateway_starter(None)),
+        # Two worker processes: as many as MLServer runs by default (its HTTP process and one inference
+        # worker process). Batches only.
+        Setup("gw-window-2p", None, gateway_batches, "window", gateway_starter("window", 2)),
+        Setup("gw-off-2p", None, gateway_batches, None, gateway_starter(None, 2)),
         # Only when asked for (--setups seed): the seed document's design, a synchronous MLflow run
         # inside every request; tens of requests/s.
         Setup("seed", single_form, start=start_seed),

@@ -101,7 +101,11 @@ def _tensor(spec: Any, binary: memoryview, offset: int, limits: RequestShape) ->
     else:
         if "data" not in spec:
             raise MalformedBody(f"input {name!r} has no data")
-        data = np.asarray(spec["data"], dtype=object).reshape(-1)
+        values = spec["data"]
+        if type(values) is list and values and set(map(type, values)) == {float}:
+            data = np.array(values, dtype=np.float64)  # a flat list of floats: no object per value kept
+        else:
+            data = np.asarray(values, dtype=object).reshape(-1)
     if data.size != expected:
         raise MalformedBody(f"input {name!r}: shape {shape} needs {expected} values, got {data.size}")
     return name, data.reshape(shape) if shape else data, offset

@@ -35,8 +35,8 @@ def test_summary_is_the_mean_over_rounds_and_targets_use_the_bare_app() -> None:
     assert met["gw-prediction / mlserver, c=8"] == (1.33, True)
     assert met["gw-prediction / bare, c=1"] == (0.85, False)
     assert met["gw-prediction p99 / bare p99, c=1"] == (2.0, False)
-    assert met["gw-window max export lag during the 100-row load, s"] == (4.0, True)
-    assert met["gw-window backlog gone after the load, s"] == (1.0, True)
+    assert met["gw-window(-2p) max export lag during the 100-row load, s"] == (4.0, True)
+    assert met["gw-window(-2p) backlog gone after the load, s"] == (1.0, True)
     assert met["lost + duplicated, every logging setup"] == (0, True)
     assert met["gw-prediction / bare, c=64"] == (None, None)  # not measured: neither met nor missed
     assert met["gw-window RSS growth after 1,000-row batches at c=64, MB"] == (None, None)
@@ -45,21 +45,24 @@ def test_summary_is_the_mean_over_rounds_and_targets_use_the_bare_app() -> None:
 def test_batch_targets_compare_rows_per_second_with_the_peer_given_the_same_body() -> None:
     points = [_point("mlserver", 8, 400, 30, load="oip-100", rows=100),
               _point("gw-window", 8, 300, 40, load="oip-100", rows=100),
-              _point("gw-off", 8, 700, 20, load="oip-100", rows=100),
+              _point("gw-off-2p", 8, 700, 20, load="oip-100", rows=100),
+              _point("gw-window-2p", 8, 450, 30, load="oip-100", rows=100),
               _point("mlserver", 8, 250, 60, load="oip-1000", rows=1000),
               _point("gw-window", 8, 30, 200, load="oip-1000", rows=1000),
+              _point("gw-window-2p", 8, 60, 100, load="oip-1000", rows=1000),
               _point("mlflow-serve", 8, 140, 70, load="split-100", rows=100),
               _point("gw-window", 8, 300, 40, load="split-100", rows=100)]
     summary = summarise(points)
     memory = [Memory("gw-window", 60, 64, 25000.0, 180.0, 530.0, 560.0)]
     met = {what: (value, ok) for what, value, _, ok in targets(summary, [], memory=memory)}
-    assert met["gw-window / mlserver, OIP 100 rows, rows/s"] == (0.75, False)
-    assert met["gw-off / mlserver, OIP 100 rows, rows/s"] == (1.75, True)
-    assert met["gw-window / mlserver, OIP 1,000 rows, rows/s"] == (0.12, False)
-    assert met["gw-window / mlflow-serve, dataframe_split 100 rows, rows/s"] == (2.14, True)
+    # the batch targets are the two-process gateway's (MLServer's own default is two processes)
+    assert met["gw-window-2p / mlserver, OIP 100 rows, rows/s"] == (1.12, True)
+    assert met["gw-off-2p / mlserver, OIP 100 rows, rows/s"] == (1.75, True)
+    assert met["gw-window-2p / mlserver, OIP 1,000 rows, rows/s"] == (0.24, False)
+    assert met["gw-window / mlflow-serve, dataframe_split 100 rows, rows/s (one process each)"] == (2.14, True)
     assert met["gw-window RSS growth after 1,000-row batches at c=64, MB"] == (350.0, False)
     assert met["lost + duplicated, every logging setup"] == (None, None)
-    text = tables(summary, [], ["mlserver", "gw-window", "gw-off", "mlflow-serve"], memory)
+    text = tables(summary, [], ["mlserver", "gw-window", "gw-window-2p", "mlflow-serve"], memory)
     assert "| gw-window | 30000 (40.0) | 30000 (200.0) | 30000 (40.0) | 0 |" in text
     assert "| mlserver | 40000 (30.0) | 250000 (60.0) | - | 0 |" in text
     assert "| 180.0 | 530.0 | 560.0 | 350.0 |" in text
