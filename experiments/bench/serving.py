@@ -47,8 +47,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pandas as pd
 
+from experiments.bench.counts import mlflow_run_stats, pending_in_spool, rows_served
 from experiments.bench.memory import Memory, measure_memory
 from experiments.bench.peers import BATCH_LOADS, OIP_100, OIP_1000, SPLIT_100, Setup, mlserver_venv, setups
 from experiments.bench.wrk import WrkResult, ensure_wrk, run_wrk
@@ -87,46 +87,6 @@ class Integrity:
     max_export_lag_s: float | None
     unanswered: int = 0  # rows logged whose client had gone before the answer (not lost, not duplicated)
     max_export_lag_any_s: float | None = None  # during any load, the memory check's included
-
-
-def mlflow_run_stats(tracking_uri: str, experiment: str) -> tuple[int, set[Any], int]:
-    """(runs, distinct prediction keys, rows logged) in the experiment: what MLflow holds, not what the
-    exporter says it sent. A per-prediction run is one row; a window run's rows are read from its table."""
-    import mlflow
-
-    from gateway.export.readback import window_records
-
-    mlflow.set_tracking_uri(tracking_uri)
-    if mlflow.get_experiment_by_name(experiment) is None:
-        return 0, set(), 0
-    runs = mlflow.search_runs(experiment_names=[experiment], max_results=1_000_000)
-    if runs.empty:
-        return 0, set(), 0
-    granularity = runs.get("tags.granularity", pd.Series([None] * len(runs)))
-    single = runs[granularity != "window"]
-    keys = {(str(r), int(i or 0), str(role)) for r, i, role in zip(
-        single["tags.request_id"], single.get("tags.row_index", pd.Series([0] * len(single))), single["tags.role"],
-        strict=True)} if not single.empty else set()
-    rows = len(single)
-    windows = window_records(runs[granularity == "window"], tracking_uri)
-    if not windows.empty:
-        keys |= set(zip(windows["request_id"].astype(str), windows["row_index"].astype(int),
-                        windows["role"].astype(str), strict=True))
-        rows += len(windows)
-    return len(runs), keys, rows
-
-
-def pending_in_spool(spool_dir: Path) -> set[tuple[str, int, str]]:
-    """Records still waiting in a stopped gateway's spool: kept for its next start, not lost."""
-    from gateway.spool.store import PredictionSpool
-
-    if not (spool_dir / PredictionSpool.FILENAME).exists():
-        return set()
-    spool = PredictionSpool(spool_dir)
-    try:
-        return spool.open_keys()
-    finally:
-        spool.close()
 
 
 def points_rows(wrk: WrkResult, rows: int) -> float:
@@ -187,23 +147,12 @@ def run_setup(setup: Setup, rnd: int, work: Path, tracking_uri: str, seconds: in
     return points, _integrity(setup, rnd, work, tracking_uri, served, drain, lags), memory
 
 
-def _rows_served(url: str) -> int:
-    """Rows answered, summed over every worker process: the primary predictions counted in /metrics
-    (counted where /stats counts ``rows_served``, which is one worker's own)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = httpx.get(url + "/metrics", timeout=10).text
-    return int(sum(sample.value for family in text_string_to_metric_families(text)
-                   for sample in family.samples
-                   if sample.name == "gateway_predictions_total" and sample.labels.get("role") == "primary"))
-
-
 def _wait_exported(url: str, timeout: float) -> tuple[int, float]:
     """(rows answered, seconds waited) once the spool is exported, or ``timeout`` passed. Requests
     still in flight when wrk stops are answered (and logged) after it, so the count is read once it
     stops moving."""
     served, t0 = -1, time.monotonic()
-    while (now := _rows_served(url)) != served and time.monotonic() - t0 < 30:
+    while (now := rows_served(url)) != served and time.monotonic() - t0 < 30:
         served = now
         time.sleep(0.5)
     t0 = time.monotonic()

@@ -42,7 +42,7 @@ class MlflowSection(_Section):
     experiment: str = "iris-flower-prediction"
     granularity: Literal["prediction", "window"] = "prediction"
     window_seconds: float = Field(10.0, gt=0)
-    window_max_records: int = Field(50_000, gt=0)
+    window_max_records: int = Field(200_000, gt=0)
     # A window of at most this many records also logs one metric step per record (charts in the UI);
     # a bigger one only its summary and table: the steps would cost MLflow most of the export. 0: never.
     window_series_max_records: int = Field(1000, ge=0)

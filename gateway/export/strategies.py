@@ -172,7 +172,7 @@ class WindowRuns:
     workers = 1
 
     def __init__(self, spool: PredictionSpool, writer: RunWriter, counters: ExportCounters, *,
-                 window_seconds: float = 10.0, window_max_records: int = 50_000, lease_seconds: float = 120.0,
+                 window_seconds: float = 10.0, window_max_records: int = 200_000, lease_seconds: float = 120.0,
                  series_max_records: int = 1000) -> None:
         self.spool, self.writer, self.counters = spool, writer, counters
         self.window_seconds, self.window_max_records = window_seconds, window_max_records

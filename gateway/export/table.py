@@ -3,7 +3,8 @@
 One column per record field, and the features one column per input (``features.<column>``): an
 entry in the binary form (a float64 matrix) gives its columns as slices of that matrix, so a window
 of 1,000-row batches becomes its table without a Python object per row or value. The fields an
-entry's rows share are stored once per entry and repeated with ``take``. A window whose entries do
+entry's rows share are built once per entry: text as a dictionary (each entry's value once, an index
+per row), numbers repeated with ``take``. A window whose entries do
 not all have the same inputs in the same order, or whose values in one column are of kinds that do
 not go together (a number here, a string there), keeps one ``features`` column of JSON text per row
 instead, as every table did before the per-input columns. ``gateway.export.readback`` reads both.
@@ -42,7 +43,13 @@ def window_table(entries: Sequence[Columns]) -> pa.Table:
     owner = pa.array(np.repeat(np.arange(len(entries)), sizes))
     columns: dict[str, pa.Array] = {}
     for name in SHARED_FIELDS:
-        columns[name] = pa.array([e.shared[name] for e in entries], type=FIXED_SCHEMA.field(name).type).take(owner)
+        kind = FIXED_SCHEMA.field(name).type
+        values = pa.array([e.shared[name] for e in entries], type=kind)
+        if pa.types.is_string(kind):  # each entry's text once, and an index per row: no string per row
+            encoded = values.dictionary_encode()
+            columns[name] = pa.DictionaryArray.from_arrays(encoded.indices.take(owner), encoded.dictionary)
+        else:
+            columns[name] = values.take(owner)
     columns["prediction"] = _predictions(entries)
     columns["class_index"] = pa.array([i for e in entries for i in e.class_index], type=pa.int64())
     firsts = np.repeat(np.fromiter((e.first_row for e in entries), dtype=np.int64, count=len(entries)), sizes)
@@ -65,8 +72,11 @@ def records_table(records: Sequence[PredictionRecord]) -> pa.Table:
 
 
 def table_parquet(table: pa.Table) -> bytes:
+    """The table as Parquet: snappy (a 50,000-row window wrote in about half zstd's time, 6% larger,
+    measured here), and without the Arrow schema, so that the dictionary-encoded text columns read
+    back as plain text (Parquet stores them dictionary-encoded either way)."""
     out = io.BytesIO()
-    pq.write_table(table, out, compression="zstd")
+    pq.write_table(table, out, compression="snappy", store_schema=False)
     return out.getvalue()
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from experiments.bench.counts import pending_in_spool
 from experiments.bench.memory import Memory
-from experiments.bench.serving import Integrity, Point, pending_in_spool, summarise, tables, targets
+from experiments.bench.serving import Integrity, Point, summarise, tables, targets
 from experiments.bench.wrk import WrkResult, _lua, _split
 from gateway.spool.store import PredictionSpool
 from tests.harness.records import rec

@@ -66,7 +66,8 @@ def test_a_window_of_batches_is_its_records_in_per_input_columns(data: Any, size
     assert table.schema.field(f"{c.RECORDS_FEATURE_PREFIX}x").type == "double"
     assert _rows(table) == _expected(records)
     assert _rows(pq.read_table(io.BytesIO(table_parquet(table)))) == _expected(records)
-    assert table.select(FIXED_SCHEMA.names).schema == FIXED_SCHEMA
+    parquet = pq.read_table(io.BytesIO(table_parquet(table)))  # text columns read back as plain text
+    assert parquet.select(FIXED_SCHEMA.names).schema == FIXED_SCHEMA
 
 
 def test_entries_with_other_inputs_keep_json_text() -> None:
