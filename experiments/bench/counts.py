@@ -52,7 +52,8 @@ def pending_in_spool(spool_dir: Path) -> set[tuple[str, int, str]]:
 
 def rows_served(url: str) -> int:
     """Rows answered, summed over every worker process: the primary predictions counted in /metrics
-    (counted where /stats counts ``rows_served``, which is one worker's own)."""
+    (counted where /stats counts ``rows_served``, which is one worker's own). That counter is per
+    class, so this holds for a classifier, which every bench setup serves."""
     from prometheus_client.parser import text_string_to_metric_families
 
     text = httpx.get(url + "/metrics", timeout=10).text

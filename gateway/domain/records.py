@@ -12,6 +12,8 @@ from dataclasses import MISSING, dataclass, fields
 from enum import StrEnum
 from typing import Any
 
+from gateway.domain.sequences import OnDemand
+
 # What a request id may be (X-Request-ID, an OIP id, a feedback's reference): safe in tags and logs.
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
 
@@ -83,7 +85,7 @@ SHARED_DEFAULTS = {f.name: f.default for f in fields(PredictionRecord) if f.name
                    and f.default is not MISSING}
 
 
-class RecordBatch(Sequence[PredictionRecord]):
+class RecordBatch(OnDemand[PredictionRecord]):
     """One request's records in columns: the fields its rows share once (``shared``: every name of
     ``SHARED_FIELDS``), the rows' own fields as lists. As a sequence it is its records, each built
     when asked for: the request path builds none per row (the spool packs the columns as they are).
@@ -100,23 +102,9 @@ class RecordBatch(Sequence[PredictionRecord]):
     def __len__(self) -> int:
         return len(self.predictions)
 
-    def record(self, i: int) -> PredictionRecord:
+    def item(self, i: int) -> PredictionRecord:
         return PredictionRecord(**self.shared, features=dict(self.features[i]), prediction=self.predictions[i],
                                 class_index=self.class_indexes[i], row_index=self.first_row + i)
-
-    def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, slice):
-            return [self.record(i) for i in range(len(self))[index]]
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        return self.record(index)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Sequence) and list(self) == list(other)
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 def predictions_of(records: Sequence[PredictionRecord]) -> list[Any]:

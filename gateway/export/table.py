@@ -28,7 +28,6 @@ from gateway.domain.records import RECORD_FIELDS, SHARED_FIELDS, PredictionRecor
 from gateway.spool.packing import Columns
 from gateway.variants.output import ModelKind
 
-FEATURE_PREFIX = c.RECORDS_FEATURE_PREFIX
 _TYPES = {"class_index": pa.int64(), "inference_time_ms": pa.float64(), "ts_ms": pa.int64(),
           "row_index": pa.int64(), "batch_rows": pa.int64(), "request_time_ms": pa.float64(),
           "assignment_probability": pa.float64(), "weights_version": pa.int64()}
@@ -60,7 +59,7 @@ def window_table(entries: Sequence[Columns]) -> pa.Table:
     if features is None:
         table = pa.table({**fixed, "features": pa.array([t for e in entries for t in e.features], pa.string())})
     else:
-        table = pa.table({**fixed, **{FEATURE_PREFIX + name: array for name, array in features.items()}})
+        table = pa.table({**fixed, **{c.RECORDS_FEATURE_PREFIX + name: array for name, array in features.items()}})
     return table
 
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.variants.columns import ValidatedRows, joined
-from gateway.variants.output import Prediction
+from gateway.variants.output import Predictions
 
 log = logging.getLogger("gateway.batching")
 
@@ -46,7 +46,7 @@ class JobResult:
     """One request's share of a model call."""
 
     rows: Rows  # its validated rows
-    predictions: Sequence[Prediction]  # Predictions from a variant
+    predictions: Predictions
     elapsed_ms: float  # the model call's own time (the whole batch)
     batch_rows: int  # rows in that call
     request_time_ms: float  # from submit to predictions: queueing, validation and the call

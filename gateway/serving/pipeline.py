@@ -197,7 +197,7 @@ class Scorer:
             return
         assert ticket.future is not None and ticket.decision is not None
         request = ScoredRequest(ticket.request_id, ticket.decision, result.rows, records,
-                                Predictions.of(result.predictions), ticket.router, ticket.params)
+                                result.predictions, ticket.router, ticket.params)
         try:
             ticket.future.set_result((request, write_error))
         except InvalidStateError:  # its caller went away (cancelled): nobody will finish it
@@ -246,8 +246,7 @@ class Scorer:
         predictions = result.predictions
         if len(result.rows) != len(predictions):
             raise ValueError(f"{len(predictions)} predictions for {len(result.rows)} rows")
-        columns = Predictions.of(predictions)
-        return RecordBatch(shared, result.rows, columns.labels, columns.class_indexes)
+        return RecordBatch(shared, result.rows, predictions.labels, predictions.class_indexes)
 
     def finish(self, scored: ScoredRequest, error: BaseException | None = None) -> PredictionOutcome:
         """The answer, once the records are committed (``error`` None) or their write failed. Raises SpoolUnavailable

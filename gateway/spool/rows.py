@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from gateway.domain.records import RECORD_FIELDS, PredictionRecord
+from gateway.domain.sequences import OnDemand
 from gateway.spool.packing import MATRIX, Columns, PackedEntry, unpack
 
 # An entry is two SQLite rows: its key and export state in ``entries`` (small: leases and marks rewrite
@@ -41,7 +42,7 @@ class RowKey(NamedTuple):
     row_index: int
 
 
-class RowKeys(Sequence[RowKey]):
+class RowKeys(OnDemand[RowKey]):
     """The keys of a request's rows, entry by entry ((entry id, first row, rows) each), each built
     when asked for: a 1,000-row request commits without 1,000 key objects."""
 
@@ -58,21 +59,10 @@ class RowKeys(Sequence[RowKey]):
     def __len__(self) -> int:
         return self._starts[-1]
 
-    def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, slice):
-            return [self[i] for i in range(len(self))[index]]
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        k = bisect.bisect_right(self._starts, index) - 1
+    def item(self, i: int) -> RowKey:
+        k = bisect.bisect_right(self._starts, i) - 1
         entry, first, _ = self._entries[k]
-        return RowKey(entry, first + index - self._starts[k])
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Sequence) and list(self) == list(other)
-
-    __hash__ = None  # type: ignore[assignment]
+        return RowKey(entry, first + i - self._starts[k])
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,14 +7,15 @@ output type: strings and integers are classes, floating point is a value); confi
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, overload
+from typing import Any
 
 import numpy as np
 
 from gateway.domain.errors import SchemaMismatch
+from gateway.domain.sequences import OnDemand
 
 
 class ModelKind(StrEnum):
@@ -31,7 +32,7 @@ class Prediction:
     probabilities: dict[str, float] | None = None
 
 
-class Predictions(Sequence[Prediction]):
+class Predictions(OnDemand[Prediction]):
     """A model call's answers in columns: ``labels``, ``class_indexes`` and, when asked for,
     ``probabilities`` (one {label: p} per row). As a sequence, one Prediction per row, built when
     asked for; a slice is Predictions again (a request's share of a batched call)."""
@@ -44,36 +45,18 @@ class Predictions(Sequence[Prediction]):
         self.class_indexes = class_indexes if class_indexes is not None else [None] * len(labels)
         self.probabilities = probabilities
 
-    @classmethod
-    def of(cls, predictions: Sequence[Prediction]) -> Predictions:
-        if isinstance(predictions, Predictions):
-            return predictions
-        probs = [p.probabilities for p in predictions]
-        return cls([p.label for p in predictions], [p.class_index for p in predictions],
-                   None if any(p is None for p in probs) else probs)  # type: ignore[arg-type]
-
     def __len__(self) -> int:
         return len(self.labels)
 
-    @overload
-    def __getitem__(self, index: int) -> Prediction: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> Predictions: ...
-
-    def __getitem__(self, index: int | slice) -> Prediction | Predictions:
+    def item(self, i: int) -> Prediction:
         probs = self.probabilities
-        if isinstance(index, slice):
+        return Prediction(self.labels[i], self.class_indexes[i], probs[i] if probs else None)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):  # a request's share of a batched call: columns again
+            probs = self.probabilities
             return Predictions(self.labels[index], self.class_indexes[index], probs[index] if probs else probs)
-        return Prediction(self.labels[index], self.class_indexes[index], probs[index] if probs else None)
-
-    def __iter__(self) -> Iterator[Prediction]:
-        return (self[i] for i in range(len(self)))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Sequence) and list(self) == list(other)
-
-    __hash__ = None  # type: ignore[assignment]
+        return super().__getitem__(index)
 
     def __repr__(self) -> str:
         return f"Predictions({self.labels!r}, {self.class_indexes!r}, {self.probabilities!r})"

@@ -14,12 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.serving.batching import BatcherClosed, MicroBatcher, QueueFull
-from gateway.variants.output import Prediction
+from gateway.variants.output import Predictions
 
 
 @dataclass
 class Result:
-    predictions: list[Prediction]
+    predictions: Predictions
     elapsed_ms: float
 
 
@@ -39,7 +39,7 @@ class FakeModel:
         self.calls.append((len(rows), probabilities, params))
         if any(r["x"] in self.fail_on for r in rows):
             raise RuntimeError("model broke")
-        return Result([Prediction(r["x"], None) for r in rows], 1.5)
+        return Result(Predictions([r["x"] for r in rows]), 1.5)
 
 
 def _prepare(rows: Any) -> list[dict[str, Any]]:
