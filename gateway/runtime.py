@@ -19,13 +19,14 @@ from typing import Any
 from gateway.bandit.rewards import SpoolRewards
 from gateway.bandit.reweigher import BanditRunner
 from gateway.bandit.spec import check_bandit
-from gateway.config.settings import ConfigError, Settings, load_settings
+from gateway.config.settings import ConfigError, RoutingSection, Settings, load_settings
 from gateway.domain.messages import install_log_redaction
 from gateway.export import Exporter, build_exporter
 from gateway.rollout.controller import RolloutRunner
 from gateway.routing.change_log import RoutingChangeRecorder
 from gateway.routing.follower import RoutingFollower
 from gateway.routing.outbox import Champion, OutboxSender, open_outbox
+from gateway.security.keys import load_secrets
 from gateway.serving.metrics import BanditCollector, GatewayMetrics
 from gateway.serving.services import GatewayServices
 from gateway.spool.outbox import Outbox
@@ -61,7 +62,16 @@ class Gateway:
         if self.spool is not None:
             self.writer = SpoolWriter(self.spool, lock_wait_ms=settings.spool.write_timeout_ms,
                                       queue_wait_ms=settings.spool.write_timeout_ms)
-        self.services = services = GatewayServices.build(settings, self.writer)
+        secrets = load_secrets(settings.spool.dir if settings.spool.enabled else None,
+                               replicas=settings.state.backend == "mlflow", receipts=settings.feedback.receipts,
+                               receipt_ttl_seconds=settings.feedback.receipt_ttl_seconds)
+        for note in secrets.notes:
+            log.info("%s", note)
+        if settings.routing.salt == RoutingSection.model_fields["salt"].default:
+            log.warning("routing.salt is the shipped default %r: anyone can work out which version a sticky user id "
+                        "lands on (and pick ids that skew a test); set a secret one in GATEWAY_ROUTING__SALT",
+                        settings.routing.salt)
+        self.services = services = GatewayServices.build(settings, self.writer, secrets)
         if self.spool is not None and settings.spool.export:
             self.exporter = build_exporter(settings, self.spool)
             self.exporter.start()
@@ -89,7 +99,7 @@ class Gateway:
                       "weights stay as they are until the gateway restarts with a working spool")
         elif settings.routing.mode == "bandit" and self.spool is not None:
             services.bandit = BanditRunner(settings.bandit, services.routing,
-                                           SpoolRewards(self.spool.db, settings.bandit.reward).read,
+                                           SpoolRewards(self.spool.db, settings.bandit).read,
                                            settings.spool.dir / "bandit.lock",
                                            decides=settings.state.backend == "local")
             self.metrics.registry.register(BanditCollector(services.bandit.describe))

@@ -1,5 +1,9 @@
-"""The bandit's rewards, read from the spool: every label /feedback stored for a primary prediction
-that was routed at random (weighted or sticky), read incrementally by label id. Every worker of a
+"""The bandit's rewards, read from the spool: every counted label /feedback stored for a primary
+prediction that was routed at random (weighted or sticky), read incrementally by label id. A label
+counts when it is the first its unit (the sticky user, else the request) gave that version, and it
+came with a credential (gateway/spool/labels.py): one client labelling a thousand rows of its own
+request moves the posterior as one unit does. A reward outside ``[bandit] reward_range`` (stored by
+an earlier release) is skipped, so that it cannot break every reweighting after a restart. Every worker of a
 gateway shares the spool, so the worker that reweighs sees every worker's labels; after a restart the
 sums are rebuilt from the labels the spool still keeps (its retention)."""
 
@@ -7,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from gateway.bandit.spec import Reward
+from gateway.bandit.spec import BanditSection, Reward
 from gateway.bandit.thompson import ArmRewards
 from gateway.domain.records import RANDOMISED
 from gateway.spool.sqlite import SqliteFile
@@ -17,14 +21,16 @@ _NEW_LABELS = """SELECT l.id, l.model_version, l.correct, l.abs_error, l.reward,
                  JOIN entries e ON e.request_id = l.request_id AND e.role = 'primary'
                       AND e.first_row <= l.row_index AND l.row_index < e.first_row + e.n_rows
                  JOIN entry_rows r ON r.entry_id = e.id
-                 WHERE l.id > ? AND l.model_version != '' AND e.ts_ms >= ?
+                 WHERE l.id > ? AND l.model_version != '' AND l.counted = 1 AND e.ts_ms >= ?
                  ORDER BY l.id LIMIT 50000"""
 
 
 class SpoolRewards:
-    def __init__(self, db: SqliteFile, reward: Reward, since_ms: int = 0) -> None:
+    def __init__(self, db: SqliteFile, section: BanditSection, since_ms: int = 0) -> None:
         self.db = db
-        self.reward = reward
+        self.section = section
+        self.reward = section.reward
+        self.skipped = 0  # rewards outside the range, not counted
         self.since_ms = since_ms  # predictions made before the bandit started do not count
         self._last_id = 0
         self.sums: dict[str, ArmRewards] = {}
@@ -45,7 +51,12 @@ class SpoolRewards:
         if self.reward is Reward.CORRECT:
             return None if correct is None else float(bool(correct))
         if self.reward is Reward.FEEDBACK:
-            return float(reward) if isinstance(reward, int | float) and math.isfinite(reward) else None
+            if not isinstance(reward, int | float) or not math.isfinite(reward):
+                return None
+            if not self.section.reward_in_range(float(reward)):
+                self.skipped += 1
+                return None
+            return float(reward)
         if self.reward is Reward.NEGATIVE_ABS_ERROR and isinstance(abs_error, int | float) and math.isfinite(abs_error):
             return -float(abs_error)
         return None

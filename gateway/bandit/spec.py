@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class RewardKind(StrEnum):
@@ -35,6 +36,23 @@ class BanditSection(BaseModel):
     burn_in: int = Field(100, ge=1)  # labelled predictions each arm needs before the weights move
     min_share: float = Field(0.01, ge=0, le=1)  # of traffic every arm keeps
     draws: int = Field(10_000, ge=100, le=1_000_000)  # posterior draws per reweighting
+    # /feedback's numeric reward must lie in [low, high] (422 naming reward otherwise): one client's
+    # reward of 1e308 would otherwise outweigh every other label. Set it to your reward's own range.
+    reward_range: tuple[float, float] = (0.0, 1.0)
+
+    @field_validator("reward_range")
+    @classmethod
+    def _range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
+            raise ValueError(f"must be [low, high], finite, with low < high; got [{low}, {high}]")
+        if high - low > 1e12:
+            raise ValueError(f"[{low}, {high}] is wider than 1e12: rewards that large overflow the posterior's "
+                             "sums of squares; rescale them")
+        return value
+
+    def reward_in_range(self, reward: float) -> bool:
+        return self.reward_range[0] <= reward <= self.reward_range[1]
 
 
 def check_bandit(section: BanditSection, arms: list[str], model_kind: str | None) -> None:

@@ -13,6 +13,7 @@ ENV_PREFIX = "GATEWAY_"
 ENV_NOT_SETTINGS = frozenset({
     "GATEWAY_CONFIG", "GATEWAY_HOST", "GATEWAY_PORT", "GATEWAY_LOG_LEVEL", "GATEWAY_WORKERS",  # python -m gateway
     "GATEWAY_ADMIN_TOKEN",  # gateway/http/admin.py
+    "GATEWAY_FEEDBACK_TOKEN", "GATEWAY_RECEIPT_KEY", "GATEWAY_PSEUDONYM_KEY",  # gateway/security/keys.py
     "GATEWAY_EXPORT_SETTINGS",  # gateway/export/process.py: the gateway's settings for its exporter child
 })
 

@@ -24,6 +24,7 @@ from gateway.config.checks import ENV_PREFIX, disabled_sections, unknown_environ
 from gateway.domain.contract import is_http_uri
 from gateway.domain.messages import error_location
 from gateway.rollout.spec import RolloutSection
+from gateway.security.spec import FeedbackSection
 from gateway.variants.schema import Bounds, reject_bool
 
 DEFAULT_CONFIG_PATH = Path("config/gateway.toml")
@@ -87,7 +88,8 @@ class RoutingSection(_Section):
     mode: Literal["weighted", "shadow", "bandit"] = "weighted"
     variant_header: str = "X-Model-Version"
     sticky_header: str = "X-User-ID"
-    salt: str = "iris-ab"
+    salt: str = "iris-ab"  # a secret from the environment (GATEWAY_ROUTING__SALT) in production
+    reveal_version: bool = True  # false: no X-Model-Version and no model_version in answers (blind tests)
     # Request headers whose values are logged with each prediction (tag header.<name>), so that the
     # report can compare versions within their segments (--segment-by header:NAME). Values are cut
     # at 256 characters; leave out anything personal.
@@ -295,6 +297,7 @@ class Settings(BaseSettings):
     state: StateSection = StateSection()
     controller: ControllerSection = ControllerSection()
     bandit: BanditSection = BanditSection()
+    feedback: FeedbackSection = FeedbackSection()
     _notices: list[str] = PrivateAttr(default_factory=list)  # sections present that do nothing (start-up log)
 
     @property

@@ -214,3 +214,21 @@ class StateUnavailable(GatewayError):
     """The shared state (in MLflow) could not be read or written: a change is not applied."""
 
     status = 503
+
+
+class FeedbackDenied(GatewayError):
+    """A label without a credential (401), or with a wrong token or a receipt that does not cover it (403)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TooManyLabels(GatewayError):
+    """The label's credential (the token, or the client's address) is past its rate ([feedback])."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

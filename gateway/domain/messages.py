@@ -17,6 +17,13 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     return lines[0][:limit] if lines else type(exc).__name__
 
 
+def shown(value: Any, limit: int = 80) -> str:
+    """A client's value as an error message echoes it: its repr, cut at ``limit`` characters (a 2 MB
+    label is not sent back)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def error_location(loc: Sequence[object], skip: Sequence[str] = ()) -> str:
     """A pydantic error location as a dotted key, e.g. ``variants.0.weight``."""
     return ".".join(str(p) for p in loc if p not in skip)

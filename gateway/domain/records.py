@@ -6,7 +6,6 @@ the report reads it back from them. A batch request leaves one record per row (`
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import MISSING, dataclass, fields
 from enum import StrEnum
@@ -16,12 +15,6 @@ from gateway.domain.sequences import OnDemand
 
 # What a request id may be (X-Request-ID, an OIP id, a feedback's reference): safe in tags and logs.
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
-
-
-def user_pseudonym(salt: str, key: str) -> str:
-    """A stable stand-in for a user key in the prediction log: the same user, the same 16 hex digits on
-    every replica, and no way back to the key without the salt and a guess."""
-    return hashlib.sha256(f"{salt}\x00{key}".encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 RANDOMISED = ("weighted", "sticky")  # the routing reasons under which the variant was drawn at random
@@ -54,7 +47,7 @@ class PredictionRecord:
     kind: str = "classifier"  # a ModelKind value
     batch_rows: int = 1  # rows in the model call that scored this row (this request's and any batched with it)
     request_time_ms: float | None = None  # the request in the gateway: queueing, validation and the model call
-    # The sticky user key's pseudonym (``user_pseudonym``), when the request had one: the report's unit of
+    # The sticky user key's pseudonym (security/pseudonyms.py), when the request had one: the report's unit of
     # analysis under sticky routing. Never the key itself.
     user: str | None = None
     # The values of [routing] log_headers, as JSON text ({"x-country": "de"}), or "" when none were sent.

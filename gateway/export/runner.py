@@ -193,6 +193,7 @@ class ThreadExporter:
         if time.monotonic() - self._last_prune > 60 and self._prune_lock.acquire(blocking=False):
             try:
                 self.spool.prune(self.retention_seconds)
+                self.spool.labels.prune(self.retention_seconds)
                 self._last_prune = time.monotonic()
             finally:
                 self._prune_lock.release()

@@ -6,7 +6,6 @@ the comparison is constant-time.
 
 from __future__ import annotations
 
-import hmac
 import os
 from typing import Annotated, Any
 
@@ -17,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from gateway.domain.errors import AdminDenied
 from gateway.http.errors import ErrorBody, responses
 from gateway.http.inference import services
+from gateway.security.credentials import bearer, same_secret
 from gateway.variants.schema import reject_bool
 
 TOKEN_ENV = "GATEWAY_ADMIN_TOKEN"
@@ -50,13 +50,19 @@ def authorize(request: Request) -> None:
     expected = os.environ.get(TOKEN_ENV, "").strip()  # a blank token is no token: the API stays off
     if not expected:
         raise AdminDenied(404, f"admin API is off; set {TOKEN_ENV} to enable it")
-    header = request.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
-    given = given.strip()
-    if scheme.lower() != "bearer" or not given:
+    given = bearer(request.headers.get("authorization"))
+    if given is None:
         raise AdminDenied(401, "send Authorization: Bearer <token>")
-    if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode()):
+    if not same_secret(given, expected):
         raise AdminDenied(403, "wrong admin token")
+
+
+def is_admin(request: Request) -> bool:
+    """The caller sent the admin token (the operations endpoints then show what anonymous callers do
+    not see: file paths and process ids)."""
+    expected = os.environ.get(TOKEN_ENV, "").strip()
+    given = bearer(request.headers.get("authorization"))
+    return bool(expected) and given is not None and same_secret(given, expected)
 
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(authorize)],

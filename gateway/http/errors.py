@@ -54,10 +54,12 @@ class OipErrorBody(BaseModel):
 
 
 _DESCRIPTIONS = {400: "malformed body, unsupported content type, unknown forced version",
-                 401: "no bearer token", 403: "wrong bearer token",
+                 401: "no credential (bearer token, or a feedback receipt)",
+                 403: "wrong bearer token, or a receipt that does not cover this row",
                  404: "unknown model (OIP) or request id (feedback)", 408: "the body stalled",
                  409: "request id reused for other rows, or a second, different label",
                  413: "too many rows or too large a body", 422: "a row does not fit the model's signature",
+                 429: "past the credential's rate ([feedback]); Retry-After says when",
                  431: "headers too large", 500: "the model raised on valid rows",
                  503: "models loading, the variant's queue full, or the prediction could not be logged",
                  504: "the variant did not answer within [model] request_timeout_ms"}
@@ -99,7 +101,7 @@ def error_response(request: Request, status: int, name: str, message: str,
                    detail: dict[str, object] | None = None, retry_after_s: int | None = None) -> JSONResponse:
     message, detail = without_credentials(message), redacted(detail or {})
     path = request.url.path
-    headers = {"Retry-After": str(retry_after_s or 1)} if status == 503 else None
+    headers = {"Retry-After": str(retry_after_s or 1)} if status in (429, 503) else None
     if path == "/invocations":
         response = ErrorResponse(mlflow_scoring.error_body(status, message, **detail), status_code=status)
     elif path.startswith("/v2"):

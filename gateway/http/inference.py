@@ -169,14 +169,25 @@ async def _committed(request: Request, pending: Pending, timeout_ms: float) -> C
             watch.task.cancel()
 
 
+def shown_version(request: Request, answered: Answered) -> str | None:
+    """The version that answered, as the answer may show it: None under ``[routing] reveal_version =
+    false`` (a blind test: a client cannot tell the versions apart, nor sort user ids by version)."""
+    return answered.outcome.model_version if services(request).settings.routing.reveal_version else None
+
+
 def answer_headers(request: Request, answered: Answered) -> dict[str, str]:
     outcome = answered.outcome
-    headers = {"X-Model-Version": outcome.model_version, "X-Request-ID": outcome.request_id,
-               "X-Routing-Reason": outcome.reason}
+    svc = services(request)
+    headers = {"X-Request-ID": outcome.request_id, "X-Routing-Reason": outcome.reason}
+    version = shown_version(request, answered)
+    if version is not None:
+        headers["X-Model-Version"] = version
     if outcome.replayed:
         headers["X-Idempotent-Replay"] = "true"
-    if not outcome.logged and services(request).scorer.logging_enabled:
+    if not outcome.logged and svc.scorer.logging_enabled:
         headers["X-Prediction-Logged"] = "false"
+    if outcome.logged and svc.receipts is not None:  # lets this client label its own rows (POST /feedback)
+        headers["X-Feedback-Receipt"] = svc.receipts.issue(outcome.request_id, len(outcome.predictions))
     return headers
 
 

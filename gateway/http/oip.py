@@ -13,7 +13,16 @@ from fastapi.responses import JSONResponse, Response
 
 from gateway.domain.errors import NotReady, UnknownModel, UnknownVariant
 from gateway.http.errors import PREDICTION_STATUSES, OipErrorBody, responses
-from gateway.http.inference import answer, answer_headers, decoded, request_id_of, request_shape, services, shadow_task
+from gateway.http.inference import (
+    answer,
+    answer_headers,
+    decoded,
+    request_id_of,
+    request_shape,
+    services,
+    shadow_task,
+    shown_version,
+)
 from gateway.http.responses import FastJSONResponse
 from gateway.protocols import oip
 from gateway.protocols.limits import RequestShape
@@ -116,7 +125,7 @@ async def _infer(request: Request, name: str, variant: str | None) -> Response:
     probabilities = oip.wants_probabilities(payload)
     answered = await answer(request, rows, probabilities=probabilities, forced=variant,
                             request_id=request_id_of(request, payload.get("id") or None))
-    body = oip.encode(name, answered.outcome.model_version, answered.outcome.request_id, answered.labels,
+    body = oip.encode(name, shown_version(request, answered), answered.outcome.request_id, answered.labels,
                       answered.probabilities if probabilities else None, requested)
     headers = answer_headers(request, answered)
     background = shadow_task(request, answered)

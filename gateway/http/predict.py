@@ -13,7 +13,7 @@ from gateway.domain.errors import MalformedBody
 from gateway.domain.messages import first_line
 from gateway.domain.records import REQUEST_ID_PATTERN
 from gateway.http.errors import PREDICTION_STATUSES, ErrorBody, responses
-from gateway.http.inference import Answered, answer, answer_headers, decoded, services, shadow_task
+from gateway.http.inference import Answered, answer, answer_headers, decoded, services, shadow_task, shown_version
 from gateway.http.responses import FastJSONResponse
 from gateway.protocols.body import loads_body
 from gateway.variants.output import Prediction
@@ -91,9 +91,11 @@ def _item(p: Prediction) -> dict[str, Any]:
     return item
 
 
-def render(answered: Answered, batch: bool) -> dict[str, Any]:
+def render(answered: Answered, batch: bool, version: str | None) -> dict[str, Any]:
+    """The answer's body; ``version`` None leaves model_version out (a blind test)."""
     outcome = answered.outcome
-    ids = {"model_version": outcome.model_version, "request_id": outcome.request_id}
+    ids = {"model_version": version, "request_id": outcome.request_id} if version is not None else {
+        "request_id": outcome.request_id}
     if batch:
         return {"predictions": [_item(p) for p in outcome.predictions], **ids}
     return {**_item(outcome.predictions[0]), **ids}
@@ -105,5 +107,6 @@ async def predict(request: Request) -> Response:
     rows, batch = await _raw_rows(request)
     probabilities = request.query_params.get("probabilities", "").lower() in _TRUE
     answered = await answer(request, rows, probabilities=probabilities)
-    return FastJSONResponse(render(answered, batch), headers=answer_headers(request, answered),
+    return FastJSONResponse(render(answered, batch, shown_version(request, answered)),
+                            headers=answer_headers(request, answered),
                         background=shadow_task(request, answered))

@@ -26,17 +26,26 @@ class FeedbackBody(BaseModel):
     true_label: Annotated[str | int | float, BeforeValidator(reject_bool)]
     row_index: int = Field(0, ge=0, le=1_000_000, description="the row of a batch request (0 for a single row)")
     reward: Annotated[float | None, BeforeValidator(reject_bool)] = Field(
-        None, allow_inf_nan=False, description="a numeric reward, for a bandit with reward = \"feedback\"")
+        None, allow_inf_nan=False, description="a numeric reward, for a bandit with reward = \"feedback\"; "
+                                               "within [bandit] reward_range")
+    receipt: str | None = Field(None, max_length=256, description="the answer's X-Feedback-Receipt: lets the "
+                                "client that got the answer label its rows (else Authorization: Bearer <token>)")
 
 
 @router.post("/feedback", status_code=202, summary="Ground truth for an answered prediction",
-             responses=responses(ErrorBody, 400, 404, 409, 413, 422, 503))
+             responses=responses(ErrorBody, 400, 401, 403, 404, 409, 413, 422, 429, 503))
 async def feedback(request: Request, body: FeedbackBody) -> dict[str, Any]:
     """Stored durably in the spool, then taken to MLflow (metric ``correct`` and tag ``true_label`` on
-    the prediction's run; ``abs_error`` for regressors). 404 for an unknown request id or row, 422 for
-    a label that is not one of the model's classes."""
-    return await run_in_threadpool(services(request).feedback.record, body.request_id, body.true_label,
-                                   body.row_index, body.reward)
+    the prediction's run; ``abs_error`` for regressors). A label needs a credential: the label
+    pipelines' bearer token (GATEWAY_FEEDBACK_TOKEN), or the answer's own receipt (401 without either,
+    403 for a wrong one, 429 past the credential's rate; docs/feedback.md). 404 for an unknown request
+    id or row, 422 for a label that is not one of the model's classes."""
+    svc = services(request)
+    client = request.client.host if request.client is not None else ""
+    trust = svc.gate.admit(request.headers.get("authorization"), body.receipt, body.request_id, body.row_index,
+                           client)
+    return await run_in_threadpool(svc.feedback.record, body.request_id, body.true_label, body.row_index,
+                                   body.reward, trust, client)
 
 
 @router.get("/healthz", summary="Liveness: the process answers")

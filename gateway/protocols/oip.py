@@ -187,7 +187,7 @@ def datatype_of(values: list[Any]) -> str:
     return "BYTES"
 
 
-def encode(model_name: str, variant: str, request_id: str, labels: list[Any],
+def encode(model_name: str, variant: str | None, request_id: str, labels: list[Any],
            probabilities: list[dict[str, float]] | None, requested: list[str] | None) -> dict[str, Any]:
     outputs = []
     if requested is None or PREDICT in requested:
@@ -199,7 +199,8 @@ def encode(model_name: str, variant: str, request_id: str, labels: list[Any],
         outputs.append({"name": PREDICT_PROBA, "shape": [len(labels), len(classes)], "datatype": "FP64",
                         "parameters": {"classes": classes},
                         "data": [p[c] for p in probabilities for c in classes]})
-    return {"model_name": model_name, "model_version": variant, "id": request_id, "outputs": outputs}
+    head = {"model_name": model_name, "model_version": variant} if variant is not None else {"model_name": model_name}
+    return {**head, "id": request_id, "outputs": outputs}
 
 
 def requested_outputs(payload: dict[str, Any]) -> list[str] | None:

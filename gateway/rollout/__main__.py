@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the replicas' TOML config file (default: %(default)s)")
     parser.add_argument("--log-level", default=os.environ.get("GATEWAY_LOG_LEVEL", "info"))
     args = parser.parse_args(argv)
-    settings = start_cli(args.config, args.log_level)
+    settings = start_cli(args.config, args.log_level, serves=False)
     if settings is None:
         return 2
     if settings.state.backend != "mlflow":

@@ -37,9 +37,10 @@ from gateway.domain.errors import (
     VariantSaturated,
 )
 from gateway.domain.messages import first_line
-from gateway.domain.records import PredictionRecord, RecordBatch, Role, randomisation_unit, user_pseudonym
+from gateway.domain.records import PredictionRecord, RecordBatch, Role, randomisation_unit
 from gateway.routing.router import Decision, Router, RoutingReason
 from gateway.routing.table import RoutingTable
+from gateway.security.pseudonyms import Pseudonyms
 from gateway.serving.batching import BatcherClosed, JobResult, MicroBatcher, QueueFull
 from gateway.serving.observers import Observers
 from gateway.serving.outcome import Committed, PredictionOutcome, ScoredRequest, ServiceCounters
@@ -86,9 +87,10 @@ class Scorer:
     the records, the spool write and the ``on_log_failure`` policy; shadows after the response."""
 
     def __init__(self, settings: Settings, writer: SpoolWriter | None, routing: RoutingTable,
-                 counts: ServiceCounters, variants: VariantSet, observers: Observers, *,
+                 counts: ServiceCounters, variants: VariantSet, observers: Observers, pseudonyms: Pseudonyms, *,
                  shadow_queue: int = 1000) -> None:
         self.settings = settings
+        self.pseudonyms = pseudonyms
         self.writer = writer
         self.routing = routing
         self.counts = counts
@@ -137,7 +139,7 @@ class Scorer:
         pending = Pending(variant.name, request_id)
         ticket = _Ticket(request_id, Role.PRIMARY, variant, str(decision.reason), router, params or None,
                          decision=decision, future=pending,
-                         user=user_pseudonym(router.config.salt, user_key) if user_key else None, headers=headers)
+                         user=self.pseudonyms.of(user_key) if user_key else None, headers=headers)
         self._in_flight.add(request_id)
         try:
             job = self.batchers[variant.name].submit(raw_rows, probabilities=probabilities,

@@ -16,6 +16,9 @@ from gateway.rollout.controller import describe as describe_rollout
 from gateway.rollout.observations import RolloutObserver
 from gateway.routing.outbox import Champion
 from gateway.routing.table import RoutingTable
+from gateway.security.gate import FeedbackGate
+from gateway.security.keys import Secrets
+from gateway.security.receipts import ReceiptSigner
 from gateway.serving.feedback import FeedbackRecorder
 from gateway.serving.observers import Observers
 from gateway.serving.outcome import ServiceCounters
@@ -42,6 +45,8 @@ class GatewayServices:
     observers: Observers
     scorer: Scorer
     feedback: FeedbackRecorder
+    gate: FeedbackGate
+    receipts: ReceiptSigner | None  # None: [feedback] receipts = false
     counts: ServiceCounters = field(default_factory=ServiceCounters)
     shared: SqliteFile | None = None
     rollout: RolloutController | None = None
@@ -56,7 +61,7 @@ class GatewayServices:
         return self.settings.state.backend == "local"
 
     @classmethod
-    def build(cls, settings: Settings, writer: SpoolWriter | None) -> GatewayServices:
+    def build(cls, settings: Settings, writer: SpoolWriter | None, secrets: Secrets) -> GatewayServices:
         counts = ServiceCounters()
         shared: SqliteFile | None = None
         routing_store: RoutingStore | None = None
@@ -71,9 +76,10 @@ class GatewayServices:
                 routing_store, rollout_store = RoutingStateStore(shared), RolloutStore(shared)
         routing = RoutingTable(settings.routing_config(), routing_store)
         variants, observers = VariantSet(), Observers()
-        scorer = Scorer(settings, writer, routing, counts, variants, observers)
+        scorer = Scorer(settings, writer, routing, counts, variants, observers, secrets.pseudonyms)
         feedback = FeedbackRecorder(scorer, counts, observers, accept_remote=settings.state.backend == "mlflow")
-        services = cls(settings, routing, variants, observers, scorer, feedback, counts, shared)
+        gate = FeedbackGate(settings.feedback, secrets)
+        services = cls(settings, routing, variants, observers, scorer, feedback, gate, secrets.receipts, counts, shared)
         if rollout_store is not None:
             observer = RolloutObserver()
             observers.add(observer)

@@ -1,5 +1,10 @@
 """Ground-truth labels in the spool, waiting for the exporter: the first label of a prediction wins,
-and a label for a prediction another replica answered is kept to be joined in MLflow."""
+and a label for a prediction another replica answered is kept to be joined in MLflow.
+
+Each label records who vouched for it (``trust``) and whether it counts for its randomisation unit:
+only the first label a unit (the sticky user, else the request) gives a version counts, so that one
+request of a thousand rows, or one user, weighs as one unit in the bandit and the guardrails. Labels
+without a credential ([feedback] untrusted = "record") wait in a table of their own, never exported."""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.domain.records import PredictionRecord
-from gateway.spool.schema import CLAIMED, DONE, PENDING
+from gateway.spool.schema import BUMP_COUNTER, CLAIMED, DONE, PENDING
 from gateway.spool.sqlite import SpoolWriteError, SqliteFile, marks
 
 REMOTE_VARIANT = ""  # a label's model_version when another replica answered the prediction
@@ -43,6 +48,7 @@ class LabelRow:
     batch_id: str | None
     prediction_run_id: str | None
     reward: float | None = None  # /feedback's numeric reward, for a bandit with reward = "feedback"
+    trust: str | None = None  # a Trust value; None for labels stored before credentials existed
 
     @property
     def remote(self) -> bool:
@@ -51,11 +57,13 @@ class LabelRow:
 
 
 class LabelExists(Exception):
-    """A true label was stored for this prediction already (the first label wins); ``existing`` is it."""
+    """A true label was stored for this prediction already (the first label wins); ``existing`` is it,
+    ``reward`` its reward."""
 
-    def __init__(self, existing: str | int | float) -> None:
+    def __init__(self, existing: str | int | float, reward: float | None = None) -> None:
         super().__init__(f"a true label ({existing!r}) was stored for this prediction already")
         self.existing = existing
+        self.reward = reward
 
 
 class LabelTable:
@@ -63,32 +71,50 @@ class LabelTable:
         self.db = db
 
     def append(self, record: PredictionRecord, true_label: str | int | float, correct: bool | None,
-               abs_error: float | None, reward: float | None = None) -> int:
+               abs_error: float | None, reward: float | None = None, *, trust: str, unit: str) -> bool:
         """Commit a true label for an answered prediction; the exporter takes it to MLflow. The first
-        label of a prediction wins: another one raises LabelExists with the stored label."""
+        label of a prediction wins: another one raises LabelExists with the stored label. Returns
+        whether it counts: the first label ``unit`` gave this version."""
         return self._insert(record.request_id, record.row_index, record.model_version, true_label, correct, abs_error,
-                            reward)
+                            reward, trust, unit)
 
     def append_remote(self, request_id: str, row_index: int, true_label: str | int | float,
-                      reward: float | None = None) -> int:
+                      reward: float | None = None, *, trust: str) -> None:
         """A true label for a prediction another replica answered: the exporter joins it to that
-        prediction in MLflow (and works out whether it was right there)."""
-        return self._insert(request_id, row_index, REMOTE_VARIANT, true_label, None, None, reward)
+        prediction in MLflow (and works out whether it was right there); its unit is counted there."""
+        self._insert(request_id, row_index, REMOTE_VARIANT, true_label, None, None, reward, trust, None)
 
-    def _insert(self, request_id: str, row_index: int, model_version: str, true_label: str | int | float,
-                correct: bool | None, abs_error: float | None, reward: float | None = None) -> int:
+    def append_untrusted(self, request_id: str, row_index: int, true_label: str | int | float,
+                         reward: float | None, client: str) -> None:
+        """A label nobody vouched for: kept for the retention, never exported or used."""
         try:
             with self.db.adding() as conn:
-                cur = conn.execute(
+                conn.execute("INSERT INTO untrusted_labels (request_id, row_index, true_label, reward, client, ts_ms) "
+                             "VALUES (?, ?, ?, ?, ?, ?)", (request_id, row_index, json.dumps(true_label), reward,
+                                                           client[:64], int(time.time() * 1000)))
+        except sqlite3.Error as exc:
+            raise SpoolWriteError(f"cannot write the prediction spool: {exc}") from exc
+
+    def _insert(self, request_id: str, row_index: int, model_version: str, true_label: str | int | float,
+                correct: bool | None, abs_error: float | None, reward: float | None, trust: str,
+                unit: str | None) -> bool:
+        now = int(time.time() * 1000)
+        try:
+            with self.db.adding() as conn:
+                counted = unit is not None and conn.execute(
+                    "INSERT OR IGNORE INTO label_units (model_version, unit, ts_ms) VALUES (?, ?, ?)",
+                    (model_version, unit, now)).rowcount == 1
+                conn.execute(
                     "INSERT INTO labels (request_id, row_index, model_version, true_label, correct, abs_error, ts_ms, "
-                    "reward) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "reward, trust, counted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (request_id, row_index, model_version, json.dumps(true_label),
-                     None if correct is None else int(correct), abs_error, int(time.time() * 1000), reward))
-            return int(cur.lastrowid or 0)
-        except sqlite3.IntegrityError:
-            row = self.db.connection().execute("SELECT true_label FROM labels WHERE request_id = ? AND row_index = ?",
-                                               (request_id, row_index)).fetchone()
-            raise LabelExists(json.loads(row[0]) if row else None) from None
+                     None if correct is None else int(correct), abs_error, now, reward, trust,
+                     None if unit is None else int(counted)))
+            return counted
+        except sqlite3.IntegrityError:  # the labels_once index: the unit's insert was rolled back with it
+            row = self.db.connection().execute("SELECT true_label, reward FROM labels WHERE request_id = ? "
+                                               "AND row_index = ?", (request_id, row_index)).fetchone()
+            raise LabelExists(json.loads(row[0]) if row else None, row[1] if row else None) from None
         except sqlite3.Error as exc:
             raise SpoolWriteError(f"cannot write the prediction spool: {exc}") from exc
 
@@ -104,15 +130,15 @@ class LabelTable:
             rows = conn.execute(
                 f"""UPDATE labels SET status = {CLAIMED:d}, lease_until = ?, attempts = attempts + 1, batch_id = ?
                     WHERE {where[0]} RETURNING id, request_id, row_index, model_version, true_label, correct,
-                    abs_error, ts_ms, attempts, batch_id, reward""",
+                    abs_error, ts_ms, attempts, batch_id, reward, trust""",
                 (now + lease_seconds, batch_id, *where[1])).fetchall()
         conn = self.db.connection()
         out = []
-        for lid, rid, idx, version, label, correct, abs_error, ts, attempts, batch, reward in sorted(rows):
+        for lid, rid, idx, version, label, correct, abs_error, ts, attempts, batch, reward, trust in sorted(rows):
             run = conn.execute(_PREDICTION_RUN, (idx, rid, idx, idx)).fetchone()
             out.append(LabelRow(int(lid), str(rid), int(idx), str(version), json.loads(label),
                                 None if correct is None else bool(correct), abs_error, int(ts), int(attempts),
-                                batch, run[0] if run and run[0] else None, reward))
+                                batch, run[0] if run and run[0] else None, reward, trust))
         return batch_id, out
 
     def finish(self, label_ids: Sequence[int], run_id: str | None) -> None:
@@ -133,6 +159,23 @@ class LabelTable:
     def oldest_open_ts_ms(self) -> int | None:
         row = self.db.connection().execute(f"SELECT MIN(ts_ms) FROM labels WHERE status != {DONE:d}").fetchone()
         return int(row[0]) if row and row[0] is not None else None
+
+    def prune(self, older_than_seconds: float) -> dict[str, int]:
+        """Forget what is older than the retention: exported labels, the units that counted, untrusted
+        labels, and remote labels whose prediction never reached MLflow (counted as given up)."""
+        cutoff = int((time.time() - older_than_seconds) * 1000)
+        with self.db.transaction() as conn:
+            unjoined = conn.execute(f"DELETE FROM labels WHERE ts_ms < ? AND status != {DONE:d} AND model_version = ?",
+                                    (cutoff, REMOTE_VARIANT)).rowcount
+            done = conn.execute(f"DELETE FROM labels WHERE ts_ms < ? AND status = {DONE:d}", (cutoff,)).rowcount
+            conn.execute("DELETE FROM label_units WHERE ts_ms < ?", (cutoff,))
+            untrusted = conn.execute("DELETE FROM untrusted_labels WHERE ts_ms < ?", (cutoff,)).rowcount
+            if unjoined:
+                conn.execute(BUMP_COUNTER, ("labels_unjoined", unjoined))
+        return {"labels": done, "unjoined": unjoined, "untrusted": untrusted}
+
+    def count_untrusted(self) -> int:
+        return int(self.db.connection().execute("SELECT COUNT(*) FROM untrusted_labels").fetchone()[0])
 
     def count_open(self) -> int:
         return int(self.db.connection().execute(f"SELECT COUNT(*) FROM labels WHERE status != {DONE:d}").fetchone()[0])

@@ -24,6 +24,8 @@ class RowState(IntEnum):
 
 
 PENDING, CLAIMED, DONE = RowState.PENDING, RowState.CLAIMED, RowState.DONE
+BUMP_COUNTER = ("INSERT INTO counters (name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value")
 
 TABLES = f"""
 CREATE TABLE IF NOT EXISTS entries (
@@ -73,11 +75,36 @@ CREATE TABLE IF NOT EXISTS labels (
     attempts INTEGER NOT NULL DEFAULT 0,
     batch_id TEXT,
     run_id TEXT,
-    reward REAL
+    reward REAL,
+    trust TEXT,
+    counted INTEGER
 );
 CREATE INDEX IF NOT EXISTS labels_open ON labels (id) WHERE status != {DONE:d};
+CREATE INDEX IF NOT EXISTS labels_ts ON labels (ts_ms);
+-- The units (sticky user, else request) that have given a version its counted label: one each.
+CREATE TABLE IF NOT EXISTS label_units (
+    model_version TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    PRIMARY KEY (model_version, unit)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS label_units_ts ON label_units (ts_ms);
+-- Labels without a credential ([feedback] untrusted = "record"): kept for the retention, never used.
+CREATE TABLE IF NOT EXISTS untrusted_labels (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL,
+    row_index INTEGER NOT NULL,
+    true_label TEXT NOT NULL,
+    reward REAL,
+    client TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS untrusted_labels_ts ON untrusted_labels (ts_ms);
 """
 _LABELS_ONCE = "CREATE UNIQUE INDEX IF NOT EXISTS labels_once ON labels (request_id, row_index);"
+# Columns added to the labels table after its first release. Labels stored before credentials existed
+# have no trust and are not counted: nobody vouched for them.
+_ADDED_LABEL_COLUMNS = {"reward": "REAL", "trust": "TEXT", "counted": "INTEGER"}
 # Columns added to the per-row predictions table after its first release, with their definitions.
 _ADDED_COLUMNS = {"batch_rows": "INTEGER NOT NULL DEFAULT 1", "request_time_ms": "REAL", "user": "TEXT",
                   "headers": "TEXT NOT NULL DEFAULT ''"}
@@ -88,8 +115,10 @@ def create(conn: sqlite3.Connection, path: Path) -> None:
     conn.executescript(TABLES)
     _migrate_single_row_spool(conn)
     _migrate_row_spool(conn, path)
-    if "reward" not in {row[1] for row in conn.execute("PRAGMA table_info(labels)")}:  # before bandits
-        conn.execute("ALTER TABLE labels ADD COLUMN reward REAL")
+    have = {row[1] for row in conn.execute("PRAGMA table_info(labels)")}
+    for name, definition in _ADDED_LABEL_COLUMNS.items():
+        if name not in have:  # labels of older releases: no reward (before bandits), no trust or count
+            conn.execute(f"ALTER TABLE labels ADD COLUMN {name} {definition}")
     try:
         conn.execute(_LABELS_ONCE)
     except sqlite3.IntegrityError:  # a spool written before the first-label-wins rule

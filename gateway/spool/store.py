@@ -24,7 +24,7 @@ from gateway.spool.labels import LabelExists, LabelRow, LabelTable
 from gateway.spool.packing import pack, unpack
 from gateway.spool.queue import ExportQueue
 from gateway.spool.rows import INSERT, INSERT_ROWS, RowKey, RowKeys, SpoolRow, entry_values, packed_values
-from gateway.spool.schema import DONE, RowState, create
+from gateway.spool.schema import BUMP_COUNTER, DONE, RowState, create
 from gateway.spool.sqlite import SpoolWriteError, SqliteFile, marks
 
 log = logging.getLogger("gateway.spool")
@@ -43,8 +43,6 @@ class DuplicateRequest(Exception):
 
 
 T = TypeVar("T")
-_BUMP = ("INSERT INTO counters (name, value) VALUES (?, ?) "
-         "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value")
 
 # A readiness probe commits this many bytes, then deletes them: more than most group commits of
 # records need, so a disk with room for the probe has room for them (a one-page write would fit in
@@ -154,7 +152,7 @@ class PredictionSpool:
                                     zip(range(last - len(entries) + 1, last + 1), entries, strict=True)]))
                 added += len(records)
             if added:
-                conn.execute(_BUMP, ("appended", added))
+                conn.execute(BUMP_COUNTER, ("appended", added))
         return out
 
     def _duplicate(self, records: Sequence[PredictionRecord]) -> Exception:
@@ -191,7 +189,7 @@ class PredictionSpool:
     # -- housekeeping and state -------------------------------------------------------------
 
     def bump_counter(self, name: str, by: int = 1) -> None:
-        self.db.write(_BUMP, [name, by])
+        self.db.write(BUMP_COUNTER, [name, by])
 
     def prune(self, older_than_seconds: float, chunk: int = 2000) -> int:
         """Delete exported entries older than the retention; they are in MLflow now. In chunks of about
@@ -225,6 +223,7 @@ class PredictionSpool:
         lag = max(0.0, time.time() - oldest / 1000) if oldest is not None else 0.0
         return {"backlog": self.count_open(), "oldest_pending_ts_ms": oldest, "export_lag_seconds": round(lag, 3),
                 "labels_backlog": self.labels.count_open(),
+                "labels_untrusted": self.labels.count_untrusted(),
                 **{f"total_{k}": int(v) for k, v in counters.items()}}
 
     def open_in_range(self, since_ms: int | None = None, until_ms: int | None = None,

@@ -64,7 +64,9 @@ def test_a_bandit_section_without_bandit_mode_says_so() -> None:
     assert isinstance(BanditSection(), BanditSection)
 
 
-def test_feedback_rewards_are_read_from_the_spool(tmp_path) -> None:
+def test_feedback_rewards_are_read_from_the_spool_one_per_unit(tmp_path) -> None:
+    """Counted labels only: the first each unit gave a version. Rewards stored outside the range (by an
+    earlier release) are skipped, so that they cannot break every reweighting after a restart."""
     from gateway.bandit.rewards import SpoolRewards
     from gateway.bandit.spec import Reward
     from gateway.spool.store import PredictionSpool
@@ -72,10 +74,19 @@ def test_feedback_rewards_are_read_from_the_spool(tmp_path) -> None:
 
     spool = PredictionSpool(tmp_path)
     records = [rec(i, version="a" if i % 2 else "b") for i in range(6)]
+    big = [rec(100, version="b", row=k) for k in range(50)]  # one request of 50 rows
+    spool.append_many(records)
+    spool.append_many(big)
     for r in records:
-        spool.append(r)
-    for r in records:
-        spool.labels.append(r, "Setosa", None, None, reward=2.0 if r.model_version == "a" else -1.0)
-    sums = SpoolRewards(spool.db, Reward.FEEDBACK).read()
-    assert sums["a"].n == 3 and sums["a"].mean == 2.0 and sums["b"].mean == -1.0
+        spool.labels.append(r, "Setosa", None, None, reward=2.0 if r.model_version == "a" else -1.0, trust="token",
+                            unit=f"request:{r.request_id}")
+    for r in big:  # 50 labels of one unit: one counts
+        assert spool.labels.append(r, "Setosa", None, None, reward=9.0, trust="receipt",
+                                   unit="request:r100") is (r.row_index == 0)
+    section = BanditSection(reward=Reward.FEEDBACK, reward_range=(-10.0, 10.0))
+    sums = SpoolRewards(spool.db, section).read()
+    assert sums["a"].n == 3 and sums["a"].mean == 2.0
+    assert sums["b"].n == 4 and sums["b"].total == -3.0 + 9.0
+    narrow = SpoolRewards(spool.db, BanditSection(reward=Reward.FEEDBACK, reward_range=(-1.0, 1.0)))
+    assert narrow.read()["b"].n == 3 and "a" not in narrow.sums and narrow.skipped == 4
     spool.close()

@@ -22,8 +22,8 @@ def test_labels_join_their_prediction_runs_once_exported(tmp_path: Any) -> None:
     right = spool.find("r1", "primary", 0)
     wrong = spool.find("r1", "primary", 1)
     assert right is not None and wrong is not None
-    spool.labels.append(right, "Setosa", True, None)
-    spool.labels.append(wrong, "Setosa", False, None)
+    spool.labels.append(right, "Setosa", True, None, trust="token", unit="request:r1")
+    spool.labels.append(wrong, "Setosa", False, None, trust="token", unit="request:r1")
     fake = FakeMlflow([])
     step = LabelsOnPredictionRuns(spool, fake, ExportCounters())  # type: ignore[arg-type]
     assert step.run(False) == 0 and spool.labels.count_open() == 2, "they wait for their predictions"
@@ -42,7 +42,8 @@ def test_label_windows_exactly_once(tmp_path_factory: Any, n: int, injected: lis
         spool.append(rec(i))
         record = spool.find(f"r{i}")
         assert record is not None
-        spool.labels.append(record, "Setosa" if i % 3 else "Virginica", bool(i % 3), None)
+        spool.labels.append(record, "Setosa" if i % 3 else "Virginica", bool(i % 3), None, trust="receipt",
+                            unit=f"request:r{i}")
     fake = FakeMlflow(injected)
     step = LabelWindows(spool, fake, ExportCounters(), window_seconds=3600, max_labels=7)  # type: ignore[arg-type]
     for _ in range(500):
@@ -68,9 +69,9 @@ def test_a_remote_label_is_judged_from_its_prediction_run(tmp_path: Any) -> None
     fake = FakeMlflow([])
     PredictionRuns(other, fake, ExportCounters()).export(other.queue.claim(10), lambda: False)  # type: ignore[arg-type]
     here = PredictionSpool(tmp_path / "here")  # the replica that got the labels
-    here.labels.append_remote("r1", 0, "Setosa")
-    here.labels.append_remote("r2", 0, "Setosa")
-    here.labels.append_remote("r9", 0, "Setosa")  # never answered anywhere
+    here.labels.append_remote("r1", 0, "Setosa", trust="token")
+    here.labels.append_remote("r2", 0, "Setosa", trust="token")
+    here.labels.append_remote("r9", 0, "Setosa", trust="token")  # never answered anywhere
     step = LabelsOnPredictionRuns(here, fake, ExportCounters())  # type: ignore[arg-type]
     assert step.run(False) == 2
     by_request = {r["tags"]["request_id"]: r for r in fake.runs.values()}
@@ -83,7 +84,7 @@ def test_a_remote_label_whose_prediction_never_arrives_is_given_up(tmp_path: Any
     import gateway.export.labels as labels_module
 
     here = PredictionSpool(tmp_path)
-    here.labels.append_remote("r9", 0, "Setosa")
+    here.labels.append_remote("r9", 0, "Setosa", trust="token")
     counters = ExportCounters()
     monkeypatch.setattr(labels_module, "REMOTE_JOIN_WAIT_S", -1.0)
     LabelsOnPredictionRuns(here, FakeMlflow([]), counters).run(False)  # type: ignore[arg-type]

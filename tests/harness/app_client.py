@@ -14,6 +14,8 @@ from tests.harness.iris import IRIS_MODEL
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+FEEDBACK_TOKEN = "label-pipeline-token-0123456789"  # GATEWAY_FEEDBACK_TOKEN of the HTTP tests (conftest)
+FEEDBACK_AUTH = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
 
 
 def make_client(tmp_path: Path, local_models: dict[str, str], **sections: Any) -> TestClient:

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.harness.app_client import TOKEN, make_client, wait_ready
+from tests.harness.app_client import FEEDBACK_TOKEN, TOKEN, make_client, wait_ready
+
+
+@pytest.fixture(autouse=True)
+def feedback_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every in-process gateway of these tests takes labels with FEEDBACK_AUTH (a label pipeline's)."""
+    monkeypatch.setenv("GATEWAY_FEEDBACK_TOKEN", FEEDBACK_TOKEN)
 
 
 @pytest.fixture

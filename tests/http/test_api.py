@@ -12,8 +12,9 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.security.pseudonyms import Pseudonyms
 from gateway.spool.store import PredictionSpool
-from tests.harness.app_client import make_client, wait_ready
+from tests.harness.app_client import FEEDBACK_AUTH, make_client, wait_ready
 from tests.harness.iris import FEATURES, FORM, IRIS_MODEL, SEED_FORM
 from tests.harness.strategies import bad_values, iris_values
 
@@ -309,35 +310,43 @@ def test_feedback_is_stored_and_validated(tmp_path: Path, local_models: dict[str
         rid = c.post("/predict", json=FEATURES).json()["request_id"]
         other = c.post("/predict", json=FEATURES).json()["request_id"]
         third = c.post("/predict", json=FEATURES).json()["request_id"]
-        r = c.post("/feedback", json={"request_id": rid, "true_label": "setosa"})
+        r = c.post("/feedback", json={"request_id": rid, "true_label": "setosa"}, headers=FEEDBACK_AUTH)
         assert r.status_code == 202 and r.json()["correct"] is True and r.json()["true_label"] == "Setosa"
-        r = c.post("/feedback", json={"request_id": other, "true_label": 2})
+        r = c.post("/feedback", json={"request_id": other, "true_label": 2}, headers=FEEDBACK_AUTH)
         assert r.status_code == 202 and r.json()["correct"] is False and r.json()["true_label"] == "Virginica"
         # The first label stands: the same one again is a retry, a different one is refused.
-        r = c.post("/feedback", json={"request_id": rid, "true_label": 0})
+        r = c.post("/feedback", json={"request_id": rid, "true_label": 0}, headers=FEEDBACK_AUTH)
         assert r.status_code == 202 and r.json()["replayed"] is True
-        r = c.post("/feedback", json={"request_id": rid, "true_label": "Virginica"})
+        r = c.post("/feedback", json={"request_id": rid, "true_label": "Virginica"}, headers=FEEDBACK_AUTH)
         assert r.status_code == 409 and r.json()["true_label"] == "Setosa"
-        r = c.post("/feedback", json={"request_id": rid, "true_label": "tulip"})
+        r = c.post("/feedback", json={"request_id": rid, "true_label": "tulip"}, headers=FEEDBACK_AUTH)
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "true_label"
-        assert c.post("/feedback", json={"request_id": rid, "true_label": 7}).status_code == 422
-        r = c.post("/feedback", json={"request_id": "never-seen", "true_label": "Setosa"})
+        assert c.post("/feedback", json={"request_id": rid, "true_label": 7}, headers=FEEDBACK_AUTH).status_code == 422
+        r = c.post("/feedback", json={"request_id": "never-seen", "true_label": "Setosa"}, headers=FEEDBACK_AUTH)
         assert r.status_code == 404 and "never-seen" in r.json()["message"]
-        assert c.post("/feedback", json={"true_label": "Setosa"}).status_code == 422
+        assert c.post("/feedback", json={"true_label": "Setosa"}, headers=FEEDBACK_AUTH).status_code == 422
         # A numeric reward (a bandit's reward = "feedback") rides with the label; anything else is a 422.
         for bad in ("lots", True, "NaN", "Infinity", [1]):
-            r = c.post("/feedback", json={"request_id": third, "true_label": 0, "reward": bad})
+            r = c.post("/feedback", json={"request_id": third, "true_label": 0, "reward": bad}, headers=FEEDBACK_AUTH)
             assert r.status_code == 422 and r.json()["errors"][0]["field"] == "reward", bad
         r = c.post("/feedback", content=b'{"request_id": "%s", "true_label": 0, "reward": NaN}' % third.encode(),
-                   headers={"content-type": "application/json"})
+                   headers={"content-type": "application/json", **FEEDBACK_AUTH})
         assert r.status_code == 422
-        r = c.post("/feedback", json={"request_id": third, "true_label": 0, "reward": 2.5})
-        assert r.status_code == 202 and r.json()["reward"] == 2.5
+        # Outside [bandit] reward_range ([0, 1] by default): one reward of 1e308 would outweigh every other label.
+        for far in (2.5, -0.1, 1e308):
+            r = c.post("/feedback", json={"request_id": third, "true_label": 0, "reward": far}, headers=FEEDBACK_AUTH)
+            assert r.status_code == 422 and r.json()["errors"][0]["field"] == "reward" and "[0, 1]" in r.text, far
+        r = c.post("/feedback", json={"request_id": third, "true_label": 0, "reward": 0.5}, headers=FEEDBACK_AUTH)
+        assert r.status_code == 202 and r.json()["reward"] == 0.5
+        # The same label with another reward is not a retry: 409 says what is stored.
+        r = c.post("/feedback", json={"request_id": third, "true_label": 0, "reward": 0.25}, headers=FEEDBACK_AUTH)
+        assert r.status_code == 409 and r.json()["reward"] == 0.5 and "reward 0.5" in r.json()["message"]
     spool = PredictionSpool(tmp_path / "spool")
     assert spool.labels.count_open() == 3
     _, (first, second, with_reward) = spool.labels.claim(10)
     assert first.request_id == rid and first.correct is True and second.request_id == other
-    assert second.correct is False and first.reward is None and with_reward.reward == 2.5
+    assert second.correct is False and first.reward is None and with_reward.reward == 0.5
+    assert {first.trust, second.trust, with_reward.trust} == {"token"}
 
 
 def test_feedback_for_a_prediction_still_in_flight_waits_for_it(tmp_path: Path, local_models: dict[str, str]) -> None:
@@ -358,7 +367,7 @@ def test_feedback_for_a_prediction_still_in_flight_waits_for_it(tmp_path: Path, 
             scorer.finish(*pending.result(5))
 
         threading.Timer(0.3, release_then_answer).start()
-        r = c.post("/feedback", json={"request_id": "slow-one", "true_label": "Setosa"})
+        r = c.post("/feedback", json={"request_id": "slow-one", "true_label": "Setosa"}, headers=FEEDBACK_AUTH)
         assert r.status_code == 202 and r.json()["correct"] is True
 
 
@@ -401,7 +410,8 @@ def test_openapi_shows_the_models_columns(client: TestClient) -> None:
 
 def test_allow_listed_headers_and_the_sticky_users_pseudonym_are_logged(
         tmp_path: Path, local_models: dict[str, str]) -> None:
-    from gateway.domain.records import user_pseudonym
+    import hashlib
+
     from gateway.export.strategies import prediction_tags
 
     with make_client(tmp_path, local_models, routing={"log_headers": ["X-Country"]}) as c:
@@ -411,7 +421,10 @@ def test_allow_listed_headers_and_the_sticky_users_pseudonym_are_logged(
         spool = c.app.state.gateway.spool  # type: ignore[attr-defined]
         logged, bare = spool.find(r.json()["request_id"]), spool.find(plain.json()["request_id"])
     assert logged is not None and logged.headers == '{"x-country":"de"}' and "secret" not in logged.headers
-    assert logged.user == user_pseudonym("iris-ab", "alice") and "alice" not in logged.user
+    key = (tmp_path / "spool" / "keys" / "pseudonym.key").read_bytes()  # made at first start: no key was set
+    assert logged.user == Pseudonyms(key).of("alice") and "alice" not in logged.user
+    # The salted hash of the release before (the salt is public): a dictionary with it finds nothing.
+    assert logged.user != hashlib.sha256(b"iris-ab\x00alice").hexdigest()[:16]
     assert logged.routing == "sticky"
     tags = prediction_tags(logged)
     assert tags["header.x-country"] == "de" and tags["user"] == logged.user

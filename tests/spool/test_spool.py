@@ -383,7 +383,7 @@ def test_a_batch_exported_one_run_per_row_resumes_row_by_row_and_feedback_finds_
     spool.queue.set_run_id([rows[1].id], "run-1")  # started, then the exporter died
     assert spool.count(DONE) == 1 and spool.count_open() == 2
     for k in range(3):
-        spool.labels.append(rec(1, row=k), "Setosa", True, None)
+        spool.labels.append(rec(1, row=k), "Setosa", True, None, trust="token", unit="request:r1")
     _, labels = spool.labels.claim(10)
     assert {lbl.row_index: lbl.prediction_run_id for lbl in labels} == {0: "run-0", 1: None, 2: None}
     spool.queue.expire_leases()
