@@ -11,7 +11,10 @@ decision boundary.
 With ``--feedback`` every answered prediction is followed by ``POST /feedback`` with the row's true
 label: from the CSV's label column, or from the model's metadata when it labels its input example
 (models/train.py logs the iris hold-out set that way). Rows are then sent as they are (no jitter,
-unless --jitter is given), so that their labels hold; the report then has accuracy to compare.
+unless --jitter is given), so that their labels hold; the report then has accuracy to compare. Each
+label carries its answer's receipt (``X-Feedback-Receipt``), as any client labelling its own answers
+does; with receipts off, the label pipelines' token from ``GATEWAY_FEEDBACK_TOKEN``. A 429 (the
+gateway's rate per client, ``[feedback] client_limit``) is waited out and retried.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -129,6 +133,7 @@ class TrafficResult:
     latencies_ms: list[float] = field(default_factory=list)
     elapsed_s: float = 0.0
     sticky_consistent: bool = True
+    throttled: int = 0  # --feedback: labels answered 429 (and sent again after Retry-After)
     labelled: Counter[str] = field(default_factory=Counter)  # --feedback: labels sent per version...
     correct: Counter[str] = field(default_factory=Counter)  # ...and how many of those it predicted
 
@@ -144,6 +149,7 @@ class TrafficResult:
             "sticky_consistent": self.sticky_consistent,
             "feedback": {v: {"labelled": n, "accuracy": round(self.correct[v] / n, 4)}
                          for v, n in sorted(self.labelled.items())} or None,
+            "feedback_throttled": self.throttled,
         }
 
 
@@ -190,14 +196,15 @@ async def run_traffic(url: str, n: int, concurrency: int = 8, users: int = 0, va
                     result.latencies_ms.append((time.perf_counter() - start) * 1000)
                     if r.status_code == 200:
                         data = r.json()
+                        version = data.get("model_version", HIDDEN)  # [routing] reveal_version = false: blind
                         result.ok += 1
-                        result.versions[data["model_version"]] += 1
+                        result.versions[version] += 1
                         result.classes[str(data["prediction"])[:40]] += 1
                         result.reasons[r.headers.get("X-Routing-Reason", "?")] += 1
-                        if user and seen_user.setdefault(user, data["model_version"]) != data["model_version"]:
+                        if user and seen_user.setdefault(user, version) != version:
                             result.sticky_consistent = False
                         if truth is not None:
-                            await _send_feedback(client, result, data, truth[i])
+                            await _send_feedback(client, result, data, truth[i], r.headers.get("x-feedback-receipt"))
                     else:
                         result.errors[f"HTTP {r.status_code}"] += 1
                 result.sent += 1
@@ -210,14 +217,31 @@ async def run_traffic(url: str, n: int, concurrency: int = 8, users: int = 0, va
     return result
 
 
+HIDDEN = "(hidden)"  # the version of an answer that does not show it
+RETRIES_429 = 20
+
+
 async def _send_feedback(client: httpx.AsyncClient, result: TrafficResult, answer: dict[str, Any],
-                         label: Any) -> None:
-    """POST /feedback for one answer, and count whether the version got it right (as the client sees it)."""
-    version = answer["model_version"]
+                         label: Any, receipt: str | None) -> None:
+    """POST /feedback for one answer, with its receipt (or the label pipelines' token when the gateway
+    gives no receipts), and count whether the version got it right (as the client sees it)."""
+    version = answer.get("model_version", HIDDEN)
     if isinstance(label, np.generic):
         label = label.item()
+    body: dict[str, Any] = {"request_id": answer["request_id"], "true_label": label}
+    headers = {}
+    token = os.environ.get("GATEWAY_FEEDBACK_TOKEN", "").strip()
+    if receipt:
+        body["receipt"] = receipt
+    elif token:
+        headers["Authorization"] = f"Bearer {token}"
     try:
-        r = await client.post("/feedback", json={"request_id": answer["request_id"], "true_label": label})
+        for _ in range(RETRIES_429):
+            r = await client.post("/feedback", json=body, headers=headers)
+            if r.status_code != 429:
+                break
+            result.throttled += 1  # past the gateway's rate for this client: wait as told, then again
+            await asyncio.sleep(min(5.0, float(r.headers.get("retry-after", "1"))))
     except httpx.HTTPError as exc:
         result.errors[f"feedback {type(exc).__name__}"] += 1
         return
@@ -241,6 +265,9 @@ def format_summary(s: dict[str, object]) -> str:
     lines.append("latency ms: " + ", ".join(f"{k} {v}" for k, v in lat.items()))
     for version, f in dict(s.get("feedback") or {}).items():  # type: ignore[call-overload]
         lines.append(f"feedback {version}: {f['labelled']} labels sent, accuracy as answered {f['accuracy']:.1%}")
+    if s.get("feedback_throttled"):
+        lines.append(f"feedback: {s['feedback_throttled']} label(s) answered 429 (the gateway's rate per client, "
+                     "[feedback] client_limit) and sent again after Retry-After")
     if not s["sticky_consistent"]:
         lines.append("WARNING: a sticky user saw more than one version")
     return "\n".join(lines)

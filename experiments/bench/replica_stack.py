@@ -21,6 +21,7 @@ from typing import IO
 import httpx
 
 from tests.harness.processes import (
+    FEEDBACK_AUTH,
     ROOT,
     GatewayProcess,
     MlflowServer,
@@ -289,7 +290,8 @@ class Load:
 
     def _label(self, client: httpx.Client, answer: Answer, true_class: int) -> None:
         try:
-            r = client.post("/feedback", json={"request_id": answer.request_id, "true_label": true_class})
+            r = client.post("/feedback", json={"request_id": answer.request_id, "true_label": true_class},
+                            headers=FEEDBACK_AUTH)  # a label pipeline: the token works on every replica
         except httpx.HTTPError as exc:
             outcome = type(exc).__name__
         else:

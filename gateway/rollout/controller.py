@@ -26,7 +26,7 @@ from gateway.domain.contract import utc_iso
 from gateway.domain.errors import InvalidRollout, NoRollout, RolloutConflict
 from gateway.domain.messages import first_line
 from gateway.rollout.counts import RolloutCounts
-from gateway.rollout.guardrails import ACCURACY, GuardrailResult, evaluate
+from gateway.rollout.guardrails import ACCURACY, SRM, GuardrailResult, evaluate
 from gateway.rollout.observations import Following, RolloutObserver
 from gateway.rollout.record import RolloutRecord, RolloutRecords
 from gateway.rollout.spec import Decision, Require, RolloutSection, RolloutSpec, RolloutState
@@ -136,7 +136,15 @@ class RolloutController:
         samples = {"control": step_split.get(spec.control, 0), "candidate": step_split.get(spec.candidate, 0)}
         evaluation = {"at": time.time(), "guardrails": guardrails, "minima": minima, "step_samples": samples,
                       "workers_reporting": workers}
-        breached = [name for name, r in results.items() if r.breached]
+        breached = [name for name, r in results.items() if r.breached and name != SRM]
+        if not breached and results[SRM].breached:
+            # A split unlike the weights says the counts are suspect (crafted user ids, bots, a routing
+            # bug), not that the candidate is worse: pause for a person to look, never roll back on it.
+            g = guardrails[SRM]
+            reason = (f"results suspect: sample ratio mismatch (candidate share {g['estimate']} against weight "
+                      f"{record.weight:g}, p {g['p_value']}, {g['n']}); paused, not rolled back: look for crafted "
+                      "sticky ids, bots or a routing fault, then resume or abort")
+            return self._decide(record, Decision.SUSPECT, RolloutState.PAUSED, record.step, reason, evaluation)
         if breached:
             reason = "guardrail breached: " + ", ".join(
                 f"{n} (estimate {guardrails[n]['estimate']}, interval {guardrails[n]['interval']}, "

@@ -28,6 +28,7 @@ class Decision(StrEnum):
     PROMOTE = "promote"
     ROLLBACK = "rollback"
     INCONCLUSIVE = "inconclusive"  # max_samples reached, neither breached nor cleared: paused
+    SUSPECT = "suspect"  # a sample-ratio mismatch: the split is not what was asked, the results are suspect: paused
     PAUSE = "pause"
     RESUME = "resume"
     ABORT = "abort"

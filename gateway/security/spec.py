@@ -34,7 +34,7 @@ class FeedbackSection(BaseModel):
     # Labels per credential, past which 429 (per worker process; "N/second;M/minute" ...): the token's,
     # and each client address's (receipts and untrusted labels).
     token_limit: str = "2000/second"
-    client_limit: str = "20/second;600/minute"
+    client_limit: str = "100/second"
 
     @field_validator("token_limit", "client_limit")
     @classmethod

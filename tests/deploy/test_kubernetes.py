@@ -18,6 +18,7 @@ from kubernetes_validate.utils import latest_version
 from gateway.__main__ import GRACEFUL_SHUTDOWN_SECONDS
 from gateway.config.settings import load_settings
 from gateway.http.admin import TOKEN_ENV
+from gateway.security.keys import FEEDBACK_TOKEN_ENV, PSEUDONYM_KEY_ENV, RECEIPT_KEY_ENV, secrets_problem
 from tests.harness.processes import ROOT
 
 K8S = ROOT / "deploy" / "kubernetes"
@@ -154,6 +155,14 @@ def test_the_gateway_pods_ports_probes_and_environment_agree_with_the_code(monke
     assert str(settings.spool.dir) == env["GATEWAY_SPOOL__DIR"]
     assert str(settings.mlflow.model_cache_dir) == env["GATEWAY_MLFLOW__MODEL_CACHE_DIR"]
     assert settings.mlflow.tracking_uri == env["MLFLOW_TRACKING_URI"]
+    # The keys the replicas must share, the feedback token and the routing salt come from the Secret:
+    # without the keys, start-up stops (gateway/security/keys.py).
+    secret = _find("Secret", "iris-ab-credentials")["stringData"]
+    for name in (FEEDBACK_TOKEN_ENV, RECEIPT_KEY_ENV, PSEUDONYM_KEY_ENV, "GATEWAY_ROUTING__SALT"):
+        assert env[name] == {"secretKeyRef": {"name": "iris-ab-credentials", "key": name}}, name
+        monkeypatch.setenv(name, secret[name])
+    assert secrets_problem(settings.state.backend == "mlflow", settings.feedback.receipts) is None
+    assert load_settings(K8S / "files" / "gateway.toml").routing.salt == secret["GATEWAY_ROUTING__SALT"]
     # The spool is on the pod's own volume.
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
     claims = [t["metadata"]["name"] for t in _find("StatefulSet", "gateway")["spec"]["volumeClaimTemplates"]]

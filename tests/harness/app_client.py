@@ -11,11 +11,12 @@ from fastapi.testclient import TestClient
 from gateway.config.settings import load_settings
 from gateway.http.app import create_app
 from tests.harness.iris import IRIS_MODEL
+from tests.harness.processes import FEEDBACK_AUTH, FEEDBACK_TOKEN
+
+__all__ = ["AUTH", "FEEDBACK_AUTH", "FEEDBACK_TOKEN", "TOKEN", "make_client", "wait_ready"]
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-FEEDBACK_TOKEN = "label-pipeline-token-0123456789"  # GATEWAY_FEEDBACK_TOKEN of the HTTP tests (conftest)
-FEEDBACK_AUTH = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
 
 
 def make_client(tmp_path: Path, local_models: dict[str, str], **sections: Any) -> TestClient:

@@ -103,6 +103,14 @@ class MlflowServer:
         self.stop()
 
 
+# The secrets every test gateway process gets, as a deployment's secret store would give them: the label
+# pipelines' token (tests that post /feedback as a pipeline send FEEDBACK_AUTH) and the keys replicas share.
+FEEDBACK_TOKEN = "label-pipeline-token-0123456789"
+FEEDBACK_AUTH = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
+SECRETS = {"GATEWAY_FEEDBACK_TOKEN": FEEDBACK_TOKEN, "GATEWAY_RECEIPT_KEY": "receipt-key-of-the-tests-0123456",
+           "GATEWAY_PSEUDONYM_KEY": "pseudonym-key-of-the-tests-0123"}
+
+
 @dataclass
 class GatewayProcess:
     """``python -m gateway`` on a free port, with a config file and environment overrides."""
@@ -129,7 +137,7 @@ class GatewayProcess:
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the config file decides
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "--config", str(self.config), "--port", str(self.port), *self.args],
-            stdout=self._log, stderr=subprocess.STDOUT, env={**env, **self.env},
+            stdout=self._log, stderr=subprocess.STDOUT, env={**env, **SECRETS, **self.env},
             start_new_session=True, cwd=ROOT,
         )
         if wait_ready:

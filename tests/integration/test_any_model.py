@@ -179,7 +179,8 @@ def test_regressor_over_every_protocol(start_gateway: Callable[..., GatewayProce
         one = http.post("/predict", json=_rows(x, 0, 1)[0])
         assert one.status_code == 200 and isinstance(one.json()["prediction"], float), one.text
         assert "prediction_class" not in one.json()
-        fb = http.post("/feedback", json={"request_id": one.json()["request_id"], "true_label": 151.0})
+        fb = http.post("/feedback", json={"request_id": one.json()["request_id"], "true_label": 151.0,
+                                          "receipt": one.headers["x-feedback-receipt"]})  # its own answer
         assert fb.status_code == 202 and fb.json()["abs_error"] == pytest.approx(abs(151 - one.json()["prediction"]))
         served += 1
         batch = http.post("/predict", json=_rows(x, 10, 20))

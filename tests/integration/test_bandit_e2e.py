@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tests.harness.delivery import wait_drained
-from tests.harness.processes import ROOT, MlflowServer, register_constant_model
+from tests.harness.processes import FEEDBACK_AUTH, ROOT, MlflowServer, register_constant_model
 
 pytestmark = pytest.mark.integration
 CLASSES = ["Setosa", "Versicolor", "Virginica"]
@@ -60,7 +60,8 @@ def test_a_bandit_starves_the_constant_version_and_ipw_matches_offline_accuracy(
             assert r.status_code == 200, r.text
             assigned.append(r.json()["model_version"])
             assert http.post("/feedback", json={"request_id": r.json()["request_id"],
-                                                "true_label": CLASSES[int(truth[i])]}).status_code == 202
+                                                "true_label": CLASSES[int(truth[i])]},
+                             headers=FEEDBACK_AUTH).status_code == 202
         bandit = http.get("/bandit").json()
         metrics = http.get("/metrics").text
     assert bandit["phase"] == "thompson" and bandit["mode"] == "bandit"
@@ -134,7 +135,7 @@ def test_replicas_follow_the_weights_the_controller_reweighs_from_mlflow(
             r = clients[i % 2].post("/predict", json=dict(zip(NAMES, map(float, row), strict=True)))
             assert r.status_code == 200, r.text
             label = clients[(i + 1) % 2].post("/feedback", json={"request_id": r.json()["request_id"],
-                                                                 "true_label": truth})
+                                                                 "true_label": truth}, headers=FEEDBACK_AUTH)
             assert label.status_code == 202, label.text
         deadline = time.monotonic() + 120
         weights: list[dict[str, float]] = []

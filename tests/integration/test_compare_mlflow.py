@@ -20,7 +20,7 @@ from gateway.config.settings import load_settings
 from gateway.domain.records import PredictionRecord
 from gateway.export import build_thread_exporter
 from gateway.spool.store import PredictionSpool
-from tests.harness.processes import ROOT, MlflowServer
+from tests.harness.processes import FEEDBACK_AUTH, ROOT, MlflowServer
 
 pytestmark = pytest.mark.integration
 ARTIFACTS = ROOT / "test-artifacts"
@@ -276,8 +276,8 @@ def test_three_registered_versions_through_a_gateway_with_sticky_users_and_a_log
             r = http.post("/predict", json=dict(zip(names, map(float, row), strict=True)),
                           headers={"X-User-ID": user, "X-Country": "de" if i % 120 < 60 else "fr"})
             assert r.status_code == 200, r.text
-            assert http.post("/feedback", json={"request_id": r.json()["request_id"],
-                                                "true_label": truth}).status_code == 202
+            assert http.post("/feedback", json={"request_id": r.json()["request_id"], "true_label": truth},
+                             headers=FEEDBACK_AUTH).status_code == 202
     wait_drained(gw, timeout=120)
     deadline = time.monotonic() + 60
     while httpx.get(gw.url + "/stats").json()["spool"]["labels_backlog"] and time.monotonic() < deadline:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.harness.iris import FEATURES
-from tests.harness.processes import GatewayProcess, free_port, local_models_config, write_config
+from tests.harness.processes import FEEDBACK_AUTH, GatewayProcess, free_port, local_models_config, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,8 @@ def test_no_endpoint_and_no_log_line_shows_the_tracking_uris_password(tmp_path: 
     try:
         with httpx.Client(base_url=gw.url, timeout=10) as http:
             answered = http.post("/predict", json=FEATURES).json()
-            http.post("/feedback", json={"request_id": answered["request_id"], "true_label": "Setosa"})
+            http.post("/feedback", json={"request_id": answered["request_id"], "true_label": "Setosa"},
+                      headers=FEEDBACK_AUTH)
             http.post("/invocations", json={"dataframe_split": {"columns": list(FEATURES),
                                                                 "data": [list(FEATURES.values())]}})
             deadline = time.monotonic() + 60  # until the exporter has failed against the dead server

@@ -15,7 +15,7 @@ import pytest
 
 from experiments.traffic import run_traffic
 from tests.harness.delivery import FEATURES, runs_by_request, wait_drained
-from tests.harness.processes import ROOT, GatewayProcess, MlflowServer, free_port, write_config
+from tests.harness.processes import FEEDBACK_AUTH, ROOT, GatewayProcess, MlflowServer, free_port, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -240,7 +240,8 @@ def test_feedback_joins_the_prediction_run_and_the_report(start_gateway: Callabl
         answers = [http.post("/predict", json=FEATURES).json() for _ in range(20)]
         for i, a in enumerate(answers):
             label = "Setosa" if i % 4 else "Virginica"  # every fourth answer is "wrong"
-            assert http.post("/feedback", json={"request_id": a["request_id"], "true_label": label}).status_code == 202
+            assert http.post("/feedback", json={"request_id": a["request_id"], "true_label": label},
+                             headers=FEEDBACK_AUTH).status_code == 202
     runs: dict = {}  # type: ignore[type-arg]
     for _ in range(120):
         runs = runs_by_request(mlflow_server.url, "iris-feedback")

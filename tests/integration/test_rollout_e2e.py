@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from models.train import FEATURES
-from tests.harness.processes import GatewayProcess, MlflowServer, register_constant_model
+from tests.harness.processes import FEEDBACK_AUTH, GatewayProcess, MlflowServer, register_constant_model
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +47,8 @@ def drive(gw: GatewayProcess, *, until: Callable[[dict[str, Any]], bool], second
                 i += 1
                 r = http.post("/predict", json=features)
                 assert r.status_code == 200, r.text
-                fb = http.post("/feedback", json={"request_id": r.json()["request_id"], "true_label": truth})
+                fb = http.post("/feedback", json={"request_id": r.json()["request_id"], "true_label": truth},
+                               headers=FEEDBACK_AUTH)
                 assert fb.status_code == 202, fb.text
             state = http.get("/rollout").json()
     state["requests_sent"] = i

@@ -210,3 +210,26 @@ class RolloutCommands(RuleBasedStateMachine):
 
 TestRolloutCommands = RolloutCommands.TestCase
 TestRolloutCommands.settings = settings(max_examples=25, stateful_step_count=12, deadline=None)
+
+
+def test_a_sample_ratio_mismatch_pauses_as_suspect_and_never_rolls_back(tmp_path: Path) -> None:
+    """Sticky ids chosen offline to land on the candidate (the attack on the SRM guardrail): the split is
+    far from the weights, so the results are suspect. The rollout pauses at its step's weight, saying
+    so; it does not roll back, and resuming goes on from there."""
+    rng = random.Random(4)
+    w = Worker(tmp_path)
+    w.controller.start(spec(min_samples=100_000, max_samples=100_000), "test")
+    w.runner.step()
+    w.serve(300, rng=rng, wrong={"v0.0": 0.05, "v1.0": 0.05})
+    router = w.routing.router
+    for i in range(200):  # crafted users, every one of them on the candidate
+        w.observer.on_records([PredictionRecord(
+            request_id=f"crafted{i}", role="primary", model_version="v1.0", features={}, prediction="a",
+            class_index=0, inference_time_ms=1.0, ts_ms=0, routing="sticky", config_hash=router.config_hash,
+            weights=router.weights_tag, request_time_ms=1.0, user=f"u{i}")])
+    record = until_decided(w, 10, 50, rng=rng, wrong={"v0.0": 0.05, "v1.0": 0.05})
+    assert record.state is RolloutState.PAUSED and record.weight == 0.2
+    last = record.history[-1]
+    assert last["decision"] == "suspect" and "results suspect" in last["reason"] and "not rolled back" in last["reason"]
+    assert w.routing.router.weights == {"v0.0": 0.8, "v1.0": 0.2}
+    assert w.controller.resume("test").state is RolloutState.RUNNING
