@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from gateway.domain.errors import MalformedBody
+from gateway.domain.messages import shown
 from gateway.protocols.body import json_object, loads_body, plain
 from gateway.protocols.limits import LARGE_BODY_BYTES, RequestShape, count_json_arrays
-from gateway.variants.columns import ColumnBlock, numbers_block
+from gateway.variants.columns import ColumnBlock
 
 HEADER_LENGTH = "inference-header-content-length"
 PREDICT = "predict"
@@ -98,31 +99,74 @@ def _tensor(spec: Any, binary: memoryview, offset: int, limits: RequestShape) ->
             data = np.frombuffer(raw, dtype=_NUMPY[datatype])
         else:
             raise MalformedBody(f"input {name!r}: unsupported datatype {datatype!r}")
+        if "data" in spec:
+            raise MalformedBody(f"input {name!r} has both data and parameters.binary_data_size; send one")
     else:
         if "data" not in spec:
             raise MalformedBody(f"input {name!r} has no data")
-        values = spec["data"]
-        if type(values) is list and values and set(map(type, values)) == {float}:
-            data = np.array(values, dtype=np.float64)  # a flat list of floats: no object per value kept
-        else:
-            data = np.asarray(values, dtype=object).reshape(-1)
+        data = _typed(name, datatype, spec["data"])
     if data.size != expected:
         raise MalformedBody(f"input {name!r}: shape {shape} needs {expected} values, got {data.size}")
     return name, data.reshape(shape) if shape else data, offset
 
 
-def _block(columns: Sequence[str], data: np.ndarray, values: list[Any] | None) -> ColumnBlock | None:
-    """One [N, columns] tensor as a block for the columnar path: a binary numeric tensor as it is, a
-    JSON one when its values are plain numbers (flat, or one list per row); else None (the row path)."""
-    if data.dtype != object:
-        if data.dtype.kind not in "fiu":
-            return None
-        return ColumnBlock(columns, data.astype(np.float64, copy=False), data)
-    if values is not None and len(values) != data.size and all(type(v) is list for v in values):
-        values = list(itertools.chain.from_iterable(values))  # [[row], [row], ...]
-    if values is None or len(values) != data.size:
+def _typed(name: str, datatype: str, values: Any) -> np.ndarray:
+    """A JSON tensor's values as its datatype holds them, exactly as the binary extension would carry
+    them: BOOL true/false, integers within their type's range (5.0 is 5; 5.7 is refused), floats cast
+    to their width (an FP16 1e-8 is 0.0, as in binary; 1e6 does not fit), BYTES strings."""
+    flat = values if type(values) is list else [values]
+    if any(type(v) is list for v in flat):
+        if not all(type(v) is list for v in flat):
+            raise MalformedBody(f"input {name!r}: data mixes lists and values; send it flat or one list per row")
+        flat = list(itertools.chain.from_iterable(flat))  # [[row], [row], ...]
+    kinds = set(map(type, flat))
+    if datatype == "BYTES":
+        if kinds - {str}:
+            raise MalformedBody(f"input {name!r}: datatype BYTES holds strings, got {_first_not(flat, str)}")
+        return np.array(flat, dtype=object)
+    dtype = _NUMPY.get(datatype)
+    if dtype is None:
+        raise MalformedBody(f"input {name!r}: unsupported datatype {datatype!r}; one of {', '.join(_NUMPY)} or BYTES")
+    if datatype == "BOOL":
+        if kinds - {bool}:
+            raise MalformedBody(f"input {name!r}: datatype BOOL holds true or false, got {_first_not(flat, bool)}")
+        return np.array(flat, dtype=np.bool_)
+    if kinds - {int, float}:
+        raise MalformedBody(f"input {name!r}: datatype {datatype} holds numbers, got {_first_not(flat, int, float)}")
+    if np.dtype(dtype).kind in "iu":
+        fraction = next((v for v in flat if type(v) is float and not v.is_integer()), None)
+        if fraction is not None:
+            raise MalformedBody(f"input {name!r}: datatype {datatype} holds whole numbers, got {fraction!r}")
+        whole = [int(v) for v in flat] if float in kinds else flat
+        info = np.iinfo(dtype)
+        for v in (min(whole, default=0), max(whole, default=0)):
+            if not info.min <= v <= info.max:
+                raise MalformedBody(f"input {name!r}: datatype {datatype} holds {info.min} to {info.max}, got {v}")
+        return np.array(whole, dtype=dtype)
+    try:
+        wide = np.array(flat, dtype=np.float64)
+    except OverflowError:  # an integer past a float's range
+        raise MalformedBody(f"input {name!r}: a value does not fit datatype {datatype}") from None
+    with np.errstate(over="ignore"):  # checked below, with the input named
+        narrow = wide.astype(dtype)
+    if (np.isfinite(wide) & ~np.isfinite(narrow)).any():
+        raise MalformedBody(f"input {name!r}: a value does not fit datatype {datatype} (largest "
+                            f"{float(np.finfo(dtype).max):g})")
+    return narrow
+
+
+def _first_not(values: list[Any], *kinds: type) -> str:
+    """The first value not of ``kinds`` (bool is not an int here), as an error shows it."""
+    bad = next(v for v in values if type(v) not in kinds)
+    return shown(bad, 40)
+
+
+def _block(columns: Sequence[str], data: np.ndarray) -> ColumnBlock | None:
+    """One numeric [N, columns] tensor (binary, or JSON typed by its datatype) as a block for the
+    columnar path; None for BOOL and BYTES (the row path, whose validator names what is wrong)."""
+    if data.dtype.kind not in "fiu":
         return None
-    return numbers_block(columns, values)
+    return ColumnBlock(columns, data.astype(np.float64, copy=False), data)
 
 
 def decode_inputs(payload: dict[str, Any], binary: bytes,
@@ -137,19 +181,23 @@ def decode_inputs(payload: dict[str, Any], binary: bytes,
     json_object(payload.get("parameters"), "parameters")
     view, offset = memoryview(binary), 0
     tensors: dict[str, np.ndarray] = {}
-    flat: dict[str, list[Any]] = {}  # each JSON tensor's values as sent, when they were a flat list
     for spec in inputs:
         name, data, offset = _tensor(spec, view, offset, limits)
         tensors[name] = data
-        if isinstance(spec.get("data"), list) and "binary_data_size" not in (spec.get("parameters") or {}):
-            flat[name] = spec["data"]
+    if offset != len(binary):
+        raise MalformedBody(f"{len(binary) - offset} byte(s) after the last binary tensor: the inputs' "
+                            f"binary_data_size add up to {offset}, the body carries {len(binary)}")
     if len(tensors) == 1:
         (name, data), = tensors.items()
         if data.ndim == 2 and data.shape[1] == len(columns) and (name not in columns or len(columns) > 1):
-            block = _block(columns, data, flat.get(name))
+            block = _block(columns, data)
             if block is not None:
                 return block
             return [{c: plain(v) for c, v in zip(columns, row, strict=True)} for row in data]
+        if data.ndim == 2 and data.shape[1] != 1 and name not in columns:
+            raise MalformedBody(f"input {name!r}: shape {list(data.shape)} has {data.shape[1]} columns; the model "
+                                f"has {len(columns)} ({', '.join(columns)}): send [N, {len(columns)}], or one "
+                                "tensor per input")
     unknown = [n for n in tensors if n not in columns]
     if unknown:
         raise MalformedBody(f"unknown input(s) {unknown}; the model's inputs are {list(columns)}, or send one "

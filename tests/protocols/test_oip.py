@@ -120,3 +120,51 @@ def test_the_output_datatype_is_decided_once_from_the_distinct_types(values: lis
     (out,) = body["outputs"]
     assert out["datatype"] == _datatype_per_value(values)
     assert out["data"] == ([str(v) for v in values] if out["datatype"] == "BYTES" else values)
+
+
+def _decode(inputs: list[dict[str, Any]], binary: bytes = b"") -> Any:
+    return oip.decode_inputs({"inputs": inputs}, binary, SHAPE)
+
+
+@pytest.mark.parametrize("datatype,values,why", [
+    ("INT8", [5.7, 1, 2], "whole numbers, got 5.7"),
+    ("UINT8", [5.7, 1, 2], "whole numbers"),
+    ("UINT8", [256, 1, 2], "holds 0 to 255, got 256"),
+    ("INT8", [-129, 1, 2], "holds -128 to 127, got -129"),
+    ("BOOL", [0.5, 1.0, 2.0], "true or false, got 0.5"),
+    ("BYTES", [1.5, 2.0, 3.0], "holds strings, got 1.5"),
+    ("FP16", [1e6, 1.0, 2.0], "does not fit datatype FP16"),
+    ("FP32", [True, 1.0, 2.0], "holds numbers, got True"),
+    ("FP64", ["1", 1.0, 2.0], "holds numbers, got '1'"),
+    ("COMPLEX", [1.0, 1.0, 2.0], "unsupported datatype 'COMPLEX'"),
+])
+def test_json_tensors_hold_only_what_their_datatype_holds(datatype: str, values: list[Any], why: str) -> None:
+    with pytest.raises(MalformedBody, match="input 'input-0'") as err:
+        _decode([{"name": "input-0", "shape": [1, 3], "datatype": datatype, "data": values}])
+    assert why in str(err.value)
+
+
+def test_json_and_binary_carry_the_same_values() -> None:
+    """FP16 1e-8 is 0.0 in binary; as JSON it is now the same 0.0 (the bounds then refuse it alike), and
+    5.0 for an INT32 is 5."""
+    block = _decode([{"name": "input-0", "shape": [1, 3], "datatype": "FP16", "data": [1e-8, 1.5, 2.0]}])
+    raw = np.array([1e-8, 1.5, 2.0], dtype=np.float16).tobytes()
+    binary = _decode([{"name": "input-0", "shape": [1, 3], "datatype": "FP16",
+                       "parameters": {"binary_data_size": len(raw)}}], raw)
+    assert block.rows() == binary.rows() == [{"x": 0.0, "y z": 1.5, "w/v": 2.0}]
+    ints = _decode([{"name": "input-0", "shape": [1, 3], "datatype": "INT32", "data": [5.0, 1, 2]}])
+    assert ints.rows() == [{"x": 5.0, "y z": 1.0, "w/v": 2.0}]
+
+
+def test_binary_bodies_must_add_up() -> None:
+    raw = np.array([1.0, 2.0, 3.0]).tobytes()
+    spec = {"name": "input-0", "shape": [1, 3], "datatype": "FP64", "parameters": {"binary_data_size": len(raw)}}
+    with pytest.raises(MalformedBody, match="4 byte.s. after the last binary tensor"):
+        _decode([spec], raw + b"\0\0\0\0")
+    with pytest.raises(MalformedBody, match="both data and parameters.binary_data_size"):
+        _decode([{**spec, "data": [1.0, 2.0, 3.0]}], raw)
+
+
+def test_a_tensor_of_the_wrong_width_names_the_column_count() -> None:
+    with pytest.raises(MalformedBody, match=r"shape \[1, 2\] has 2 columns; the model has 3 \(x, y z, w/v\)"):
+        _decode([{"name": "input-0", "shape": [1, 2], "datatype": "FP64", "data": [1.0, 2.0]}])
