@@ -62,6 +62,10 @@ class Gateway:
         if self.spool is not None:
             self.writer = SpoolWriter(self.spool, lock_wait_ms=settings.spool.write_timeout_ms,
                                       queue_wait_ms=settings.spool.write_timeout_ms)
+            problem = self.writer.probe_now()
+            if problem is not None:
+                log.error("the prediction spool takes no records: %s (spool.min_free_mb, spool.max_size_mb); "
+                          "on_log_failure = %s applies until it does", problem, settings.spool.on_log_failure)
         secrets = load_secrets(settings.spool.dir if settings.spool.enabled else None,
                                replicas=settings.state.backend == "mlflow", receipts=settings.feedback.receipts,
                                receipt_ttl_seconds=settings.feedback.receipt_ttl_seconds)

@@ -50,6 +50,21 @@ def redacted(value: Any) -> Any:
     return value
 
 
+# What only the admin side sees on the operations endpoints: files on the gateway's disk (the spool, the
+# shared state) and process ids. A key here is dropped when its value is a plain value, not an object.
+PRIVATE_KEYS = frozenset({"location", "shared_state", "worker_pid", "pid"})
+
+
+def without_private(value: Any) -> Any:
+    """A JSON-like value without PRIVATE_KEYS' plain values, at any depth (for anonymous callers)."""
+    if isinstance(value, dict):
+        return {k: without_private(v) for k, v in value.items()
+                if not (k in PRIVATE_KEYS and not isinstance(v, dict | list))}
+    if isinstance(value, list | tuple):
+        return [without_private(v) for v in value]
+    return value
+
+
 def install_log_redaction() -> None:
     """Every log record of this process, from any logger (the gateway's, httpx's request lines,
     MLflow's, uvicorn's), loses the credentials of the URLs in its message and traceback. Idempotent."""

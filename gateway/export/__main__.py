@@ -62,16 +62,25 @@ def follow(settings: Settings, status_path: Path | None, parent_pid: int | None)
     exporter.start()
     log.info("exporter %d following %s into %s (%s)", os.getpid(), spool.path, settings.mlflow.tracking_uri,
              settings.mlflow.granularity)
+    orphaned = False
     while not stop.wait(0.5):
         if status_path is not None:
             write_status(status_path, {"pid": os.getpid(), "at": time.time(), **exporter.status()})
         if parent_pid is not None and os.getppid() != parent_pid:
-            log.warning("gateway %d is gone; exporter stopping", parent_pid)
+            log.warning("gateway %d is gone; exporter stopping now (the next gateway's exporter takes over)",
+                        parent_pid)
+            orphaned = True
             break
-    left = exporter.stop(settings.spool.shutdown_grace_seconds)
+    # An orphan does not drain: a restarted gateway's exporter is already at work, and what this one
+    # had leased goes back when its leases run out (exactly once all the same, by the request_id tag).
+    left = exporter.stop(0.0 if orphaned else settings.spool.shutdown_grace_seconds,
+                         join_seconds=2.0 if orphaned else None)
     if status_path is not None:
         write_status(status_path, {"pid": os.getpid(), "at": time.time(), "stopped": True, "left": left,
                                    **exporter.status()})
+    if orphaned:
+        logging.shutdown()
+        os._exit(0)  # a thread still inside an MLflow call (its client retries for minutes) must not keep it alive
     return 0
 
 

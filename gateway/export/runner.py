@@ -98,8 +98,10 @@ class ThreadExporter:
         except Exception as exc:  # a locked spool: the next sample
             log.debug("backlog trend not sampled: %s", first_line(exc))
 
-    def stop(self, grace_seconds: float) -> int:
-        """Drain for up to ``grace_seconds`` while MLflow answers, then stop. Return the backlog left."""
+    def stop(self, grace_seconds: float, join_seconds: float | None = None) -> int:
+        """Drain for up to ``grace_seconds`` while MLflow answers, then stop, waiting at most
+        ``join_seconds`` in all (default: a lease) for threads inside an MLflow call. Return the
+        backlog left."""
         deadline = time.monotonic() + grace_seconds
         self.drain_now()
         while time.monotonic() < deadline and (self.spool.count_open() > 0 or self.spool.labels.count_open() > 0):
@@ -109,8 +111,9 @@ class ThreadExporter:
             time.sleep(0.05)
         self._stop.set()
         self._wake.set()
+        end = time.monotonic() + (self.lease_seconds if join_seconds is None else join_seconds)
         for t in [*self._workers, *self._threads]:
-            t.join(timeout=self.lease_seconds)
+            t.join(timeout=max(0.0, end - time.monotonic()))
         self._persist_failures()
         left = self.spool.count_open()
         if left:

@@ -50,11 +50,18 @@ def header_utf8(request: Request, name: str) -> str | None:
 
 
 def logged_headers(request: Request, names: list[str]) -> str:
-    """The ``[routing] log_headers`` the request sent, as JSON text for its records ("" when none)."""
+    """The ``[routing] log_headers`` the request sent, as JSON text for its records ("" when none). A
+    header sent more than once is one value, its lines joined with ", " (RFC 9110, 5.3); bytes that are
+    not UTF-8 are kept visible as \\xNN escapes, not read as Latin-1."""
     if not names:
         return ""
-    found = {name: value[:256] for name in names if (value := header_utf8(request, name)) is not None}
-    return orjson.dumps(found).decode() if found else ""
+    wanted = {name.encode("latin-1"): name for name in names}
+    found: dict[str, list[str]] = {}
+    for key, value in request.scope["headers"]:
+        name = wanted.get(key)
+        if name is not None:
+            found.setdefault(name, []).append(value.decode("utf-8", errors="backslashreplace"))
+    return orjson.dumps({name: ", ".join(values)[:256] for name, values in found.items()}).decode() if found else ""
 
 
 def request_id_of(request: Request, given: Any = None) -> str | None:

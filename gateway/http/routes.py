@@ -11,8 +11,9 @@ from pydantic import BaseModel, BeforeValidator, Field
 from starlette.concurrency import run_in_threadpool
 
 from gateway.domain.errors import NoBandit
-from gateway.domain.messages import redacted, without_credentials
+from gateway.domain.messages import redacted, without_credentials, without_private
 from gateway.domain.records import REQUEST_ID_PATTERN
+from gateway.http.admin import is_admin
 from gateway.http.errors import ErrorBody, responses
 from gateway.http.inference import services
 from gateway.variants.schema import reject_bool
@@ -64,7 +65,7 @@ async def readyz(request: Request) -> JSONResponse:
     spool, writer = gateway.spool, gateway.writer
     problem = spool.check_file() if spool is not None else None
     if problem is not None:
-        return JSONResponse(redacted({"ready": False, "reason": "the prediction spool's file was deleted or "
+        return JSONResponse(_shown(request, {"ready": False, "reason": "the prediction spool's file was deleted or "
                                       "replaced; restart the gateway", **details}), status_code=503)
     unwritable = None
     if svc.settings.spool.enabled and writer is None:
@@ -74,24 +75,25 @@ async def readyz(request: Request) -> JSONResponse:
     if unwritable is not None:
         details["spool_writable"] = False
         if svc.settings.spool.on_log_failure == "reject":  # every prediction would get 503: send them elsewhere
-            return JSONResponse(redacted({"ready": False, "reason": f"{unwritable}; predictions are refused "
+            return JSONResponse(_shown(request, {"ready": False, "reason": f"{unwritable}; predictions are refused "
                                           "until it takes records (on_log_failure = reject)", **details}),
                                 status_code=503)
     shared = details["shared_state"]
     if (svc.settings.state.backend == "mlflow" and svc.settings.state.start_without_mlflow == "unready"
             and not shared.get("read_since_start")):
-        return JSONResponse(redacted({"ready": False, "reason": "the shared routing state has not been read from "
-                                      "MLflow since start-up ([state] start_without_mlflow = unready)",
-                                      **details}), status_code=503)
+        reason = "the shared routing state has not been read from MLflow since start-up ([state] " \
+                 "start_without_mlflow = unready)"
+        return JSONResponse(_shown(request, {"ready": False, "reason": reason, **details}), status_code=503)
     saturated = {name: {"queued_rows": b.queued_rows, "max_queue_rows": b.max_queue_rows}
                  for name, b in svc.scorer.batchers.items() if b.saturated()}
     if saturated:
-        return JSONResponse(redacted({"ready": False, "reason": f"variant(s) {', '.join(sorted(saturated))} saturated: "
-                                      "requests are refused until their queue drains ([batching] max_queue_rows)",
-                                      "saturated": saturated, **details}), status_code=503)
+        reason = f"variant(s) {', '.join(sorted(saturated))} saturated: requests are refused until their queue " \
+                 "drains ([batching] max_queue_rows)"
+        return JSONResponse(_shown(request, {"ready": False, "reason": reason, "saturated": saturated, **details}),
+                            status_code=503)
     if variants.ready.is_set():
-        return JSONResponse(redacted({"ready": True, "variants": sorted(variants), **details}))
-    return JSONResponse(redacted({"ready": False, "reason": variants.load_error or "loading models", **details}),
+        return JSONResponse(_shown(request, {"ready": True, "variants": sorted(variants), **details}))
+    return JSONResponse(_shown(request, {"ready": False, "reason": variants.load_error or "loading models", **details}),
                         status_code=503)
 
 
@@ -112,7 +114,7 @@ def _export_details(request: Request) -> dict[str, Any] | None:
 
 @router.get("/variants", summary="Routing mode, weights, the model's schema, model URIs and registry versions")
 async def variants(request: Request) -> dict[str, Any]:
-    return redacted(services(request).describe())  # type: ignore[no-any-return]
+    return _shown(request, services(request).describe())  # type: ignore[no-any-return]
 
 
 @router.get("/bandit", summary="Bandit mode: the weights in force, each arm's posterior and labels counted",
@@ -132,4 +134,11 @@ async def metrics(request: Request) -> Response:
 
 @router.get("/stats", summary="Prediction log state: backlog, export lag, exported/failed counts")
 async def stats(request: Request) -> dict[str, Any]:
-    return redacted(await run_in_threadpool(request.app.state.stats))  # type: ignore[no-any-return]
+    return _shown(request, await run_in_threadpool(request.app.state.stats))  # type: ignore[no-any-return]
+
+
+def _shown(request: Request, body: Any) -> Any:
+    """An operations body as this caller may see it: never a URL's credentials; file paths and process
+    ids only with the admin token (Authorization: Bearer <GATEWAY_ADMIN_TOKEN>)."""
+    body = redacted(body)
+    return body if is_admin(request) else without_private(body)

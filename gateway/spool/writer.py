@@ -175,6 +175,15 @@ class SpoolWriter:
         for write, result in zip(live, results, strict=True):
             resolve(write.future, result)
 
+    def probe_now(self) -> str | None:
+        """A probe write at once (start-up): a spool that cannot take records (a disk with less than
+        its reserve free, a size cap reached) fails from the start, so that /readyz says so before the
+        first request is refused. None when records fit."""
+        problem = self.spool.probe_write()
+        if problem is not None:
+            self.failing_since, self.last_error, self._probed = time.monotonic(), problem, time.monotonic()
+        return problem
+
     def unwritable(self, probe_every_s: float = 1.0) -> str | None:
         """Why the spool takes no records now, or None. While the last transactions failed, a probe
         write (at most one per ``probe_every_s``, never waiting for the writer) tells when space is

@@ -46,10 +46,11 @@ def own_mlflow(stoppable_mlflow: MlflowServer) -> Iterator[MlflowServer]:
         stoppable_mlflow.start()
 
 
-def _gateway(tmp_path: Path, server: MlflowServer, **sections: object) -> GatewayProcess:
+def _gateway(tmp_path: Path, server: MlflowServer, env: dict[str, str] | None = None,
+             **sections: object) -> GatewayProcess:
     config = write_config(tmp_path / "gateway.toml", server.url, tmp_path / "spool", tmp_path / "cache",
                           **sections)  # type: ignore[arg-type]
-    return GatewayProcess(config=config, workdir=tmp_path / "gw")
+    return GatewayProcess(config=config, workdir=tmp_path / "gw", env=env or {})
 
 
 def test_mlflow_down_mid_traffic_then_back(tmp_path: Path, own_mlflow: MlflowServer) -> None:
@@ -98,14 +99,49 @@ def test_mlflow_down_at_startup_serves_from_cache(tmp_path: Path, own_mlflow: Ml
         gw.stop()
 
 
+def _exporter_pid(gw: GatewayProcess) -> int:
+    """The exporter child's pid, from /stats (shown to the admin token only)."""
+    for _ in range(100):
+        stats = httpx.get(gw.url + "/stats", headers={"Authorization": "Bearer tok"}).json()
+        pid = (stats["exporter"] or {}).get("pid")
+        if pid:
+            return int(pid)
+        time.sleep(0.1)
+    raise AssertionError("the exporter never reported its pid")
+
+
+def _seconds_until_gone(pid: int, limit: float) -> float | None:
+    """How long until process ``pid`` has exited (a zombie counts as gone), or None past ``limit``."""
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, IndexError):
+            return time.monotonic() - start
+        if state in ("Z", "X"):
+            return time.monotonic() - start
+        time.sleep(0.1)
+    return None
+
+
 def test_sigkill_during_traffic_loses_and_duplicates_nothing(tmp_path: Path, mlflow_server: MlflowServer) -> None:
+    """Three SIGKILLs mid-traffic. The first kills the gateway alone, as the kernel's OOM killer would:
+    its exporter child, orphaned, stops within seconds instead of exporting beside the next one's."""
     served: list[str] = []
+    orphan_lived: float | None = None
     for round_ in range(3):
-        gw = _gateway(tmp_path, mlflow_server).start()
+        gw = _gateway(tmp_path, mlflow_server, env={"GATEWAY_ADMIN_TOKEN": "tok"}).start()
+        exporter = _exporter_pid(gw)
         with TrafficThread(gw.url, connections=4, pause=0.05) as traffic:
             time.sleep(2 + round_)
-            gw.stop(signal.SIGKILL)  # mid-request, mid-export
+            if round_ == 0:
+                assert gw.proc is not None
+                os.kill(gw.proc.pid, signal.SIGKILL)  # the gateway's process only: its exporter is orphaned
+                orphan_lived = _seconds_until_gone(exporter, 30)
+            gw.stop(signal.SIGKILL)  # mid-request, mid-export (the whole process group)
         served += traffic.ok_ids
+    print(f"an orphaned exporter stopped {orphan_lived} s after its gateway was SIGKILLed")
+    assert orphan_lived is not None and orphan_lived < 10
     gw = _gateway(tmp_path, mlflow_server).start()
     try:
         stats = wait_drained(gw, timeout=300)

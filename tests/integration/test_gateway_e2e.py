@@ -285,10 +285,10 @@ def test_several_workers_give_correct_metric_totals(start_gateway: Callable[...,
 
 def _answers_for(url: str, seconds: float) -> list[tuple[float, str, int]]:
     """(time, answering variant, worker pid) of requests on fresh connections for ``seconds``: each
-    lands on whichever worker accepts it."""
+    lands on whichever worker accepts it. (The worker's pid is shown to the admin token only.)"""
     out = []
     end = time.monotonic() + seconds
-    with httpx.Client(base_url=url, timeout=10, headers={"Connection": "close"}) as http:
+    with httpx.Client(base_url=url, timeout=10, headers={"Connection": "close", "Authorization": "Bearer tok"}) as http:
         while time.monotonic() < end:
             r = http.post("/predict", json=FEATURES)
             assert r.status_code == 200, r.text
@@ -337,7 +337,8 @@ def test_a_live_change_reaches_every_worker_within_two_seconds(start_gateway: Ca
     deadline = time.monotonic() + 90
     while len(new_pids) < 2 and time.monotonic() < deadline:
         try:
-            pid = httpx.get(gw.url + "/variants", headers={"Connection": "close"}).json()["routing_state"]["worker_pid"]
+            pid = httpx.get(gw.url + "/variants", headers={"Connection": "close", **auth}).json()[
+                "routing_state"]["worker_pid"]
         except httpx.TransportError:
             continue
         if pid not in old_pids:

@@ -159,9 +159,9 @@ def test_json_and_binary_carry_the_same_values() -> None:
 def test_binary_bodies_must_add_up() -> None:
     raw = np.array([1.0, 2.0, 3.0]).tobytes()
     spec = {"name": "input-0", "shape": [1, 3], "datatype": "FP64", "parameters": {"binary_data_size": len(raw)}}
-    with pytest.raises(MalformedBody, match="4 byte.s. after the last binary tensor"):
+    with pytest.raises(MalformedBody, match=r"4 byte\(s\) after the last binary tensor"):
         _decode([spec], raw + b"\0\0\0\0")
-    with pytest.raises(MalformedBody, match="both data and parameters.binary_data_size"):
+    with pytest.raises(MalformedBody, match=r"both data and parameters\.binary_data_size"):
         _decode([{**spec, "data": [1.0, 2.0, 3.0]}], raw)
 
 
