@@ -266,9 +266,9 @@ def test_an_output_that_is_no_answer_is_a_model_failure_not_a_class(
 
 @pytest.mark.parametrize(("policy", "status"), [("reject", 503), ("serve", 200)])
 def test_full_spool_policy(tmp_path: Path, local_models: dict[str, str], policy: str, status: int) -> None:
-    with make_client(tmp_path, local_models, spool={"max_size_mb": 0.05, "on_log_failure": policy}) as c:
+    with make_client(tmp_path, local_models, spool={"max_size_mb": 0.3, "on_log_failure": policy}) as c:
         wait_ready(c)
-        codes = [c.post("/predict", json=FEATURES).status_code for _ in range(400)]
+        codes = [c.post("/predict", json=FEATURES).status_code for _ in range(1500)]
         assert codes[0] == 200
         assert codes[-1] == status
         stats = c.get("/stats").json()
