@@ -36,6 +36,7 @@ TAG_WEIGHTS_VERSION = "weights_version"  # the routing version whose weights rou
 TAG_GRANULARITY = "granularity"
 TAG_MODEL_KIND = "model_kind"
 TAG_TRUE_LABEL = "true_label"
+TAG_LABEL_TRUST = "label_trust"  # who vouched for the label: "token" (a label pipeline) or "receipt" (its client)
 TAG_USER = "user"  # the sticky user key's pseudonym, when the request had a key
 TAG_HEADER_PREFIX = "header."  # + a [routing] log_headers name: that request header's value
 TAG_WINDOW_ID = "window_id"

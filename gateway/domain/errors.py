@@ -223,12 +223,3 @@ class FeedbackDenied(GatewayError):
         super().__init__(message)
         self.status = status
 
-
-class TooManyLabels(GatewayError):
-    """The label's credential (the token, or the client's address) is past its rate ([feedback])."""
-
-    status = 429
-
-    def __init__(self, message: str, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s

@@ -44,7 +44,10 @@ def label_payload(label: LabelRow) -> tuple[list[Any], list[Any]]:
         metrics.append(Metric(c.METRIC_TRUE_VALUE, float(label.true_label), now, 0))
     if label.reward is not None:
         metrics.append(Metric(c.METRIC_REWARD, float(label.reward), now, 0))
-    return metrics, [RunTag(c.TAG_TRUE_LABEL, str(label.true_label))]
+    tags = [RunTag(c.TAG_TRUE_LABEL, str(label.true_label))]
+    if label.trust is not None:
+        tags.append(RunTag(c.TAG_LABEL_TRUST, label.trust))
+    return metrics, tags
 
 
 log = logging.getLogger("gateway.exporter")
@@ -136,7 +139,7 @@ class LabelWindows:
             table = "\n".join(json.dumps({"request_id": lb.request_id, "row_index": lb.row_index,
                                           "model_version": lb.model_version, "true_label": lb.true_label,
                                           "correct": lb.correct, "abs_error": lb.abs_error, "ts_ms": lb.ts_ms,
-                                          "reward": lb.reward},
+                                          "reward": lb.reward, "trust": lb.trust},
                                          separators=(",", ":")) for lb in labels) + "\n"
             self.writer.log_text(run_id, table, c.FEEDBACK_ARTIFACT)
             self.writer.finish(run_id, last + 1)

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from gateway.config.settings import Settings, load_settings
 from gateway.http.admin import router as admin_router
 from gateway.http.errors import install_error_handlers
-from gateway.http.limits import RequestLimits
+from gateway.http.limits import FeedbackRate, RequestLimits
 from gateway.http.mlflow_scoring import router as mlflow_scoring_router
 from gateway.http.oip import router as oip_router
 from gateway.http.predict import router as predict_router
@@ -72,6 +72,7 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
     app.include_router(rollout_admin_router)
     _openapi_from_signature(app)
     limits = settings.http
+    app.add_middleware(FeedbackRate)  # inside RequestLimits: a 431 or 413 is answered before it counts
     app.add_middleware(RequestLimits, max_body_bytes=int(limits.max_body_mb * 1024 * 1024),  # type: ignore[arg-type]
                        max_header_bytes=int(limits.max_header_kb * 1024),
                        read_timeout=limits.body_read_timeout_seconds)

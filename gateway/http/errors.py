@@ -101,7 +101,7 @@ def error_response(request: Request, status: int, name: str, message: str,
                    detail: dict[str, object] | None = None, retry_after_s: int | None = None) -> JSONResponse:
     message, detail = without_credentials(message), redacted(detail or {})
     path = request.url.path
-    headers = {"Retry-After": str(retry_after_s or 1)} if status in (429, 503) else None
+    headers = {"Retry-After": str(retry_after_s or 1)} if status == 503 else None
     if path == "/invocations":
         response = ErrorResponse(mlflow_scoring.error_body(status, message, **detail), status_code=status)
     elif path.startswith("/v2"):

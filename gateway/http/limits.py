@@ -76,9 +76,36 @@ class RequestLimits:
                 "([http] max_body_mb)")
 
 
-async def _reject(send: Send, status: int, name: str, message: str) -> None:
+class FeedbackRate:
+    """``POST /feedback`` past its caller's rate (the token's, else the client address's) is answered
+    429 here, before routing, body parsing or any credential check: a flood of labels, refused or
+    not, costs the event loop that also serves predictions as little as an answer can."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/feedback" and scope["method"] == "POST":
+            services = getattr(scope["app"].state, "services", None)
+            if services is not None:
+                authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"),
+                                     None)
+                client = scope["client"][0] if scope.get("client") else ""
+                wait = services.gate.rate(authorization, client)
+                if wait is not None:
+                    while (await receive()).get("more_body"):  # a label is small: read it, keep the connection
+                        pass
+                    await _reject(send, 429, "TooManyLabels", f"{services.gate.describe_limit(authorization)}; "
+                                  f"retry in {wait} s", [(b"retry-after", str(wait).encode())], close=False)
+                    return
+        await self.app(scope, receive, send)
+
+
+async def _reject(send: Send, status: int, name: str, message: str,
+                  extra: list[tuple[bytes, bytes]] | None = None, close: bool = True) -> None:
+    """An error answered here; ``close``: the body was not read, so the connection cannot go on."""
     body = json.dumps({"error": name, "message": message}).encode()
     headers: list[Any] = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                          (b"connection", b"close")]
+                          *([(b"connection", b"close")] if close else []), *(extra or [])]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -41,10 +41,9 @@ async def feedback(request: Request, body: FeedbackBody) -> dict[str, Any]:
     pipelines' bearer token (GATEWAY_FEEDBACK_TOKEN), or the answer's own receipt (401 without either,
     403 for a wrong one, 429 past the credential's rate; docs/feedback.md). 404 for an unknown request
     id or row, 422 for a label that is not one of the model's classes."""
-    svc = services(request)
+    svc = services(request)  # its rate was checked before the body was read (http/limits.py: FeedbackRate)
+    trust = svc.gate.admit(request.headers.get("authorization"), body.receipt, body.request_id, body.row_index)
     client = request.client.host if request.client is not None else ""
-    trust = svc.gate.admit(request.headers.get("authorization"), body.receipt, body.request_id, body.row_index,
-                           client)
     return await run_in_threadpool(svc.feedback.record, body.request_id, body.true_label, body.row_index,
                                    body.reward, trust, client)
 

@@ -1,18 +1,18 @@
-"""The feedback route's door: which credential a label carries (the token, the answer's receipt, or
-none), and whether its holder is within its rate. Runs before the label is read from the spool, on
-the caller's thread: a flood is answered 429 without touching the spool or the threads that serve
-predictions."""
+"""The feedback route's door: whether the caller is within its rate (``rate``: the token's, else its
+address's, counted for every /feedback request, refused ones too, before the body is read), and which
+credential a label carries (``admit``: the token, the answer's receipt, or none). A flood is answered
+429 before any parsing, and never reaches the spool or the threads that serve predictions."""
 
 from __future__ import annotations
 
 import math
 import time
 
-from limits import parse_many
+from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
-from gateway.domain.errors import FeedbackDenied, TooManyLabels
+from gateway.domain.errors import FeedbackDenied
 from gateway.security.credentials import bearer, same_secret
 from gateway.security.keys import FEEDBACK_TOKEN_ENV, Secrets
 from gateway.security.receipts import ReceiptRefused
@@ -30,9 +30,15 @@ class FeedbackGate:
         self._token_limits = parse_many(section.token_limit)
         self._client_limits = parse_many(section.client_limit)
 
-    def admit(self, authorization: str | None, receipt: str | None, request_id: str, row_index: int,
-              client: str) -> Trust:
-        """The label's trust; raises FeedbackDenied (401, 403) or TooManyLabels (429)."""
+    def rate(self, authorization: str | None, client: str) -> int | None:
+        """None when this caller may send another label now, else the seconds until it may (429)."""
+        token, expected = bearer(authorization), self.secrets.feedback_token
+        if token is not None and expected is not None and same_secret(token, expected):
+            return self._within(self._token_limits, "token")
+        return self._within(self._client_limits, "client", client)
+
+    def admit(self, authorization: str | None, receipt: str | None, request_id: str, row_index: int) -> Trust:
+        """The label's trust; raises FeedbackDenied (401, 403)."""
         token = bearer(authorization)
         if token is not None:
             expected = self.secrets.feedback_token
@@ -40,7 +46,6 @@ class FeedbackGate:
                 raise FeedbackDenied(403, f"no feedback token is configured ({FEEDBACK_TOKEN_ENV}); {HOW}")
             if not same_secret(token, expected):
                 raise FeedbackDenied(403, "wrong feedback token")
-            self._within(self._token_limits, "token")
             return Trust.TOKEN
         if receipt is not None:
             signer = self.secrets.receipts
@@ -50,17 +55,21 @@ class FeedbackGate:
                 signer.verify(receipt, request_id, row_index)
             except ReceiptRefused as exc:
                 raise FeedbackDenied(403, str(exc)) from None
-            self._within(self._client_limits, "client", client)
             return Trust.RECEIPT
         if self.section.untrusted == "refuse":
             raise FeedbackDenied(401, f"feedback needs a credential: {HOW}")
-        self._within(self._client_limits, "client", client)
         return Trust.UNTRUSTED
 
-    def _within(self, limits: list, *key: str) -> None:
+    def _within(self, limits: list[RateLimitItem], *key: str) -> int | None:
         for limit in limits:
             if not self._limiter.hit(limit, *key):
                 reset = self._limiter.get_window_stats(limit, *key).reset_time
-                wait = max(1, math.ceil(reset - time.time()))
-                raise TooManyLabels(f"too many labels from this {'token' if key[0] == 'token' else 'client'}: at "
-                                    f"most {limit} ([feedback] {key[0]}_limit); retry in {wait} s", wait)
+                return max(1, math.ceil(reset - time.time()))
+        return None
+
+    def describe_limit(self, authorization: str | None) -> str:
+        """What a 429 says: which limit, in the config's words."""
+        token, expected = bearer(authorization), self.secrets.feedback_token
+        if token is not None and expected is not None and same_secret(token, expected):
+            return f"too many labels from this token: at most {self.section.token_limit} ([feedback] token_limit)"
+        return f"too many labels from this client: at most {self.section.client_limit} ([feedback] client_limit)"

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from gateway.bandit.policy import Phase, ThompsonPolicy
@@ -56,3 +58,26 @@ def test_equal_weights_until_every_arm_has_its_burn_in() -> None:
     step = policy.reweigh({"a": rewards(500, 1.0), "b": rewards(100, 0.0)}, step.segments)
     assert step.phase is Phase.THOMPSON and step.weights == {"a": 0.99, "b": 0.01}
     assert step.moved_share == pytest.approx(0.49)
+
+
+@settings(max_examples=200, deadline=None)
+@given(low=st.floats(-1e12, 1e12), width=st.floats(1e-6, 1e12),
+       shares=st.lists(st.lists(st.floats(0, 1), max_size=60), min_size=2, max_size=3))
+def test_rewards_within_a_range_never_break_a_reweighting(low: float, width: float, shares: list[list[float]]) -> None:
+    """[bandit] reward_range bounds what a reward can be; within any range it accepts, a reweighting
+    gives finite weights (one reward of 1e308 once froze the weights for good)."""
+    from gateway.bandit.spec import BanditSection
+
+    high = low + width
+    assume(high > low and high - low <= 1e12)
+    BanditSection(reward_range=(low, high))  # a range the config accepts
+    rewards = {}
+    for i, arm in enumerate(shares):
+        total = ArmRewards()
+        for s in arm:
+            total = total.add(min(high, low + s * width))
+        rewards[f"arm{i}"] = total
+    policy = ThompsonPolicy(list(rewards), RewardKind.CONTINUOUS, burn_in=1, min_share=0.01, draws=200, seed=0)
+    result = policy.reweigh(rewards, policy.start())
+    assert all(math.isfinite(w) for w in result.weights.values())
+    assert math.isclose(sum(result.weights.values()), 1.0, abs_tol=1e-9)

@@ -32,6 +32,7 @@ def test_labels_join_their_prediction_runs_once_exported(tmp_path: Any) -> None:
     by_row = {r["tags"]["row_index"]: r for r in fake.runs.values()}
     assert {v for _, _, v in by_row["0"]["metrics"]["correct"]} == {1.0}
     assert {v for _, _, v in by_row["1"]["metrics"]["correct"]} == {0.0}
+    assert by_row["0"]["tags"]["label_trust"] == "token"  # who vouched for it, on the prediction's run
 
 
 @settings(max_examples=40, deadline=None)
@@ -59,6 +60,7 @@ def test_label_windows_exactly_once(tmp_path_factory: Any, n: int, injected: lis
     rows = [json.loads(line) for r in fake.runs.values() for line in r["artifacts"]["feedback.jsonl"].splitlines()]
     assert sorted(row["request_id"] for row in rows) == sorted(f"r{i}" for i in range(n)), "each label once"
     assert sum(1 for row in rows if row["correct"]) == sum(1 for i in range(n) if i % 3)
+    assert {row["trust"] for row in rows} == {"receipt"}
 
 
 def test_a_remote_label_is_judged_from_its_prediction_run(tmp_path: Any) -> None:

@@ -70,6 +70,8 @@ class FakeMlflow:
             for p in params:
                 assert run["params"].get(p.key, p.value) == p.value
                 run["params"][p.key] = p.value
+            for t in tags:
+                run["tags"][t.key] = t.value
         self._call(log)
 
     def finish(self, run_id: str, end_time_ms: int) -> None:
