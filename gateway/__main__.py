@@ -18,6 +18,12 @@ settings:
     GATEWAY_ROUTING__MODE=shadow  GATEWAY_MLFLOW__GRANULARITY=window  GATEWAY_SPOOL__DIR=/data/spool
   MLFLOW_TRACKING_URI overrides [mlflow] tracking_uri. A GATEWAY_ variable that names no setting
   stops start-up, as an unknown key in the file does. GATEWAY_ADMIN_TOKEN turns the /admin routes on.
+
+secrets (environment only; docs/feedback.md):
+  GATEWAY_FEEDBACK_TOKEN  label pipelines' /feedback token (clients use their answers' receipts)
+  GATEWAY_RECEIPT_KEY, GATEWAY_PSEUDONYM_KEY  HMAC keys; required and shared by replicas, else made
+                          once in <spool.dir>/keys/
+  GATEWAY_ROUTING__SALT   a secret sticky-routing salt (start-up warns on the shipped default)
 """
 GRACEFUL_SHUTDOWN_SECONDS = 30  # SIGTERM: requests in flight get this long (then the spool's grace)
 
