@@ -6,8 +6,10 @@ labels. Per-prediction mode: the labelled prediction runs (metric ``correct``). 
 window runs' record tables joined to the feedback-window runs' label tables, read once per run (runs
 are not changed after export) and judged at the join (gateway/export/readback.py, ``join_labels``).
 Only primary predictions made since the rollout started, routed at random (weighted or sticky),
-count, as for the replicas' own counts. Read at most every ``refresh_s``; when MLflow cannot be read
-the last result stands.
+count, as for the replicas' own counts, and each unit (the sticky user, else the request) gives each
+version one label, its earliest prediction's, as a single gateway counts them (gateway/spool/labels.py):
+one client's thousand-row request weighs as one unit. Read at most every ``refresh_s``; when MLflow
+cannot be read the last result stands.
 """
 
 from __future__ import annotations
@@ -73,27 +75,17 @@ class MlflowAccuracy:
             return {}
         ids = [experiment.experiment_id]
         totals: dict[str, ArmCounts] = {}
-
-        def add(frame: pd.DataFrame, variant_col: str, routing_col: str, correct_col: str, user_col: str,
-                request_col: str) -> None:
-            frame = frame[frame[routing_col].isin(RANDOMISED) & frame[correct_col].notna()]
-            users = frame[user_col] if user_col in frame.columns else pd.Series(None, index=frame.index)
-            for variant, routing, user, request_id, correct in zip(
-                    frame[variant_col], frame[routing_col], users, frame[request_col], frame[correct_col],
-                    strict=True):
-                arm = totals.setdefault(str(variant), ArmCounts())
-                unit = randomisation_unit(str(routing), user if isinstance(user, str) else None, str(request_id))
-                arm.count("labelled", unit)
-                arm.count("correct", unit, int(float(correct)))
+        counted: set[tuple[str, str]] = set()  # (version, unit): its one label is in
 
         labelled = search_all(ids, f"tags.{c.TAG_GRANULARITY} = '{c.GRANULARITY_PREDICTION}' and "
                                    f"metrics.{c.METRIC_CORRECT} >= 0 "
                                    f"and tags.{c.TAG_ROLE} = 'primary' and attributes.start_time >= {since_ms}")
         if not labelled.empty:
             request = labelled.get(f"tags.{c.TAG_REQUEST_ID}", pd.Series(None, index=labelled.index))
-            add(labelled.assign(request=request.fillna(labelled["run_id"])),
-                f"tags.{c.TAG_MODEL_VERSION}", f"tags.{c.TAG_ROUTING}", f"metrics.{c.METRIC_CORRECT}",
-                f"tags.{c.TAG_USER}", "request")
+            count_labels(labelled.assign(request=request.fillna(labelled["run_id"])), totals, counted,
+                         variant=f"tags.{c.TAG_MODEL_VERSION}", routing=f"tags.{c.TAG_ROUTING}",
+                         correct=f"metrics.{c.METRIC_CORRECT}", user=f"tags.{c.TAG_USER}", request="request",
+                         time="start_time")
 
         windows = search_all(ids, f"tags.{c.TAG_GRANULARITY} = '{c.GRANULARITY_WINDOW}' and "
                                   f"attributes.start_time >= {since_ms - self.window_margin_ms}")
@@ -110,8 +102,27 @@ class MlflowAccuracy:
         if self._records and self._labels:
             joined = join_labels(pd.concat(self._records, ignore_index=True),
                                  pd.concat(self._labels, ignore_index=True))
-            add(joined, "model_version", "routing", "correct", "user", "request_id")
+            count_labels(joined, totals, counted, variant="model_version", routing="routing", correct="correct",
+                         user="user", request="request_id", time="ts_ms")
         return totals
+
+
+def count_labels(frame: pd.DataFrame, totals: dict[str, ArmCounts], counted: set[tuple[str, str]], *, variant: str,
+                 routing: str, correct: str, user: str, request: str, time: str) -> None:
+    """Add ``frame``'s judged labels of randomised predictions to ``totals``: each unit's first one per
+    version (by ``time``), those in ``counted`` already skipped (and the new ones added to it)."""
+    frame = frame[frame[routing].isin(RANDOMISED) & frame[correct].notna()]
+    frame = frame.sort_values(time, kind="stable") if time in frame.columns else frame
+    users = frame[user] if user in frame.columns else pd.Series(None, index=frame.index)
+    for version, how, who, request_id, right in zip(frame[variant], frame[routing], users, frame[request],
+                                                    frame[correct], strict=True):
+        unit = randomisation_unit(str(how), who if isinstance(who, str) else None, str(request_id))
+        if (str(version), unit) in counted:
+            continue
+        counted.add((str(version), unit))
+        arm = totals.setdefault(str(version), ArmCounts())
+        arm.count("labelled", unit)
+        arm.count("correct", unit, int(float(right)))
 
 
 def _unseen(runs: pd.DataFrame, seen: set[str]) -> pd.DataFrame:

@@ -405,3 +405,21 @@ def test_a_window_holds_at_most_max_entries_entries_whatever_its_rows(tmp_path: 
     assert full is not None and [e.n_rows for e in full[1].entries] == [1, 1, 1]
     rest = spool.queue.claim_window(10, 1000, now=now + 60, max_entries=3)
     assert rest is not None and [e.n_rows for e in rest[1].entries] == [1, 1, 10] and len(rest[1]) == 12
+
+
+def test_labels_are_forgotten_after_the_retention_and_remote_ones_counted_as_unjoined(tmp_path: Path) -> None:
+    """Labels for requests no replica answered (or a pipeline's typos) are bounded: they wait at most
+    the retention, then are dropped and counted, never exported as if they were real."""
+    spool = PredictionSpool(tmp_path)
+    spool.append(rec(1))
+    assert spool.labels.append(rec(1), "Setosa", True, None, trust="token", unit="request:r1") is True
+    spool.labels.append_remote("never-answered", 0, "Setosa", trust="token")
+    spool.labels.append_untrusted("r1", 0, "Virginica", None, "10.0.0.1")
+    _, (local, remote) = spool.labels.claim(10)
+    spool.labels.finish([local.id], "run-1")
+    spool.labels.finish([remote.id], None)
+    assert spool.labels.prune(3600) == {"labels": 0, "unjoined": 0, "untrusted": 0}  # all younger than that
+    assert spool.labels.prune(-1) == {"labels": 1, "unjoined": 1, "untrusted": 1}
+    assert spool.stats()["total_labels_unjoined"] == 1 and spool.labels.count_open() == 0
+    # The unit's count was forgotten with it: its next label, within a new retention, counts again.
+    assert spool.labels.append(rec(1, row=0), "Setosa", True, None, trust="token", unit="request:r1") is True
