@@ -138,8 +138,8 @@ def build_report(experiment: str, tracking_uri: str, *, since: int | None = None
     report = analyse(records, seed=seed, control=control, correction=correction, segment_by=segment_by)
     report["warnings"] = warnings
     report["bandit"] = bandit_section(records)
-    for role in ("versions", "shadow_versions"):
-        for v, s in report[role].items():
+    for section in ("versions", "shadow_versions"):
+        for v, s in report[section].items():
             s["models"] = models.get(v, [])
     report.update({
         "report_id": uuid.uuid4().hex, "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

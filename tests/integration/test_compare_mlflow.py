@@ -101,7 +101,9 @@ def test_filters_select_runs(tmp_path: Path, mlflow_server: MlflowServer) -> Non
     _ship(tmp_path, mlflow_server, "cmp-filters", early + late)
     assert build_report("cmp-filters", mlflow_server.url, since=1_790_000_100_000)[0]["n_records"] == 40
     assert build_report("cmp-filters", mlflow_server.url, until=1_790_000_100_000)[0]["n_records"] == 40
-    assert build_report("cmp-filters", mlflow_server.url, config_hash="c0ffee")[0]["n_records"] == 80
+    report = build_report("cmp-filters", mlflow_server.url, config_hash="c0ffee")[0]
+    assert report["n_records"] == 80
+    assert report["filters"]["role"] == "all", "the filter as given (a loop variable once overwrote it)"
     from experiments.report.analyse import NoRuns
 
     with pytest.raises(NoRuns):
