@@ -1,8 +1,8 @@
 """Compare model versions from the prediction runs in MLflow.
 
     python -m experiments.compare [--experiment NAME] [--since T] [--until T] [--config-hash H]
-        [--role primary|shadow|all] [--control NAME] [--correction holm|bh|none] [--json] [--html FILE]
-        [--no-log]
+        [--role primary|shadow|all] [--control NAME] [--correction holm|bh|none] [--max-slowdown RATIO]
+        [--json] [--html FILE] [--no-log] [--wait SECONDS]
 
 Reads every prediction run (per-prediction runs, and window runs through their record tables),
 summarises latency and the prediction distribution per version (classes for a classifier, values for
@@ -25,6 +25,7 @@ from experiments.report import statistics as st
 from experiments.report.analyse import NoRuns
 from experiments.report.build import build_report, parse_time, unexported_warning
 from experiments.report.comparisons import CORRECTIONS
+from experiments.report.recommend import DEFAULT_MAX_SLOWDOWN
 from experiments.report.summary_runs import log_summary_runs
 from experiments.report.text import render_terminal
 from gateway.config.settings import comparison_experiment_of
@@ -43,6 +44,16 @@ def _config_defaults(path: str) -> dict[str, Any]:
     return {"experiment": settings.mlflow.experiment, "tracking_uri": settings.mlflow.tracking_uri,
             "spool": settings.spool.dir, "control": settings.variants[0].name,
             "summary_experiment": settings.mlflow.comparison_experiment}
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 1.0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite ratio of at least 1, got {text}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="also compare within segments of an input column (quartiles when numeric) or of a "
                              "logged request header (header:NAME, see [routing] log_headers), with a correction "
                              "family of their own")
+    parser.add_argument("--max-slowdown", type=_ratio, default=DEFAULT_MAX_SLOWDOWN, metavar="RATIO",
+                        help="a candidate whose p95 is more than this times the control's (95%% intervals apart) "
+                             "is clearly slower: not promoted when no better, a trade-off when better "
+                             "(default %(default)s)")
     parser.add_argument("--correction", choices=CORRECTIONS, default="holm",
                         help="p-value adjustment across versions x metrics: holm (default; any false positive "
                              "at most alpha), bh (Benjamini-Hochberg: false discovery rate), none")
@@ -97,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
                                        config_hash=args.config_hash, role=args.role,
                                        progress=not args.json and sys.stderr.isatty(),
                                        seed=args.seed, control=args.control or defaults.get("control"),
-                                       correction=args.correction, segment_by=args.segment_by)
+                                       correction=args.correction, segment_by=args.segment_by,
+                                       max_slowdown=args.max_slowdown)
     except NoRuns as exc:
         print(f"no data: {exc}", file=sys.stderr)
         return 2

@@ -10,7 +10,7 @@ import pandas as pd
 
 from experiments.report import statistics as st
 from experiments.report.comparisons import by_segment, compare_to_control
-from experiments.report.recommend import recommend
+from experiments.report.recommend import DEFAULT_MAX_SLOWDOWN, recommend
 from experiments.report.sequential import sequential_section
 from gateway.domain.labels import correct_column
 from gateway.domain.records import RANDOMISED
@@ -59,7 +59,8 @@ def _group_summary(group: pd.DataFrame, total: int, seed: int, labels: list[Any]
 
 
 def analyse(records: pd.DataFrame, seed: int = 0, control: str | None = None,
-            correction: str = "holm", segment_by: str | None = None) -> dict[str, Any]:
+            correction: str = "holm", segment_by: str | None = None,
+            max_slowdown: float = DEFAULT_MAX_SLOWDOWN) -> dict[str, Any]:
     """The whole report, as a JSON-ready dict (its schema: docs/report.md). Every version is compared
     with ``control`` (default: the first version by name) on every metric, the p-values adjusted
     across all of those tests by ``correction`` (holm, bh or none)."""
@@ -140,7 +141,7 @@ def analyse(records: pd.DataFrame, seed: int = 0, control: str | None = None,
     if not shadow.empty:
         report["shadow"] = shadow_analysis(primary, shadow, seed, labels)
         verdicts.extend(report["shadow"]["verdicts"])
-    report["recommendation"] = recommend(report)
+    report["recommendation"] = recommend(report, max_slowdown)
     return report
 
 
@@ -159,6 +160,9 @@ def _quality(report: dict[str, Any], verdicts: list[str]) -> None:
     if len(labelled) >= 2:
         table = np.array([[a["correct"], a["n"] - a["correct"]] for a in labelled.values()])
         res = st.accuracy_difference(table)
+        if res is not None:  # the figures the test was run on, for the tables that show it
+            res = {**res, "accuracy": {v: round(a["rate"], 4) for v, a in labelled.items()},
+                   "labelled": {v: a["n"] for v, a in labelled.items()}}
         report["tests"]["accuracy"] = res
         if res is not None:
             verdicts.append(f"accuracy {'differs' if res['significant'] else 'shows no detectable difference'} "

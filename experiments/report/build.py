@@ -14,6 +14,7 @@ import pandas as pd
 
 from experiments.report.analyse import NoRuns, analyse
 from experiments.report.bandit import bandit_section
+from experiments.report.recommend import DEFAULT_MAX_SLOWDOWN
 from gateway.export.readback import (
     RECORD_COLUMNS,
     join_window_labels,
@@ -116,7 +117,8 @@ def separate_models(records: pd.DataFrame) -> tuple[pd.DataFrame, list[str], dic
 def build_report(experiment: str, tracking_uri: str, *, since: int | None = None, until: int | None = None,
                  config_hash: str | None = None, role: str = "all", progress: bool = False,
                  seed: int = 0, control: str | None = None, correction: str = "holm",
-                 segment_by: str | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
+                 segment_by: str | None = None,
+                 max_slowdown: float = DEFAULT_MAX_SLOWDOWN) -> tuple[dict[str, Any], pd.DataFrame]:
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
@@ -135,7 +137,8 @@ def build_report(experiment: str, tracking_uri: str, *, since: int | None = None
     if records.empty:
         raise NoRuns(f"experiment {experiment!r} has runs, but none is a prediction run")
     records, warnings, models = separate_models(records)
-    report = analyse(records, seed=seed, control=control, correction=correction, segment_by=segment_by)
+    report = analyse(records, seed=seed, control=control, correction=correction, segment_by=segment_by,
+                     max_slowdown=max_slowdown)
     report["warnings"] = warnings
     report["bandit"] = bandit_section(records)
     for section in ("versions", "shadow_versions"):

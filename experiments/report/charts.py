@@ -34,6 +34,13 @@ def _groups(records: pd.DataFrame) -> list[tuple[tuple[str, str], pd.DataFrame]]
     return sorted(records.groupby(["model_version", "role"]), key=lambda kv: (kv[0][1] != "primary", kv[0]))
 
 
+def log_latency_axis(records: pd.DataFrame) -> bool:
+    """Versions whose medians are more than 3x apart: on a linear axis the fast one would be a line
+    against the y-axis, so the latency axis is logarithmic."""
+    medians = records.groupby("model_version")["latency_ms"].median()
+    return len(medians) > 1 and bool(medians.min() > 0) and bool(medians.max() / medians.min() > 3)
+
+
 def latency_ecdf(records: pd.DataFrame) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
@@ -43,8 +50,14 @@ def latency_ecdf(records: pd.DataFrame) -> str:
         ax.step(x, y, where="post", color=PALETTE[i % len(PALETTE)], label=f"{version} ({role}), n = {len(x)}",
                 linestyle="-" if role == "primary" else "--")
     hi = float(records["latency_ms"].quantile(0.995))
-    ax.set_xlim(0, hi * 1.05 if hi > 0 else 1)
-    ax.set_xlabel("predict latency (ms)")
+    if log_latency_axis(records):
+        ax.set_xscale("log")
+        low = float(records.loc[records["latency_ms"] > 0, "latency_ms"].quantile(0.001))
+        ax.set_xlim(low * 0.9, hi * 1.1)
+        ax.set_xlabel("predict latency (ms, log scale)")
+    else:
+        ax.set_xlim(0, hi * 1.05 if hi > 0 else 1)
+        ax.set_xlabel("predict latency (ms)")
     ax.set_ylabel("fraction of predictions ≤ x")
     ax.set_title("Latency ECDF per version")
     ax.grid(alpha=0.3)

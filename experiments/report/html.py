@@ -40,9 +40,14 @@ def _fmt(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _figures(figures: dict[str, Any]) -> str:
+# Where a figure means something else in one test: the sample-ratio test's n counts requests or users.
+FIGURE_NAMES_BY_TEST = {"srm": {"n": "counted", "unit": "unit"}}
+
+
+def _figures(figures: dict[str, Any], test: str | None = None) -> str:
     """A test's figures as named numbers, one per line."""
-    return "<br>".join(f"{html.escape(FIGURE_NAMES.get(k, k.replace('_', ' ')))}: {_fmt(v)}"
+    names = {**FIGURE_NAMES, **FIGURE_NAMES_BY_TEST.get(test or "", {})}
+    return "<br>".join(f"{html.escape(names.get(k, k.replace('_', ' ')))}: {_fmt(v)}"
                        for k, v in figures.items())
 
 
@@ -115,7 +120,7 @@ def _tests_table(tests: dict[str, Any]) -> str:
         significant = res.get("significant", res.get("mismatch"))
         figures = {k: v for k, v in res.items() if k not in ("significant", "mismatch", "p_value")}
         rows.append(f"<tr><th>{html.escape(_TEST_NAMES.get(key, key))}</th><td>{_fmt(res.get('p_value'))}</td>"
-                    f"<td>{_fmt(significant)}</td><td class=l>{_figures(figures)}</td></tr>")
+                    f"<td>{_fmt(significant)}</td><td class=l>{_figures(figures, key)}</td></tr>")
     if not rows:
         return "<p>No between-version test applies (one version, or too few predictions).</p>"
     return ("<table><tr><th>test</th><th>p-value</th><th>significant</th><th>figures</th></tr>"

@@ -3,6 +3,8 @@ p-value, latency named as the price, no verdict without ground truth, the split 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
@@ -33,14 +35,37 @@ def _candidates(records: pd.DataFrame) -> dict[str, dict]:  # type: ignore[type-
     return report["recommendation"]["candidates"]  # type: ignore[no-any-return]
 
 
-def test_a_more_accurate_slower_candidate_is_promoted_with_its_price_named() -> None:
+def test_a_more_accurate_candidate_within_the_tolerance_is_promoted_with_its_price_named() -> None:
     rng = np.random.default_rng(1)
-    out = _candidates(_records(rng, {"v1.0": (1.0, 0.80), "v2.0": (3.0, 0.92), "v3.0": (1.0, 0.80)}, 600))
+    out = _candidates(_records(rng, {"v1.0": (1.0, 0.80), "v2.0": (1.25, 0.92), "v3.0": (1.0, 0.80)}, 600))
     v2, v3 = out["v2.0"], out["v3.0"]
-    assert v2["decision"] == Decision.PROMOTE
+    assert v2["decision"] == Decision.PROMOTE and v2["slowdown"] is None
     assert v2["line"].startswith("v2.0: promote: more accurate, +") and "ms slower at p50" in v2["line"]
-    assert "p95 slower" in v2["line"]
     assert v3["decision"] == Decision.NO_DIFFERENCE and "accuracy: no detectable difference" in v3["line"]
+
+
+def test_speed_weighs_in_a_slower_equal_one_is_not_promoted_a_better_one_is_a_trade_off() -> None:
+    """The breast-cancer case of issue 34: equal accuracy, p95 many times the control's, said "no
+    difference found". Now the first words say it."""
+    rng = np.random.default_rng(6)
+    records = _records(rng, {"v1.0": (1.0, 0.90), "v2.0": (25.0, 0.90), "v3.0": (3.0, 0.99),
+                             "v4.0": (25.0, None)}, 600)
+    report = analyse(records, control="v1.0")
+    out = report["recommendation"]["candidates"]
+    assert out["v2.0"]["decision"] == Decision.SLOWER and out["v2.0"]["slowdown"] > 20
+    assert out["v2.0"]["line"].startswith("v2.0: do not promote: slower: ") and "x slower at p95" in out["v2.0"]["line"]
+    trade = out["v3.0"]
+    assert trade["decision"] == Decision.TRADE_OFF
+    assert re.match(r"v3\.0: trade-off: \+\d+\.\d points, 3\.\dx slower at p95: weigh them; more accurate",
+                    trade["line"]), trade["line"]
+    # accuracy unknown for v4.0 (no labels for it): too slow is enough to say no
+    assert out["v4.0"]["decision"] == Decision.SLOWER
+    mixed = records
+    # A looser tolerance turns the trade-off into a promotion, the price still named.
+    looser = analyse(mixed, control="v1.0", max_slowdown=4.0)["recommendation"]
+    assert looser["candidates"]["v3.0"]["decision"] == Decision.PROMOTE and looser["max_slowdown"] == 4.0
+    assert "clearly slower past 4x the control's p95" in render_terminal(analyse(mixed, control="v1.0",
+                                                                                  max_slowdown=4.0))
 
 
 def test_a_less_accurate_candidate_keeps_the_control() -> None:
@@ -77,3 +102,14 @@ def test_the_recommendation_ends_the_terminal_report_and_is_in_the_html() -> Non
     assert "<h2>Always-valid tests</h2>" in page and "from feedback" in page  # the accuracy column
     assert page.count("data:image/png;base64,") >= 3  # latency, classes, accuracy
     assert "filters: none (every prediction run)" in page
+    # the tests table names what each figure counts: the accuracy test its accuracies and labels
+    row = re.search(r"<tr><th>Accuracy from feedback</th>.*?</tr>", page)
+    assert row and "accuracy: v1.0 0." in row.group(0) and "labelled: v1.0 400, v2.0 400" in row.group(0)
+
+
+def test_latencies_far_apart_are_drawn_on_a_log_axis() -> None:
+    from experiments.report.charts import log_latency_axis
+
+    rng = np.random.default_rng(7)
+    assert log_latency_axis(_records(rng, {"v1.0": (1.0, None), "v2.0": (40.0, None)}, 50))
+    assert not log_latency_axis(_records(rng, {"v1.0": (1.0, None), "v2.0": (2.0, None)}, 50))
