@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 from gateway.config.settings import VariantSpec
 from gateway.domain.errors import SchemaMismatch
+from gateway.variants.labelling import agree_on_labels
 from gateway.variants.loader import LoadedVariant, ModelLoader
 from gateway.variants.output import ModelKind
 from gateway.variants.schema import Bounds, ModelSchema
@@ -28,7 +29,8 @@ class VariantSet(Mapping[str, LoadedVariant]):
         self.load_error: str | None = None
 
     def load(self, loader: ModelLoader, specs: Sequence[VariantSpec], bounds: Mapping[str, Bounds]) -> None:
-        """Load every variant and check that they take the same input and are of one kind."""
+        """Load every variant and check that they take the same input, are of one kind, and label their
+        classes one way (labelling.py)."""
         loaded: dict[str, LoadedVariant] = {}
         for spec in specs:
             variant = loader.load(spec)
@@ -45,6 +47,9 @@ class VariantSet(Mapping[str, LoadedVariant]):
             if other.kind is not first.kind:
                 raise SchemaMismatch(f"variant {first.name} is a {first.kind} but {other.name} is a {other.kind}; "
                                      "set [model] kind if one of them was detected wrongly")
+        names = agree_on_labels(loaded)
+        if names is not None:
+            log.info("the variants answer with the class names %s", names)
         self.schema = first.schema.with_bounds(bounds)
         self.kind = first.kind
         self._loaded = loaded
