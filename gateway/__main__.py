@@ -96,7 +96,9 @@ def _serve_workers(args: argparse.Namespace, settings: object) -> int:
 
     from gateway.domain.errors import ModelLoadError
     from gateway.variants.loader import ModelLoader
+    from gateway.variants.threads import limit_model_threads
 
+    limit_model_threads(settings.model.threads)  # type: ignore[attr-defined]  # before the models, and the workers
     loader = ModelLoader(settings.mlflow.tracking_uri, settings.mlflow.model_cache_dir,  # type: ignore[attr-defined]
                          settings.model)  # type: ignore[attr-defined]
     try:

@@ -33,6 +33,7 @@ from gateway.spool.outbox import Outbox
 from gateway.spool.store import PredictionSpool
 from gateway.spool.writer import SpoolWriter
 from gateway.variants.loader import ModelLoader
+from gateway.variants.threads import limit_model_threads
 
 log = logging.getLogger("gateway")
 
@@ -116,6 +117,7 @@ class Gateway:
         """Load the variants, start their batchers, then ready. A failure is logged and reported to
         ``on_fatal``; the gateway stays unready."""
         services, settings = self.services, self.settings
+        log.info("%s", limit_model_threads(settings.model.threads))
         loader = self._loader or ModelLoader(settings.mlflow.tracking_uri, settings.mlflow.model_cache_dir,
                                              settings.model)
         try:

@@ -162,6 +162,7 @@ class ModelSection(_Section):
     # A registry version that MLflow no longer has (deleted) is served from the local cache, with a
     # warning, rather than stopping start-up. (Here, not in [variants]: that name is the variants' list.)
     allow_cached: bool = True
+    threads: int = Field(1, ge=0, le=256)  # threads one model call may use (variants/threads.py); 0: all cores
 
     @field_validator("class_names")
     @classmethod

@@ -93,9 +93,11 @@ class MicroBatcher:
 
     def __init__(self, name: str, predict: Predict, *, prepare: Callable[[Sequence[Any]], Rows] | None = None,
                  max_batch_size: int = 1024, max_delay_s: float = 0.0, max_queue_rows: int | None = None,
-                 deliver: Callable[[list[tuple[Any, JobResult | BaseException]]], None] | None = None) -> None:
+                 deliver: Callable[[list[tuple[Any, JobResult | BaseException]]], None] | None = None,
+                 on_start: Callable[[], None] | None = None) -> None:
         self.name = name
         self._predict = predict
+        self._on_start = on_start  # once, on the worker thread, before its first call (its thread pools)
         self._prepare = prepare
         # Called once per model call, on the worker, with (ticket, result or error) of each request in
         # it: the caller finishes them together (the scorer commits their records in one transaction).
@@ -201,6 +203,11 @@ class MicroBatcher:
         return batch
 
     def _run(self) -> None:
+        if self._on_start is not None:
+            try:
+                self._on_start()
+            except Exception:  # a limit that cannot be set costs speed, not answers
+                log.exception("batch worker of %s: start hook", self.name)
         while True:
             if self._stop and not self._held and self._queue.empty():
                 return

@@ -51,6 +51,7 @@ from gateway.variants import columns
 from gateway.variants.loaded import VariantSet
 from gateway.variants.loader import BatchResult, LoadedVariant
 from gateway.variants.output import Predictions
+from gateway.variants.threads import limit_this_thread
 
 log = logging.getLogger("gateway.scoring")
 
@@ -112,7 +113,8 @@ class Scorer:
             name: MicroBatcher(name, partial(self._predict, variant), prepare=partial(columns.prepare, schema),
                                max_batch_size=batching.max_batch_size,
                                max_delay_s=batching.max_batch_delay_ms / 1000.0,
-                               max_queue_rows=batching.max_queue_rows, deliver=self._deliver)
+                               max_queue_rows=batching.max_queue_rows, deliver=self._deliver,
+                               on_start=partial(limit_this_thread, self.settings.model.threads))
             for name, variant in self.variants.items()}
 
     # -- the request path ----------------------------------------------------------------------
