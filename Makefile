@@ -36,9 +36,16 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk chromium prometheus haproxy >/dev/null
 	fi
 
+# The recipe runs silently (@ on its first line, one shell): it says what it starts and where.
 run: $(STAMP)
-	mkdir -p $(VAR_DIR)/mlflow
+	@mkdir -p $(VAR_DIR)/mlflow
 	export MLFLOW_TRACKING_URI=http://$(MLFLOW_HOST):$(MLFLOW_PORT)
+	# A VAR_DIR given to make holds everything the run writes: MLflow's files, the spool and the model
+	# cache (the default ./var is the shipped config's own place for them).
+	if [ "$(origin VAR_DIR)" != file ]; then
+	  export GATEWAY_SPOOL__DIR=$${GATEWAY_SPOOL__DIR:-$(VAR_DIR)/spool}
+	  export GATEWAY_MLFLOW__MODEL_CACHE_DIR=$${GATEWAY_MLFLOW__MODEL_CACHE_DIR:-$(VAR_DIR)/model-cache}
+	fi
 	export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false  # its 8 background worker processes are not used here
 	# Own process group for the MLflow server so that one signal stops it and its workers.
 	setsid $(VENV)/bin/mlflow server --host $(MLFLOW_HOST) --port $(MLFLOW_PORT) --workers $(MLFLOW_WORKERS) \
@@ -49,9 +56,13 @@ run: $(STAMP)
 	stop() {
 	  trap - INT TERM EXIT
 	  [ -n "$$gateway_pid" ] && kill -TERM $$gateway_pid 2>/dev/null && wait $$gateway_pid 2>/dev/null || true
-	  kill -TERM -- -$$mlflow_pid 2>/dev/null || true
-	  wait $$mlflow_pid 2>/dev/null || true
-	  echo "stopped MLflow and the gateway"
+	  if kill -TERM -- -$$mlflow_pid 2>/dev/null; then
+	    wait $$mlflow_pid 2>/dev/null || true
+	    echo "stopped the gateway and the MLflow server it started"
+	  else
+	    echo "stopped the gateway; the MLflow server make run started had exited already (one started by hand" \
+	         "is not stopped)"
+	  fi
 	}
 	trap stop EXIT
 	# Ctrl-C or a TERM is a requested stop, not a failure: the recipe ends with status 0, so make
@@ -66,6 +77,10 @@ run: $(STAMP)
 	$(PY) -m models.train
 	$(PY) -m gateway --config $(CONFIG) --host $(GATEWAY_HOST) --port $(GATEWAY_PORT) &
 	gateway_pid=$$!
+	echo "gateway starting on http://$(GATEWAY_HOST):$(GATEWAY_PORT); in another shell:"
+	echo "  export MLFLOW_TRACKING_URI=$$MLFLOW_TRACKING_URI$${GATEWAY_SPOOL__DIR:+ GATEWAY_SPOOL__DIR=$$GATEWAY_SPOOL__DIR}"
+	echo "  $(PY) -m experiments.traffic --url http://$(GATEWAY_HOST):$(GATEWAY_PORT) -n 2000 --feedback"
+	echo "  $(PY) -m experiments.compare --wait 300 --html report.html"
 	wait $$gateway_pid
 
 # The unit and property tests (the architecture's import checks among them) on both cores; the

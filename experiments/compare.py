@@ -23,7 +23,7 @@ from typing import Any
 
 from experiments.report import statistics as st
 from experiments.report.analyse import NoRuns
-from experiments.report.build import build_report, parse_time, unexported_warning
+from experiments.report.build import build_report, parse_time, unexported_warning, wait_for_export
 from experiments.report.comparisons import CORRECTIONS
 from experiments.report.recommend import DEFAULT_MAX_SLOWDOWN
 from experiments.report.summary_runs import log_summary_runs
@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--html", metavar="FILE", help="write a self-contained HTML report with charts")
     parser.add_argument("--no-log", action="store_true", help="do not log summary runs to MLflow")
+    parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                        help="first wait up to this long for the gateway's spool to ship the range's predictions "
+                             "and labels to MLflow (right after traffic, a report is otherwise partial)")
     parser.add_argument("--summary-experiment", help="where the summary runs go (default: the config's [mlflow] "
                                                      "comparison_experiment, else the experiment's name + "
                                                      "'-comparison')")
@@ -105,8 +108,15 @@ def main(argv: list[str] | None = None) -> int:
 
     problem = check_tracking_server(args.tracking_uri)
     if problem:
-        print(f"error: MLflow tracking server {args.tracking_uri} is unreachable ({problem})", file=sys.stderr)
+        print(f"error: MLflow tracking server {args.tracking_uri} is unreachable ({problem}); point the report at "
+              "yours with --tracking-uri URL or MLFLOW_TRACKING_URI=URL (make run MLFLOW_PORT=N serves it at "
+              "http://127.0.0.1:N and prints the line to export)", file=sys.stderr)
         return 1
+    if args.wait > 0:
+        left = wait_for_export(args.spool, args.since, args.until, args.role, args.wait,
+                               progress=not args.json and sys.stderr.isatty())
+        if left:
+            print(f"warning: {left} record(s) still wait in the spool after {args.wait:g} s", file=sys.stderr)
     try:
         report, records = build_report(args.experiment, args.tracking_uri, since=args.since, until=args.until,
                                        config_hash=args.config_hash, role=args.role,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import re
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -56,24 +57,59 @@ def build_filter(since: int | None = None, until: int | None = None, config_hash
     return " and ".join(clauses)
 
 
-def unexported_warning(spool_dir: Path | None, since: int | None, until: int | None, role: str) -> str | None:
-    """A warning when the gateway's spool holds predictions that MLflow has not received yet."""
+def unexported(spool_dir: Path | None, since: int | None, until: int | None, role: str) -> int | None:
+    """Predictions (and labels) of the range that the gateway's spool has not shipped to MLflow yet;
+    None without a spool. OSError or sqlite3.Error when the spool cannot be read."""
     if spool_dir is None:
         return None
     from gateway.spool.store import PredictionSpool
 
     if not (spool_dir / PredictionSpool.FILENAME).exists():
         return None
+    spool = PredictionSpool(spool_dir)
     try:
-        spool = PredictionSpool(spool_dir)
-        waiting = spool.open_in_range(since, until, None if role == "all" else role)
+        return spool.open_in_range(since, until, None if role == "all" else role) + spool.labels.count_open()
+    finally:
         spool.close()
+
+
+def wait_for_export(spool_dir: Path | None, since: int | None, until: int | None, role: str, seconds: float,
+                    progress: bool) -> int | None:
+    """Wait up to ``seconds`` for the spool to ship the range's predictions and labels to MLflow, with a
+    progress bar on a terminal. Returns what is still waiting (0 when done, None without a spool)."""
+    from tqdm import tqdm
+
+    left = _readable(spool_dir, since, until, role)
+    if not left:
+        return left
+    deadline = time.monotonic() + seconds
+    with tqdm(total=left, unit="rec", desc="waiting for the export", disable=not progress, file=sys.stderr) as bar:
+        while left and time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = _readable(spool_dir, since, until, role) or 0
+            bar.update(max(0, left - now))
+            left = now
+    return left
+
+
+def _readable(spool_dir: Path | None, since: int | None, until: int | None, role: str) -> int | None:
+    try:
+        return unexported(spool_dir, since, until, role)
+    except Exception:  # an unreadable spool: the warning below says so
+        return None
+
+
+def unexported_warning(spool_dir: Path | None, since: int | None, until: int | None, role: str) -> str | None:
+    """A warning when the gateway's spool holds predictions or labels that MLflow has not received yet."""
+    try:
+        waiting = unexported(spool_dir, since, until, role)
     except Exception as exc:  # a spool we cannot read must not stop the report
         return f"could not read the gateway's spool at {spool_dir} ({exc}); the report may be partial"
     if not waiting:
         return None
-    return (f"the gateway's spool ({spool_dir}) still holds {waiting} prediction(s) in this range that MLflow has "
-            "not received yet: this report is partial (see /stats for the export lag)")
+    return (f"the gateway's spool ({spool_dir}) still holds {waiting} prediction(s) of this range, or label(s), that "
+            "MLflow has not received yet: this report is partial (compare --wait SECONDS waits for them; /stats "
+            "shows the export lag)")
 
 
 def runs_url(tracking_uri: str, experiment_id: str) -> str | None:

@@ -34,8 +34,9 @@ def unknown_environment(sections: set[str], environ: Mapping[str, str] | None = 
     return sorted(unknown)
 
 
-def disabled_sections(data: Mapping[str, Any]) -> list[str]:
-    """One line per section the file has that does nothing as configured (said at start-up)."""
+def disabled_sections(data: Mapping[str, Any], shadow_defaults: Mapping[str, Any] | None = None) -> list[str]:
+    """One line per section the file has that does nothing as configured (said at start-up). A
+    ``[shadow]`` that only restates ``shadow_defaults`` (the shipped config's) configures nothing."""
     notes = []
     rollout = data.get("rollout")
     if isinstance(rollout, dict) and not rollout.get("enabled", False):
@@ -48,13 +49,25 @@ def disabled_sections(data: Mapping[str, Any]) -> list[str]:
         notes.append("[spool] export = false: predictions are kept in the spool and not exported; ship them "
                      "with python -m gateway.export")
     routing = data.get("routing") if isinstance(data.get("routing"), dict) else {}
-    if isinstance(data.get("shadow"), dict) and routing.get("mode", "weighted") != "shadow":
+    shadow = data.get("shadow")
+    restated = isinstance(shadow, dict) and shadow_defaults is not None and all(
+        shadow_defaults.get(k) == v for k, v in shadow.items())
+    if isinstance(shadow, dict) and not restated and routing.get("mode", "weighted") != "shadow":
         notes.append("[shadow] is used only with routing.mode = \"shadow\" (or a rollout's disagreement "
                      "guardrail); with mode \"weighted\" it scores nothing")
     if isinstance(data.get("bandit"), dict) and routing.get("mode", "weighted") != "bandit":
         notes.append("[bandit] is used only with routing.mode = \"bandit\"; with mode "
                      f"{routing.get('mode', 'weighted')!r} the weights stay as configured")
     return notes
+
+
+def weights_notice(mode: str, weights: list[tuple[str, float]]) -> list[str]:
+    """Weighted routing whose weights do not add up to 1 is fine (they are shares), but says so."""
+    total = sum(w for _, w in weights)
+    if mode != "weighted" or total <= 0 or abs(total - 1.0) < 1e-9:
+        return []
+    shares = ", ".join(f"{name} {w / total:.1%}" for name, w in weights)
+    return [f"the variants' weights add up to {total:g}, not 1: they are used as shares ({shares})"]
 
 
 def defaults_text(sections: Mapping[str, Any]) -> str:

@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from gateway.bandit.allocation import initial, quantise
 from gateway.bandit.spec import BanditSection, check_bandit
-from gateway.config.checks import ENV_PREFIX, disabled_sections, unknown_environment
+from gateway.config.checks import ENV_PREFIX, disabled_sections, unknown_environment, weights_notice
 from gateway.domain.contract import is_http_uri
 from gateway.domain.messages import error_location
 from gateway.rollout.spec import RolloutSection
@@ -393,5 +393,6 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
     if env_uri:
         # An explicit MLFLOW_TRACKING_URI beats GATEWAY_MLFLOW__TRACKING_URI too.
         settings.mlflow.tracking_uri = env_uri
-    settings._notices = disabled_sections(data)
+    settings._notices = disabled_sections(data, ShadowSection().model_dump()) + weights_notice(
+        settings.routing.mode, [(v.name, v.weight) for v in settings.variants])
     return settings

@@ -149,6 +149,16 @@ def test_a_section_that_does_nothing_says_so(tmp_path: Path, text: str, words: s
     assert len(notices) == 1 and words in notices[0]
 
 
+def test_the_shipped_shadow_section_and_weights_that_add_to_one_are_quiet(tmp_path: Path) -> None:
+    """Every default start logged "[shadow] is used only with ..." for a section that only restates
+    the defaults; weights of 0.7 and 0.7 were made 0.5/0.5 without a word."""
+    assert load_settings(ROOT / "config" / "gateway.toml").notices == []
+    text = "[[variants]]\nname = \"a\"\nmodel_uri = \"/m/a\"\nweight = 0.7\n" \
+           "[[variants]]\nname = \"b\"\nmodel_uri = \"/m/b\"\nweight = 0.7\n"
+    notices = load_settings(_write(tmp_path, text)).notices
+    assert notices == ["the variants' weights add up to 1.4, not 1: they are used as shares (a 50.0%, b 50.0%)"]
+
+
 def test_enabled_sections_are_quiet(tmp_path: Path) -> None:
     text = "[rollout]\nenabled = true\n[routing]\nmode = \"shadow\"\n[shadow]\nsample_rate = 0.5\n"
     assert load_settings(_write(tmp_path, text)).notices == []

@@ -30,6 +30,16 @@ def test_seed_form_call(client: TestClient) -> None:
     assert r.headers["X-Routing-Reason"] == "weighted"
 
 
+def test_json_sent_as_curl_d_sends_it_without_a_content_type_is_read_as_json(client: TestClient) -> None:
+    """curl -d '{...}' labels the body a form; a form field never starts with a brace."""
+    import json
+
+    for body in (json.dumps(FEATURES), " " + json.dumps([FEATURES, FEATURES])):
+        r = client.post("/predict", content=body, headers=FORM)
+        assert r.status_code == 200, r.text
+    assert r.json()["predictions"][0]["prediction"] == "Setosa"
+
+
 def test_json_and_query_string(client: TestClient) -> None:
     assert client.post("/predict", json=FEATURES).json()["prediction"] == "Setosa"
     r = client.post("/predict", params=FEATURES)
