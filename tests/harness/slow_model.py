@@ -28,3 +28,33 @@ def save_sleeper(path: Path) -> str:
     mlflow.pyfunc.save_model(str(path), python_model=Sleeper(), input_example=example, signature=signature,
                              pip_requirements=pip_requirements())
     return str(path)
+
+
+class SlowCopy(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    """Another model's predictions, each call ``delay`` seconds late: a candidate of exactly the same
+    accuracy, slower."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    def load_context(self, context):  # type: ignore[no-untyped-def]
+        import mlflow.sklearn
+
+        self.inner = mlflow.sklearn.load_model(context.artifacts["model"])
+
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        time.sleep(self.delay)
+        return self.inner.predict(model_input)
+
+
+def save_slow_copy(model_path: str, path: Path, delay: float) -> str:
+    """``model_path`` (a local scikit-learn model) as a pyfunc model with the same signature, ``delay``
+    seconds slower per call."""
+    from mlflow.models import Model
+
+    from models.train import pip_requirements
+
+    signature = Model.load(str(Path(model_path) / "MLmodel")).signature
+    mlflow.pyfunc.save_model(str(path), python_model=SlowCopy(delay), artifacts={"model": model_path},
+                             signature=signature, pip_requirements=pip_requirements())
+    return str(path)

@@ -178,6 +178,52 @@ def test_traffic_feedback_gives_the_report_accuracy_and_a_recommendation(
     assert text.rstrip().splitlines()[-1].strip() == line  # the terminal report ends with the verdict
 
 
+def test_a_slower_candidate_of_equal_accuracy_is_not_promoted(
+        start_gateway: Callable[..., GatewayProcess], mlflow_server: MlflowServer, local_models: dict[str, str],
+        tmp_path: Path) -> None:
+    """Issue 34's breast-cancer case, on iris: the same estimator, 20 ms slower per call. The verdict
+    said "no difference found"; now its first words say "do not promote: slower". Traffic with
+    --feedback (receipts), then the README's compare --wait, which waits for the export itself."""
+    import json
+
+    from tests.harness.slow_model import save_slow_copy
+
+    slow = save_slow_copy(local_models["v1.0"], tmp_path / "slow-copy", delay=0.02)
+    gw = start_gateway(name="slower", mlflow={"experiment": "iris-slower", "granularity": "window",
+                                              "window_seconds": 1.0},
+                       variants=[{"name": "v1.0", "model_uri": local_models["v1.0"], "weight": 0.5},
+                                 {"name": "v1.0-slow", "model_uri": slow, "weight": 0.5}])
+    proc = subprocess.run([sys.executable, "-m", "experiments.traffic", "--url", gw.url, "-n", "600", "--feedback",
+                           "--data", str(_iris_csv(tmp_path)), "--json"], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-800:]
+    sent = json.loads(proc.stdout)["feedback"]
+    assert sent["v1.0"]["accuracy"] == pytest.approx(sent["v1.0-slow"]["accuracy"], abs=0.08)
+    report = subprocess.run([sys.executable, "-m", "experiments.compare", "--experiment", "iris-slower",
+                             "--tracking-uri", mlflow_server.url, "--spool", str(tmp_path / "slower" / "spool"),
+                             "--wait", "180", "--json", "--no-log", "--control", "v1.0"],
+                            capture_output=True, text=True, timeout=400, cwd=ROOT)
+    assert report.returncode == 0 and "partial" not in report.stderr, report.stderr[-800:]
+    verdict = json.loads(report.stdout)["recommendation"]["candidates"]["v1.0-slow"]
+    print("\n" + verdict["line"])
+    assert verdict["decision"] == "do not promote: slower", verdict["line"]
+    assert verdict["line"].startswith("v1.0-slow: do not promote: slower: ")
+    assert "accuracy: no detectable" in verdict["line"]
+
+
+def _iris_csv(tmp_path: Path) -> Path:
+    """Every iris row with its label: enough rows for both versions' p95 (the logged example is 30)."""
+    from sklearn.datasets import load_iris
+
+    from models.train import CLASSES
+    from models.train import FEATURES as NAMES
+
+    x, y = load_iris(return_X_y=True, as_frame=True)
+    x.columns = list(NAMES)
+    x.assign(label=[CLASSES[i] for i in y]).to_csv(tmp_path / "iris.csv", index=False)
+    return tmp_path / "iris.csv"
+
+
 def test_traffic_feedback_without_ground_truth_says_so(start_gateway: Callable[..., GatewayProcess],
                                                        tmp_path: Path) -> None:
     gw = start_gateway(name="nolabels", spool={"export": False})

@@ -48,7 +48,8 @@ def test_make_run_answers_the_seed_call_and_stops_cleanly_on_ctrl_c(tmp_path: Pa
                                  capture_output=True, text=True, timeout=300)
         assert compare.returncode == 0, compare.stderr[-2000:]
         assert '"n_records": 31' in compare.stdout and "partial" not in compare.stderr
-        assert (tmp_path / "var" / "spool" / "predictions.sqlite3").exists() and (tmp_path / "var" / "model-cache").exists()
+        var = tmp_path / "var"
+        assert (var / "spool" / "predictions.sqlite3").exists() and (var / "model-cache").exists()
         assert not (tmp_path / "spool").exists(), "VAR_DIR holds the spool, not the config's own place"
     finally:
         if proc.poll() is None:
