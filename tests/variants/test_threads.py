@@ -2,34 +2,34 @@
 
 from __future__ import annotations
 
-import threading
+import json
+import os
+import subprocess
+import sys
 
+from tests.harness.processes import ROOT
+
+# In a fresh process (the OpenMP runtime reads its environment once): threads that call models, one
+# capped as a batcher thread caps itself, one left alone.
+_PROBE = """
+import json, threading
+import sklearn.ensemble  # loads scikit-learn's OpenMP runtime
 from threadpoolctl import ThreadpoolController
-
 from gateway.variants.threads import limit_this_thread
 
-
-def _openmp_threads() -> int:
-    pools = [p for p in ThreadpoolController().info() if p["user_api"] == "openmp"]
-    assert pools, "scikit-learn's OpenMP runtime is loaded"
-    return max(int(p["num_threads"]) for p in pools)
+seen = {}
+def worker(name, threads):
+    limit_this_thread(threads)
+    seen[name] = max(p["num_threads"] for p in ThreadpoolController().info() if p["user_api"] == "openmp")
+for name, threads in (("capped", 1), ("untouched", 0)):
+    t = threading.Thread(target=worker, args=(name, threads)); t.start(); t.join()
+print(json.dumps(seen))
+"""
 
 
 def test_a_batcher_thread_calls_models_with_the_configured_threads() -> None:
-    import os
-
-    import sklearn.ensemble  # noqa: F401  # loads scikit-learn's OpenMP runtime
-
-    seen: dict[str, int] = {}
-
-    def worker(name: str, threads: int) -> None:
-        limit_this_thread(threads)
-        seen[name] = _openmp_threads()
-
-    for name, threads in (("capped", 1), ("untouched", 0)):
-        t = threading.Thread(target=worker, args=(name, threads))
-        t.start()
-        t.join()
-    assert seen["capped"] == 1
-    assert seen["untouched"] == (int(os.environ["OMP_NUM_THREADS"]) if "OMP_NUM_THREADS" in os.environ
-                                 else len(os.sched_getaffinity(0)))
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", _PROBE], env=env, cwd=ROOT, capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    seen = json.loads(out.strip().splitlines()[-1])
+    assert seen == {"capped": 1, "untouched": len(os.sched_getaffinity(0))}
