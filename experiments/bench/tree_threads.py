@@ -80,7 +80,7 @@ def in_gateway(model: str, work: Path, threads: int, seconds: int, connections: 
     script = work / "predict.lua"
     script.write_text(_lua(json.dumps(FEATURES), "application/json"))
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-    with GatewayProcess(config=config, workdir=work, env=env).start() as gw:
+    with GatewayProcess(config=config, workdir=work, env=env) as gw:  # started by the with
         result = run_wrk(gw.url + "/predict", seconds, connections, script)
     db = sqlite3.connect(work / "spool" / "predictions.sqlite3")
     calls = [(t, n) for t, n in db.execute("SELECT json_extract(shared, '$.inference_time_ms'), "

@@ -57,7 +57,10 @@ def test_the_own_model_walkthrough_runs_unchanged_and_ends_in_a_verdict() -> Non
     assert re.search(r"DigitsClassifier version 1: GaussianNB", out), out[-4000:]
     assert re.search(r"DigitsClassifier version 2: RandomForestClassifier", out), out[-4000:]
     # the traffic tool sent labels, and the report turned them into a verdict for the stronger model
-    assert re.search(r"^\s*v2\.0: promote: more accurate", out, re.M), out[-4000:]
+    # The forest is more accurate and several times slower than naive Bayes: a trade-off, named as one
+    # (or, should the forest's p95 stay within 1.5x on some machine, a promotion).
+    assert re.search(r"^\s*v2\.0: (trade-off: \+\d+\.\d points, [\d.]+x slower at p95|promote: more accurate)",
+                     out, re.M), out[-4000:]
     assert (ROOT / "var" / "digits" / "report.html").stat().st_size > 10_000
     # the summary runs went to the digits experiment's own side experiment, not to iris-ab-comparison
     assert "summary runs logged to experiment 'digits-ab-comparison'" in out, out[-4000:]
