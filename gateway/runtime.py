@@ -72,7 +72,7 @@ class Gateway:
                                receipt_ttl_seconds=settings.feedback.receipt_ttl_seconds)
         for note in secrets.notes:
             log.info("%s", note)
-        if settings.routing.salt == RoutingSection.model_fields["salt"].default:
+        if settings.routing.salt == RoutingSection.model_fields["salt"].default and settings.routing.mode != "shadow":
             log.warning("routing.salt is the shipped default %r: anyone can work out which version a sticky user id "
                         "lands on (and pick ids that skew a test); set a secret one in GATEWAY_ROUTING__SALT",
                         settings.routing.salt)

@@ -30,10 +30,13 @@ class FeedbackGate:
         self._token_limits = parse_many(section.token_limit)
         self._client_limits = parse_many(section.client_limit)
 
+    def _is_token(self, authorization: str | None) -> bool:
+        token, expected = bearer(authorization), self.secrets.feedback_token
+        return token is not None and expected is not None and same_secret(token, expected)
+
     def rate(self, authorization: str | None, client: str) -> int | None:
         """None when this caller may send another label now, else the seconds until it may (429)."""
-        token, expected = bearer(authorization), self.secrets.feedback_token
-        if token is not None and expected is not None and same_secret(token, expected):
+        if self._is_token(authorization):
             return self._within(self._token_limits, "token")
         return self._within(self._client_limits, "client", client)
 
@@ -69,7 +72,6 @@ class FeedbackGate:
 
     def describe_limit(self, authorization: str | None) -> str:
         """What a 429 says: which limit, in the config's words."""
-        token, expected = bearer(authorization), self.secrets.feedback_token
-        if token is not None and expected is not None and same_secret(token, expected):
+        if self._is_token(authorization):
             return f"too many labels from this token: at most {self.section.token_limit} ([feedback] token_limit)"
         return f"too many labels from this client: at most {self.section.client_limit} ([feedback] client_limit)"

@@ -32,9 +32,10 @@ class FeedbackSection(BaseModel):
     receipts: bool = True  # every logged answer carries X-Feedback-Receipt: its client may label its own rows
     receipt_ttl_seconds: float = Field(86_400.0, gt=0, le=30 * 86_400)
     # Labels per credential, past which 429 (per worker process; "N/second;M/minute" ...): the token's,
-    # and each client address's (receipts and untrusted labels).
+    # and each client address's (receipts and untrusted labels; behind a proxy without forwarded
+    # headers every client shares one address, so the default bounds floods, not one client's share).
     token_limit: str = "2000/second"
-    client_limit: str = "100/second"
+    client_limit: str = "1000/second"
 
     @field_validator("token_limit", "client_limit")
     @classmethod

@@ -16,7 +16,7 @@ import pytest
 
 from tests.harness.processes import ROOT, free_port, wait_http, write_config
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.integration  # free ports and its own VAR_DIR: it runs beside other modules
 
 
 def test_make_run_answers_the_seed_call_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
