@@ -10,7 +10,7 @@ from gateway.bandit import allocation
 from gateway.bandit.allocation import Segment
 
 if TYPE_CHECKING:
-    from gateway.config.settings import RoutingConfig, VariantSpec
+    from gateway.routing.spec import RoutingConfig, VariantSpec
 
 
 def bandit_allocation(mode: str, old: RoutingConfig, variants: Sequence[VariantSpec],

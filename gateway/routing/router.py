@@ -14,8 +14,8 @@ from enum import StrEnum
 from itertools import accumulate
 
 from gateway.bandit import allocation
-from gateway.config.settings import RoutingConfig
 from gateway.domain.errors import UnknownVariant
+from gateway.routing.spec import RoutingConfig
 
 _FNV_OFFSET = 0x811C9DC5
 _FNV_PRIME = 0x01000193

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gateway.config.settings import RoutingConfig
+from gateway.routing.spec import RoutingConfig
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.config.settings import RoutingConfig
 from gateway.rollout.record import RolloutRecord
 from gateway.rollout.spec import RolloutSpec, RolloutState
+from gateway.routing.spec import RoutingConfig
 from gateway.state.base import StoredRouting
 
 

@@ -7,8 +7,8 @@ import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 
-from gateway.config.settings import VariantSpec
 from gateway.domain.errors import SchemaMismatch
+from gateway.routing.spec import VariantSpec
 from gateway.variants.labelling import agree_on_labels
 from gateway.variants.loader import LoadedVariant, ModelLoader
 from gateway.variants.output import ModelKind

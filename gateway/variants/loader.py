@@ -21,10 +21,11 @@ from urllib.parse import urlparse
 
 import httpx
 
-from gateway.config.settings import ModelSection, VariantSpec
+from gateway.config.settings import ModelSection
 from gateway.domain.contract import EXAMPLE_LABELS, is_http_uri
 from gateway.domain.errors import ModelLoadError, SchemaMismatch
 from gateway.domain.messages import first_line
+from gateway.routing.spec import VariantSpec
 from gateway.variants.output import ModelKind, OutputDecoder, detect_kind
 from gateway.variants.schema import ModelSchema
 from gateway.variants.variant import BatchResult, LoadedVariant, raw_model

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gateway.config.settings import VariantSpec
 from gateway.domain.errors import NoProbabilities
+from gateway.routing.spec import VariantSpec
 from gateway.variants.output import ModelKind, OutputDecoder, Predictions
 from gateway.variants.schema import ModelSchema
 

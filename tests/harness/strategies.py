@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from gateway.config.settings import RoutingConfig, ShadowSection, VariantSpec
+from gateway.routing.spec import RoutingConfig, ShadowSection, VariantSpec
 from gateway.variants.schema import Bounds, Column, ModelSchema
 
 variant_names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789.", min_size=1, max_size=8)

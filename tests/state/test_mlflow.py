@@ -10,8 +10,8 @@ from dataclasses import replace
 import pytest
 import requests
 
-from gateway.config.settings import RoutingConfig, ShadowSection, VariantSpec
 from gateway.domain.errors import StateConflict, StateUnavailable
+from gateway.routing.spec import RoutingConfig, ShadowSection, VariantSpec
 from gateway.routing.table import RoutingTable
 from gateway.state.mlflow import EVALUATION_TAG, REJECTED, MlflowLedger, MlflowRoutingStateStore
 from gateway.state.mlflow_rollout import MlflowRolloutStore

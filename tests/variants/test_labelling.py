@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from gateway.config.settings import VariantSpec
 from gateway.domain.errors import SchemaMismatch
+from gateway.routing.spec import VariantSpec
 from gateway.variants.labelling import agree_on_labels
 from gateway.variants.output import ModelKind, OutputDecoder
 from gateway.variants.variant import LoadedVariant

@@ -1,0 +1,98 @@
+"""What decides who answers: the variants' specs, the shadow pair, and the routing in force
+(``RoutingConfig``) with the cross-field rules that start-up and every live change share. The
+``[[variants]]`` and ``[shadow]`` sections of the settings are these classes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from gateway.variants.schema import reject_bool
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class VariantSpec(_Section):
+    name: str = Field(min_length=1, max_length=64)
+    model_uri: str = Field(min_length=1)
+    weight: float = Field(1.0, ge=0)
+
+    _not_bool = field_validator("weight", mode="before")(lambda value: reject_bool(value))
+
+    @field_validator("weight")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    @field_validator("model_uri")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not value.startswith(("models:/", "runs:/", "file:", "/", "./", "mlflow-artifacts:")):
+            raise ValueError("must be a models:/, runs:/ or local path URI")
+        return value
+
+
+class ShadowSection(_Section):
+    primary: str = "v1.0"
+    candidate: str = "v2.0"
+    sample_rate: float = Field(1.0, ge=0, le=1)
+
+
+class RoutingConfig(BaseModel):
+    """The part of the settings that decides who answers; it can change while serving."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["weighted", "shadow", "bandit"]
+    variants: tuple[VariantSpec, ...]
+    shadow: ShadowSection
+    salt: str
+    # Weighted mode only: requests answered by shadow.primary are also scored by shadow.candidate at
+    # shadow.sample_rate (a rollout's disagreement guardrail turns it on).
+    mirror: bool = False
+    # Bandit mode: the bucket ranges each variant owns (gateway/bandit/allocation.py), which the
+    # variants' weights follow; a reweighting moves as few sticky users as it can.
+    allocation: tuple[tuple[str, int, int], ...] | None = None
+
+    @property
+    def config_hash(self) -> str:
+        """A short stable digest, tagged on every run so periods with different weights differ."""
+        data = self.model_dump(mode="json")
+        for key in ("mirror", "allocation"):
+            if not data[key]:
+                del data[key]  # configs without it keep the hash they had before the field existed
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def validate_routing(
+    mode: str, variants: list[VariantSpec] | tuple[VariantSpec, ...], shadow: ShadowSection, mirror: bool = False
+) -> None:
+    """Cross-field rules shared by start-up config and any later routing change."""
+    names = [v.name for v in variants]
+    if not names:
+        raise ValueError("variants: at least one variant is required")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"variants: duplicate variant name(s) {duplicates}")
+    total = sum(v.weight for v in variants)
+    if not math.isfinite(total):
+        raise ValueError("variants.weight: weights must sum to a finite number (scale them down)")
+    if mode in ("weighted", "bandit") and total <= 0:
+        raise ValueError("variants.weight: weights must sum to more than 0")
+    if mode == "shadow" or mirror:
+        for key in ("primary", "candidate"):
+            if getattr(shadow, key) not in names:
+                raise ValueError(
+                    f"shadow.{key}: unknown variant {getattr(shadow, key)!r}; configured: {names}"
+                )
+        if shadow.primary == shadow.candidate:
+            raise ValueError("shadow.candidate: must differ from shadow.primary")
