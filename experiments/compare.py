@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     args.summary_experiment = (args.summary_experiment or defaults.get("summary_experiment")
                                or comparison_experiment_of(args.experiment))
 
-    from gateway.variants.loader import check_tracking_server
+    from gateway.mlflow.client import check_tracking_server
 
     problem = check_tracking_server(args.tracking_uri)
     if problem:

@@ -25,7 +25,7 @@ from gateway.export import Exporter, build_exporter
 from gateway.rollout.controller import RolloutRunner
 from gateway.routing.change_log import RoutingChangeRecorder
 from gateway.routing.follower import RoutingFollower
-from gateway.routing.outbox import Champion, OutboxSender, open_outbox
+from gateway.routing.sender import Champion, OutboxSender, open_outbox
 from gateway.security.keys import load_secrets
 from gateway.serving.metrics import BanditCollector, GatewayMetrics
 from gateway.serving.services import GatewayServices

@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 
-    from gateway.variants.loader import check_tracking_server
+    from gateway.mlflow.client import check_tracking_server
 
     problem = check_tracking_server(args.tracking_uri)
     if problem:

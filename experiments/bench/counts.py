@@ -15,7 +15,7 @@ def mlflow_run_stats(tracking_uri: str, experiment: str) -> tuple[int, set[Any],
     exporter says it sent. A per-prediction run is one row; a window run's rows are read from its table."""
     import mlflow
 
-    from gateway.export.readback import window_records
+    from gateway.mlflow.readback import window_records
 
     mlflow.set_tracking_uri(tracking_uri)
     if mlflow.get_experiment_by_name(experiment) is None:

@@ -117,7 +117,7 @@ def in_mlflow(stack: ReplicaStack, request_ids: list[str], between_ms: tuple[int
     if stack.granularity == "window":
         import mlflow
 
-        from gateway.export.readback import search_all, window_records
+        from gateway.mlflow.readback import search_all, window_records
 
         mlflow.set_tracking_uri(stack.mlflow.url)
         experiment = mlflow.get_experiment_by_name("iris-flower-prediction")

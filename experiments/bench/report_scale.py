@@ -37,7 +37,7 @@ def _per_prediction_runs(tracking_uri: str, experiment: str, n: int) -> float:
 
     from experiments.bench.synthetic_windows import records
     from gateway.export.strategies import ExportCounters, PredictionRuns
-    from gateway.export.writer import RunWriter
+    from gateway.mlflow.runs import RunWriter
     from gateway.spool.store import PredictionSpool
 
     started = time.perf_counter()

@@ -21,7 +21,7 @@ import numpy as np
 
 from gateway.domain.records import PredictionRecord
 from gateway.export.strategies import ExportCounters, WindowRuns
-from gateway.export.writer import RunWriter
+from gateway.mlflow.runs import RunWriter
 from gateway.spool.store import PredictionSpool
 
 CLASSES = ("class_a", "class_b", "class_c")

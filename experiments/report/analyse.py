@@ -14,7 +14,7 @@ from experiments.report.recommend import DEFAULT_MAX_SLOWDOWN, recommend
 from experiments.report.sequential import sequential_section
 from gateway.domain.labels import correct_column
 from gateway.domain.records import RANDOMISED
-from gateway.export.readback import REGRESSOR
+from gateway.mlflow.readback import REGRESSOR
 from gateway.routing.router import parse_weights_tag
 
 

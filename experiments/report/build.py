@@ -16,7 +16,7 @@ import pandas as pd
 from experiments.report.analyse import NoRuns, analyse
 from experiments.report.bandit import bandit_section
 from experiments.report.recommend import DEFAULT_MAX_SLOWDOWN
-from gateway.export.readback import (
+from gateway.mlflow.readback import (
     RECORD_COLUMNS,
     join_window_labels,
     prediction_records,

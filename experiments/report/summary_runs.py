@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from gateway.domain import contract as c
+from gateway.mlflow.client import get_or_create_experiment
 
 
 def _summary_metrics(s: dict[str, Any], pvals: dict[str, Any]) -> dict[str, float]:
@@ -42,7 +43,7 @@ def log_summary_runs(report: dict[str, Any], tracking_uri: str, html: str | None
 
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     client = MlflowClient(tracking_uri=tracking_uri)
-    exp_id = c.get_or_create_experiment(client, experiment)
+    exp_id = get_or_create_experiment(client, experiment)
     now = int(time.time() * 1000)
     rid = report["report_id"]
     parent = client.create_run(exp_id, start_time=now, run_name=f"ab-report-{rid[:8]}", tags={

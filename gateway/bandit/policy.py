@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from gateway.bandit import allocation
-from gateway.bandit.allocation import Segment
 from gateway.bandit.thompson import ArmRewards, Posterior, RewardKind, probability_best, with_floor
+from gateway.routing import allocation
+from gateway.routing.allocation import Segment
 
 
 class Phase(StrEnum):

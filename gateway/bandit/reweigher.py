@@ -20,7 +20,7 @@ from gateway.bandit.thompson import ArmRewards
 from gateway.domain.contract import utc_iso
 from gateway.domain.messages import first_line
 from gateway.routing.table import RoutingTable
-from gateway.state.leader import LeaderLock
+from gateway.spool.leader import LeaderLock
 
 log = logging.getLogger("gateway.bandit")
 SOURCE = "bandit"

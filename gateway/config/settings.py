@@ -12,18 +12,19 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from gateway.bandit.allocation import initial, quantise
 from gateway.bandit.spec import BanditSection, check_bandit
 from gateway.config.checks import ENV_PREFIX, disabled_sections, unknown_environment, weights_notice
 from gateway.domain.contract import is_http_uri
 from gateway.domain.messages import error_location
+from gateway.domain.validation import Section
 from gateway.rollout.spec import RolloutSection
-from gateway.routing.spec import RoutingConfig, ShadowSection, VariantSpec, validate_routing
+from gateway.routing.allocation import initial, quantise
+from gateway.routing.spec import RoutingConfig, ShadowSection, validate_routing
 from gateway.security.spec import FeedbackSection
-from gateway.variants.schema import Bounds
+from gateway.variants.spec import ModelSection, VariantSpec
 
 DEFAULT_CONFIG_PATH = Path("config/gateway.toml")
 
@@ -32,11 +33,7 @@ class ConfigError(Exception):
     """The configuration is invalid; the message names the offending key."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class MlflowSection(_Section):
+class MlflowSection(Section):
     tracking_uri: str = "http://127.0.0.1:5001"
     experiment: str = "iris-flower-prediction"
     granularity: Literal["prediction", "window"] = "prediction"
@@ -82,7 +79,7 @@ def comparison_experiment_of(experiment: str) -> str:
     return f"{experiment}-comparison"
 
 
-class RoutingSection(_Section):
+class RoutingSection(Section):
     mode: Literal["weighted", "shadow", "bandit"] = "weighted"
     variant_header: str = "X-Model-Version"
     sticky_header: str = "X-User-ID"
@@ -104,7 +101,7 @@ class RoutingSection(_Section):
         return out
 
 
-class HttpSection(_Section):
+class HttpSection(Section):
     """Limits on what a client controls (docs/protocols.md, the status table)."""
 
     max_body_mb: float = Field(16.0, gt=0, le=4096)  # 413 past it
@@ -114,7 +111,7 @@ class HttpSection(_Section):
     timeout_keep_alive: float = Field(5.0, gt=0)  # idle keep-alive connections close after this
 
 
-class BatchingSection(_Section):
+class BatchingSection(Section):
     """Adaptive micro-batching per variant (docs/configuration.md, "Batching")."""
 
     max_batch_size: int = Field(1024, ge=1, le=100_000)  # rows per model call; 1 turns batching off
@@ -124,31 +121,7 @@ class BatchingSection(_Section):
     max_queue_rows: int = Field(10_000, ge=1, le=10_000_000)
 
 
-class ModelSection(_Section):
-    """What the gateway needs to know about the model beyond its signature."""
-
-    name: str | None = Field(None, min_length=1, max_length=128)  # the route name (OIP /v2/models/{name})
-    kind: Literal["auto", "classifier", "regressor"] = "auto"
-    class_names: list[str] = Field(default_factory=list)  # names for integer classes 0, 1, 2, ...
-    bounds: dict[str, Bounds] = Field(default_factory=dict)  # per input column
-    max_rows: int = Field(1000, ge=1, le=1_000_000)  # rows per request; past it 413
-    # A request the variant has not answered by then gets 504 naming the variant; its queued work is
-    # dropped, unlogged. 0: no deadline (a client that disconnects still cancels its queued work).
-    request_timeout_ms: float = Field(30_000.0, ge=0, le=3_600_000)
-    # A registry version that MLflow no longer has (deleted) is served from the local cache, with a
-    # warning, rather than stopping start-up. (Here, not in [variants]: that name is the variants' list.)
-    allow_cached: bool = True
-    threads: int = Field(1, ge=0, le=256)  # threads one model call may use (variants/threads.py); 0: all cores
-
-    @field_validator("class_names")
-    @classmethod
-    def _distinct(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError("class names must be distinct")
-        return value
-
-
-class SpoolSection(_Section):
+class SpoolSection(Section):
     enabled: bool = True           # false: no prediction log at all (benchmark baseline only)
     dir: Path = Path("./var/spool")
     fsync: Literal["normal", "full"] = "normal"
@@ -169,7 +142,7 @@ class SpoolSection(_Section):
     write_timeout_ms: float = Field(2000.0, gt=0, le=600_000)
 
 
-class StateSection(_Section):
+class StateSection(Section):
     """Where the routing and rollout state is shared: ``local``, a file next to the spool (every
     worker of one gateway), or ``mlflow``, the tracking server's Model Registry (every replica)."""
 
@@ -183,7 +156,7 @@ class StateSection(_Section):
     start_without_mlflow: Literal["last_read", "unready"] = "last_read"
 
 
-class ControllerSection(_Section):
+class ControllerSection(Section):
     """``python -m gateway.rollout``: the one rollout controller for every replica (state.backend =
     mlflow). It sums the replicas' counts from Prometheus and serves its own /metrics."""
 

@@ -124,19 +124,3 @@ def param_value(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(float(value)) if isinstance(value, float) else str(value)
     return str(value)[:6000]
-
-
-def get_or_create_experiment(client: Any, name: str) -> str:
-    """The id of experiment ``name``, created if missing (another process may win the race)."""
-    from mlflow.exceptions import MlflowException
-
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return str(exp.experiment_id)
-    try:
-        return str(client.create_experiment(name))
-    except MlflowException:
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return str(exp.experiment_id)

@@ -27,7 +27,7 @@ def build_thread_exporter(settings: Settings, spool: PredictionSpool, *, lease_s
     from gateway.export.policy import Backoff, FallingBehind, TrafficDeferral
     from gateway.export.runner import ThreadExporter
     from gateway.export.strategies import ExportCounters, PredictionRuns, WindowRuns
-    from gateway.export.writer import RunWriter
+    from gateway.mlflow.runs import RunWriter
 
     m = settings.mlflow
     writer = writer or RunWriter(m.tracking_uri, m.experiment)
@@ -40,7 +40,7 @@ def build_thread_exporter(settings: Settings, spool: PredictionSpool, *, lease_s
     else:
         strategy = PredictionRuns(spool, writer, counters, workers=m.export_workers, lease_seconds=lease_seconds)
         labels = LabelsOnPredictionRuns(spool, writer, counters, lease_seconds=lease_seconds)
-    from gateway.variants.loader import check_tracking_server
+    from gateway.mlflow.client import check_tracking_server
 
     deferral = TrafficDeferral(m.busy_rps, m.max_deferral_seconds, spool.high_water, spool.oldest_open_ts_ms)
     return ThreadExporter(spool, strategy, labels, counters, backoff=Backoff(max_backoff or m.retry_max_seconds),

@@ -85,8 +85,8 @@ def follow(settings: Settings, status_path: Path | None, parent_pid: int | None)
 
 
 def drain(settings: Settings, timeout: float, quiet: bool) -> int:
+    from gateway.mlflow.client import check_tracking_server
     from gateway.spool.store import PredictionSpool
-    from gateway.variants.loader import check_tracking_server
 
     spool_file = settings.spool.dir / PredictionSpool.FILENAME
     if not spool_file.exists():

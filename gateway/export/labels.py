@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from gateway.domain import contract as c
 from gateway.domain.labels import absolute_error, is_correct
 from gateway.export.strategies import ExportCounters
-from gateway.export.writer import RunWriter
+from gateway.mlflow.runs import RunWriter
 from gateway.spool.labels import LabelRow
 from gateway.spool.store import PredictionSpool
 
@@ -33,7 +33,7 @@ class LabelStep(Protocol):
 
 
 def label_payload(label: LabelRow) -> tuple[list[Any], list[Any]]:
-    from mlflow.entities import Metric, RunTag
+    from gateway.mlflow.entities import Metric, RunTag
 
     now = int(time.time() * 1000)
     metrics = []
@@ -129,7 +129,7 @@ class LabelWindows:
             if run_id is None:
                 run_id = self.writer.create_run(first, {c.TAG_GRANULARITY: c.GRANULARITY_FEEDBACK,
                                                         c.TAG_FEEDBACK_BATCH: batch_id}, f"feedback_{first // 1000}")
-            from mlflow.entities import Metric
+            from gateway.mlflow.entities import Metric
 
             known = [lb.correct for lb in labels if lb.correct is not None]
             metrics = [Metric("labelled", float(len(labels)), last, 0)]

@@ -23,7 +23,7 @@ import orjson
 
 from gateway.domain import contract as c
 from gateway.domain.records import PredictionRecord
-from gateway.export.writer import SERIES_CHUNK, RunWriter
+from gateway.mlflow.runs import SERIES_CHUNK, RunWriter
 from gateway.spool.rows import SpoolRow, Window
 from gateway.spool.store import PredictionSpool
 from gateway.variants.output import ModelKind
@@ -86,7 +86,7 @@ def prediction_tags(rec: PredictionRecord) -> dict[str, str]:
 
 def prediction_payload(rec: PredictionRecord) -> tuple[list[Any], list[Any]]:
     """The seed's params (one per input column) and metrics of one prediction run."""
-    from mlflow.entities import Metric, Param
+    from gateway.mlflow.entities import Metric, Param
 
     keys = c.param_names(rec.features)
     params = [Param(keys[name], c.param_value(value)) for name, value in rec.features.items()]
@@ -196,9 +196,8 @@ class WindowRuns:
         return window.n_rows
 
     def export_window(self, batch_id: str, window: Window) -> str:
-        from mlflow.entities import Metric, Param
-
         from gateway.export.table import table_parquet, window_summary, window_table  # pyarrow: exporter only
+        from gateway.mlflow.entities import Metric, Param
 
         entries = window.entries
         shared = [e.columns.shared for e in entries]

@@ -7,7 +7,7 @@ entry's rows share are built once per entry: text as a dictionary (each entry's 
 per row), numbers repeated with ``take``. A window whose entries do
 not all have the same inputs in the same order, or whose values in one column are of kinds that do
 not go together (a number here, a string there), keeps one ``features`` column of JSON text per row
-instead, as every table did before the per-input columns. ``gateway.export.readback`` reads both.
+instead, as every table did before the per-input columns. ``gateway.mlflow.readback`` reads both.
 
 The prediction is text (a label, or a regressor's number as Python writes it), so that one reader
 takes every model's tables.

@@ -14,10 +14,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from gateway.domain.errors import AdminDenied
+from gateway.domain.validation import reject_bool
 from gateway.http.errors import ErrorBody, responses
 from gateway.http.inference import services
 from gateway.security.credentials import bearer, same_secret
-from gateway.variants.schema import reject_bool
 
 TOKEN_ENV = "GATEWAY_ADMIN_TOKEN"
 

@@ -3,13 +3,13 @@ scoring client and ``mlflow models serve`` users switch by changing the URL."""
 
 from __future__ import annotations
 
-import mlflow
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from gateway.http.errors import PREDICTION_STATUSES, MlflowErrorBody, responses
 from gateway.http.inference import answer, answer_headers, decoded, request_shape, services, shadow_task
 from gateway.http.responses import FastJSONResponse
+from gateway.mlflow.client import mlflow_version
 from gateway.protocols import mlflow_scoring
 
 router = APIRouter(tags=["mlflow scoring protocol"])
@@ -41,4 +41,4 @@ async def ping(request: Request) -> Response:
 
 @router.get("/version", summary="MLflow scoring protocol: the MLflow version", response_class=PlainTextResponse)
 async def version() -> Response:
-    return Response(mlflow.__version__, media_type="text/plain")
+    return Response(mlflow_version(), media_type="text/plain")

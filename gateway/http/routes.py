@@ -13,10 +13,10 @@ from starlette.concurrency import run_in_threadpool
 from gateway.domain.errors import NoBandit
 from gateway.domain.messages import redacted, without_credentials, without_private
 from gateway.domain.records import REQUEST_ID_PATTERN
+from gateway.domain.validation import reject_bool
 from gateway.http.admin import is_admin
 from gateway.http.errors import ErrorBody, responses
 from gateway.http.inference import services
-from gateway.variants.schema import reject_bool
 
 router = APIRouter()
 

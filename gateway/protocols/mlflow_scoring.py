@@ -20,11 +20,10 @@ from typing import Any
 # loader's thread imports it too can deadlock on the import lock (seen at start-up under traffic).
 import numpy as np
 import pandas as pd
-from mlflow.exceptions import MlflowException
-from mlflow.pyfunc.scoring_server import infer_and_parse_data
 
 from gateway.domain.errors import MalformedBody
 from gateway.domain.messages import first_line
+from gateway.mlflow.entities import MlflowException, infer_and_parse_data
 from gateway.protocols.body import json_object, loads_body, plain
 from gateway.protocols.limits import LARGE_BODY_BYTES, RequestShape, count_json_arrays
 from gateway.variants.columns import ColumnBlock, numbers_block

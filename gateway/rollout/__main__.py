@@ -27,6 +27,7 @@ from gateway.cli import start_cli
 from gateway.config.settings import DEFAULT_CONFIG_PATH, Settings
 from gateway.domain.errors import StateConflict, StateUnavailable
 from gateway.domain.messages import first_line
+from gateway.mlflow.ledger import MlflowLedger
 from gateway.rollout.controller import RolloutController, describe
 from gateway.rollout.counts import RolloutCounts
 from gateway.rollout.mlflow_feedback import MlflowAccuracy, apply_accuracy
@@ -34,10 +35,10 @@ from gateway.rollout.observations import RolloutObserver
 from gateway.rollout.prometheus import PrometheusCounts, PrometheusUnavailable
 from gateway.rollout.spec import RolloutState
 from gateway.routing.change_log import RoutingChangeRecorder
-from gateway.routing.outbox import Champion, open_outbox
+from gateway.routing.sender import Champion, open_outbox
 from gateway.routing.table import RoutingTable
-from gateway.state.mlflow import MlflowLedger, MlflowRoutingStateStore
 from gateway.state.mlflow_rollout import MlflowRolloutStore
+from gateway.state.mlflow_routing import MlflowRoutingStateStore
 from gateway.variants.loader import ModelLoader
 
 log = logging.getLogger("gateway.rollout")

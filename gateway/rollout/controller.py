@@ -31,7 +31,7 @@ from gateway.rollout.observations import Following, RolloutObserver
 from gateway.rollout.record import RolloutRecord, RolloutRecords
 from gateway.rollout.spec import Decision, Require, RolloutSection, RolloutSpec, RolloutState
 from gateway.routing.table import RoutingTable
-from gateway.state.leader import LeaderLock
+from gateway.spool.leader import LeaderLock
 
 log = logging.getLogger("gateway.rollout")
 

@@ -4,7 +4,7 @@ With replicas behind a load balancer a label may reach any replica (gateway/serv
 replica's own counts know every arm's accuracy; MLflow does, once the exporters have shipped the
 labels. Per-prediction mode: the labelled prediction runs (metric ``correct``). Window mode: the
 window runs' record tables joined to the feedback-window runs' label tables, read once per run (runs
-are not changed after export) and judged at the join (gateway/export/readback.py, ``join_labels``).
+are not changed after export) and judged at the join (gateway/mlflow/readback.py, ``join_labels``).
 Only primary predictions made since the rollout started, routed at random (weighted or sticky),
 count, as for the replicas' own counts, and each unit (the sticky user, else the request) gives each
 version one label, its earliest prediction's, as a single gateway counts them (gateway/spool/labels.py):
@@ -65,15 +65,11 @@ class MlflowAccuracy:
         return self._result
 
     def _read(self, since_ms: int) -> dict[str, ArmCounts]:
-        import mlflow
+        from gateway.mlflow.readback import experiment_ids, join_labels, search_all, window_labels, window_records
 
-        from gateway.export.readback import join_labels, search_all, window_labels, window_records
-
-        mlflow.set_tracking_uri(self.tracking_uri)
-        experiment = mlflow.get_experiment_by_name(self.experiment)
-        if experiment is None:
+        ids = experiment_ids(self.tracking_uri, self.experiment)
+        if not ids:
             return {}
-        ids = [experiment.experiment_id]
         totals: dict[str, ArmCounts] = {}
         counted: set[tuple[str, str]] = set()  # (version, unit): its one label is in
 

@@ -41,7 +41,7 @@ Change = Callable[[RolloutRecord | None], RolloutRecord | None]
 
 
 class RolloutRecords(Protocol):
-    """Where the rollout is kept: the gateway's state file (state/local_rollout.py) or MLflow (state/mlflow.py)."""
+    """Where the rollout is kept: the state file (state/local_rollout.py) or MLflow (state/mlflow_rollout.py)."""
 
     def load(self) -> RolloutRecord | None: ...
     def update(self, change: Change) -> RolloutRecord | None: ...

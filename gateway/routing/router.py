@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from itertools import accumulate
 
-from gateway.bandit import allocation
 from gateway.domain.errors import UnknownVariant
+from gateway.routing import allocation
 from gateway.routing.spec import RoutingConfig
 
 _FNV_OFFSET = 0x811C9DC5

@@ -9,38 +9,13 @@ import json
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.variants.schema import reject_bool
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from gateway.domain.validation import Section
+from gateway.variants.spec import VariantSpec
 
 
-class VariantSpec(_Section):
-    name: str = Field(min_length=1, max_length=64)
-    model_uri: str = Field(min_length=1)
-    weight: float = Field(1.0, ge=0)
-
-    _not_bool = field_validator("weight", mode="before")(lambda value: reject_bool(value))
-
-    @field_validator("weight")
-    @classmethod
-    def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        return value
-
-    @field_validator("model_uri")
-    @classmethod
-    def _known_scheme(cls, value: str) -> str:
-        if not value.startswith(("models:/", "runs:/", "file:", "/", "./", "mlflow-artifacts:")):
-            raise ValueError("must be a models:/, runs:/ or local path URI")
-        return value
-
-
-class ShadowSection(_Section):
+class ShadowSection(Section):
     primary: str = "v1.0"
     candidate: str = "v2.0"
     sample_rate: float = Field(1.0, ge=0, le=1)
@@ -58,7 +33,7 @@ class RoutingConfig(BaseModel):
     # Weighted mode only: requests answered by shadow.primary are also scored by shadow.candidate at
     # shadow.sample_rate (a rollout's disagreement guardrail turns it on).
     mirror: bool = False
-    # Bandit mode: the bucket ranges each variant owns (gateway/bandit/allocation.py), which the
+    # Bandit mode: the bucket ranges each variant owns (gateway/routing/allocation.py), which the
     # variants' weights follow; a reweighting moves as few sticky users as it can.
     allocation: tuple[tuple[str, int, int], ...] | None = None
 

@@ -17,13 +17,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gateway.bandit.routing import bandit_allocation
 from gateway.domain.contract import utc_iso
 from gateway.domain.errors import InvalidRoutingChange, StateConflict, StateUnavailable, UnknownVariant
 from gateway.domain.messages import error_location
+from gateway.routing.allocation import bandit_allocation
 from gateway.routing.router import Router
-from gateway.routing.spec import RoutingConfig, ShadowSection, VariantSpec, validate_routing
-from gateway.state.base import RoutingStore, StoredRouting
+from gateway.routing.spec import RoutingConfig, ShadowSection, validate_routing
+from gateway.routing.store import RoutingStore, StoredRouting
+from gateway.variants.spec import VariantSpec
 
 log = logging.getLogger("gateway.routing")
 

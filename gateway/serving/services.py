@@ -11,10 +11,12 @@ from gateway.bandit.reweigher import BanditRunner
 from gateway.config.settings import Settings
 from gateway.domain.errors import InvalidRollout, RolloutConflict
 from gateway.domain.messages import first_line
+from gateway.mlflow.ledger import MlflowLedger
 from gateway.rollout.controller import RolloutController
 from gateway.rollout.controller import describe as describe_rollout
 from gateway.rollout.observations import RolloutObserver
-from gateway.routing.outbox import Champion
+from gateway.routing.sender import Champion
+from gateway.routing.store import RoutingStore
 from gateway.routing.table import RoutingTable
 from gateway.security.gate import FeedbackGate
 from gateway.security.keys import Secrets
@@ -25,11 +27,10 @@ from gateway.serving.outcome import ServiceCounters
 from gateway.serving.pipeline import Scorer
 from gateway.spool.sqlite import SqliteFile
 from gateway.spool.writer import SpoolWriter
-from gateway.state.base import RoutingStore
 from gateway.state.local import FILE_NAME, RoutingStateStore
 from gateway.state.local_rollout import RolloutStore
-from gateway.state.mlflow import MlflowLedger, MlflowRoutingStateStore
 from gateway.state.mlflow_rollout import MlflowRolloutStore
+from gateway.state.mlflow_routing import MlflowRoutingStateStore
 from gateway.variants.loaded import VariantSet
 
 log = logging.getLogger("gateway")

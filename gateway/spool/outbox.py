@@ -3,7 +3,7 @@ promotion, and each change's run in the routing-changes experiment.
 
 The change itself is local and in force at once; what MLflow must learn of it is written here first
 (``<spool dir>/outbox.sqlite3``, committed before the admin call answers) and sent by one sender at
-a time, oldest first, until MLflow has it (gateway/routing/outbox.py). A sender that dies gives its
+a time, oldest first, until MLflow has it (gateway/routing/sender.py). A sender that dies gives its
 item back (its pid is gone) or its lease runs out; ``attempts`` then tells the next one that the
 first try may have landed, so it looks before it writes again. Framework-free, no MLflow here.
 """

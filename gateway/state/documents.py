@@ -9,7 +9,7 @@ from typing import Any
 from gateway.rollout.record import RolloutRecord
 from gateway.rollout.spec import RolloutSpec, RolloutState
 from gateway.routing.spec import RoutingConfig
-from gateway.state.base import StoredRouting
+from gateway.routing.store import StoredRouting
 
 
 def encode_routing(config: RoutingConfig, source: str, changed_at: float, file_hash: str) -> dict[str, Any]:

@@ -16,8 +16,8 @@ import json
 import time
 from typing import Any
 
+from gateway.routing.store import StoredRouting, Update
 from gateway.spool.sqlite import SqliteFile
-from gateway.state.base import StoredRouting, Update
 from gateway.state.documents import decode_routing
 
 FILE_NAME = "routing.db"

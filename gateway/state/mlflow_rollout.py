@@ -1,4 +1,4 @@
-"""The rollout's record in the shared state's ledger (gateway/state/mlflow.py): each command or
+"""The rollout's record in the shared state's ledger (gateway/mlflow/ledger.py): each command or
 decision a version of kind ``rollout``, the last evaluation a registered-model tag."""
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ from dataclasses import replace
 from typing import Any
 
 from gateway.domain.errors import StateUnavailable
+from gateway.mlflow.ledger import Entry, MlflowLedger
 from gateway.rollout.counts import RolloutCounts
 from gateway.rollout.record import Change, RolloutRecord
 from gateway.state.documents import decode_rollout, encode_rollout
-from gateway.state.mlflow import EVALUATION_TAG, ROLLOUT, Entry, MlflowLedger
+from gateway.state.mlflow_routing import EVALUATION_TAG, ROLLOUT
 
 
 class MlflowRolloutStore:

@@ -8,11 +8,11 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 
 from gateway.domain.errors import SchemaMismatch
-from gateway.routing.spec import VariantSpec
 from gateway.variants.labelling import agree_on_labels
 from gateway.variants.loader import LoadedVariant, ModelLoader
 from gateway.variants.output import ModelKind
 from gateway.variants.schema import Bounds, ModelSchema
+from gateway.variants.spec import VariantSpec
 
 log = logging.getLogger("gateway.variants")
 

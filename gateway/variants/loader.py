@@ -19,37 +19,23 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import httpx
-
-from gateway.config.settings import ModelSection
-from gateway.domain.contract import EXAMPLE_LABELS, is_http_uri
+from gateway.domain.contract import EXAMPLE_LABELS
 from gateway.domain.errors import ModelLoadError, SchemaMismatch
 from gateway.domain.messages import first_line
-from gateway.routing.spec import VariantSpec
+from gateway.mlflow import models as mlflow_models
+from gateway.mlflow.client import check_tracking_server, tracking_client
 from gateway.variants.output import ModelKind, OutputDecoder, detect_kind
 from gateway.variants.schema import ModelSchema
+from gateway.variants.spec import ModelSection, VariantSpec
 from gateway.variants.variant import BatchResult, LoadedVariant, raw_model
 
-__all__ = ["BatchResult", "LoadedVariant", "ModelLoader", "check_tracking_server"]
+__all__ = ["BatchResult", "LoadedVariant", "ModelLoader"]
 
 MAX_EXAMPLE_ROWS = 500  # of a model's logged input example, kept for /variants (the traffic tool's rows)
 
 log = logging.getLogger("gateway.variants")
 
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<ref>[^/]+)|@(?P<alias>[^/]+))/?$")
-
-
-def check_tracking_server(tracking_uri: str, timeout: float = 3.0) -> str | None:
-    """Return None when the server answers its health check, else a short reason."""
-    if not is_http_uri(tracking_uri):
-        return None
-    try:
-        resp = httpx.get(tracking_uri.rstrip("/") + "/health", timeout=timeout)
-    except httpx.HTTPError as exc:
-        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    if resp.status_code != 200:
-        return f"HTTP {resp.status_code} from /health"
-    return None
 
 
 class ModelLoader:
@@ -67,9 +53,7 @@ class ModelLoader:
         return self._server_problem  # type: ignore[return-value]
 
     def _client(self) -> Any:
-        from mlflow import MlflowClient
-
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        return tracking_client(self.tracking_uri)
 
     def _uri_cache(self, uri: str) -> Path:
         digest = hashlib.sha256(f"{self.tracking_uri}|{uri}".encode()).hexdigest()[:16]
@@ -115,19 +99,10 @@ class ModelLoader:
         # MLflow refuses to deserialise any sklearn model (skops included) unless told the source is
         # trusted. The gateway loads only what its own config names from its own registry.
         os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
-        from mlflow.models import Model
-
         try:
-            info = Model.load(str(path / "MLmodel"))
+            info = mlflow_models.model_info(path)
             schema = ModelSchema.from_signature(info.signature, spec.model_uri)
-            if "sklearn" in info.flavors:
-                import mlflow.sklearn
-
-                model, flavor = mlflow.sklearn.load_model(str(path)), "sklearn"
-            else:
-                import mlflow.pyfunc
-
-                model, flavor = mlflow.pyfunc.load_model(str(path)), "pyfunc"
+            model, flavor = mlflow_models.load(path, info)
         except SchemaMismatch:
             raise
         except Exception as exc:
@@ -214,17 +189,8 @@ class ModelLoader:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=self.cache_dir))
         try:
-            import mlflow
-            import mlflow.artifacts
-
-            # models:/ URIs are resolved through the process-wide registry URI, which would
-            # otherwise default to a local ./mlflow.db.
-            mlflow.set_registry_uri(self.tracking_uri)
-            mlflow.set_tracking_uri(self.tracking_uri)
             (tmp / "download").mkdir()
-            path = mlflow.artifacts.download_artifacts(
-                artifact_uri=download_uri, dst_path=str(tmp / "download"), tracking_uri=self.tracking_uri
-            )
+            path = mlflow_models.download(self.tracking_uri, download_uri, tmp / "download")
             model_dir = _find_mlmodel_dir(Path(path))
             # Swap in atomically so a crash mid-download never leaves a half cache behind.
             staged = tmp / "staged"

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
 from gateway.domain.errors import InvalidFeatures, SchemaMismatch
+from gateway.domain.validation import reject_bool
 
 # MLflow column type -> (Python type, OIP datatype, numeric)
 _TYPES: dict[str, tuple[type, str, bool]] = {
@@ -280,13 +281,6 @@ def _plain_checks(columns: Sequence[Column]) -> tuple[_PlainCheck, ...] | None:
             hi = limit - 1 if hi is None else min(hi, limit - 1)
         checks.append((col.name, col.python_type is float, col.required, lo, lo_open, hi, hi_open))
     return tuple(checks)
-
-
-def reject_bool(value: Any) -> Any:
-    """A pydantic before-validator: JSON's true/false are not numbers (pydantic's lax mode takes them)."""
-    if isinstance(value, bool):
-        raise ValueError("must be a number, not a boolean")
-    return value
 
 
 def _error(row: int | None, column: str, message: str) -> dict[str, Any]:

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from gateway.domain.errors import NoProbabilities
-from gateway.routing.spec import VariantSpec
 from gateway.variants.output import ModelKind, OutputDecoder, Predictions
 from gateway.variants.schema import ModelSchema
+from gateway.variants.spec import VariantSpec
 
 
 def quiet_feature_name_warnings() -> None:

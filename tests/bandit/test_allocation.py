@@ -3,8 +3,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.bandit import allocation
-from gateway.bandit.allocation import BUCKETS
+from gateway.routing import allocation
+from gateway.routing.allocation import BUCKETS
 from tests.harness.strategies import bucket_counts
 
 ARMS = ["a", "b", "c", "d"]

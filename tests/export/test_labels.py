@@ -96,7 +96,7 @@ def test_a_remote_label_whose_prediction_never_arrives_is_given_up(tmp_path: Any
 def test_window_labels_from_other_replicas_are_judged_at_the_join() -> None:
     import pandas as pd
 
-    from gateway.export.readback import join_labels
+    from gateway.mlflow.readback import join_labels
 
     records = pd.DataFrame({"request_id": ["a", "b", "c"], "row_index": [0, 0, 0], "role": ["primary"] * 3,
                             "kind": ["classifier"] * 3, "prediction": ["Setosa", "Virginica", "Setosa"],

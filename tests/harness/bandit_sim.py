@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gateway.bandit import allocation
 from gateway.bandit.policy import ThompsonPolicy
 from gateway.bandit.thompson import ArmRewards, RewardKind
+from gateway.routing import allocation
 
 
 @dataclass

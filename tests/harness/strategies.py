@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from gateway.routing.spec import RoutingConfig, ShadowSection, VariantSpec
+from gateway.routing.spec import RoutingConfig, ShadowSection
 from gateway.variants.schema import Bounds, Column, ModelSchema
+from gateway.variants.spec import VariantSpec
 
 variant_names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789.", min_size=1, max_size=8)
 user_keys = st.text(min_size=1, max_size=40)
@@ -70,7 +71,7 @@ def valid_value(column: Column) -> st.SearchStrategy[object]:
 @st.composite
 def bucket_counts(draw: st.DrawFn, arms: list[str], floor: int = 0) -> dict[str, int]:
     """Whole buckets per arm summing to allocation.BUCKETS, none below ``floor``."""
-    from gateway.bandit import allocation
+    from gateway.routing import allocation
 
     weights = draw(st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=len(arms), max_size=len(arms)))
     if sum(weights) <= 0:

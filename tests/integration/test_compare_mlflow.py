@@ -320,7 +320,7 @@ def test_segments_read_the_same_from_per_input_columns_and_json_text(tmp_path: P
     _ship(tmp_path, mlflow_server, "seg-windows", recs, granularity="window")
     from mlflow import MlflowClient
 
-    from gateway.export.readback import search_all, window_records
+    from gateway.mlflow.readback import search_all, window_records
 
     client = MlflowClient(tracking_uri=mlflow_server.url)
     exp = client.get_experiment_by_name("seg-windows")

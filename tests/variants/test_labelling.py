@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from gateway.domain.errors import SchemaMismatch
-from gateway.routing.spec import VariantSpec
 from gateway.variants.labelling import agree_on_labels
 from gateway.variants.output import ModelKind, OutputDecoder
+from gateway.variants.spec import VariantSpec
 from gateway.variants.variant import LoadedVariant
 from tests.harness.app_client import FEEDBACK_AUTH, FEEDBACK_TOKEN, make_client, wait_ready
 from tests.harness.iris import FEATURES

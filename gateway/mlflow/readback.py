@@ -24,6 +24,15 @@ RECORD_COLUMNS = ["request_id", "row_index", "role", "model_version", "kind", "p
 REGRESSOR = "regressor"
 
 
+def experiment_ids(tracking_uri: str, name: str) -> list[str]:
+    """[the id of experiment ``name``] on that server, made the one ``search_all`` reads; [] if none."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment = mlflow.get_experiment_by_name(name)
+    return [] if experiment is None else [str(experiment.experiment_id)]
+
+
 def search_all(experiment_ids: list[str], filter_string: str, progress: bool = False) -> pd.DataFrame:
     """Every matching run, in start-time order, read in keyset pages of 50,000 through
     ``mlflow.search_runs``: no silent cut at its 100,000 default, and no offset paging that slows
@@ -125,9 +134,10 @@ def _artifact_tables(runs: pd.DataFrame, granularity: str, artifact: str, tracki
 
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri)
+    from gateway.mlflow.client import tracking_client
+
+    client = tracking_client(tracking_uri)
     if artifact == c.RECORDS_ARTIFACT:  # the tag names the table; runs from before it have JSON lines
         tagged = _col(chosen, f"tags.{c.TAG_RECORDS_ARTIFACT}", None)
         names = [t if isinstance(t, str) and t else c.RECORDS_ARTIFACT_JSONL for t in tagged]

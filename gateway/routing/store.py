@@ -24,7 +24,7 @@ Update = Callable[[StoredRouting | None], tuple[RoutingConfig, str, str] | None]
 
 
 class RoutingStore(Protocol):
-    """Where the routing is shared: this file (one machine), or MLflow (replicas; state/mlflow.py)."""
+    """Where the routing is shared: this file (one machine), or MLflow (replicas; state/mlflow_routing.py)."""
 
     poll_interval_s: float
 

@@ -41,8 +41,6 @@ import requests
 from gateway.domain.contract import is_http_uri, utc_iso
 from gateway.domain.errors import StateConflict, StateUnavailable
 from gateway.domain.messages import without_credentials
-from gateway.state.base import StoredRouting, Update
-from gateway.state.documents import decode_routing, encode_routing
 
 log = logging.getLogger("gateway.state")
 
@@ -296,55 +294,3 @@ class MlflowLedger:
                 "last_error": self.last_error if not self.reachable else None,
                 "versions_seen": self._last_seen, "read_since_start": self.read_once,
                 "from_local_copy": self.from_local_copy}
-
-
-# -- the routing and rollout stores over the ledger (the same interfaces as the local file's) ---------
-
-ROUTING, ROLLOUT = "routing", "rollout"
-EVALUATION_TAG = "rollout.evaluation"
-
-
-class MlflowRoutingStateStore:
-    """RoutingStateStore's interface, over the ledger. ``update`` raises StateConflict when another
-    replica's change landed between the read and the write."""
-
-    def __init__(self, ledger: MlflowLedger, poll_interval_s: float = 1.0) -> None:
-        self.ledger = ledger
-        self.poll_interval_s = poll_interval_s
-
-    @property
-    def location(self) -> str:
-        return self.ledger.location
-
-    def poll(self) -> None:
-        self.ledger.refresh()
-
-    def status(self) -> dict[str, Any]:
-        return self.ledger.status()
-
-    def version(self) -> int:
-        head = self.ledger.head(ROUTING)
-        return head.version if head else 0
-
-    def load(self) -> StoredRouting | None:
-        return _routing(self.ledger.head(ROUTING))
-
-    def offline_start(self) -> StoredRouting | None:
-        """The local copy of the routing last read (``[state] start_without_mlflow = "last_read"``)."""
-        return self.load() if self.ledger.load_local_copy() else None
-
-    def update(self, update: Update) -> StoredRouting | None:
-        def change(entry: Entry | None) -> tuple[dict[str, Any], str] | None:
-            new = update(_routing(entry))
-            if new is None:
-                return None
-            config, source, file_hash = new
-            weights = ", ".join(f"{v.name}={v.weight:g}" for v in config.variants)
-            return (encode_routing(config, source, time.time(), file_hash),
-                    f"routing by {source}: mode {config.mode}, weights {weights}, config {config.config_hash}")
-
-        return _routing(self.ledger.append(ROUTING, change))
-
-
-def _routing(entry: Entry | None) -> StoredRouting | None:
-    return None if entry is None else decode_routing(entry.version, entry.document)

@@ -11,10 +11,12 @@ import pytest
 import requests
 
 from gateway.domain.errors import StateConflict, StateUnavailable
-from gateway.routing.spec import RoutingConfig, ShadowSection, VariantSpec
+from gateway.mlflow.ledger import REJECTED, MlflowLedger
+from gateway.routing.spec import RoutingConfig, ShadowSection
 from gateway.routing.table import RoutingTable
-from gateway.state.mlflow import EVALUATION_TAG, REJECTED, MlflowLedger, MlflowRoutingStateStore
 from gateway.state.mlflow_rollout import MlflowRolloutStore
+from gateway.state.mlflow_routing import EVALUATION_TAG, MlflowRoutingStateStore
+from gateway.variants.spec import VariantSpec
 from tests.harness.processes import MlflowServer, free_port
 
 pytestmark = pytest.mark.integration  # a real `mlflow server`
@@ -214,7 +216,7 @@ def test_the_rollout_lives_in_the_ledger_and_its_evaluation_in_a_tag(mlflow_serv
 
 
 def test_the_ledgers_location_never_shows_credentials() -> None:
-    from gateway.state.mlflow import ledger_location
+    from gateway.mlflow.ledger import ledger_location
 
     shown = ledger_location("https://bob:secret@mlflow.example:8443/", "gateway-routing-state")
     assert shown == "https://mlflow.example:8443#models/gateway-routing-state"

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from gateway.domain.messages import first_line
-from gateway.routing.change_log import deliver_change_run
+from gateway.mlflow.change_runs import deliver_change_run
+from gateway.mlflow.client import check_tracking_server, set_alias
 from gateway.spool.outbox import Item, ItemKind, Outbox
-from gateway.variants.loader import check_tracking_server
 
 log = logging.getLogger("gateway.outbox")
 
@@ -26,9 +26,7 @@ ALIAS = "champion"
 
 def set_champion(tracking_uri: str, model: str, version: str) -> None:
     """Point the registry's ``champion`` alias at one model version (raises on any failure)."""
-    from mlflow import MlflowClient
-
-    MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri).set_registered_model_alias(model, ALIAS, version)
+    set_alias(tracking_uri, model, ALIAS, version)
 
 
 class OutboxSender:

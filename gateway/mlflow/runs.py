@@ -6,7 +6,7 @@ import os
 import threading
 from typing import Any
 
-from gateway.domain.contract import get_or_create_experiment
+from gateway.mlflow.client import get_or_create_experiment, tracking_client
 
 # The MLflow client would retry each failed POST 7 times over about 4 minutes, blocking a worker
 # and possibly creating duplicate runs. The exporter has its own retry policy instead.
@@ -20,9 +20,7 @@ SERIES_CHUNK = 1000  # MLflow's log_batch limit is 1,000 metrics per call
 
 class RunWriter:
     def __init__(self, tracking_uri: str, experiment: str) -> None:
-        from mlflow import MlflowClient
-
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.client = tracking_client(tracking_uri)
         self.experiment_name = experiment
         self._experiment_id: str | None = None
         self._lock = threading.Lock()
