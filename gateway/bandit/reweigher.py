@@ -8,7 +8,6 @@ each replica only follows. Every process keeps the posterior it last computed, f
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from gateway.bandit.spec import BanditSection
 from gateway.bandit.thompson import ArmRewards
 from gateway.domain.contract import utc_iso
 from gateway.domain.messages import first_line
+from gateway.domain.workers import PeriodicWorker
 from gateway.routing.table import RoutingTable
 from gateway.spool.leader import LeaderLock
 
@@ -26,11 +26,17 @@ log = logging.getLogger("gateway.bandit")
 SOURCE = "bandit"
 
 
-class BanditRunner:
+class BanditRunner(PeriodicWorker):
+    """The bandit's thread: every ``[bandit] update_seconds``, the posterior from the labels, and new
+    weights when this worker leads."""
+
     def __init__(self, section: BanditSection, table: RoutingTable, rewards: Callable[[], dict[str, ArmRewards]],
                  lock_path: Path | None, seed: int | None = None, decides: bool = True) -> None:
         """``lock_path``: the file whose lock makes one worker the one that reweighs (None: this
         process always does). ``decides`` False: never reweighs (a replica; the controller does)."""
+        # The first round at once: GET /bandit and /metrics show the posterior from the start (they only
+        # read what this thread computed; the rewards reader is not safe to share between threads).
+        super().__init__("bandit", section.update_seconds)
         self.section = section
         self.table = table
         self.rewards = rewards
@@ -43,16 +49,9 @@ class BanditRunner:
         self.reweighings = 0
         self.last_error: str | None = None
         self._lock = LeaderLock(lock_path) if lock_path is not None else None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bandit", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
+    def stop(self, timeout: float = 5.0) -> None:
+        super().stop(timeout)
         if self._lock is not None:
             self._lock.release()
 
@@ -82,18 +81,14 @@ class BanditRunner:
             self.reweighings += 1
         return result
 
-    def _run(self) -> None:
-        # The first round at once: GET /bandit and /metrics show the posterior from the start (they only
-        # read what this thread computed; the rewards reader is not safe to share between threads).
-        while True:
-            try:
-                self.step()
-                self.last_error = None
-            except Exception as exc:  # a locked spool, a state conflict: try again next round
-                self.last_error = first_line(exc, 300)
-                log.warning("bandit reweighting failed: %s", self.last_error)
-            if self._stop.wait(self.section.update_seconds):
-                return
+    def round(self) -> bool:
+        try:
+            self.step()
+            self.last_error = None
+        except Exception as exc:  # a locked spool, a state conflict: try again next round
+            self.last_error = first_line(exc, 300)
+            log.warning("bandit reweighting failed: %s", self.last_error)
+        return False
 
     def describe(self) -> dict[str, Any]:
         """GET /bandit: the weights in force, and each arm's posterior and labels as the loop last

@@ -25,6 +25,7 @@ from typing import Any
 from gateway.domain.contract import utc_iso
 from gateway.domain.errors import InvalidRollout, NoRollout, RolloutConflict
 from gateway.domain.messages import first_line
+from gateway.domain.workers import PeriodicWorker
 from gateway.rollout.counts import RolloutCounts
 from gateway.rollout.guardrails import ACCURACY, SRM, GuardrailResult, evaluate
 from gateway.rollout.observations import Following, RolloutObserver
@@ -277,25 +278,20 @@ def describe(record: RolloutRecord) -> dict[str, Any]:
             "history": [{**h, "at": utc_iso(h["at"])} for h in record.history], "spec": spec.model_dump()}
 
 
-class RolloutRunner:
+class RolloutRunner(PeriodicWorker):
     """The per-worker thread: counts out, decisions in (by the lock holder only)."""
 
     def __init__(self, controller: RolloutController, lock_path: Path, interval_s: float, decides: bool = True) -> None:
+        super().__init__("rollout-runner", interval_s, wait_first=True)
         self.controller = controller
         self.decides = decides  # False: the decisions are another process's (python -m gateway.rollout)
         self.lock_path = lock_path
-        self.interval_s = interval_s
         self.worker = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._lock = LeaderLock(lock_path)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rollout-runner", daemon=True)
 
     @property
     def leader(self) -> bool:
         return self._lock.held
-
-    def start(self) -> None:
-        self._thread.start()
 
     def _try_lead(self) -> bool:
         if self._lock.held:
@@ -318,17 +314,15 @@ class RolloutRunner:
         if self.decides and record is not None and record.state is RolloutState.RUNNING and self._try_lead():
             c.look()
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.step()
-            except Exception as exc:  # a locked state file: try again at the next look
-                log.warning("rollout look failed: %s", first_line(exc, 300))
+    def round(self) -> bool:
+        try:
+            self.step()
+        except Exception as exc:  # a locked state file: try again at the next look
+            log.warning("rollout look failed: %s", first_line(exc, 300))
+        return False
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
+    def stop(self, timeout: float = 5.0) -> None:
+        super().stop(timeout)
         with contextlib.suppress(Exception):
             self.step()  # the last counts out
         self._lock.release()

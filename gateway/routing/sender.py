@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.domain.messages import first_line
+from gateway.domain.workers import PeriodicWorker
 from gateway.mlflow.change_runs import deliver_change_run
 from gateway.mlflow.client import check_tracking_server, set_alias
 from gateway.spool.outbox import Item, ItemKind, Outbox
@@ -29,43 +30,34 @@ def set_champion(tracking_uri: str, model: str, version: str) -> None:
     set_alias(tracking_uri, model, ALIAS, version)
 
 
-class OutboxSender:
+class OutboxSender(PeriodicWorker):
+    """The outbox's sender thread: one item at a time, oldest first, until MLflow has each."""
+
     def __init__(self, outbox: Outbox, tracking_uri: str, idle_s: float = 1.0, check_timeout_s: float = 2.0,
                  retry_max_s: float = 30.0) -> None:
+        super().__init__("mlflow-outbox", idle_s)
         self.outbox = outbox
         self.retry_max_s = retry_max_s
         self.tracking_uri = tracking_uri
-        self.idle_s = idle_s
         self.check_timeout_s = check_timeout_s
-        self._wake = threading.Event()
-        self._stop = threading.Event()
         self._done = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="mlflow-outbox", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def poke(self) -> None:
-        """Something was added: look now."""
-        self._wake.set()
 
     def wait(self, item_id: int, timeout_s: float) -> bool:
         """Whether the item reached MLflow within ``timeout_s`` (by this sender or another process's)."""
         with self._done:
             return self._done.wait_for(lambda: self.outbox.is_done(item_id), timeout=timeout_s)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                item = self.outbox.claim()
-            except Exception as exc:  # a locked outbox file: the next round
-                log.debug("outbox not read: %s", first_line(exc, 200))
-                item = None
-            if item is None:
-                self._wake.wait(self.idle_s)
-                self._wake.clear()
-                continue
-            self._send(item)
+    def round(self) -> bool:
+        """Send the oldest item due, if any (True: one was tried, look again at once)."""
+        try:
+            item = self.outbox.claim()
+        except Exception as exc:  # a locked outbox file: the next round
+            log.debug("outbox not read: %s", first_line(exc, 200))
+            return False
+        if item is None:
+            return False
+        self._send(item)
+        return True
 
     def _send(self, item: Item) -> None:
         try:
@@ -89,13 +81,10 @@ class OutboxSender:
         with self._done:
             self._done.notify_all()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 0.5) -> None:
         """Stop looking; an MLflow call in progress is not waited for long (its item's lease goes back
         to the next sender, who looks before it writes again)."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=0.5)
+        super().stop(timeout)
 
 
 def open_outbox(directory: Path, tracking_uri: str, retry_max_s: float = 30.0

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 import time
 from collections import deque
@@ -32,6 +31,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.domain.workers import STOP, QueueWorker, resolve
 from gateway.variants.columns import ValidatedRows, joined
 from gateway.variants.output import Predictions
 
@@ -68,14 +68,6 @@ class _Job:
         self.key = (self.probabilities, params)
 
 
-def resolve(future: Future[Any], outcome: Any) -> None:
-    """Settle a future with a result, or with the exception that took its place."""
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
-
-
 class BatcherClosed(RuntimeError):
     """The batcher is shutting down and takes no new work."""
 
@@ -88,13 +80,14 @@ class QueueFull(RuntimeError):
         self.name, self.queued, self.limit, self.wait_s = name, queued, limit, wait_s
 
 
-class MicroBatcher:
+class MicroBatcher(QueueWorker["_Job"]):
     """The queue and worker thread of one variant."""
 
     def __init__(self, name: str, predict: Predict, *, prepare: Callable[[Sequence[Any]], Rows] | None = None,
                  max_batch_size: int = 1024, max_delay_s: float = 0.0, max_queue_rows: int | None = None,
                  deliver: Callable[[list[tuple[Any, JobResult | BaseException]]], None] | None = None,
                  on_start: Callable[[], None] | None = None) -> None:
+        super().__init__(f"batch-{name}")
         self.name = name
         self._predict = predict
         self._on_start = on_start  # once, on the worker thread, before its first call (its thread pools)
@@ -114,17 +107,14 @@ class MicroBatcher:
         self.call_started: float | None = None  # time.monotonic() when the running model call began
         self._queued_rows = 0  # submitted and not yet taken into a call (held jobs included)
         self._count_lock = threading.Lock()
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._held: deque[_Job] = deque()  # taken from the queue, waiting for a call with their options
-        self._closed = False
         self._stop = False
-        self._thread = threading.Thread(target=self._run, name=f"batch-{name}", daemon=True)
-        self._thread.start()
+        self.start()
 
     def submit(self, rows: Sequence[Any], *, probabilities: bool = False, params: dict[str, Any] | None = None,
                prepared: bool = False, ticket: Any = None) -> Future[JobResult]:
         """Queue one request's rows (raw, or ``prepared`` = validated already)."""
-        if self._closed:
+        if self.closed:
             raise BatcherClosed(f"variant {self.name} is shutting down")
         with self._count_lock:
             queued = self._queued_rows
@@ -137,7 +127,7 @@ class MicroBatcher:
         job = _Job(rows, probabilities, params, prepared, Future(), ticket)
         count = len(rows)  # a job cancelled while it queues stops counting at once
         job.future.add_done_callback(lambda done: self._taken(count) if done.cancelled() else None)
-        self._queue.put(job)
+        self._put(job)
         return job.future
 
     @property
@@ -166,14 +156,10 @@ class MicroBatcher:
     def _next(self, timeout: float | None) -> _Job | None:
         """A held job first, else the queue's next (waiting up to ``timeout``; None: as long as it takes)."""
         while True:
-            if self._held:
-                job: _Job | None = self._held.popleft()
-            else:
-                try:
-                    job = self._queue.get_nowait() if timeout == 0 else self._queue.get(timeout=timeout)
-                except queue.Empty:
-                    return None
+            job = self._held.popleft() if self._held else self._get(timeout)
             if job is None:
+                return None
+            if job is STOP:
                 self._stop = True
                 return None
             if not job.future.cancelled():
@@ -277,15 +263,3 @@ class MicroBatcher:
         self.rows += rows
         per_row = elapsed_ms / 1000.0 / max(1, rows)
         self.seconds_per_row = per_row if self.calls == 1 else 0.8 * self.seconds_per_row + 0.2 * per_row
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Score what is queued, then stop the worker."""
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(None)
-        self._thread.join(timeout)
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import queue
 import threading
 import time
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from gateway.domain.records import PredictionRecord
-from gateway.serving.batching import resolve
+from gateway.domain.workers import STOP, QueueWorker, resolve
 from gateway.spool.sqlite import SpoolWriteError
 from gateway.spool.store import PredictionSpool
 
@@ -38,11 +37,12 @@ class _Write:
     deadline: float  # time.monotonic() past which it is not started any more
 
 
-class SpoolWriter:
+class SpoolWriter(QueueWorker["_Write"]):
     """One thread owning the request path's writes to one spool."""
 
     def __init__(self, spool: PredictionSpool, *, max_group: int = 512, lock_wait_ms: float | None = None,
                  queue_wait_ms: float = 60_000.0) -> None:
+        super().__init__("spool-writer")
         self.spool = spool
         self.max_group = max_group
         self.lock_wait_ms = lock_wait_ms  # None: the spool's busy timeout
@@ -57,12 +57,9 @@ class SpoolWriter:
         self.checkpoint_interval_s = 0.25
         self.transactions = 0
         self.requests = 0
-        self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
-        self._closed = False
         self._busy = threading.Lock()  # held by whoever is committing: the writer thread, or an idle-time caller
         self._prepared = threading.local()
-        self._thread = threading.Thread(target=self._run, name="spool-writer", daemon=True)
-        self._thread.start()
+        self.start()
         self._stopped = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoints, name="spool-checkpoint", daemon=True)
         self._checkpointer.start()
@@ -71,17 +68,17 @@ class SpoolWriter:
         """Queue one request's records; the future gives their row ids once committed, or raises
         DuplicateRequest or SpoolWriteError."""
         future: Future[list[int]] = Future()
-        if self._closed:
+        if self.closed:
             future.set_exception(SpoolWriteError("the gateway is shutting down"))
             return future
-        self._queue.put(_Write(records, future, time.monotonic() + self.queue_wait_s))
+        self._put(_Write(records, future, time.monotonic() + self.queue_wait_s))
         return future
 
     def write_many(self, groups: Sequence[Sequence[PredictionRecord]]) -> list[Future[list[int]]]:
         """Several requests' records (those of one model call), committed together: right here, on
         the caller's thread, in one transaction when the writer is idle (no hand-off between threads
         at low load); else queued for the writer, which takes them together."""
-        if not self._closed and self._queue.empty() and self._busy.acquire(blocking=False):
+        if not self.closed and self._queue.empty() and self._busy.acquire(blocking=False):
             try:
                 if self._queue.empty():
                     self._own_connection()
@@ -107,16 +104,15 @@ class SpoolWriter:
 
     def _take(self) -> tuple[list[_Write], bool]:
         """The next group: one write (waiting for it), then whatever else is queued."""
-        first = self._queue.get()
-        if first is None:
+        first = self._get()
+        if first is None or first is STOP:
             return [], True
         group, stop = [first], False
         while len(group) < self.max_group:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
+            item = self._get(0)
             if item is None:
+                break
+            if item is STOP:
                 stop = True
                 break
             group.append(item)
@@ -205,21 +201,12 @@ class SpoolWriter:
         return self.last_error
 
     def close(self, timeout: float = 10.0) -> None:
-        """Commit what is queued, then stop the thread."""
-        if self._closed:
+        """Commit what is queued, then stop the thread; a write queued behind the stop mark (by a
+        request racing the shutdown) is refused."""
+        if self.closed:
             return
-        self._closed = True
-        self._queue.put(None)
-        self._thread.join(timeout)
+        super().close(timeout)
         self._stopped.set()
-        while True:  # a write queued behind the stop mark, by a request racing the shutdown
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None and item.future.set_running_or_notify_cancel():
+        for item in self._leftovers():
+            if item.future.set_running_or_notify_cancel():
                 item.future.set_exception(SpoolWriteError("the gateway is shutting down"))
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
