@@ -21,8 +21,7 @@ from gateway.domain.contract import is_http_uri
 from gateway.domain.messages import error_location
 from gateway.domain.validation import Section
 from gateway.rollout.spec import RolloutSection
-from gateway.routing.allocation import initial, quantise
-from gateway.routing.spec import RoutingConfig, ShadowSection, validate_routing
+from gateway.routing.spec import RoutingConfig, ShadowSection, starting_config, validate_routing
 from gateway.security.spec import FeedbackSection
 from gateway.variants.spec import ModelSection, VariantSpec
 
@@ -233,16 +232,7 @@ class Settings(BaseSettings):
         return self
 
     def routing_config(self) -> RoutingConfig:
-        if self.routing.mode == "bandit":  # the burn-in: equal weights, whatever the file's weights say
-            variants = tuple(v.model_copy(update={"weight": 1.0}) for v in self.variants)
-            return RoutingConfig(mode="bandit", variants=variants, shadow=self.shadow, salt=self.routing.salt,
-                                 allocation=initial(quantise({v.name: 1.0 for v in variants})))
-        return RoutingConfig(
-            mode=self.routing.mode,
-            variants=tuple(self.variants),
-            shadow=self.shadow,
-            salt=self.routing.salt,
-        )
+        return starting_config(self.routing.mode, self.variants, self.shadow, self.routing.salt)
 
 
 def _format_validation_error(exc: ValidationError) -> str:

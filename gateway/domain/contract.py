@@ -19,6 +19,10 @@ from urllib.parse import urlparse
 # A routing change queued by a release before those settings existed names no experiment: it lands here.
 LEGACY_ROUTING_CHANGES_EXPERIMENT = "iris-ab-routing-changes"
 
+# The Prometheus families each replica exports for a running rollout (gateway/serving/metrics.py) and
+# the standalone controller sums across replicas (gateway/rollout/prometheus.py): this prefix + _<key>.
+ROLLOUT_OBSERVED = "gateway_rollout_observed"
+
 # Model metadata (MLmodel ``metadata``) the gateway reads besides ``class_names``: the true label of
 # each row of the logged input example (models/train.py writes it; experiments.traffic --feedback sends it)
 EXAMPLE_LABELS = "input_example_labels"

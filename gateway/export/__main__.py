@@ -23,8 +23,8 @@ from tqdm import tqdm
 
 from gateway.config.settings import DEFAULT_CONFIG_PATH, ConfigError, Settings, load_settings
 from gateway.domain.messages import install_log_redaction, without_credentials
-from gateway.export import build_thread_exporter
 from gateway.export.process import SETTINGS_ENV
+from gateway.wiring.exporter import build_thread_exporter
 
 log = logging.getLogger("gateway.export")
 

@@ -22,7 +22,7 @@ from gateway.domain.records import REQUEST_ID_PATTERN
 from gateway.protocols.limits import LARGE_BODY_BYTES, RequestShape
 from gateway.serving.outcome import Committed, PredictionOutcome, ScoredRequest
 from gateway.serving.pipeline import Pending
-from gateway.serving.services import GatewayServices
+from gateway.wiring.services import GatewayServices
 
 T = TypeVar("T")
 SAGEMAKER_VARIANT_HEADER = "x-amzn-sagemaker-target-variant"

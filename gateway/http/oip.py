@@ -26,8 +26,8 @@ from gateway.http.inference import (
 from gateway.http.responses import FastJSONResponse
 from gateway.protocols import oip
 from gateway.protocols.limits import RequestShape
-from gateway.serving.services import GatewayServices
 from gateway.variants.output import ModelKind
+from gateway.wiring.services import GatewayServices
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 

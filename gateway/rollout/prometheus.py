@@ -14,8 +14,8 @@ from typing import Any
 
 import requests
 
+from gateway.domain.contract import ROLLOUT_OBSERVED as OBSERVED
 from gateway.rollout.counts import ARM_KEYS, RolloutCounts
-from gateway.serving.metrics import OBSERVED
 
 
 class PrometheusUnavailable(Exception):

@@ -12,11 +12,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from gateway.routing.spec import RoutingConfig
-    from gateway.variants.spec import VariantSpec
 
 BUCKETS = 10_000
 
@@ -125,18 +120,3 @@ def _merged(segments: list[Segment]) -> tuple[Segment, ...]:
         else:
             out.append(seg)
     return tuple(out)
-
-
-def bandit_allocation(mode: str, old: RoutingConfig, variants: Sequence[VariantSpec],
-                      given: tuple[Segment, ...] | None = None) -> tuple[Segment, ...] | None:
-    """The ranges for a routing config of this ``mode`` and ``variants`` (their weights), made from the
-    ``old`` config's ranges: ``given`` as they are (the reweigher computed them), else the weights
-    rebalanced over the old ranges (or cut in order, when there were none)."""
-    if mode != "bandit":
-        return None
-    if given is not None:
-        return given
-    counts = quantise({v.name: v.weight for v in variants})
-    if old.allocation and {a for a, _, _ in old.allocation} <= {v.name for v in variants}:
-        return rebalance(old.allocation, counts)
-    return initial(counts)

@@ -7,11 +7,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Literal
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.domain.validation import Section
+from gateway.routing.allocation import initial, quantise
 from gateway.variants.spec import VariantSpec
 
 
@@ -71,3 +73,13 @@ def validate_routing(
                 )
         if shadow.primary == shadow.candidate:
             raise ValueError("shadow.candidate: must differ from shadow.primary")
+
+
+def starting_config(mode: Any, variants: Sequence[VariantSpec], shadow: ShadowSection, salt: str) -> RoutingConfig:
+    """The routing a start-up begins from: the file's weights, or in bandit mode its burn-in (equal
+    weights, whatever the file says, over bucket ranges cut in order)."""
+    if mode == "bandit":
+        equal = tuple(v.model_copy(update={"weight": 1.0}) for v in variants)
+        return RoutingConfig(mode="bandit", variants=equal, shadow=shadow, salt=salt,
+                             allocation=initial(quantise({v.name: 1.0 for v in equal})))
+    return RoutingConfig(mode=mode, variants=tuple(variants), shadow=shadow, salt=salt)

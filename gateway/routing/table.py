@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from gateway.domain.contract import utc_iso
 from gateway.domain.errors import InvalidRoutingChange, StateConflict, StateUnavailable, UnknownVariant
 from gateway.domain.messages import error_location
-from gateway.routing.allocation import bandit_allocation
+from gateway.routing.allocation import Segment, initial, quantise, rebalance
 from gateway.routing.router import Router
 from gateway.routing.spec import RoutingConfig, ShadowSection, validate_routing
 from gateway.routing.store import RoutingStore, StoredRouting
@@ -61,13 +61,15 @@ class RoutingOrigin:
 
 
 class RoutingTable:
-    def __init__(self, config: RoutingConfig, store: RoutingStore | None = None, adopt_file: bool = True) -> None:
+    def __init__(self, config: RoutingConfig, store: RoutingStore | None = None, adopt_file: bool = True,
+                 listeners: Sequence[Callable[[RoutingChange], None]] = ()) -> None:
         """``adopt_file=False``: follow the shared routing and never write the config file's (the
-        standalone rollout controller, which only moves weights)."""
+        standalone rollout controller, which only moves weights). ``listeners`` hear each change made
+        here (the MLflow change log)."""
         self._store = store
         self._serves = adopt_file  # a gateway serves its variants; the controller only follows the state
         self._lock = threading.Lock()
-        self.listeners: list[Callable[[RoutingChange], None]] = []  # called with each change made here
+        self.listeners = tuple(listeners)
         self._router = Router(config)
         self.origin = RoutingOrigin(0, FROM_FILE, time.time())
         self.refused: str | None = None  # why the shared routing in force elsewhere is not installed here
@@ -268,3 +270,18 @@ def _changed(old: RoutingConfig, mode: str | None, weights: Mapping[str, float] 
     except ValueError as exc:
         raise InvalidRoutingChange(str(exc)) from None
     return new
+
+
+def bandit_allocation(mode: str, old: RoutingConfig, variants: Sequence[VariantSpec],
+                      given: tuple[Segment, ...] | None = None) -> tuple[Segment, ...] | None:
+    """The ranges for a routing config of this ``mode`` and ``variants`` (their weights), made from the
+    ``old`` config's ranges: ``given`` as they are (the reweigher computed them), else the weights
+    rebalanced over the old ranges (or cut in order, when there were none)."""
+    if mode != "bandit":
+        return None
+    if given is not None:
+        return given
+    counts = quantise({v.name: v.weight for v in variants})
+    if old.allocation and {a for a, _, _ in old.allocation} <= {v.name for v in variants}:
+        return rebalance(old.allocation, counts)
+    return initial(counts)

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway.domain.contract import ROLLOUT_OBSERVED as OBSERVED
 from gateway.domain.records import PredictionRecord, predictions_of
 from gateway.rollout.counts import RolloutCounts
 from gateway.variants.output import ModelKind
@@ -26,7 +27,8 @@ class GatewayMetrics:
     def __init__(self, state: Callable[[], dict[str, Any]], variants: Callable[[], Iterable[dict[str, Any]]],
                  rollout: Callable[[], dict[str, Any] | None] | None = None,
                  shared_state: Callable[[], dict[str, Any]] | None = None,
-                 rollout_counts: Callable[[], tuple[str, RolloutCounts] | None] | None = None) -> None:
+                 rollout_counts: Callable[[], tuple[str, RolloutCounts] | None] | None = None,
+                 bandit: Callable[[], dict[str, Any]] | None = None) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "gateway_requests", "Prediction requests by variant, role, routing reason and HTTP status.",
@@ -49,6 +51,8 @@ class GatewayMetrics:
             self._scrape_time.append(SharedStateCollector(shared_state))
         if rollout_counts is not None:
             self._scrape_time.append(RolloutCountsCollector(rollout_counts))
+        if bandit is not None:
+            self._scrape_time.append(BanditCollector(bandit))
         for collector in self._scrape_time[1:]:
             self.registry.register(collector)
 
@@ -222,7 +226,6 @@ class SharedStateCollector(Collector):
 
 
 # The rollout's live counts, per replica: python -m gateway.rollout sums them over replicas with PromQL.
-OBSERVED = "gateway_rollout_observed"
 
 
 class RolloutCountsCollector(Collector):

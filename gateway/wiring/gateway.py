@@ -16,24 +16,21 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from gateway.bandit.rewards import SpoolRewards
-from gateway.bandit.reweigher import BanditRunner
 from gateway.bandit.spec import check_bandit
-from gateway.config.settings import ConfigError, RoutingSection, Settings, load_settings
+from gateway.config.settings import ConfigError, Settings, load_settings
 from gateway.domain.messages import install_log_redaction
-from gateway.export import Exporter, build_exporter
+from gateway.export import Exporter
 from gateway.rollout.controller import RolloutRunner
-from gateway.routing.change_log import RoutingChangeRecorder
 from gateway.routing.follower import RoutingFollower
-from gateway.routing.sender import Champion, OutboxSender, open_outbox
-from gateway.security.keys import load_secrets
-from gateway.serving.metrics import BanditCollector, GatewayMetrics
-from gateway.serving.services import GatewayServices
-from gateway.spool.outbox import Outbox
+from gateway.routing.sender import OutboxSender
+from gateway.serving.metrics import GatewayMetrics
 from gateway.spool.store import PredictionSpool
 from gateway.spool.writer import SpoolWriter
 from gateway.variants.loader import ModelLoader
 from gateway.variants.threads import limit_model_threads
+from gateway.wiring.build import build_services, open_secrets, open_storage
+from gateway.wiring.exporter import build_exporter
+from gateway.wiring.services import GatewayServices
 
 log = logging.getLogger("gateway")
 
@@ -53,45 +50,19 @@ class Gateway:
         self.exporter: Exporter | None = None
         self._follower: RoutingFollower | None = None
         self._runner: RolloutRunner | None = None
-        self.outbox: Outbox | None = None
         self._sender: OutboxSender | None = None
 
     def start(self) -> None:
         install_log_redaction()
         settings = self.settings
-        self.spool = open_spool(settings)
-        if self.spool is not None:
-            self.writer = SpoolWriter(self.spool, lock_wait_ms=settings.spool.write_timeout_ms,
-                                      queue_wait_ms=settings.spool.write_timeout_ms)
-            problem = self.writer.probe_now()
-            if problem is not None:
-                log.error("the prediction spool takes no records: %s (spool.min_free_mb, spool.max_size_mb); "
-                          "on_log_failure = %s applies until it does", problem, settings.spool.on_log_failure)
-        secrets = load_secrets(settings.spool.dir if settings.spool.enabled else None,
-                               replicas=settings.state.backend == "mlflow", receipts=settings.feedback.receipts,
-                               receipt_ttl_seconds=settings.feedback.receipt_ttl_seconds)
-        for note in secrets.notes:
-            log.info("%s", note)
-        if settings.routing.salt == RoutingSection.model_fields["salt"].default and settings.routing.mode != "shadow":
-            log.warning("routing.salt is the shipped default %r: anyone can work out which version a sticky user id "
-                        "lands on (and pick ids that skew a test); set a secret one in GATEWAY_ROUTING__SALT",
-                        settings.routing.salt)
-        self.services = services = GatewayServices.build(settings, self.writer, secrets)
+        storage = open_storage(settings)
+        self.spool, self.writer, self._sender = storage.spool, storage.writer, storage.sender
+        self.services = services = build_services(settings, storage, open_secrets(settings), self.stats)
         if self.spool is not None and settings.spool.export:
             self.exporter = build_exporter(settings, self.spool)
             self.exporter.start()
         self._follower = RoutingFollower(services.routing)
         self._follower.start()
-        self.metrics = GatewayMetrics(self.stats, lambda: services.describe()["variants"],
-                                      rollout=services.describe_rollout, shared_state=services.routing.state_status,
-                                      rollout_counts=services.observer.current if services.observer else None)
-        services.observers.add(self.metrics)
-        self.outbox, self._sender = open_outbox(settings.spool.dir, settings.mlflow.tracking_uri,
-                                                settings.mlflow.retry_max_seconds)
-        services.champion = Champion(self.outbox, self._sender, settings.mlflow.tracking_uri)
-        services.routing.listeners.append(
-            RoutingChangeRecorder(settings.mlflow.tracking_uri, settings.mlflow.routing_changes, self.outbox,
-                                  self._sender and self._sender.poke))
         if services.rollout is not None:
             if settings.rollout.enabled and services.decides_rollouts:  # after the change recorder: its
                 # routing change is a run too. With the state in MLflow, python -m gateway.rollout starts it.
@@ -99,19 +70,14 @@ class Gateway:
             self._runner = RolloutRunner(services.rollout, settings.spool.dir / "rollout.lock",
                                          settings.rollout.interval_seconds, decides=services.decides_rollouts)
             self._runner.start()
-        if settings.routing.mode == "bandit" and self.spool is None:
-            log.error("routing.mode \"bandit\": the spool could not be opened, so no labels can be read; the "
-                      "weights stay as they are until the gateway restarts with a working spool")
-        elif settings.routing.mode == "bandit" and self.spool is not None:
-            services.bandit = BanditRunner(settings.bandit, services.routing,
-                                           SpoolRewards(self.spool.db, settings.bandit).read,
-                                           settings.spool.dir / "bandit.lock",
-                                           decides=settings.state.backend == "local")
-            self.metrics.registry.register(BanditCollector(services.bandit.describe))
         if self._config_path is not None and threading.current_thread() is threading.main_thread():
             path = self._config_path
             signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
                 target=reload_routing, args=(services, path), name="sighup-reload", daemon=True).start())
+
+    @property
+    def metrics(self) -> GatewayMetrics:
+        return self.services.metrics
 
     def load_models(self) -> None:
         """Load the variants, start their batchers, then ready. A failure is logged and reported to
@@ -185,19 +151,6 @@ class Gateway:
                     "transactions": writer.transactions, "requests": writer.requests,
                     "requests_per_transaction": round(writer.requests / writer.transactions, 2)
                     if writer.transactions else None, "alive": writer.alive}}
-
-
-def open_spool(settings: Settings) -> PredictionSpool | None:
-    if not settings.spool.enabled:
-        return None
-    max_bytes = int(settings.spool.max_size_mb * 1024 * 1024) if settings.spool.max_size_mb else None
-    try:
-        return PredictionSpool(settings.spool.dir, fsync=settings.spool.fsync, max_bytes=max_bytes,
-                               min_free_bytes=int(settings.spool.min_free_mb * 1024 * 1024))
-    except Exception as exc:
-        log.error("cannot open the prediction spool in %s: %s (on_log_failure = %s)",
-                  settings.spool.dir, exc, settings.spool.on_log_failure)
-        return None
 
 
 def _freeze_heap() -> None:
