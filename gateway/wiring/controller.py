@@ -38,14 +38,14 @@ class StandaloneController:
         self.settings = settings
         tracking_uri = settings.mlflow.tracking_uri
         self.ledger = MlflowLedger(tracking_uri, settings.state.registered_model, settings.state.timeout_seconds)
-        self.routing = RoutingTable(settings.routing_config(), MlflowRoutingStateStore(self.ledger), adopt_file=False)
         # Its own outbox (in [spool] dir): a decision's change-log run and the champion alias land once
         # MLflow answers, even if it was down when the decision was taken.
         self.outbox, self.sender = open_outbox(settings.spool.dir, tracking_uri, settings.mlflow.retry_max_seconds)
         self.champion = Champion(self.outbox, self.sender, tracking_uri)
-        self.routing.listeners.append(
-            RoutingChangeRecorder(tracking_uri, settings.mlflow.routing_changes, self.outbox,
-                                  self.sender and self.sender.poke))
+        recorder = RoutingChangeRecorder(tracking_uri, settings.mlflow.routing_changes, self.outbox,
+                                         self.sender and self.sender.poke)
+        self.routing = RoutingTable(settings.routing_config(), MlflowRoutingStateStore(self.ledger), adopt_file=False,
+                                    listeners=[recorder])
         self.prometheus = PrometheusCounts(settings.controller.prometheus_url,
                                            settings.controller.query_timeout_seconds)
         self.accuracy = MlflowAccuracy(tracking_uri, settings.mlflow.experiment,
