@@ -27,7 +27,7 @@ from gateway.domain.errors import InvalidRollout, NoRollout, RolloutConflict
 from gateway.domain.messages import first_line
 from gateway.domain.workers import PeriodicWorker
 from gateway.rollout.counts import RolloutCounts
-from gateway.rollout.guardrails import ACCURACY, SRM, GuardrailResult, evaluate
+from gateway.rollout.guardrails import ACCURACY, SRM, GuardrailResult, Verdict, evaluate
 from gateway.rollout.observations import Following, RolloutObserver
 from gateway.rollout.record import RolloutRecord, RolloutRecords
 from gateway.rollout.spec import Decision, Require, RolloutSection, RolloutSpec, RolloutState
@@ -122,37 +122,36 @@ class RolloutController:
 
     # -- looks (the controller's worker only) -------------------------------------------------------
 
-    def look(self) -> RolloutRecord | None:
-        """Evaluate the guardrails once and decide: roll back, advance, promote, or wait."""
+    def decide(self) -> RolloutRecord | None:
+        """Evaluate the guardrails once and decide on their verdict: roll back (one breached), pause
+        (suspect counts; or not cleared within the sample budget), advance, promote, or wait."""
         record = self.store.load()
         if record is None or record.state is not RolloutState.RUNNING:
             return record
         counts, workers = self.counts(record.rollout_id)
-        minima = dict(record.evaluation.get("minima", {}))
         tag = self.routing.router.weights_tag  # the step's weights, as requests are tagged with them
-        results = evaluate(record.spec, counts, tag, record.weight, minima)
+        found = evaluate(record.spec, counts, tag, record.weight, record.evaluation.get("minima", {}))
+        results = found.results
         guardrails = {name: r.as_dict() for name, r in results.items()}
         spec = record.spec
         step_split = counts.steps.get(tag, {})
         samples = {"control": step_split.get(spec.control, 0), "candidate": step_split.get(spec.candidate, 0)}
-        evaluation = {"at": time.time(), "guardrails": guardrails, "minima": minima, "step_samples": samples,
+        evaluation = {"at": time.time(), "guardrails": guardrails, "minima": found.minima, "step_samples": samples,
                       "workers_reporting": workers}
-        breached = [name for name, r in results.items() if r.breached and name != SRM]
-        if not breached and results[SRM].breached:
+        if found.verdict is Verdict.BREACHED:
+            reason = "guardrail breached: " + ", ".join(
+                f"{n} (estimate {guardrails[n]['estimate']}, interval {guardrails[n]['interval']}, "
+                f"p {guardrails[n]['p_value']})" for n in found.named(Verdict.BREACHED))
+            return self._apply(record, Decision.ROLLBACK, RolloutState.ROLLED_BACK, record.step, reason, evaluation)
+        if found.verdict is Verdict.SUSPECT:
             # A split unlike the weights says the counts are suspect (crafted user ids, bots, a routing
             # bug), not that the candidate is worse: pause for a person to look, never roll back on it.
             g = guardrails[SRM]
             reason = (f"results suspect: sample ratio mismatch (candidate share {g['estimate']} against weight "
                       f"{record.weight:g}, p {g['p_value']}, {g['n']}); paused, not rolled back: look for crafted "
                       "sticky ids, bots or a routing fault, then resume or abort")
-            return self._decide(record, Decision.SUSPECT, RolloutState.PAUSED, record.step, reason, evaluation)
-        if breached:
-            reason = "guardrail breached: " + ", ".join(
-                f"{n} (estimate {guardrails[n]['estimate']}, interval {guardrails[n]['interval']}, "
-                f"p {guardrails[n]['p_value']})" for n in breached)
-            return self._decide(record, Decision.ROLLBACK, RolloutState.ROLLED_BACK, record.step, reason, evaluation)
-        uncleared = [name for name, r in results.items()
-                     if r.enabled and r.require == Require.CLEARED and not r.cleared]
+            return self._apply(record, Decision.SUSPECT, RolloutState.PAUSED, record.step, reason, evaluation)
+        uncleared = found.named(Verdict.UNCLEARED)
         evaluation["waiting_for"] = {name: _not_cleared(results[name]) for name in uncleared}
         n = samples["candidate"]
         if n >= spec.min_samples and not uncleared:
@@ -162,22 +161,22 @@ class RolloutController:
             if record.step + 1 < len(spec.steps):
                 reason = (f"step {record.step + 1} held {n} candidate requests (min {spec.min_samples}) with no "
                           f"guardrail breached{evidence}")
-                return self._decide(record, Decision.ADVANCE, RolloutState.RUNNING, record.step + 1, reason,
+                return self._apply(record, Decision.ADVANCE, RolloutState.RUNNING, record.step + 1, reason,
                                     evaluation)
             reason = f"the last step held {n} candidate requests with no guardrail breached{evidence}"
-            return self._decide(record, Decision.PROMOTE, RolloutState.PROMOTED, record.step, reason, evaluation)
+            return self._apply(record, Decision.PROMOTE, RolloutState.PROMOTED, record.step, reason, evaluation)
         budget = spec.max_samples + _resumed_at(record)
         if n >= budget and uncleared:
             reason = (f"step {record.step + 1} reached {n} candidate requests (max_samples {spec.max_samples}) with "
                       "no guardrail breached, but not cleared: "
                       + "; ".join(f"{name}: {why}" for name, why in evaluation["waiting_for"].items())
                       + ". Paused: resume for as many samples again, abort, or promote by hand")
-            return self._decide(record, Decision.INCONCLUSIVE, RolloutState.PAUSED, record.step, reason, evaluation)
+            return self._apply(record, Decision.INCONCLUSIVE, RolloutState.PAUSED, record.step, reason, evaluation)
         return self.store.update(lambda cur: replace(cur, evaluation=evaluation)
                                  if cur is not None and cur.rollout_id == record.rollout_id and cur.state is
                                  RolloutState.RUNNING and cur.step == record.step else None)
 
-    def _decide(self, record: RolloutRecord, decision: Decision, state: RolloutState, step: int, reason: str,
+    def _apply(self, record: RolloutRecord, decision: Decision, state: RolloutState, step: int, reason: str,
                 evaluation: dict[str, Any]) -> RolloutRecord | None:
         compact = {n: {k: g[k] for k in ("estimate", "interval", "p_value", "breached", "n")}
                    for n, g in evaluation["guardrails"].items() if g["enabled"]}
@@ -312,7 +311,7 @@ class RolloutRunner(PeriodicWorker):
         if snapshot is not None:
             c.store.put_counts(snapshot[0], self.worker, snapshot[1])
         if self.decides and record is not None and record.state is RolloutState.RUNNING and self._try_lead():
-            c.look()
+            c.decide()
 
     def round(self) -> bool:
         try:

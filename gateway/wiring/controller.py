@@ -101,7 +101,7 @@ class StandaloneController:
             self._started_config = True
         record = self.controller.store.load()
         if record is not None and record.state is RolloutState.RUNNING:
-            self.controller.look()
+            self.controller.decide()
             self.looks += 1
             self.last_look_at = time.time()
         self.last_problem = None

@@ -18,8 +18,8 @@ from experiments.report.summary_runs import log_summary_runs
 from experiments.report.text import render_terminal
 from gateway.config.settings import load_settings
 from gateway.domain.records import PredictionRecord
-from gateway.wiring.exporter import build_thread_exporter
 from gateway.spool.store import PredictionSpool
+from gateway.wiring.exporter import build_thread_exporter
 from tests.harness.processes import FEEDBACK_AUTH, ROOT, MlflowServer
 
 pytestmark = pytest.mark.integration

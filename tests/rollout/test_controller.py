@@ -149,7 +149,7 @@ def test_commands_and_refusals(tmp_path: Path) -> None:
     with pytest.raises(RolloutConflict, match="resume applies only"):
         w.controller.resume("test")
     assert w.controller.pause("test").state is RolloutState.PAUSED
-    assert w.controller.look().state is RolloutState.PAUSED  # no decisions while paused
+    assert w.controller.decide().state is RolloutState.PAUSED  # no decisions while paused
     assert w.controller.resume("test").state is RolloutState.RUNNING
     aborted = w.controller.abort("test")
     assert aborted.state is RolloutState.ABORTED and aborted.rollout_id == first.rollout_id
@@ -198,7 +198,7 @@ class RolloutCommands(RuleBasedStateMachine):
 
     @rule()
     def look(self) -> None:
-        self.worker.controller.look()  # no traffic: never a decision
+        self.worker.controller.decide()  # no traffic: never a decision
 
     @invariant()
     def stored_state_and_routing_agree(self) -> None:

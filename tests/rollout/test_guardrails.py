@@ -9,8 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from gateway.rollout.counts import RolloutCounts
+from gateway.rollout.guardrails import GUARDRAILS, SRM, Look, Verdict, error_rate, evaluate, judge
 from gateway.rollout.spec import RolloutSpec, RolloutState
+from gateway.stats.sequential import histogram_bin
 from tests.rollout.test_controller import Worker, until_decided
 
 LATENCY_ONLY = {"accuracy": {"enabled": False}, "latency_p95": {"max_ratio": 1.1, "require": "cleared"}}
@@ -84,9 +89,9 @@ def test_sticky_users_are_the_unit_of_the_sample_ratio_guardrail() -> None:
             counts.count_user("w", variant)
             for _ in range(int(min(400, 1 + rng.pareto(1.2) * 5))):
                 counts.count_split("w", variant)
-        by_users += evaluate(spec, counts, "w", 0.5, {})[SRM].breached
+        by_users += evaluate(spec, counts, "w", 0.5, {}).results[SRM].breached
         counts.user_steps = {}
-        by_requests += evaluate(spec, counts, "w", 0.5, {})[SRM].breached
+        by_requests += evaluate(spec, counts, "w", 0.5, {}).results[SRM].breached
     print(f"SRM guardrail, 50 sticky users, fair split, {runs} steps: breached counting users {by_users / runs:.1%}, "
           f"counting requests {by_requests / runs:.1%}")
     assert by_users / runs <= 0.01 and by_requests > by_users
@@ -130,7 +135,8 @@ def _sticky_aa(seed: int, users: int = 50, looks: int = 10) -> dict[str, tuple[b
             if by_request:
                 for a in look.arms.values():
                     a.buckets = {}
-            results = evaluate(spec, look, tag, 0.5, minima[k])
+            evaluation = evaluate(spec, look, tag, 0.5, minima[k])
+            results, minima[k] = evaluation.results, evaluation.minima
             for name, flags in ever.items():
                 flags[k] |= results[name].breached
                 assert results[name].unit == "user"
@@ -147,3 +153,58 @@ def test_sticky_users_are_the_unit_of_the_accuracy_and_latency_guardrails() -> N
               f"{by_request:.1%} counting requests as independent")
         assert by_user <= 0.05 + 0.02, name
     assert sum(o["accuracy"][1] for o in outcomes) / runs > 0.15  # what the unit fixes
+
+
+# -- one pure function per guardrail ------------------------------------------------------------------
+
+ARM = st.fixed_dictionaries({"requests": st.integers(0, 400), "errors": st.integers(0, 60),
+                             "labelled": st.integers(0, 300), "wrong": st.integers(0, 300),
+                             "slow": st.integers(0, 300)})
+
+
+def _counts(control: dict[str, int], candidate: dict[str, int], split: tuple[int, int]) -> RolloutCounts:
+    counts = RolloutCounts(steps={"w": {"c": split[0], "x": split[1]}})
+    for name, arm in (("c", control), ("x", candidate)):
+        a = counts.arm(name)
+        for i in range(arm["requests"]):
+            a.count("requests", f"r{name}{i}")
+            a.count_time(histogram_bin(40.0 if i < arm["slow"] else 20.0), f"r{name}{i}")
+        for i in range(arm["errors"]):
+            a.count("errors", f"e{name}{i}")
+        for i in range(arm["labelled"]):
+            a.count("labelled", f"l{name}{i}")
+            a.count("correct", f"l{name}{i}", int(i >= arm["wrong"]))
+    return counts
+
+
+@settings(max_examples=60, deadline=None)
+@given(ARM, ARM, st.tuples(st.integers(0, 500), st.integers(0, 500)),
+       st.dictionaries(st.sampled_from(["error_rate", "latency_p95", "accuracy", "srm@w"]),
+                       st.floats(0.0, 1.0), max_size=4))
+def test_the_verdict_is_the_worst_guardrail_and_the_minima_come_back_new(
+        control: dict[str, int], candidate: dict[str, int], split: tuple[int, int], minima: dict[str, float]) -> None:
+    spec = RolloutSpec.model_validate({"control": "c", "candidate": "x", "steps": [0.5, 1.0],
+                                       "guardrails": {"latency_p95": {"require": "cleared"}}})
+    before = dict(minima)
+    found = evaluate(spec, _counts(control, candidate, split), "w", 0.5, minima)
+    assert minima == before  # not changed in place
+    assert found.verdict == max(r.verdict for r in found.results.values())
+    assert set(found.results) == {fn(Look(spec, RolloutCounts(), "w", 0.5)).name for fn in GUARDRAILS}
+    for key, p in found.minima.items():  # a running minimum only ever falls
+        assert p <= before.get(key, 1.0)
+    for name, result in found.results.items():
+        if result.breached:
+            assert result.verdict is (Verdict.SUSPECT if name == SRM else Verdict.BREACHED)
+            assert not result.cleared
+        assert result.p_value <= before.get(name if name != SRM else f"{SRM}@w", 1.0) + 1e-6  # shown to 6 places
+
+
+def test_a_guardrail_is_a_pure_function_of_the_look() -> None:
+    spec = RolloutSpec.model_validate({"control": "c", "candidate": "x", "steps": [0.5, 1.0]})
+    look = Look(spec, _counts({"requests": 200, "errors": 40, "labelled": 0, "wrong": 0, "slow": 0},
+                              {"requests": 200, "errors": 0, "labelled": 0, "wrong": 0, "slow": 0}, (240, 200)),
+                "w", 0.5)
+    first, again = error_rate(look), error_rate(look)
+    assert first == again and first.name == "error_rate" and not first.worse  # the candidate errs less
+    result, minimum = judge(first, spec.alpha, 1.0)
+    assert minimum is None and not result.breached  # the safe side: the running minimum is not touched
