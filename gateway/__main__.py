@@ -95,7 +95,7 @@ def _serve_workers(args: argparse.Namespace, settings: object) -> int:
     import uvicorn
 
     from gateway.domain.errors import ModelLoadError
-    from gateway.variants.loader import ModelLoader
+    from gateway.variants.model_loader import ModelLoader
     from gateway.variants.threads import limit_model_threads
 
     limit_model_threads(settings.model.threads)  # type: ignore[attr-defined]  # before the models, and the workers

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from gateway.config.settings import ConfigError, Settings, load_settings
+from gateway.config.settings import ConfigError, Settings, StateBackend, load_settings
 from gateway.domain.messages import install_log_redaction, without_credentials
 from gateway.security.keys import secrets_problem
 
@@ -24,7 +24,7 @@ def start_cli(config: str, log_level: str, serves: bool = True) -> Settings | No
     except ConfigError as exc:
         print(f"error: {without_credentials(str(exc))}", file=sys.stderr)
         return None
-    problem = serves and secrets_problem(settings.state.backend == "mlflow", settings.feedback.receipts)
+    problem = serves and secrets_problem(settings.state.backend == StateBackend.MLFLOW, settings.feedback.receipts)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return None

@@ -12,7 +12,7 @@ from experiments.report import statistics as st
 from experiments.report.comparisons import by_segment, compare_to_control
 from experiments.report.recommend import DEFAULT_MAX_SLOWDOWN, recommend
 from experiments.report.sequential import sequential_section
-from gateway.domain.labels import correct_column
+from gateway.domain.label_rule import correct_column
 from gateway.domain.records import RANDOMISED
 from gateway.mlflow.readback import REGRESSOR
 from gateway.routing.router import parse_weights_tag

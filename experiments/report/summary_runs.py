@@ -8,7 +8,7 @@ import os
 import time
 from typing import Any
 
-from gateway.domain import contract as c
+from gateway.domain import contract
 from gateway.mlflow.client import get_or_create_experiment
 
 
@@ -23,8 +23,8 @@ def _summary_metrics(s: dict[str, Any], pvals: dict[str, Any]) -> dict[str, floa
     if s.get("batch_rows_mean") is not None:
         metrics["batch_rows_mean"] = s["batch_rows_mean"]
     for lbl, share in (s.get("class_shares") or {}).items():
-        metrics[c.param_name(f"class_share_{lbl}")] = share
-        metrics[c.param_name(f"class_count_{lbl}")] = s["classes"][lbl]
+        metrics[contract.param_name(f"class_share_{lbl}")] = share
+        metrics[contract.param_name(f"class_count_{lbl}")] = s["classes"][lbl]
     if s.get("predictions"):
         metrics.update({f"prediction_{k}": v for k, v in s["predictions"].items() if v is not None})
     if s.get("accuracy"):
@@ -61,7 +61,7 @@ def log_summary_runs(report: dict[str, Any], tracking_uri: str, html: str | None
              "srm_p_value": (tests.get("srm") or {}).get("p_value")}
     for name, t in ((report.get("sequential") or {}).get("tests") or {}).items():
         # "sequential_p_...": sorted after the counts and latencies in the Compare Runs table
-        pvals[c.param_name(f"sequential_p_{name}")] = t["always_valid"]["p_value"]
+        pvals[contract.param_name(f"sequential_p_{name}")] = t["always_valid"]["p_value"]
     if report.get("shadow") and report["shadow"].get("agreement"):
         pvals["shadow_agreement"] = report["shadow"]["agreement"]["rate"]
     if report.get("shadow") and report["shadow"].get("difference"):
@@ -79,8 +79,8 @@ def log_summary_runs(report: dict[str, Any], tracking_uri: str, html: str | None
                                 if k in ("ipw_mean", "ipw_low", "ipw_high", "naive_mean") and v is not None})
             if role == "primary":  # this version against the control: raw and adjusted, side by side
                 for metric, t in (comparisons.get("pairs") or {}).get(version, {}).items():
-                    metrics[c.param_name(f"vs_control_{metric}_p_value")] = t["p_value"]
-                    metrics[c.param_name(f"vs_control_{metric}_p_adjusted")] = t["p_adjusted"]
+                    metrics[contract.param_name(f"vs_control_{metric}_p_value")] = t["p_value"]
+                    metrics[contract.param_name(f"vs_control_{metric}_p_adjusted")] = t["p_adjusted"]
             run = client.create_run(exp_id, start_time=now, run_name=f"{version} ({role})", tags={
                 "model_version": version, "role": role, "report_id": rid, "mlflow.parentRunId": parent_id,
                 **family, **({"is_control": str(version == family.get("control")).lower()} if family else {})})

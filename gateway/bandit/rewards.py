@@ -1,7 +1,7 @@
 """The bandit's rewards, read from the spool: every counted label /feedback stored for a primary
 prediction that was routed at random (weighted or sticky), read incrementally by label id. A label
 counts when it is the first its unit (the sticky user, else the request) gave that version, and it
-came with a credential (gateway/spool/labels.py): one client labelling a thousand rows of its own
+came with a credential (gateway/spool/label_table.py): one client labelling a thousand rows of its own
 request moves the posterior as one unit does. A reward outside ``[bandit] reward_range`` (stored by
 an earlier release) is skipped, so that it cannot break every reweighting after a restart. Every worker of a
 gateway shares the spool, so the worker that reweighs sees every worker's labels; after a restart the
@@ -13,12 +13,12 @@ import math
 
 from gateway.bandit.spec import BanditSection, Reward
 from gateway.bandit.thompson import ArmRewards
-from gateway.domain.records import RANDOMISED
+from gateway.domain.records import RANDOMISED, Role
 from gateway.spool.sqlite import SqliteFile
 
-_NEW_LABELS = """SELECT l.id, l.model_version, l.correct, l.abs_error, l.reward, json_extract(r.shared, '$.routing')
+_NEW_LABELS = f"""SELECT l.id, l.model_version, l.correct, l.abs_error, l.reward, json_extract(r.shared, '$.routing')
                  FROM labels l
-                 JOIN entries e ON e.request_id = l.request_id AND e.role = 'primary'
+                 JOIN entries e ON e.request_id = l.request_id AND e.role = '{Role.PRIMARY}'
                       AND e.first_row <= l.row_index AND l.row_index < e.first_row + e.n_rows
                  JOIN entry_rows r ON r.entry_id = e.id
                  WHERE l.id > ? AND l.model_version != '' AND l.counted = 1 AND e.ts_ms >= ?

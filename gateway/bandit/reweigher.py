@@ -19,6 +19,7 @@ from gateway.bandit.thompson import ArmRewards
 from gateway.domain.contract import utc_iso
 from gateway.domain.messages import first_line
 from gateway.domain.workers import PeriodicWorker
+from gateway.routing.spec import RoutingMode
 from gateway.routing.table import RoutingTable
 from gateway.spool.leader import LeaderLock
 
@@ -75,7 +76,7 @@ class BanditRunner(PeriodicWorker):
         segments = self.table.config.allocation or self.policy.start()
         result = self.policy.reweigh(self.rewards(), segments)
         self.last, self.last_at = result, time.time()
-        if self.table.config.mode == "bandit" and result.segments != tuple(segments) and self._try_lead():
+        if self.table.config.mode == RoutingMode.BANDIT and result.segments != tuple(segments) and self._try_lead():
             self.table.change(weights=result.weights, allocation=result.segments, source=SOURCE,
                               details=result.details(), retry=True)
             self.reweighings += 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +22,7 @@ from gateway.domain.contract import is_http_uri
 from gateway.domain.messages import error_location
 from gateway.domain.validation import Section
 from gateway.rollout.spec import RolloutSection
-from gateway.routing.spec import RoutingConfig, ShadowSection, starting_config, validate_routing
+from gateway.routing.spec import RoutingConfig, RoutingMode, ShadowSection, starting_config, validate_routing
 from gateway.security.spec import FeedbackSection
 from gateway.variants.spec import ModelSection, VariantSpec
 
@@ -79,7 +80,7 @@ def comparison_experiment_of(experiment: str) -> str:
 
 
 class RoutingSection(Section):
-    mode: Literal["weighted", "shadow", "bandit"] = "weighted"
+    mode: RoutingMode = RoutingMode.WEIGHTED
     variant_header: str = "X-Model-Version"
     sticky_header: str = "X-User-ID"
     salt: str = "iris-ab"  # a secret from the environment (GATEWAY_ROUTING__SALT) in production
@@ -141,11 +142,16 @@ class SpoolSection(Section):
     write_timeout_ms: float = Field(2000.0, gt=0, le=600_000)
 
 
+class StateBackend(StrEnum):
+    LOCAL = "local"  # a file next to the spool: every worker of one gateway
+    MLFLOW = "mlflow"  # the tracking server's Model Registry: every replica
+
+
 class StateSection(Section):
     """Where the routing and rollout state is shared: ``local``, a file next to the spool (every
     worker of one gateway), or ``mlflow``, the tracking server's Model Registry (every replica)."""
 
-    backend: Literal["local", "mlflow"] = "local"
+    backend: StateBackend = StateBackend.LOCAL
     registered_model: str = Field("gateway-routing-state", min_length=1, max_length=256)
     poll_seconds: float = Field(1.0, gt=0, le=5)  # a change reaches every replica within this
     timeout_seconds: float = Field(5.0, gt=0, le=60)  # per request to MLflow
@@ -210,12 +216,12 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _cross_checks(self) -> Settings:
         validate_routing(self.routing.mode, self.variants, self.shadow)
-        if self.state.backend == "mlflow" and not is_http_uri(self.mlflow.tracking_uri):
+        if self.state.backend == StateBackend.MLFLOW and not is_http_uri(self.mlflow.tracking_uri):
             raise ValueError(f"state.backend: 'mlflow' needs an http(s) tracking server; mlflow.tracking_uri is "
                              f"{self.mlflow.tracking_uri!r}")
-        if self.routing.mode == "bandit":
+        if self.routing.mode == RoutingMode.BANDIT:
             check_bandit(self.bandit, [v.name for v in self.variants], self.model.kind)
-            if self.state.backend == "mlflow" and self.bandit.reward != "correct":
+            if self.state.backend == StateBackend.MLFLOW and self.bandit.reward != "correct":
                 raise ValueError("bandit.reward: replicas (state.backend = \"mlflow\") reweigh from the labels in "
                                  "MLflow, read as correct/incorrect: only reward = \"correct\" is built for them")
             if not self.spool.enabled:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.domain.messages import first_line
-from gateway.export.labels import LabelStep
+from gateway.export.label_runs import LabelStep
 from gateway.export.policy import Backoff, FallingBehind, TrafficDeferral
 from gateway.export.strategies import ExportCounters, ExportStrategy
 from gateway.spool.store import PredictionSpool

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from gateway.domain import contract as c
+from gateway.domain import contract
 from gateway.domain.records import PredictionRecord
 from gateway.mlflow.runs import SERIES_CHUNK, RunWriter
 from gateway.spool.rows import SpoolRow, Window
@@ -67,20 +67,21 @@ class ExportStrategy(Protocol):
 
 def prediction_tags(rec: PredictionRecord) -> dict[str, str]:
     return {
-        c.TAG_PREDICTION: str(rec.prediction),
-        c.TAG_MODEL_VERSION: rec.model_version,
-        c.TAG_REQUEST_ID: rec.request_id,
-        c.TAG_ROW_INDEX: str(rec.row_index),
-        c.TAG_ROLE: rec.role,
-        c.TAG_ROUTING: rec.routing,
-        c.TAG_CONFIG_HASH: rec.config_hash,
-        c.TAG_WEIGHTS: rec.weights,
-        c.TAG_GRANULARITY: c.GRANULARITY_PREDICTION,
-        **({c.TAG_WEIGHTS_VERSION: str(rec.weights_version)} if rec.weights_version else {}),
-        c.TAG_MODEL_KIND: rec.kind,
-        **({c.TAG_MODEL_URI: rec.model_uri, c.TAG_MODEL: rec.model} if rec.model else {}),
-        **({c.TAG_USER: rec.user} if rec.user else {}),
-        **({f"{c.TAG_HEADER_PREFIX}{k}": str(v) for k, v in orjson.loads(rec.headers).items()} if rec.headers else {}),
+        contract.TAG_PREDICTION: str(rec.prediction),
+        contract.TAG_MODEL_VERSION: rec.model_version,
+        contract.TAG_REQUEST_ID: rec.request_id,
+        contract.TAG_ROW_INDEX: str(rec.row_index),
+        contract.TAG_ROLE: rec.role,
+        contract.TAG_ROUTING: rec.routing,
+        contract.TAG_CONFIG_HASH: rec.config_hash,
+        contract.TAG_WEIGHTS: rec.weights,
+        contract.TAG_GRANULARITY: contract.GRANULARITY_PREDICTION,
+        **({contract.TAG_WEIGHTS_VERSION: str(rec.weights_version)} if rec.weights_version else {}),
+        contract.TAG_MODEL_KIND: rec.kind,
+        **({contract.TAG_MODEL_URI: rec.model_uri, contract.TAG_MODEL: rec.model} if rec.model else {}),
+        **({contract.TAG_USER: rec.user} if rec.user else {}),
+        **({f"{contract.TAG_HEADER_PREFIX}{k}": str(v) for k, v in orjson.loads(rec.headers).items()}
+           if rec.headers else {}),
     }
 
 
@@ -88,18 +89,18 @@ def prediction_payload(rec: PredictionRecord) -> tuple[list[Any], list[Any]]:
     """The seed's params (one per input column) and metrics of one prediction run."""
     from gateway.mlflow.entities import Metric, Param
 
-    keys = c.param_names(rec.features)
-    params = [Param(keys[name], c.param_value(value)) for name, value in rec.features.items()]
-    metrics = [Metric(c.METRIC_INFERENCE_TIME, float(rec.inference_time_ms), rec.ts_ms, 0),
-               Metric(c.METRIC_BATCH_ROWS, float(rec.batch_rows), rec.ts_ms, 0)]
+    keys = contract.param_names(rec.features)
+    params = [Param(keys[name], contract.param_value(value)) for name, value in rec.features.items()]
+    metrics = [Metric(contract.METRIC_INFERENCE_TIME, float(rec.inference_time_ms), rec.ts_ms, 0),
+               Metric(contract.METRIC_BATCH_ROWS, float(rec.batch_rows), rec.ts_ms, 0)]
     if rec.request_time_ms is not None:
-        metrics.append(Metric(c.METRIC_REQUEST_TIME, float(rec.request_time_ms), rec.ts_ms, 0))
+        metrics.append(Metric(contract.METRIC_REQUEST_TIME, float(rec.request_time_ms), rec.ts_ms, 0))
     if rec.assignment_probability is not None:
-        metrics.append(Metric(c.METRIC_ASSIGNMENT_PROBABILITY, float(rec.assignment_probability), rec.ts_ms, 0))
+        metrics.append(Metric(contract.METRIC_ASSIGNMENT_PROBABILITY, float(rec.assignment_probability), rec.ts_ms, 0))
     if rec.kind == ModelKind.REGRESSOR:
-        metrics.insert(0, Metric(c.METRIC_PREDICTION_VALUE, float(rec.prediction), rec.ts_ms, 0))  # type: ignore[arg-type]
+        metrics.insert(0, Metric(contract.METRIC_PREDICTION_VALUE, float(rec.prediction), rec.ts_ms, 0))  # type: ignore[arg-type]
     elif rec.class_index is not None:
-        metrics.insert(0, Metric(c.METRIC_PREDICTION_CLASS, float(rec.class_index), rec.ts_ms, 0))
+        metrics.insert(0, Metric(contract.METRIC_PREDICTION_CLASS, float(rec.class_index), rec.ts_ms, 0))
     return params, metrics
 
 
@@ -139,8 +140,8 @@ class PredictionRuns:
         rec = row.record
         run_id = row.run_id
         if run_id is None and row.attempts > 1:
-            run_id = self.writer.find_run({c.TAG_REQUEST_ID: rec.request_id, c.TAG_ROLE: rec.role,
-                                           c.TAG_ROW_INDEX: str(rec.row_index)})
+            run_id = self.writer.find_run({contract.TAG_REQUEST_ID: rec.request_id, contract.TAG_ROLE: rec.role,
+                                           contract.TAG_ROW_INDEX: str(rec.row_index)})
             if run_id is not None:
                 _mark_found(self.spool, self.counters)
         if run_id is None:
@@ -206,20 +207,20 @@ class WindowRuns:
         end_ms = max(s["ts_ms"] for s in shared)
         run_id = entries[0].run_id
         if run_id is None and max(e.attempts for e in entries) > 1:
-            run_id = self.writer.find_run({c.TAG_WINDOW_ID: batch_id})
+            run_id = self.writer.find_run({contract.TAG_WINDOW_ID: batch_id})
             if run_id is not None:
                 _mark_found(self.spool, self.counters)
         if run_id is None:
             tags = {
-                c.TAG_GRANULARITY: c.GRANULARITY_WINDOW, c.TAG_WINDOW_ID: batch_id,
-                c.TAG_MODEL_VERSION: first["model_version"], c.TAG_ROLE: first["role"],
-                c.TAG_MODEL_KIND: first["kind"],
-                c.TAG_CONFIG_HASH: ",".join(sorted({s["config_hash"] for s in shared})),
-                c.TAG_ROUTING: ",".join(sorted({s["routing"] for s in shared})),
-                c.TAG_WEIGHTS: ";".join(sorted({s["weights"] for s in shared})),
-                c.TAG_RECORDS_ARTIFACT: c.RECORDS_ARTIFACT,
+                contract.TAG_GRANULARITY: contract.GRANULARITY_WINDOW, contract.TAG_WINDOW_ID: batch_id,
+                contract.TAG_MODEL_VERSION: first["model_version"], contract.TAG_ROLE: first["role"],
+                contract.TAG_MODEL_KIND: first["kind"],
+                contract.TAG_CONFIG_HASH: ",".join(sorted({s["config_hash"] for s in shared})),
+                contract.TAG_ROUTING: ",".join(sorted({s["routing"] for s in shared})),
+                contract.TAG_WEIGHTS: ";".join(sorted({s["weights"] for s in shared})),
+                contract.TAG_RECORDS_ARTIFACT: contract.RECORDS_ARTIFACT,
                 "window_start_ms": str(start_ms), "window_end_ms": str(end_ms),
-                "window_start": c.utc_iso(start_ms / 1000), "window_end": c.utc_iso(end_ms / 1000),
+                "window_start": contract.utc_iso(start_ms / 1000), "window_end": contract.utc_iso(end_ms / 1000),
             }
             run_id = self.writer.create_run(start_ms, tags, run_name(first["model_version"], first["role"], "window",
                                                                      start_ms))
@@ -236,14 +237,14 @@ class WindowRuns:
             regressor = first["kind"] == ModelKind.REGRESSOR
             series_columns = table.select(["ts_ms", "inference_time_ms", "prediction", "class_index"]).to_pydict()
             for step, (ts, latency, value, index) in enumerate(zip(*series_columns.values(), strict=True)):
-                series.append(Metric(c.METRIC_INFERENCE_TIME, float(latency), ts, step))
+                series.append(Metric(contract.METRIC_INFERENCE_TIME, float(latency), ts, step))
                 if regressor:
-                    series.append(Metric(c.METRIC_PREDICTION_VALUE, float(value), ts, step))
+                    series.append(Metric(contract.METRIC_PREDICTION_VALUE, float(value), ts, step))
                 elif index is not None:
-                    series.append(Metric(c.METRIC_PREDICTION_CLASS, float(index), ts, step))
+                    series.append(Metric(contract.METRIC_PREDICTION_CLASS, float(index), ts, step))
         for i in range(0, len(series), SERIES_CHUNK):
             self.writer.log_batch(run_id, series[i:i + SERIES_CHUNK])
-        self.writer.log_bytes(run_id, table_parquet(table), c.RECORDS_ARTIFACT)
+        self.writer.log_bytes(run_id, table_parquet(table), contract.RECORDS_ARTIFACT)
         self.writer.finish(run_id, end_ms + 1)
         self.spool.queue.mark_window_done(batch_id, run_id)
         self.spool.bump_counter("exported", n)

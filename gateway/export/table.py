@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from gateway.domain import contract as c
+from gateway.domain import contract
 from gateway.domain.records import RECORD_FIELDS, SHARED_FIELDS, PredictionRecord
 from gateway.spool.packing import Columns
 from gateway.variants.output import ModelKind
@@ -59,7 +59,8 @@ def window_table(entries: Sequence[Columns]) -> pa.Table:
     if features is None:
         table = pa.table({**fixed, "features": pa.array([t for e in entries for t in e.features], pa.string())})
     else:
-        table = pa.table({**fixed, **{c.RECORDS_FEATURE_PREFIX + name: array for name, array in features.items()}})
+        prefix = contract.RECORDS_FEATURE_PREFIX
+        table = pa.table({**fixed, **{prefix + name: array for name, array in features.items()}})
     return table
 
 
@@ -89,21 +90,21 @@ def window_summary(table: pa.Table) -> dict[str, float]:
         "inference_time_ms_p50": float(np.percentile(latencies, 50)),
         "inference_time_ms_p95": float(np.percentile(latencies, 95)),
         "inference_time_ms_p99": float(np.percentile(latencies, 99)),
-        f"{c.METRIC_BATCH_ROWS}_mean": float(np.mean(table.column("batch_rows").to_numpy())),
+        f"{contract.METRIC_BATCH_ROWS}_mean": float(np.mean(table.column("batch_rows").to_numpy())),
     }
     own = table.column("request_time_ms").drop_null().to_numpy()
     if own.size:
-        out.update({f"{c.METRIC_REQUEST_TIME}_p50": float(np.percentile(own, 50)),
-                    f"{c.METRIC_REQUEST_TIME}_p99": float(np.percentile(own, 99))})
+        out.update({f"{contract.METRIC_REQUEST_TIME}_p50": float(np.percentile(own, 50)),
+                    f"{contract.METRIC_REQUEST_TIME}_p99": float(np.percentile(own, 99))})
     if table.num_rows and table.column("kind")[0].as_py() == ModelKind.REGRESSOR:
         values = np.asarray(table.column("prediction").to_pylist(), dtype=float)
-        out.update({f"{c.METRIC_PREDICTION_VALUE}_mean": float(values.mean()),
-                    f"{c.METRIC_PREDICTION_VALUE}_p50": float(np.percentile(values, 50)),
-                    f"{c.METRIC_PREDICTION_VALUE}_p95": float(np.percentile(values, 95))})
+        out.update({f"{contract.METRIC_PREDICTION_VALUE}_mean": float(values.mean()),
+                    f"{contract.METRIC_PREDICTION_VALUE}_p50": float(np.percentile(values, 50)),
+                    f"{contract.METRIC_PREDICTION_VALUE}_p95": float(np.percentile(values, 95))})
     else:
         counts = pc.value_counts(table.column("prediction")).to_pylist()
         for item in sorted(counts, key=lambda v: v["values"]):
-            out[c.param_name(f"class_count_{item['values']}")] = float(item["counts"])
+            out[contract.param_name(f"class_count_{item['values']}")] = float(item["counts"])
     return out
 
 

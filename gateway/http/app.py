@@ -21,7 +21,7 @@ from gateway.http.predict import router as predict_router
 from gateway.http.rollout import admin_router as rollout_admin_router
 from gateway.http.rollout import router as rollout_router
 from gateway.http.routes import router
-from gateway.variants.loader import ModelLoader
+from gateway.variants.model_loader import ModelLoader
 from gateway.wiring.gateway import Gateway
 from gateway.wiring.services import GatewayServices
 

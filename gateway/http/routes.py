@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, BeforeValidator, Field
 from starlette.concurrency import run_in_threadpool
 
+from gateway.config.settings import StateBackend
 from gateway.domain.errors import NoBandit
 from gateway.domain.messages import redacted, without_credentials, without_private
 from gateway.domain.records import REQUEST_ID_PATTERN
@@ -78,7 +79,7 @@ async def readyz(request: Request) -> JSONResponse:
                                           "until it takes records (on_log_failure = reject)", **details}),
                                 status_code=503)
     shared = details["shared_state"]
-    if (svc.settings.state.backend == "mlflow" and svc.settings.state.start_without_mlflow == "unready"
+    if (svc.settings.state.backend == StateBackend.MLFLOW and svc.settings.state.start_without_mlflow == "unready"
             and not shared.get("read_since_start")):
         reason = "the shared routing state has not been read from MLflow since start-up ([state] " \
                  "start_without_mlflow = unready)"

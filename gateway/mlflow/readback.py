@@ -13,8 +13,9 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from gateway.domain import contract as c
-from gateway.domain.labels import correct_column
+from gateway.domain import contract
+from gateway.domain.label_rule import correct_column
+from gateway.domain.records import Role
 
 PAGE = 50_000  # MLflow's largest page for search_runs
 RECORD_COLUMNS = ["request_id", "row_index", "role", "model_version", "kind", "prediction", "value", "latency_ms",
@@ -75,43 +76,45 @@ def _col(df: pd.DataFrame, name: str, default: Any = None) -> pd.Series:
 
 def prediction_records(runs: pd.DataFrame, segment: str | None = None) -> pd.DataFrame:
     """Per-prediction runs as records; with ``segment`` (an input column), its value as ``segment``."""
-    df = runs[_col(runs, f"tags.{c.TAG_GRANULARITY}", c.GRANULARITY_PREDICTION).fillna(
-        c.GRANULARITY_PREDICTION) == c.GRANULARITY_PREDICTION]
-    df = df[df.get(f"tags.{c.TAG_MODEL_VERSION}", pd.Series(dtype=str)).notna()] if len(df) else df
-    if df.empty or f"metrics.{c.METRIC_INFERENCE_TIME}" not in df.columns:
+    df = runs[_col(runs, f"tags.{contract.TAG_GRANULARITY}", contract.GRANULARITY_PREDICTION).fillna(
+        contract.GRANULARITY_PREDICTION) == contract.GRANULARITY_PREDICTION]
+    df = df[df.get(f"tags.{contract.TAG_MODEL_VERSION}", pd.Series(dtype=str)).notna()] if len(df) else df
+    if df.empty or f"metrics.{contract.METRIC_INFERENCE_TIME}" not in df.columns:
         return pd.DataFrame(columns=RECORD_COLUMNS)
-    kind = _col(df, f"tags.{c.TAG_MODEL_KIND}", "classifier").fillna("classifier")
-    value = _col(df, f"metrics.{c.METRIC_PREDICTION_VALUE}", np.nan).astype(float)
-    label = _col(df, f"tags.{c.TAG_PREDICTION}").astype(object)
+    kind = _col(df, f"tags.{contract.TAG_MODEL_KIND}", "classifier").fillna("classifier")
+    value = _col(df, f"metrics.{contract.METRIC_PREDICTION_VALUE}", np.nan).astype(float)
+    label = _col(df, f"tags.{contract.TAG_PREDICTION}").astype(object)
     out = pd.DataFrame({
-        "request_id": _col(df, f"tags.{c.TAG_REQUEST_ID}").fillna(df["run_id"]),
-        "row_index": pd.to_numeric(_col(df, f"tags.{c.TAG_ROW_INDEX}", 0), errors="coerce").fillna(0).astype(int),
-        "role": _col(df, f"tags.{c.TAG_ROLE}", "primary").fillna("primary"),
-        "model_version": df[f"tags.{c.TAG_MODEL_VERSION}"],
+        "request_id": _col(df, f"tags.{contract.TAG_REQUEST_ID}").fillna(df["run_id"]),
+        "row_index": pd.to_numeric(_col(df, f"tags.{contract.TAG_ROW_INDEX}", 0),
+                                   errors="coerce").fillna(0).astype(int),
+        "role": _col(df, f"tags.{contract.TAG_ROLE}", Role.PRIMARY.value).fillna(Role.PRIMARY.value),
+        "model_version": df[f"tags.{contract.TAG_MODEL_VERSION}"],
         "kind": kind,
         "prediction": label.where(kind != REGRESSOR, value),
         "value": value,
-        "latency_ms": df[f"metrics.{c.METRIC_INFERENCE_TIME}"].astype(float),
-        "request_time_ms": _col(df, f"metrics.{c.METRIC_REQUEST_TIME}", np.nan).astype(float),
-        "batch_rows": _col(df, f"metrics.{c.METRIC_BATCH_ROWS}", np.nan).astype(float),
+        "latency_ms": df[f"metrics.{contract.METRIC_INFERENCE_TIME}"].astype(float),
+        "request_time_ms": _col(df, f"metrics.{contract.METRIC_REQUEST_TIME}", np.nan).astype(float),
+        "batch_rows": _col(df, f"metrics.{contract.METRIC_BATCH_ROWS}", np.nan).astype(float),
         "ts_ms": (df["start_time"].astype("int64") // 1_000_000).astype("int64"),
-        "routing": _col(df, f"tags.{c.TAG_ROUTING}", "weighted").fillna("weighted"),
-        "config_hash": _col(df, f"tags.{c.TAG_CONFIG_HASH}", "").fillna(""),
-        "weights": _col(df, f"tags.{c.TAG_WEIGHTS}", "").fillna(""),
-        "correct": _col(df, f"metrics.{c.METRIC_CORRECT}", np.nan).astype(float),
-        "abs_error": _col(df, f"metrics.{c.METRIC_ABS_ERROR}", np.nan).astype(float),
-        "reward": _col(df, f"metrics.{c.METRIC_REWARD}", np.nan).astype(float),
-        "true_label": _col(df, f"tags.{c.TAG_TRUE_LABEL}", None),
-        "user": _col(df, f"tags.{c.TAG_USER}", None),
-        "model_uri": _col(df, f"tags.{c.TAG_MODEL_URI}", "").fillna(""),
-        "model": _col(df, f"tags.{c.TAG_MODEL}", "").fillna(""),
-        "assignment_probability": _col(df, f"metrics.{c.METRIC_ASSIGNMENT_PROBABILITY}", np.nan).astype(float),
-        "weights_version": pd.to_numeric(_col(df, f"tags.{c.TAG_WEIGHTS_VERSION}", 0), errors="coerce").fillna(0),
+        "routing": _col(df, f"tags.{contract.TAG_ROUTING}", "weighted").fillna("weighted"),
+        "config_hash": _col(df, f"tags.{contract.TAG_CONFIG_HASH}", "").fillna(""),
+        "weights": _col(df, f"tags.{contract.TAG_WEIGHTS}", "").fillna(""),
+        "correct": _col(df, f"metrics.{contract.METRIC_CORRECT}", np.nan).astype(float),
+        "abs_error": _col(df, f"metrics.{contract.METRIC_ABS_ERROR}", np.nan).astype(float),
+        "reward": _col(df, f"metrics.{contract.METRIC_REWARD}", np.nan).astype(float),
+        "true_label": _col(df, f"tags.{contract.TAG_TRUE_LABEL}", None),
+        "user": _col(df, f"tags.{contract.TAG_USER}", None),
+        "model_uri": _col(df, f"tags.{contract.TAG_MODEL_URI}", "").fillna(""),
+        "model": _col(df, f"tags.{contract.TAG_MODEL}", "").fillna(""),
+        "assignment_probability": _col(df, f"metrics.{contract.METRIC_ASSIGNMENT_PROBABILITY}", np.nan).astype(float),
+        "weights_version": pd.to_numeric(_col(df, f"tags.{contract.TAG_WEIGHTS_VERSION}", 0),
+                                         errors="coerce").fillna(0),
     })
     if segment is not None:
         header = _header_segment(segment)
-        out["segment"] = (_col(df, f"tags.{c.TAG_HEADER_PREFIX}{header}", None) if header is not None
-                          else _col(df, f"params.{c.param_name(segment)}", None))
+        out["segment"] = (_col(df, f"tags.{contract.TAG_HEADER_PREFIX}{header}", None) if header is not None
+                          else _col(df, f"params.{contract.param_name(segment)}", None))
     return out.dropna(subset=["latency_ms", "prediction"])
 
 
@@ -125,9 +128,9 @@ def _artifact_tables(runs: pd.DataFrame, granularity: str, artifact: str, tracki
     """The record tables that window (or feedback-window) runs carry, concatenated: Parquet where the
     run's ``records_artifact`` tag says so (read with pyarrow), else JSON lines. Downloads run in
     parallel: each is a round trip to the tracking server."""
-    if f"tags.{c.TAG_GRANULARITY}" not in runs.columns:
+    if f"tags.{contract.TAG_GRANULARITY}" not in runs.columns:
         return pd.DataFrame()
-    chosen = runs[runs[f"tags.{c.TAG_GRANULARITY}"] == granularity]
+    chosen = runs[runs[f"tags.{contract.TAG_GRANULARITY}"] == granularity]
     if chosen.empty:
         return pd.DataFrame()
     from concurrent.futures import ThreadPoolExecutor
@@ -138,9 +141,9 @@ def _artifact_tables(runs: pd.DataFrame, granularity: str, artifact: str, tracki
     from gateway.mlflow.client import tracking_client
 
     client = tracking_client(tracking_uri)
-    if artifact == c.RECORDS_ARTIFACT:  # the tag names the table; runs from before it have JSON lines
-        tagged = _col(chosen, f"tags.{c.TAG_RECORDS_ARTIFACT}", None)
-        names = [t if isinstance(t, str) and t else c.RECORDS_ARTIFACT_JSONL for t in tagged]
+    if artifact == contract.RECORDS_ARTIFACT:  # the tag names the table; runs from before it have JSON lines
+        tagged = _col(chosen, f"tags.{contract.TAG_RECORDS_ARTIFACT}", None)
+        names = [t if isinstance(t, str) and t else contract.RECORDS_ARTIFACT_JSONL for t in tagged]
     else:
         names = [artifact] * len(chosen)
     wanted = list(zip(chosen["run_id"], names, strict=True))
@@ -173,7 +176,7 @@ def window_records(runs: pd.DataFrame, tracking_uri: str, progress: bool = False
                    segment: str | None = None) -> pd.DataFrame:
     """Window runs expanded to their records, from each run's record table; with ``segment`` (an input
     column), its value as ``segment``."""
-    raw = _artifact_tables(runs, c.GRANULARITY_WINDOW, c.RECORDS_ARTIFACT, tracking_uri, progress)
+    raw = _artifact_tables(runs, contract.GRANULARITY_WINDOW, contract.RECORDS_ARTIFACT, tracking_uri, progress)
     if raw.empty:
         return pd.DataFrame(columns=RECORD_COLUMNS)
     kind = raw["kind"] if "kind" in raw.columns else pd.Series(["classifier"] * len(raw))
@@ -202,7 +205,7 @@ def window_records(runs: pd.DataFrame, tracking_uri: str, progress: bool = False
         source, key = ("headers", header) if header is not None else ("features", segment)
         cells = raw[source] if source in raw.columns else [None] * len(raw)
         values = [orjson.loads(v).get(key) if isinstance(v, str) and v else None for v in cells]
-        column = f"{c.RECORDS_FEATURE_PREFIX}{segment}"
+        column = f"{contract.RECORDS_FEATURE_PREFIX}{segment}"
         if header is None and column in raw.columns:  # tables with one column per input
             own = raw[column].astype(object)
             values = [v if present else old for v, present, old in zip(own, own.notna(), values, strict=True)]
@@ -212,7 +215,7 @@ def window_records(runs: pd.DataFrame, tracking_uri: str, progress: bool = False
 
 def window_labels(runs: pd.DataFrame, tracking_uri: str) -> pd.DataFrame:
     """The label tables of the feedback-window runs among ``runs``."""
-    return _artifact_tables(runs, c.GRANULARITY_FEEDBACK, c.FEEDBACK_ARTIFACT, tracking_uri)
+    return _artifact_tables(runs, contract.GRANULARITY_FEEDBACK, contract.FEEDBACK_ARTIFACT, tracking_uri)
 
 
 def join_window_labels(records: pd.DataFrame, runs: pd.DataFrame, tracking_uri: str) -> pd.DataFrame:
@@ -226,7 +229,7 @@ def join_labels(records: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     if labels.empty or records.empty:
         return records
     labels = labels.drop_duplicates(["request_id", "row_index"], keep="first")
-    labels = labels.assign(request_id=labels["request_id"].astype(str), role="primary",
+    labels = labels.assign(request_id=labels["request_id"].astype(str), role=Role.PRIMARY.value,
                            correct_l=pd.to_numeric(labels["correct"], errors="coerce").astype(float),
                            abs_error_l=pd.to_numeric(labels["abs_error"], errors="coerce").astype(float),
                            true_label_l=labels["true_label"],

@@ -19,7 +19,7 @@ import signal
 import sys
 
 from gateway.cli import start_cli
-from gateway.config.settings import DEFAULT_CONFIG_PATH
+from gateway.config.settings import DEFAULT_CONFIG_PATH, StateBackend
 from gateway.wiring.controller import StandaloneController, serve_metrics
 
 log = logging.getLogger("gateway.rollout")
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = start_cli(args.config, args.log_level, serves=False)
     if settings is None:
         return 2
-    if settings.state.backend != "mlflow":
+    if settings.state.backend != StateBackend.MLFLOW:
         print("error: state.backend is 'local': each gateway decides its own rollout; the standalone controller "
               "is for replicas that share state in MLflow (set [state] backend = \"mlflow\")", file=sys.stderr)
         return 2

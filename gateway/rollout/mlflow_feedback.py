@@ -7,7 +7,7 @@ window runs' record tables joined to the feedback-window runs' label tables, rea
 are not changed after export) and judged at the join (gateway/mlflow/readback.py, ``join_labels``).
 Only primary predictions made since the rollout started, routed at random (weighted or sticky),
 count, as for the replicas' own counts, and each unit (the sticky user, else the request) gives each
-version one label, its earliest prediction's, as a single gateway counts them (gateway/spool/labels.py):
+version one label, its earliest prediction's, as a single gateway counts them (gateway/spool/label_table.py):
 one client's thousand-row request weighs as one unit. Read at most every ``refresh_s``; when MLflow
 cannot be read the last result stands.
 """
@@ -19,9 +19,9 @@ import time
 
 import pandas as pd
 
-from gateway.domain import contract as c
+from gateway.domain import contract
 from gateway.domain.messages import first_line
-from gateway.domain.records import RANDOMISED, randomisation_unit
+from gateway.domain.records import RANDOMISED, Role, randomisation_unit
 from gateway.rollout.counts import ArmCounts, RolloutCounts
 
 log = logging.getLogger("gateway.rollout")
@@ -73,25 +73,27 @@ class MlflowAccuracy:
         totals: dict[str, ArmCounts] = {}
         counted: set[tuple[str, str]] = set()  # (version, unit): its one label is in
 
-        labelled = search_all(ids, f"tags.{c.TAG_GRANULARITY} = '{c.GRANULARITY_PREDICTION}' and "
-                                   f"metrics.{c.METRIC_CORRECT} >= 0 "
-                                   f"and tags.{c.TAG_ROLE} = 'primary' and attributes.start_time >= {since_ms}")
+        labelled = search_all(ids, f"tags.{contract.TAG_GRANULARITY} = '{contract.GRANULARITY_PREDICTION}' and "
+                                   f"metrics.{contract.METRIC_CORRECT} >= 0 "
+                                   f"and tags.{contract.TAG_ROLE} = '{Role.PRIMARY}' "
+                                   f"and attributes.start_time >= {since_ms}")
         if not labelled.empty:
-            request = labelled.get(f"tags.{c.TAG_REQUEST_ID}", pd.Series(None, index=labelled.index))
+            request = labelled.get(f"tags.{contract.TAG_REQUEST_ID}", pd.Series(None, index=labelled.index))
             count_labels(labelled.assign(request=request.fillna(labelled["run_id"])), totals, counted,
-                         variant=f"tags.{c.TAG_MODEL_VERSION}", routing=f"tags.{c.TAG_ROUTING}",
-                         correct=f"metrics.{c.METRIC_CORRECT}", user=f"tags.{c.TAG_USER}", request="request",
+                         variant=f"tags.{contract.TAG_MODEL_VERSION}", routing=f"tags.{contract.TAG_ROUTING}",
+                         correct=f"metrics.{contract.METRIC_CORRECT}", user=f"tags.{contract.TAG_USER}",
+                         request="request",
                          time="start_time")
 
-        windows = search_all(ids, f"tags.{c.TAG_GRANULARITY} = '{c.GRANULARITY_WINDOW}' and "
+        windows = search_all(ids, f"tags.{contract.TAG_GRANULARITY} = '{contract.GRANULARITY_WINDOW}' and "
                                   f"attributes.start_time >= {since_ms - self.window_margin_ms}")
-        feedback = search_all(ids, f"tags.{c.TAG_GRANULARITY} = '{c.GRANULARITY_FEEDBACK}' and "
+        feedback = search_all(ids, f"tags.{contract.TAG_GRANULARITY} = '{contract.GRANULARITY_FEEDBACK}' and "
                                    f"attributes.start_time >= {since_ms}")
         new_windows = _unseen(windows, self._seen)
         new_feedback = _unseen(feedback, self._seen)
         if not new_windows.empty:
             records = window_records(new_windows, self.tracking_uri)
-            self._records.append(records[(records["role"] == "primary") & (records["ts_ms"] >= since_ms)])
+            self._records.append(records[(records["role"] == Role.PRIMARY) & (records["ts_ms"] >= since_ms)])
         if not new_feedback.empty:
             self._labels.append(window_labels(new_feedback, self.tracking_uri))
         self._seen.update(new_windows.get("run_id", []), new_feedback.get("run_id", []))

@@ -15,7 +15,7 @@ from itertools import accumulate
 
 from gateway.domain.errors import UnknownVariant
 from gateway.routing import allocation
-from gateway.routing.spec import RoutingConfig
+from gateway.routing.spec import RoutingConfig, RoutingMode
 
 _FNV_OFFSET = 0x811C9DC5
 _FNV_PRIME = 0x01000193
@@ -122,7 +122,7 @@ class Router:
             if forced not in self.weights:
                 raise UnknownVariant(forced, self.names)
             return Decision(forced, RoutingReason.FORCED)
-        if self.config.mode == "shadow":
+        if self.config.mode == RoutingMode.SHADOW:
             shadow = self.config.shadow
             sampled = shadow.sample_rate >= 1.0 or self._rng.random() < shadow.sample_rate
             return Decision(shadow.primary, RoutingReason.SHADOW, shadow.candidate if sampled else None)

@@ -8,7 +8,8 @@ import hashlib
 import json
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,6 +17,14 @@ from gateway.domain.validation import Section
 from gateway.routing.allocation import initial, quantise
 from gateway.variants.spec import VariantSpec
 
+
+class RoutingMode(StrEnum):
+    """How requests are routed: by fixed weights, all to the primary with a shadow candidate, or by
+    weights a bandit moves."""
+
+    WEIGHTED = "weighted"
+    SHADOW = "shadow"
+    BANDIT = "bandit"
 
 class ShadowSection(Section):
     primary: str = "v1.0"
@@ -28,7 +37,7 @@ class RoutingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    mode: Literal["weighted", "shadow", "bandit"]
+    mode: RoutingMode
     variants: tuple[VariantSpec, ...]
     shadow: ShadowSection
     salt: str
@@ -65,7 +74,7 @@ def validate_routing(
         raise ValueError("variants.weight: weights must sum to a finite number (scale them down)")
     if mode in ("weighted", "bandit") and total <= 0:
         raise ValueError("variants.weight: weights must sum to more than 0")
-    if mode == "shadow" or mirror:
+    if mode == RoutingMode.SHADOW or mirror:
         for key in ("primary", "candidate"):
             if getattr(shadow, key) not in names:
                 raise ValueError(
@@ -78,8 +87,8 @@ def validate_routing(
 def starting_config(mode: Any, variants: Sequence[VariantSpec], shadow: ShadowSection, salt: str) -> RoutingConfig:
     """The routing a start-up begins from: the file's weights, or in bandit mode its burn-in (equal
     weights, whatever the file says, over bucket ranges cut in order)."""
-    if mode == "bandit":
+    if mode == RoutingMode.BANDIT:
         equal = tuple(v.model_copy(update={"weight": 1.0}) for v in variants)
-        return RoutingConfig(mode="bandit", variants=equal, shadow=shadow, salt=salt,
+        return RoutingConfig(mode=RoutingMode.BANDIT, variants=equal, shadow=shadow, salt=salt,
                              allocation=initial(quantise({v.name: 1.0 for v in equal})))
     return RoutingConfig(mode=mode, variants=tuple(variants), shadow=shadow, salt=salt)

@@ -22,7 +22,7 @@ from gateway.domain.errors import InvalidRoutingChange, StateConflict, StateUnav
 from gateway.domain.messages import error_location
 from gateway.routing.allocation import Segment, initial, quantise, rebalance
 from gateway.routing.router import Router
-from gateway.routing.spec import RoutingConfig, ShadowSection, validate_routing
+from gateway.routing.spec import RoutingConfig, RoutingMode, ShadowSection, validate_routing
 from gateway.routing.store import RoutingStore, StoredRouting
 from gateway.variants.spec import VariantSpec
 
@@ -183,7 +183,7 @@ class RoutingTable:
                 self.origin = RoutingOrigin(stored.version, source, stored.changed_at)
         change = RoutingChange(source, old.config_hash, new.config_hash, new.mode, dict(self._router.weights),
                                self.origin.version,
-                               new.shadow.model_dump() if new.mode == "shadow" or new.mirror else None,
+                               new.shadow.model_dump() if new.mode == RoutingMode.SHADOW or new.mirror else None,
                                new.mirror, details)
         log.info("routing changed by %s: config %s -> %s, mode %s, weights %s", source or "?",
                  old.config_hash, new.config_hash, new.mode, self._router.weights_tag)
@@ -277,7 +277,7 @@ def bandit_allocation(mode: str, old: RoutingConfig, variants: Sequence[VariantS
     """The ranges for a routing config of this ``mode`` and ``variants`` (their weights), made from the
     ``old`` config's ranges: ``given`` as they are (the reweigher computed them), else the weights
     rebalanced over the old ranges (or cut in order, when there were none)."""
-    if mode != "bandit":
+    if mode != RoutingMode.BANDIT:
         return None
     if given is not None:
         return given

@@ -26,14 +26,14 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.domain.errors import ConflictingLabel, InvalidFeedback, SpoolUnavailable, UnknownRequest
-from gateway.domain.labels import absolute_error, is_correct
+from gateway.domain.label_rule import absolute_error, is_correct
 from gateway.domain.messages import shown
 from gateway.domain.records import Role, randomisation_unit
 from gateway.security.spec import Trust
 from gateway.serving.observers import Observers
 from gateway.serving.outcome import ServiceCounters
 from gateway.serving.pipeline import Scorer
-from gateway.spool.labels import LabelExists
+from gateway.spool.label_table import LabelExists
 from gateway.spool.sqlite import SpoolWriteError
 from gateway.variants.output import ModelKind
 

@@ -13,7 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from gateway.domain.contract import ROLLOUT_OBSERVED as OBSERVED
-from gateway.domain.records import PredictionRecord, predictions_of
+from gateway.domain.records import PredictionRecord, Role, predictions_of
 from gateway.rollout.counts import RolloutCounts
 from gateway.variants.output import ModelKind
 
@@ -80,7 +80,7 @@ class GatewayMetrics:
                     self.shadow.labels(version, "false").inc(len(records) - agree)
 
     def on_response(self, variant: str | None, reason: str | None, status: int) -> None:
-        self.requests.labels(variant or "none", "primary", reason or "none", str(status)).inc()
+        self.requests.labels(variant or "none", Role.PRIMARY, reason or "none", str(status)).inc()
 
     def render(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -48,10 +48,10 @@ from gateway.serving.shadow import ShadowBook
 from gateway.spool.store import DuplicateRequest, SpoolWriteError
 from gateway.spool.writer import SpoolWriter
 from gateway.variants import columns
-from gateway.variants.loaded import VariantSet
-from gateway.variants.loader import BatchResult, LoadedVariant
+from gateway.variants.model_loader import BatchResult, LoadedVariant
 from gateway.variants.output import Predictions
 from gateway.variants.threads import limit_this_thread
+from gateway.variants.variant_set import VariantSet
 
 log = logging.getLogger("gateway.scoring")
 

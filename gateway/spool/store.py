@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from gateway.domain.records import PredictionRecord
-from gateway.spool.labels import LabelExists, LabelRow, LabelTable
+from gateway.domain.records import PredictionRecord, Role
+from gateway.spool.label_table import LabelExists, LabelRow, LabelTable
 from gateway.spool.packing import pack, unpack
 from gateway.spool.queue import ExportQueue
 from gateway.spool.rows import INSERT, INSERT_ROWS, RowKey, RowKeys, SpoolRow, entry_values, packed_values
@@ -162,14 +162,14 @@ class PredictionSpool:
                 return DuplicateRequest(existing)
         return SpoolWriteError("spool integrity error without a conflicting row")
 
-    def find(self, request_id: str, role: str = "primary", row_index: int = 0) -> PredictionRecord | None:
+    def find(self, request_id: str, role: str = Role.PRIMARY, row_index: int = 0) -> PredictionRecord | None:
         row = self.db.connection().execute(
             "SELECT shared, rows, first_row FROM entries JOIN entry_rows ON entry_id = id WHERE request_id = ? "
             "AND role = ? AND first_row <= ? AND ? < first_row + n_rows", (request_id, role, row_index, row_index)
         ).fetchone()
         return unpack(row[0], row[1], row[2]).record(row_index - int(row[2])) if row else None
 
-    def find_request(self, request_id: str, role: str = "primary") -> list[PredictionRecord]:
+    def find_request(self, request_id: str, role: str = Role.PRIMARY) -> list[PredictionRecord]:
         rows = self.db.connection().execute(
             "SELECT shared, rows, first_row FROM entries JOIN entry_rows ON entry_id = id WHERE request_id = ? "
             "AND role = ? ORDER BY first_row",

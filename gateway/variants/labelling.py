@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from gateway.domain.errors import SchemaMismatch
+from gateway.variants.loaded_variant import LoadedVariant
 from gateway.variants.output import ModelKind, OutputDecoder
-from gateway.variants.variant import LoadedVariant
 
 
 def agree_on_labels(variants: Mapping[str, LoadedVariant]) -> list[str] | None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from gateway.bandit.rewards import SpoolRewards
 from gateway.bandit.reweigher import BanditRunner
-from gateway.config.settings import RoutingSection, Settings
+from gateway.config.settings import RoutingSection, Settings, StateBackend
 from gateway.domain.messages import first_line
 from gateway.mlflow.ledger import MlflowLedger
 from gateway.rollout.controller import RolloutController
@@ -25,6 +25,7 @@ from gateway.rollout.observations import RolloutObserver
 from gateway.rollout.record import RolloutRecords
 from gateway.routing.change_log import RoutingChangeRecorder
 from gateway.routing.sender import Champion, OutboxSender, open_outbox
+from gateway.routing.spec import RoutingMode
 from gateway.routing.store import RoutingStore
 from gateway.routing.table import RoutingTable
 from gateway.security.gate import FeedbackGate
@@ -42,7 +43,7 @@ from gateway.state.local import FILE_NAME, RoutingStateStore
 from gateway.state.local_rollout import RolloutStore
 from gateway.state.mlflow_rollout import MlflowRolloutStore
 from gateway.state.mlflow_routing import MlflowRoutingStateStore
-from gateway.variants.loaded import VariantSet
+from gateway.variants.variant_set import VariantSet
 from gateway.wiring.services import GatewayServices
 
 log = logging.getLogger("gateway")
@@ -77,11 +78,12 @@ def open_storage(settings: Settings) -> Storage:
 
 def open_secrets(settings: Settings) -> Secrets:
     secrets = load_secrets(settings.spool.dir if settings.spool.enabled else None,
-                           replicas=settings.state.backend == "mlflow", receipts=settings.feedback.receipts,
+                           replicas=settings.state.backend == StateBackend.MLFLOW, receipts=settings.feedback.receipts,
                            receipt_ttl_seconds=settings.feedback.receipt_ttl_seconds)
     for note in secrets.notes:
         log.info("%s", note)
-    if settings.routing.salt == RoutingSection.model_fields["salt"].default and settings.routing.mode != "shadow":
+    shipped_salt = RoutingSection.model_fields["salt"].default
+    if settings.routing.salt == shipped_salt and settings.routing.mode != RoutingMode.SHADOW:
         log.warning("routing.salt is the shipped default %r: anyone can work out which version a sticky user id "
                     "lands on (and pick ids that skew a test); set a secret one in GATEWAY_ROUTING__SALT",
                     settings.routing.salt)
@@ -99,7 +101,7 @@ def build_services(settings: Settings, storage: Storage, secrets: Secrets,
     variants, observers, counts = VariantSet(), Observers(), ServiceCounters()
     champion = Champion(storage.outbox, storage.sender, tracking_uri)
     scorer = Scorer(settings, storage.writer, routing, counts, variants, observers, secrets.pseudonyms)
-    feedback = FeedbackRecorder(scorer, counts, observers, accept_remote=settings.state.backend == "mlflow")
+    feedback = FeedbackRecorder(scorer, counts, observers, accept_remote=settings.state.backend == StateBackend.MLFLOW)
     observer = rollout = None
     if rollout_store is not None:
         observer = RolloutObserver()
@@ -129,21 +131,21 @@ def build_services(settings: Settings, storage: Storage, secrets: Secrets,
 
 def build_bandit(settings: Settings, routing: RoutingTable, spool: PredictionSpool | None) -> BanditRunner | None:
     """Bandit mode's reweigher, reading the labels in the spool (one worker leads by a lock file)."""
-    if settings.routing.mode != "bandit":
+    if settings.routing.mode != RoutingMode.BANDIT:
         return None
     if spool is None:
         log.error("routing.mode \"bandit\": the spool could not be opened, so no labels can be read; the "
                   "weights stay as they are until the gateway restarts with a working spool")
         return None
     return BanditRunner(settings.bandit, routing, SpoolRewards(spool.db, settings.bandit).read,
-                        settings.spool.dir / "bandit.lock", decides=settings.state.backend == "local")
+                        settings.spool.dir / "bandit.lock", decides=settings.state.backend == StateBackend.LOCAL)
 
 
 def open_state(settings: Settings) -> tuple[SqliteFile | None, RoutingStore | None,
                                             RolloutRecords | None]:
     """(the local state file, the routing store, the rollout store): in MLflow's registry for
     replicas, else in a file next to the spool; Nones when that file cannot be opened."""
-    if settings.state.backend == "mlflow":
+    if settings.state.backend == StateBackend.MLFLOW:
         ledger = open_ledger(settings)
         return None, MlflowRoutingStateStore(ledger, settings.state.poll_seconds), MlflowRolloutStore(ledger)
     shared = open_shared_state(settings)

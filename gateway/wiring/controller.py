@@ -23,10 +23,11 @@ from gateway.rollout.prometheus import PrometheusCounts, PrometheusUnavailable
 from gateway.rollout.spec import RolloutState
 from gateway.routing.change_log import RoutingChangeRecorder
 from gateway.routing.sender import Champion, open_outbox
+from gateway.routing.spec import RoutingMode
 from gateway.routing.table import RoutingTable
 from gateway.state.mlflow_rollout import MlflowRolloutStore
 from gateway.state.mlflow_routing import MlflowRoutingStateStore
-from gateway.variants.loader import ModelLoader
+from gateway.variants.model_loader import ModelLoader
 
 log = logging.getLogger("gateway.rollout")
 
@@ -54,7 +55,7 @@ class StandaloneController:
                                             self._move_champion, counts=self._counts,
                                             pending=self.outbox.pending if self.outbox is not None else None)
         self.bandit: BanditRunner | None = None
-        if settings.routing.mode == "bandit":  # this process reweighs for every replica
+        if settings.routing.mode == RoutingMode.BANDIT:  # this process reweighs for every replica
             self.bandit = BanditRunner(settings.bandit, self.routing, self._bandit_rewards, lock_path=None)
         self.looks = 0
         self.last_look_at: float | None = None

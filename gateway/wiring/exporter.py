@@ -7,7 +7,7 @@ from typing import Any
 
 from gateway.config.settings import Settings
 from gateway.export import Exporter
-from gateway.export.labels import LabelsOnPredictionRuns, LabelWindows
+from gateway.export.label_runs import LabelsOnPredictionRuns, LabelWindows
 from gateway.export.policy import Backoff, FallingBehind, TrafficDeferral
 from gateway.export.process import ProcessExporter
 from gateway.export.runner import ThreadExporter

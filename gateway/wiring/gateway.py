@@ -26,7 +26,7 @@ from gateway.routing.sender import OutboxSender
 from gateway.serving.metrics import GatewayMetrics
 from gateway.spool.store import PredictionSpool
 from gateway.spool.writer import SpoolWriter
-from gateway.variants.loader import ModelLoader
+from gateway.variants.model_loader import ModelLoader
 from gateway.variants.threads import limit_model_threads
 from gateway.wiring.build import build_services, open_secrets, open_storage
 from gateway.wiring.exporter import build_exporter

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.bandit.reweigher import BanditRunner
-from gateway.config.settings import Settings
+from gateway.config.settings import Settings, StateBackend
 from gateway.domain.errors import InvalidRollout, RolloutConflict
 from gateway.rollout.controller import RolloutController
 from gateway.rollout.controller import describe as describe_rollout
 from gateway.rollout.observations import RolloutObserver
 from gateway.routing.sender import Champion
+from gateway.routing.spec import RoutingMode
 from gateway.routing.table import RoutingTable
 from gateway.security.gate import FeedbackGate
 from gateway.security.receipts import ReceiptSigner
@@ -24,7 +25,7 @@ from gateway.serving.observers import Observers
 from gateway.serving.outcome import ServiceCounters
 from gateway.serving.pipeline import Scorer
 from gateway.spool.sqlite import SqliteFile
-from gateway.variants.loaded import VariantSet
+from gateway.variants.variant_set import VariantSet
 
 log = logging.getLogger("gateway")
 
@@ -51,7 +52,7 @@ class GatewayServices:
     def decides_rollouts(self) -> bool:
         """With the state in MLflow the rollout's decisions are taken by one process for every replica
         (python -m gateway.rollout); with a local file, by one worker of this gateway."""
-        return self.settings.state.backend == "local"
+        return self.settings.state.backend == StateBackend.LOCAL
 
     def rollout_controller(self) -> RolloutController:
         if self.rollout is None:
@@ -106,7 +107,7 @@ class GatewayServices:
             "ready": variants.ready.is_set(),
             "weights": {name: round(w, 6) for name, w in router.weights.items()},
             "routing_state": self.routing.describe_origin(),
-            "shadow": cfg.shadow.model_dump() if cfg.mode == "shadow" else None,
+            "shadow": cfg.shadow.model_dump() if cfg.mode == RoutingMode.SHADOW else None,
             "bandit": self.bandit.describe() if self.bandit is not None else None,
             "model": None if schema is None else {
                 "name": self.model_name(), "kind": str(variants.kind), "labels": variants.labels,

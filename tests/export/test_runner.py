@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.export.labels import LabelsOnPredictionRuns
+from gateway.export.label_runs import LabelsOnPredictionRuns
 from gateway.export.policy import Backoff
 from gateway.export.runner import ThreadExporter
 from gateway.export.strategies import ExportCounters, PredictionRuns

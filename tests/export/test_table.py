@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.domain import contract as c
+from gateway.domain import contract
 from gateway.domain.records import SHARED_FIELDS, PredictionRecord, RecordBatch
 from gateway.export.table import FIXED_SCHEMA, records_table, table_parquet, window_summary, window_table
 from gateway.spool.packing import pack, unpack
@@ -30,8 +30,8 @@ def _rows(table: Any) -> list[dict[str, Any]]:
         if "features" in row:
             features = orjson.loads(row["features"])
         else:
-            features = {k.removeprefix(c.RECORDS_FEATURE_PREFIX): v for k, v in row.items()
-                        if k.startswith(c.RECORDS_FEATURE_PREFIX)}
+            features = {k.removeprefix(contract.RECORDS_FEATURE_PREFIX): v for k, v in row.items()
+                        if k.startswith(contract.RECORDS_FEATURE_PREFIX)}
         out.append({**{k: row[k] for k in SHARED_FIELDS}, "features": features, "prediction": row["prediction"],
                     "class_index": row["class_index"], "row_index": row["row_index"]})
     return out
@@ -62,8 +62,8 @@ def test_a_window_of_batches_is_its_records_in_per_input_columns(data: Any, size
     entries = [unpack(e.shared, e.rows, e.first_row) for b in batches for e in pack(b)]
     table = window_table(entries)
     assert "features" not in table.column_names
-    assert [f"{c.RECORDS_FEATURE_PREFIX}{n}" for n in NAMES] == table.column_names[-3:]
-    assert table.schema.field(f"{c.RECORDS_FEATURE_PREFIX}x").type == "double"
+    assert [f"{contract.RECORDS_FEATURE_PREFIX}{n}" for n in NAMES] == table.column_names[-3:]
+    assert table.schema.field(f"{contract.RECORDS_FEATURE_PREFIX}x").type == "double"
     assert _rows(table) == _expected(records)
     assert _rows(pq.read_table(io.BytesIO(table_parquet(table)))) == _expected(records)
     parquet = pq.read_table(io.BytesIO(table_parquet(table)))  # text columns read back as plain text
@@ -74,7 +74,7 @@ def test_entries_with_other_inputs_keep_json_text() -> None:
     odd = rec(2, features={"a": 1.0})
     records = [*list(_batch(1, 2, np.ones((2, 3)), matrix=True)), odd]
     table = records_table(records)
-    assert "features" in table.column_names and not any(n.startswith(c.RECORDS_FEATURE_PREFIX)
+    assert "features" in table.column_names and not any(n.startswith(contract.RECORDS_FEATURE_PREFIX)
                                                         for n in table.column_names)
     assert _rows(table) == _expected(records)
 
@@ -89,8 +89,8 @@ def test_an_input_of_numbers_in_one_entry_and_text_in_another_keeps_json_text() 
 def test_integers_and_floats_in_one_input_become_floats() -> None:
     records = [rec(1, features={"a": 1, "b": "x"}), rec(2, features={"a": 2.5, "b": "y"})]
     table = records_table(records)
-    assert table.column(f"{c.RECORDS_FEATURE_PREFIX}a").to_pylist() == [1.0, 2.5]
-    assert table.column(f"{c.RECORDS_FEATURE_PREFIX}b").to_pylist() == ["x", "y"]
+    assert table.column(f"{contract.RECORDS_FEATURE_PREFIX}a").to_pylist() == [1.0, 2.5]
+    assert table.column(f"{contract.RECORDS_FEATURE_PREFIX}b").to_pylist() == ["x", "y"]
 
 
 def test_regressor_predictions_are_python_text_and_summarised_as_values() -> None:

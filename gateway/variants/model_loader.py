@@ -24,10 +24,10 @@ from gateway.domain.errors import ModelLoadError, SchemaMismatch
 from gateway.domain.messages import first_line
 from gateway.mlflow import models as mlflow_models
 from gateway.mlflow.client import check_tracking_server, tracking_client
+from gateway.variants.loaded_variant import BatchResult, LoadedVariant, raw_model
 from gateway.variants.output import ModelKind, OutputDecoder, detect_kind
 from gateway.variants.schema import ModelSchema
 from gateway.variants.spec import ModelSection, VariantSpec
-from gateway.variants.variant import BatchResult, LoadedVariant, raw_model
 
 __all__ = ["BatchResult", "LoadedVariant", "ModelLoader"]
 

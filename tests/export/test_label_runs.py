@@ -9,7 +9,7 @@ from typing import Any
 import hypothesis.strategies as st
 from hypothesis import given, settings
 
-from gateway.export.labels import LabelsOnPredictionRuns, LabelWindows
+from gateway.export.label_runs import LabelsOnPredictionRuns, LabelWindows
 from gateway.export.strategies import ExportCounters, PredictionRuns
 from gateway.spool.store import PredictionSpool
 from tests.export.test_strategies import FakeMlflow, faults
@@ -83,7 +83,7 @@ def test_a_remote_label_is_judged_from_its_prediction_run(tmp_path: Any) -> None
 
 
 def test_a_remote_label_whose_prediction_never_arrives_is_given_up(tmp_path: Any, monkeypatch: Any) -> None:
-    import gateway.export.labels as labels_module
+    import gateway.export.label_runs as labels_module
 
     here = PredictionSpool(tmp_path)
     here.labels.append_remote("r9", 0, "Setosa", trust="token")

@@ -6,9 +6,9 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from gateway.variants.loader import ModelLoader
+from gateway.variants.loaded_variant import quiet_feature_name_warnings
+from gateway.variants.model_loader import ModelLoader
 from gateway.variants.spec import ModelSection, VariantSpec
-from gateway.variants.variant import quiet_feature_name_warnings
 from tests.harness.models import pyfunc_only_classifier
 
 

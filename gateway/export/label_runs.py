@@ -19,11 +19,12 @@ import time
 from dataclasses import replace
 from typing import Any, Protocol
 
-from gateway.domain import contract as c
-from gateway.domain.labels import absolute_error, is_correct
+from gateway.domain import contract
+from gateway.domain.label_rule import absolute_error, is_correct
+from gateway.domain.records import Role
 from gateway.export.strategies import ExportCounters
 from gateway.mlflow.runs import RunWriter
-from gateway.spool.labels import LabelRow
+from gateway.spool.label_table import LabelRow
 from gateway.spool.store import PredictionSpool
 
 
@@ -38,15 +39,15 @@ def label_payload(label: LabelRow) -> tuple[list[Any], list[Any]]:
     now = int(time.time() * 1000)
     metrics = []
     if label.correct is not None:
-        metrics.append(Metric(c.METRIC_CORRECT, 1.0 if label.correct else 0.0, now, 0))
+        metrics.append(Metric(contract.METRIC_CORRECT, 1.0 if label.correct else 0.0, now, 0))
     if label.abs_error is not None:
-        metrics.append(Metric(c.METRIC_ABS_ERROR, float(label.abs_error), now, 0))
-        metrics.append(Metric(c.METRIC_TRUE_VALUE, float(label.true_label), now, 0))
+        metrics.append(Metric(contract.METRIC_ABS_ERROR, float(label.abs_error), now, 0))
+        metrics.append(Metric(contract.METRIC_TRUE_VALUE, float(label.true_label), now, 0))
     if label.reward is not None:
-        metrics.append(Metric(c.METRIC_REWARD, float(label.reward), now, 0))
-    tags = [RunTag(c.TAG_TRUE_LABEL, str(label.true_label))]
+        metrics.append(Metric(contract.METRIC_REWARD, float(label.reward), now, 0))
+    tags = [RunTag(contract.TAG_TRUE_LABEL, str(label.true_label))]
     if label.trust is not None:
-        tags.append(RunTag(c.TAG_LABEL_TRUST, label.trust))
+        tags.append(RunTag(contract.TAG_LABEL_TRUST, label.trust))
     return metrics, tags
 
 
@@ -57,10 +58,10 @@ REMOTE_JOIN_WAIT_S = 3600.0  # a remote label waits this long for its prediction
 
 def judged(label: LabelRow, run_tags: dict[str, str]) -> LabelRow:
     """A remote label with ``correct`` (classifier) or ``abs_error`` (regressor) from its run's tags."""
-    prediction = run_tags.get(c.TAG_PREDICTION)
+    prediction = run_tags.get(contract.TAG_PREDICTION)
     if prediction is None:
         return label
-    if run_tags.get(c.TAG_MODEL_KIND) == "regressor":
+    if run_tags.get(contract.TAG_MODEL_KIND) == "regressor":
         try:
             return replace(label, abs_error=absolute_error(prediction, label.true_label))
         except ValueError:
@@ -81,12 +82,13 @@ class LabelsOnPredictionRuns:
             try:
                 run_id = label.prediction_run_id
                 if run_id is None:
-                    if self.spool.find(label.request_id, "primary", label.row_index) is not None:
+                    if self.spool.find(label.request_id, Role.PRIMARY, label.row_index) is not None:
                         self.spool.labels.finish([label.id], None)  # its prediction is not exported yet
                         continue
                     # Pruned from the spool after export: find its run by tag.
-                    run_id = self.writer.find_run({c.TAG_REQUEST_ID: label.request_id, c.TAG_ROLE: "primary",
-                                                   c.TAG_ROW_INDEX: str(label.row_index)})
+                    run_id = self.writer.find_run({contract.TAG_REQUEST_ID: label.request_id,
+                                                   contract.TAG_ROLE: Role.PRIMARY,
+                                                   contract.TAG_ROW_INDEX: str(label.row_index)})
                     if run_id is None:
                         given_up = label.remote and time.time() - label.ts_ms / 1000 > REMOTE_JOIN_WAIT_S
                         self.spool.labels.finish([label.id], "" if given_up else None)
@@ -124,24 +126,24 @@ class LabelWindows:
             return 0
         first, last = min(lb.ts_ms for lb in labels), max(lb.ts_ms for lb in labels)
         try:
-            run_id = self.writer.find_run({c.TAG_FEEDBACK_BATCH: batch_id}) if max(
+            run_id = self.writer.find_run({contract.TAG_FEEDBACK_BATCH: batch_id}) if max(
                 lb.attempts for lb in labels) > 1 else None
             if run_id is None:
-                run_id = self.writer.create_run(first, {c.TAG_GRANULARITY: c.GRANULARITY_FEEDBACK,
-                                                        c.TAG_FEEDBACK_BATCH: batch_id}, f"feedback_{first // 1000}")
+                tags = {contract.TAG_GRANULARITY: contract.GRANULARITY_FEEDBACK, contract.TAG_FEEDBACK_BATCH: batch_id}
+                run_id = self.writer.create_run(first, tags, f"feedback_{first // 1000}")
             from gateway.mlflow.entities import Metric
 
             known = [lb.correct for lb in labels if lb.correct is not None]
             metrics = [Metric("labelled", float(len(labels)), last, 0)]
             if known:
-                metrics.append(Metric(c.METRIC_CORRECT, float(sum(known)), last, 0))
+                metrics.append(Metric(contract.METRIC_CORRECT, float(sum(known)), last, 0))
             self.writer.log_batch(run_id, metrics)
             table = "\n".join(json.dumps({"request_id": lb.request_id, "row_index": lb.row_index,
                                           "model_version": lb.model_version, "true_label": lb.true_label,
                                           "correct": lb.correct, "abs_error": lb.abs_error, "ts_ms": lb.ts_ms,
                                           "reward": lb.reward, "trust": lb.trust},
                                          separators=(",", ":")) for lb in labels) + "\n"
-            self.writer.log_text(run_id, table, c.FEEDBACK_ARTIFACT)
+            self.writer.log_text(run_id, table, contract.FEEDBACK_ARTIFACT)
             self.writer.finish(run_id, last + 1)
         except Exception:
             self.spool.labels.release(batch_id)

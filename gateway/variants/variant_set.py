@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 from gateway.domain.errors import SchemaMismatch
 from gateway.variants.labelling import agree_on_labels
-from gateway.variants.loader import LoadedVariant, ModelLoader
+from gateway.variants.model_loader import LoadedVariant, ModelLoader
 from gateway.variants.output import ModelKind
 from gateway.variants.schema import Bounds, ModelSchema
 from gateway.variants.spec import VariantSpec

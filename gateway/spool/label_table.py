@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.domain.records import PredictionRecord
+from gateway.domain.records import PredictionRecord, Role
 from gateway.spool.schema import BUMP_COUNTER, CLAIMED, DONE, PENDING
 from gateway.spool.sqlite import SpoolWriteError, SqliteFile, marks
 
@@ -28,7 +28,7 @@ REMOTE_VARIANT = ""  # a label's model_version when another replica answered the
 _PREDICTION_RUN = f"""SELECT CASE WHEN e.status = {DONE:d} THEN COALESCE(r.run_id, e.run_id)
                                  WHEN r.done = 1 THEN r.run_id END
                       FROM entries e LEFT JOIN row_runs r ON r.entry_id = e.id AND r.row_index = ?
-                      WHERE e.request_id = ? AND e.role = 'primary' AND e.first_row <= ?
+                      WHERE e.request_id = ? AND e.role = '{Role.PRIMARY}' AND e.first_row <= ?
                       AND ? < e.first_row + e.n_rows"""
 
 
