@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness.processes import GatewayProcess, MlflowServer, train_models, write_config
+from stack.processes import GatewayProcess, MlflowServer, train_models, write_config
 
 os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"

@@ -9,7 +9,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("gateway", "experiments", "models")
+PACKAGES = ("gateway", "experiments", "models", "stack")
 WEB = ("fastapi", "starlette")
 MAX_LINES = 400
 
@@ -41,6 +41,14 @@ def _under(name: str, roots: tuple[str, ...]) -> bool:
 def test_the_gateway_imports_nothing_from_experiments() -> None:
     offenders = {m: sorted(n for n in imported(p) if _under(n, ("experiments",)))
                  for m, p in MODULES.items() if _under(m, ("gateway",))}
+    assert {m: n for m, n in offenders.items() if n} == {}
+
+
+def test_the_gateway_never_imports_the_local_stack_and_nothing_imports_the_tests() -> None:
+    """The benchmarks and ``make replicas`` start processes through stack/, as the tests do."""
+    offenders = {m: sorted(n for n in imported(p) if _under(n, ("stack",)) and _under(m, ("gateway",))
+                           or _under(n, ("tests",)))
+                 for m, p in MODULES.items()}
     assert {m: n for m, n in offenders.items() if n} == {}
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.bench.wrk import COLUMNS, FORM, ROW, Load, _batch_rows, _oip, _split
-from tests.harness.processes import ROOT, VENV_BIN, GatewayProcess, _stop_group, free_port, wait_http, write_config
+from stack.processes import ROOT, VENV_BIN, GatewayProcess, free_port, stop_group, wait_http, write_config
 
 MODEL_URI = "models:/IrisClassifier/1"
 GATEWAY_OIP = "/v2/models/IrisClassifier/infer"
@@ -61,7 +61,7 @@ class Service:
             raise RuntimeError(f"{cmd[0]} did not start: {exc}\n" + "\n".join(tail)) from None
 
     def stop(self) -> None:
-        _stop_group(self.proc)
+        stop_group(self.proc)
         self._log.close()
 
 

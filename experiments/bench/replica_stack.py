@@ -20,7 +20,7 @@ from typing import IO
 
 import httpx
 
-from tests.harness.processes import (
+from stack.processes import (
     FEEDBACK_AUTH,
     ROOT,
     GatewayProcess,

@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 from experiments.bench.replica_stack import AUTH, CANDIDATE, ROWS, Load, ReplicaStack, weights_of
-from tests.harness.processes import (
+from stack.processes import (
     runs_by_request,
 )
 

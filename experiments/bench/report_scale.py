@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.harness.processes import MlflowServer
+from stack.processes import MlflowServer
 
 TARGET_SECONDS = 60.0
 

@@ -52,7 +52,7 @@ from experiments.bench.counts import mlflow_run_stats, pending_in_spool, rows_se
 from experiments.bench.memory import Memory, measure_memory
 from experiments.bench.peers import BATCH_LOADS, OIP_100, OIP_1000, SPLIT_100, Setup, mlserver_venv, setups
 from experiments.bench.wrk import WrkResult, ensure_wrk, run_wrk
-from tests.harness.processes import ROOT, MlflowServer, free_port, train_models
+from stack.processes import ROOT, MlflowServer, free_port, train_models
 
 CONCURRENCY = (1, 8, 64)
 

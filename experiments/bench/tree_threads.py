@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from experiments.bench.wrk import _lua, run_wrk
-from tests.harness.iris import FEATURES, IRIS_MODEL
-from tests.harness.processes import ROOT, GatewayProcess, write_config
+from stack.iris import FEATURES, IRIS_MODEL
+from stack.processes import ROOT, GatewayProcess, write_config
 
 TARGET_RATIO = 2.0
 _ALONE = """

@@ -19,7 +19,7 @@ from gateway.__main__ import GRACEFUL_SHUTDOWN_SECONDS
 from gateway.config.settings import load_settings
 from gateway.http.admin import TOKEN_ENV
 from gateway.security.keys import FEEDBACK_TOKEN_ENV, PSEUDONYM_KEY_ENV, RECEIPT_KEY_ENV, secrets_problem
-from tests.harness.processes import ROOT
+from stack.processes import ROOT
 
 K8S = ROOT / "deploy" / "kubernetes"
 VERSION = latest_version()

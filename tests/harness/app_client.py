@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 
 from gateway.config.settings import load_settings
 from gateway.http.app import create_app
-from tests.harness.iris import IRIS_MODEL
-from tests.harness.processes import FEEDBACK_AUTH, FEEDBACK_TOKEN
+from stack.iris import IRIS_MODEL
+from stack.processes import FEEDBACK_AUTH, FEEDBACK_TOKEN
 
 __all__ = ["AUTH", "FEEDBACK_AUTH", "FEEDBACK_TOKEN", "TOKEN", "make_client", "wait_ready"]
 

@@ -5,8 +5,8 @@ from typing import Any
 
 import httpx
 
-from tests.harness.iris import FEATURES
-from tests.harness.processes import GatewayProcess, runs_by_request
+from stack.iris import FEATURES
+from stack.processes import GatewayProcess, runs_by_request
 
 
 def wait_drained(gw: GatewayProcess, timeout: float = 120) -> dict[str, Any]:

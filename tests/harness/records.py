@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway.domain.records import PredictionRecord
-from tests.harness.iris import FEATURES
+from stack.iris import FEATURES
 
 
 def rec(i: int, role: str = "primary", version: str = "v1.0", ts: int | None = None, row: int = 0,

@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gateway.spool.store import PredictionSpool
+from stack.iris import FEATURES
 from tests.harness.app_client import AUTH, TOKEN
-from tests.harness.iris import FEATURES
 
 
 def test_admin_is_off_without_a_token(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from gateway.security.pseudonyms import Pseudonyms
 from gateway.spool.store import PredictionSpool
+from stack.iris import FEATURES, FORM, IRIS_MODEL, SEED_FORM
 from tests.harness.app_client import FEEDBACK_AUTH, make_client, wait_ready
-from tests.harness.iris import FEATURES, FORM, IRIS_MODEL, SEED_FORM
 from tests.harness.strategies import bad_values, iris_values
 
 

@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gateway.spool.store import PredictionSpool
+from stack.iris import FEATURES
 from tests.harness.app_client import AUTH, FEEDBACK_AUTH, make_client, wait_ready
-from tests.harness.iris import FEATURES
 
 
 def _label(c: TestClient, answer: object, label: object = "Setosa", row: int = 0, **extra: object) -> object:

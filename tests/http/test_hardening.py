@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from stack.iris import FEATURES
 from tests.harness.app_client import AUTH, make_client, wait_ready
-from tests.harness.iris import FEATURES
 
 NESTED = "[" * 100_000 + "]" * 100_000
 

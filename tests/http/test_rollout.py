@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from stack.iris import FEATURES
 from tests.harness.app_client import AUTH, TOKEN, make_client, wait_ready
-from tests.harness.iris import FEATURES
 
 GOOD = {"control": "v1.0", "candidate": "v2.0", "steps": [0.1, 0.5, 1.0], "min_samples": 50}
 

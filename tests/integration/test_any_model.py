@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from gateway.domain.contract import param_names
+from stack.processes import ROOT, GatewayProcess, MlflowServer
 from tests.harness.any_models import DIABETES, WINE, diabetes_frame, register_any_models, wine_frame
 from tests.harness.delivery import wait_drained
-from tests.harness.processes import ROOT, GatewayProcess, MlflowServer
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from gateway.routing.router import bucket
-from tests.harness.processes import FEEDBACK_AUTH, GatewayProcess, MlflowServer, register_constant_model
+from stack.processes import FEEDBACK_AUTH, GatewayProcess, MlflowServer, register_constant_model
 
 pytestmark = pytest.mark.integration
 CLASSES = ["Setosa", "Versicolor", "Virginica"]

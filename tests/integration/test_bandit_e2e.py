@@ -14,8 +14,8 @@ import httpx
 import numpy as np
 import pytest
 
+from stack.processes import FEEDBACK_AUTH, ROOT, MlflowServer, register_constant_model
 from tests.harness.delivery import wait_drained
-from tests.harness.processes import FEEDBACK_AUTH, ROOT, MlflowServer, register_constant_model
 
 pytestmark = pytest.mark.integration
 CLASSES = ["Setosa", "Versicolor", "Virginica"]

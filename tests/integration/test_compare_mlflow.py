@@ -20,7 +20,7 @@ from gateway.config.settings import load_settings
 from gateway.domain.records import PredictionRecord
 from gateway.spool.store import PredictionSpool
 from gateway.wiring.exporter import build_thread_exporter
-from tests.harness.processes import FEEDBACK_AUTH, ROOT, MlflowServer
+from stack.processes import FEEDBACK_AUTH, ROOT, MlflowServer
 
 pytestmark = pytest.mark.integration
 ARTIFACTS = ROOT / "test-artifacts"
@@ -257,8 +257,8 @@ def test_three_registered_versions_through_a_gateway_with_sticky_users_and_a_log
     import httpx
     from sklearn.datasets import load_iris
 
+    from stack.processes import register_constant_model
     from tests.harness.delivery import wait_drained
-    from tests.harness.processes import register_constant_model
 
     const = register_constant_model(mlflow_server.url)
     experiment = f"abn-gateway-{time.monotonic_ns()}"

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness.iris import FEATURES
-from tests.harness.processes import FEEDBACK_AUTH, GatewayProcess, free_port, local_models_config, write_config
+from stack.iris import FEATURES
+from stack.processes import FEEDBACK_AUTH, GatewayProcess, free_port, local_models_config, write_config
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from gateway.config.settings import load_settings
+from stack.processes import GatewayProcess, MlflowServer, train_models, wait_http, write_config
 from tests.harness.delivery import FEATURES, TrafficThread, assert_exactly_once, wait_drained
-from tests.harness.processes import GatewayProcess, MlflowServer, train_models, wait_http, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -182,7 +182,7 @@ def test_export_cli_drains_a_spool_without_serving(tmp_path: Path, mlflow_server
     import subprocess
     import sys
 
-    from tests.harness.processes import ROOT
+    from stack.processes import ROOT
 
     gw = _gateway(tmp_path, mlflow_server, spool={"dir": str(tmp_path / "spool"), "export": False}).start()
     with httpx.Client(base_url=gw.url, timeout=5) as http:

@@ -14,7 +14,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
-from tests.harness.processes import GatewayProcess, local_models_config
+from stack.processes import GatewayProcess, local_models_config
 
 pytestmark = pytest.mark.integration
 

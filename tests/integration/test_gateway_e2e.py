@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from experiments.traffic import run_traffic
+from stack.processes import FEEDBACK_AUTH, ROOT, GatewayProcess, MlflowServer, free_port, write_config
 from tests.harness.delivery import FEATURES, runs_by_request, wait_drained
-from tests.harness.processes import FEEDBACK_AUTH, ROOT, GatewayProcess, MlflowServer, free_port, write_config
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.harness.iris import FEATURES
-from tests.harness.processes import GatewayProcess, local_models_config
+from stack.iris import FEATURES
+from stack.processes import GatewayProcess, local_models_config
 
 pytestmark = pytest.mark.integration
 

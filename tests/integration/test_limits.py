@@ -9,7 +9,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.harness.processes import GatewayProcess
+from stack.processes import GatewayProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness.processes import ROOT, free_port, wait_http, write_config
+from stack.processes import ROOT, free_port, wait_http, write_config
 
 pytestmark = pytest.mark.integration  # free ports and its own VAR_DIR: it runs beside other modules
 

@@ -15,8 +15,7 @@ import httpx
 import pytest
 
 from experiments.traffic import run_traffic
-from tests.harness.delivery import runs_by_request, wait_drained
-from tests.harness.processes import (
+from stack.processes import (
     ROOT,
     GatewayProcess,
     MlflowServer,
@@ -25,6 +24,7 @@ from tests.harness.processes import (
     wait_http,
     write_config,
 )
+from tests.harness.delivery import runs_by_request, wait_drained
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PG = "postgresql://postgres@127.0.0.1:5432"

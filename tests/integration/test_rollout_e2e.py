@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from models.train import FEATURES
-from tests.harness.processes import FEEDBACK_AUTH, GatewayProcess, MlflowServer, register_constant_model
+from stack.processes import FEEDBACK_AUTH, GatewayProcess, MlflowServer, register_constant_model
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from gateway.spool.store import PredictionSpool
-from tests.harness.processes import GatewayProcess, write_config
+from stack.processes import GatewayProcess, write_config
 from tests.harness.slow_model import save_sleeper
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness.processes import GatewayProcess, local_models_config
+from stack.processes import GatewayProcess, local_models_config
 
 pytestmark = pytest.mark.integration
 

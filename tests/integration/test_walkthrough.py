@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from tests.harness.processes import ROOT
+from stack.processes import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

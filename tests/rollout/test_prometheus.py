@@ -59,7 +59,7 @@ def test_counts_summed_by_prometheus_equal_the_replicas_counts_added(replicas: l
 
 
 def test_an_unreachable_prometheus_is_reported_not_guessed() -> None:
-    from tests.harness.processes import free_port
+    from stack.processes import free_port
 
     source = PrometheusCounts(f"http://127.0.0.1:{free_port()}", timeout_s=1)
     with pytest.raises(PrometheusUnavailable, match="unreachable"):

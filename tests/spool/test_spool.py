@@ -13,7 +13,7 @@ from hypothesis import settings
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
 from gateway.spool.store import DONE, DuplicateRequest, PredictionSpool, SpoolWriteError
-from tests.harness.iris import FEATURES
+from stack.iris import FEATURES
 from tests.harness.records import rec
 
 

@@ -17,7 +17,7 @@ from gateway.routing.table import RoutingTable
 from gateway.state.mlflow_rollout import MlflowRolloutStore
 from gateway.state.mlflow_routing import EVALUATION_TAG, MlflowRoutingStateStore
 from gateway.variants.spec import VariantSpec
-from tests.harness.processes import MlflowServer, free_port
+from stack.processes import MlflowServer, free_port
 
 pytestmark = pytest.mark.integration  # a real `mlflow server`
 

@@ -13,8 +13,8 @@ from gateway.variants.labelling import agree_on_labels
 from gateway.variants.loaded_variant import LoadedVariant
 from gateway.variants.output import ModelKind, OutputDecoder
 from gateway.variants.spec import VariantSpec
+from stack.iris import FEATURES
 from tests.harness.app_client import FEEDBACK_AUTH, FEEDBACK_TOKEN, make_client, wait_ready
-from tests.harness.iris import FEATURES
 
 IRIS = ["Setosa", "Versicolor", "Virginica"]
 

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from tests.harness.processes import ROOT
+from stack.processes import ROOT
 
 # In a fresh process (the OpenMP runtime reads its environment once): threads that call models, one
 # capped as a batcher thread caps itself, one left alone.

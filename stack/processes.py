@@ -14,7 +14,7 @@ from typing import IO, Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -42,7 +42,7 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen[Any] | None = Non
     raise TimeoutError(f"{url} not ready after {timeout:.0f}s ({last})")
 
 
-def _stop_group(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+def stop_group(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 20) -> None:
     if proc.poll() is not None:
         return
     try:
@@ -87,7 +87,7 @@ class MlflowServer:
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None:
-            _stop_group(self.proc, sig)
+            stop_group(self.proc, sig)
         if self._log:
             self._log.close()
             self._log = None
@@ -150,7 +150,7 @@ class GatewayProcess:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int | None:
         if self.proc is not None:
-            _stop_group(self.proc, sig, timeout)
+            stop_group(self.proc, sig, timeout)
         if self._log:
             self._log.close()
             self._log = None
@@ -277,7 +277,7 @@ def local_models_config(work: Path, local_models: dict[str, str], tracking_uri: 
                         cache: Path | None = None, **sections: dict[str, Any]) -> Path:
     """A gateway TOML serving the local iris model files (no registry), the shipped [model] section,
     the spool's export off unless ``sections`` say otherwise."""
-    from tests.harness.iris import IRIS_MODEL
+    from stack.iris import IRIS_MODEL
 
     variants = [{"name": n, "model_uri": p, "weight": 0.5} for n, p in local_models.items()]
     spool = {"export": False, **sections.pop("spool", {})}
