@@ -46,7 +46,7 @@ def test_the_gateway_imports_nothing_from_experiments() -> None:
 
 def test_the_gateway_never_imports_the_local_stack_and_nothing_imports_the_tests() -> None:
     """The benchmarks and ``make replicas`` start processes through stack/, as the tests do."""
-    offenders = {m: sorted(n for n in imported(p) if _under(n, ("stack",)) and _under(m, ("gateway",))
+    offenders = {m: sorted(n for n in imported(p) if (_under(n, ("stack",)) and _under(m, ("gateway",)))
                            or _under(n, ("tests",)))
                  for m, p in MODULES.items()}
     assert {m: n for m, n in offenders.items() if n} == {}

@@ -6,11 +6,12 @@ the report reads it back from them. A batch request leaves one record per row (`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import MISSING, dataclass, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
+from gateway.domain.batch import Rows
 from gateway.domain.sequences import OnDemand
 
 # What a request id may be (X-Request-ID, an OIP id, a feedback's reference): safe in tags and logs.
@@ -73,31 +74,66 @@ class PredictionRecord:
 RECORD_FIELDS = tuple(f.name for f in fields(PredictionRecord))
 ROW_FIELDS = ("features", "prediction", "class_index", "row_index")  # what differs from row to row of a request
 SHARED_FIELDS = tuple(name for name in RECORD_FIELDS if name not in ROW_FIELDS)
-# The shared fields' defaults: what an entry spooled by an earlier release (without a later field) has
-SHARED_DEFAULTS = {f.name: f.default for f in fields(PredictionRecord) if f.name in SHARED_FIELDS
-                   and f.default is not MISSING}
+
+
+
+@dataclass(frozen=True, slots=True)
+class SharedFields:
+    """What every row of one request's records shares (``SHARED_FIELDS``, in that order; a test keeps
+    the two in step): the request and its role, the version and model that answered, the times, the
+    routing that chose it. Built once per request on the request path, packed once per spool entry."""
+
+    request_id: str
+    role: str
+    model_version: str
+    inference_time_ms: float
+    ts_ms: int
+    routing: str
+    config_hash: str
+    weights: str = ""
+    kind: str = "classifier"
+    batch_rows: int = 1
+    request_time_ms: float | None = None
+    user: str | None = None
+    headers: str = ""
+    model_uri: str = ""
+    model: str = ""
+    assignment_probability: float | None = None
+    weights_version: int = 0
+
+    @classmethod
+    def of(cls, fields: SharedFields | Mapping[str, Any]) -> SharedFields:
+        """From a mapping (a spooled entry's JSON): fields it lacks (an earlier release's entry) take
+        their defaults; keys it has that are not fields (a later release's) are left out."""
+        if isinstance(fields, SharedFields):
+            return fields
+        return cls(**{name: fields[name] for name in SHARED_FIELDS if name in fields})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in SHARED_FIELDS}
 
 
 class RecordBatch(OnDemand[PredictionRecord]):
-    """One request's records in columns: the fields its rows share once (``shared``: every name of
-    ``SHARED_FIELDS``), the rows' own fields as lists. As a sequence it is its records, each built
+    """One request's records in columns: the fields its rows share once (``shared``), the rows' own
+    fields as lists. As a sequence it is its records, each built
     when asked for: the request path builds none per row (the spool packs the columns as they are).
-    ``features`` is the validated rows (any sequence of {column: value}); when it carries ``matrix``
-    and ``names`` (the columnar path), that float64 matrix in column order holds the same values."""
+    ``features`` is the validated rows as one batch (gateway/domain/batch.py): a float64 matrix in
+    column order when they came through the columnar path, else row dicts."""
 
     __slots__ = ("class_indexes", "features", "first_row", "predictions", "shared")
 
-    def __init__(self, shared: dict[str, Any], features: Sequence[dict[str, Any]], predictions: list[Any],
-                 class_indexes: list[int | None], first_row: int = 0) -> None:
-        self.shared, self.features, self.first_row = shared, features, first_row
+    def __init__(self, shared: SharedFields | Mapping[str, Any], features: Rows | Sequence[dict[str, Any]],
+                 predictions: list[Any], class_indexes: list[int | None], first_row: int = 0) -> None:
+        self.shared, self.features, self.first_row = SharedFields.of(shared), Rows.of_dicts(features), first_row
         self.predictions, self.class_indexes = predictions, class_indexes
 
     def __len__(self) -> int:
         return len(self.predictions)
 
     def item(self, i: int) -> PredictionRecord:
-        return PredictionRecord(**self.shared, features=dict(self.features[i]), prediction=self.predictions[i],
-                                class_index=self.class_indexes[i], row_index=self.first_row + i)
+        return PredictionRecord(**self.shared.as_dict(), features=dict(self.features[i]),
+                                prediction=self.predictions[i], class_index=self.class_indexes[i],
+                                row_index=self.first_row + i)
 
 
 def predictions_of(records: Sequence[PredictionRecord]) -> list[Any]:

@@ -203,8 +203,8 @@ class WindowRuns:
         entries = window.entries
         shared = [e.columns.shared for e in entries]
         first = shared[0]
-        start_ms = min(s["ts_ms"] for s in shared)
-        end_ms = max(s["ts_ms"] for s in shared)
+        start_ms = min(s.ts_ms for s in shared)
+        end_ms = max(s.ts_ms for s in shared)
         run_id = entries[0].run_id
         if run_id is None and max(e.attempts for e in entries) > 1:
             run_id = self.writer.find_run({contract.TAG_WINDOW_ID: batch_id})
@@ -213,16 +213,16 @@ class WindowRuns:
         if run_id is None:
             tags = {
                 contract.TAG_GRANULARITY: contract.GRANULARITY_WINDOW, contract.TAG_WINDOW_ID: batch_id,
-                contract.TAG_MODEL_VERSION: first["model_version"], contract.TAG_ROLE: first["role"],
-                contract.TAG_MODEL_KIND: first["kind"],
-                contract.TAG_CONFIG_HASH: ",".join(sorted({s["config_hash"] for s in shared})),
-                contract.TAG_ROUTING: ",".join(sorted({s["routing"] for s in shared})),
-                contract.TAG_WEIGHTS: ";".join(sorted({s["weights"] for s in shared})),
+                contract.TAG_MODEL_VERSION: first.model_version, contract.TAG_ROLE: first.role,
+                contract.TAG_MODEL_KIND: first.kind,
+                contract.TAG_CONFIG_HASH: ",".join(sorted({s.config_hash for s in shared})),
+                contract.TAG_ROUTING: ",".join(sorted({s.routing for s in shared})),
+                contract.TAG_WEIGHTS: ";".join(sorted({s.weights for s in shared})),
                 contract.TAG_RECORDS_ARTIFACT: contract.RECORDS_ARTIFACT,
                 "window_start_ms": str(start_ms), "window_end_ms": str(end_ms),
                 "window_start": contract.utc_iso(start_ms / 1000), "window_end": contract.utc_iso(end_ms / 1000),
             }
-            run_id = self.writer.create_run(start_ms, tags, run_name(first["model_version"], first["role"], "window",
+            run_id = self.writer.create_run(start_ms, tags, run_name(first.model_version, first.role, "window",
                                                                      start_ms))
             self.spool.queue.set_window_run(batch_id, run_id)
             self.counters.add(runs_created=1)
@@ -234,7 +234,7 @@ class WindowRuns:
         self.writer.log_batch(run_id, summary, params)
         series: list[Any] = []
         if n <= self.series_max_records:
-            regressor = first["kind"] == ModelKind.REGRESSOR
+            regressor = first.kind == ModelKind.REGRESSOR
             series_columns = table.select(["ts_ms", "inference_time_ms", "prediction", "class_index"]).to_pydict()
             for step, (ts, latency, value, index) in enumerate(zip(*series_columns.values(), strict=True)):
                 series.append(Metric(contract.METRIC_INFERENCE_TIME, float(latency), ts, step))

@@ -43,7 +43,7 @@ def window_table(entries: Sequence[Columns]) -> pa.Table:
     columns: dict[str, pa.Array] = {}
     for name in SHARED_FIELDS:
         kind = FIXED_SCHEMA.field(name).type
-        values = pa.array([e.shared[name] for e in entries], type=kind)
+        values = pa.array([getattr(e.shared, name) for e in entries], type=kind)
         if pa.types.is_string(kind):  # each entry's text once, and an index per row: no string per row
             encoded = values.dictionary_encode()
             columns[name] = pa.DictionaryArray.from_arrays(encoded.indices.take(owner), encoded.dictionary)

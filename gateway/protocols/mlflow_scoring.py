@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gateway.domain.batch import Rows, numbers
 from gateway.domain.errors import MalformedBody
 from gateway.domain.messages import first_line
 from gateway.mlflow.entities import MlflowException, infer_and_parse_data
 from gateway.protocols.body import json_object, loads_body, plain
 from gateway.protocols.limits import LARGE_BODY_BYTES, RequestShape, count_json_arrays
-from gateway.variants.columns import ColumnBlock, numbers_block
 
 CSV = "text/csv"
 JSON = "application/json"
@@ -34,9 +34,10 @@ PROBABILITIES_PARAM = "probabilities"  # reserved by the gateway: also return cl
 
 
 def decode(body: bytes, content_type: str,
-           shape: RequestShape) -> tuple[list[dict[str, Any]] | ColumnBlock, dict[str, Any]]:
-    """(rows or a block of numbers, params) from an /invocations body; MalformedBody says what is wrong with it, and
-    TooManyRows or TooManyColumns what is too large, before anything is built per row."""
+           shape: RequestShape) -> tuple[Rows, dict[str, Any]]:
+    """(the rows: a matrix for a block of plain numbers, else row dicts; params) from an /invocations
+    body. MalformedBody says what is wrong with it, and TooManyRows or TooManyColumns what is too
+    large, before anything is built per row."""
     mime, _, options = content_type.partition(";")
     mime = mime.strip().lower() or JSON
     charset = options.partition("charset=")[2].strip().lower() or "utf-8"
@@ -72,7 +73,7 @@ def decode(body: bytes, content_type: str,
     return _counted(_rows(parsed, shape.columns), shape), params
 
 
-def _split_block(value: Any, columns: Sequence[str]) -> ColumnBlock | None:
+def _split_block(value: Any, columns: Sequence[str]) -> Rows | None:
     """A ``dataframe_split`` of plain numbers under the signature's columns, in its order, as a block
     for the columnar path; None sends anything else through MLflow's parser."""
     if not isinstance(value, dict) or set(value) - {"columns", "data"} or value.get("columns") != list(columns):
@@ -80,10 +81,10 @@ def _split_block(value: Any, columns: Sequence[str]) -> ColumnBlock | None:
     data, k = value.get("data"), len(columns)
     if not isinstance(data, list) or not data or not all(type(row) is list and len(row) == k for row in data):
         return None
-    return numbers_block(columns, list(itertools.chain.from_iterable(data)), int64_only=True)
+    return numbers(columns, list(itertools.chain.from_iterable(data)), int64_only=True)
 
 
-def _columns_block(value: Any, columns: Sequence[str]) -> ColumnBlock | None:
+def _columns_block(value: Any, columns: Sequence[str]) -> Rows | None:
     """``inputs`` (or ``instances``) as one list per column, under the signature's column names (in
     any order), of plain numbers and equal lengths, as a block in signature order; None sends
     anything else through MLflow's parser."""
@@ -92,12 +93,12 @@ def _columns_block(value: Any, columns: Sequence[str]) -> ColumnBlock | None:
     lists = [value[c] for c in columns]
     if not all(type(v) is list for v in lists) or not lists[0] or len({len(v) for v in lists}) != 1:
         return None
-    return numbers_block(columns, list(itertools.chain.from_iterable(zip(*lists, strict=True))), int64_only=True)
+    return numbers(columns, list(itertools.chain.from_iterable(zip(*lists, strict=True))), int64_only=True)
 
 
-def _counted(rows: list[dict[str, Any]], shape: RequestShape) -> list[dict[str, Any]]:
+def _counted(rows: list[dict[str, Any]], shape: RequestShape) -> Rows:
     shape.rows(len(rows))
-    return rows
+    return Rows.of_dicts(rows)
 
 
 def _streamed_counts(body: bytes, shape: RequestShape) -> None:

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from gateway.domain.batch import Rows
 from gateway.domain.errors import MalformedBody
 from gateway.domain.messages import shown
 from gateway.protocols.body import json_object, loads_body, plain
 from gateway.protocols.limits import LARGE_BODY_BYTES, RequestShape, count_json_arrays
-from gateway.variants.columns import ColumnBlock
 
 HEADER_LENGTH = "inference-header-content-length"
 PREDICT = "predict"
@@ -161,18 +161,19 @@ def _first_not(values: list[Any], *kinds: type) -> str:
     return shown(bad, 40)
 
 
-def _block(columns: Sequence[str], data: np.ndarray) -> ColumnBlock | None:
+def _block(columns: Sequence[str], data: np.ndarray) -> Rows | None:
     """One numeric [N, columns] tensor (binary, or JSON typed by its datatype) as a block for the
     columnar path; None for BOOL and BYTES (the row path, whose validator names what is wrong)."""
     if data.dtype.kind not in "fiu":
         return None
-    return ColumnBlock(columns, data.astype(np.float64, copy=False), data)
+    return Rows(columns, data.astype(np.float64, copy=False), values=data)
 
 
 def decode_inputs(payload: dict[str, Any], binary: bytes,
-                  limits: RequestShape) -> list[dict[str, Any]] | ColumnBlock:
-    """Rows from an inference request's ``inputs`` (one numeric [N, columns] tensor: a block for the
-    columnar path); too many rows or columns are refused from the shapes, before any tensor is decoded."""
+                  limits: RequestShape) -> Rows:
+    """Rows from an inference request's ``inputs`` (one numeric [N, columns] tensor: a matrix for the
+    columnar path, else row dicts); too many rows or columns are refused from the shapes, before any
+    tensor is decoded."""
     columns = limits.columns
     inputs = payload.get("inputs")
     if not isinstance(inputs, list) or not inputs:
@@ -193,7 +194,7 @@ def decode_inputs(payload: dict[str, Any], binary: bytes,
             block = _block(columns, data)
             if block is not None:
                 return block
-            return [{c: plain(v) for c, v in zip(columns, row, strict=True)} for row in data]
+            return Rows.of_dicts([{c: plain(v) for c, v in zip(columns, row, strict=True)} for row in data])
         if data.ndim == 2 and data.shape[1] != 1 and name not in columns:
             raise MalformedBody(f"input {name!r}: shape {list(data.shape)} has {data.shape[1]} columns; the model "
                                 f"has {len(columns)} ({', '.join(columns)}): send [N, {len(columns)}], or one "
@@ -213,7 +214,7 @@ def decode_inputs(payload: dict[str, Any], binary: bytes,
         raise MalformedBody(f"inputs have different lengths: { {n: len(d) for n, d in tensors.items()} }")
     n = lengths.pop()
     limits.rows(n)
-    return [{name: plain(data[i]) for name, data in tensors.items()} for i in range(n)]
+    return Rows.of_dicts([{name: plain(data[i]) for name, data in tensors.items()} for i in range(n)])
 
 
 def wants_probabilities(payload: dict[str, Any]) -> bool:

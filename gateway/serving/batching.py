@@ -31,13 +31,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.domain.batch import Rows, join
 from gateway.domain.workers import STOP, QueueWorker, resolve
-from gateway.variants.columns import ValidatedRows, joined
 from gateway.variants.output import Predictions
 
 log = logging.getLogger("gateway.batching")
 
-Rows = list[dict[str, Any]]
 Predict = Callable[[Rows, bool, "dict[str, Any] | None"], Any]  # -> an object with .predictions, .elapsed_ms
 
 
@@ -54,7 +53,7 @@ class JobResult:
 
 @dataclass(slots=True)
 class _Job:
-    rows: Sequence[Any]
+    rows: Rows
     probabilities: bool
     params: dict[str, Any] | None
     prepared: bool
@@ -83,8 +82,9 @@ class QueueFull(RuntimeError):
 class MicroBatcher(QueueWorker["_Job"]):
     """The queue and worker thread of one variant."""
 
-    def __init__(self, name: str, predict: Predict, *, prepare: Callable[[Sequence[Any]], Rows] | None = None,
-                 max_batch_size: int = 1024, max_delay_s: float = 0.0, max_queue_rows: int | None = None,
+    def __init__(self, name: str, predict: Predict, *,
+                 prepare: Callable[[Rows], Sequence[dict[str, Any]]] | None = None, max_batch_size: int = 1024,
+                 max_delay_s: float = 0.0, max_queue_rows: int | None = None,
                  deliver: Callable[[list[tuple[Any, JobResult | BaseException]]], None] | None = None,
                  on_start: Callable[[], None] | None = None) -> None:
         super().__init__(f"batch-{name}")
@@ -111,9 +111,10 @@ class MicroBatcher(QueueWorker["_Job"]):
         self._stop = False
         self.start()
 
-    def submit(self, rows: Sequence[Any], *, probabilities: bool = False, params: dict[str, Any] | None = None,
-               prepared: bool = False, ticket: Any = None) -> Future[JobResult]:
-        """Queue one request's rows (raw, or ``prepared`` = validated already)."""
+    def submit(self, rows: Rows | Sequence[dict[str, Any]], *, probabilities: bool = False,
+               params: dict[str, Any] | None = None, prepared: bool = False, ticket: Any = None) -> Future[JobResult]:
+        """Queue one request's rows (raw, or ``prepared`` = validated already); row dicts are taken as
+        a batch of them."""
         if self.closed:
             raise BatcherClosed(f"variant {self.name} is shutting down")
         with self._count_lock:
@@ -124,7 +125,7 @@ class MicroBatcher(QueueWorker["_Job"]):
                 self.last_refused = time.monotonic()
                 raise QueueFull(self.name, queued, self.max_queue_rows, queued * self.seconds_per_row)
             self._queued_rows = queued + len(rows)
-        job = _Job(rows, probabilities, params, prepared, Future(), ticket)
+        job = _Job(Rows.of_dicts(rows), probabilities, params, prepared, Future(), ticket)
         count = len(rows)  # a job cancelled while it queues stops counting at once
         job.future.add_done_callback(lambda done: self._taken(count) if done.cancelled() else None)
         self._put(job)
@@ -215,14 +216,14 @@ class MicroBatcher(QueueWorker["_Job"]):
         self._taken(sum(len(job.rows) for job in running))
         for job in running:
             try:
-                rows = self._prepare(job.rows) if not job.prepared and self._prepare is not None else (
-                    job.rows if isinstance(job.rows, list | ValidatedRows) else list(job.rows))
+                rows = (Rows.of_dicts(self._prepare(job.rows)) if not job.prepared and self._prepare is not None
+                        else job.rows)
             except Exception as exc:
                 settled.append((job, exc))
                 continue
             ready.append((job, rows))
         if ready:
-            all_rows = joined([rows for _, rows in ready])
+            all_rows = join([rows for _, rows in ready])
             first = ready[0][0]
             try:
                 result = self._predict(all_rows, first.probabilities, first.params)

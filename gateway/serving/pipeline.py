@@ -37,7 +37,7 @@ from gateway.domain.errors import (
     VariantSaturated,
 )
 from gateway.domain.messages import first_line
-from gateway.domain.records import PredictionRecord, RecordBatch, Role, randomisation_unit
+from gateway.domain.records import PredictionRecord, RecordBatch, Role, SharedFields, randomisation_unit
 from gateway.routing.router import Decision, Router, RoutingReason
 from gateway.routing.table import RoutingTable
 from gateway.security.pseudonyms import Pseudonyms
@@ -240,13 +240,14 @@ class Scorer:
     def _records(request_id: str, role: Role, variant: LoadedVariant, result: JobResult, routing: str,
                  router: Router, user: str | None = None, headers: str = "") -> RecordBatch:
         """The request's records in columns: no record object per row (the spool packs the columns)."""
-        shared = {"request_id": request_id, "role": str(role), "model_version": variant.name,
-                  "inference_time_ms": result.elapsed_ms, "ts_ms": int(time.time() * 1000), "routing": routing,
-                  "config_hash": router.config_hash, "weights": router.weights_tag, "kind": str(variant.kind),
-                  "batch_rows": result.batch_rows, "request_time_ms": result.request_time_ms, "user": user,
-                  "headers": headers, "model_uri": variant.spec.model_uri, "model": variant.model_identity,
-                  "assignment_probability": router.assignment_probability(variant.name, routing)
-                  if role == Role.PRIMARY else None, "weights_version": router.version}
+        shared = SharedFields(
+            request_id=request_id, role=str(role), model_version=variant.name, inference_time_ms=result.elapsed_ms,
+            ts_ms=int(time.time() * 1000), routing=routing, config_hash=router.config_hash,
+            weights=router.weights_tag, kind=str(variant.kind), batch_rows=result.batch_rows,
+            request_time_ms=result.request_time_ms, user=user, headers=headers, model_uri=variant.spec.model_uri,
+            model=variant.model_identity, weights_version=router.version,
+            assignment_probability=router.assignment_probability(variant.name, routing) if role == Role.PRIMARY
+            else None)
         predictions = result.predictions
         if len(result.rows) != len(predictions):
             raise ValueError(f"{len(predictions)} predictions for {len(result.rows)} rows")

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from gateway.domain.records import SHARED_DEFAULTS, SHARED_FIELDS, PredictionRecord, RecordBatch
+from gateway.domain.records import SHARED_FIELDS, PredictionRecord, RecordBatch, SharedFields
 
 _SHARED = attrgetter(*SHARED_FIELDS)
 MATRIX = b"\x00gw-matrix-1\x00"  # a JSON text never starts with a NUL byte
@@ -70,13 +70,12 @@ def _pack_batch(batch: RecordBatch) -> PackedEntry:
     same columns in the same order as column names and one value list per row; rows that do not are
     kept as each one's JSON text."""
     shared, rows = batch.shared, batch.features
-    matrix, names = getattr(rows, "matrix", None), getattr(rows, "names", None)
-    if matrix is not None and names is not None:
-        packed = pack_matrix(list(names), matrix, batch.predictions, batch.class_indexes)
+    if rows.matrix is not None:
+        packed = pack_matrix(list(rows.names), rows.matrix, batch.predictions, batch.class_indexes)
     else:
-        packed = _row_table(rows, batch.predictions, batch.class_indexes)
-    return PackedEntry(shared["request_id"], shared["role"], shared["model_version"], shared["ts_ms"],
-                       batch.first_row, len(batch), orjson.dumps(shared), packed)
+        packed = _row_table(rows.dicts(), batch.predictions, batch.class_indexes)
+    return PackedEntry(shared.request_id, shared.role, shared.model_version, shared.ts_ms,
+                       batch.first_row, len(batch), orjson.dumps(shared.as_dict()), packed)
 
 
 def _row_table(rows: Sequence[dict[str, Any]], predictions: list[Any], class_indexes: list[int | None]) -> bytes:
@@ -116,7 +115,7 @@ class Columns:
     as each row's JSON text. ``features`` gives the texts either way and ``values`` the lists, each
     made once when asked for."""
 
-    shared: dict[str, Any]
+    shared: SharedFields
     first_row: int
     prediction: list[Any]
     class_index: list[int | None]
@@ -151,7 +150,7 @@ class Columns:
 
     def record(self, i: int) -> PredictionRecord:
         """Row ``i`` of the entry (0-based within it) as a record."""
-        return PredictionRecord(**self.shared, features=self.row_features(i), prediction=self.prediction[i],
+        return PredictionRecord(**self.shared.as_dict(), features=self.row_features(i), prediction=self.prediction[i],
                                 class_index=self.class_index[i], row_index=self.first_row + i)
 
     def records(self) -> list[PredictionRecord]:
@@ -159,7 +158,7 @@ class Columns:
 
 
 def unpack(shared: bytes | str, rows: bytes | str, first_row: int) -> Columns:
-    s = {**SHARED_DEFAULTS, **orjson.loads(shared)}  # fields added since the entry: their defaults
+    s = SharedFields.of(orjson.loads(shared))  # fields added since the entry: their defaults
     if isinstance(rows, bytes) and rows.startswith(MATRIX):
         at = len(MATRIX) + _HEADER_LENGTH
         end = at + int.from_bytes(rows[len(MATRIX):at], "little")

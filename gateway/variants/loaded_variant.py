@@ -7,12 +7,14 @@ import functools
 import math
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from gateway.domain.batch import Rows
 from gateway.domain.errors import NoProbabilities
 from gateway.variants.output import ModelKind, OutputDecoder, Predictions
 from gateway.variants.schema import ModelSchema
@@ -88,16 +90,17 @@ class LoadedVariant:
             raise NoProbabilities(f"variant {self.name} ({self.spec.model_uri}) cannot give probabilities: {why}",
                                   variant=self.name)
 
-    def _model_input(self, rows: list[dict[str, Any]]) -> Any:
+    def _model_input(self, rows: Rows) -> Any:
         names = self.schema.names
-        matrix = getattr(rows, "matrix", None)  # rows that came through the columnar path (columns.py)
+        matrix = rows.matrix  # rows that came through the columnar path (columns.py)
         if self.flavor == "sklearn" and self.schema.all_numeric and not hasattr(self.model, "feature_names_in_"):
             # The estimator was fitted on a plain array: skip building a DataFrame.
             if matrix is not None:
                 return matrix
-            return np.array([[np.nan if r[c] is None else r[c] for c in names] for r in rows], dtype=np.float64)
+            return np.array([[np.nan if r[c] is None else r[c] for c in names] for r in rows.dicts()],
+                            dtype=np.float64)
         frame = (pd.DataFrame(matrix, columns=names) if matrix is not None
-                 else pd.DataFrame.from_records(rows, columns=names))
+                 else pd.DataFrame.from_records(rows.dicts(), columns=names))
         for col in self.schema.columns:
             if col.type in ("float", "double") or (col.numeric and not col.required):
                 frame[col.name] = frame[col.name].astype("float64" if col.type != "float" else "float32")
@@ -105,11 +108,11 @@ class LoadedVariant:
                 frame[col.name] = frame[col.name].astype("int64" if col.type == "long" else "int32")
         return frame
 
-    def predict(self, rows: list[dict[str, Any]], probabilities: bool = False,
+    def predict(self, rows: Rows | Sequence[dict[str, Any]], probabilities: bool = False,
                 params: dict[str, Any] | None = None) -> BatchResult:
         """One model call for every row; validated rows in, decoded predictions out. ``params`` (the
         scoring protocol's) go to a pyfunc model, which checks them against its own params schema."""
-        data = self._model_input(rows)
+        data = self._model_input(Rows.of_dicts(rows))
         start = time.perf_counter()
         raw = self.model.predict(data, params=params) if params and self.flavor == "pyfunc" else \
             self.model.predict(data)

@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.domain import contract
+from gateway.domain.batch import Rows
 from gateway.domain.records import SHARED_FIELDS, PredictionRecord, RecordBatch
 from gateway.export.table import FIXED_SCHEMA, records_table, table_parquet, window_summary, window_table
 from gateway.spool.packing import pack, unpack
-from gateway.variants.columns import ValidatedRows
 from tests.harness.records import rec
 
 NAMES = ("sepal length (cm)", "b.c", "x")
@@ -44,7 +44,7 @@ def _expected(records: list[PredictionRecord]) -> list[dict[str, Any]]:
 
 def _batch(i: int, n: int, values: np.ndarray, matrix: bool, first_row: int = 0, **shared: Any) -> RecordBatch:
     base = {k: getattr(rec(i, **shared), k) for k in SHARED_FIELDS}
-    rows: Any = ValidatedRows(NAMES, values) if matrix else [dict(zip(NAMES, r, strict=True)) for r in values.tolist()]
+    rows: Any = Rows(NAMES, values) if matrix else [dict(zip(NAMES, r, strict=True)) for r in values.tolist()]
     return RecordBatch(base, rows, ["Setosa"] * n, [0] * n, first_row)
 
 

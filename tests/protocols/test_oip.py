@@ -151,9 +151,9 @@ def test_json_and_binary_carry_the_same_values() -> None:
     raw = np.array([1e-8, 1.5, 2.0], dtype=np.float16).tobytes()
     binary = _decode([{"name": "input-0", "shape": [1, 3], "datatype": "FP16",
                        "parameters": {"binary_data_size": len(raw)}}], raw)
-    assert block.rows() == binary.rows() == [{"x": 0.0, "y z": 1.5, "w/v": 2.0}]
+    assert block.dicts() == binary.dicts() == [{"x": 0.0, "y z": 1.5, "w/v": 2.0}]
     ints = _decode([{"name": "input-0", "shape": [1, 3], "datatype": "INT32", "data": [5.0, 1, 2]}])
-    assert ints.rows() == [{"x": 5.0, "y z": 1.0, "w/v": 2.0}]
+    assert ints.dicts() == [{"x": 5.0, "y z": 1.0, "w/v": 2.0}]
 
 
 def test_binary_bodies_must_add_up() -> None:

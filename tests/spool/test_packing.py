@@ -10,9 +10,9 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.domain.batch import Rows
 from gateway.domain.records import SHARED_FIELDS, PredictionRecord, RecordBatch
 from gateway.spool.packing import pack, unpack
-from gateway.variants.columns import ValidatedRows
 from tests.harness.records import rec
 
 NAMES = ("sepal length (cm)", "b.c", "d/e f")
@@ -37,7 +37,7 @@ def _round_trip(records: Any) -> list[PredictionRecord]:
 def test_a_batch_packs_into_one_entry_and_unpacks_into_its_records(shared: dict[str, Any], data: Any, n: int,
                                                                     matrix: bool) -> None:
     values = np.array(data.draw(st.lists(st.floats(-1e9, 1e9), min_size=3 * n, max_size=3 * n))).reshape(n, 3)
-    rows: Any = ValidatedRows(NAMES, values) if matrix else [dict(zip(NAMES, r, strict=True)) for r in values.tolist()]
+    rows: Any = Rows(NAMES, values) if matrix else [dict(zip(NAMES, r, strict=True)) for r in values.tolist()]
     predictions = data.draw(st.lists(labels, min_size=n, max_size=n))
     classes = ["Setosa", "Versicolor", "Virginica"]
     batch = RecordBatch(shared, rows, predictions, [classes.index(p) for p in predictions])
@@ -71,7 +71,7 @@ def test_matrix_rows_are_stored_as_a_blob_beside_entries_of_the_json_form(tmp_pa
 
     base = {name: getattr(rec(1), name) for name in SHARED_FIELDS}
     matrix = np.array([[5.1, 3.5, 1.4], [6.7, 3.0, 5.2]])
-    batch = RecordBatch(base, ValidatedRows(NAMES, matrix), ["Setosa", "Virginica"], [0, 2])
+    batch = RecordBatch(base, Rows(NAMES, matrix), ["Setosa", "Virginica"], [0, 2])
     old = RecordBatch({**base, "request_id": "old"}, [dict(zip(NAMES, r, strict=True)) for r in matrix.tolist()],
                       ["Setosa", "Virginica"], [0, 2])
     spool = PredictionSpool(tmp_path)

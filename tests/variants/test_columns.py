@@ -16,12 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mlflow.pyfunc.scoring_server import infer_and_parse_data
 
+from gateway.domain.batch import Rows, join, numbers
 from gateway.domain.errors import InvalidFeatures, MalformedBody
 from gateway.protocols import oip
 from gateway.protocols.body import loads_body, plain
 from gateway.protocols.limits import RequestShape
 from gateway.protocols.mlflow_scoring import _rows, decode
-from gateway.variants.columns import ColumnBlock, ValidatedRows, joined, numbers_block, prepare
+from gateway.variants.columns import prepare
 from gateway.variants.schema import Bounds, Column, ModelSchema
 
 NAMES = ("a", "b.c", "d/e f")
@@ -94,7 +95,7 @@ def test_an_oip_json_tensor_decodes_into_the_row_paths_rows(n: int, data: Any, l
             oip.decode_inputs(payload, b"", RequestShape(NAMES, max_rows=100))
         return
     decoded = oip.decode_inputs(payload, b"", RequestShape(NAMES, max_rows=100))
-    assert isinstance(decoded, ColumnBlock)
+    assert decoded.matrix is not None
     as_binary = np.array(sent, dtype=np.float64).reshape(n, 3)
     assert strict(decoded) == strict(row_path_oip(as_binary))
 
@@ -114,7 +115,7 @@ def test_an_oip_binary_tensor_decodes_into_the_row_paths_rows_without_a_copy(n: 
     payload = {"inputs": [{"name": "input-0", "shape": [n, 3], "datatype": dtype,
                            "parameters": {"binary_data_size": len(raw)}}]}
     decoded = oip.decode_inputs(payload, raw, RequestShape(NAMES, max_rows=100))
-    assert isinstance(decoded, ColumnBlock)
+    assert decoded.matrix is not None
     assert strict(decoded) == strict(row_path_oip(arr.reshape(n, 3)))
     if dtype == "FP64":
         assert np.shares_memory(decoded.matrix, np.frombuffer(raw, dtype=np.float64)) or decoded.matrix.base is not None
@@ -148,7 +149,7 @@ def test_the_numpy_checks_accept_and_refuse_exactly_what_the_row_validator_does(
     flat = data.draw(st.lists(st.one_of(plain_numbers, plain_numbers, plain_numbers, st.just(math.nan),
                                         st.just(math.inf), st.just(-math.inf), st.integers(2**63, 2**70)),
                               min_size=n * 3, max_size=n * 3))
-    block = numbers_block(NAMES, flat)
+    block = numbers(NAMES, flat)
     assert block is not None
     reference = [{c: None if v != v else v for c, v in zip(NAMES, flat[i:i + 3], strict=True)}
                  for i in range(0, len(flat), 3)]
@@ -156,19 +157,19 @@ def test_the_numpy_checks_accept_and_refuse_exactly_what_the_row_validator_does(
     assert got == want
     if got[0] == "ok":
         result = prepare(schema, block)
-        if isinstance(result, ValidatedRows):  # what the model is given is what was validated
+        if result.matrix is not None:  # what the model is given is what was validated
             assert np.array_equal(result.matrix, np.array([list(r.values()) for r in result], dtype=np.float64))
 
 
 def test_the_fast_path_is_taken_for_plain_float_rows_and_refusals_name_the_row_and_column() -> None:
     schema = ModelSchema(tuple(Column(n, "double", True, Bounds(ge=0.0) if n == "b.c" else None) for n in NAMES))
-    block = numbers_block(NAMES, [1.0, 2.0, 3.0, 4, 5.0, 6.0])
+    block = numbers(NAMES, [1.0, 2.0, 3.0, 4, 5.0, 6.0])
     result = prepare(schema, block)
-    assert isinstance(result, ValidatedRows) and result.matrix.shape == (2, 3)
+    assert result.matrix is not None and result.matrix.shape == (2, 3)
     assert result == [{"a": 1.0, "b.c": 2.0, "d/e f": 3.0}, {"a": 4.0, "b.c": 5.0, "d/e f": 6.0}]
     assert type(result[1]["a"]) is float
     with pytest.raises(InvalidFeatures) as refused:
-        prepare(schema, numbers_block(NAMES, [1.0, 2.0, 3.0, 4.0, -5.0, math.inf]))
+        prepare(schema, numbers(NAMES, [1.0, 2.0, 3.0, 4.0, -5.0, math.inf]))
     assert refused.value.errors == [
         {"row": 1, "field": "b.c", "message": "Input should be greater than or equal to 0"},
         {"row": 1, "field": "d/e f", "message": "must be a finite number (NaN and infinity are not accepted)"}]
@@ -176,21 +177,21 @@ def test_the_fast_path_is_taken_for_plain_float_rows_and_refusals_name_the_row_a
 
 
 def test_anything_but_plain_numbers_goes_the_row_path() -> None:
-    assert numbers_block(NAMES, [1.0, True, 3.0]) is None
-    assert numbers_block(NAMES, [1.0, None, 3.0]) is None
-    assert numbers_block(NAMES, [1.0, "2", 3.0]) is None
-    assert numbers_block(NAMES, [1.0, 10**400, 3.0]) is None  # past a float: the validator says so
-    assert numbers_block(NAMES, []) is None
+    assert numbers(NAMES, [1.0, True, 3.0]) is None
+    assert numbers(NAMES, [1.0, None, 3.0]) is None
+    assert numbers(NAMES, [1.0, "2", 3.0]) is None
+    assert numbers(NAMES, [1.0, 10**400, 3.0]) is None  # past a float: the validator says so
+    assert numbers(NAMES, []) is None
 
 
 def test_requests_joined_into_one_model_call_keep_their_matrix_only_when_all_have_one() -> None:
     schema = ModelSchema(tuple(Column(n, "double") for n in NAMES))
-    one = prepare(schema, numbers_block(NAMES, [1.0, 2.0, 3.0]))
-    two = prepare(schema, numbers_block(NAMES, [4.0, 5.0, 6.0, 7.0, 8.0, 9.0]))
-    both = joined([one, two])
-    assert isinstance(both, ValidatedRows) and both.matrix.shape == (3, 3)
+    one = prepare(schema, numbers(NAMES, [1.0, 2.0, 3.0]))
+    two = prepare(schema, numbers(NAMES, [4.0, 5.0, 6.0, 7.0, 8.0, 9.0]))
+    both = join([one, two])
+    assert both.matrix is not None and both.matrix.shape == (3, 3)
     assert both == [*one, *two]
-    mixed = joined([one, schema.validate_rows([{"a": 1, "b.c": 2, "d/e f": 3}])])
+    mixed = join([one, Rows.of_dicts(schema.validate_rows([{"a": 1, "b.c": 2, "d/e f": 3}]))])
     assert getattr(mixed, "matrix", None) is None and len(mixed) == 2
 
 
@@ -214,4 +215,4 @@ def test_inputs_as_columns_validate_as_mlflows_parser_and_the_row_validator_woul
     # with integers in the body, a value past the 64-bit range goes MLflow's parser (it reads it its own way)
     past_int64 = any(type(v) is int for v in flat) and any(abs(v) >= 2**63 for v in flat
                                                           if type(v) is int or (type(v) is float and math.isfinite(v)))
-    assert isinstance(decoded, ColumnBlock) == (plain_only and not past_int64)
+    assert (decoded.matrix is not None) == (plain_only and not past_int64)
