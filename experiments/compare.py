@@ -56,7 +56,7 @@ def _ratio(text: str) -> float:
     return value
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m experiments.compare", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", "config/gateway.toml"),
                         help="the gateway's config: default experiment, tracking URI and spool (%(default)s)")
@@ -92,10 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--correction", choices=CORRECTIONS, default="holm",
                         help="p-value adjustment across versions x metrics: holm (default; any false positive "
                              "at most alpha), bh (Benjamini-Hochberg: false discovery rate), none")
-    args = parser.parse_args(argv)
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    # one progress bar of our own (reading the window tables), on a terminal only; none of MLflow's per download
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    return parser
+
+
+def _with_defaults(args: argparse.Namespace) -> dict[str, Any]:
+    """Fill what the command line left out from the gateway's config (and MLFLOW_TRACKING_URI); the
+    config's defaults that have no flag of their own (the control) come back."""
     defaults = _config_defaults(args.config)
     args.experiment = args.experiment or defaults.get("experiment", "iris-flower-prediction")
     args.tracking_uri = (args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
@@ -103,6 +105,15 @@ def main(argv: list[str] | None = None) -> int:
     args.spool = args.spool or defaults.get("spool")
     args.summary_experiment = (args.summary_experiment or defaults.get("summary_experiment")
                                or comparison_experiment_of(args.experiment))
+    return defaults
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    # one progress bar of our own (reading the window tables), on a terminal only; none of MLflow's per download
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    defaults = _with_defaults(args)
 
     from gateway.mlflow.client import check_tracking_server
 
@@ -132,7 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     report["warnings"] = [*report.get("warnings", []), *([warning] if warning else [])]
     for message in report["warnings"]:
         print(f"warning: {message}", file=sys.stderr)
-    report = st.to_jsonable(report)
+    _publish(st.to_jsonable(report), records, args)
+    return 0
+
+
+def _publish(report: dict[str, Any], records: Any, args: argparse.Namespace) -> None:
+    """The report where it was asked for: an HTML file, summary runs in MLflow, the terminal or JSON."""
     html = None
     if args.html or not args.no_log:
         from experiments.report.html import render_html
@@ -151,7 +167,6 @@ def main(argv: list[str] | None = None) -> int:
         if "mlflow" in report:
             print(f"\nsummary runs logged to experiment {args.summary_experiment!r}; compare them side by side:")
             print(f"  {report['mlflow']['compare_url']}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -73,6 +73,30 @@ def analyse(records: pd.DataFrame, seed: int = 0, control: str | None = None,
     labels = None if regressor else labels_of(records)
     primary = records[records["role"] == "primary"]
     shadow = records[records["role"] == "shadow"]
+    report = _summaries(records, primary, shadow, regressor, labels, seed)
+    names = list(report["versions"])
+    verdicts: list[str] = report["verdicts"]
+    report["unit"] = unit = unit_of_analysis(primary)
+    if unit["unit"] == "user":
+        verdicts.append(f"unit of analysis: the user ({unit['why']})")
+    if len(names) >= 2:
+        _between_versions(report, primary, labels, control, correction, segment_by, seed)
+    elif names:
+        verdicts.append(f"only {names[0]} answered traffic: no between-version tests")
+    _quality(report, verdicts)
+    srm_group = _sample_ratio(primary, report, names, verdicts, by_user=unit["unit"] == "user")
+    _exposure(report, primary, verdicts)
+    report["sequential"] = sequential_section(report, primary, names, srm_group)
+    if not shadow.empty:
+        report["shadow"] = shadow_analysis(primary, shadow, seed, labels)
+        verdicts.extend(report["shadow"]["verdicts"])
+    report["recommendation"] = recommend(report, max_slowdown)
+    return report
+
+
+def _summaries(records: pd.DataFrame, primary: pd.DataFrame, shadow: pd.DataFrame, regressor: bool,
+               labels: list[Any] | None, seed: int) -> dict[str, Any]:
+    """The report's frame: each version's summary (answered and shadow-scored), the tests still empty."""
     report: dict[str, Any] = {"n_records": len(records), "kind": REGRESSOR if regressor else "classifier",
                               "labels": None if labels is None else [str(lbl) for lbl in labels],
                               "versions": {}, "shadow_versions": {},
@@ -84,65 +108,62 @@ def analyse(records: pd.DataFrame, seed: int = 0, control: str | None = None,
         report["versions"][str(version)] = _group_summary(group, len(primary), seed, labels)
     for version, group in sorted(shadow.groupby("model_version"), key=lambda kv: str(kv[0])):
         report["shadow_versions"][str(version)] = _group_summary(group, len(shadow), seed, labels)
-    names = list(report["versions"])
-    verdicts: list[str] = report["verdicts"]
-    tests = report["tests"]
-    report["unit"] = unit = unit_of_analysis(primary)
-    if unit["unit"] == "user":
-        verdicts.append(f"unit of analysis: the user ({unit['why']})")
-    if len(names) >= 2:
-        if labels is not None:
-            table = np.array([[report["versions"][v]["classes"][str(lbl)] for lbl in labels] for v in names])
-            tests["class_chi2"] = st.class_chi2(table)
-            verdicts.append(st.class_verdict(tests["class_chi2"], names))
-        base = names[0]
-        pairs = []
-        for other in names[1:]:
-            a = primary.loc[primary["model_version"] == base]
-            b = primary.loc[primary["model_version"] == other]
-            res = st.latency_mwu(a["latency_ms"].to_numpy(), b["latency_ms"].to_numpy(), seed=seed)
-            if res is not None:
-                res = {"a": base, "b": other, **res}
-            pairs.append(res)
-            verdicts.append(st.latency_verdict(base, other, res))
-            if labels is None:
-                va, vb = a["value"].to_numpy(dtype=float), b["value"].to_numpy(dtype=float)
-                mwu = st.values_mwu(va, vb, seed=seed)
-                tests.setdefault("prediction_mwu", None)
-                if tests["prediction_mwu"] is None and mwu is not None:
-                    tests["prediction_mwu"] = {"a": base, "b": other, **mwu}
-                    tests["prediction_ks"] = st.distribution_ks(va, vb)
-                verdicts.append(st.value_verdict(base, other, mwu, st.distribution_ks(va, vb)))
-        tests["latency_mwu"] = pairs[0]
-        if len(pairs) > 1:
-            tests["latency_mwu_all"] = pairs
-        chosen = control if control in names else names[0]
-        if control is not None and control not in names:
-            verdicts.append(f"the control {control} answered no traffic in this range: {chosen} is the control")
-        report["comparisons"] = compare_to_control(primary, names, chosen, labels, correction=correction, seed=seed,
-                                                   unit=unit["unit"])
-        verdicts.extend(report["comparisons"]["verdicts"])
-        if segment_by is not None:
-            report["segments"] = by_segment(primary, segment_by, chosen, labels, correction=correction, seed=seed,
-                                            unit=unit["unit"])
-            verdicts.extend(report["segments"].get("verdicts") or [report["segments"].get("error", "")])
-    elif names:
-        verdicts.append(f"only {names[0]} answered traffic: no between-version tests")
-    _quality(report, verdicts)
-    srm_group = _sample_ratio(primary, report, names, verdicts, by_user=unit["unit"] == "user")
-    exposure = multiple_exposure(primary)
-    if exposure is not None:
-        report["health"] = {"multiple_exposure": exposure}
-        if exposure["share"] > MULTIPLE_EXPOSURE_WARN:
-            verdicts.append(f"WARNING: {exposure['share']:.1%} of {exposure['users']} sticky users were answered by "
-                            f"more than one version (routing changed under them, or forced headers): their requests "
-                            "mix the arms, so the comparison between versions is diluted")
-    report["sequential"] = sequential_section(report, primary, names, srm_group)
-    if not shadow.empty:
-        report["shadow"] = shadow_analysis(primary, shadow, seed, labels)
-        verdicts.extend(report["shadow"]["verdicts"])
-    report["recommendation"] = recommend(report, max_slowdown)
     return report
+
+
+def _between_versions(report: dict[str, Any], primary: pd.DataFrame, labels: list[Any] | None,
+                      control: str | None, correction: str, segment_by: str | None, seed: int) -> None:
+    """Two or more versions: the classes' chi-square, latency (and a regressor's values) of each against
+    the first, then every metric against the control with adjusted p-values, per segment if asked."""
+    names, verdicts, tests = list(report["versions"]), report["verdicts"], report["tests"]
+    unit = report["unit"]["unit"]
+    if labels is not None:
+        table = np.array([[report["versions"][v]["classes"][str(lbl)] for lbl in labels] for v in names])
+        tests["class_chi2"] = st.class_chi2(table)
+        verdicts.append(st.class_verdict(tests["class_chi2"], names))
+    base = names[0]
+    pairs = []
+    for other in names[1:]:
+        a = primary.loc[primary["model_version"] == base]
+        b = primary.loc[primary["model_version"] == other]
+        res = st.latency_mwu(a["latency_ms"].to_numpy(), b["latency_ms"].to_numpy(), seed=seed)
+        if res is not None:
+            res = {"a": base, "b": other, **res}
+        pairs.append(res)
+        verdicts.append(st.latency_verdict(base, other, res))
+        if labels is None:
+            va, vb = a["value"].to_numpy(dtype=float), b["value"].to_numpy(dtype=float)
+            mwu = st.values_mwu(va, vb, seed=seed)
+            tests.setdefault("prediction_mwu", None)
+            if tests["prediction_mwu"] is None and mwu is not None:
+                tests["prediction_mwu"] = {"a": base, "b": other, **mwu}
+                tests["prediction_ks"] = st.distribution_ks(va, vb)
+            verdicts.append(st.value_verdict(base, other, mwu, st.distribution_ks(va, vb)))
+    tests["latency_mwu"] = pairs[0]
+    if len(pairs) > 1:
+        tests["latency_mwu_all"] = pairs
+    chosen = control if control in names else names[0]
+    if control is not None and control not in names:
+        verdicts.append(f"the control {control} answered no traffic in this range: {chosen} is the control")
+    report["comparisons"] = compare_to_control(primary, names, chosen, labels, correction=correction, seed=seed,
+                                               unit=unit)
+    verdicts.extend(report["comparisons"]["verdicts"])
+    if segment_by is not None:
+        report["segments"] = by_segment(primary, segment_by, chosen, labels, correction=correction, seed=seed,
+                                        unit=unit)
+        verdicts.extend(report["segments"].get("verdicts") or [report["segments"].get("error", "")])
+
+
+def _exposure(report: dict[str, Any], primary: pd.DataFrame, verdicts: list[str]) -> None:
+    """Sticky users answered by more than one version: said in ``health``, warned of past a share."""
+    exposure = multiple_exposure(primary)
+    if exposure is None:
+        return
+    report["health"] = {"multiple_exposure": exposure}
+    if exposure["share"] > MULTIPLE_EXPOSURE_WARN:
+        verdicts.append(f"WARNING: {exposure['share']:.1%} of {exposure['users']} sticky users were answered by "
+                        f"more than one version (routing changed under them, or forced headers): their requests "
+                        "mix the arms, so the comparison between versions is diluted")
 
 
 def _quality(report: dict[str, Any], verdicts: list[str]) -> None:
