@@ -95,12 +95,11 @@ def _serve_workers(args: argparse.Namespace, settings: object) -> int:
     import uvicorn
 
     from gateway.domain.errors import ModelLoadError
-    from gateway.variants.model_loader import ModelLoader
     from gateway.variants.threads import limit_model_threads
+    from gateway.wiring.build import model_loader
 
     limit_model_threads(settings.model.threads)  # type: ignore[attr-defined]  # before the models, and the workers
-    loader = ModelLoader(settings.mlflow.tracking_uri, settings.mlflow.model_cache_dir,  # type: ignore[attr-defined]
-                         settings.model)  # type: ignore[attr-defined]
+    loader = model_loader(settings)  # type: ignore[arg-type]
     try:
         for spec in settings.variants:  # type: ignore[attr-defined]
             loader.load(spec)

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from gateway.config.settings import DEFAULT_CONFIG_PATH, ConfigError, Settings, load_settings
 from gateway.domain.messages import install_log_redaction, without_credentials
 from gateway.export.process import SETTINGS_ENV
-from gateway.wiring.exporter import build_thread_exporter
+from gateway.wiring.exporter import spool_exporter
 
 log = logging.getLogger("gateway.export")
 
@@ -52,10 +52,7 @@ def write_status(path: Path, payload: dict[str, object]) -> None:
 
 def follow(settings: Settings, status_path: Path | None, parent_pid: int | None) -> int:
     """Export until told to stop (a signal, or the parent gateway going away), then drain."""
-    from gateway.spool.store import PredictionSpool
-
-    spool = PredictionSpool(settings.spool.dir)
-    exporter = build_thread_exporter(settings, spool)
+    spool, exporter = spool_exporter(settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -98,9 +95,8 @@ def drain(settings: Settings, timeout: float, quiet: bool) -> int:
               f"({without_credentials(problem)}); "
               "nothing exported, the spool is unchanged", file=sys.stderr)
         return 1
-    spool = PredictionSpool(settings.spool.dir)
+    spool, exporter = spool_exporter(settings, lease_seconds=30.0)
     total = spool.count_open() + spool.labels.count_open()
-    exporter = build_thread_exporter(settings, spool, lease_seconds=30.0)
     start = time.monotonic()
     exporter.drain_now()
     exporter.start()

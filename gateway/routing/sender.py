@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from pathlib import Path
 from typing import Any
 
 from gateway.domain.messages import first_line
@@ -85,21 +84,6 @@ class OutboxSender(PeriodicWorker):
         """Stop looking; an MLflow call in progress is not waited for long (its item's lease goes back
         to the next sender, who looks before it writes again)."""
         super().stop(timeout)
-
-
-def open_outbox(directory: Path, tracking_uri: str, retry_max_s: float = 30.0
-                ) -> tuple[Outbox | None, OutboxSender | None]:
-    """The outbox next to the spool and its sender, started; (None, None) when the directory cannot
-    hold it (then each MLflow write gets one direct try, and a failure is only logged)."""
-    try:
-        outbox = Outbox(directory)
-    except Exception as exc:
-        log.error("cannot open the MLflow outbox in %s (%s): champion alias moves and change-log runs get one "
-                  "try each, not retried", directory, first_line(exc, 200))
-        return None, None
-    sender = OutboxSender(outbox, tracking_uri, retry_max_s=retry_max_s)
-    sender.start()
-    return outbox, sender
 
 
 class Champion:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from gateway.bandit.rewards import SpoolRewards
@@ -24,7 +25,7 @@ from gateway.rollout.controller import RolloutController
 from gateway.rollout.observations import RolloutObserver
 from gateway.rollout.record import RolloutRecords
 from gateway.routing.change_log import RoutingChangeRecorder
-from gateway.routing.sender import Champion, OutboxSender, open_outbox
+from gateway.routing.sender import Champion, OutboxSender
 from gateway.routing.spec import RoutingMode
 from gateway.routing.store import RoutingStore
 from gateway.routing.table import RoutingTable
@@ -43,6 +44,7 @@ from gateway.state.local import FILE_NAME, RoutingStateStore
 from gateway.state.local_rollout import RolloutStore
 from gateway.state.mlflow_rollout import MlflowRolloutStore
 from gateway.state.mlflow_routing import MlflowRoutingStateStore
+from gateway.variants.model_loader import ModelLoader
 from gateway.variants.variant_set import VariantSet
 from gateway.wiring.services import GatewayServices
 
@@ -74,6 +76,26 @@ def open_storage(settings: Settings) -> Storage:
                       "on_log_failure = %s applies until it does", problem, settings.spool.on_log_failure)
     outbox, sender = open_outbox(settings.spool.dir, settings.mlflow.tracking_uri, settings.mlflow.retry_max_seconds)
     return Storage(spool, writer, outbox, sender)
+
+
+def open_outbox(directory: Path, tracking_uri: str, retry_max_s: float = 30.0
+                ) -> tuple[Outbox | None, OutboxSender | None]:
+    """The outbox next to the spool and its sender, started; (None, None) when the directory cannot
+    hold it (then each MLflow write gets one direct try, and a failure is only logged)."""
+    try:
+        outbox = Outbox(directory)
+    except Exception as exc:
+        log.error("cannot open the MLflow outbox in %s (%s): champion alias moves and change-log runs get one "
+                  "try each, not retried", directory, first_line(exc, 200))
+        return None, None
+    sender = OutboxSender(outbox, tracking_uri, retry_max_s=retry_max_s)
+    sender.start()
+    return outbox, sender
+
+
+def model_loader(settings: Settings) -> ModelLoader:
+    """What loads the variants' models: from the registry, through the local cache."""
+    return ModelLoader(settings.mlflow.tracking_uri, settings.mlflow.model_cache_dir, settings.model)
 
 
 def open_secrets(settings: Settings) -> Secrets:

@@ -22,12 +22,12 @@ from gateway.rollout.observations import RolloutObserver
 from gateway.rollout.prometheus import PrometheusCounts, PrometheusUnavailable
 from gateway.rollout.spec import RolloutState
 from gateway.routing.change_log import RoutingChangeRecorder
-from gateway.routing.sender import Champion, open_outbox
+from gateway.routing.sender import Champion
 from gateway.routing.spec import RoutingMode
 from gateway.routing.table import RoutingTable
 from gateway.state.mlflow_rollout import MlflowRolloutStore
 from gateway.state.mlflow_routing import MlflowRoutingStateStore
-from gateway.variants.model_loader import ModelLoader
+from gateway.wiring.build import model_loader, open_outbox
 
 log = logging.getLogger("gateway.rollout")
 
@@ -86,8 +86,7 @@ class StandaloneController:
         registered = None
         if spec is not None:
             try:
-                name, version, _, _ = ModelLoader(self.settings.mlflow.tracking_uri,
-                                               self.settings.mlflow.model_cache_dir).resolve(spec)
+                name, version, _, _ = model_loader(self.settings).resolve(spec)
                 registered = (name, version) if name and version else None
             except Exception as exc:
                 log.error("promote %s: cannot resolve %s in the registry: %s", variant, spec.model_uri,

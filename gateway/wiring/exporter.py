@@ -45,3 +45,9 @@ def build_exporter(settings: Settings, spool: PredictionSpool) -> Exporter:
     if settings.spool.exporter == "process":
         return ProcessExporter(settings, nice=settings.spool.exporter_nice)
     return build_thread_exporter(settings, spool)
+
+
+def spool_exporter(settings: Settings, *, lease_seconds: float = 60.0) -> tuple[PredictionSpool, ThreadExporter]:
+    """The spool of ``[spool] dir`` and the threads that export it, for python -m gateway.export."""
+    spool = PredictionSpool(settings.spool.dir)
+    return spool, build_thread_exporter(settings, spool, lease_seconds=lease_seconds)

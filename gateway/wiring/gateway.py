@@ -28,7 +28,7 @@ from gateway.spool.store import PredictionSpool
 from gateway.spool.writer import SpoolWriter
 from gateway.variants.model_loader import ModelLoader
 from gateway.variants.threads import limit_model_threads
-from gateway.wiring.build import build_services, open_secrets, open_storage
+from gateway.wiring.build import build_services, model_loader, open_secrets, open_storage
 from gateway.wiring.exporter import build_exporter
 from gateway.wiring.services import GatewayServices
 
@@ -84,8 +84,7 @@ class Gateway:
         ``on_fatal``; the gateway stays unready."""
         services, settings = self.services, self.settings
         log.info("%s", limit_model_threads(settings.model.threads))
-        loader = self._loader or ModelLoader(settings.mlflow.tracking_uri, settings.mlflow.model_cache_dir,
-                                             settings.model)
+        loader = self._loader or model_loader(settings)
         try:
             services.variants.load(loader, services.routing.config.variants, settings.model.bounds)
             if services.bandit is not None:
