@@ -63,7 +63,7 @@ def test_only_the_http_layer_imports_fastapi() -> None:
 ORDER: tuple[tuple[str, ...], ...] = (
     ("domain", "stats"),
     ("security",),
-    ("spool",),
+    ("spool", "delta"),
     ("mlflow",),
     ("variants",),
     ("protocols",),
@@ -122,7 +122,8 @@ def test_the_settings_import_only_the_components_specs() -> None:
     """config/ assembles the sections each component defines beside its code (their ``spec`` modules)
     and imports nothing else of theirs."""
     allowed = ("gateway.config", "gateway.domain", "gateway.routing.spec", "gateway.variants.spec",
-               "gateway.variants.schema", "gateway.bandit.spec", "gateway.rollout.spec", "gateway.security.spec")
+               "gateway.variants.schema", "gateway.bandit.spec", "gateway.rollout.spec", "gateway.security.spec",
+               "gateway.delta.spec")
     offenders = {m: sorted(n for n in imported(p) if _under(n, ("gateway",)) and not _under(n, allowed))
                  for m, p in MODULES.items() if _under(m, ("gateway.config",))}
     assert {m: n for m, n in offenders.items() if n} == {}

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from gateway.bandit.spec import BanditSection, check_bandit
 from gateway.config.checks import ENV_PREFIX, disabled_sections, unknown_environment, weights_notice
+from gateway.delta.spec import TableSection
 from gateway.domain.contract import is_http_uri
 from gateway.domain.messages import error_location
 from gateway.domain.validation import Section
@@ -195,6 +196,7 @@ class Settings(BaseSettings):
     controller: ControllerSection = ControllerSection()
     bandit: BanditSection = BanditSection()
     feedback: FeedbackSection = FeedbackSection()
+    table: TableSection = TableSection()
     _notices: list[str] = PrivateAttr(default_factory=list)  # sections present that do nothing (start-up log)
 
     @property
@@ -216,6 +218,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _cross_checks(self) -> Settings:
         validate_routing(self.routing.mode, self.variants, self.shadow)
+        if self.table.enabled and self.mlflow.granularity != "window":
+            raise ValueError("table.enabled: the inference table takes windows; set mlflow.granularity = \"window\" "
+                             "(per-prediction runs keep the seed's schema and carry their rows themselves)")
         if self.state.backend == StateBackend.MLFLOW and not is_http_uri(self.mlflow.tracking_uri):
             raise ValueError(f"state.backend: 'mlflow' needs an http(s) tracking server; mlflow.tracking_uri is "
                              f"{self.mlflow.tracking_uri!r}")

@@ -69,6 +69,9 @@ METRIC_TRUE_VALUE = "true_value"
 RECORDS_ARTIFACT = "predictions.parquet"
 RECORDS_ARTIFACT_JSONL = "predictions.jsonl"
 TAG_RECORDS_ARTIFACT = "records_artifact"
+# A window run whose rows are in an inference table ([table] enabled) has no artifact but this tag: the
+# table's URI; its rows are those whose window_id is the run's window_id tag (gateway/delta/).
+TAG_RECORDS_TABLE = "records_table"
 # In a window's Parquet table, one column per input is named this prefix and the input's name; tables
 # of windows whose rows differ in their inputs (and those exported before) have one JSON text column
 # "features" instead.

@@ -17,16 +17,20 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
+from gateway.delta.spec import PREDICTIONS
 from gateway.domain import contract
 from gateway.domain.records import PredictionRecord
 from gateway.mlflow.runs import SERIES_CHUNK, RunWriter
 from gateway.spool.rows import SpoolRow, Window
 from gateway.spool.store import PredictionSpool
 from gateway.variants.output import ModelKind
+
+if TYPE_CHECKING:
+    from gateway.export.inference_table import WindowTable
 
 
 @dataclass
@@ -174,13 +178,21 @@ class WindowRuns:
 
     def __init__(self, spool: PredictionSpool, writer: RunWriter, counters: ExportCounters, *,
                  window_seconds: float = 10.0, window_max_records: int = 200_000, lease_seconds: float = 120.0,
-                 series_max_records: int = 1000) -> None:
-        self.spool, self.writer, self.counters = spool, writer, counters
+                 series_max_records: int = 1000, table: WindowTable | None = None) -> None:
+        """``table``: the window's rows go to the inference table, and its run names them as a dataset
+        input, instead of carrying them as a Parquet artifact."""
+        self.spool, self.writer, self.counters, self.table = spool, writer, counters, table
         self.window_seconds, self.window_max_records = window_seconds, window_max_records
         self.series_max_records = series_max_records
         self.lease_seconds = max(lease_seconds, 120.0)
 
     def claim(self, draining: bool) -> tuple[str, Window] | None:
+        pending = self.table.pending() if self.table is not None else None
+        if pending is not None:  # numbered for the table and not appended yet: it goes before any other
+            window = self.spool.queue.reclaim_window(pending, self.lease_seconds)
+            if window is None and not self.spool.queue.holds_open(pending):
+                self.spool.commits.drop(pending)  # nothing of it is left to append
+            return (pending, window) if window is not None else None
         # Drain or shutdown: close every open window now rather than wait for its end.
         now = time.time() + (self.window_seconds + 1 if draining else 0)
         claimed = self.spool.queue.claim_window(self.window_seconds, self.window_max_records,
@@ -218,7 +230,8 @@ class WindowRuns:
                 contract.TAG_CONFIG_HASH: ",".join(sorted({s.config_hash for s in shared})),
                 contract.TAG_ROUTING: ",".join(sorted({s.routing for s in shared})),
                 contract.TAG_WEIGHTS: ";".join(sorted({s.weights for s in shared})),
-                contract.TAG_RECORDS_ARTIFACT: contract.RECORDS_ARTIFACT,
+                **({contract.TAG_RECORDS_ARTIFACT: contract.RECORDS_ARTIFACT} if self.table is None
+                   else {contract.TAG_RECORDS_TABLE: self.table.uri}),
                 "window_start_ms": str(start_ms), "window_end_ms": str(end_ms),
                 "window_start": contract.utc_iso(start_ms / 1000), "window_end": contract.utc_iso(end_ms / 1000),
             }
@@ -244,7 +257,11 @@ class WindowRuns:
                     series.append(Metric(contract.METRIC_PREDICTION_CLASS, float(index), ts, step))
         for i in range(0, len(series), SERIES_CHUNK):
             self.writer.log_batch(run_id, series[i:i + SERIES_CHUNK])
-        self.writer.log_bytes(run_id, table_parquet(table), contract.RECORDS_ARTIFACT)
+        if self.table is None:
+            self.writer.log_bytes(run_id, table_parquet(table), contract.RECORDS_ARTIFACT)
+        else:
+            version = self.table.append(batch_id, table)
+            self.writer.log_table_input(run_id, PREDICTIONS, self.table.uri, version, batch_id)
         self.writer.finish(run_id, end_ms + 1)
         self.spool.queue.mark_window_done(batch_id, run_id)
         self.spool.bump_counter("exported", n)

@@ -125,9 +125,10 @@ def _header_segment(segment: str) -> str | None:
 
 def _artifact_tables(runs: pd.DataFrame, granularity: str, artifact: str, tracking_uri: str,
                      progress: bool = False) -> pd.DataFrame:
-    """The record tables that window (or feedback-window) runs carry, concatenated: Parquet where the
-    run's ``records_artifact`` tag says so (read with pyarrow), else JSON lines. Downloads run in
-    parallel: each is a round trip to the tracking server."""
+    """The record tables of window (or feedback-window) runs, concatenated: read from the inference
+    table a run's ``records_table`` tag names, else downloaded: Parquet where its ``records_artifact``
+    tag says so (read with pyarrow), else JSON lines. Downloads run in parallel: each is a round trip
+    to the tracking server."""
     if f"tags.{contract.TAG_GRANULARITY}" not in runs.columns:
         return pd.DataFrame()
     chosen = runs[runs[f"tags.{contract.TAG_GRANULARITY}"] == granularity]
@@ -141,6 +142,12 @@ def _artifact_tables(runs: pd.DataFrame, granularity: str, artifact: str, tracki
     from gateway.mlflow.client import tracking_client
 
     client = tracking_client(tracking_uri)
+    in_table = pd.Series(False, index=chosen.index)
+    table_tag = f"tags.{contract.TAG_RECORDS_TABLE}"
+    if artifact == contract.RECORDS_ARTIFACT and table_tag in chosen.columns:
+        in_table = chosen[table_tag].notna() & (chosen[table_tag] != "")
+    from_tables = _table_rows(chosen[in_table])
+    chosen = chosen[~in_table]
     if artifact == contract.RECORDS_ARTIFACT:  # the tag names the table; runs from before it have JSON lines
         tagged = _col(chosen, f"tags.{contract.TAG_RECORDS_ARTIFACT}", None)
         names = [t if isinstance(t, str) and t else contract.RECORDS_ARTIFACT_JSONL for t in tagged]
@@ -167,9 +174,22 @@ def _artifact_tables(runs: pd.DataFrame, granularity: str, artifact: str, tracki
                     bar.update(1)
         if bar is not None:
             bar.close()
+    tables += from_tables
     if tables:
         frames.append(pa.concat_tables(tables, promote_options="permissive").to_pandas())
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _table_rows(runs: pd.DataFrame) -> list[Any]:
+    """The rows of window runs whose records are in an inference table: one query per table, for the
+    runs' window ids (gateway/delta/reader.py)."""
+    if runs.empty:
+        return []
+    from gateway.delta.reader import read_windows
+
+    uris = runs[f"tags.{contract.TAG_RECORDS_TABLE}"]
+    return [read_windows(str(uri), runs.loc[uris == uri, f"tags.{contract.TAG_WINDOW_ID}"].astype(str).tolist())
+            for uri in sorted(set(uris))]
 
 
 def window_records(runs: pd.DataFrame, tracking_uri: str, progress: bool = False,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import threading
 from typing import Any
@@ -65,3 +67,13 @@ class RunWriter:
             local = Path(tmp) / path
             local.write_bytes(data)
             self.client.log_artifact(run_id, str(local))
+
+    def log_table_input(self, run_id: str, name: str, uri: str, version: int, window_id: str) -> None:
+        """The run's rows as a dataset input: the Delta table they are in, at a version holding them,
+        and the window that selects them (MLflow's run page lists it under Datasets)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        source = json.dumps({"path": uri, "delta_table_version": version, "window_id": window_id}, sort_keys=True)
+        digest = hashlib.sha256(source.encode()).hexdigest()[:8]
+        dataset = Dataset(name=name, digest=digest, source_type="delta_table", source=source)
+        self.client.log_inputs(run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "production")])])

@@ -157,6 +157,20 @@ class ExportQueue:
             return (batch_id, Window(entries)) if entries else None
         return None
 
+    def reclaim_window(self, batch_id: str, lease_seconds: float = 120.0) -> Window | None:
+        """Lease window ``batch_id`` again, whole, if its lease has run out (its entries as they were
+        claimed); None while another exporter still holds it, or when it holds no open entry."""
+        now = time.time()
+        self._free_dead_leases(now)
+        entries = self._lease(f"batch_id = ? AND status = {CLAIMED:d} AND lease_until < ?", (batch_id, now),
+                              lease_seconds, now, batch_id)
+        return Window(entries) if entries else None
+
+    def holds_open(self, batch_id: str) -> bool:
+        """Whether window ``batch_id`` still holds an entry that is not exported."""
+        return bool(self.db.read(f"SELECT 1 FROM entries WHERE batch_id = ? AND status != {DONE:d} LIMIT 1",
+                                 [batch_id]))
+
     def set_run_id(self, row_ids: Sequence[RowKey], run_id: str) -> None:
         """The run a row's export created (before it is finished): a retry resumes it."""
         single, multi = self._split(row_ids)

@@ -89,6 +89,18 @@ CREATE TABLE IF NOT EXISTS label_units (
     PRIMARY KEY (model_version, unit)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS label_units_ts ON label_units (ts_ms);
+-- The spool's own identity (its Delta tables' app id), made once.
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- Each exported window's place in the sequence of one Delta table's appends from this spool: the
+-- app transaction's version, assigned before the append and kept until the next one commits.
+CREATE TABLE IF NOT EXISTS table_commits (
+    batch_id TEXT PRIMARY KEY,
+    table_name TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    committed INTEGER NOT NULL DEFAULT 0,
+    table_version INTEGER,
+    UNIQUE (table_name, seq)
+);
 -- Labels without a credential ([feedback] untrusted = "record"): kept for the retention, never used.
 CREATE TABLE IF NOT EXISTS untrusted_labels (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from gateway.domain.records import PredictionRecord, Role
+from gateway.spool.commits import TableCommits
 from gateway.spool.label_table import LabelExists, LabelRow, LabelTable
 from gateway.spool.packing import pack, unpack
 from gateway.spool.queue import ExportQueue
@@ -66,6 +67,7 @@ class PredictionSpool:
             create(conn, self.path)
         self.queue = ExportQueue(self.db)
         self.labels = LabelTable(self.db)
+        self.commits = TableCommits(self.db)
 
     def check_file(self) -> str | None:
         return self.db.check_file()

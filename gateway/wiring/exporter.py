@@ -24,9 +24,14 @@ def build_thread_exporter(settings: Settings, spool: PredictionSpool, *, lease_s
     writer = writer or RunWriter(m.tracking_uri, m.experiment)
     counters = ExportCounters()
     if m.granularity == "window":
+        table = None
+        if settings.table.enabled:
+            from gateway.export.inference_table import WindowTable  # deltalake: window tables only
+
+            table = WindowTable(spool, settings.table)
         strategy: Any = WindowRuns(spool, writer, counters, window_seconds=m.window_seconds,
                                    window_max_records=m.window_max_records, lease_seconds=lease_seconds,
-                                   series_max_records=m.window_series_max_records)
+                                   series_max_records=m.window_series_max_records, table=table)
         labels: Any = LabelWindows(spool, writer, counters, m.window_seconds, m.window_max_records)
     else:
         strategy = PredictionRuns(spool, writer, counters, workers=m.export_workers, lease_seconds=lease_seconds)
