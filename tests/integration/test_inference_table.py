@@ -1,0 +1,128 @@
+"""The inference table against a real MLflow server and real gateway processes: window runs with
+[table] enabled, 100- and 1,000-row OIP batches, the exporter SIGKILLed and then the whole gateway:
+every answered row is in the Delta table once, and each window's run names the table as a dataset
+input, read back through MLflow's own client."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable, QueryBuilder
+
+from stack.processes import GatewayProcess, MlflowServer, write_config
+from tests.harness.delivery import wait_drained
+from tests.integration.test_faults import _exporter_pid
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+NAMES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+
+
+def _gateway(tmp_path: Path, server: MlflowServer, cache: Path) -> GatewayProcess:
+    config = write_config(tmp_path / "gateway.toml", server.url, tmp_path / "spool", cache,
+                          mlflow={"granularity": "window", "window_seconds": 1.0,
+                                  "experiment": f"table-{tmp_path.name}"},
+                          table={"enabled": True, "uri": str(tmp_path / "table")})
+    return GatewayProcess(config=config, workdir=tmp_path / "gw", env={"GATEWAY_ADMIN_TOKEN": "tok"})
+
+
+class Batches:
+    """OIP batches of 100 and 1,000 rows from two threads; remembers each answered request's rows."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.answered, self._stop = url, {}, threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in (100, 1000)]
+
+    def _run(self, rows: int) -> None:
+        rng = np.random.default_rng(rows)
+        with httpx.Client(base_url=self.url, timeout=30) as http:
+            while not self._stop.is_set():
+                data = rng.uniform(0.1, 7.0, size=(rows, 4))
+                body = {"inputs": [{"name": "input-0", "shape": [rows, 4], "datatype": "FP64",
+                                    "data": data.ravel().tolist()}]}
+                try:
+                    r = http.post("/v2/models/IrisClassifier/infer", json=body)
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+                    continue
+                if r.status_code == 200:
+                    with self._lock:
+                        self.answered[r.json()["id"]] = rows
+                time.sleep(0.05)
+
+    def __enter__(self) -> Batches:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(30)
+
+
+def test_every_answered_row_is_in_the_table_once_after_sigkills(tmp_path: Path, mlflow_server: MlflowServer,
+                                                                 session_model_cache: Path) -> None:
+    answered: dict[str, int] = {}
+    for round_ in range(2):
+        gw = _gateway(tmp_path, mlflow_server, session_model_cache).start()
+        exporter = _exporter_pid(gw)
+        with Batches(gw.url) as traffic:
+            time.sleep(4)
+            if round_ == 0:
+                os.kill(exporter, signal.SIGKILL)  # mid-append or mid-run: the gateway starts another
+                time.sleep(3)
+            gw.stop(signal.SIGKILL)  # the whole process group, mid-request and mid-export
+        answered.update(traffic.answered)
+    gw = _gateway(tmp_path, mlflow_server, session_model_cache).start()
+    try:
+        wait_drained(gw, timeout=300)
+    finally:
+        gw.stop()
+    uri = str(tmp_path / "table" / "predictions")
+    table = DeltaTable(uri)
+    counts = pa.table(QueryBuilder().register("p", table).execute(
+        "SELECT request_id, COUNT(*) AS n, COUNT(DISTINCT row_index) AS distinct_rows FROM p "
+        "WHERE role = 'primary' GROUP BY request_id").read_all()).to_pylist()
+    in_table = {r["request_id"]: (r["n"], r["distinct_rows"]) for r in counts}
+    missing = [rid for rid in answered if rid not in in_table]
+    wrong = {rid: in_table[rid] for rid, n in answered.items() if rid in in_table and in_table[rid] != (n, n)}
+    rows = sum(answered.values())
+    print(f"after a SIGKILL of the exporter and one of the gateway: {len(answered)} requests, {rows} rows answered; "
+          f"{len(missing)} missing, {len(wrong)} with other than their rows once; table version {table.version()}, "
+          f"{len(table.file_uris())} files")
+    assert len(answered) > 10 and rows > 5000
+    assert not missing and not wrong
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    experiment = client.get_experiment_by_name(_experiment(tmp_path))
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], "tags.granularity = 'window'", max_results=1000)
+    assert runs
+    for run in runs:
+        assert run.data.tags["records_table"] == uri
+        inputs = run.inputs.dataset_inputs
+        assert [i.dataset.name for i in inputs] == ["predictions"] and inputs[0].dataset.source_type == "delta_table"
+        assert not client.list_artifacts(run.info.run_id)  # the rows are in the table, not copied into the run
+    per_run = {r.data.tags["window_id"]: r.data.metrics["count"] for r in runs}
+    by_window = pa.table(QueryBuilder().register("p", table).execute(
+        "SELECT window_id, COUNT(*) AS n FROM p GROUP BY window_id").read_all()).to_pylist()
+    assert {r["window_id"]: float(r["n"]) for r in by_window} == per_run  # one run per window, its count
+
+
+def _experiment(tmp_path: Path) -> str:
+    import tomllib
+
+    return str(tomllib.loads((tmp_path / "gateway.toml").read_text())["mlflow"]["experiment"])
