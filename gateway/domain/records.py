@@ -63,6 +63,9 @@ class PredictionRecord:
     # None / 0 in records of older releases.
     assignment_probability: float | None = None
     weights_version: int = 0
+    # The MLflow 3 LoggedModel the answering registry version was registered from ("" when it has none, or
+    # in records of older releases): the window runs' metrics are linked to it.
+    model_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """A shallow dict (the features object is shared, not copied): ``dataclasses.asdict`` deep-copies
@@ -100,6 +103,7 @@ class SharedFields:
     model: str = ""
     assignment_probability: float | None = None
     weights_version: int = 0
+    model_id: str = ""
 
     @classmethod
     def of(cls, fields: SharedFields | Mapping[str, Any]) -> SharedFields:

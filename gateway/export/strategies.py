@@ -241,7 +241,8 @@ class WindowRuns:
             self.counters.add(runs_created=1)
         table = window_table([e.columns for e in entries])
         n = table.num_rows
-        summary = [Metric(k, v, end_ms, 0) for k, v in window_summary(table).items()]
+        model_id = first.model_id or None  # the version's LoggedModel: its page shows these figures
+        summary = [Metric(k, v, end_ms, 0, model_id=model_id) for k, v in window_summary(table).items()]
         params = [Param("window_seconds", repr(self.window_seconds)),
                   Param("window_max_records", str(self.window_max_records))]
         self.writer.log_batch(run_id, summary, params)
@@ -261,7 +262,7 @@ class WindowRuns:
             self.writer.log_bytes(run_id, table_parquet(table), contract.RECORDS_ARTIFACT)
         else:
             version = self.table.append(batch_id, table)
-            self.writer.log_table_input(run_id, PREDICTIONS, self.table.uri, version, batch_id)
+            self.writer.log_table_input(run_id, PREDICTIONS, self.table.uri, version, batch_id, model_id)
         self.writer.finish(run_id, end_ms + 1)
         self.spool.queue.mark_window_done(batch_id, run_id)
         self.spool.bump_counter("exported", n)

@@ -68,12 +68,15 @@ class RunWriter:
             local.write_bytes(data)
             self.client.log_artifact(run_id, str(local))
 
-    def log_table_input(self, run_id: str, name: str, uri: str, version: int, window_id: str) -> None:
+    def log_table_input(self, run_id: str, name: str, uri: str, version: int, window_id: str,
+                        model_id: str | None = None) -> None:
         """The run's rows as a dataset input: the Delta table they are in, at a version holding them,
-        and the window that selects them (MLflow's run page lists it under Datasets)."""
-        from mlflow.entities import Dataset, DatasetInput, InputTag
+        and the window that selects them (MLflow's run page lists it under Datasets); and the version's
+        LoggedModel as the run's model input, when it has one."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelInput
 
         source = json.dumps({"path": uri, "delta_table_version": version, "window_id": window_id}, sort_keys=True)
         digest = hashlib.sha256(source.encode()).hexdigest()[:8]
         dataset = Dataset(name=name, digest=digest, source_type="delta_table", source=source)
-        self.client.log_inputs(run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "production")])])
+        self.client.log_inputs(run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "production")])],
+                               models=[LoggedModelInput(model_id)] if model_id else None)

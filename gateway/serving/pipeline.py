@@ -245,7 +245,7 @@ class Scorer:
             ts_ms=int(time.time() * 1000), routing=routing, config_hash=router.config_hash,
             weights=router.weights_tag, kind=str(variant.kind), batch_rows=result.batch_rows,
             request_time_ms=result.request_time_ms, user=user, headers=headers, model_uri=variant.spec.model_uri,
-            model=variant.model_identity, weights_version=router.version,
+            model=variant.model_identity, weights_version=router.version, model_id=variant.model_id or "",
             assignment_probability=router.assignment_probability(variant.name, routing) if role == Role.PRIMARY
             else None)
         predictions = result.predictions

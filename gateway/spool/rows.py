@@ -142,7 +142,7 @@ class Window(Sequence[SpoolRow]):
 
 # The per-row table of the release before entries: its columns are the record's fields as they were
 # when entries replaced it (the fields added since have their defaults in the records it moves into entries)
-_ADDED_SINCE = ("model_uri", "model", "assignment_probability", "weights_version")
+_ADDED_SINCE = ("model_uri", "model", "assignment_probability", "weights_version", "model_id")
 _ROW_TABLE_FIELDS = tuple(name for name in RECORD_FIELDS if name not in _ADDED_SINCE)
 COLUMNS = ", ".join(_ROW_TABLE_FIELDS)
 _JSON = {"features", "prediction"}  # stored as JSON text there: an object, and a label or a number

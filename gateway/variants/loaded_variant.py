@@ -50,6 +50,7 @@ class LoadedVariant:
     registry_version: str | None = None
     version_tags: dict[str, str] = field(default_factory=dict)
     run_id: str | None = None  # the run that logged the registry version
+    model_id: str | None = None  # the MLflow 3 LoggedModel the version was registered from
     source: str = "mlflow"  # "mlflow" | "cache" | "local"
     load_seconds: float = 0.0
     flavor: str = "sklearn"  # "sklearn": the estimator itself | "pyfunc": MLflow's generic wrapper
@@ -131,6 +132,7 @@ class LoadedVariant:
             "registered_model": self.registered_name,
             "registry_version": self.registry_version,
             "run_id": self.run_id,
+            "model_id": self.model_id,
             "version_label": self.version_tags.get("model_version"),
             "source": self.source,
             "flavor": self.flavor,

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlparse
 
 from gateway.domain.contract import EXAMPLE_LABELS
@@ -35,7 +35,16 @@ MAX_EXAMPLE_ROWS = 500  # of a model's logged input example, kept for /variants 
 
 log = logging.getLogger("gateway.variants")
 
+_LOGGED_MODEL = re.compile(r"^models:/(?P<id>m-[0-9a-f]+)$")
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<ref>[^/]+)|@(?P<alias>[^/]+))/?$")
+
+
+class Resolved(NamedTuple):
+    name: str | None
+    version: str | None
+    tags: dict[str, str]
+    run_id: str | None
+    model_id: str | None  # the LoggedModel (MLflow 3) the version was registered from
 
 
 class ModelLoader:
@@ -59,12 +68,12 @@ class ModelLoader:
         digest = hashlib.sha256(f"{self.tracking_uri}|{uri}".encode()).hexdigest()[:16]
         return self.cache_dir / digest
 
-    def resolve(self, spec: VariantSpec) -> tuple[str | None, str | None, dict[str, str], str | None]:
-        """(registered name, version, the version's tags, the run that logged it) of a models:/ URI;
-        Nones and {} for any other URI."""
+    def resolve(self, spec: VariantSpec) -> Resolved:
+        """A models:/ URI's registered name, version, the version's tags, the run that logged it and the
+        MLflow 3 LoggedModel it was registered from; Nones and {} for any other URI."""
         match = _MODELS_URI.match(spec.model_uri)
         if not match:
-            return None, None, {}, None
+            return Resolved(None, None, {}, None, None)
         client = self._client()
         name = match["name"]
         if match["alias"]:
@@ -81,7 +90,10 @@ class ModelLoader:
             if not versions:
                 raise ModelLoadError(f"registered model {name!r} has no version in stage {match['ref']!r}")
             mv = versions[0]
-        return name, str(mv.version), dict(mv.tags or {}), mv.run_id or None
+        # The registry's REST answer leaves model_id empty; the version's source names the LoggedModel.
+        logged = _LOGGED_MODEL.match(str(mv.source or ""))
+        model_id = getattr(mv, "model_id", None) or (logged["id"] if logged else None)
+        return Resolved(name, str(mv.version), dict(mv.tags or {}), mv.run_id or None, model_id)
 
     def load(self, spec: VariantSpec) -> LoadedVariant:
         start = time.perf_counter()
@@ -116,7 +128,7 @@ class ModelLoader:
         variant = LoadedVariant(
             spec=spec, model=model, schema=schema, kind=kind, decoder=OutputDecoder(kind, class_names, classes),
             registered_name=meta.get("registered_model"), registry_version=meta.get("registry_version"),
-            run_id=meta.get("run_id"),
+            run_id=meta.get("run_id"), model_id=meta.get("model_id"),
             version_tags=meta.get("version_tags", {}), source=source, flavor=flavor,
         )
         self._warm_up(variant, info, path)
@@ -163,7 +175,7 @@ class ModelLoader:
                 f"{self.tracking_uri} is unreachable ({problem}) and no cached copy exists"
             )
         try:
-            name, version, tags, run_id = self.resolve(spec)
+            name, version, tags, run_id, model_id = self.resolve(spec)
         except Exception as exc:
             problem = first_line(exc)
             if meta_path.exists() and self.model_config.allow_cached:
@@ -180,7 +192,7 @@ class ModelLoader:
                                 if meta_path.exists() else "")
             ) from None
         meta = {"model_uri": spec.model_uri, "registered_model": name, "registry_version": version,
-                "version_tags": tags, "run_id": run_id, "downloaded_at": time.time()}
+                "version_tags": tags, "run_id": run_id, "model_id": model_id, "downloaded_at": time.time()}
         if meta_path.exists():
             old = json.loads(meta_path.read_text())
             if version is not None and old.get("registry_version") == version:

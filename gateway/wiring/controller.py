@@ -86,7 +86,7 @@ class StandaloneController:
         registered = None
         if spec is not None:
             try:
-                name, version, _, _ = model_loader(self.settings).resolve(spec)
+                name, version, *_ = model_loader(self.settings).resolve(spec)
                 registered = (name, version) if name and version else None
             except Exception as exc:
                 log.error("promote %s: cannot resolve %s in the registry: %s", variant, spec.model_uri,

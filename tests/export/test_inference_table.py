@@ -27,7 +27,8 @@ T0 = 1_700_000_000_000
 
 
 class TableFakeMlflow(FakeMlflow):
-    def log_table_input(self, run_id: str, name: str, uri: str, version: int, window_id: str) -> None:
+    def log_table_input(self, run_id: str, name: str, uri: str, version: int, window_id: str,
+                        model_id: str | None = None) -> None:
         self._call(lambda: self.runs[run_id].setdefault("inputs", []).append((name, uri, version, window_id)))
 
 

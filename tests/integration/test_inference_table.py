@@ -116,6 +116,19 @@ def test_every_answered_row_is_in_the_table_once_after_sigkills(tmp_path: Path, 
         inputs = run.inputs.dataset_inputs
         assert [i.dataset.name for i in inputs] == ["predictions"] and inputs[0].dataset.source_type == "delta_table"
         assert not client.list_artifacts(run.info.run_id)  # the rows are in the table, not copied into the run
+    # The registry names each version's LoggedModel in its source (models:/m-...).
+    model_ids = {v: client.get_model_version("IrisClassifier", v[1:2]).source.removeprefix("models:/")
+                 for v in ("v1.0", "v2.0")}
+    assert all(model_ids.values())
+    in_rows = pa.table(QueryBuilder().register("p", table).execute(
+        "SELECT model_version, model_id, COUNT(*) AS n FROM p GROUP BY model_version, model_id").read_all())
+    assert {(r["model_version"], r["model_id"]) for r in in_rows.to_pylist()} == set(model_ids.items())
+    for run in runs:  # the run names the version's LoggedModel, and its metrics are linked to it
+        inputs = client.get_run(run.info.run_id).inputs
+        assert [m.model_id for m in inputs.model_inputs] == [model_ids[run.data.tags["model_version"]]]
+    for version, model_id in model_ids.items():
+        linked = {m.key for m in client.get_logged_model(model_id).metrics or []}
+        assert "count" in linked, (version, linked)
     per_run = {r.data.tags["window_id"]: r.data.metrics["count"] for r in runs}
     by_window = pa.table(QueryBuilder().register("p", table).execute(
         "SELECT window_id, COUNT(*) AS n FROM p GROUP BY window_id").read_all()).to_pylist()
