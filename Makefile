@@ -98,6 +98,7 @@ test-fast: $(STAMP)
 bench: $(STAMP) system-deps
 	$(PY) -m experiments.bench
 	$(PY) -m experiments.bench.tree_threads
+	$(PY) -m experiments.bench.table_files
 
 # The report at scale: a million window-mode predictions through the exporter, then one report.
 bench-report: $(STAMP)

@@ -1,0 +1,59 @@
+"""python -m experiments.bench.table_files: a day of 10-second windows into a Delta inference table
+(8,640 appends of 100-row windows, each under its own app transaction version), the files they
+leave, and what compaction and vacuum make of them. Prints one JSON line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pyarrow as pa
+from tqdm import tqdm
+
+from gateway.delta.appender import DeltaAppender
+from gateway.delta.maintenance import maintain
+
+T0 = 1_765_065_600_000  # 2025-12-07 00:00 UTC
+
+
+def window(i: int, rows: int, interval_ms: int) -> pa.Table:
+    ts = T0 + i * interval_ms
+    rng = np.random.default_rng(i)
+    return pa.table({"request_id": [f"r{i}-{j}" for j in range(rows)], "row_index": np.arange(rows),
+                     "model_version": ["v1.0" if i % 2 else "v2.0"] * rows, "ts_ms": np.full(rows, ts),
+                     "prediction": rng.choice(["Setosa", "Versicolor", "Virginica"], rows),
+                     "inference_time_ms": rng.gamma(2.0, 0.5, rows), "window_id": [f"w{i}"] * rows,
+                     **{f"features.f{k}": rng.normal(size=rows) for k in range(4)}})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.bench.table_files",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--windows", type=int, default=8640, help="appends (default: a day of 10 s windows)")
+    parser.add_argument("--rows", type=int, default=100, help="rows per window")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = f"{tmp}/predictions"
+        appender = DeltaAppender(uri)
+        start = time.perf_counter()
+        for i in tqdm(range(args.windows), unit="window", file=sys.stderr, disable=not sys.stderr.isatty()):
+            appender.append_once(window(i, args.rows, 10_000), "bench", i + 1)
+        appended_s = time.perf_counter() - start
+        start = time.perf_counter()
+        done = maintain(uri, vacuum_hours=0)
+        maintained_s = time.perf_counter() - start
+        assert done is not None
+        print(json.dumps({"windows": args.windows, "rows_per_window": args.rows,
+                          "append_ms_median_estimate": round(appended_s / args.windows * 1000, 2),
+                          "files_before": done.files_before, "files_after": done.files_after,
+                          "compacted": done.compacted, "vacuumed": done.vacuumed,
+                          "maintenance_seconds": round(maintained_s, 1)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
