@@ -33,12 +33,19 @@ class DeltaAppender:
         self.uri = uri
         self.storage_options = storage_options or None
         self.retries = retries
+        self._table: DeltaTable | None = None
 
     def _open(self) -> DeltaTable | None:
+        """The table at its newest version: opened once, then brought up to date from the log's new
+        entries only (re-reading the whole log per append took a third of a second at 2,500 versions)."""
+        if self._table is not None:
+            self._table.update_incremental()
+            return self._table
         try:
-            return DeltaTable(self.uri, storage_options=self.storage_options)
+            self._table = DeltaTable(self.uri, storage_options=self.storage_options)
         except TableNotFoundError:
             return None
+        return self._table
 
     def committed(self, app_id: str) -> int:
         """The highest app transaction version the table holds for ``app_id`` (0: none)."""

@@ -19,19 +19,20 @@ import pytest
 from deltalake import DeltaTable, QueryBuilder
 
 from stack.processes import GatewayProcess, MlflowServer, write_config
+from stack.s3 import CREDENTIALS, S3Server
 from tests.harness.delivery import wait_drained
 from tests.integration.test_faults import _exporter_pid
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.integration
 
 NAMES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
 
-def _gateway(tmp_path: Path, server: MlflowServer, cache: Path) -> GatewayProcess:
+def _gateway(tmp_path: Path, server: MlflowServer, cache: Path, **table: Any) -> GatewayProcess:
     config = write_config(tmp_path / "gateway.toml", server.url, tmp_path / "spool", cache,
                           mlflow={"granularity": "window", "window_seconds": 1.0,
                                   "experiment": f"table-{tmp_path.name}"},
-                          table={"enabled": True, "uri": str(tmp_path / "table")})
+                          table={"enabled": True, "uri": str(tmp_path / "table"), **table})
     return GatewayProcess(config=config, workdir=tmp_path / "gw", env={"GATEWAY_ADMIN_TOKEN": "tok"})
 
 
@@ -71,6 +72,7 @@ class Batches:
             t.join(30)
 
 
+@pytest.mark.slow
 def test_every_answered_row_is_in_the_table_once_after_sigkills(tmp_path: Path, mlflow_server: MlflowServer,
                                                                  session_model_cache: Path) -> None:
     answered: dict[str, int] = {}
@@ -91,18 +93,7 @@ def test_every_answered_row_is_in_the_table_once_after_sigkills(tmp_path: Path, 
         gw.stop()
     uri = str(tmp_path / "table" / "predictions")
     table = DeltaTable(uri)
-    counts = pa.table(QueryBuilder().register("p", table).execute(
-        "SELECT request_id, COUNT(*) AS n, COUNT(DISTINCT row_index) AS distinct_rows FROM p "
-        "WHERE role = 'primary' GROUP BY request_id").read_all()).to_pylist()
-    in_table = {r["request_id"]: (r["n"], r["distinct_rows"]) for r in counts}
-    missing = [rid for rid in answered if rid not in in_table]
-    wrong = {rid: in_table[rid] for rid, n in answered.items() if rid in in_table and in_table[rid] != (n, n)}
-    rows = sum(answered.values())
-    print(f"after a SIGKILL of the exporter and one of the gateway: {len(answered)} requests, {rows} rows answered; "
-          f"{len(missing)} missing, {len(wrong)} with other than their rows once; table version {table.version()}, "
-          f"{len(table.file_uris())} files")
-    assert len(answered) > 10 and rows > 5000
-    assert not missing and not wrong
+    _assert_once(table, answered, "after a SIGKILL of the exporter and one of the gateway")
 
     from mlflow import MlflowClient
 
@@ -133,6 +124,42 @@ def test_every_answered_row_is_in_the_table_once_after_sigkills(tmp_path: Path, 
     by_window = pa.table(QueryBuilder().register("p", table).execute(
         "SELECT window_id, COUNT(*) AS n FROM p GROUP BY window_id").read_all()).to_pylist()
     assert {r["window_id"]: float(r["n"]) for r in by_window} == per_run  # one run per window, its count
+
+
+def _assert_once(table: DeltaTable, answered: dict[str, int], what: str) -> None:
+    """Every answered request's rows in the table, each row once."""
+    counts = pa.table(QueryBuilder().register("p", table).execute(
+        "SELECT request_id, COUNT(*) AS n, COUNT(DISTINCT row_index) AS distinct_rows FROM p "
+        "WHERE role = 'primary' GROUP BY request_id").read_all()).to_pylist()
+    in_table = {r["request_id"]: (r["n"], r["distinct_rows"]) for r in counts}
+    missing = [rid for rid in answered if rid not in in_table]
+    wrong = {rid: in_table[rid] for rid, n in answered.items() if rid in in_table and in_table[rid] != (n, n)}
+    rows = sum(answered.values())
+    print(f"{what}: {len(answered)} requests, {rows} rows answered; {len(missing)} missing, {len(wrong)} with other "
+          f"than their rows once; table version {table.version()}, {len(table.file_uris())} files")
+    assert len(answered) > 10 and rows > 5000
+    assert not missing and not wrong
+
+
+def test_the_table_on_an_s3_api_server_holds_every_row_once(tmp_path: Path, mlflow_server: MlflowServer,
+                                                             session_model_cache: Path) -> None:
+    s3 = S3Server(tmp_path / "s3").start()
+    try:
+        s3.bucket("lake")
+        gw = _gateway(tmp_path, mlflow_server, session_model_cache, uri="s3://lake/gateway",
+                      storage_options=s3.storage_options())
+        gw.env.update(CREDENTIALS)
+        gw.start()
+        try:
+            with Batches(gw.url) as traffic:
+                time.sleep(4)
+            wait_drained(gw, timeout=120)
+        finally:
+            gw.stop()
+        table = DeltaTable("s3://lake/gateway/predictions", storage_options=s3.storage_options())
+        _assert_once(table, traffic.answered, "on the S3 API server (moto)")
+    finally:
+        s3.stop()
 
 
 def _experiment(tmp_path: Path) -> str:
