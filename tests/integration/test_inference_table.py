@@ -166,3 +166,37 @@ def _experiment(tmp_path: Path) -> str:
     import tomllib
 
     return str(tomllib.loads((tmp_path / "gateway.toml").read_text())["mlflow"]["experiment"])
+
+
+def test_writers_of_one_app_id_on_s3_commit_it_once_and_other_app_ids_side_by_side(tmp_path: Path) -> None:
+    from gateway.delta.appender import DeltaAppender
+    from gateway.delta.reader import read_windows
+
+    s3 = S3Server(tmp_path / "s3").start()
+    try:
+        s3.bucket("lake")
+        uri, options = "s3://lake/race/predictions", s3.storage_options()
+
+        def rows(window: str) -> pa.Table:
+            return pa.table({"request_id": [f"{window}-0", f"{window}-1"], "ts_ms": [1_765_100_000_000] * 2,
+                             "window_id": [window] * 2})
+
+        DeltaAppender(uri, options).append_once(rows("w0"), "init", 1)
+        appended: list[bool] = []
+        start = threading.Barrier(6)
+
+        def write(app: str, window: str) -> None:
+            start.wait()
+            appended.append(DeltaAppender(uri, options, retries=20).append_once(rows(window), app, 1).appended)
+
+        threads = [threading.Thread(target=write, args=(app, f"{app}{i}")) for app in "abc" for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        windows = read_windows(uri, [f"{a}{i}" for a in "abc" for i in range(2)], options).column("window_id")
+        per_app = {a: sum(1 for w in windows.to_pylist() if w.startswith(a)) for a in "abc"}
+        assert per_app == {"a": 2, "b": 2, "c": 2}  # one window (two rows) per app id: its version once
+        assert sorted(appended) == [False, False, False, True, True, True]
+    finally:
+        s3.stop()
