@@ -141,6 +141,35 @@ def _assert_once(table: DeltaTable, answered: dict[str, int], what: str) -> None
     assert not missing and not wrong
 
 
+def test_two_replicas_append_to_one_table_at_once(tmp_path: Path, mlflow_server: MlflowServer,
+                                                  session_model_cache: Path) -> None:
+    table_uri = str(tmp_path / "shared-table")
+    replicas = [_gateway(tmp_path / name, mlflow_server, session_model_cache, uri=table_uri).start()
+                for name in ("replica-a", "replica-b")]
+    answered: dict[str, int] = {}
+    try:
+        traffic = [Batches(gw.url) for gw in replicas]
+        for t in traffic:
+            t.__enter__()
+        time.sleep(5)
+        for t in traffic:
+            t.__exit__()
+            answered.update(t.answered)
+        for gw in replicas:
+            wait_drained(gw, timeout=120)
+    finally:
+        for gw in replicas:
+            gw.stop()
+    table = DeltaTable(f"{table_uri}/predictions")
+    import sqlite3
+
+    for name in ("replica-a", "replica-b"):  # each replica's spool appended under its own app id
+        with sqlite3.connect(tmp_path / name / "spool" / "predictions.sqlite3") as db:
+            (spool_id,) = db.execute("SELECT value FROM meta WHERE key = 'spool_id'").fetchone()
+        assert (table.transaction_version(f"gateway-spool-{spool_id}") or 0) > 0, name
+    _assert_once(table, answered, "two replicas appending to one table")
+
+
 def test_the_table_on_an_s3_api_server_holds_every_row_once(tmp_path: Path, mlflow_server: MlflowServer,
                                                              session_model_cache: Path) -> None:
     s3 = S3Server(tmp_path / "s3").start()
