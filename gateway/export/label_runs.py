@@ -17,8 +17,9 @@ import json
 import logging
 import time
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from gateway.delta.spec import FEEDBACK
 from gateway.domain import contract
 from gateway.domain.label_rule import absolute_error, is_correct
 from gateway.domain.records import Role
@@ -26,6 +27,9 @@ from gateway.export.strategies import ExportCounters
 from gateway.mlflow.runs import RunWriter
 from gateway.spool.label_table import LabelRow
 from gateway.spool.store import PredictionSpool
+
+if TYPE_CHECKING:
+    from gateway.export.inference_table import WindowTable
 
 
 class LabelStep(Protocol):
@@ -112,16 +116,28 @@ class LabelsOnPredictionRuns:
 
 class LabelWindows:
     def __init__(self, spool: PredictionSpool, writer: RunWriter, counters: ExportCounters,
-                 window_seconds: float = 10.0, max_labels: int = 5000, lease_seconds: float = 120.0) -> None:
-        self.spool, self.writer, self.counters = spool, writer, counters
+                 window_seconds: float = 10.0, max_labels: int = 5000, lease_seconds: float = 120.0,
+                 table: WindowTable | None = None) -> None:
+        """``table``: the labels go to the feedback inference table, and the run names it as a dataset
+        input, instead of carrying them as a JSON-lines artifact."""
+        self.spool, self.writer, self.counters, self.table = spool, writer, counters, table
         self.window_seconds, self.max_labels, self.lease_seconds = window_seconds, max_labels, lease_seconds
 
-    def run(self, draining: bool) -> int:
+    def _claim(self, draining: bool) -> tuple[str, list[LabelRow]]:
+        pending = self.table.pending() if self.table is not None else None
+        if pending is not None:  # numbered for the table and not appended yet: it goes before any other
+            batch_id, labels = self.spool.labels.claim(self.max_labels, self.lease_seconds, batch=pending)
+            if not labels and not self.spool.labels.holds_open(pending):
+                self.spool.commits.drop(pending)
+            return batch_id, labels
         oldest = self.spool.labels.oldest_open_ts_ms()
         if oldest is None or (not draining and time.time() - oldest / 1000 < self.window_seconds
                               and self.spool.labels.count_open() < self.max_labels):
-            return 0
-        batch_id, labels = self.spool.labels.claim(self.max_labels, self.lease_seconds)
+            return "", []
+        return self.spool.labels.claim(self.max_labels, self.lease_seconds)
+
+    def run(self, draining: bool) -> int:
+        batch_id, labels = self._claim(draining)
         if not labels:
             return 0
         first, last = min(lb.ts_ms for lb in labels), max(lb.ts_ms for lb in labels)
@@ -129,7 +145,8 @@ class LabelWindows:
             run_id = self.writer.find_run({contract.TAG_FEEDBACK_BATCH: batch_id}) if max(
                 lb.attempts for lb in labels) > 1 else None
             if run_id is None:
-                tags = {contract.TAG_GRANULARITY: contract.GRANULARITY_FEEDBACK, contract.TAG_FEEDBACK_BATCH: batch_id}
+                tags = {contract.TAG_GRANULARITY: contract.GRANULARITY_FEEDBACK, contract.TAG_FEEDBACK_BATCH: batch_id,
+                        **({contract.TAG_RECORDS_TABLE: self.table.uri} if self.table is not None else {})}
                 run_id = self.writer.create_run(first, tags, f"feedback_{first // 1000}")
             from gateway.mlflow.entities import Metric
 
@@ -138,12 +155,18 @@ class LabelWindows:
             if known:
                 metrics.append(Metric(contract.METRIC_CORRECT, float(sum(known)), last, 0))
             self.writer.log_batch(run_id, metrics)
-            table = "\n".join(json.dumps({"request_id": lb.request_id, "row_index": lb.row_index,
-                                          "model_version": lb.model_version, "true_label": lb.true_label,
-                                          "correct": lb.correct, "abs_error": lb.abs_error, "ts_ms": lb.ts_ms,
-                                          "reward": lb.reward, "trust": lb.trust},
-                                         separators=(",", ":")) for lb in labels) + "\n"
-            self.writer.log_text(run_id, table, contract.FEEDBACK_ARTIFACT)
+            if self.table is None:
+                table = "\n".join(json.dumps({"request_id": lb.request_id, "row_index": lb.row_index,
+                                              "model_version": lb.model_version, "true_label": lb.true_label,
+                                              "correct": lb.correct, "abs_error": lb.abs_error, "ts_ms": lb.ts_ms,
+                                              "reward": lb.reward, "trust": lb.trust},
+                                             separators=(",", ":")) for lb in labels) + "\n"
+                self.writer.log_text(run_id, table, contract.FEEDBACK_ARTIFACT)
+            else:
+                from gateway.export.inference_table import labels_table
+
+                version = self.table.append(batch_id, labels_table(labels))
+                self.writer.log_table_input(run_id, FEEDBACK, self.table.uri, version, batch_id)
             self.writer.finish(run_id, last + 1)
         except Exception:
             self.spool.labels.release(batch_id)

@@ -4,6 +4,7 @@ feedback-window label tables, as one table of records. The exporter writes this 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -144,9 +145,10 @@ def _artifact_tables(runs: pd.DataFrame, granularity: str, artifact: str, tracki
     client = tracking_client(tracking_uri)
     in_table = pd.Series(False, index=chosen.index)
     table_tag = f"tags.{contract.TAG_RECORDS_TABLE}"
-    if artifact == contract.RECORDS_ARTIFACT and table_tag in chosen.columns:
+    if table_tag in chosen.columns:
         in_table = chosen[table_tag].notna() & (chosen[table_tag] != "")
-    from_tables = _table_rows(chosen[in_table])
+    window_tag = contract.TAG_WINDOW_ID if artifact == contract.RECORDS_ARTIFACT else contract.TAG_FEEDBACK_BATCH
+    from_tables = _table_rows(chosen[in_table], window_tag)
     chosen = chosen[~in_table]
     if artifact == contract.RECORDS_ARTIFACT:  # the tag names the table; runs from before it have JSON lines
         tagged = _col(chosen, f"tags.{contract.TAG_RECORDS_ARTIFACT}", None)
@@ -174,23 +176,28 @@ def _artifact_tables(runs: pd.DataFrame, granularity: str, artifact: str, tracki
                     bar.update(1)
         if bar is not None:
             bar.close()
-    tables += from_tables
+    frames += from_tables
     if tables:
         frames.append(pa.concat_tables(tables, promote_options="permissive").to_pandas())
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _table_rows(runs: pd.DataFrame) -> list[Any]:
-    """The rows of window runs whose records are in an inference table: one query per table, for the
-    runs' window ids (gateway/delta/reader.py)."""
+def _table_rows(runs: pd.DataFrame, window_tag: str) -> list[pd.DataFrame]:
+    """The rows of window (or feedback-window) runs whose records are in an inference table: one query
+    per table, for the runs' window ids (their ``window_tag``; gateway/delta/reader.py). A label's
+    true_label is its JSON text there, read back to its value."""
     if runs.empty:
         return []
     from gateway.delta.reader import read_windows
 
     uris = runs[f"tags.{contract.TAG_RECORDS_TABLE}"]
-    return [read_windows(str(uri), runs.loc[uris == uri, f"tags.{contract.TAG_WINDOW_ID}"].astype(str).tolist())
-            for uri in sorted(set(uris))]
-
+    frames = []
+    for uri in sorted(set(uris)):
+        frame = read_windows(str(uri), runs.loc[uris == uri, f"tags.{window_tag}"].astype(str).tolist()).to_pandas()
+        if "true_label" in frame.columns:
+            frame["true_label"] = [json.loads(v) if isinstance(v, str) else v for v in frame["true_label"]]
+        frames.append(frame)
+    return frames
 
 def window_records(runs: pd.DataFrame, tracking_uri: str, progress: bool = False,
                    segment: str | None = None) -> pd.DataFrame:

@@ -118,12 +118,16 @@ class LabelTable:
         except sqlite3.Error as exc:
             raise SpoolWriteError(f"cannot write the prediction spool: {exc}") from exc
 
-    def claim(self, limit: int, lease_seconds: float = 60.0) -> tuple[str, list[LabelRow]]:
-        """Lease open labels, all under one batch id (a lease that ran out is taken back whole)."""
+    def claim(self, limit: int, lease_seconds: float = 60.0, batch: str | None = None) -> tuple[str, list[LabelRow]]:
+        """Lease open labels, all under one batch id (a lease that ran out is taken back whole). With
+        ``batch``: that batch only, if its lease ran out (none while another exporter holds it)."""
         now = time.time()
         with self.db.transaction() as conn:
             stale = conn.execute(f"SELECT batch_id FROM labels WHERE status = {CLAIMED:d} AND lease_until < ? "
-                                 "ORDER BY id LIMIT 1", (now,)).fetchone()
+                                 + ("AND batch_id = ? " if batch is not None else "") + "ORDER BY id LIMIT 1",
+                                 (now, batch) if batch is not None else (now,)).fetchone()
+            if batch is not None and stale is None:
+                return batch, []
             batch_id = stale[0] if stale else uuid.uuid4().hex
             where: tuple[str, tuple[Any, ...]] = ("batch_id = ?", (batch_id,)) if stale else (
                 f"id IN (SELECT id FROM labels WHERE status = {PENDING:d} ORDER BY id LIMIT ?)", (limit,))
@@ -151,6 +155,11 @@ class LabelTable:
         else:
             self.db.write(f"UPDATE labels SET status = {DONE:d}, run_id = ?, lease_until = NULL "
                           f"WHERE id IN ({marks(label_ids)})", [run_id, *label_ids])
+
+    def holds_open(self, batch_id: str) -> bool:
+        """Whether label batch ``batch_id`` still holds a label that is not exported."""
+        return bool(self.db.read(f"SELECT 1 FROM labels WHERE batch_id = ? AND status != {DONE:d} LIMIT 1",
+                                 [batch_id]))
 
     def release(self, batch_id: str) -> None:
         """Give a label batch back whole, same batch id, claimable at once (it may be in MLflow)."""

@@ -24,15 +24,16 @@ def build_thread_exporter(settings: Settings, spool: PredictionSpool, *, lease_s
     writer = writer or RunWriter(m.tracking_uri, m.experiment)
     counters = ExportCounters()
     if m.granularity == "window":
-        table = None
+        table = feedback = None
         if settings.table.enabled:
+            from gateway.delta.spec import FEEDBACK
             from gateway.export.inference_table import WindowTable  # deltalake: window tables only
 
-            table = WindowTable(spool, settings.table)
+            table, feedback = WindowTable(spool, settings.table), WindowTable(spool, settings.table, FEEDBACK)
         strategy: Any = WindowRuns(spool, writer, counters, window_seconds=m.window_seconds,
                                    window_max_records=m.window_max_records, lease_seconds=lease_seconds,
                                    series_max_records=m.window_series_max_records, table=table)
-        labels: Any = LabelWindows(spool, writer, counters, m.window_seconds, m.window_max_records)
+        labels: Any = LabelWindows(spool, writer, counters, m.window_seconds, m.window_max_records, table=feedback)
     else:
         strategy = PredictionRuns(spool, writer, counters, workers=m.export_workers, lease_seconds=lease_seconds)
         labels = LabelsOnPredictionRuns(spool, writer, counters, lease_seconds=lease_seconds)

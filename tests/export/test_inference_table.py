@@ -6,6 +6,7 @@ names the table as a dataset input instead of carrying a Parquet copy."""
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from gateway.delta.appender import Appended, DeltaAppender
 from gateway.delta.reader import read_windows
 from gateway.delta.spec import TableSection
 from gateway.export.inference_table import WindowTable
+from gateway.export.label_runs import LabelWindows
 from gateway.export.strategies import ExportCounters, WindowRuns
 from gateway.spool.commits import CommitPending
 from gateway.spool.store import PredictionSpool
@@ -112,3 +114,36 @@ def test_a_numbered_window_goes_before_any_other(tmp_path: Path) -> None:
     assert spool.commits.number(first[0], "predictions") == (1, True)
     assert exporter.claim(draining=True) is not None  # the next window may be numbered now
     assert read_windows(exporter.table.uri, [first[0]]).num_rows == len(first[1])  # type: ignore[union-attr]
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(1, 30), mlflow_faults=faults, delta_faults=faults)
+def test_every_label_lands_in_the_feedback_table_once(tmp_path_factory: Any, n: int, mlflow_faults: list[str],
+                                                       delta_faults: list[str]) -> None:
+    spool = PredictionSpool(tmp_path_factory.mktemp("spool"))
+    for i in range(n):
+        spool.append(rec(i))
+        record = spool.find(f"r{i}")
+        assert record is not None
+        spool.labels.append(record, "Setosa" if i % 3 else 2, bool(i % 3), None, trust="receipt",
+                            unit=f"request:r{i}")
+    fake = TableFakeMlflow(mlflow_faults)
+    table = WindowTable(spool, TableSection(enabled=True, uri=str(tmp_path_factory.mktemp("table"))), "feedback")
+    table.appender = FlakyAppender(table.uri, delta_faults)
+    step = LabelWindows(spool, fake, ExportCounters(), window_seconds=3600, max_labels=7,  # type: ignore[arg-type]
+                        table=table)
+    for _ in range(500):
+        if spool.labels.count_open() == 0:
+            break
+        try:
+            step.run(draining=True)
+        except ConnectionError:
+            spool.queue.expire_leases()
+    assert spool.labels.count_open() == 0
+    batches = [r["tags"]["feedback_batch_id"] for r in fake.runs.values()]
+    assert len(batches) == len(set(batches))
+    rows = read_windows(table.uri, batches).to_pylist()
+    assert sorted(r["request_id"] for r in rows) == sorted(f"r{i}" for i in range(n)), "each label once"
+    assert sorted(json.loads(r["true_label"]) for r in rows if r["request_id"] == "r0") == [2]
+    for run in fake.runs.values():
+        assert "feedback.jsonl" not in run["artifacts"] and run["tags"]["records_table"] == table.uri

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, QueryBuilder
 
-from stack.processes import GatewayProcess, MlflowServer, write_config
+from stack.processes import FEEDBACK_AUTH, GatewayProcess, MlflowServer, write_config
 from stack.s3 import CREDENTIALS, S3Server
 from tests.harness.delivery import wait_drained
 from tests.integration.test_faults import _exporter_pid
@@ -155,6 +155,13 @@ def test_two_replicas_append_to_one_table_at_once(tmp_path: Path, mlflow_server:
         for t in traffic:
             t.__exit__()
             answered.update(t.answered)
+        labelled = {rid: replicas[0].url for rid in list(traffic[0].answered)[:20]}
+        with httpx.Client(timeout=10) as http:
+            for rid, url in labelled.items():
+                for row in (0, 7):
+                    r = http.post(url + "/feedback", json={"request_id": rid, "row_index": row, "true_label": "Setosa"},
+                                  headers=FEEDBACK_AUTH)
+                    assert r.status_code == 202, r.text
         for gw in replicas:
             wait_drained(gw, timeout=120)
     finally:
@@ -168,6 +175,11 @@ def test_two_replicas_append_to_one_table_at_once(tmp_path: Path, mlflow_server:
             (spool_id,) = db.execute("SELECT value FROM meta WHERE key = 'spool_id'").fetchone()
         assert (table.transaction_version(f"gateway-spool-{spool_id}") or 0) > 0, name
     _assert_once(table, answered, "two replicas appending to one table")
+    feedback = pa.table(QueryBuilder().register("f", DeltaTable(f"{table_uri}/feedback")).execute(
+        "SELECT request_id, row_index, true_label FROM f").read_all()).to_pylist()
+    assert sorted((r["request_id"], r["row_index"]) for r in feedback) == sorted(
+        (rid, row) for rid in labelled for row in (0, 7))  # each label once
+    assert {r["true_label"] for r in feedback} == {'"Setosa"'}
 
 
 def test_the_table_on_an_s3_api_server_holds_every_row_once(tmp_path: Path, mlflow_server: MlflowServer,
