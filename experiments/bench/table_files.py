@@ -1,6 +1,7 @@
-"""python -m experiments.bench.table_files: a day of 10-second windows into a Delta inference table
-(8,640 appends of 100-row windows, each under its own app transaction version), the files they
-leave, and what compaction and vacuum make of them. Prints one JSON line."""
+"""python -m experiments.bench.table_files: 10-second windows into a Delta inference table (100-row
+windows, each under its own app transaction version, compacted hourly as python -m gateway.delta
+would be), the time per append at the start and at the end, the files left, and what a last
+compaction and vacuum make of them. Prints one JSON line."""
 
 from __future__ import annotations
 
@@ -33,22 +34,34 @@ def window(i: int, rows: int, interval_ms: int) -> pa.Table:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.bench.table_files",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--windows", type=int, default=8640, help="appends (default: a day of 10 s windows)")
+    parser.add_argument("--windows", type=int, default=2160, help="appends (default: 6 hours of 10 s windows)")
     parser.add_argument("--rows", type=int, default=100, help="rows per window")
+    parser.add_argument("--compact-every", type=int, default=360, metavar="N",
+                        help="compact (without vacuum) after every N windows, as an hourly maintenance would "
+                             "(default %(default)s: 10 s windows; 0: never)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"{tmp}/predictions"
         appender = DeltaAppender(uri)
         start = time.perf_counter()
+        per_append: list[float] = []
         for i in tqdm(range(args.windows), unit="window", file=sys.stderr, disable=not sys.stderr.isatty()):
-            appender.append_once(window(i, args.rows, 10_000), "bench", i + 1)
+            rows = window(i, args.rows, 10_000)
+            began = time.perf_counter()
+            appender.append_once(rows, "bench", i + 1)
+            per_append.append(time.perf_counter() - began)
+            if args.compact_every and (i + 1) % args.compact_every == 0 and i + 1 < args.windows:
+                maintain(uri)
         appended_s = time.perf_counter() - start
+        tenth = max(1, args.windows // 10)
         start = time.perf_counter()
         done = maintain(uri, vacuum_hours=0)
         maintained_s = time.perf_counter() - start
         assert done is not None
         print(json.dumps({"windows": args.windows, "rows_per_window": args.rows,
                           "append_ms_mean": round(appended_s / args.windows * 1000, 2),
+                          "append_ms_first_tenth": round(float(np.mean(per_append[:tenth])) * 1000, 2),
+                          "append_ms_last_tenth": round(float(np.mean(per_append[-tenth:])) * 1000, 2),
                           "files_before": done.files_before, "files_after": done.files_after,
                           "compacted": done.compacted, "vacuumed": done.vacuumed,
                           "maintenance_seconds": round(maintained_s, 1)}))

@@ -20,6 +20,10 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 PARTITION = "day"  # the UTC day of ts_ms, 2026-12-07: a day's rows are read without the rest
+# Set when the table is made. A window every 10 s is 8,640 commits a day: kept 30 days (Delta's default)
+# the log directory would hold 259,000 files that every open lists. Two days of log is enough to read
+# any version since the last maintenance; older versions end with the vacuum anyway.
+TABLE_PROPERTIES = {"delta.logRetentionDuration": "interval 2 days"}
 
 
 @dataclass(frozen=True)
@@ -33,19 +37,15 @@ class DeltaAppender:
         self.uri = uri
         self.storage_options = storage_options or None
         self.retries = retries
-        self._table: DeltaTable | None = None
 
     def _open(self) -> DeltaTable | None:
-        """The table at its newest version: opened once, then brought up to date from the log's new
-        entries only (re-reading the whole log per append took a third of a second at 2,500 versions)."""
-        if self._table is not None:
-            self._table.update_incremental()
-            return self._table
+        """The table at its newest version, opened afresh: from its last checkpoint and the commits
+        after it. (One table object brought up to date commit by commit grew slower faster: 22 ms an
+        append at first, 164 ms after 1,500 commits, against 45 and 93 ms opened afresh.)"""
         try:
-            self._table = DeltaTable(self.uri, storage_options=self.storage_options)
+            return DeltaTable(self.uri, storage_options=self.storage_options)
         except TableNotFoundError:
             return None
-        return self._table
 
     def committed(self, app_id: str) -> int:
         """The highest app transaction version the table holds for ``app_id`` (0: none)."""
@@ -62,6 +62,7 @@ class DeltaAppender:
                 return Appended(table.version(), False)
             try:
                 write_deltalake(table if table is not None else self.uri, rows, mode="append",
+                                configuration=TABLE_PROPERTIES if table is None else None,
                                 partition_by=[PARTITION], schema_mode="merge", storage_options=self.storage_options,
                                 commit_properties=CommitProperties(
                                     custom_metadata={k: str(v) for k, v in (metadata or {}).items()},
