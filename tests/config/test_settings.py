@@ -170,3 +170,15 @@ def test_side_experiments_follow_the_served_experiment(tmp_path: Path) -> None:
     named = load_settings(_write(tmp_path, "[mlflow]\ncomparison_experiment = \"cmp\"\n"
                                            "routing_changes_experiment = \"chg\"\n")).mlflow
     assert (named.comparison, named.routing_changes) == ("cmp", "chg")
+
+
+def test_the_inference_table_takes_windows_only_and_a_known_store() -> None:
+    from gateway.config.settings import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match="granularity"):
+        load_settings(None, table={"enabled": True})
+    with pytest.raises(ConfigError, match="s3://"):
+        load_settings(None, table={"uri": "gs://bucket/x"}, mlflow={"granularity": "window"})
+    settings = load_settings(None, table={"enabled": True, "uri": "s3://lake/prefix/"},
+                             mlflow={"granularity": "window"})
+    assert settings.table.table_uri("predictions") == "s3://lake/prefix/predictions"
