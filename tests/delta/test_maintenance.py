@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 
 from gateway.delta.appender import DeltaAppender
 from gateway.delta.maintenance import maintain
@@ -49,3 +50,27 @@ def test_compaction_leaves_a_file_per_day_and_loses_no_row_appended_beside_it(tm
 
 def test_no_table_yet_is_said_not_an_error(tmp_path: Path) -> None:
     assert maintain(str(tmp_path / "nothing")) is None
+
+
+def test_the_command_maintains_both_tables_and_runs_one_at_a_time(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.delta.__main__ import LOCK, main
+    from gateway.spool.leader import LeaderLock
+
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[mlflow]\ngranularity = "window"\n\n[spool]\ndir = "{tmp_path / "spool"}"\n\n'
+                      f'[table]\nenabled = true\nuri = "{tmp_path / "table"}"\n')
+    appender = DeltaAppender(str(tmp_path / "table" / "predictions"))
+    for i in range(5):
+        appender.append_once(_window(i), "spool", i + 1)
+    assert main(["--config", str(config), "--vacuum-hours", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "predictions: 5 -> " in out and "feedback: no table yet" in out
+    held = LeaderLock(tmp_path / "spool" / LOCK)
+    assert held.try_acquire()
+    try:
+        assert main(["--config", str(config)]) == 3  # another maintenance holds the lock
+    finally:
+        held.release()
+    config.write_text(f'[spool]\ndir = "{tmp_path / "spool"}"\n')
+    assert main(["--config", str(config)]) == 2  # no tables in this config: said, not done
