@@ -47,11 +47,6 @@ class DeltaAppender:
         except TableNotFoundError:
             return None
 
-    def committed(self, app_id: str) -> int:
-        """The highest app transaction version the table holds for ``app_id`` (0: none)."""
-        table = self._open()
-        return 0 if table is None else int(table.transaction_version(app_id) or 0)
-
     def append_once(self, rows: pa.Table, app_id: str, version: int,
                     metadata: dict[str, Any] | None = None) -> Appended:
         """Append ``rows`` as app transaction ``version`` of ``app_id``, unless the table holds it."""

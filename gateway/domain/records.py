@@ -79,7 +79,6 @@ ROW_FIELDS = ("features", "prediction", "class_index", "row_index")  # what diff
 SHARED_FIELDS = tuple(name for name in RECORD_FIELDS if name not in ROW_FIELDS)
 
 
-
 @dataclass(frozen=True, slots=True)
 class SharedFields:
     """What every row of one request's records shares (``SHARED_FIELDS``, in that order; a test keeps

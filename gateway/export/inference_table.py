@@ -11,10 +11,12 @@ import pyarrow as pa
 
 from gateway.delta.appender import DeltaAppender
 from gateway.delta.spec import PREDICTIONS, TableSection
+from gateway.domain import contract
 from gateway.spool.label_table import LabelRow
 from gateway.spool.store import PredictionSpool
 
-WINDOW_ID = "window_id"  # the column that ties a row to its window (and its MLflow run)
+# The column that ties a row to its window: the same name as the window run's tag.
+WINDOW_ID = contract.TAG_WINDOW_ID
 
 
 class WindowTable:

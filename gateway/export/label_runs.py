@@ -4,7 +4,8 @@ Per-prediction mode joins each label to its prediction's run: metric ``correct``
 or ``abs_error`` and ``true_value`` (regressors), and tag ``true_label``. A label whose prediction is
 not in MLflow yet waits for it; re-logging is idempotent. Window mode has no run per prediction, so
 labels go into runs of their own (``granularity = feedback-window``) with a ``feedback.jsonl``
-table that the report joins to the records by request id and row.
+table, or with ``[table] enabled`` rows in the feedback inference table that the run names, which
+the report joins to the records by request id and row.
 
 A label for a prediction another replica answered (``LabelRow.remote``) is judged here, in per-prediction
 mode, from that run's ``prediction`` tag; in window mode the report and the rollout controller judge it

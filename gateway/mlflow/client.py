@@ -52,12 +52,6 @@ def get_or_create_experiment(client: Any, name: str) -> str:
         return str(exp.experiment_id)
 
 
-def experiment_id(tracking_uri: str, name: str) -> str | None:
-    """The id of experiment ``name``, or None when the server has none of that name."""
-    exp = tracking_client(tracking_uri).get_experiment_by_name(name)
-    return None if exp is None else str(exp.experiment_id)
-
-
 def set_alias(tracking_uri: str, model: str, alias: str, version: str) -> None:
     """Point a registered model's alias at one of its versions (raises on any failure)."""
     tracking_client(tracking_uri).set_registered_model_alias(model, alias, version)

@@ -1,6 +1,7 @@
 """Reading the prediction log back from MLflow: per-prediction runs, window runs' record tables and
 feedback-window label tables, as one table of records. The exporter writes this format
-(strategies.py, labels.py); the report and the replicas' rollout controller read it here."""
+(export/strategies.py, export/label_runs.py), or into the inference table the runs name
+(gateway/delta/); the report and the replicas' rollout controller read it here."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from gateway.export.strategies import ExportCounters, WindowRuns
 from gateway.spool.commits import CommitPending
 from gateway.spool.store import PredictionSpool
 from tests.export.test_strategies import FakeMlflow
-from tests.harness.records import rec
+from tests.harness.records import rec, spool_labelled
 
 T0 = 1_700_000_000_000
 
@@ -121,12 +121,7 @@ def test_a_numbered_window_goes_before_any_other(tmp_path: Path) -> None:
 def test_every_label_lands_in_the_feedback_table_once(tmp_path_factory: Any, n: int, mlflow_faults: list[str],
                                                        delta_faults: list[str]) -> None:
     spool = PredictionSpool(tmp_path_factory.mktemp("spool"))
-    for i in range(n):
-        spool.append(rec(i))
-        record = spool.find(f"r{i}")
-        assert record is not None
-        spool.labels.append(record, "Setosa" if i % 3 else 2, bool(i % 3), None, trust="receipt",
-                            unit=f"request:r{i}")
+    spool_labelled(spool, n, lambda i: "Setosa" if i % 3 else 2)
     fake = TableFakeMlflow(mlflow_faults)
     table = WindowTable(spool, TableSection(enabled=True, uri=str(tmp_path_factory.mktemp("table"))), "feedback")
     table.appender = FlakyAppender(table.uri, delta_faults)
@@ -147,3 +142,31 @@ def test_every_label_lands_in_the_feedback_table_once(tmp_path_factory: Any, n: 
     assert sorted(json.loads(r["true_label"]) for r in rows if r["request_id"] == "r0") == [2]
     for run in fake.runs.values():
         assert "feedback.jsonl" not in run["artifacts"] and run["tags"]["records_table"] == table.uri
+
+
+def test_the_report_reads_records_and_labels_back_from_the_tables(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from gateway.mlflow.readback import join_labels, window_labels, window_records
+
+    spool = PredictionSpool(tmp_path / "spool")
+    spool_labelled(spool, 12, lambda i: "Setosa" if i % 3 else 2)
+    fake = TableFakeMlflow([])
+    section = TableSection(enabled=True, uri=str(tmp_path / "table"))
+    exporter = WindowRuns(spool, fake, ExportCounters(), window_seconds=5, window_max_records=5,  # type: ignore[arg-type]
+                          table=WindowTable(spool, section))
+    labels = LabelWindows(spool, fake, ExportCounters(), window_seconds=3600, max_labels=5,  # type: ignore[arg-type]
+                          table=WindowTable(spool, section, "feedback"))
+    while (claimed := exporter.claim(draining=True)) is not None:
+        exporter.export(claimed, lambda: False)
+    while labels.run(draining=True):
+        pass
+    runs = pd.DataFrame([{"run_id": run_id, **{f"tags.{k}": v for k, v in run["tags"].items()}}
+                         for run_id, run in fake.runs.items()])
+    records = window_records(runs, "http://127.0.0.1:9")  # nothing downloaded: every run names its table
+    assert sorted(records["request_id"]) == sorted(f"r{i}" for i in range(12))
+    truth = window_labels(runs, "http://127.0.0.1:9")
+    assert sorted(truth["true_label"].tolist(), key=str) == sorted(
+        ["Setosa" if i % 3 else 2 for i in range(12)], key=str)  # each label's own type back from its JSON
+    joined = join_labels(records, truth)
+    assert joined["correct"].notna().sum() == 12

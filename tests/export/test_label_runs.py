@@ -13,7 +13,7 @@ from gateway.export.label_runs import LabelsOnPredictionRuns, LabelWindows
 from gateway.export.strategies import ExportCounters, PredictionRuns
 from gateway.spool.store import PredictionSpool
 from tests.export.test_strategies import FakeMlflow, faults
-from tests.harness.records import rec
+from tests.harness.records import rec, spool_labelled
 
 
 def test_labels_join_their_prediction_runs_once_exported(tmp_path: Any) -> None:
@@ -39,12 +39,7 @@ def test_labels_join_their_prediction_runs_once_exported(tmp_path: Any) -> None:
 @given(n=st.integers(1, 30), injected=faults)
 def test_label_windows_exactly_once(tmp_path_factory: Any, n: int, injected: list[str]) -> None:
     spool = PredictionSpool(tmp_path_factory.mktemp("spool"))
-    for i in range(n):
-        spool.append(rec(i))
-        record = spool.find(f"r{i}")
-        assert record is not None
-        spool.labels.append(record, "Setosa" if i % 3 else "Virginica", bool(i % 3), None, trust="receipt",
-                            unit=f"request:r{i}")
+    spool_labelled(spool, n, lambda i: "Setosa" if i % 3 else "Virginica")
     fake = FakeMlflow(injected)
     step = LabelWindows(spool, fake, ExportCounters(), window_seconds=3600, max_labels=7)  # type: ignore[arg-type]
     for _ in range(500):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from gateway.domain.records import PredictionRecord
 from stack.iris import FEATURES
 
@@ -13,3 +16,12 @@ def rec(i: int, role: str = "primary", version: str = "v1.0", ts: int | None = N
         class_index=0, inference_time_ms=0.5, ts_ms=ts if ts is not None else 1_700_000_000_000 + i,
         routing="weighted", config_hash="abc", row_index=row)
     return PredictionRecord(**{**base, **fields})  # type: ignore[arg-type]
+
+
+def spool_labelled(spool: Any, n: int, label: Callable[[int], Any]) -> None:
+    """Records r0..r{n-1} in ``spool``, each with a label by receipt (``label(i)``; right when i % 3)."""
+    for i in range(n):
+        spool.append(rec(i))
+        record = spool.find(f"r{i}")
+        assert record is not None
+        spool.labels.append(record, label(i), bool(i % 3), None, trust="receipt", unit=f"request:r{i}")
