@@ -24,6 +24,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def descendants(pid: int) -> dict[int, list[str]]:
+    """Every process below ``pid`` (children, theirs, ...), with its command line, read from /proc."""
+    parents: dict[int, int] = {}
+    commands: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            commands[int(entry.name)] = (entry / "cmdline").read_bytes().decode().split("\0")[:-1]
+        except OSError:  # gone meanwhile
+            continue
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: dict[int, list[str]] = {}
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in found:
+                found[child] = commands[child]
+                frontier.append(child)
+    return found
+
+
 def wait_http(url: str, timeout: float, proc: subprocess.Popen[Any] | None = None,
               ok: tuple[int, ...] = (200,)) -> None:
     deadline = time.monotonic() + timeout

@@ -11,6 +11,8 @@ from pathlib import Path
 from experiments.bench.peers import Setup
 from experiments.bench.wrk import run_wrk
 
+EXPORTER = "gateway.export"  # the exporter child's command line: python -m gateway.export --follow
+
 
 @dataclass
 class Memory:
@@ -22,14 +24,18 @@ class Memory:
     rss_end_mb: float
     rss_peak_mb: float
     failed: int = 0  # requests answered with no 2xx (a 503 when the queue is full) or not at all
+    exporter_start_mb: float = 0.0  # the exporter process(es) alone, within the figures above
+    exporter_end_mb: float = 0.0
+    exporter_peak_mb: float = 0.0
 
     @property
     def growth_mb(self) -> float:
         return self.rss_end_mb - self.rss_start_mb
 
 
-def group_rss_mb(pid: int) -> float:
-    """The resident memory of every process in ``pid``'s process group (the gateway and its exporter)."""
+def group_rss_mb(pid: int, command: str | None = None) -> float:
+    """The resident memory of every process in ``pid``'s process group (the gateway and its exporter),
+    or of those whose command line holds ``command``."""
     total_kb = 0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -37,6 +43,8 @@ def group_rss_mb(pid: int) -> float:
         try:
             stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             if int(stat[2]) != pid:  # field 5, pgrp
+                continue
+            if command is not None and command not in (entry / "cmdline").read_bytes().decode(errors="replace"):
                 continue
             for line in (entry / "status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -51,13 +59,14 @@ def measure_memory(setup: Setup, pid: int, url: str, seconds: int, scripts: Path
     assert setup.memory is not None
     script = scripts / f"{setup.name}-memory.lua"
     script.write_text(setup.memory.script)
-    start = group_rss_mb(pid)
-    peak = [start]
+    start, exporter_start = group_rss_mb(pid), group_rss_mb(pid, EXPORTER)
+    peak, exporter_peak = [start], [exporter_start]
     done = threading.Event()
 
     def sample() -> None:
         while not done.wait(1.0):
             peak.append(group_rss_mb(pid))
+            exporter_peak.append(group_rss_mb(pid, EXPORTER))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -66,10 +75,12 @@ def measure_memory(setup: Setup, pid: int, url: str, seconds: int, scripts: Path
     finally:
         done.set()
         sampler.join()
-    end = group_rss_mb(pid)
+    end, exporter_end = group_rss_mb(pid), group_rss_mb(pid, EXPORTER)
     ok = max(0, wrk.requests - wrk.non_2xx - wrk.socket_errors)
     out = Memory(setup.name, seconds, connections, round(ok / wrk.seconds * setup.memory.rows), round(start, 1),
-                 round(end, 1), round(max(*peak, end), 1), wrk.non_2xx + wrk.socket_errors)
+                 round(end, 1), round(max(*peak, end), 1), wrk.non_2xx + wrk.socket_errors,
+                 round(exporter_start, 1), round(exporter_end, 1), round(max(*exporter_peak, exporter_end), 1))
     print(f"   memory   c={connections} {seconds}s: {out.rows_per_s:.0f} rows/s, RSS {start:.0f} -> {end:.0f} MB "
-          f"(peak {out.rss_peak_mb:.0f}), {out.failed} requests not 2xx", file=sys.stderr)
+          f"(peak {out.rss_peak_mb:.0f}; the exporter {exporter_start:.0f} -> {exporter_end:.0f}, peak "
+          f"{out.exporter_peak_mb:.0f}), {out.failed} requests not 2xx", file=sys.stderr)
     return out

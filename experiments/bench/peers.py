@@ -126,7 +126,10 @@ def start_mlserver(work: Path, tracking_uri: str, url: str, venv: Path) -> Servi
                    cwd=repo)
 
 
-def gateway_starter(logging: str | None, workers: int = 1) -> Callable[[Path, str, str], GatewayProcess]:
+def gateway_starter(logging: str | None, workers: int = 1, *,
+                    table: bool = False) -> Callable[[Path, str, str], GatewayProcess]:
+    """The gateway with the given prediction log (None: off) and worker processes; ``table``: window
+    rows into the Delta inference table under the setup's directory, not into Parquet artifacts."""
     def start(work: Path, tracking_uri: str, url: str) -> GatewayProcess:
         experiment = f"bench-{work.name}"
         bounds = {c: {"gt": 0, "le": 100} for c in COLUMNS}
@@ -138,7 +141,8 @@ def gateway_starter(logging: str | None, workers: int = 1) -> Callable[[Path, st
             # 64 connections of 1,000 rows (the memory check) all queue instead of getting a 503
             batching={"max_queue_rows": 100_000},
             mlflow={"tracking_uri": tracking_uri, "model_cache_dir": str(work.parent / "cache"), "export_workers": 8,
-                    "granularity": logging or "prediction", "window_seconds": 5.0, "experiment": experiment})
+                    "granularity": logging or "prediction", "window_seconds": 5.0, "experiment": experiment},
+            **({"table": {"enabled": True, "uri": str(work / "table")}} if table else {}))
         gw = GatewayProcess(config=config, workdir=work, port=int(url.rsplit(":", 1)[1]),
                             args=["--workers", str(workers)] if workers > 1 else [])
         return gw.start(timeout=180)
@@ -158,10 +162,15 @@ def setups(mlserver: Path | None) -> list[Setup]:
         Setup("gw-window", single_form, gateway_batches, "window", gateway_starter("window"),
               memory=oip_batch(GATEWAY_OIP, 1000)),
         Setup("gw-off", single_form, gateway_batches, None, gateway_starter(None)),
+        # The window log into the Delta inference table ([table] enabled): each window's rows appended
+        # to <work>/table/predictions, its MLflow run holding the summary and a dataset input.
+        Setup("gw-table", single_form, gateway_batches, "window", gateway_starter("window", table=True)),
         # Two worker processes: as many as MLServer runs by default (its HTTP process and one inference
         # worker process). Batches only.
         Setup("gw-window-2p", None, gateway_batches, "window", gateway_starter("window", 2)),
         Setup("gw-off-2p", None, gateway_batches, None, gateway_starter(None, 2)),
+        Setup("gw-table-2p", None, gateway_batches, "window", gateway_starter("window", 2, table=True),
+              memory=oip_batch(GATEWAY_OIP, 1000)),
         # Only when asked for (--setups seed): the seed document's design, a synchronous MLflow run
         # inside every request; tens of requests/s.
         Setup("seed", single_form, start=start_seed),

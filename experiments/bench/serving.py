@@ -12,14 +12,16 @@ rounds, driven by wrk at c=1, 8 and 64 with the seed's one-row input in the setu
     gw-off          the gateway with its prediction log off
     gw-window-2p    gw-window with two worker processes (``--workers 2``), batches only
     gw-off-2p       gw-off with two worker processes, batches only
+    gw-table        gw-window with the Delta inference table ([table] enabled): rows to Delta, runs to MLflow
+    gw-table-2p     gw-table with two worker processes (one exporter), batches only
 
 Then batches at c=8 (rows/s): 100 and 1,000 rows as one [N, 4] FP64 Open Inference Protocol tensor
 (the gateway and MLServer, the same body), and a 100-row ``dataframe_split`` on ``/invocations``
 (the gateway and ``mlflow models serve``). Single-row ratios are against the bare app of the same
 round, batch ratios against the peer given the same body. After a logging setup's load, its records
-are counted in MLflow once exported: lost and duplicated must both be 0. In round 1, gw-window also
-takes 1,000-row batches at 64 connections for ``--memory-seconds`` while its RSS (every process of
-the gateway, the exporter's included) is read.
+are counted in MLflow (or in the table its window runs name) once exported: lost and duplicated must
+both be 0. In round 1, gw-window and gw-table-2p also take 1,000-row batches at 64 connections for
+``--memory-seconds`` while their RSS (every process of the gateway, and the exporter's alone) is read.
 
     python -m experiments.bench [--seconds 8] [--rounds 2] [--setups bare,gw-prediction,...] [--memory-seconds 60]
 
@@ -233,12 +235,13 @@ def tables(summary: dict[tuple[str, str, int], dict[str, float]], integrity: lis
                      f"{i.lost} | {i.duplicated} | {i.unanswered} | {i.drain_seconds} | {lag} | "
                      f"{'-' if i.max_export_lag_any_s is None else i.max_export_lag_any_s} |")
     if memory:
-        lines += ["", "| setup | load | rows/s | RSS at start MB | at end MB | peak MB | growth MB |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["", "| setup | load | rows/s | RSS at start MB | at end MB | peak MB | growth MB | "
+                  "exporter MB: start, end, peak |",
+                  "|---|---|---|---|---|---|---|---|"]
         for m in memory:
             lines.append(f"| {m.setup} | 1,000-row OIP batches, c={m.connections}, {m.seconds} s | "
                          f"{m.rows_per_s:.0f} | {m.rss_start_mb} | {m.rss_end_mb} | {m.rss_peak_mb} | "
-                         f"{m.growth_mb:.1f} |")
+                         f"{m.growth_mb:.1f} | {m.exporter_start_mb}, {m.exporter_end_mb}, {m.exporter_peak_mb} |")
     return "\n".join(lines)
 
 
@@ -277,18 +280,32 @@ def targets(summary: dict[tuple[str, str, int], dict[str, float]], integrity: li
           lambda v: v >= 1.5)
     check("gw-window-2p / mlserver, OIP 1,000 rows, rows/s", batch_ratio("gw-window-2p", "mlserver", OIP_1000),
           ">= 1.0", lambda v: v >= 1.0)
+    # The inference table ([table] enabled): the window log's rows into Delta, not through MLflow.
+    check("gw-table-2p / mlserver, OIP 1,000 rows, rows/s", batch_ratio("gw-table-2p", "mlserver", OIP_1000),
+          ">= 1.0", lambda v: v >= 1.0)
+    check("gw-table-2p / mlserver, OIP 100 rows, rows/s", batch_ratio("gw-table-2p", "mlserver", OIP_100),
+          ">= 1.5", lambda v: v >= 1.5)
+    check("gw-table / mlserver, single rows, c=8", ratio("gw-table", "mlserver", 8), ">= 1.2", lambda v: v >= 1.2)
+    check("gw-table p99 / bare p99, c=8", ratio("gw-table", "bare", 8, "p99_ms"), "<= 1.5", lambda v: v <= 1.5)
     check("gw-window / mlflow-serve, dataframe_split 100 rows, rows/s (one process each)",
           batch_ratio("gw-window", "mlflow-serve", SPLIT_100), ">= 2", lambda v: v >= 2)
-    windowed = [i for i in integrity if i.setup.startswith("gw-window")]
+    windowed = [i for i in integrity if i.setup.startswith(("gw-window", "gw-table"))]
     lag = max((i.max_export_lag_s or 0.0 for i in windowed), default=None)
-    check("gw-window(-2p) max export lag during the 100-row load, s", lag, f"< {2 * window_seconds:g}",
+    check("gw-window/gw-table(-2p) max export lag during the 100-row load, s", lag, f"< {2 * window_seconds:g}",
+          lambda v: v < 2 * window_seconds)
+    lag_any = max((i.max_export_lag_any_s or 0.0 for i in windowed if i.setup.startswith("gw-table")), default=None)
+    check("gw-table(-2p) max export lag during any load, s", lag_any, f"< {2 * window_seconds:g}",
           lambda v: v < 2 * window_seconds)
     drain = max((i.drain_seconds for i in windowed), default=None)
-    check("gw-window(-2p) backlog gone after the load, s", drain, "<= 15", lambda v: v <= 15)
+    check("gw-window/gw-table(-2p) backlog gone after the load, s", drain, "<= 15", lambda v: v <= 15)
     bad = sum(i.lost + i.duplicated for i in integrity) if integrity else None
     check("lost + duplicated, every logging setup", bad, "== 0", lambda v: v == 0)
     growth = max((round(m.growth_mb, 1) for m in memory or []), default=None)
-    check("gw-window RSS growth after 1,000-row batches at c=64, MB", growth, "<= 300", lambda v: v <= 300)
+    check("gw-window(-2p)/gw-table-2p RSS growth after 1,000-row batches at c=64, MB", growth, "<= 300",
+          lambda v: v <= 300)
+    exporter = max((round(m.exporter_end_mb - m.exporter_start_mb, 1) for m in memory or []
+                    if m.setup.startswith("gw-table")), default=None)
+    check("gw-table-2p exporter RSS growth over the memory load, MB", exporter, "<= 100", lambda v: v <= 100)
     return out
 
 

@@ -31,6 +31,16 @@ class LeaderLock:
         self._handle = handle
         return True
 
+    def write(self, text: str) -> None:
+        """Replace the lock file's text (who holds it, for humans and standby processes); only the
+        holder writes."""
+        if self._handle is None:
+            raise RuntimeError(f"{self.path} is not held by this process")
+        self._handle.seek(0)
+        self._handle.truncate()
+        self._handle.write(text)
+        self._handle.flush()
+
     def release(self) -> None:
         if self._handle is not None:
             self._handle.close()

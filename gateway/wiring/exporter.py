@@ -8,6 +8,7 @@ from typing import Any
 from gateway.config.settings import Settings
 from gateway.export import Exporter
 from gateway.export.label_runs import LabelsOnPredictionRuns, LabelWindows
+from gateway.export.leading import LOCK_NAME, LeadingExporter
 from gateway.export.policy import Backoff, FallingBehind, TrafficDeferral
 from gateway.export.process import ProcessExporter
 from gateway.export.runner import ThreadExporter
@@ -47,10 +48,15 @@ def build_thread_exporter(settings: Settings, spool: PredictionSpool, *, lease_s
 
 
 def build_exporter(settings: Settings, spool: PredictionSpool) -> Exporter:
-    """The exporter ``[spool] exporter`` asks for: a niced child process, or threads in the gateway."""
-    if settings.spool.exporter == "process":
-        return ProcessExporter(settings, nice=settings.spool.exporter_nice)
-    return build_thread_exporter(settings, spool)
+    """The exporter ``[spool] exporter`` asks for (a niced child process, or threads in the gateway),
+    started only in the one process that leads the spool's export: under ``--workers N`` the other
+    workers stand by, and one takes over when the leader exits."""
+    def build() -> Exporter:
+        if settings.spool.exporter == "process":
+            return ProcessExporter(settings, nice=settings.spool.exporter_nice)
+        return build_thread_exporter(settings, spool)
+
+    return LeadingExporter(build, settings.spool.dir / LOCK_NAME)
 
 
 def spool_exporter(settings: Settings, *, lease_seconds: float = 60.0) -> tuple[PredictionSpool, ThreadExporter]:

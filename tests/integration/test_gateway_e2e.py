@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import httpx
 import pytest
 
 from experiments.traffic import run_traffic
-from stack.processes import FEEDBACK_AUTH, ROOT, GatewayProcess, MlflowServer, free_port, write_config
+from stack.processes import FEEDBACK_AUTH, ROOT, GatewayProcess, MlflowServer, descendants, free_port, write_config
 from tests.harness.delivery import FEATURES, runs_by_request, wait_drained
 
 pytestmark = pytest.mark.integration
@@ -327,6 +328,30 @@ def test_several_workers_give_correct_metric_totals(start_gateway: Callable[...,
     wait_drained(gw)
     runs = runs_by_request(mlflow_server.url, "iris-workers")
     assert len(runs) == 400 and all(len(v) == 1 for v in runs.values())
+    # One exporter serves the spool, not one per worker: the other worker stands by.
+    exporters = [cmd for cmd in descendants(gw.proc.pid).values() if cmd[1:4] == ["-m", "gateway.export", "--follow"]]
+    assert len(exporters) == 1, exporters
+    kinds = {httpx.get(gw.url + "/stats", headers={"Connection": "close"}).json()["exporter"]["kind"]
+             for _ in range(12)}
+    assert kinds <= {"process", "standby"}, kinds
+    workers = {pid for pid, cmd in descendants(gw.proc.pid).items() if "gateway.export" not in cmd}
+    leader = int((gw.workdir / "spool" / "exporter.lock").read_text())
+    assert leader in workers
+    # The leading worker killed: the other worker's exporter takes the export over, uvicorn starts a
+    # new worker, and what is served after the kill reaches MLflow too.
+    os.kill(leader, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        taken = (gw.workdir / "spool" / "exporter.lock").read_text().strip()
+        if taken.isdigit() and int(taken) != leader:
+            break
+        time.sleep(0.2)
+    assert int(taken) != leader and int(taken) in workers, (taken, leader, workers)
+    for _ in range(50):
+        assert httpx.post(gw.url + "/predict", json=body, headers={"Connection": "close"}).status_code == 200
+    wait_drained(gw)
+    runs = runs_by_request(mlflow_server.url, "iris-workers")
+    assert len(runs) == 450 and all(len(v) == 1 for v in runs.values())
 
 
 def _answers_for(url: str, seconds: float) -> list[tuple[float, str, int]]:
