@@ -87,7 +87,8 @@ def test_every_manifest_is_valid_against_the_kubernetes_schemas() -> None:
     print(f"{len(kinds)} documents valid against the Kubernetes {VERSION} schemas (strict): {', '.join(kinds)}")
     expected = {"StatefulSet/gateway", "HorizontalPodAutoscaler/gateway", "Deployment/rollout-controller",
                 "Deployment/mlflow", "StatefulSet/postgres", "StatefulSet/minio", "Deployment/prometheus",
-                "Deployment/grafana", "ConfigMap/grafana-dashboards", "ConfigMap/gateway-config"}
+                "Deployment/grafana", "ConfigMap/grafana-dashboards", "ConfigMap/gateway-config",
+                "CronJob/table-maintenance"}
     assert expected <= set(kinds)
 
 
@@ -201,6 +202,30 @@ def test_the_pods_config_shares_state_in_mlflow_and_matches_the_services() -> No
     assert settings.controller.prometheus_url == f"http://prometheus:{prometheus_port}"
     assert _env(controller)["GATEWAY_CONTROLLER__PROMETHEUS_URL"] == settings.controller.prometheus_url
     assert _find("Deployment", "rollout-controller")["spec"]["replicas"] == 1
+
+
+def test_the_inference_table_lives_in_minio_and_is_maintained_hourly_one_run_at_a_time() -> None:
+    settings = load_settings(K8S / "files" / "gateway.toml")
+    assert settings.table.enabled and settings.mlflow.granularity == "window"
+    bucket = settings.table.uri.removeprefix("s3://").split("/")[0]
+    assert settings.table.uri.startswith("s3://") and bucket
+    minio_port = _find("Service", "minio")["spec"]["ports"][0]["port"]
+    assert settings.table.storage_options["AWS_ENDPOINT_URL"] == f"http://minio:{minio_port}"
+    assert settings.table.storage_options["AWS_ALLOW_HTTP"] == "true"  # MinIO in the cluster speaks plain HTTP
+    job = _container("Job", "minio-bucket")
+    assert f"store/{bucket}" in " ".join(job["args"]), "the bucket job must make the table's bucket"
+    cron = _find("CronJob", "table-maintenance")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    maintenance = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert maintenance["command"][:3] == ["python", "-m", "gateway.delta"]
+    assert importlib.util.find_spec("gateway.delta.__main__") is not None
+    assert load_settings(_arg(maintenance["command"], "--config").replace("/etc/gateway", str(K8S / "files"))).table \
+        == settings.table
+    for container in (_container("StatefulSet", "gateway"), maintenance):
+        env = _env(container)
+        assert env["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "iris-ab-credentials", "key": "MINIO_ROOT_USER"}}
+        assert env["AWS_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": "iris-ab-credentials",
+                                                                 "key": "MINIO_ROOT_PASSWORD"}}
 
 
 def test_prometheus_scrapes_every_gateway_pod_and_the_controller() -> None:
