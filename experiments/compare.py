@@ -43,7 +43,7 @@ def _config_defaults(path: str) -> dict[str, Any]:
         return {}
     return {"experiment": settings.mlflow.experiment, "tracking_uri": settings.mlflow.tracking_uri,
             "spool": settings.spool.dir, "control": settings.variants[0].name,
-            "summary_experiment": settings.mlflow.comparison_experiment}
+            "summary_experiment": settings.mlflow.comparison_experiment, "table": settings.table}
 
 
 def _ratio(text: str) -> float:
@@ -89,6 +89,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="a candidate whose p95 is more than this times the control's (95%% intervals apart) "
                              "is clearly slower: not promoted when no better, a trade-off when better "
                              "(default %(default)s)")
+    parser.add_argument("--engine", choices=["mlflow", "duckdb", "spark"], default="mlflow",
+                        help="mlflow (default): read every run and its rows into pandas; duckdb or spark: aggregate "
+                             "the inference table of the config's [table] where the rows are, statistics on the "
+                             "aggregates (window mode with [table] enabled; docs/report.md)")
+    parser.add_argument("--spark-master", default="local[2]",
+                        help="Spark's master URL with --engine spark (default %(default)s; a cluster's in production)")
     parser.add_argument("--correction", choices=CORRECTIONS, default="holm",
                         help="p-value adjustment across versions x metrics: holm (default; any false positive "
                              "at most alpha), bh (Benjamini-Hochberg: false discovery rate), none")
@@ -117,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from gateway.mlflow.client import check_tracking_server
 
-    problem = check_tracking_server(args.tracking_uri)
+    problem = None if args.engine != "mlflow" and args.no_log else check_tracking_server(args.tracking_uri)
     if problem:
         print(f"error: MLflow tracking server {args.tracking_uri} is unreachable ({problem}); point the report at "
               "yours with --tracking-uri URL or MLFLOW_TRACKING_URI=URL (make run MLFLOW_PORT=N serves it at "
@@ -128,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
                                progress=not args.json and sys.stderr.isatty())
         if left:
             print(f"warning: {left} record(s) still wait in the spool after {args.wait:g} s", file=sys.stderr)
+    if args.engine != "mlflow":
+        return _engine_report(args, defaults)
     try:
         report, records = build_report(args.experiment, args.tracking_uri, since=args.since, until=args.until,
                                        config_hash=args.config_hash, role=args.role,
@@ -144,6 +152,34 @@ def main(argv: list[str] | None = None) -> int:
     for message in report["warnings"]:
         print(f"warning: {message}", file=sys.stderr)
     _publish(st.to_jsonable(report), records, args)
+    return 0
+
+
+def _engine_report(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
+    """--engine duckdb|spark: the report from the inference table's aggregates."""
+    from experiments.report.build import build_table_report
+    from experiments.report.engines import TableMissing
+
+    section = defaults.get("table")
+    if section is None:
+        print(f"error: --engine {args.engine} reads the inference table of the gateway's config ([table] uri); "
+              f"{args.config} could not be read", file=sys.stderr)
+        return 2
+    try:
+        report, charts = build_table_report(
+            section, args.engine, experiment=args.experiment, tracking_uri=args.tracking_uri,
+            spark_master=args.spark_master, since=args.since, until=args.until, config_hash=args.config_hash,
+            role=args.role, seed=args.seed, control=args.control or defaults.get("control"),
+            correction=args.correction, max_slowdown=args.max_slowdown)
+    except (NoRuns, TableMissing) as exc:
+        print(f"no data: {exc}", file=sys.stderr)
+        return 2
+    warning = unexported_warning(args.spool, args.since, args.until, args.role)
+    report["partial"] = warning is not None
+    report["warnings"] = [*report["warnings"], *([warning] if warning else [])]
+    for message in report["warnings"]:
+        print(f"warning: {message}", file=sys.stderr)
+    _publish(st.to_jsonable(report), charts, args)
     return 0
 
 

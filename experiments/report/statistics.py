@@ -104,6 +104,54 @@ def latency_mwu(a: np.ndarray, b: np.ndarray, *, seed: int | None = 0, n_resampl
             "significant": bool(res.pvalue < ALPHA), "n_a": len(a), "n_b": len(b)}
 
 
+def mwu_counts(values_a: np.ndarray, counts_a: np.ndarray, values_b: np.ndarray,
+               counts_b: np.ndarray) -> tuple[float, float]:
+    """Mann-Whitney U of b against a, two-sided, from each sample's distinct values and their counts
+    (an engine's GROUP BY): (U of b, p-value). The normal approximation with the tie correction and
+    the continuity correction, as ``scipy.stats.mannwhitneyu(..., method="asymptotic")`` computes it
+    on the expanded samples; memory grows with the distinct values, not the rows."""
+    va, ca = np.asarray(values_a, dtype=float), np.asarray(counts_a, dtype=float)
+    vb, cb = np.asarray(values_b, dtype=float), np.asarray(counts_b, dtype=float)
+    values, where = np.unique(np.concatenate([va, vb]), return_inverse=True)
+    in_a = np.bincount(where[:len(va)], weights=ca, minlength=len(values))
+    in_b = np.bincount(where[len(va):], weights=cb, minlength=len(values))
+    ties = in_a + in_b
+    n_a, n_b = in_a.sum(), in_b.sum()
+    n = n_a + n_b
+    below = np.cumsum(ties) - ties  # rows with a smaller value
+    midrank = below + (ties + 1) / 2
+    u_b = float((in_b * midrank).sum() - n_b * (n_b + 1) / 2)
+    mu = n_a * n_b / 2
+    tie_term = float((ties ** 3 - ties).sum())
+    sigma = np.sqrt(n_a * n_b / 12 * ((n + 1) - tie_term / (n * (n - 1))))
+    if sigma == 0:
+        return u_b, 1.0
+    u = max(u_b, n_a * n_b - u_b)
+    z = (u - mu - 0.5) / sigma
+    return u_b, float(min(1.0, 2 * stats.norm.sf(z)))
+
+
+def cluster_ratio_delta(num_a: np.ndarray, den_a: np.ndarray, num_b: np.ndarray, den_b: np.ndarray
+                        ) -> dict[str, Any] | None:
+    """``cluster_ratio_difference`` in closed form: the delta method's variance of each arm's ratio
+    of per-unit sums, for many units (the bootstrap's index matrix grows with units x resamples)."""
+    parts = []
+    for num, den in ((num_a, den_a), (num_b, den_b)):
+        x, y = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+        if len(x) < 2 or y.sum() <= 0:
+            return None
+        ratio = x.sum() / y.sum()
+        mean_y = y.mean()
+        variance = float(np.var(x - ratio * y, ddof=1) / (len(x) * mean_y ** 2))
+        parts.append((float(ratio), variance, len(x)))
+    (ra, var_a, ua), (rb, var_b, ub) = parts
+    diff, se = rb - ra, float(np.sqrt(var_a + var_b))
+    p = float(2 * stats.norm.sf(abs(diff) / se)) if se > 0 else (1.0 if diff == 0 else 0.0)
+    z = stats.norm.ppf(1 - ALPHA / 2)
+    return {"test": "delta_method", "a": ra, "b": rb, "difference": diff, "ci": [diff - z * se, diff + z * se],
+            "p_value": p, "units": [ua, ub], "significant": bool(p < ALPHA)}
+
+
 def srm(observed: dict[str, int], weights: dict[str, float]) -> dict[str, Any] | None:
     """Sample-ratio mismatch: chi-square goodness of fit of the observed split to the configured one."""
     names = [n for n, w in weights.items() if w > 0]
@@ -135,9 +183,15 @@ def accuracy(correct: np.ndarray) -> dict[str, Any] | None:
     correct = correct[~np.isnan(correct)]
     if len(correct) == 0:
         return None
-    k, n = int(correct.sum()), len(correct)
-    ci = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
-    return {"n": n, "correct": k, "rate": k / n, "ci": [float(ci.low), float(ci.high)]}
+    return accuracy_counts(int(correct.sum()), len(correct))
+
+
+def accuracy_counts(correct: int, n: int) -> dict[str, Any] | None:
+    """``accuracy`` from its two counts (what an engine's aggregate gives)."""
+    if n == 0:
+        return None
+    ci = stats.binomtest(correct, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return {"n": n, "correct": correct, "rate": correct / n, "ci": [float(ci.low), float(ci.high)]}
 
 
 def accuracy_difference(table: np.ndarray) -> dict[str, Any] | None:

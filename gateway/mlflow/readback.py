@@ -205,6 +205,11 @@ def window_records(runs: pd.DataFrame, tracking_uri: str, progress: bool = False
     """Window runs expanded to their records, from each run's record table; with ``segment`` (an input
     column), its value as ``segment``."""
     raw = _artifact_tables(runs, contract.GRANULARITY_WINDOW, contract.RECORDS_ARTIFACT, tracking_uri, progress)
+    return records_of_rows(raw, segment)
+
+
+def records_of_rows(raw: pd.DataFrame, segment: str | None = None) -> pd.DataFrame:
+    """A window's rows (its Parquet artifact, or the inference table's columns) as records."""
     if raw.empty:
         return pd.DataFrame(columns=RECORD_COLUMNS)
     kind = raw["kind"] if "kind" in raw.columns else pd.Series(["classifier"] * len(raw))

@@ -1,0 +1,167 @@
+"""Where the report's heavy work runs: an SQL engine over the inference tables, not pandas.
+
+Every query is written once, in DuckDB's dialect (experiments/report/aggregates.py), and runs as it
+is on DuckDB (embedded, the default) or transpiled by sqlglot for Apache Spark (``--engine spark``),
+where an exact percentile becomes Spark's ``percentile_approx`` (relative rank error 1/10,000).
+
+Both read the Delta tables' current files (``DeltaTable.file_uris()``: the table is append-only and
+compaction keeps its rows, so its current files are its rows) with the ``day`` partition taken from
+the paths, so a filter on ``day`` skips whole directories. DuckDB scans them as a pyarrow dataset
+(projection and filters pushed into the scan; local paths and S3 through pyarrow's own filesystem,
+so no DuckDB extension has to be downloaded). Only the aggregates come back to Python.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Protocol
+
+import pandas as pd
+
+from gateway.delta.spec import FEEDBACK, PREDICTIONS, TableSection
+
+SPARK_ACCURACY = 10_000  # percentile_approx's accuracy: rank error at most 1/10,000 of the rows
+
+
+class Engine(Protocol):
+    name: str
+    tables: dict[str, bool]  # table name -> whether it exists (feedback may not, yet)
+
+    def frame(self, sql: str) -> pd.DataFrame:
+        """The result of ``sql`` (DuckDB's dialect; views ``predictions`` and ``feedback``)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class TableMissing(Exception):
+    """No predictions table at the configured URI."""
+
+
+def _files(section: TableSection, name: str) -> list[str] | None:
+    """The table's current data files, or None when there is no table."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        table = DeltaTable(section.table_uri(name), storage_options=section.storage_options or None)
+    except TableNotFoundError:
+        return None
+    return list(table.file_uris())
+
+
+def _filesystem(section: TableSection) -> tuple[Any, str]:
+    """pyarrow's filesystem for the table root, and the root as that filesystem names it."""
+    from pyarrow import fs
+
+    uri = section.uri
+    if uri.startswith(("s3://", "s3a://")):
+        opts = {k.upper(): v for k, v in section.storage_options.items()}
+        endpoint = opts.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL")
+        scheme = "http" if endpoint and endpoint.startswith("http://") else "https"
+        s3 = fs.S3FileSystem(
+            access_key=opts.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_ACCESS_KEY_ID"),
+            secret_key=opts.get("AWS_SECRET_ACCESS_KEY") or os.environ.get("AWS_SECRET_ACCESS_KEY"),
+            region=opts.get("AWS_REGION") or os.environ.get("AWS_REGION") or "us-east-1",
+            endpoint_override=endpoint.split("://", 1)[1] if endpoint else None, scheme=scheme)
+        return s3, uri.split("://", 1)[1]
+    return fs.LocalFileSystem(), os.path.abspath(uri.removeprefix("file://"))
+
+
+def arrow_dataset(section: TableSection, name: str) -> Any:
+    """The table's current files as one pyarrow dataset, ``day`` from the hive-style paths; None
+    when the table does not exist."""
+    import pyarrow.dataset as ds
+
+    files = _files(section, name)
+    if files is None:
+        return None
+    filesystem, root = _filesystem(section)
+    base = f"{root.rstrip('/')}/{name}"
+    paths = [f.split("://", 1)[1] if "://" in f else f for f in files]
+    if not paths:
+        return None
+    return ds.dataset(paths, filesystem=filesystem, format="parquet", partitioning="hive",
+                      partition_base_dir=base)
+
+
+class DuckDBEngine:
+    name = "duckdb"
+
+    def __init__(self, section: TableSection, *, threads: int | None = None, memory_limit: str | None = None) -> None:
+        import duckdb
+
+        self.section = section
+        self.con = duckdb.connect(config={k: v for k, v in (("threads", threads), ("memory_limit", memory_limit))
+                                          if v is not None})
+        self.tables: dict[str, bool] = {}
+        for name in (PREDICTIONS, FEEDBACK):
+            dataset = arrow_dataset(section, name)
+            self.tables[name] = dataset is not None
+            if dataset is not None:
+                self.con.register(name, dataset)
+        if not self.tables[PREDICTIONS]:
+            raise TableMissing(f"no predictions table at {section.table_uri(PREDICTIONS)}")
+
+    def frame(self, sql: str) -> pd.DataFrame:
+        return self.con.execute(sql).df()
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def spark_sql(sql: str) -> str:
+    """A query in DuckDB's dialect, for Spark: exact percentiles become approximate ones."""
+    import sqlglot
+    from sqlglot import exp
+
+    tree = sqlglot.parse_one(sql, read="duckdb")
+
+    def approximate(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.PercentileCont):
+            return exp.ApproxQuantile(this=node.this, quantile=node.expression,
+                                      accuracy=exp.Literal.number(SPARK_ACCURACY))
+        return node
+
+    return tree.transform(approximate).sql(dialect="spark")
+
+
+class SparkEngine:
+    name = "spark"
+
+    def __init__(self, section: TableSection, master: str = "local[2]", *, memory: str = "2g") -> None:
+        from pyspark.sql import SparkSession
+
+        self.section = section
+        self.spark = (SparkSession.builder.master(master).appName("gateway-report")
+                      .config("spark.driver.memory", memory)
+                      .config("spark.sql.session.timeZone", "UTC")
+                      .config("spark.ui.enabled", "false")
+                      .getOrCreate())
+        self.tables = {}
+        for name in (PREDICTIONS, FEEDBACK):
+            files = _files(section, name)
+            self.tables[name] = bool(files)
+            if files:
+                base = section.table_uri(name)
+                (self.spark.read.option("basePath", base).option("mergeSchema", "true").parquet(*files)
+                 .createOrReplaceTempView(name))
+        if not self.tables[PREDICTIONS]:
+            raise TableMissing(f"no predictions table at {section.table_uri(PREDICTIONS)}")
+
+    def frame(self, sql: str) -> pd.DataFrame:
+        return self.spark.sql(spark_sql(sql)).toPandas()
+
+    def close(self) -> None:
+        pass  # the session stays for the process (tests share one); SparkSession.stop() ends it
+
+
+ENGINES = ("duckdb", "spark")
+
+
+def open_engine(name: str, section: TableSection, *, spark_master: str = "local[2]") -> Engine:
+    if name == "duckdb":
+        return DuckDBEngine(section)
+    if name == "spark":
+        return SparkEngine(section, spark_master)
+    raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {name!r}")
