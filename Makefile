@@ -27,13 +27,15 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install --quiet -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
 
-# Debian packages: wrk (benchmark), chromium (the report's browser check), prometheus, haproxy (replicas).
+# Debian packages: wrk (benchmark), chromium (the report's browser check), prometheus, haproxy (replicas),
+# and a Java runtime for the report's Spark engine (pyspark 4 needs Java 17+) where none is installed.
 system-deps:
 	if ! command -v wrk >/dev/null || ! command -v chromium >/dev/null || ! command -v prometheus >/dev/null \
-	   || ! command -v haproxy >/dev/null; then
+	   || ! command -v haproxy >/dev/null || ! command -v java >/dev/null; then
 	  SUDO=$$( [ "$$(id -u)" = 0 ] && echo "" || echo sudo )
 	  $$SUDO apt-get update -qq
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk chromium prometheus haproxy >/dev/null
+	  command -v java >/dev/null || DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq default-jre-headless >/dev/null
 	fi
 
 # The recipe runs silently (@ on its first line, one shell): it says what it starts and where.
@@ -101,8 +103,9 @@ bench: $(STAMP) system-deps
 	$(PY) -m experiments.bench.table_files
 
 # The report at scale: a million window-mode predictions through the exporter, then one report.
-bench-report: $(STAMP)
+bench-report: $(STAMP) system-deps
 	$(PY) -m experiments.bench.report_scale
+	$(PY) -m experiments.bench.report_engines
 
 # Three gateway replicas behind HAProxy with the routing state in MLflow (PostgreSQL on 127.0.0.1:5432),
 # Prometheus and the rollout controller: a weight change, a SIGKILL under load, a rollback.

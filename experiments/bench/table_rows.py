@@ -37,6 +37,8 @@ class Shape:
     accuracy: tuple[float, float] = (0.90, 0.91)
     latency_ms: tuple[float, float] = (2.0, 2.1)  # each version's mean model call
     shadow: bool = False  # v1.0 answers every request (weighted, no users) and v2.0 scores each in shadow
+    bandit: bool = False  # weighted, no users; v2.0's weight moves each day (0.5, 0.7, 0.85, ...), logged with
+    # each request's assignment probability, as a bandit's reweighing does
 
 
 def _strings(prefix: str, numbers: np.ndarray) -> pa.Array:
@@ -50,6 +52,14 @@ def chunk(shape: Shape, first: int, n: int, rng: np.random.Generator) -> tuple[p
     arm = np.zeros(n, dtype=np.int64) if shape.shadow else (user % 2).astype(np.int64)  # sticky: one version a user
     truth = rng.integers(0, 3, n)
     ts = shape.start_ms + (index * (shape.days * DAY_MS // max(shape.rows, 1))).astype(np.int64)
+    weights, propensity = np.full(n, "v1.0=1.0" if shape.shadow else WEIGHTS), np.full(n, 1.0 if shape.shadow else 0.5)
+    if shape.bandit:
+        p_b = np.array([0.5, 0.7, 0.85, 0.9])[np.minimum((ts - shape.start_ms) // DAY_MS, 3)]
+        arm = (rng.random(n) < p_b).astype(np.int64)
+        weights = np.char.add(np.char.add("v1.0=", np.round(1 - p_b, 2).astype(str)),
+                              np.char.add(",v2.0=", np.round(p_b, 2).astype(str)))
+        propensity = np.where(arm == 1, p_b, 1 - p_b)
+    no_users = shape.shadow or shape.bandit
     days = pc.strftime(pc.cast(pa.array(ts), pa.timestamp("ms", tz="UTC")), format="%Y-%m-%d")
     request_id = _strings("r", index)
     versions = pa.array(np.array(VERSIONS)[arm])
@@ -64,12 +74,12 @@ def chunk(shape: Shape, first: int, n: int, rng: np.random.Generator) -> tuple[p
             "prediction": pa.array(CLASSES[predicted]), "class_index": pa.array(predicted.astype(np.int64)),
             "inference_time_ms": pa.array(latency), "request_time_ms": pa.array(np.round(latency + 0.4, 3)),
             "batch_rows": pa.array(np.ones(n, dtype=np.int64)), "ts_ms": pa.array(ts),
-            "routing": pa.array(np.full(n, "weighted" if shape.shadow else "sticky")),
+            "routing": pa.array(np.full(n, "weighted" if no_users else "sticky")),
             "config_hash": pa.array(np.full(n, CONFIG_HASH)),
-            "weights": pa.array(np.full(n, "v1.0=1.0" if shape.shadow else WEIGHTS)),
+            "weights": pa.array(weights),
             "kind": pa.array(np.full(n, "classifier")),
-            "user": pa.nulls(n, pa.string()) if shape.shadow else _strings("u", user),
-            "assignment_probability": pa.array(np.full(n, 1.0 if shape.shadow else 0.5)),
+            "user": pa.nulls(n, pa.string()) if no_users else _strings("u", user),
+            "assignment_probability": pa.array(propensity),
             "weights_version": pa.array(np.ones(n, dtype=np.int64)),
             "window_id": pa.array(np.full(n, f"syn-{first}")), "day": days,
         }), right
@@ -91,14 +101,14 @@ def chunk(shape: Shape, first: int, n: int, rng: np.random.Generator) -> tuple[p
 
 
 def write(uri: str, shape: Shape, *, seed: int = 7, chunk_rows: int = 5_000_000, progress: bool = True,
-          storage_options: dict[str, str] | None = None) -> float:
-    """Append ``shape.rows`` synthetic rows (and their labels) to ``<uri>/predictions`` and
-    ``<uri>/feedback``; returns the seconds taken."""
+          storage_options: dict[str, str] | None = None, first: int = 0) -> float:
+    """Append synthetic rows ``first`` .. ``shape.rows`` (and their labels) to ``<uri>/predictions``
+    and ``<uri>/feedback``; returns the seconds taken."""
     from deltalake import write_deltalake
 
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed + first)
     started = time.perf_counter()
-    done = 0
+    done = first
     while done < shape.rows:
         n = min(chunk_rows, shape.rows - done)
         predictions, labels = chunk(shape, done, n, rng)
@@ -107,7 +117,7 @@ def write(uri: str, shape: Shape, *, seed: int = 7, chunk_rows: int = 5_000_000,
                             storage_options=storage_options)
         done += n
         if progress:
-            rate = done / (time.perf_counter() - started)
+            rate = (done - first) / (time.perf_counter() - started)
             print(f"  {done:,} of {shape.rows:,} rows written ({rate:,.0f}/s)", file=sys.stderr)
     return time.perf_counter() - started
 

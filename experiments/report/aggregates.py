@@ -25,13 +25,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from experiments.report import engine_sequential as sequential
 from experiments.report import statistics as st
 from experiments.report.analyse import MULTIPLE_EXPOSURE_WARN, NoRuns, _quality
+from experiments.report.bandit import NOTE as BANDIT_NOTE
+from experiments.report.bandit import _clean
 from experiments.report.comparisons import NAMES, adjust
 from experiments.report.engines import Engine
 from experiments.report.recommend import DEFAULT_MAX_SLOWDOWN, recommend
 from gateway.domain.records import RANDOMISED
 from gateway.routing.router import parse_weights_tag
+from gateway.stats.ipw import ArmSums, estimates_from_sums, regret_from_counts
 
 SAMPLE_ROWS = 20_000  # per version, for the bootstrap intervals (statistics.py thins to as many)
 SAMPLE_MODULUS = 1_000_003  # a prime: rows whose hash falls below rate x this are sampled
@@ -77,10 +81,12 @@ def _labels_cte(engine: Engine) -> str:
     """The first label of each prediction (by its time), as ``labels``; none without a feedback table."""
     if not engine.tables.get("feedback"):
         return ("labels AS (SELECT CAST(NULL AS VARCHAR) AS request_id, CAST(NULL AS BIGINT) AS row_index, "
-                "CAST(NULL AS DOUBLE) AS correct, CAST(NULL AS VARCHAR) AS true_label WHERE 1 = 0)")
-    return ("labels AS (SELECT request_id, row_index, correct, true_label FROM (SELECT request_id, row_index, "
-            "CAST(correct AS DOUBLE) AS correct, true_label, ROW_NUMBER() OVER (PARTITION BY request_id, row_index "
-            "ORDER BY ts_ms) AS k FROM feedback) AS ranked WHERE k = 1)")
+                "CAST(NULL AS DOUBLE) AS correct, CAST(NULL AS VARCHAR) AS true_label, CAST(NULL AS DOUBLE) AS reward "
+                "WHERE 1 = 0)")
+    return ("labels AS (SELECT request_id, row_index, correct, true_label, reward FROM (SELECT request_id, "
+            "row_index, CAST(correct AS DOUBLE) AS correct, true_label, CAST(reward AS DOUBLE) AS reward, "
+            "ROW_NUMBER() OVER (PARTITION BY request_id, row_index ORDER BY ts_ms) AS k FROM feedback) AS ranked "
+            "WHERE k = 1)")
 
 
 # A label judged where it arrived has ``correct``; one another replica received is judged here, by
@@ -259,7 +265,7 @@ def engine_report(engine: Engine, filters: Filters, *, seed: int = 0, control: s
     elif names:
         verdicts.append(f"only {names[0]} answered traffic: no between-version tests")
     _quality(report, verdicts)
-    _sample_ratio(report, engine, filters, names, unit["unit"] == "user")
+    latest = _sample_ratio(report, engine, filters, names, unit["unit"] == "user")
     exposure = _exposure(engine, filters)
     if exposure is not None:
         report["health"] = {"multiple_exposure": exposure}
@@ -267,12 +273,18 @@ def engine_report(engine: Engine, filters: Filters, *, seed: int = 0, control: s
             verdicts.append(f"WARNING: {exposure['share']:.1%} of {exposure['users']} sticky users were answered by "
                             "more than one version (routing changed under them, or forced headers): their requests "
                             "mix the arms, so the comparison between versions is diluted")
-    report["sequential"] = {"tests": {}, "skipped": NOT_ON_ENGINE}
+    srm = None
+    if latest is not None:
+        config_hash, weights = latest
+        srm = sequential.srm_test(engine, _srm_units(filters, config_hash, unit["unit"] == "user"),
+                                  parse_weights_tag(weights), report["tests"].get("srm"))
+    slices = sequential.Slices(engine, filters.sql("p", "primary"), labels, _labels_cte(engine), _RIGHT)
+    report["sequential"] = sequential.sequential_section(report, slices, names, srm)
     if report["shadow_versions"]:
         report["shadow"] = _shadow(engine, filters, labels, seed)
         verdicts.extend(report["shadow"]["verdicts"])
     report["recommendation"] = recommend(report, max_slowdown)
-    report["bandit"] = None
+    report["bandit"] = _bandit(engine, filters)
     charts = sample.assign(kind="classifier", value=np.nan)
     return report, charts
 
@@ -417,7 +429,20 @@ def _family(pairs: dict[str, dict[str, dict[str, Any]]], control: str, correctio
             "unit": unit}
 
 
-def _sample_ratio(report: dict[str, Any], engine: Engine, f: Filters, names: list[str], by_user: bool) -> None:
+def _srm_units(f: Filters, config_hash: str, by_user: bool) -> str:
+    """The randomised units of one configuration as (ts_ms, model_version): its requests, or each
+    sticky user once, at their first request."""
+    where = _randomised(f, " AND weights <> ''") + f" AND config_hash = {_quote(config_hash)}"
+    if by_user:
+        return ("SELECT MIN(ts_ms) AS ts_ms, ARG_MIN(model_version, ts_ms) AS model_version FROM predictions "
+                f"WHERE {where} AND routing = 'sticky' AND \"user\" IS NOT NULL GROUP BY \"user\"")
+    return f"SELECT ts_ms, model_version FROM predictions WHERE {where}"
+
+
+def _sample_ratio(report: dict[str, Any], engine: Engine, f: Filters, names: list[str],
+                  by_user: bool) -> tuple[str, str] | None:
+    """The fixed-horizon sample-ratio tests per configuration; returns the latest configuration's hash
+    and weights (for the always-valid test), None without randomised traffic."""
     counts = _srm(engine, f, by_user)
     by_config: dict[str, dict[str, Any]] = {}
     last: dict[str, int] = {}
@@ -434,8 +459,11 @@ def _sample_ratio(report: dict[str, Any], engine: Engine, f: Filters, names: lis
             report["tests"]["srm_by_config"] = by_config
         for h, res in by_config.items():
             report["verdicts"].append(st.srm_verdict(res, f" (config {h}, counting {res['unit']}s)"))
-    elif len(names) >= 2:
+        weights = counts.loc[counts["config_hash"] == latest, "weights"].iloc[0]
+        return latest, str(weights)
+    if len(names) >= 2:
         report["verdicts"].append(st.srm_verdict(None))
+    return None
 
 
 def _shadow(engine: Engine, f: Filters, labels: list[str], seed: int) -> dict[str, Any]:
@@ -485,3 +513,57 @@ def _shadow(engine: Engine, f: Filters, labels: list[str], seed: int) -> dict[st
             f"{pl['median_diff_ms']:+.3f} ms median (95% CI {pl['median_diff_ci'][0]:+.3f} to "
             f"{pl['median_diff_ci'][1]:+.3f}), Wilcoxon {st.fmt_p(pl['p_value'])}")
     return out
+
+
+def _bandit(engine: Engine, f: Filters) -> dict[str, Any] | None:
+    """The bandit's section (experiments/report/bandit.py's form) from per-arm weighted sums: the
+    self-normalised IPW mean and its interval need only sum w, w^2, w r, w^2 r and w^2 r^2."""
+    routings = ", ".join(_quote(r) for r in sorted(RANDOMISED))
+    assigned = "{p}routing IN ({r}) AND {p}assignment_probability IS NOT NULL AND NOT ISNAN({p}assignment_probability)"
+    periods = engine.frame(f"SELECT weights_version, weights, MIN(ts_ms) AS ts_ms FROM predictions "
+                           f"WHERE {f.sql(role='primary')} AND {assigned.format(p='', r=routings)} "
+                           "GROUP BY weights_version, weights")
+    if periods.empty or periods["weights"].nunique() < 2:
+        return None
+    p_where = f"{f.sql('p', 'primary')} AND {assigned.format(p='p.', r=routings)}"
+    join = ("FROM predictions AS p LEFT JOIN labels AS l ON p.request_id = l.request_id "
+            f"AND p.row_index = l.row_index WHERE {p_where}")
+    sent = engine.frame(f"WITH {_labels_cte(engine)} SELECT COUNT(l.reward) AS n {join}")["n"].iloc[0]
+    name, reward = ("feedback", "l.reward") if int(sent or 0) else (
+        "correct", f"CASE WHEN l.request_id IS NULL THEN NULL ELSE {_RIGHT} END")
+    usable = f"{reward} IS NOT NULL AND p.assignment_probability > 0"
+    w = "(1.0 / p.assignment_probability)"
+    sums = engine.frame(f"""
+        WITH {_labels_cte(engine)}
+        SELECT p.model_version AS arm, COUNT(*) AS n, COUNT({reward}) AS labelled,
+               SUM(CASE WHEN {usable} THEN 1 ELSE 0 END) AS usable,
+               SUM(CASE WHEN {usable} THEN {w} ELSE 0.0 END) AS sum_w,
+               SUM(CASE WHEN {usable} THEN {w} * {w} ELSE 0.0 END) AS sum_w2,
+               SUM(CASE WHEN {usable} THEN {w} * {reward} ELSE 0.0 END) AS sum_wr,
+               SUM(CASE WHEN {usable} THEN {w} * {w} * {reward} ELSE 0.0 END) AS sum_w2r,
+               SUM(CASE WHEN {usable} THEN {w} * {w} * {reward} * {reward} ELSE 0.0 END) AS sum_w2r2,
+               COALESCE(SUM({reward}), 0.0) AS sum_r,
+               SUM(CASE WHEN {reward} IS NOT NULL AND {reward} NOT IN (0, 1) THEN 1 ELSE 0 END) AS non_binary,
+               MAX(p.ts_ms) AS last_ts
+        {join} GROUP BY p.model_version""")
+    arms = {str(r["arm"]): ArmSums(int(r["n"]), int(r["labelled"]), int(r["usable"]), float(r["sum_w"]),
+                                   float(r["sum_w2"]), float(r["sum_wr"]), float(r["sum_w2r"]), float(r["sum_w2r2"]),
+                                   float(r["sum_r"])) for _, r in sums.iterrows()}
+    binary = int(sums["labelled"].sum()) > 0 and int(sums["non_binary"].sum()) == 0
+    estimates = estimates_from_sums(arms, binary)
+    labelled = {a: s.labelled for a, s in arms.items()}
+    timeline: list[dict[str, Any]] = []
+    for _, period in periods.sort_values(["ts_ms", "weights_version"]).iterrows():
+        if timeline and timeline[-1]["tag"] == period["weights"]:
+            continue
+        timeline.append({"ts_ms": int(period["ts_ms"]), "tag": period["weights"],
+                         "weights": parse_weights_tag(str(period["weights"]))})
+    return {
+        "reward": name,
+        "versions": {arm: _clean(e.to_dict()) for arm, e in estimates.items()},
+        "regret": _clean(regret_from_counts(labelled, estimates)),
+        "weights_over_time": [{"ts_ms": t["ts_ms"], "weights": t["weights"]} for t in timeline],
+        "last_ts_ms": int(sums["last_ts"].max()),
+        "note": BANDIT_NOTE,
+    }
+

@@ -15,6 +15,9 @@ from gateway.domain.records import RANDOMISED
 from gateway.routing.router import parse_weights_tag
 from gateway.stats.ipw import arm_estimates, regret
 
+NOTE = ("ipw: self-normalised inverse-propensity mean of the rewards, weighted by one over each request's logged "
+        "assignment probability; naive: the plain mean, biased when the weights moved with the rewards")
+
 
 def bandit_section(records: pd.DataFrame) -> dict[str, Any] | None:
     if records.empty or "assignment_probability" not in records.columns:
@@ -41,9 +44,7 @@ def bandit_section(records: pd.DataFrame) -> dict[str, Any] | None:
         "regret": _clean(regret(arms[labelled], estimates)),
         "weights_over_time": _weights_over_time(primary),
         "last_ts_ms": int(primary["ts_ms"].max()),
-        "note": "ipw: self-normalised inverse-propensity mean of the rewards, weighted by one over each "
-                "request's logged assignment probability; naive: the plain mean, biased when the weights "
-                "moved with the rewards",
+        "note": NOTE,
     }
 
 

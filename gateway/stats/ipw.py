@@ -37,6 +37,23 @@ class ArmEstimate:
                 "naive_mean": self.naive_mean, "n": self.n, "labelled": self.labelled, "share": self.share}
 
 
+@dataclass(frozen=True, slots=True)
+class ArmSums:
+    """What the estimate of one arm needs, summed over its rows (an engine's GROUP BY gives these):
+    w = 1 / propensity and r = the reward, over the rows with both; the naive mean's sum over the
+    rows with a reward."""
+
+    n: int  # assignments
+    labelled: int  # assignments with a reward
+    usable: int  # of those, with a positive propensity
+    sum_w: float
+    sum_w2: float
+    sum_wr: float
+    sum_w2r: float
+    sum_w2r2: float
+    sum_r: float  # over every labelled row (the naive mean)
+
+
 def arm_estimates(arms: np.ndarray, rewards: np.ndarray, propensity: np.ndarray,
                   alpha: float = 0.05) -> dict[str, ArmEstimate]:
     """Per arm: the self-normalised IPW mean of its rewards with a 1 - alpha interval, the naive mean,
@@ -45,29 +62,39 @@ def arm_estimates(arms: np.ndarray, rewards: np.ndarray, propensity: np.ndarray,
     arms = np.asarray(arms).astype(str)
     rewards = np.asarray(rewards, dtype=float)
     propensity = np.asarray(propensity, dtype=float)
-    total = len(arms)
     seen = rewards[np.isfinite(rewards)]
     binary = bool(len(seen)) and bool(np.isin(seen, (0.0, 1.0)).all())
-    out = {}
+    sums = {}
     for arm in sorted(set(arms.tolist())):
         mine = arms == arm
         labelled = mine & np.isfinite(rewards)
         usable = labelled & np.isfinite(propensity) & (propensity > 0)
-        r = rewards[usable]
-        w = 1.0 / propensity[usable]
+        r, w = rewards[usable], 1.0 / propensity[usable]
+        sums[arm] = ArmSums(int(mine.sum()), int(labelled.sum()), int(usable.sum()), float(w.sum()),
+                            float((w * w).sum()), float((w * r).sum()), float((w * w * r).sum()),
+                            float((w * w * r * r).sum()), float(rewards[labelled].sum()))
+    return estimates_from_sums(sums, binary, alpha)
+
+
+def estimates_from_sums(sums: dict[str, ArmSums], binary: bool, alpha: float = 0.05) -> dict[str, ArmEstimate]:
+    """``arm_estimates`` from each arm's sums; ``binary``: every reward seen is 0 or 1."""
+    total = sum(s.n for s in sums.values())
+    out = {}
+    for arm in sorted(sums):
+        s = sums[arm]
         mean = low = high = math.nan
-        if len(r):
-            mean = float(np.sum(w * r) / np.sum(w))
-            n_eff = float(np.sum(w) ** 2 / np.sum(w * w))
+        if s.usable:
+            mean = s.sum_wr / s.sum_w
+            n_eff = s.sum_w ** 2 / s.sum_w2
             if binary:
                 low, high = _wilson(mean, n_eff, alpha)
             elif n_eff > 1:
-                se = float(math.sqrt(np.sum(w * w * (r - mean) ** 2) * n_eff / (n_eff - 1)) / np.sum(w))
+                spread = max(0.0, s.sum_w2r2 - 2 * mean * s.sum_w2r + mean * mean * s.sum_w2)  # sum w^2 (r - mean)^2
+                se = math.sqrt(spread * n_eff / (n_eff - 1)) / s.sum_w
                 half = float(stats.t.ppf(1 - alpha / 2, n_eff - 1)) * se
                 low, high = mean - half, mean + half
-        naive = float(np.mean(rewards[labelled])) if labelled.any() else math.nan
-        out[arm] = ArmEstimate(mean, low, high, naive, int(mine.sum()), int(labelled.sum()),
-                               float(mine.sum() / total) if total else math.nan)
+        naive = s.sum_r / s.labelled if s.labelled else math.nan
+        out[arm] = ArmEstimate(mean, low, high, naive, s.n, s.labelled, s.n / total if total else math.nan)
     return out
 
 
@@ -83,11 +110,17 @@ def _wilson(mean: float, n_eff: float, alpha: float) -> tuple[float, float]:
 def regret(arms: np.ndarray, estimates: dict[str, ArmEstimate]) -> dict[str, float | str | None]:
     """The reward given up against always serving the arm with the best IPW mean, over the
     assignments made: the sum over requests of (best mean - the chosen arm's mean)."""
+    chosen, counts = np.unique(np.asarray(arms).astype(str), return_counts=True)
+    return regret_from_counts(dict(zip(chosen.tolist(), counts.tolist(), strict=True)), estimates)
+
+
+def regret_from_counts(assignments: dict[str, int], estimates: dict[str, ArmEstimate]) -> dict[str, float | str | None]:
+    """``regret`` from the number of assignments per arm."""
     known = {a: e.ipw_mean for a, e in estimates.items() if math.isfinite(e.ipw_mean)}
     if not known:
         return {"best": None, "total": math.nan, "per_request": math.nan}
     best = max(known, key=lambda a: known[a])
-    arms = np.asarray(arms).astype(str)
-    gaps = np.array([known[best] - known.get(a, math.nan) for a in arms], dtype=float)
-    gaps = gaps[np.isfinite(gaps)]
-    return {"best": best, "total": float(gaps.sum()), "per_request": float(gaps.mean()) if len(gaps) else math.nan}
+    counted = {a: n for a, n in assignments.items() if a in known}
+    total = float(sum(n * (known[best] - known[a]) for a, n in counted.items()))
+    n = sum(counted.values())
+    return {"best": best, "total": total, "per_request": total / n if n else math.nan}

@@ -26,6 +26,11 @@ from gateway.mlflow.readback import join_labels, records_of_rows
 
 def row_level_report(root: Path, **kwargs: Any) -> dict[str, Any]:
     """The pandas path's report on the same table: every row read, labels joined, analysed."""
+    return analyse(_row_records(root), **kwargs)
+
+
+def _row_records(root: Path) -> pd.DataFrame:
+    """Every row of the table as the pandas path's records, its labels joined."""
     from deltalake import DeltaTable, QueryBuilder
 
     def read(name: str) -> pd.DataFrame:
@@ -44,7 +49,7 @@ def row_level_report(root: Path, **kwargs: Any) -> dict[str, Any]:
     if not labels.empty:
         labels["true_label"] = [json.loads(v) for v in labels["true_label"]]
         records = join_labels(records, labels)
-    return analyse(records, **kwargs)
+    return records
 
 
 def engine_side(root: Path, **kwargs: Any) -> dict[str, Any]:
@@ -119,6 +124,41 @@ def test_the_engine_gives_the_shadow_figures(tmp_path: Path) -> None:
     assert e["paired_accuracy"] == r["paired_accuracy"]
     assert e["paired_latency"]["median_diff_ms"] == pytest.approx(r["paired_latency"]["median_diff_ms"])
     assert e["paired_latency"]["p_value"] == pytest.approx(r["paired_latency"]["p_value"])  # all 8,000 pairs
+
+
+def test_the_engine_gives_the_bandit_section(tmp_path: Path) -> None:
+    write(str(tmp_path), Shape(rows=12_000, labelled=0.4, days=4, bandit=True), progress=False)
+    engine, rows = engine_side(tmp_path), row_level_report(tmp_path)
+    assert_same_exact_figures(engine, rows)
+    from experiments.report.bandit import bandit_section
+
+    expected = bandit_section(_row_records(tmp_path))
+    got = engine["bandit"]
+    assert expected is not None and got is not None
+    assert got["reward"] == expected["reward"] == "correct"
+    assert got["weights_over_time"] == expected["weights_over_time"] and len(got["weights_over_time"]) == 4
+    for arm, e in expected["versions"].items():
+        for key, value in e.items():
+            assert got["versions"][arm][key] == pytest.approx(value, rel=1e-9), (arm, key)
+    assert got["regret"] == pytest.approx(expected["regret"]) if expected["regret"]["best"] is None else (
+        got["regret"]["best"] == expected["regret"]["best"]
+        and got["regret"]["total"] == pytest.approx(expected["regret"]["total"], rel=1e-9))
+
+
+def test_the_always_valid_column_follows_the_row_level_one(sticky_table: Path) -> None:
+    """The engine looks at the ends of slices of time, the pandas path at exact row counts: the
+    estimates are equal, the always-valid p-values (minimums along slightly different paths) close."""
+    engine, rows = engine_side(sticky_table), row_level_report(sticky_table)
+    assert set(engine["sequential"]["tests"]) == set(rows["sequential"]["tests"])
+    for name, r in rows["sequential"]["tests"].items():
+        e = engine["sequential"]["tests"][name]["always_valid"]
+        r = r["always_valid"]
+        if name != "latency_p95_ratio":  # a histogram's estimate is a bin middle
+            assert e.get("estimate") == pytest.approx(r.get("estimate")), name
+        else:
+            assert e["estimate"] == pytest.approx(r["estimate"], rel=0.02)
+        assert abs(e["p_value"] - r["p_value"]) <= 0.15, name
+        assert (e["p_value"] < 0.05) == (r["p_value"] < 0.05), name
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
