@@ -170,7 +170,7 @@ def _engine_report(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
             section, args.engine, experiment=args.experiment, tracking_uri=args.tracking_uri,
             spark_master=args.spark_master, since=args.since, until=args.until, config_hash=args.config_hash,
             role=args.role, seed=args.seed, control=args.control or defaults.get("control"),
-            correction=args.correction, max_slowdown=args.max_slowdown)
+            correction=args.correction, segment_by=args.segment_by, max_slowdown=args.max_slowdown)
     except (NoRuns, TableMissing) as exc:
         print(f"no data: {exc}", file=sys.stderr)
         return 2

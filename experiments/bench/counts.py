@@ -73,15 +73,17 @@ def table_counts(runs: pd.DataFrame, table_tag: str, window_tag: str) -> tuple[i
     return rows, distinct
 
 
-def pending_in_spool(spool_dir: Path) -> set[tuple[str, int, str]]:
-    """Records still waiting in a stopped gateway's spool: kept for its next start, not lost."""
+def pending_in_spool(spool_dir: Path, limit: int = 1_000_000) -> tuple[set[tuple[str, int, str]], int]:
+    """Records still waiting in a stopped gateway's spool (kept for its next start, not lost): their
+    keys (only up to ``limit`` of them: a saturating load can leave tens of millions) and their count."""
     from gateway.spool.store import PredictionSpool
 
     if not (spool_dir / PredictionSpool.FILENAME).exists():
-        return set()
+        return set(), 0
     spool = PredictionSpool(spool_dir)
     try:
-        return spool.open_keys()
+        count = spool.count_open()
+        return (spool.open_keys() if count <= limit else set()), count
     finally:
         spool.close()
 

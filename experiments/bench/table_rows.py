@@ -60,6 +60,7 @@ def chunk(shape: Shape, first: int, n: int, rng: np.random.Generator) -> tuple[p
                               np.char.add(",v2.0=", np.round(p_b, 2).astype(str)))
         propensity = np.where(arm == 1, p_b, 1 - p_b)
     no_users = shape.shadow or shape.bandit
+    petal_length = np.round(np.array([1.5, 4.3, 5.6])[truth] + rng.normal(0, 0.4, n), 1)  # an input, by class
     days = pc.strftime(pc.cast(pa.array(ts), pa.timestamp("ms", tz="UTC")), format="%Y-%m-%d")
     request_id = _strings("r", index)
     versions = pa.array(np.array(VERSIONS)[arm])
@@ -81,6 +82,7 @@ def chunk(shape: Shape, first: int, n: int, rng: np.random.Generator) -> tuple[p
             "user": pa.nulls(n, pa.string()) if no_users else _strings("u", user),
             "assignment_probability": pa.array(propensity),
             "weights_version": pa.array(np.ones(n, dtype=np.int64)),
+            "features.petal_length": pa.array(petal_length),
             "window_id": pa.array(np.full(n, f"syn-{first}")), "day": days,
         }), right
 

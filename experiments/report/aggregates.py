@@ -13,8 +13,9 @@ What each figure is computed from:
   arm, the delta method beyond (its index matrix would not fit);
 - shadow pairs: agreement, the confusion matrix and McNemar's 2x2 from a join's counts; the paired
   latency test on up to 200,000 pairs (all of them below that).
-The always-valid (sequential) column, segments and the bandit's IPW are not on this path yet: the
-report says so, and the pandas path (``--engine mlflow``) still gives them.
+- the always-valid column: from slices of time (experiments/report/engine_sequential.py);
+- the bandit's IPW: from per-arm weighted sums (gateway/stats/ipw.py, one formula for both paths);
+- segments: each segment's comparisons run as the whole report's, on the engine, narrowed to it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from experiments.report import statistics as st
 from experiments.report.analyse import MULTIPLE_EXPOSURE_WARN, NoRuns, _quality
 from experiments.report.bandit import NOTE as BANDIT_NOTE
 from experiments.report.bandit import _clean
-from experiments.report.comparisons import NAMES, adjust
+from experiments.report.comparisons import NAMES, SEGMENT_BINS, adjust, segment_family
 from experiments.report.engines import Engine
 from experiments.report.recommend import DEFAULT_MAX_SLOWDOWN, recommend
 from gateway.domain.records import RANDOMISED
@@ -41,9 +42,10 @@ SAMPLE_ROWS = 20_000  # per version, for the bootstrap intervals (statistics.py 
 SAMPLE_MODULUS = 1_000_003  # a prime: rows whose hash falls below rate x this are sampled
 DELTA_METHOD_UNITS = 5_000  # users per arm past which the clustered tests use the delta method
 PAIRED_SAMPLE = 200_000
+QUARTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
 LATENCY = "ROUND(inference_time_ms, 3)"  # the gateway logs microseconds
-NOT_ON_ENGINE = ("not computed on the engine path yet (the always-valid column, segments and the bandit's IPW); "
-                 "--engine mlflow gives them")
+ENGINE_NOTE = ("the always-valid column looks at the ends of slices of time rather than at exact row counts; "
+               "intervals come from a sample of about 20,000 rows per version (docs/report.md)")
 
 
 def _quote(text: str) -> str:
@@ -55,8 +57,12 @@ class Filters:
     engine skip the day partitions outside the range."""
 
     def __init__(self, since: int | None = None, until: int | None = None, config_hash: str | None = None,
-                 role: str = "all") -> None:
+                 role: str = "all", extra: tuple[str, ...] = ()) -> None:
         self.since, self.until, self.config_hash, self.role = since, until, config_hash, role
+        self.extra = extra  # further conditions, "{p}" standing for the table's alias and a dot
+
+    def narrowed(self, condition: str) -> Filters:
+        return Filters(self.since, self.until, self.config_hash, self.role, (*self.extra, condition))
 
     def sql(self, alias: str = "", role: str | None = None) -> str:
         p = f"{alias}." if alias else ""
@@ -70,6 +76,7 @@ class Filters:
         wanted = role or (None if self.role == "all" else self.role)
         if wanted:
             clauses.append(f"{p}role = {_quote(wanted)}")
+        clauses += [condition.format(p=p) for condition in self.extra]
         return " AND ".join(clauses)
 
 
@@ -228,8 +235,8 @@ def _paired_latency_sample(engine: Engine, f: Filters, pairs: int, seed: int) ->
 # -- the report -----------------------------------------------------------------------------------
 
 def engine_report(engine: Engine, filters: Filters, *, seed: int = 0, control: str | None = None,
-                  correction: str = "holm", max_slowdown: float = DEFAULT_MAX_SLOWDOWN) -> tuple[dict[str, Any],
-                                                                                              pd.DataFrame]:
+                  correction: str = "holm", segment_by: str | None = None,
+                  max_slowdown: float = DEFAULT_MAX_SLOWDOWN) -> tuple[dict[str, Any], pd.DataFrame]:
     """The report's dict (the pandas path's form, docs/report.md) and a sample of rows for its charts."""
     versions = _versions(engine, filters)
     if versions.empty:
@@ -262,6 +269,10 @@ def engine_report(engine: Engine, filters: Filters, *, seed: int = 0, control: s
         verdicts.append(f"unit of analysis: the user ({unit['why']})")
     if len(names) >= 2:
         _between(report, engine, filters, sample, control, correction, seed)
+        if segment_by is not None:
+            chosen = report["comparisons"]["control"]
+            report["segments"] = _segments(engine, filters, segment_by, chosen, labels, correction, seed, unit["unit"])
+            verdicts.extend(report["segments"].get("verdicts") or [report["segments"].get("error", "")])
     elif names:
         verdicts.append(f"only {names[0]} answered traffic: no between-version tests")
     _quality(report, verdicts)
@@ -566,4 +577,90 @@ def _bandit(engine: Engine, f: Filters) -> dict[str, Any] | None:
         "last_ts_ms": int(sums["last_ts"].max()),
         "note": BANDIT_NOTE,
     }
+
+
+# -- segments -------------------------------------------------------------------------------------
+
+def _segment_expression(engine: Engine, column: str) -> str | None:
+    """The segment's value as SQL ("{p}" for the alias): an input column of the table, or a logged
+    header; None when the table has neither."""
+    if column.startswith("header:"):
+        header = column.removeprefix("header:").lower().replace("'", "")
+        return f"JSON_EXTRACT_STRING({{p}}headers, '$.{header}')"
+    if f"features.{column}" not in engine.frame("SELECT * FROM predictions LIMIT 0").columns:
+        return None
+    return f"CAST({{p}}\"features.{column}\" AS VARCHAR)"
+
+
+def _segments(engine: Engine, f: Filters, column: str, control: str, labels: list[str], correction: str, seed: int,
+              unit: str, min_records: int = 20) -> dict[str, Any]:
+    """comparisons.by_segment on the engine: the quartiles (or values) of ``column``, then each
+    segment's comparisons against the control, narrowed to it; one correction family of their own."""
+    value = _segment_expression(engine, column)
+    what = (f"header {column.removeprefix('header:')!r} (is it in the gateway's [routing] log_headers?)"
+            if column.startswith("header:") else f"{column!r} (an input column of the model)")
+    if value is None:
+        return {"by": column, "error": f"no record carries a value of {what}"}
+    primary = f.narrowed(f"{value} IS NOT NULL")
+    v = value.format(p="")
+    stats = engine.frame(f"""
+        SELECT COUNT(*) AS n, COUNT(TRY_CAST({v} AS DOUBLE)) AS numeric, COUNT(DISTINCT {v}) AS distinct_,
+               {', '.join(f'QUANTILE_CONT(TRY_CAST({v} AS DOUBLE), {q}) AS q{i}' for i, q in enumerate(QUARTILES))}
+        FROM predictions WHERE {primary.sql(role='primary')}""").iloc[0]
+    if int(stats["n"]) == 0:
+        return {"by": column, "error": f"no record carries a value of {what}"}
+    if int(stats["numeric"]) == int(stats["n"]) and int(stats["distinct_"]) > SEGMENT_BINS:
+        edges = sorted({float(stats[f"q{i}"]) for i in range(len(QUARTILES))})
+        # pandas' own interval labels for these edges, as qcut makes them (precision 3, lowest included)
+        names = [str(c) for c in pd.cut(pd.Series(edges), bins=edges, include_lowest=True, precision=3)
+                 .cat.categories]
+        cases = " ".join(f"WHEN TRY_CAST({value} AS DOUBLE) <= CAST('{edge!r}' AS DOUBLE) THEN {_quote(name)}"
+                         for edge, name in zip(edges[1:], names, strict=True))
+        segment = f"CASE {cases} ELSE {_quote(names[-1])} END"
+        how = f"quartiles of the numeric column ({len(names)} bins)"
+    else:
+        segment, how = value, "the column's values"
+    seg_sql = segment.format(p="")
+    parts = engine.frame(f"SELECT {seg_sql} AS seg, model_version, COUNT(*) AS n FROM predictions "
+                         f"WHERE {primary.sql(role='primary')} GROUP BY 1, 2")
+    results: dict[str, dict[str, Any]] = {}
+    skipped: dict[str, str] = {}
+    for seg in sorted(parts["seg"].astype(str).unique()):
+        rows = parts[parts["seg"].astype(str) == seg]
+        names = sorted(rows["model_version"].astype(str))
+        if control not in names or len(names) < 2 or int(rows["n"].sum()) < min_records:
+            skipped[seg] = (f"{int(rows['n'].sum())} records, versions {', '.join(names)}: too few to compare "
+                            f"with {control}")
+            continue
+        results[seg] = _compare_in(engine, primary.narrowed(f"{segment} = {_quote(seg)}"), names, control, labels,
+                                   unit, seed)
+    return segment_family(column, how, control, results, skipped, correction)
+
+
+def _compare_in(engine: Engine, f: Filters, names: list[str], control: str, labels: list[str], unit: str,
+                seed: int) -> dict[str, Any]:
+    """compare_to_control (no correction) on the rows ``f`` selects, from their aggregates."""
+    if unit == "user":
+        per_user = _per_user(engine, f, labels)
+        pairs = {v: _clustered(per_user, control, v, labels, seed) for v in names if v != control}
+        return _family(pairs, control, "none", unit)
+    versions = _versions(engine, f)
+    versions = versions[versions["role"] == "primary"]
+    classes, accuracy = _classes(engine, f), _accuracy(engine, f)
+    counts = {("primary", str(v)): int(n) for v, n in zip(versions["model_version"], versions["n"], strict=True)}
+    sample = _sample(engine, f.narrowed("{p}role = 'primary'"), counts, seed)
+    latency_counts = _latency_counts(engine, f)
+    summaries = {}
+    for _, row in versions.iterrows():
+        v = str(row["model_version"])
+        found = classes[(classes["role"] == "primary") & (classes["model_version"] == v)]
+        mine = dict(zip(found["prediction"].astype(str), found["n"].astype(int), strict=True))
+        acc = accuracy[accuracy["model_version"] == v]
+        summaries[v] = {"classes": {lbl: int(mine.get(lbl, 0)) for lbl in labels},
+                        "accuracy": st.accuracy_counts(int(acc["right_"].iloc[0]), int(acc["labelled"].iloc[0]))
+                        if not acc.empty else None}
+    medians = {str(v): float(p) for v, p in zip(versions["model_version"], versions["p50"], strict=True)}
+    pairs = {v: _pair(summaries[control], summaries[v], labels,
+                      _latency_test(latency_counts, sample, control, v, medians, seed)) for v in names if v != control}
+    return _family(pairs, control, "none", unit)
 

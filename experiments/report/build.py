@@ -192,22 +192,23 @@ def build_report(experiment: str, tracking_uri: str, *, since: int | None = None
 def build_table_report(section: Any, engine_name: str, *, experiment: str, tracking_uri: str,
                        spark_master: str = "local[2]", since: int | None = None, until: int | None = None,
                        config_hash: str | None = None, role: str = "all", seed: int = 0, control: str | None = None,
-                       correction: str = "holm",
+                       correction: str = "holm", segment_by: str | None = None,
                        max_slowdown: float = DEFAULT_MAX_SLOWDOWN) -> tuple[dict[str, Any], pd.DataFrame]:
     """The report computed where the rows are: ``engine_name`` (duckdb or spark) aggregates the
     inference table of ``section`` ([table]), the statistics run on the aggregates
     (experiments/report/aggregates.py). Returns the report and a sample of rows for its charts."""
-    from experiments.report.aggregates import NOT_ON_ENGINE, Filters, engine_report
+    from experiments.report.aggregates import ENGINE_NOTE, Filters, engine_report
     from experiments.report.engines import open_engine
 
     started = time.perf_counter()
     engine = open_engine(engine_name, section, spark_master=spark_master)
     try:
         report, charts = engine_report(engine, Filters(since, until, config_hash, role), seed=seed, control=control,
-                                       correction=correction, max_slowdown=max_slowdown)
+                                       correction=correction, segment_by=segment_by, max_slowdown=max_slowdown)
     finally:
         engine.close()
-    report["warnings"] = [f"engine path ({engine_name}): {NOT_ON_ENGINE}"]
+    report["warnings"] = []
+    report["engine_note"] = f"engine path ({engine_name}): {ENGINE_NOTE}"
     report.update({
         "report_id": uuid.uuid4().hex, "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "experiment": experiment, "tracking_uri": tracking_uri, "n_runs": None,

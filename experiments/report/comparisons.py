@@ -170,6 +170,12 @@ def by_segment(primary: pd.DataFrame, column: str, control: str, labels: list[An
             continue
         results[seg] = compare_to_control(part, names, control, labels, correction="none", alpha=alpha, seed=seed,
                                           unit=unit)
+    return segment_family(column, how, control, results, skipped, correction, alpha)
+
+
+def segment_family(column: str, how: str, control: str, results: dict[str, dict[str, Any]],
+                   skipped: dict[str, str], correction: str, alpha: float = st.ALPHA) -> dict[str, Any]:
+    """The segments' comparisons (each made with no correction) adjusted as one family of their own."""
     family = [(seg, v, m) for seg, r in results.items() for v, tests in r["pairs"].items() for m in tests]
     adjusted = adjust([results[seg]["pairs"][v][m]["p_value"] for seg, v, m in family], correction)
     verdicts = []

@@ -10,7 +10,7 @@ import pandas as pd
 
 from experiments.report.bandit import html_table as bandit_html
 from experiments.report.charts import accuracy_chart, class_bars, confusion_heatmap, latency_ecdf, value_histogram
-from experiments.report.text import quality_text
+from experiments.report.text import quality_text, source_text
 
 # What a test's figures are called on the page (anything not named here keeps its key)
 FIGURE_NAMES = {
@@ -191,7 +191,7 @@ def _shadow_table(shadow: dict[str, Any]) -> str:
 def render_html(report: dict[str, Any], records: pd.DataFrame) -> str:
     sections = [f"<h1>A/B comparison: {html.escape(str(report.get('experiment', '')))}</h1>",
                 f"<p class=meta>report {report.get('report_id', '')} · generated {report.get('generated_at', '')} · "
-                f"{report['n_records']} prediction records from {report.get('n_runs', '?')} runs · "
+                f"{report['n_records']} prediction records {html.escape(source_text(report))} · "
                 f"{report.get('kind', '')} · filters: {html.escape(filters_text(report.get('filters') or {}))}</p>"]
     links = report.get("links") or {}
     if links.get("runs"):

@@ -11,10 +11,19 @@ from experiments.report.recommend import render as render_recommendation
 from experiments.report.sequential import render as render_sequential
 
 
+def source_text(report: dict[str, Any]) -> str:
+    """Where the report's figures came from: the runs read into pandas, or an engine's aggregates."""
+    source = report.get("source") or {}
+    if source.get("path") == "engine":
+        return f"aggregated by {source.get('engine')} in the inference table {source.get('table')}"
+    return f"from {report.get('n_runs', '?')} runs in experiment {report.get('experiment', '?')}, read into pandas"
+
+
 def render_terminal(report: dict[str, Any]) -> str:
-    lines = [f"A/B report {report.get('report_id', '')}: {report['n_records']} prediction records from "
-             f"{report.get('n_runs', '?')} runs in experiment {report.get('experiment', '?')} "
-             f"(read in {report.get('read_seconds', '?')} s)", ""]
+    lines = [f"A/B report {report.get('report_id', '')}: {report['n_records']} prediction records "
+             f"{source_text(report)} (in {report.get('read_seconds', '?')} s)", ""]
+    if report.get("engine_note"):
+        lines[-1:] = [f"({report['engine_note']})", ""]
     lines += [f"WARNING: {w}" for w in report.get("warnings", [])]
     if report.get("warnings"):
         lines.append("")

@@ -90,5 +90,5 @@ def test_compare_reads_the_table_the_config_names(table: TableSection, tmp_path:
     assert report["n_records"] == 60_000 and report["source"] == {"path": "engine", "engine": "duckdb",
                                                                   "table": table.uri}
     assert set(report["recommendation"]["candidates"]) == {"v2.0"}
-    assert "engine path (duckdb)" in out.stderr
+    assert report["engine_note"].startswith("engine path (duckdb)")
     assert "<img" in (tmp_path / "report.html").read_text()  # the charts drawn from the engine's sample
