@@ -89,10 +89,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="a candidate whose p95 is more than this times the control's (95%% intervals apart) "
                              "is clearly slower: not promoted when no better, a trade-off when better "
                              "(default %(default)s)")
-    parser.add_argument("--engine", choices=["mlflow", "duckdb", "spark"], default="mlflow",
-                        help="mlflow (default): read every run and its rows into pandas; duckdb or spark: aggregate "
-                             "the inference table of the config's [table] where the rows are, statistics on the "
-                             "aggregates (window mode with [table] enabled; docs/report.md)")
+    parser.add_argument("--engine", choices=["auto", "mlflow", "duckdb", "spark"], default="auto",
+                        help="duckdb or spark: aggregate the inference table of the config's [table] where the rows "
+                             "are, the statistics on the aggregates; mlflow: read every run and its rows into pandas "
+                             "(per-prediction runs, window runs from before the table); auto (default): duckdb when "
+                             "the config writes the table ([table] enabled), else mlflow (docs/report.md)")
     parser.add_argument("--spark-master", default="local[2]",
                         help="Spark's master URL with --engine spark (default %(default)s; a cluster's in production)")
     parser.add_argument("--correction", choices=CORRECTIONS, default="holm",
@@ -120,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     # one progress bar of our own (reading the window tables), on a terminal only; none of MLflow's per download
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     defaults = _with_defaults(args)
+    if args.engine == "auto":
+        table = defaults.get("table")
+        args.engine = "duckdb" if table is not None and table.enabled else "mlflow"
 
     from gateway.mlflow.client import check_tracking_server
 
@@ -158,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 def _engine_report(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
     """--engine duckdb|spark: the report from the inference table's aggregates."""
     from experiments.report.build import build_table_report
-    from experiments.report.engines import TableMissing
+    from experiments.report.engine.engines import TableMissing
 
     section = defaults.get("table")
     if section is None:

@@ -54,7 +54,7 @@ def table_counts(runs: pd.DataFrame, table_tag: str, window_tag: str) -> tuple[i
     import duckdb
     import pyarrow as pa
 
-    from experiments.report.engines import arrow_dataset
+    from experiments.report.engine.engines import arrow_dataset
     from gateway.delta.spec import TableSection
 
     rows = distinct = 0

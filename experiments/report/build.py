@@ -196,9 +196,10 @@ def build_table_report(section: Any, engine_name: str, *, experiment: str, track
                        max_slowdown: float = DEFAULT_MAX_SLOWDOWN) -> tuple[dict[str, Any], pd.DataFrame]:
     """The report computed where the rows are: ``engine_name`` (duckdb or spark) aggregates the
     inference table of ``section`` ([table]), the statistics run on the aggregates
-    (experiments/report/aggregates.py). Returns the report and a sample of rows for its charts."""
-    from experiments.report.aggregates import ENGINE_NOTE, Filters, engine_report
-    from experiments.report.engines import open_engine
+    (experiments/report/engine/). Returns the report and a sample of rows for its charts."""
+    from experiments.report.engine.engines import open_engine
+    from experiments.report.engine.queries import Filters
+    from experiments.report.engine.report import ENGINE_NOTE, engine_report
 
     started = time.perf_counter()
     engine = open_engine(engine_name, section, spark_master=spark_master)

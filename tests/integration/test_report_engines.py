@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from experiments.bench.table_rows import Shape, write
-from experiments.report.aggregates import Filters, engine_report
-from experiments.report.engines import DuckDBEngine, SparkEngine
+from experiments.report.engine.engines import DuckDBEngine, SparkEngine
+from experiments.report.engine.queries import Filters
+from experiments.report.engine.report import engine_report
 from gateway.delta.spec import TableSection
 from stack.processes import ROOT
 

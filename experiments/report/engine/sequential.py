@@ -18,17 +18,14 @@ import numpy as np
 import pandas as pd
 
 from experiments.report.comparisons import adjust
-from experiments.report.engines import Engine
+from experiments.report.engine.engines import Engine
+from experiments.report.engine.queries import quote
 from experiments.report.sequential import LOOKS, METHOD, _beside, _look_points, _path_min
 from gateway.stats import sequential as sq
 
 BUCKETS = 400
 _BIN = (f"CASE WHEN inference_time_ms > {sq.BIN_BASE} THEN CAST(FLOOR(LN(inference_time_ms / {sq.BIN_BASE}) / "
         f"LN({sq.BIN_GROWTH})) AS BIGINT) ELSE 0 END")
-
-
-def _quote(text: str) -> str:
-    return "'" + str(text).replace("'", "''") + "'"
 
 
 class Slices:
@@ -42,7 +39,7 @@ class Slices:
             return
         self.lo, self.width = int(lo), max(1, -(-(int(hi) - int(lo) + 1) // BUCKETS))
         bucket = f"CAST(FLOOR((p.ts_ms - {self.lo}) / {self.width}) AS BIGINT)"
-        classes = "".join(f", SUM(CASE WHEN p.prediction = {_quote(lbl)} THEN 1 ELSE 0 END) AS class_{i}"
+        classes = "".join(f", SUM(CASE WHEN p.prediction = {quote(lbl)} THEN 1 ELSE 0 END) AS class_{i}"
                           for i, lbl in enumerate(labels))
         self.stats = engine.frame(f"""
             WITH {labels_cte}

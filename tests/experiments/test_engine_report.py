@@ -1,5 +1,5 @@
 """The report where the rows are: its statistics from an engine's aggregates equal the pandas path's
-row-level ones on the same inference table (experiments/report/aggregates.py, engines.py)."""
+row-level ones on the same inference table (experiments/report/engine/)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from scipy import stats
 
 from experiments.bench.table_rows import Shape, write
 from experiments.report import statistics as st
-from experiments.report.aggregates import Filters, engine_report
 from experiments.report.analyse import analyse
-from experiments.report.engines import DuckDBEngine, TableMissing, spark_sql
+from experiments.report.engine.engines import DuckDBEngine, TableMissing, spark_sql
+from experiments.report.engine.queries import Filters
+from experiments.report.engine.report import engine_report
 from gateway.delta.spec import TableSection
 from gateway.mlflow.readback import join_labels, records_of_rows
 

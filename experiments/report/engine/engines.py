@@ -1,6 +1,6 @@
 """Where the report's heavy work runs: an SQL engine over the inference tables, not pandas.
 
-Every query is written once, in DuckDB's dialect (experiments/report/aggregates.py), and runs as it
+Every query is written once, in DuckDB's dialect (experiments/report/engine/queries.py), and runs as it
 is on DuckDB (embedded, the default) or transpiled by sqlglot for Apache Spark (``--engine spark``),
 where an exact percentile becomes Spark's ``percentile_approx`` (relative rank error 1/10,000).
 

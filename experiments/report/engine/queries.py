@@ -1,0 +1,211 @@
+"""The engine path's queries, each written once in DuckDB's dialect (Spark gets them through sqlglot,
+engines.py). Every function returns a small frame of aggregates; none returns rows but a sample."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pandas as pd
+
+from experiments.report.analyse import MULTIPLE_EXPOSURE_WARN
+from experiments.report.engine.engines import Engine
+from gateway.domain.records import RANDOMISED
+
+SAMPLE_ROWS = 20_000  # per version, for the bootstrap intervals (statistics.py thins to as many)
+SAMPLE_MODULUS = 1_000_003  # a prime: rows whose hash falls below rate x this are sampled
+PAIRED_SAMPLE = 200_000
+LATENCY = "ROUND(inference_time_ms, 3)"  # the gateway logs microseconds
+
+def quote(text: str) -> str:
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+class Filters:
+    """since/until (epoch ms), config hash and role, as SQL over the table; ``day`` bounds let the
+    engine skip the day partitions outside the range."""
+
+    def __init__(self, since: int | None = None, until: int | None = None, config_hash: str | None = None,
+                 role: str = "all", extra: tuple[str, ...] = ()) -> None:
+        self.since, self.until, self.config_hash, self.role = since, until, config_hash, role
+        self.extra = extra  # further conditions, "{p}" standing for the table's alias and a dot
+
+    def narrowed(self, condition: str) -> Filters:
+        return Filters(self.since, self.until, self.config_hash, self.role, (*self.extra, condition))
+
+    def sql(self, alias: str = "", role: str | None = None) -> str:
+        p = f"{alias}." if alias else ""
+        clauses = [f"{p}inference_time_ms IS NOT NULL", f"{p}prediction IS NOT NULL"]
+        if self.since is not None:
+            clauses += [f"{p}ts_ms >= {int(self.since)}", f"{p}day >= {quote(day(self.since))}"]
+        if self.until is not None:
+            clauses += [f"{p}ts_ms < {int(self.until)}", f"{p}day <= {quote(day(self.until))}"]
+        if self.config_hash:
+            clauses.append(f"{p}config_hash = {quote(self.config_hash)}")
+        wanted = role or (None if self.role == "all" else self.role)
+        if wanted:
+            clauses.append(f"{p}role = {quote(wanted)}")
+        clauses += [condition.format(p=p) for condition in self.extra]
+        return " AND ".join(clauses)
+
+
+def day(ms: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(ms / 1000))
+
+
+def labels_cte(engine: Engine) -> str:
+    """The first label of each prediction (by its time), as ``labels``; none without a feedback table."""
+    if not engine.tables.get("feedback"):
+        return ("labels AS (SELECT CAST(NULL AS VARCHAR) AS request_id, CAST(NULL AS BIGINT) AS row_index, "
+                "CAST(NULL AS DOUBLE) AS correct, CAST(NULL AS VARCHAR) AS true_label, CAST(NULL AS DOUBLE) AS reward "
+                "WHERE 1 = 0)")
+    return ("labels AS (SELECT request_id, row_index, correct, true_label, reward FROM (SELECT request_id, "
+            "row_index, CAST(correct AS DOUBLE) AS correct, true_label, CAST(reward AS DOUBLE) AS reward, "
+            "ROW_NUMBER() OVER (PARTITION BY request_id, row_index ORDER BY ts_ms) AS k FROM feedback) AS ranked "
+            "WHERE k = 1)")
+
+
+# A label judged where it arrived has ``correct``; one another replica received is judged here, by
+# the one rule (gateway/domain/label_rule.py): the label's text equals the prediction's.
+RIGHT = ("COALESCE(l.correct, CASE WHEN JSON_EXTRACT_STRING(l.true_label, '$') = p.prediction THEN 1.0 "
+          "ELSE 0.0 END)")
+
+
+def versions(engine: Engine, f: Filters) -> pd.DataFrame:
+    return engine.frame(f"""
+        SELECT role, model_version, COUNT(*) AS n, MIN(kind) AS kind_min, MAX(kind) AS kind_max,
+               AVG(inference_time_ms) AS mean, QUANTILE_CONT(inference_time_ms, 0.5) AS p50,
+               QUANTILE_CONT(inference_time_ms, 0.95) AS p95, QUANTILE_CONT(inference_time_ms, 0.99) AS p99,
+               COUNT(request_time_ms) AS rt_n, AVG(request_time_ms) AS rt_mean,
+               QUANTILE_CONT(request_time_ms, 0.5) AS rt_p50, QUANTILE_CONT(request_time_ms, 0.95) AS rt_p95,
+               QUANTILE_CONT(request_time_ms, 0.99) AS rt_p99, AVG(batch_rows) AS batch_rows_mean,
+               MAX(ts_ms) AS last_ts
+        FROM predictions WHERE {f.sql()} GROUP BY role, model_version""")
+
+
+def classes(engine: Engine, f: Filters) -> pd.DataFrame:
+    return engine.frame(f"SELECT role, model_version, prediction, COUNT(*) AS n FROM predictions "
+                        f"WHERE {f.sql()} GROUP BY role, model_version, prediction")
+
+
+def accuracy(engine: Engine, f: Filters) -> pd.DataFrame:
+    return engine.frame(f"""
+        WITH {labels_cte(engine)}
+        SELECT p.model_version, COUNT(*) AS labelled, SUM({RIGHT}) AS right_
+        FROM predictions AS p JOIN labels AS l ON p.request_id = l.request_id AND p.row_index = l.row_index
+        WHERE {f.sql('p', 'primary')} GROUP BY p.model_version""")
+
+
+def latency_counts(engine: Engine, f: Filters) -> pd.DataFrame:
+    return engine.frame(f"SELECT model_version, {LATENCY} AS x, COUNT(*) AS n FROM predictions "
+                        f"WHERE {f.sql(role='primary')} GROUP BY model_version, {LATENCY}")
+
+
+def sample(engine: Engine, f: Filters, counts: dict[tuple[str, str], int], seed: int) -> pd.DataFrame:
+    """About ``SAMPLE_ROWS`` rows per (role, version), chosen by a hash of the row's key and the seed."""
+    cases = " ".join(f"WHEN role = {quote(r)} AND model_version = {quote(v)} THEN "
+                     f"{int(min(1.0, 1.25 * SAMPLE_ROWS / max(n, 1)) * SAMPLE_MODULUS)}"
+                     for (r, v), n in counts.items())
+    return engine.frame(f"""
+        SELECT role, model_version, inference_time_ms AS latency_ms, request_time_ms, prediction, ts_ms
+        FROM predictions
+        WHERE {f.sql()}
+          AND ABS(HASH(request_id, row_index, {int(seed)})) % {SAMPLE_MODULUS} < CASE {cases} ELSE 0 END""")
+
+
+def randomised(f: Filters, extra: str = "") -> str:
+    routings = ", ".join(quote(r) for r in sorted(RANDOMISED))
+    return f"{f.sql(role='primary')} AND routing IN ({routings}) AND row_index = 0{extra}"
+
+
+def unit(engine: Engine, f: Filters) -> dict[str, Any]:
+    row = engine.frame(f"""
+        SELECT COUNT(*) AS randomised,
+               SUM(CASE WHEN routing = 'sticky' AND "user" IS NOT NULL THEN 1 ELSE 0 END) AS sticky,
+               COUNT(DISTINCT CASE WHEN routing = 'sticky' THEN "user" END) AS users
+        FROM predictions WHERE {randomised(f)}""").iloc[0]
+    n_randomised, sticky, users = int(row["randomised"]), int(row["sticky"] or 0), int(row["users"] or 0)
+    if n_randomised and sticky * 2 >= n_randomised:
+        return {"unit": "user", "users": users, "requests": sticky,
+                "why": f"{sticky} of {n_randomised} randomised requests were routed by a sticky user key, "
+                       f"{users} users: SRM counts users, per-request metrics are clustered by user"}
+    return {"unit": "request", "why": "requests were routed independently (weighted)"}
+
+
+def srm(engine: Engine, f: Filters, by_user: bool) -> pd.DataFrame:
+    if by_user:  # each sticky user once per configuration, with the version of their first request
+        sticky = randomised(f, " AND weights <> '' AND routing = 'sticky' AND \"user\" IS NOT NULL")
+        return engine.frame(f"""
+            SELECT config_hash, weights, v AS model_version, COUNT(*) AS n, MAX(last_ts) AS last_ts FROM (
+                SELECT config_hash, weights, "user", ARG_MIN(model_version, ts_ms) AS v, MAX(ts_ms) AS last_ts
+                FROM predictions
+                WHERE {sticky}
+                GROUP BY config_hash, weights, "user") AS firsts
+            GROUP BY config_hash, weights, v""")
+    return engine.frame(f"""
+        SELECT config_hash, weights, model_version, COUNT(*) AS n, MAX(ts_ms) AS last_ts FROM predictions
+        WHERE {randomised(f, " AND weights <> ''")} GROUP BY config_hash, weights, model_version""")
+
+
+def exposure(engine: Engine, f: Filters) -> dict[str, Any] | None:
+    row = engine.frame(f"""
+        SELECT COUNT(*) AS users, SUM(CASE WHEN nv > 1 THEN 1 ELSE 0 END) AS mixed FROM (
+            SELECT "user", COUNT(DISTINCT model_version) AS nv FROM predictions
+            WHERE {f.sql(role='primary')} AND "user" IS NOT NULL GROUP BY "user") AS per_user""").iloc[0]
+    users = int(row["users"] or 0)
+    if users == 0:
+        return None
+    mixed = int(row["mixed"] or 0)
+    return {"users": users, "in_more_than_one_version": mixed, "share": mixed / users,
+            "warn_above": MULTIPLE_EXPOSURE_WARN}
+
+
+def per_user(engine: Engine, f: Filters, labels: list[str]) -> pd.DataFrame:
+    classes = ", ".join(f"SUM(CASE WHEN p.prediction = {quote(lbl)} THEN 1.0 ELSE 0.0 END) AS class_{i}"
+                        for i, lbl in enumerate(labels))
+    return engine.frame(f"""
+        WITH {labels_cte(engine)}
+        SELECT p.model_version, p."user", COUNT(*) AS n, SUM(p.inference_time_ms) AS latency,
+               SUM(CASE WHEN l.request_id IS NULL THEN 0.0 ELSE 1.0 END) AS labelled,
+               SUM(CASE WHEN l.request_id IS NULL THEN 0.0 ELSE {RIGHT} END) AS right_
+               {', ' + classes if classes else ''}
+        FROM predictions AS p LEFT JOIN labels AS l ON p.request_id = l.request_id AND p.row_index = l.row_index
+        WHERE {f.sql('p', 'primary')} AND p."user" IS NOT NULL GROUP BY p.model_version, p."user\"""")
+
+
+def shadow_pairs(engine: Engine, f: Filters) -> pd.DataFrame:
+    return engine.frame(f"""
+        WITH {labels_cte(engine)}
+        SELECT p.model_version AS version_p, s.model_version AS version_s, p.prediction AS prediction_p,
+               s.prediction AS prediction_s,
+               {judged('p')} AS right_p, {judged('s')} AS right_s,
+               COUNT(*) AS n
+        FROM predictions AS p JOIN predictions AS s ON p.request_id = s.request_id AND p.row_index = s.row_index
+        LEFT JOIN labels AS l ON p.request_id = l.request_id AND p.row_index = l.row_index
+        WHERE {f.sql('p', 'primary')} AND {f.sql('s', 'shadow')}
+        GROUP BY 1, 2, 3, 4, 5, 6""")
+
+
+def judged(alias: str) -> str:
+    """1 when the prediction under ``alias`` is right by the label rule, 0 when wrong, NULL unlabelled."""
+    return (f"CASE WHEN l.request_id IS NULL THEN NULL WHEN JSON_EXTRACT_STRING(l.true_label, '$') = "
+            f"{alias}.prediction THEN 1 ELSE 0 END")
+
+
+def paired_latency_sample(engine: Engine, f: Filters, pairs: int, seed: int) -> pd.DataFrame:
+    keep = int(min(1.0, PAIRED_SAMPLE / max(pairs, 1)) * SAMPLE_MODULUS)
+    return engine.frame(f"""
+        SELECT p.inference_time_ms AS latency_p, s.inference_time_ms AS latency_s
+        FROM predictions AS p JOIN predictions AS s ON p.request_id = s.request_id AND p.row_index = s.row_index
+        WHERE {f.sql('p', 'primary')} AND {f.sql('s', 'shadow')}
+          AND ABS(HASH(p.request_id, p.row_index, {int(seed)})) % {SAMPLE_MODULUS} < {keep}""")
+
+
+def srm_units(f: Filters, config_hash: str, by_user: bool) -> str:
+    """The randomised units of one configuration as (ts_ms, model_version): its requests, or each
+    sticky user once, at their first request."""
+    where = randomised(f, " AND weights <> ''") + f" AND config_hash = {quote(config_hash)}"
+    if by_user:
+        return ("SELECT MIN(ts_ms) AS ts_ms, ARG_MIN(model_version, ts_ms) AS model_version FROM predictions "
+                f"WHERE {where} AND routing = 'sticky' AND \"user\" IS NOT NULL GROUP BY \"user\"")
+    return f"SELECT ts_ms, model_version FROM predictions WHERE {where}"
