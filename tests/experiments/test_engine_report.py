@@ -229,10 +229,10 @@ def test_a_missing_table_says_where_it_looked(tmp_path: Path) -> None:
         DuckDBEngine(TableSection(enabled=True, uri=str(tmp_path)))
 
 
-def test_spark_gets_approximate_percentiles_and_its_own_spelling() -> None:
+def test_spark_gets_exact_percentiles_and_its_own_spelling() -> None:
     sql = spark_sql("SELECT QUANTILE_CONT(x, 0.95) AS q, ARG_MIN(v, ts) AS first, JSON_EXTRACT_STRING(t, '$') AS j, "
                     "\"user\" FROM predictions")
-    assert "PERCENTILE_APPROX(x, 0.95, 10000)" in sql
+    assert "PERCENTILE(x, 0.95)" in sql
     assert "MIN_BY(v, ts)" in sql and "GET_JSON_OBJECT(t, '$')" in sql and "`user`" in sql
 
 

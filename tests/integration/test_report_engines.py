@@ -1,13 +1,13 @@
 """The report where the rows are, on both engines: a real local Spark session (local[2], one for the
-module) and DuckDB over the same inference table give the same figures; quantiles within Spark's
-approximation. And python -m experiments.compare --engine reads the table the config names."""
+module) and DuckDB over the same inference table give the same figures, quantiles included. And python -m experiments.compare --engine reads the table the config names."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,11 @@ from experiments.bench.table_rows import Shape, write
 from experiments.report.engine.engines import DuckDBEngine, SparkEngine
 from experiments.report.engine.queries import Filters
 from experiments.report.engine.report import engine_report
+from experiments.traffic import run_traffic
 from gateway.delta.spec import TableSection
-from stack.processes import ROOT
+from stack.processes import ROOT, GatewayProcess
+from tests.experiments.test_engine_report import row_level_report
+from tests.harness.delivery import wait_drained
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +29,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def table(tmp_path_factory: pytest.TempPathFactory) -> TableSection:
     root = tmp_path_factory.mktemp("engines-table")
-    write(str(root), Shape(rows=60_000, users=2_000, labelled=0.2, days=3), progress=False, chunk_rows=20_000)
+    write(str(root), Shape(rows=40_000, users=2_000, labelled=0.2, days=3), progress=False, chunk_rows=20_000)
     return TableSection(enabled=True, uri=str(root))
 
 
@@ -53,8 +56,8 @@ def test_spark_and_duckdb_give_the_same_report(table: TableSection, spark: Spark
         sv = s["versions"][v]
         assert (sv["count"], sv["classes"], sv["accuracy"]) == (dv["count"], dv["classes"], dv["accuracy"])
         assert sv["latency_ms"]["mean"] == pytest.approx(dv["latency_ms"]["mean"])
-        for q in ("p50", "p95", "p99"):  # exact on DuckDB; Spark's percentile_approx within 1%
-            assert sv["latency_ms"][q] == pytest.approx(dv["latency_ms"][q], rel=0.01), (v, q)
+        for q in ("p50", "p95", "p99"):  # exact and interpolated on both
+            assert sv["latency_ms"][q] == pytest.approx(dv["latency_ms"][q], rel=1e-9), (v, q)
     for test in ("class_chi2", "srm", "accuracy"):
         assert s["tests"][test]["p_value"] == pytest.approx(d["tests"][test]["p_value"], rel=1e-9), test
     # Mann-Whitney from value counts: exact on both.
@@ -66,6 +69,36 @@ def test_spark_and_duckdb_give_the_same_report(table: TableSection, spark: Spark
         assert (st["a"], st["b"], st["units"]) == (pytest.approx(dt["a"]), pytest.approx(dt["b"]), dt["units"])
     decisions = [{v: c["decision"] for v, c in r["recommendation"]["candidates"].items()} for r in (s, d)]
     assert decisions[0] == decisions[1]
+
+
+def test_a_real_gateways_table_gives_one_report_on_both_engines_and_the_row_level_path(
+        spark: SparkEngine, start_gateway: Callable[..., GatewayProcess], tmp_path: Path) -> None:
+    """Sticky users' traffic with labels through a real gateway into its table, then the report on
+    DuckDB, on Spark and on the rows in pandas: the same figures."""
+    gw = start_gateway(name="engines", mlflow={"granularity": "window", "window_seconds": 1.0,
+                                               "experiment": "engines-real"},
+                       table={"enabled": True, "uri": str(tmp_path / "table")})
+    result = asyncio.run(run_traffic(gw.url, 400, concurrency=8, users=60, seed=5, progress=False, feedback=True))
+    assert result.ok == 400
+    wait_drained(gw)
+    section = TableSection(enabled=True, uri=str(tmp_path / "table"))
+    duck = DuckDBEngine(section)
+    try:
+        d = _report(duck)
+    finally:
+        duck.close()
+    s = _report(SparkEngine(section, "local[2]"))
+    rows = row_level_report(tmp_path / "table")
+    assert d["n_records"] == s["n_records"] == rows["n_records"] == 400
+    for v, r in rows["versions"].items():
+        for e in (d, s):
+            assert (e["versions"][v]["count"], e["versions"][v]["classes"]) == (r["count"], r["classes"])
+            assert (e["versions"][v]["accuracy"] or {}).get("correct") == (r["accuracy"] or {}).get("correct")
+        assert d["versions"][v]["latency_ms"]["p95"] == pytest.approx(r["latency_ms"]["p95"])
+        assert s["versions"][v]["latency_ms"]["p95"] == pytest.approx(r["latency_ms"]["p95"])
+    assert d["unit"] == s["unit"] == rows["unit"] and d["unit"]["unit"] == "user"
+    assert d["tests"]["srm"]["p_value"] == pytest.approx(rows["tests"]["srm"]["p_value"])
+    assert s["tests"]["srm"]["p_value"] == pytest.approx(rows["tests"]["srm"]["p_value"])
 
 
 def test_spark_prunes_the_day_partitions(spark: SparkEngine) -> None:
@@ -88,7 +121,7 @@ def test_compare_reads_the_table_the_config_names(table: TableSection, tmp_path:
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
-    assert report["n_records"] == 60_000 and report["source"] == {"path": "engine", "engine": "duckdb",
+    assert report["n_records"] == 40_000 and report["source"] == {"path": "engine", "engine": "duckdb",
                                                                   "table": table.uri}
     assert set(report["recommendation"]["candidates"]) == {"v2.0"}
     assert report["engine_note"].startswith("engine path (duckdb)")

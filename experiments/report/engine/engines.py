@@ -1,8 +1,7 @@
 """Where the report's heavy work runs: an SQL engine over the inference tables, not pandas.
 
 Every query is written once, in DuckDB's dialect (experiments/report/engine/queries.py), and runs as it
-is on DuckDB (embedded, the default) or transpiled by sqlglot for Apache Spark (``--engine spark``),
-where an exact percentile becomes Spark's ``percentile_approx`` (relative rank error 1/10,000).
+is on DuckDB (embedded, the default) or transpiled by sqlglot for Apache Spark (``--engine spark``).
 
 Both read the Delta tables' current files (``DeltaTable.file_uris()``: the table is append-only and
 compaction keeps its rows, so its current files are its rows) with the ``day`` partition taken from
@@ -19,9 +18,6 @@ from typing import Any, Protocol
 import pandas as pd
 
 from gateway.delta.spec import FEEDBACK, PREDICTIONS, TableSection
-
-SPARK_ACCURACY = 10_000  # percentile_approx's accuracy: rank error at most 1/10,000 of the rows
-
 
 class Engine(Protocol):
     name: str
@@ -111,19 +107,21 @@ class DuckDBEngine:
 
 
 def spark_sql(sql: str) -> str:
-    """A query in DuckDB's dialect, for Spark: exact percentiles become approximate ones."""
+    """A query in DuckDB's dialect, for Spark. DuckDB's exact, interpolated ``QUANTILE_CONT`` becomes
+    Spark's ``PERCENTILE``: exact and interpolated the same way, and it counts each distinct value
+    once (the gateway's latencies have microsecond resolution, so few), where ``percentile_approx``
+    returns one of the values, up to a whole gap between two of them away on a small group."""
     import sqlglot
     from sqlglot import exp
 
     tree = sqlglot.parse_one(sql, read="duckdb")
 
-    def approximate(node: exp.Expression) -> exp.Expression:
+    def exact(node: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.PercentileCont):
-            return exp.ApproxQuantile(this=node.this, quantile=node.expression,
-                                      accuracy=exp.Literal.number(SPARK_ACCURACY))
+            return exp.Quantile(this=node.this, quantile=node.expression)
         return node
 
-    return tree.transform(approximate).sql(dialect="spark")
+    return tree.transform(exact).sql(dialect="spark")
 
 
 class SparkEngine:
@@ -139,17 +137,21 @@ class SparkEngine:
                       .config("spark.ui.enabled", "false")
                       .getOrCreate())
         self.tables = {}
+        self._frames: dict[str, Any] = {}
         for name in (PREDICTIONS, FEEDBACK):
             files = _files(section, name)
             self.tables[name] = bool(files)
             if files:
                 base = section.table_uri(name)
-                (self.spark.read.option("basePath", base).option("mergeSchema", "true").parquet(*files)
-                 .createOrReplaceTempView(name))
+                self._frames[name] = (self.spark.read.option("basePath", base).option("mergeSchema", "true")
+                                      .parquet(*files))
         if not self.tables[PREDICTIONS]:
             raise TableMissing(f"no predictions table at {section.table_uri(PREDICTIONS)}")
 
     def frame(self, sql: str) -> pd.DataFrame:
+        # The session is the process's; another engine on it may have named other tables the same.
+        for name, frame in self._frames.items():
+            frame.createOrReplaceTempView(name)
         return self.spark.sql(spark_sql(sql)).toPandas()
 
     def close(self) -> None:
