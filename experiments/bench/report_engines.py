@@ -29,6 +29,8 @@ from experiments.bench.table_rows import Shape, write
 from stack.processes import ROOT
 
 TARGET_SECONDS, TARGET_RSS_MB = 60.0, 2048.0
+STAGES = ("versions", "classes", "sample", "accuracy", "unit", "latency_counts", "per_user", "srm", "exposure",
+          "__init__", "srm_test", "bandit")
 
 
 def run_report(config: Path, engine: str, timeout: float = 3600) -> dict[str, Any]:
@@ -59,7 +61,7 @@ def run_report(config: Path, engine: str, timeout: float = 3600) -> dict[str, An
     return {"engine": engine, "rows": report["n_records"], "seconds": round(seconds, 1), "peak_rss_mb": round(peak[0]),
             "p95_ms": {v: round(s["latency_ms"]["p95"], 4) for v, s in report["versions"].items()},
             "accuracy": {v: round(s["accuracy"]["rate"], 5) for v, s in report["versions"].items() if s["accuracy"]},
-            "decisions": decisions}
+            "decisions": decisions, "stages": report["source"].get("query_seconds", {})}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['rows']:,} | {r['engine']} | {r['seconds']} | {r['peak_rss_mb']:,} | {r['p95_ms']} | "
               f"{r['accuracy']} | {r['decisions']} |" for r in results]
+    lines += ["", "Seconds per stage (the engine's queries, summed by the function that ran them):", "",
+              "| rows | engine | " + " | ".join("slices" if s == "__init__" else s for s in STAGES) + " |",
+              "|---|---|" + "---|" * len(STAGES)]
+    lines += [f"| {r['rows']:,} | {r['engine']} | " + " | ".join(str(r["stages"].get(s, "-")) for s in STAGES) + " |"
+              for r in results]
     written_text = ", ".join(f"{w['rows']:,} rows after {w['seconds']} s" for w in writes)
     lines += ["", f"Table written at {written_text}.",
               f"Target at {sizes[-1]:,} rows, DuckDB: <= {TARGET_SECONDS:.0f} s and <= {TARGET_RSS_MB:.0f} MB: "

@@ -206,6 +206,9 @@ def build_table_report(section: Any, engine_name: str, *, experiment: str, track
     try:
         report, charts = engine_report(engine, Filters(since, until, config_hash, role), seed=seed, control=control,
                                        correction=correction, segment_by=segment_by, max_slowdown=max_slowdown)
+        stages: dict[str, float] = {}
+        for name, seconds in engine.timings:
+            stages[name] = round(stages.get(name, 0.0) + seconds, 3)
     finally:
         engine.close()
     report["warnings"] = []
@@ -215,7 +218,8 @@ def build_table_report(section: Any, engine_name: str, *, experiment: str, track
         "experiment": experiment, "tracking_uri": tracking_uri, "n_runs": None,
         "read_seconds": round(time.perf_counter() - started, 2),
         "filters": {"since": since, "until": until, "config_hash": config_hash, "role": role},
-        "links": {}, "source": {"path": "engine", "engine": engine_name, "table": section.uri},
+        "links": {}, "source": {"path": "engine", "engine": engine_name, "table": section.uri,
+                                 "query_seconds": stages},
     })
     return report, charts
 

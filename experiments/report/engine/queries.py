@@ -53,16 +53,18 @@ def day(ms: int) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(ms / 1000))
 
 
-def labels_cte(engine: Engine) -> str:
-    """The first label of each prediction (by its time), as ``labels``; none without a feedback table."""
+def prepare_labels(engine: Engine) -> None:
+    """The relation ``labels``: the first label of each prediction (by its time), computed once for
+    every query that joins it; empty without a feedback table."""
     if not engine.tables.get("feedback"):
-        return ("labels AS (SELECT CAST(NULL AS VARCHAR) AS request_id, CAST(NULL AS BIGINT) AS row_index, "
-                "CAST(NULL AS DOUBLE) AS correct, CAST(NULL AS VARCHAR) AS true_label, CAST(NULL AS DOUBLE) AS reward "
-                "WHERE 1 = 0)")
-    return ("labels AS (SELECT request_id, row_index, correct, true_label, reward FROM (SELECT request_id, "
-            "row_index, CAST(correct AS DOUBLE) AS correct, true_label, CAST(reward AS DOUBLE) AS reward, "
-            "ROW_NUMBER() OVER (PARTITION BY request_id, row_index ORDER BY ts_ms) AS k FROM feedback) AS ranked "
-            "WHERE k = 1)")
+        engine.prepare("labels", "SELECT CAST(NULL AS VARCHAR) AS request_id, CAST(NULL AS BIGINT) AS row_index, "
+                       "CAST(NULL AS DOUBLE) AS correct, CAST(NULL AS VARCHAR) AS true_label, "
+                       "CAST(NULL AS DOUBLE) AS reward WHERE 1 = 0")
+        return
+    engine.prepare("labels", "SELECT request_id, row_index, correct, true_label, reward FROM (SELECT request_id, "
+                   "row_index, CAST(correct AS DOUBLE) AS correct, true_label, CAST(reward AS DOUBLE) AS reward, "
+                   "ROW_NUMBER() OVER (PARTITION BY request_id, row_index ORDER BY ts_ms) AS k FROM feedback) "
+                   "AS ranked WHERE k = 1")
 
 
 # A label judged where it arrived has ``correct``; one another replica received is judged here, by
@@ -90,7 +92,6 @@ def classes(engine: Engine, f: Filters) -> pd.DataFrame:
 
 def accuracy(engine: Engine, f: Filters) -> pd.DataFrame:
     return engine.frame(f"""
-        WITH {labels_cte(engine)}
         SELECT p.model_version, COUNT(*) AS labelled, SUM({RIGHT}) AS right_
         FROM predictions AS p JOIN labels AS l ON p.request_id = l.request_id AND p.row_index = l.row_index
         WHERE {f.sql('p', 'primary')} GROUP BY p.model_version""")
@@ -118,13 +119,25 @@ def randomised(f: Filters, extra: str = "") -> str:
     return f"{f.sql(role='primary')} AND routing IN ({routings}) AND row_index = 0{extra}"
 
 
+def prepare_sticky_users(engine: Engine, f: Filters) -> None:
+    """The relation ``sticky_users``: each sticky user's randomised requests per configuration and
+    weights, with the version of their first request; computed once for the unit of analysis and
+    both sample-ratio tests (grouping a million users' text keys is a scan's dearest part)."""
+    where = randomised(f, " AND routing = 'sticky' AND \"user\" IS NOT NULL")
+    engine.prepare("sticky_users", f"""
+        SELECT config_hash, weights, "user", ARG_MIN(model_version, ts_ms) AS v, MIN(ts_ms) AS first_ts,
+               MAX(ts_ms) AS last_ts
+        FROM predictions WHERE {where} GROUP BY config_hash, weights, "user"
+        """)
+
+
 def unit(engine: Engine, f: Filters) -> dict[str, Any]:
+    """The unit of analysis (analyse.unit_of_analysis's rule); needs ``sticky_users``."""
     row = engine.frame(f"""
-        SELECT COUNT(*) AS randomised,
-               SUM(CASE WHEN routing = 'sticky' AND "user" IS NOT NULL THEN 1 ELSE 0 END) AS sticky,
-               COUNT(DISTINCT CASE WHEN routing = 'sticky' THEN "user" END) AS users
-        FROM predictions WHERE {randomised(f)}""").iloc[0]
-    n_randomised, sticky, users = int(row["randomised"]), int(row["sticky"] or 0), int(row["users"] or 0)
+        SELECT COUNT(*) AS randomised, SUM(CASE WHEN routing = 'sticky' AND "user" IS NOT NULL THEN 1 ELSE 0 END)
+               AS sticky FROM predictions WHERE {randomised(f)}""").iloc[0]
+    users = int(engine.frame('SELECT COUNT(DISTINCT "user") AS users FROM sticky_users')["users"].iloc[0] or 0)
+    n_randomised, sticky = int(row["randomised"]), int(row["sticky"] or 0)
     if n_randomised and sticky * 2 >= n_randomised:
         return {"unit": "user", "users": users, "requests": sticky,
                 "why": f"{sticky} of {n_randomised} randomised requests were routed by a sticky user key, "
@@ -134,14 +147,9 @@ def unit(engine: Engine, f: Filters) -> dict[str, Any]:
 
 def srm(engine: Engine, f: Filters, by_user: bool) -> pd.DataFrame:
     if by_user:  # each sticky user once per configuration, with the version of their first request
-        sticky = randomised(f, " AND weights <> '' AND routing = 'sticky' AND \"user\" IS NOT NULL")
-        return engine.frame(f"""
-            SELECT config_hash, weights, v AS model_version, COUNT(*) AS n, MAX(last_ts) AS last_ts FROM (
-                SELECT config_hash, weights, "user", ARG_MIN(model_version, ts_ms) AS v, MAX(ts_ms) AS last_ts
-                FROM predictions
-                WHERE {sticky}
-                GROUP BY config_hash, weights, "user") AS firsts
-            GROUP BY config_hash, weights, v""")
+        return engine.frame("""
+            SELECT config_hash, weights, v AS model_version, COUNT(*) AS n, MAX(last_ts) AS last_ts
+            FROM sticky_users WHERE weights <> '' GROUP BY config_hash, weights, v""")
     return engine.frame(f"""
         SELECT config_hash, weights, model_version, COUNT(*) AS n, MAX(ts_ms) AS last_ts FROM predictions
         WHERE {randomised(f, " AND weights <> ''")} GROUP BY config_hash, weights, model_version""")
@@ -164,7 +172,6 @@ def per_user(engine: Engine, f: Filters, labels: list[str]) -> pd.DataFrame:
     classes = ", ".join(f"SUM(CASE WHEN p.prediction = {quote(lbl)} THEN 1.0 ELSE 0.0 END) AS class_{i}"
                         for i, lbl in enumerate(labels))
     return engine.frame(f"""
-        WITH {labels_cte(engine)}
         SELECT p.model_version, p."user", COUNT(*) AS n, SUM(p.inference_time_ms) AS latency,
                SUM(CASE WHEN l.request_id IS NULL THEN 0.0 ELSE 1.0 END) AS labelled,
                SUM(CASE WHEN l.request_id IS NULL THEN 0.0 ELSE {RIGHT} END) AS right_
@@ -175,7 +182,6 @@ def per_user(engine: Engine, f: Filters, labels: list[str]) -> pd.DataFrame:
 
 def shadow_pairs(engine: Engine, f: Filters) -> pd.DataFrame:
     return engine.frame(f"""
-        WITH {labels_cte(engine)}
         SELECT p.model_version AS version_p, s.model_version AS version_s, p.prediction AS prediction_p,
                s.prediction AS prediction_s,
                {judged('p')} AS right_p, {judged('s')} AS right_s,
@@ -203,9 +209,9 @@ def paired_latency_sample(engine: Engine, f: Filters, pairs: int, seed: int) -> 
 
 def srm_units(f: Filters, config_hash: str, by_user: bool) -> str:
     """The randomised units of one configuration as (ts_ms, model_version): its requests, or each
-    sticky user once, at their first request."""
-    where = randomised(f, " AND weights <> ''") + f" AND config_hash = {quote(config_hash)}"
+    sticky user once, at their first request (from ``sticky_users``)."""
     if by_user:
-        return ("SELECT MIN(ts_ms) AS ts_ms, ARG_MIN(model_version, ts_ms) AS model_version FROM predictions "
-                f"WHERE {where} AND routing = 'sticky' AND \"user\" IS NOT NULL GROUP BY \"user\"")
+        return ("SELECT MIN(first_ts) AS ts_ms, ARG_MIN(v, first_ts) AS model_version FROM sticky_users "
+                f"WHERE weights <> '' AND config_hash = {quote(config_hash)} GROUP BY \"user\"")
+    where = randomised(f, " AND weights <> ''") + f" AND config_hash = {quote(config_hash)}"
     return f"SELECT ts_ms, model_version FROM predictions WHERE {where}"

@@ -30,6 +30,8 @@ def engine_report(engine: Engine, filters: Filters, *, seed: int = 0, control: s
         raise NoRuns("no prediction rows in the table match the filters")
     if (versions["kind_max"] == "regressor").any():
         raise NoRuns("the engine path covers classifiers so far; for a regressor, --engine mlflow")
+    q.prepare_labels(engine)
+    q.prepare_sticky_users(engine, filters)
     classes = q.classes(engine, filters)
     labels = sorted(classes["prediction"].astype(str).unique().tolist())
     counts = {(str(r), str(v)): int(n) for r, v, n in zip(versions["role"], versions["model_version"], versions["n"],
@@ -77,7 +79,7 @@ def engine_report(engine: Engine, filters: Filters, *, seed: int = 0, control: s
         config_hash, weights = latest
         srm = sequential.srm_test(engine, q.srm_units(filters, config_hash, unit["unit"] == "user"),
                                   parse_weights_tag(weights), report["tests"].get("srm"))
-    slices = sequential.Slices(engine, filters.sql("p", "primary"), labels, q.labels_cte(engine), q.RIGHT)
+    slices = sequential.Slices(engine, filters.sql("p", "primary"), labels, q.RIGHT)
     report["sequential"] = sequential.sequential_section(report, slices, names, srm)
     if report["shadow_versions"]:
         report["shadow"] = sections.shadow(engine, filters, labels, seed)

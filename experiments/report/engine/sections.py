@@ -77,13 +77,12 @@ def bandit(engine: Engine, f: Filters) -> dict[str, Any] | None:
     p_where = f"{f.sql('p', 'primary')} AND {assigned.format(p='p.', r=routings)}"
     join = ("FROM predictions AS p LEFT JOIN labels AS l ON p.request_id = l.request_id "
             f"AND p.row_index = l.row_index WHERE {p_where}")
-    sent = engine.frame(f"WITH {q.labels_cte(engine)} SELECT COUNT(l.reward) AS n {join}")["n"].iloc[0]
+    sent = engine.frame(f"SELECT COUNT(l.reward) AS n {join}")["n"].iloc[0]
     name, reward = ("feedback", "l.reward") if int(sent or 0) else (
         "correct", f"CASE WHEN l.request_id IS NULL THEN NULL ELSE {q.RIGHT} END")
     usable = f"{reward} IS NOT NULL AND p.assignment_probability > 0"
     w = "(1.0 / p.assignment_probability)"
     sums = engine.frame(f"""
-        WITH {q.labels_cte(engine)}
         SELECT p.model_version AS arm, COUNT(*) AS n, COUNT({reward}) AS labelled,
                SUM(CASE WHEN {usable} THEN 1 ELSE 0 END) AS usable,
                SUM(CASE WHEN {usable} THEN {w} ELSE 0.0 END) AS sum_w,

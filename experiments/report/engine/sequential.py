@@ -31,7 +31,7 @@ _BIN = (f"CASE WHEN inference_time_ms > {sq.BIN_BASE} THEN CAST(FLOOR(LN(inferen
 class Slices:
     """Per (slice of time, version) aggregates of the primary rows, from the engine."""
 
-    def __init__(self, engine: Engine, where: str, labels: list[str], labels_cte: str, right: str) -> None:
+    def __init__(self, engine: Engine, where: str, labels: list[str], right: str) -> None:
         bounds = engine.frame(f"SELECT MIN(ts_ms) AS lo, MAX(ts_ms) AS hi FROM predictions AS p WHERE {where}")
         lo, hi = bounds["lo"].iloc[0], bounds["hi"].iloc[0]
         self.empty = pd.isna(lo)
@@ -42,7 +42,6 @@ class Slices:
         classes = "".join(f", SUM(CASE WHEN p.prediction = {quote(lbl)} THEN 1 ELSE 0 END) AS class_{i}"
                           for i, lbl in enumerate(labels))
         self.stats = engine.frame(f"""
-            WITH {labels_cte}
             SELECT {bucket} AS b, p.model_version, COUNT(*) AS n, SUM(p.inference_time_ms) AS s,
                    SUM(p.inference_time_ms * p.inference_time_ms) AS ss,
                    SUM(CASE WHEN l.request_id IS NULL THEN 0 ELSE 1 END) AS labelled,
