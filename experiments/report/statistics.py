@@ -104,6 +104,21 @@ def latency_mwu(a: np.ndarray, b: np.ndarray, *, seed: int | None = 0, n_resampl
             "significant": bool(res.pvalue < ALPHA), "n_a": len(a), "n_b": len(b)}
 
 
+def quantiles_counts(values: np.ndarray, counts: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    """The q-quantiles of a sample given as distinct values and their counts, interpolated as
+    ``np.quantile``'s default (linear) does on the expanded sample."""
+    order = np.argsort(values)
+    v, c = np.asarray(values, dtype=float)[order], np.asarray(counts, dtype=float)[order]
+    cum = np.cumsum(c)
+    out = []
+    for q in qs:
+        h = (cum[-1] - 1) * q
+        lo, hi = int(np.floor(h)), int(np.ceil(h))
+        v_lo, v_hi = v[np.searchsorted(cum, lo + 1)], v[np.searchsorted(cum, hi + 1)]
+        out.append(float(v_lo + (h - lo) * (v_hi - v_lo)))
+    return out
+
+
 def mwu_counts(values_a: np.ndarray, counts_a: np.ndarray, values_b: np.ndarray,
                counts_b: np.ndarray) -> tuple[float, float]:
     """Mann-Whitney U of b against a, two-sided, from each sample's distinct values and their counts

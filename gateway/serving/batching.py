@@ -257,7 +257,7 @@ class MicroBatcher(QueueWorker["_Job"]):
             return exc
         self._count_call(len(rows), result.elapsed_ms)
         return JobResult(rows, result.predictions, result.elapsed_ms, len(rows),
-                         (time.perf_counter() - job.submitted) * 1000.0)
+                         round((time.perf_counter() - job.submitted) * 1000.0, 3))  # to the microsecond
 
     def _count_call(self, rows: int, elapsed_ms: float) -> None:
         self.calls += 1

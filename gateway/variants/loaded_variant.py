@@ -118,7 +118,7 @@ class LoadedVariant:
         raw = self.model.predict(data, params=params) if params and self.flavor == "pyfunc" else \
             self.model.predict(data)
         proba = self.proba_model.predict_proba(data) if probabilities and self.has_probabilities else None
-        elapsed_ms = (time.perf_counter() - start) * 1000.0
+        elapsed_ms = round((time.perf_counter() - start) * 1000.0, 3)  # to the microsecond, as logged
         missing = unanswered_rows(raw)
         if missing:  # served as "nan" or "None" and logged as a class, it would poison the report too
             raise ValueError(f"the model answered no prediction (None, NaN or infinity) for row(s) {missing[:10]}")

@@ -251,6 +251,14 @@ def test_property_mann_whitney_from_counts_equals_scipy(a: list[int], b: list[in
         assert p == pytest.approx(float(expected.pvalue), rel=1e-9, abs=1e-12)
 
 
+@settings(max_examples=80, deadline=None)
+@given(values=hs.lists(hs.integers(0, 50), min_size=1, max_size=400), q=hs.floats(0, 1))
+def test_property_quantiles_from_counts_equal_numpy(values: list[int], q: float) -> None:
+    x = np.array(values, dtype=float) / 1000  # microseconds in milliseconds, with ties
+    distinct, counts = np.unique(x, return_counts=True)
+    assert st.quantiles_counts(distinct, counts, (q,))[0] == pytest.approx(float(np.quantile(x, q)), abs=1e-12)
+
+
 def test_the_delta_method_agrees_with_the_cluster_bootstrap_on_many_users() -> None:
     rng = np.random.default_rng(3)
     sizes_a, sizes_b = rng.geometric(0.2, 3_000).astype(float), rng.geometric(0.2, 3_000).astype(float)

@@ -158,11 +158,15 @@ class SparkEngine:
         from pyspark.sql import SparkSession
 
         self.section = section
-        self.spark = (SparkSession.builder.master(master).appName("gateway-report")
-                      .config("spark.driver.memory", memory)
-                      .config("spark.sql.session.timeZone", "UTC")
-                      .config("spark.ui.enabled", "false")
-                      .getOrCreate())
+        builder = (SparkSession.builder.master(master).appName("gateway-report")
+                   .config("spark.driver.memory", memory)
+                   .config("spark.sql.session.timeZone", "UTC")
+                   .config("spark.ui.enabled", "false"))
+        if master.startswith("local"):
+            # Spark's 200 shuffle partitions are sized for a cluster: on one machine each aggregate would
+            # pay for 200 tiny tasks. A cluster keeps its own setting.
+            builder = builder.config("spark.sql.shuffle.partitions", str(4 * (os.cpu_count() or 2)))
+        self.spark = builder.getOrCreate()
         self.tables = {}
         self.timings = []
         self._frames: dict[str, Any] = {}
