@@ -96,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
                              "the config writes the table ([table] enabled), else mlflow (docs/report.md)")
     parser.add_argument("--spark-master", default="local[2]",
                         help="Spark's master URL with --engine spark (default %(default)s; a cluster's in production)")
+    parser.add_argument("--memory-limit", default="1500MB", metavar="SIZE",
+                        help="DuckDB's memory limit with --engine duckdb, past which it spills to disk (default "
+                             "%(default)s; more is faster on a large table)")
     parser.add_argument("--correction", choices=CORRECTIONS, default="holm",
                         help="p-value adjustment across versions x metrics: holm (default; any false positive "
                              "at most alpha), bh (Benjamini-Hochberg: false discovery rate), none")
@@ -174,7 +177,8 @@ def _engine_report(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
             section, args.engine, experiment=args.experiment, tracking_uri=args.tracking_uri,
             spark_master=args.spark_master, since=args.since, until=args.until, config_hash=args.config_hash,
             role=args.role, seed=args.seed, control=args.control or defaults.get("control"),
-            correction=args.correction, segment_by=args.segment_by, max_slowdown=args.max_slowdown)
+            correction=args.correction, segment_by=args.segment_by, max_slowdown=args.max_slowdown,
+            memory_limit=args.memory_limit)
     except (NoRuns, TableMissing) as exc:
         print(f"no data: {exc}", file=sys.stderr)
         return 2

@@ -192,7 +192,7 @@ def build_report(experiment: str, tracking_uri: str, *, since: int | None = None
 def build_table_report(section: Any, engine_name: str, *, experiment: str, tracking_uri: str,
                        spark_master: str = "local[2]", since: int | None = None, until: int | None = None,
                        config_hash: str | None = None, role: str = "all", seed: int = 0, control: str | None = None,
-                       correction: str = "holm", segment_by: str | None = None,
+                       correction: str = "holm", segment_by: str | None = None, memory_limit: str = "1500MB",
                        max_slowdown: float = DEFAULT_MAX_SLOWDOWN) -> tuple[dict[str, Any], pd.DataFrame]:
     """The report computed where the rows are: ``engine_name`` (duckdb or spark) aggregates the
     inference table of ``section`` ([table]), the statistics run on the aggregates
@@ -202,7 +202,7 @@ def build_table_report(section: Any, engine_name: str, *, experiment: str, track
     from experiments.report.engine.report import ENGINE_NOTE, engine_report
 
     started = time.perf_counter()
-    engine = open_engine(engine_name, section, spark_master=spark_master)
+    engine = open_engine(engine_name, section, spark_master=spark_master, memory_limit=memory_limit)
     try:
         report, charts = engine_report(engine, Filters(since, until, config_hash, role), seed=seed, control=control,
                                        correction=correction, segment_by=segment_by, max_slowdown=max_slowdown)

@@ -21,6 +21,8 @@ import pandas as pd
 
 from gateway.delta.spec import FEEDBACK, PREDICTIONS, TableSection
 
+DUCKDB_MEMORY_LIMIT = "1500MB"  # DuckDB's memory_limit for the report (compare --memory-limit)
+
 
 class Engine(Protocol):
     name: str
@@ -93,12 +95,19 @@ def arrow_dataset(section: TableSection, name: str) -> Any:
 class DuckDBEngine:
     name = "duckdb"
 
-    def __init__(self, section: TableSection, *, threads: int | None = None, memory_limit: str | None = None) -> None:
+    def __init__(self, section: TableSection, *, threads: int | None = None,
+                 memory_limit: str = DUCKDB_MEMORY_LIMIT) -> None:
+        import tempfile
+
         import duckdb
 
         self.section = section
-        self.con = duckdb.connect(config={k: v for k, v in (("threads", threads), ("memory_limit", memory_limit))
-                                          if v is not None})
+        # Past the limit DuckDB spills its aggregates, joins and sorts to disk instead of growing.
+        self._spill = tempfile.TemporaryDirectory(prefix="report-duckdb-")
+        config = {"memory_limit": memory_limit, "temp_directory": self._spill.name}
+        if threads is not None:
+            config["threads"] = str(threads)
+        self.con = duckdb.connect(config=config)
         self.tables: dict[str, bool] = {}
         self.timings: list[tuple[str, float]] = []
         local = not section.uri.startswith(("s3://", "s3a://"))
@@ -131,6 +140,7 @@ class DuckDBEngine:
 
     def close(self) -> None:
         self.con.close()
+        self._spill.cleanup()
 
 
 def spark_sql(sql: str) -> str:
@@ -206,9 +216,10 @@ class SparkEngine:
 ENGINES = ("duckdb", "spark")
 
 
-def open_engine(name: str, section: TableSection, *, spark_master: str = "local[2]") -> Engine:
+def open_engine(name: str, section: TableSection, *, spark_master: str = "local[2]",
+                memory_limit: str = DUCKDB_MEMORY_LIMIT) -> Engine:
     if name == "duckdb":
-        return DuckDBEngine(section)
+        return DuckDBEngine(section, memory_limit=memory_limit)
     if name == "spark":
         return SparkEngine(section, spark_master)
     raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {name!r}")
