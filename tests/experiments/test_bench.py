@@ -36,11 +36,12 @@ def test_summary_is_the_mean_over_rounds_and_targets_use_the_bare_app() -> None:
     assert met["gw-prediction / mlserver, c=8"] == (1.33, True)
     assert met["gw-prediction / bare, c=1"] == (0.85, False)
     assert met["gw-prediction p99 / bare p99, c=1"] == (2.0, False)
-    assert met["gw-window(-2p) max export lag during the 100-row load, s"] == (4.0, True)
-    assert met["gw-window(-2p) backlog gone after the load, s"] == (1.0, True)
+    assert met["gw-window/gw-table(-2p) max export lag during the 100-row load, s"] == (4.0, True)
+    assert met["gw-window/gw-table(-2p) backlog gone after the load, s"] == (1.0, True)
     assert met["lost + duplicated, every logging setup"] == (0, True)
     assert met["gw-prediction / bare, c=64"] == (None, None)  # not measured: neither met nor missed
-    assert met["gw-window RSS growth after 1,000-row batches at c=64, MB"] == (None, None)
+    assert met["gw-window(-2p)/gw-table-2p RSS growth after 1,000-row batches at c=64, MB"] == (None, None)
+    assert met["gw-table-2p / mlserver, OIP 1,000 rows, rows/s"] == (None, None)
 
 
 def test_batch_targets_compare_rows_per_second_with_the_peer_given_the_same_body() -> None:
@@ -61,12 +62,13 @@ def test_batch_targets_compare_rows_per_second_with_the_peer_given_the_same_body
     assert met["gw-off-2p / mlserver, OIP 100 rows, rows/s"] == (1.75, True)
     assert met["gw-window-2p / mlserver, OIP 1,000 rows, rows/s"] == (0.24, False)
     assert met["gw-window / mlflow-serve, dataframe_split 100 rows, rows/s (one process each)"] == (2.14, True)
-    assert met["gw-window RSS growth after 1,000-row batches at c=64, MB"] == (350.0, False)
+    assert met["gw-window(-2p)/gw-table-2p RSS growth after 1,000-row batches at c=64, MB"] == (350.0, False)
+    assert met["gw-table-2p exporter RSS growth over the memory load, MB"] == (None, None)  # gw-window's only
     assert met["lost + duplicated, every logging setup"] == (None, None)
     text = tables(summary, [], ["mlserver", "gw-window", "gw-window-2p", "mlflow-serve"], memory)
     assert "| gw-window | 30000 (40.0) | 30000 (200.0) | 30000 (40.0) | 0 |" in text
     assert "| mlserver | 40000 (30.0) | 250000 (60.0) | - | 0 |" in text
-    assert "| 180.0 | 530.0 | 560.0 | 350.0 |" in text
+    assert "| 180.0 | 530.0 | 560.0 | 350.0 | 0.0, 0.0, 0.0 |" in text
 
 
 def test_rows_not_yet_exported_are_counted_as_still_in_the_spool(tmp_path: Path) -> None:
@@ -75,8 +77,9 @@ def test_rows_not_yet_exported_are_counted_as_still_in_the_spool(tmp_path: Path)
     spool.append(rec(2))
     claimed = spool.queue.claim(1)
     spool.queue.mark_done([claimed[0].id], "run-1")
-    assert pending_in_spool(tmp_path) == {("r1", 1, "primary"), ("r2", 0, "primary")}
-    assert pending_in_spool(tmp_path / "nowhere") == set()
+    assert pending_in_spool(tmp_path) == ({("r1", 1, "primary"), ("r2", 0, "primary")}, 2)
+    assert pending_in_spool(tmp_path, limit=1) == (set(), 2)  # a backlog too large to read back: counted
+    assert pending_in_spool(tmp_path / "nowhere") == (set(), 0)
 
 
 def test_a_wrk_run_of_a_minute_is_sixty_seconds() -> None:
