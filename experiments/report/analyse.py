@@ -258,12 +258,23 @@ def _paired_accuracy(pairs: pd.DataFrame, out: dict[str, Any]) -> None:
                            correct_column(pairs.loc[known, "prediction_s"], truth[known]).to_numpy())
     out["paired_accuracy"] = res
     if res is not None:
-        word = "differs" if res["significant"] else "shows no detectable difference"
-        out["verdicts"].append(
-            f"shadow: paired accuracy on {res['n']} labelled rows {word}: {out['candidate']} "
+        out["verdicts"].append(paired_accuracy_verdict(out, res))
+
+
+def paired_accuracy_verdict(out: dict[str, Any], res: dict[str, Any]) -> str:
+    word = "differs" if res["significant"] else "shows no detectable difference"
+    return (f"shadow: paired accuracy on {res['n']} labelled rows {word}: {out['candidate']} "
             f"{res['candidate_accuracy']:.1%} against {out['primary']} {res['primary_accuracy']:.1%} (exact McNemar, "
             f"{res['only_candidate_right']} rows right only by the candidate, {res['only_primary_right']} only by "
             f"the primary, {st.fmt_p(res['p_value'])})")
+
+
+def paired_latency_verdict(out: dict[str, Any], pl: dict[str, Any]) -> str:
+    word = "slower" if pl["median_diff_ms"] > 0 else "faster"
+    sig = pl["p_value"] < st.ALPHA
+    return (f"shadow: {out['candidate']} is {word if sig else 'not detectably different'} on the same inputs: "
+            f"{pl['median_diff_ms']:+.3f} ms median (95% CI {pl['median_diff_ci'][0]:+.3f} to "
+            f"{pl['median_diff_ci'][1]:+.3f}), Wilcoxon {st.fmt_p(pl['p_value'])}")
 
 
 def shadow_analysis(primary: pd.DataFrame, shadow: pd.DataFrame, seed: int = 0,
@@ -301,10 +312,5 @@ def shadow_analysis(primary: pd.DataFrame, shadow: pd.DataFrame, seed: int = 0,
                                               seed=seed)
     pl = out["paired_latency"]
     if pl is not None:
-        word = "slower" if pl["median_diff_ms"] > 0 else "faster"
-        sig = pl["p_value"] < st.ALPHA
-        out["verdicts"].append(
-            f"shadow: {out['candidate']} is {word if sig else 'not detectably different'} on the same inputs: "
-            f"{pl['median_diff_ms']:+.3f} ms median (95% CI {pl['median_diff_ci'][0]:+.3f} to "
-            f"{pl['median_diff_ci'][1]:+.3f}), Wilcoxon {st.fmt_p(pl['p_value'])}")
+        out["verdicts"].append(paired_latency_verdict(out, pl))
     return out

@@ -120,6 +120,12 @@ def compare_to_control(primary: pd.DataFrame, names: list[str], control: str, la
     pairs = {v: (_clustered_tests(base, primary[primary["model_version"] == v], labels, seed) if unit == "user" else
                  _pair_tests(base, primary[primary["model_version"] == v], labels, seed))
              for v in names if v != control}
+    return control_family(pairs, control, correction, alpha, unit)
+
+
+def control_family(pairs: dict[str, dict[str, dict[str, Any]]], control: str, correction: str,
+                   alpha: float = st.ALPHA, unit: str = "request") -> dict[str, Any]:
+    """Each version's tests against the control (raw p-values), adjusted as one family, with verdicts."""
     family = [(v, metric) for v, tests in pairs.items() for metric in tests]
     adjusted = adjust([pairs[v][m]["p_value"] for v, m in family], correction)
     verdicts = []

@@ -143,13 +143,7 @@ def sequential_section(report: dict[str, Any], primary: pd.DataFrame, names: lis
         a = primary[primary["model_version"] == control]
         pairs = {v: _pair_tests(report, a, primary[primary["model_version"] == v],
                                 (comparisons.get("pairs") or {}).get(v, {})) for v in others}
-        correction = comparisons.get("correction", "holm")
-        family = [(v, name) for v, t in pairs.items() for name in t]
-        adjusted = adjust([pairs[v][name]["always_valid"]["p_value"] for v, name in family], correction)
-        for (v, name), p_adj in zip(family, adjusted, strict=True):
-            pairs[v][name]["always_valid"]["p_adjusted"] = p_adj
-        out.update(a=control, b=others[0], pairs=pairs, correction=correction, family_size=len(family))
-        tests.update(pairs[others[0]])
+        with_family(out, pairs, control, comparisons.get("correction", "holm"))
     if srm_group is not None:
         group, weights = srm_group
         srm = _beside(srm_test(group["model_version"], group["ts_ms"], weights), "chi-square goodness of fit",
@@ -157,6 +151,18 @@ def sequential_section(report: dict[str, Any], primary: pd.DataFrame, names: lis
         if srm is not None:
             tests["sample_ratio"] = srm
     return out
+
+
+def with_family(out: dict[str, Any], pairs: dict[str, dict[str, Any]], control: str, correction: str) -> None:
+    """The versions' always-valid tests in ``out``, their p-values adjusted as one family; ``tests``
+    shows the first version's."""
+    family = [(v, name) for v, t in pairs.items() for name in t]
+    adjusted = adjust([pairs[v][name]["always_valid"]["p_value"] for v, name in family], correction)
+    for (v, name), p_adj in zip(family, adjusted, strict=True):
+        pairs[v][name]["always_valid"]["p_adjusted"] = p_adj
+    first = next(iter(pairs))
+    out.update(a=control, b=first, pairs=pairs, correction=correction, family_size=len(family))
+    out["tests"].update(pairs[first])
 
 
 def _beside(seq: dict[str, Any] | None, fixed_name: str, fixed: dict[str, Any] | None) -> dict[str, Any] | None:

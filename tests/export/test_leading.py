@@ -36,13 +36,18 @@ def _until(check: Any, seconds: float = 5.0) -> bool:
     return False
 
 
+def _two_started(tmp_path: Path, events: list[str], names: tuple[str, str]) -> tuple[LeadingExporter, ...]:
+    """Two exporters on one spool's lock, started in order: the first leads."""
+    exporters = tuple(LeadingExporter(lambda n=name: Recorder(events, n), tmp_path / LOCK_NAME, poll_seconds=0.05)
+                      for name in names)
+    for exporter in exporters:
+        exporter.start()
+    return exporters
+
+
 def test_only_the_lock_holder_exports_and_a_standby_takes_over(tmp_path: Path) -> None:
     events: list[str] = []
-    lock = tmp_path / LOCK_NAME
-    first = LeadingExporter(lambda: Recorder(events, "first"), lock, poll_seconds=0.05)
-    second = LeadingExporter(lambda: Recorder(events, "second"), lock, poll_seconds=0.05)
-    first.start()
-    second.start()
+    first, second = _two_started(tmp_path, events, ("first", "second"))
     time.sleep(0.2)  # several polls: the second must not start while the first holds the lock
     assert events == ["first start"]
     assert first.status()["leads"] is True and first.status()["kind"] == "thread"
@@ -59,18 +64,14 @@ def test_only_the_lock_holder_exports_and_a_standby_takes_over(tmp_path: Path) -
 
 def test_a_standby_stopped_before_it_leads_never_starts_an_exporter(tmp_path: Path) -> None:
     events: list[str] = []
-    lock = tmp_path / LOCK_NAME
-    leader = LeadingExporter(lambda: Recorder(events, "leader"), lock, poll_seconds=0.05)
-    standby = LeadingExporter(lambda: Recorder(events, "standby"), lock, poll_seconds=0.05)
-    leader.start()
-    standby.start()
+    leader, standby = _two_started(tmp_path, events, ("leader", "standby"))
     final = standby.stop(5.0)
     assert final["kind"] == "standby" and final["alive"] is False
     leader.stop(0.0)
     time.sleep(0.2)
     assert events == ["leader start", "leader stop 0.0"]
     # The lock is free again: a new exporter on the spool leads at once.
-    fresh = LeadingExporter(lambda: Recorder(events, "fresh"), lock)
+    fresh = LeadingExporter(lambda: Recorder(events, "fresh"), tmp_path / LOCK_NAME)
     fresh.start()
     assert fresh.leads and events[-1] == "fresh start"
     fresh.stop(0.0)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.report import statistics as st
-from experiments.report.comparisons import NAMES, adjust
+from experiments.report.comparisons import control_family
 from experiments.report.engine import queries as q
 from experiments.report.engine.engines import Engine
 from experiments.report.engine.queries import SAMPLE_ROWS, Filters
@@ -108,21 +108,8 @@ def clustered(per_user: pd.DataFrame, control: str, other: str, labels: list[str
 
 
 def family(pairs: dict[str, dict[str, dict[str, Any]]], control: str, correction: str, unit: str) -> dict[str, Any]:
-    """One correction family over versions x metrics, as comparisons.compare_to_control builds it."""
-    family = [(v, metric) for v, tests in pairs.items() for metric in tests]
-    adjusted = adjust([pairs[v][m]["p_value"] for v, m in family], correction)
-    verdicts = []
-    for (v, metric), p_adj in zip(family, adjusted, strict=True):
-        test = pairs[v][metric]
-        test["p_adjusted"] = p_adj
-        test["significant"] = bool(p_adj < st.ALPHA)
-        word = "differs" if test["significant"] else "shows no detectable difference"
-        verdicts.append(f"{v} against control {control}: {metric} {word} ({test['test']}, raw "
-                        f"{st.fmt_p(test['p_value'])}, {NAMES[correction]}-adjusted p={p_adj:.3g} over "
-                        f"{len(family)} tests)")
-    return {"control": control, "correction": correction, "correction_name": NAMES[correction], "alpha": st.ALPHA,
-            "family_size": len(family), "versions": [control, *pairs], "pairs": pairs, "verdicts": verdicts,
-            "unit": unit}
+    """One correction family over versions x metrics (comparisons.control_family)."""
+    return control_family(pairs, control, correction, st.ALPHA, unit)
 
 
 def compare_in(engine: Engine, f: Filters, names: list[str], control: str, labels: list[str], unit: str,

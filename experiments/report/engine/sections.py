@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from experiments.report import statistics as st
+from experiments.report.analyse import paired_accuracy_verdict, paired_latency_verdict
 from experiments.report.bandit import NOTE as BANDIT_NOTE
 from experiments.report.bandit import _clean
 from experiments.report.engine import queries as q
@@ -45,22 +46,12 @@ def shadow(engine: Engine, f: Filters, labels: list[str], seed: int) -> dict[str
                "candidate_accuracy": float(k[rs == 1].sum() / total), "only_primary_right": only_p,
                "only_candidate_right": only_c, "p_value": pvalue, "significant": bool(pvalue < st.ALPHA)}
         out["paired_accuracy"] = res
-        word = "differs" if res["significant"] else "shows no detectable difference"
-        out["verdicts"].append(
-            f"shadow: paired accuracy on {res['n']} labelled rows {word}: {out['candidate']} "
-            f"{res['candidate_accuracy']:.1%} against {out['primary']} {res['primary_accuracy']:.1%} (exact McNemar, "
-            f"{res['only_candidate_right']} rows right only by the candidate, {res['only_primary_right']} only by "
-            f"the primary, {st.fmt_p(res['p_value'])})")
+        out["verdicts"].append(paired_accuracy_verdict(out, res))
     lat = q.paired_latency_sample(engine, f, n, seed)
     out["paired_latency"] = pl = st.paired_latency(lat["latency_p"].to_numpy(), lat["latency_s"].to_numpy(), seed=seed)
     if pl is not None:
         pl["n"] = n
-        word = "slower" if pl["median_diff_ms"] > 0 else "faster"
-        sig = pl["p_value"] < st.ALPHA
-        out["verdicts"].append(
-            f"shadow: {out['candidate']} is {word if sig else 'not detectably different'} on the same inputs: "
-            f"{pl['median_diff_ms']:+.3f} ms median (95% CI {pl['median_diff_ci'][0]:+.3f} to "
-            f"{pl['median_diff_ci'][1]:+.3f}), Wilcoxon {st.fmt_p(pl['p_value'])}")
+        out["verdicts"].append(paired_latency_verdict(out, pl))
     return out
 
 

@@ -17,10 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiments.report.comparisons import adjust
 from experiments.report.engine.engines import Engine
 from experiments.report.engine.queries import quote
-from experiments.report.sequential import LOOKS, METHOD, _beside, _look_points, _path_min
+from experiments.report.sequential import LOOKS, METHOD, _beside, _look_points, _path_min, with_family
 from gateway.stats import sequential as sq
 
 BUCKETS = 400
@@ -166,13 +165,7 @@ def sequential_section(report: dict[str, Any], slices: Slices, names: list[str],
     if control is not None and others and not slices.empty:
         pairs = {v: _pair_tests(slices, report["labels"] or [], control, v,
                                 (comparisons.get("pairs") or {}).get(v, {})) for v in others}
-        correction = comparisons.get("correction", "holm")
-        family = [(v, name) for v, t in pairs.items() for name in t]
-        adjusted = adjust([pairs[v][name]["always_valid"]["p_value"] for v, name in family], correction)
-        for (v, name), p_adj in zip(family, adjusted, strict=True):
-            pairs[v][name]["always_valid"]["p_adjusted"] = p_adj
-        out.update(a=control, b=others[0], pairs=pairs, correction=correction, family_size=len(family))
-        tests.update(pairs[others[0]])
+        with_family(out, pairs, control, comparisons.get("correction", "holm"))
     if srm is not None:
         tests["sample_ratio"] = srm
     return out
