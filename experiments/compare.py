@@ -166,6 +166,7 @@ def _engine_report(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
     """--engine duckdb|spark: the report from the inference table's aggregates."""
     from experiments.report.build import build_table_report
     from experiments.report.engine.engines import TableMissing
+    from experiments.report.engine.report import EngineUnsupported
 
     section = defaults.get("table")
     if section is None:
@@ -179,6 +180,9 @@ def _engine_report(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
             role=args.role, seed=args.seed, control=args.control or defaults.get("control"),
             correction=args.correction, segment_by=args.segment_by, max_slowdown=args.max_slowdown,
             memory_limit=args.memory_limit)
+    except EngineUnsupported as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except (NoRuns, TableMissing) as exc:
         print(f"no data: {exc}", file=sys.stderr)
         return 2

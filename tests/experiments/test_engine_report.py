@@ -224,6 +224,20 @@ def test_filters_push_down_to_the_day_partitions(sticky_table: Path) -> None:
     assert "day" in plan  # the filter reaches the scan of the dataset, where partitions are pruned
 
 
+def test_a_regressors_table_asks_for_the_mlflow_path(tmp_path: Path) -> None:
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from experiments.report.engine.report import EngineUnsupported
+
+    write_deltalake(str(tmp_path / "predictions"), pa.table({
+        "request_id": ["r1", "r2"], "row_index": [0, 0], "role": ["primary"] * 2, "model_version": ["v1", "v2"],
+        "prediction": ["1.5", "2.5"], "kind": ["regressor"] * 2, "inference_time_ms": [1.0, 2.0],
+        "request_time_ms": [1.5, 2.5], "batch_rows": [1, 1], "ts_ms": [1, 2]}))
+    with pytest.raises(EngineUnsupported, match="--engine mlflow"):
+        engine_side(tmp_path)
+
+
 def test_a_missing_table_says_where_it_looked(tmp_path: Path) -> None:
     with pytest.raises(TableMissing, match=str(tmp_path / "predictions")):
         DuckDBEngine(TableSection(enabled=True, uri=str(tmp_path)))

@@ -21,6 +21,10 @@ ENGINE_NOTE = ("the always-valid column looks at the ends of slices of time rath
                "intervals come from a sample of about 20,000 rows per version (docs/report.md)")
 
 
+class EngineUnsupported(Exception):
+    """What the engine path does not compute yet (a regressor's report)."""
+
+
 def engine_report(engine: Engine, filters: Filters, *, seed: int = 0, control: str | None = None,
                   correction: str = "holm", segment_by: str | None = None,
                   max_slowdown: float = DEFAULT_MAX_SLOWDOWN) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -29,7 +33,8 @@ def engine_report(engine: Engine, filters: Filters, *, seed: int = 0, control: s
     if versions.empty:
         raise NoRuns("no prediction rows in the table match the filters")
     if (versions["kind_max"] == "regressor").any():
-        raise NoRuns("the engine path covers classifiers so far; for a regressor, --engine mlflow")
+        raise EngineUnsupported("the engine path covers classifiers so far, and this table holds a regressor's "
+                                "predictions: run the report with --engine mlflow")
     q.prepare_labels(engine)
     q.prepare_sticky_users(engine, filters)
     classes = q.classes(engine, filters)
