@@ -23,7 +23,7 @@ from gateway.export.strategies import ExportCounters, WindowRuns
 from gateway.spool.commits import CommitPending
 from gateway.spool.store import PredictionSpool
 from tests.export.test_strategies import FakeMlflow
-from tests.harness.records import rec, spool_labelled
+from tests.harness.records import drain_labels, rec, spool_labelled
 
 T0 = 1_700_000_000_000
 
@@ -127,16 +127,7 @@ def test_every_label_lands_in_the_feedback_table_once(tmp_path_factory: Any, n: 
     table.appender = FlakyAppender(table.uri, delta_faults)
     step = LabelWindows(spool, fake, ExportCounters(), window_seconds=3600, max_labels=7,  # type: ignore[arg-type]
                         table=table)
-    for _ in range(500):
-        if spool.labels.count_open() == 0:
-            break
-        try:
-            step.run(draining=True)
-        except ConnectionError:
-            spool.queue.expire_leases()
-    assert spool.labels.count_open() == 0
-    batches = [r["tags"]["feedback_batch_id"] for r in fake.runs.values()]
-    assert len(batches) == len(set(batches))
+    batches = drain_labels(spool, step, fake)
     rows = read_windows(table.uri, batches).to_pylist()
     assert sorted(r["request_id"] for r in rows) == sorted(f"r{i}" for i in range(n)), "each label once"
     assert sorted(json.loads(r["true_label"]) for r in rows if r["request_id"] == "r0") == [2]

@@ -13,7 +13,7 @@ from gateway.export.label_runs import LabelsOnPredictionRuns, LabelWindows
 from gateway.export.strategies import ExportCounters, PredictionRuns
 from gateway.spool.store import PredictionSpool
 from tests.export.test_strategies import FakeMlflow, faults
-from tests.harness.records import rec, spool_labelled
+from tests.harness.records import drain_labels, rec, spool_labelled
 
 
 def test_labels_join_their_prediction_runs_once_exported(tmp_path: Any) -> None:
@@ -42,16 +42,7 @@ def test_label_windows_exactly_once(tmp_path_factory: Any, n: int, injected: lis
     spool_labelled(spool, n, lambda i: "Setosa" if i % 3 else "Virginica")
     fake = FakeMlflow(injected)
     step = LabelWindows(spool, fake, ExportCounters(), window_seconds=3600, max_labels=7)  # type: ignore[arg-type]
-    for _ in range(500):
-        if spool.labels.count_open() == 0:
-            break
-        try:
-            step.run(draining=True)
-        except ConnectionError:
-            spool.queue.expire_leases()
-    assert spool.labels.count_open() == 0
-    batches = [r["tags"]["feedback_batch_id"] for r in fake.runs.values()]
-    assert len(batches) == len(set(batches))
+    drain_labels(spool, step, fake)
     rows = [json.loads(line) for r in fake.runs.values() for line in r["artifacts"]["feedback.jsonl"].splitlines()]
     assert sorted(row["request_id"] for row in rows) == sorted(f"r{i}" for i in range(n)), "each label once"
     assert sum(1 for row in rows if row["correct"]) == sum(1 for i in range(n) if i % 3)

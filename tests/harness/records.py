@@ -25,3 +25,20 @@ def spool_labelled(spool: Any, n: int, label: Callable[[int], Any]) -> None:
         record = spool.find(f"r{i}")
         assert record is not None
         spool.labels.append(record, label(i), bool(i % 3), None, trust="receipt", unit=f"request:r{i}")
+
+
+def drain_labels(spool: Any, step: Any, fake: Any, rounds: int = 500) -> list[str]:
+    """Run a label export step until the spool's labels are all exported, its MLflow failing as the
+    fake says (a failed round's leases expire for the next); returns each feedback run's batch id,
+    checked to be unique."""
+    for _ in range(rounds):
+        if spool.labels.count_open() == 0:
+            break
+        try:
+            step.run(draining=True)
+        except ConnectionError:
+            spool.queue.expire_leases()
+    assert spool.labels.count_open() == 0
+    batches = [r["tags"]["feedback_batch_id"] for r in fake.runs.values()]
+    assert len(batches) == len(set(batches))
+    return batches
