@@ -6,9 +6,12 @@ import threading
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake import DeltaTable
+from hypothesis import given
+from hypothesis import strategies as st
 
-from gateway.delta.appender import DeltaAppender
+from gateway.delta.appender import PARTITION, DeltaAppender, with_day
 from gateway.delta.reader import read_windows
 
 DAY_MS = 86_400_000
@@ -54,3 +57,10 @@ def test_two_writers_of_one_app_id_commit_it_once_and_other_app_ids_side_by_side
     per_app = {a: sum(1 for w in rows.column("window_id").to_pylist() if w.startswith(f"w-{a}-")) for a in "abc"}
     assert per_app == {"a": 3, "b": 3, "c": 3}  # each app id's version 1 once: one of its two writers won
     assert sorted(results) == [False, False, False, True, True, True]
+
+
+@given(st.lists(st.integers(min_value=-10**12, max_value=4 * 10**12), max_size=60))
+def test_the_day_column_is_each_rows_utc_day(ts_ms: list[int]) -> None:
+    rows = pa.table({"ts_ms": pa.array(ts_ms, pa.int64())})
+    formatted = pc.strftime(pc.cast(rows["ts_ms"], pa.timestamp("ms", tz="UTC")), format="%Y-%m-%d")
+    assert with_day(rows)[PARTITION].to_pylist() == formatted.to_pylist()
