@@ -15,6 +15,8 @@ MLFLOW_HOST ?= 127.0.0.1
 MLFLOW_PORT ?= 5001
 GATEWAY_HOST ?= 127.0.0.1
 GATEWAY_PORT ?= 8000
+# The Open Inference Protocol over gRPC; GRPC_PORT= (empty) turns it off
+GRPC_PORT ?= 8001
 MLFLOW_WORKERS ?= 2
 
 .PHONY: install run test test-fast bench bench-report replicas lint clean system-deps
@@ -48,6 +50,9 @@ run: $(STAMP)
 	  export GATEWAY_SPOOL__DIR=$${GATEWAY_SPOOL__DIR:-$(VAR_DIR)/spool}
 	  export GATEWAY_MLFLOW__MODEL_CACHE_DIR=$${GATEWAY_MLFLOW__MODEL_CACHE_DIR:-$(VAR_DIR)/model-cache}
 	fi
+	if [ -n "$(GRPC_PORT)" ]; then
+	  export GATEWAY_GRPC__PORT=$${GATEWAY_GRPC__PORT:-$(GRPC_PORT)} GATEWAY_GRPC__HOST=$${GATEWAY_GRPC__HOST:-$(GATEWAY_HOST)}
+	fi
 	export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false  # its 8 background worker processes are not used here
 	# Own process group for the MLflow server so that one signal stops it and its workers.
 	setsid $(VENV)/bin/mlflow server --host $(MLFLOW_HOST) --port $(MLFLOW_PORT) --workers $(MLFLOW_WORKERS) \
@@ -79,7 +84,7 @@ run: $(STAMP)
 	$(PY) -m models.train
 	$(PY) -m gateway --config $(CONFIG) --host $(GATEWAY_HOST) --port $(GATEWAY_PORT) &
 	gateway_pid=$$!
-	echo "gateway starting on http://$(GATEWAY_HOST):$(GATEWAY_PORT); in another shell:"
+	echo "gateway starting on http://$(GATEWAY_HOST):$(GATEWAY_PORT)$${GATEWAY_GRPC__PORT:+ (gRPC: $$GATEWAY_GRPC__HOST:$$GATEWAY_GRPC__PORT)}; in another shell:"
 	echo "  export MLFLOW_TRACKING_URI=$$MLFLOW_TRACKING_URI$${GATEWAY_SPOOL__DIR:+ GATEWAY_SPOOL__DIR=$$GATEWAY_SPOOL__DIR}"
 	echo "  $(PY) -m experiments.traffic --url http://$(GATEWAY_HOST):$(GATEWAY_PORT) -n 2000 --feedback"
 	echo "  $(PY) -m experiments.compare --wait 300 --html report.html"

@@ -74,6 +74,7 @@ ORDER: tuple[tuple[str, ...], ...] = (
     ("serving",),
     ("export",),
     ("wiring",),
+    ("grpc",),
     ("http",),
     ("entry",),
 )

@@ -112,6 +112,15 @@ class HttpSection(Section):
     timeout_keep_alive: float = Field(5.0, gt=0)  # idle keep-alive connections close after this
 
 
+class GrpcSection(Section):
+    """The Open Inference Protocol over gRPC (docs/protocols.md, "gRPC"): off unless ``port`` is set.
+    Its messages are held to the HTTP limits: ``[http] max_body_mb`` per message, ``[model] max_rows``
+    and ``request_timeout_ms`` (or the client's own deadline, when sooner)."""
+
+    port: int | None = Field(None, ge=1, le=65535)  # None: no gRPC server
+    host: str = Field("127.0.0.1", min_length=1)  # 0.0.0.0 in a container
+
+
 class BatchingSection(Section):
     """Adaptive micro-batching per variant (docs/configuration.md, "Batching")."""
 
@@ -190,6 +199,7 @@ class Settings(BaseSettings):
     spool: SpoolSection = SpoolSection()
     model: ModelSection = ModelSection()
     http: HttpSection = HttpSection()
+    grpc: GrpcSection = GrpcSection()
     batching: BatchingSection = BatchingSection()
     rollout: RolloutSection = RolloutSection()
     state: StateSection = StateSection()

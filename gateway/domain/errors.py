@@ -223,3 +223,19 @@ class FeedbackDenied(GatewayError):
         super().__init__(message)
         self.status = status
 
+
+
+# Not the domain's, but a client can cause them: JSON nested past Python's recursion limit, and lone
+# UTF-16 surrogates (valid JSON escapes, not encodable text) reaching an encoder.
+FOREIGN_STATUS: dict[type[Exception], int] = {RecursionError: 400, UnicodeEncodeError: 400}
+
+
+def status_for(exc: BaseException) -> int:
+    """The HTTP status an exception answers with (500 for one nobody expected); the gRPC service maps
+    the same status to its code (gateway/grpc/errors.py)."""
+    if isinstance(exc, GatewayError):
+        return exc.status
+    for cls in type(exc).__mro__:
+        if cls in FOREIGN_STATUS:
+            return FOREIGN_STATUS[cls]
+    return 500

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from gateway.config.settings import Settings, load_settings
+from gateway.grpc.server import GrpcServer
 from gateway.http.admin import router as admin_router
 from gateway.http.errors import install_error_handlers
 from gateway.http.limits import FeedbackRate, RequestLimits
@@ -45,13 +46,19 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
         app.state.services = gateway.services
         app.state.stats = gateway.stats
         app.state.metrics = gateway.metrics
+        grpc_server = GrpcServer(settings, gateway.services, gateway.metrics.on_response) \
+            if settings.grpc.port is not None else None
         if load_before_serving:
             await run_in_threadpool(gateway.load_models)
         else:
             gateway.load_in_background()
         try:
+            if grpc_server is not None:
+                await grpc_server.start()
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(settings.spool.shutdown_grace_seconds)
             await run_in_threadpool(gateway.stop)
 
     app = FastAPI(

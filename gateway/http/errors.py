@@ -15,17 +15,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.domain.errors import AdminDenied, GatewayError
+from gateway.domain.errors import FOREIGN_STATUS, AdminDenied, GatewayError, status_for
 from gateway.domain.messages import error_location, redacted, without_credentials
 from gateway.http.limits import BodyTimeout, BodyTooLarge
 from gateway.protocols import mlflow_scoring, oip
 
 log = logging.getLogger("gateway.http")
 
-# Each domain error carries its status (gateway/domain/errors.py). These are not the domain's, but a
-# client can cause them: JSON nested past Python's recursion limit, and lone UTF-16 surrogates (valid
-# JSON escapes, not encodable text) reaching an encoder.
-FOREIGN_STATUS: dict[type[Exception], int] = {RecursionError: 400, UnicodeEncodeError: 400}
+# Each domain error carries its status (gateway/domain/errors.py), and so do the foreign errors a
+# client can cause (FOREIGN_STATUS there).
 _MESSAGES: dict[type[Exception], str] = {
     RecursionError: "the body is nested too deeply",
     UnicodeEncodeError: "the body holds text that is not valid Unicode (a lone surrogate)",
@@ -81,15 +79,6 @@ class ErrorResponse(JSONResponse):
                           default=str).encode("ascii")
 
 _PREDICTION_PATHS = ("/predict", "/invocations")
-
-
-def status_for(exc: Exception) -> int:
-    if isinstance(exc, GatewayError):
-        return exc.status
-    for cls in type(exc).__mro__:
-        if cls in FOREIGN_STATUS:
-            return FOREIGN_STATUS[cls]
-    return 500
 
 
 def _is_prediction(request: Request) -> bool:

@@ -6,10 +6,8 @@ so that /predict, /invocations and /v2/.../infer are routed, logged and counted 
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
@@ -17,18 +15,15 @@ from fastapi import Request
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from gateway.domain.errors import ClientGone, MalformedBody, NotReady, RequestTimeout
+from gateway.domain.errors import MalformedBody, NotReady
 from gateway.domain.records import REQUEST_ID_PATTERN
 from gateway.protocols.limits import LARGE_BODY_BYTES, RequestShape
-from gateway.serving.outcome import Committed, PredictionOutcome, ScoredRequest
-from gateway.serving.pipeline import Pending
+from gateway.serving import answering
+from gateway.serving.answering import Answered, Ask
 from gateway.wiring.services import GatewayServices
 
 T = TypeVar("T")
 SAGEMAKER_VARIANT_HEADER = "x-amzn-sagemaker-target-variant"
-# A request still waiting after this long starts watching its connection and its deadline (one task);
-# the many that are answered sooner cost one timer.
-WATCH_AFTER_S = 0.2
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 
 
@@ -92,88 +87,25 @@ async def decoded(body: bytes, decode: Callable[..., T], *args: Any) -> T:
     return await run_in_threadpool(decode, body, *args)
 
 
-@dataclass(frozen=True, slots=True)
-class Answered:
-    scored: ScoredRequest
-    outcome: PredictionOutcome
-
-    @property
-    def labels(self) -> list[Any]:
-        return self.outcome.predictions.labels
-
-    @property
-    def probabilities(self) -> list[dict[str, float]] | None:
-        return self.outcome.predictions.probabilities
-
-
 async def answer(request: Request, rows: Sequence[Any], *, probabilities: bool = False,
                  forced: str | None = None, request_id: str | None = None,
                  params: dict[str, Any] | None = None) -> Answered:
-    """Route, then wait: the variant's batcher thread validates and predicts, and the spool's writer
-    thread commits the records, before this answers. The event loop does none of that work."""
+    """The request through the pipeline (gateway/serving/answering.py): the forced version from the
+    path or the routing header, the sticky key from its header, cancelled if the client disconnects."""
     svc = services(request)
     routing = svc.settings.routing
     forced = forced or request.headers.get(routing.variant_header) or request.headers.get(SAGEMAKER_VARIANT_HEADER)
-    user_key = header_utf8(request, routing.sticky_header) or None
-    scorer = svc.scorer
-    pending = scorer.submit(rows, forced=forced or None, user_key=user_key,
-                            request_id=request_id or request_id_of(request), probabilities=probabilities,
-                            params=params or None, headers=logged_headers(request, routing.log_headers))
-    scored, write_error = await _committed(request, pending, svc.settings.model.request_timeout_ms)
-    outcome = scorer.finish(scored, write_error)
-    request.app.state.metrics.on_response(outcome.model_version, outcome.reason, 200)
-    return Answered(scored, outcome)
-
-
-class _Watch:
-    """Cancels a pending request when its client disconnects or its deadline passes."""
-
-    def __init__(self, request: Request, future: asyncio.Future[Committed], deadline: float | None) -> None:
-        self.request, self.future, self.deadline = request, future, deadline
-        self.verdict: str | None = None  # "gone" or "timeout", once it cancelled the request
-        self.task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        gone = asyncio.ensure_future(_disconnect(self.request))
-        timeout = None if self.deadline is None else max(0.0, self.deadline - asyncio.get_running_loop().time())
-        try:
-            done, _ = await asyncio.wait((gone, self.future), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-        if not self.future.done():
-            self.verdict = "gone" if gone in done else "timeout"
-            self.future.cancel()
+    ask = Ask(forced=forced or None, user_key=header_utf8(request, routing.sticky_header) or None,
+              request_id=request_id or request_id_of(request), probabilities=probabilities, params=params,
+              headers=logged_headers(request, routing.log_headers))
+    return await answering.answer(svc.scorer, rows, ask, timeout_ms=svc.settings.model.request_timeout_ms,
+                                  gone=lambda: _disconnect(request), on_response=request.app.state.metrics.on_response)
 
 
 async def _disconnect(request: Request) -> None:
     """Returns when the client has closed the connection (the body was read already)."""
     while (await request.receive())["type"] != "http.disconnect":
         pass
-
-
-async def _committed(request: Request, pending: Pending, timeout_ms: float) -> Committed:
-    """The scored request once its records are committed; RequestTimeout past ``timeout_ms`` (0: none),
-    ClientGone when the client disconnects first. Either cancels it: queued work is dropped, unlogged."""
-    loop = asyncio.get_running_loop()
-    future = asyncio.wrap_future(pending)
-    watch = _Watch(request, future, loop.time() + timeout_ms / 1000.0 if timeout_ms else None)
-    handle = loop.call_later(min(WATCH_AFTER_S, timeout_ms / 1000.0) if timeout_ms else WATCH_AFTER_S, watch.start)
-    try:
-        return await future
-    except asyncio.CancelledError:
-        if watch.verdict is None:
-            raise  # the task itself was cancelled (shutdown)
-        if watch.verdict == "gone":
-            raise ClientGone(f"the client closed the connection before request {pending.request_id} was "
-                             "answered; it was cancelled and not logged") from None
-        raise RequestTimeout(pending.variant, pending.request_id, timeout_ms) from None
-    finally:
-        handle.cancel()
-        if watch.task is not None:
-            watch.task.cancel()
 
 
 def shown_version(request: Request, answered: Answered) -> str | None:

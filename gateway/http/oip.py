@@ -11,7 +11,6 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from gateway.domain.errors import NotReady, UnknownModel, UnknownVariant
 from gateway.http.errors import PREDICTION_STATUSES, OipErrorBody, responses
 from gateway.http.inference import (
     answer,
@@ -26,25 +25,15 @@ from gateway.http.inference import (
 from gateway.http.responses import FastJSONResponse
 from gateway.protocols import oip
 from gateway.protocols.limits import RequestShape
-from gateway.variants.output import ModelKind
-from gateway.wiring.services import GatewayServices
+from gateway.wiring import oip_models
+from gateway.wiring.oip_models import SERVER_NAME, SERVER_VERSION, check_model
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 
 
-def _check_model(svc: GatewayServices, name: str, variant: str | None = None) -> None:
-    if not svc.variants.ready.is_set():
-        raise NotReady(svc.variants.load_error or "models are still loading")
-    known = {svc.model_name(), *([svc.settings.model.name] if svc.settings.model.name else [])}
-    if name not in known:
-        raise UnknownModel(f"unknown model {name!r}; this gateway serves {sorted(known)}", model=name)
-    if variant is not None and variant not in svc.routing.names:
-        raise UnknownVariant(variant, svc.routing.names)
-
-
 @router.get("", summary="Server metadata")
 async def server_metadata() -> dict[str, object]:
-    return {"name": "ab-gateway", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
+    return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": ["binary_tensor_data"]}
 
 
 @router.get("/health/live", summary="Server liveness")
@@ -74,28 +63,18 @@ async def variant_metadata(request: Request, name: str, variant: str) -> dict[st
 
 
 def _metadata(request: Request, name: str, variant: str | None) -> dict[str, object]:
-    svc = services(request)
-    _check_model(svc, name, variant)
-    variants = svc.variants
-    assert variants.schema is not None
-    labels = variants.labels or []
-    output = "FP64" if variants.kind is ModelKind.REGRESSOR else oip.datatype_of(labels) if labels else "BYTES"
-    has_proba = any(v.has_probabilities for v in variants.values())
-    body = oip.metadata(name, [variant] if variant else svc.routing.names,
-                        [(c.name, c.oip_datatype) for c in variants.schema.columns], output,
-                        len(labels) if has_proba and labels else None)
-    return body
+    return oip_models.model_metadata(services(request), name, variant)
 
 
 @router.get("/models/{name}/ready", summary="Model readiness", responses=_MODEL_ERRORS)
 async def model_ready(request: Request, name: str) -> JSONResponse:
-    _check_model(services(request), name)
+    check_model(services(request), name)
     return JSONResponse({"name": name, "ready": True})
 
 
 @router.get("/models/{name}/versions/{variant}/ready", summary="Variant readiness", responses=_MODEL_ERRORS)
 async def variant_ready(request: Request, name: str, variant: str) -> JSONResponse:
-    _check_model(services(request), name, variant)
+    check_model(services(request), name, variant)
     return JSONResponse({"name": name, "ready": True})
 
 
@@ -118,7 +97,7 @@ def _decode(body: bytes, header_length: str | None, shape: RequestShape) -> tupl
 
 async def _infer(request: Request, name: str, variant: str | None) -> Response:
     svc = services(request)
-    _check_model(svc, name, variant)
+    check_model(svc, name, variant)
     shape = request_shape(request)
     payload, rows = await decoded(await request.body(), _decode, request.headers.get(oip.HEADER_LENGTH), shape)
     requested = oip.requested_outputs(payload)

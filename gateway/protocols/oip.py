@@ -60,21 +60,28 @@ def split_binary(body: bytes, header_length: str | None,
     return payload, rest
 
 
-def _tensor(spec: Any, binary: memoryview, offset: int, limits: RequestShape) -> tuple[str, np.ndarray, int]:
-    if not isinstance(spec, dict) or "name" not in spec:
-        raise MalformedBody("each input must be an object with name, shape, datatype and data")
-    name, datatype = str(spec["name"]), str(spec.get("datatype", "")).upper()
-    shape = spec.get("shape")
+def tensor_size(name: str, shape: Any, limits: RequestShape) -> int:
+    """The number of values a tensor of ``shape`` holds, once the shape is one this gateway takes:
+    [N], [N, 1] or [N, columns], within the row and column limits (checked from the shape alone,
+    before any data is read)."""
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                               for d in shape):
         raise MalformedBody(f"input {name!r}: shape must be a list of non-negative integers")
     if len(shape) > 2:
         raise MalformedBody(f"input {name!r}: shape must be [N], [N, 1] or [N, columns], got {shape}")
-    if shape:  # checked from the shape alone, before any data is read
+    if shape:
         limits.rows(shape[0])
         if len(shape) == 2:
             limits.width(shape[1], f"input {name!r}")
-    expected = math.prod(shape)
+    return math.prod(shape)
+
+
+def _tensor(spec: Any, binary: memoryview, offset: int, limits: RequestShape) -> tuple[str, np.ndarray, int]:
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise MalformedBody("each input must be an object with name, shape, datatype and data")
+    name, datatype = str(spec["name"]), str(spec.get("datatype", "")).upper()
+    shape = spec.get("shape")
+    expected = tensor_size(name, shape, limits)
     size = json_object(spec.get("parameters"), f"input {name!r}: parameters").get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
@@ -84,33 +91,40 @@ def _tensor(spec: Any, binary: memoryview, offset: int, limits: RequestShape) ->
         if len(raw) != size:
             raise MalformedBody(f"input {name!r}: binary_data_size {size} runs past the end of the body")
         offset += size
-        if datatype == "BYTES":  # each element: a 4-byte little-endian length, then the bytes
-            items, i = [], 0
-            while i < len(raw) and len(items) <= expected:
-                n = int.from_bytes(raw[i:i + 4], "little")
-                items.append(raw[i + 4:i + 4 + n].decode("utf-8", errors="replace"))
-                i += 4 + n
-            data = np.array(items, dtype=object)
-        elif datatype in _NUMPY:
-            itemsize = np.dtype(_NUMPY[datatype]).itemsize
-            if size % itemsize:
-                raise MalformedBody(f"input {name!r}: binary_data_size {size} is not a whole number of {datatype} "
-                                    f"values ({itemsize} bytes each)")
-            data = np.frombuffer(raw, dtype=_NUMPY[datatype])
-        else:
-            raise MalformedBody(f"input {name!r}: unsupported datatype {datatype!r}")
+        data = binary_tensor(name, datatype, raw, expected)
         if "data" in spec:
             raise MalformedBody(f"input {name!r} has both data and parameters.binary_data_size; send one")
     else:
         if "data" not in spec:
             raise MalformedBody(f"input {name!r} has no data")
-        data = _typed(name, datatype, spec["data"])
+        data = typed_values(name, datatype, spec["data"])
     if data.size != expected:
         raise MalformedBody(f"input {name!r}: shape {shape} needs {expected} values, got {data.size}")
     return name, data.reshape(shape) if shape else data, offset
 
 
-def _typed(name: str, datatype: str, values: Any) -> np.ndarray:
+def binary_tensor(name: str, datatype: str, raw: bytes, expected: int) -> np.ndarray:
+    """A tensor's values from its bytes, little-endian, as the binary extension and gRPC's
+    ``raw_input_contents`` carry them (BYTES: each element a 4-byte length, then its bytes)."""
+    if datatype == "BYTES":  # each element: a 4-byte little-endian length, then the bytes
+        items, i = [], 0
+        while i < len(raw) and len(items) <= expected:
+            n = int.from_bytes(raw[i:i + 4], "little")
+            items.append(raw[i + 4:i + 4 + n].decode("utf-8", errors="replace"))
+            i += 4 + n
+        data = np.array(items, dtype=object)
+    elif datatype in _NUMPY:
+        itemsize = np.dtype(_NUMPY[datatype]).itemsize
+        if len(raw) % itemsize:
+            raise MalformedBody(f"input {name!r}: {len(raw)} bytes of data are not a whole number of {datatype} "
+                                f"values ({itemsize} bytes each)")
+        data = np.frombuffer(raw, dtype=_NUMPY[datatype])
+    else:
+        raise MalformedBody(f"input {name!r}: unsupported datatype {datatype!r}")
+    return data
+
+
+def typed_values(name: str, datatype: str, values: Any) -> np.ndarray:
     """A JSON tensor's values as its datatype holds them, exactly as the binary extension would carry
     them: BOOL true/false, integers within their type's range (5.0 is 5; 5.7 is refused), floats cast
     to their width (an FP16 1e-8 is 0.0, as in binary; 1e6 does not fit), BYTES strings."""
@@ -174,7 +188,6 @@ def decode_inputs(payload: dict[str, Any], binary: bytes,
     """Rows from an inference request's ``inputs`` (one numeric [N, columns] tensor: a matrix for the
     columnar path, else row dicts); too many rows or columns are refused from the shapes, before any
     tensor is decoded."""
-    columns = limits.columns
     inputs = payload.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise MalformedBody("an inference request needs a non-empty 'inputs' list")
@@ -188,6 +201,13 @@ def decode_inputs(payload: dict[str, Any], binary: bytes,
     if offset != len(binary):
         raise MalformedBody(f"{len(binary) - offset} byte(s) after the last binary tensor: the inputs' "
                             f"binary_data_size add up to {offset}, the body carries {len(binary)}")
+    return rows_of(tensors, limits)
+
+
+def rows_of(tensors: dict[str, np.ndarray], limits: RequestShape) -> Rows:
+    """Rows from decoded tensors, by name: one numeric [N, columns] tensor is a matrix for the columnar
+    path; else one [N] or [N, 1] tensor per signature column, as row dicts."""
+    columns = limits.columns
     if len(tensors) == 1:
         (name, data), = tensors.items()
         if data.ndim == 2 and data.shape[1] == len(columns) and (name not in columns or len(columns) > 1):

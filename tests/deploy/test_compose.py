@@ -18,6 +18,7 @@ def test_services_ports_and_dependencies() -> None:
     services = compose["services"]
     assert {"postgres", "mlflow", "trainer", "api", "prometheus", "grafana"} <= set(services)
     assert "5001:5000" in services["mlflow"]["ports"] and "8000:8000" in services["api"]["ports"]
+    assert "8001:8001" in services["api"]["ports"] and services["api"]["environment"]["GATEWAY_GRPC__PORT"] == "8001"
     assert "9090:9090" in services["prometheus"]["ports"] and "3000:3000" in services["grafana"]["ports"]
     assert "postgresql://" in services["mlflow"]["command"]
     assert services["mlflow"]["depends_on"]["postgres"]["condition"] == "service_healthy"

@@ -143,7 +143,7 @@ def test_the_gateway_pods_ports_probes_and_environment_agree_with_the_code(monke
     assert _find("Service", "gateway-headless")["spec"]["clusterIP"] == "None"
     assert _find("StatefulSet", "gateway")["spec"]["serviceName"] == "gateway-headless"
     routes = _app_routes()
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "readinessProbe"):
         assert c[probe]["httpGet"]["path"] in routes, probe
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     # The environment reaches the settings it names.
@@ -163,6 +163,13 @@ def test_the_gateway_pods_ports_probes_and_environment_agree_with_the_code(monke
         assert env[name] == {"secretKeyRef": {"name": "iris-ab-credentials", "key": name}}, name
         monkeypatch.setenv(name, secret[name])
     assert secrets_problem(settings.state.backend == "mlflow", settings.feedback.receipts) is None
+    # The gRPC port: served by the config, named in the pod and the Service, probed through gRPC's health.
+    grpc_port = _port(c, "grpc")
+    assert settings.grpc.port == grpc_port and settings.grpc.host == "0.0.0.0"
+    assert c["livenessProbe"]["grpc"] == {"port": grpc_port}  # the health service's overall status
+    grpc_service = [p for p in _find("Service", "gateway")["spec"]["ports"] if p["name"] == "grpc"]
+    assert grpc_service == [{"name": "grpc", "port": grpc_port, "targetPort": "grpc",
+                             "appProtocol": "kubernetes.io/h2c"}]
     assert load_settings(K8S / "files" / "gateway.toml").routing.salt == secret["GATEWAY_ROUTING__SALT"]
     # The spool is on the pod's own volume.
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}

@@ -72,9 +72,10 @@ class TrafficThread:
         self.stop()
 
 
-def assert_exactly_once(tracking_uri: str, served_ids: list[str]) -> dict[str, int]:
+def assert_exactly_once(tracking_uri: str, served_ids: list[str],
+                        experiment: str = "iris-flower-prediction") -> dict[str, int]:
     """Every served request id has exactly one primary run; returns the counts for reporting."""
-    runs = runs_by_request(tracking_uri)
+    runs = runs_by_request(tracking_uri, experiment)
     primary = {rid: len(v) for (rid, role), v in runs.items() if role == "primary"}
     missing = [rid for rid in served_ids if rid not in primary]
     duplicated = [rid for rid, n in primary.items() if n > 1]

@@ -20,11 +20,12 @@ pytestmark = pytest.mark.integration  # free ports and its own VAR_DIR: it runs 
 
 
 def test_make_run_answers_the_seed_call_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    mlflow_port, gateway_port = free_port(), free_port()
+    mlflow_port, gateway_port, grpc_port = free_port(), free_port(), free_port()
     config = write_config(tmp_path / "gateway.toml", f"http://127.0.0.1:{mlflow_port}", tmp_path / "spool",
                           tmp_path / "cache")
     proc = subprocess.Popen(
         ["make", "--no-print-directory", "run", f"MLFLOW_PORT={mlflow_port}", f"GATEWAY_PORT={gateway_port}",
+         f"GRPC_PORT={grpc_port}",
          f"VAR_DIR={tmp_path / 'var'}", f"CONFIG={config}", "MLFLOW_WORKERS=1"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{gateway_port}"
@@ -35,6 +36,11 @@ def test_make_run_answers_the_seed_call_and_stops_cleanly_on_ctrl_c(tmp_path: Pa
                        headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=30)
         assert r.status_code == 200 and r.json()["prediction"] == "Setosa", r.text
         assert r.headers["x-request-id"]  # always there, sent or not
+        import tritonclient.grpc as triton  # make run serves the Open Inference Protocol over gRPC too
+
+        grpc_client = triton.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        assert grpc_client.is_server_ready() and grpc_client.is_model_ready("IrisClassifier")
+        grpc_client.close()
         for _ in range(30):
             httpx.post(url + "/predict", json={"sepal_length": 6.1, "sepal_width": 2.8, "petal_length": 4.9,
                                                "petal_width": 1.6}, timeout=30).raise_for_status()
