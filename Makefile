@@ -33,10 +33,10 @@ $(STAMP): pyproject.toml requirements.lock
 # and a Java runtime for the report's Spark engine (pyspark 4 needs Java 17+) where none is installed.
 system-deps:
 	if ! command -v wrk >/dev/null || ! command -v chromium >/dev/null || ! command -v prometheus >/dev/null \
-	   || ! command -v haproxy >/dev/null || ! command -v java >/dev/null; then
+	   || ! command -v haproxy >/dev/null || ! command -v java >/dev/null || ! command -v h2load >/dev/null; then
 	  SUDO=$$( [ "$$(id -u)" = 0 ] && echo "" || echo sudo )
 	  $$SUDO apt-get update -qq
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk chromium prometheus haproxy >/dev/null
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk chromium prometheus haproxy nghttp2-client >/dev/null
 	  command -v java >/dev/null || DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq default-jre-headless >/dev/null
 	fi
 
@@ -104,6 +104,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP) system-deps
 	$(PY) -m experiments.bench
+	$(PY) -m experiments.bench.grpc_serving
 	$(PY) -m experiments.bench.tree_threads
 	$(PY) -m experiments.bench.table_files
 

@@ -106,7 +106,9 @@ def mlserver_venv(cache: Path) -> Path:
     return venv
 
 
-def start_mlserver(work: Path, tracking_uri: str, url: str, venv: Path) -> Service:
+def start_mlserver(work: Path, tracking_uri: str, url: str, venv: Path, grpc_port: int | None = None) -> Service:
+    """MLServer serving the registered model as ``iris`` on ``url``, and gRPC on ``grpc_port`` (a free one
+    when not given)."""
     import joblib
     import mlflow.sklearn
 
@@ -120,16 +122,17 @@ def start_mlserver(work: Path, tracking_uri: str, url: str, venv: Path) -> Servi
         "parameters": {"uri": "./model.joblib", "version": "v1"}}))
     port = int(url.rsplit(":", 1)[1])
     (repo / "settings.json").write_text(json.dumps({
-        "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(), "host": "127.0.0.1",
+        "http_port": port, "grpc_port": grpc_port or free_port(), "metrics_port": free_port(), "host": "127.0.0.1",
         "debug": False}))
     return Service([str(venv / "bin" / "mlserver"), "start", str(repo)], f"{url}/v2/models/iris/ready", work,
                    cwd=repo)
 
 
-def gateway_starter(logging: str | None, workers: int = 1, *,
-                    table: bool = False) -> Callable[[Path, str, str], GatewayProcess]:
+def gateway_starter(logging: str | None, workers: int = 1, *, table: bool = False,
+                    grpc_port: int | None = None) -> Callable[[Path, str, str], GatewayProcess]:
     """The gateway with the given prediction log (None: off) and worker processes; ``table``: window
-    rows into the Delta inference table under the setup's directory, not into Parquet artifacts."""
+    rows into the Delta inference table under the setup's directory, not into Parquet artifacts;
+    ``grpc_port``: the Open Inference Protocol over gRPC there too."""
     def start(work: Path, tracking_uri: str, url: str) -> GatewayProcess:
         experiment = f"bench-{work.name}"
         bounds = {c: {"gt": 0, "le": 100} for c in COLUMNS}
@@ -142,7 +145,8 @@ def gateway_starter(logging: str | None, workers: int = 1, *,
             batching={"max_queue_rows": 100_000},
             mlflow={"tracking_uri": tracking_uri, "model_cache_dir": str(work.parent / "cache"), "export_workers": 8,
                     "granularity": logging or "prediction", "window_seconds": 5.0, "experiment": experiment},
-            **({"table": {"enabled": True, "uri": str(work / "table")}} if table else {}))
+            **({"table": {"enabled": True, "uri": str(work / "table")}} if table else {}),
+            **({"grpc": {"port": grpc_port}} if grpc_port else {}))
         gw = GatewayProcess(config=config, workdir=work, port=int(url.rsplit(":", 1)[1]),
                             args=["--workers", str(workers)] if workers > 1 else [])
         return gw.start(timeout=180)

@@ -68,15 +68,20 @@ class WrkResult:
     socket_errors: int
 
 
+def apt_install(package: str) -> None:
+    """``apt-get install`` one Debian package (as root, or through sudo)."""
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", package], check=True, env=env, stdout=subprocess.DEVNULL)
+
+
 def ensure_wrk() -> str:
     path = shutil.which("wrk")
     if path:
         return path
     print("wrk not found; installing it with apt-get", file=sys.stderr)
-    sudo = [] if os.geteuid() == 0 else ["sudo"]
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "wrk"], check=True, env=env, stdout=subprocess.DEVNULL)
+    apt_install("wrk")
     path = shutil.which("wrk")
     if not path:
         raise SystemExit("error: wrk could not be installed")
