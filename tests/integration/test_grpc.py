@@ -147,6 +147,51 @@ def test_metadata_forces_a_version_and_sticks_a_user_as_headers_do(served: Serve
     assert named.id == "grpc-named-1" and named.parameters["feedback_receipt"].string_param
 
 
+# KServe's client in a process of its own: its generated messages and Triton's both register the
+# protocol's ``inference.*`` names in protobuf's one default pool, and a process can hold only one set.
+KSERVE_CLIENT = """
+import asyncio, json, sys
+import numpy as np
+from kserve import InferenceGRPCClient, InferInput, InferRequest
+
+async def main(target, rows):
+    client = InferenceGRPCClient(target, timeout=10, retries=0)
+    try:
+        ready = await client.is_server_ready() and await client.is_model_ready("IrisClassifier")
+        tensor = InferInput("input", list(rows.shape), "FP64")
+        tensor.set_data_from_numpy(rows)
+        forced = await client.infer(InferRequest("IrisClassifier", [tensor], request_id="kserve-forced",
+                                                 model_version="v2.0"))
+        sticky = await client.infer(InferRequest("IrisClassifier", [tensor]), headers=(("x-user-id", "dora"),))
+    finally:
+        await client.close()
+    labels = [v.decode() if isinstance(v, bytes) else v for v in forced.outputs[0].as_numpy().tolist()]
+    print(json.dumps({"ready": ready, "id": forced.id, "version": forced.model_version, "labels": labels,
+                      "sticky_version": sticky.model_version}))
+
+asyncio.run(main(sys.argv[1], np.array(json.loads(sys.argv[2]))))
+"""
+
+
+def test_kserves_own_grpc_client_gets_the_same_answers(served: Served) -> None:
+    """KServe's asynchronous InferenceGRPCClient (its own generated messages of the same protocol):
+    readiness, a forced inference with its InferRequest and InferInput, and a sticky one."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", KSERVE_CLIENT, served.target, json.dumps(ROWS.tolist())],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["ready"] and got["id"] == "kserve-forced" and got["version"] == "v2.0"
+    assert got["labels"] == labels(served.stub.ModelInfer(infer_request(model_version="v2.0")))
+    rest = httpx.post(f"{served.gw.url}/v2/models/{MODEL}/infer", headers={"X-User-ID": "dora"}, timeout=10,
+                      json={"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64",
+                                        "data": ROWS[:1].tolist()}]}).json()
+    assert got["sticky_version"] == rest["model_version"]
+
+
 def _two_inputs_one_raw() -> pb.ModelInferRequest:
     request = infer_request(ROWS[:2])
     request.raw_input_contents.append(ROWS[:2].tobytes())
