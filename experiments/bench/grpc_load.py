@@ -14,9 +14,7 @@ itself; h2load took MLServer to 731 calls/s on the same machine (2026-12-07).
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,8 @@ import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
+
+from experiments.bench.wrk import ensure_tool
 
 PATH = "/inference.GRPCInferenceService/ModelInfer"
 
@@ -62,17 +62,7 @@ def check_call(target: str, message: bytes, rows: int) -> None:
 
 
 def ensure_h2load() -> str:
-    path = shutil.which("h2load")
-    if path:
-        return path
-    print("h2load not found; installing nghttp2-client with apt-get", file=sys.stderr)
-    from experiments.bench.wrk import apt_install
-
-    apt_install("nghttp2-client")
-    path = shutil.which("h2load")
-    if not path:
-        raise SystemExit("error: h2load could not be installed (apt-get install nghttp2-client)")
-    return path
+    return ensure_tool("h2load", "nghttp2-client")
 
 
 def run_grpc(target: str, message: bytes, connections: int, seconds: float) -> GrpcResult:

@@ -76,16 +76,21 @@ def apt_install(package: str) -> None:
     subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", package], check=True, env=env, stdout=subprocess.DEVNULL)
 
 
-def ensure_wrk() -> str:
-    path = shutil.which("wrk")
+def ensure_tool(command: str, package: str) -> str:
+    """The path of ``command``, installing its Debian ``package`` with apt-get when it is missing."""
+    path = shutil.which(command)
     if path:
         return path
-    print("wrk not found; installing it with apt-get", file=sys.stderr)
-    apt_install("wrk")
-    path = shutil.which("wrk")
+    print(f"{command} not found; installing {package} with apt-get", file=sys.stderr)
+    apt_install(package)
+    path = shutil.which(command)
     if not path:
-        raise SystemExit("error: wrk could not be installed")
+        raise SystemExit(f"error: {command} could not be installed (apt-get install {package})")
     return path
+
+
+def ensure_wrk() -> str:
+    return ensure_tool("wrk", "wrk")
 
 
 def _to_ms(value: str) -> float:
