@@ -15,7 +15,7 @@ RUN pip install -c requirements.lock . \
  && chown -R app:app /app/var /mlflow
 
 USER app
-EXPOSE 8000
+EXPOSE 8000 8001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=5 \
   CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz').status != 200)"
 CMD ["python", "-m", "gateway", "--config", "config/gateway.toml", "--host", "0.0.0.0", "--port", "8000"]
