@@ -39,15 +39,12 @@ class GrpcResult:
     errors: int  # calls without an HTTP/2 200 (a gRPC error with a 200 is caught by the check call)
 
 
-def infer_message(model: str, rows: list[list[float]], *, raw: bool = True) -> bytes:
-    """One [N, 4] FP64 tensor, as raw bytes (Triton's client's way) or in ``fp64_contents``."""
+def infer_message(model: str, rows: list[list[float]]) -> bytes:
+    """One [N, columns] FP64 tensor as raw bytes, Triton's client's way."""
     arr = np.asarray(rows, dtype="<f8")
     request = pb.ModelInferRequest(model_name=model)
-    tensor = request.inputs.add(name="input-0", datatype="FP64", shape=list(arr.shape))
-    if raw:
-        request.raw_input_contents.append(arr.tobytes())
-    else:
-        tensor.contents.fp64_contents.extend(arr.ravel().tolist())
+    request.inputs.add(name="input-0", datatype="FP64", shape=list(arr.shape))
+    request.raw_input_contents.append(arr.tobytes())
     return request.SerializeToString()
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from experiments.bench.grpc_load import GrpcResult, check_call, ensure_h2load, infer_message, run_grpc
 from experiments.bench.peers import GATEWAY_OIP, Setup, gateway_starter, mlserver_venv, oip_batch, start_mlserver
-from experiments.bench.serving import _integrity, _wait_exported
+from experiments.bench.serving import integrity_of, wait_exported
 from experiments.bench.wrk import _batch_rows, ensure_wrk, run_wrk
 from stack.processes import ROOT, MlflowServer, free_port, train_models
 
@@ -152,11 +152,11 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     points += _grpc_points(name, f"127.0.0.1:{grpc_port}", "IrisClassifier", args.seconds)
                     points += _rest_points(name, url, args.seconds, root)
-                    served, drain = _wait_exported(url, 60.0)
+                    served, drain = wait_exported(url, 60.0)
                 finally:
                     gw.stop()
                 setup = Setup(name, None, {}, "window")
-                integrity.append(asdict(_integrity(setup, 1, work, server.url, served, drain, [])))
+                integrity.append(asdict(integrity_of(setup, 1, work, server.url, served, drain, [])))
     text = report(points, integrity, started, args.seconds)
     print(text)
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())

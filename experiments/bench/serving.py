@@ -135,21 +135,21 @@ def run_setup(setup: Setup, rnd: int, work: Path, tracking_uri: str, seconds: in
                 print(f"   {kind:<9} c={c:<3} {wrk.rps:9.1f} req/s {points_rows(wrk, load.rows):10.0f} rows/s  "
                       f"p50 {wrk.p50_ms:7.2f} ms  p99 {wrk.p99_ms:7.2f} ms  non-2xx {wrk.non_2xx}", file=sys.stderr)
                 points.append(Point(setup.name, rnd, c, kind, load.rows, wrk))
-        served, drain = _wait_exported(url, drain_timeout) if setup.logging else (0, 0.0)
+        served, drain = wait_exported(url, drain_timeout) if setup.logging else (0, 0.0)
         if setup.memory is not None and memory_seconds > 0 and rnd == 1:
             phase[0] = "memory"
             memory = measure_memory(setup, service.proc.pid, url, memory_seconds, scripts)
             if setup.logging:
-                served, _ = _wait_exported(url, drain_timeout)
+                served, _ = wait_exported(url, drain_timeout)
     finally:
         stop.set()
         service.stop()
     if not setup.logging:
         return points, None, memory
-    return points, _integrity(setup, rnd, work, tracking_uri, served, drain, lags), memory
+    return points, integrity_of(setup, rnd, work, tracking_uri, served, drain, lags), memory
 
 
-def _wait_exported(url: str, timeout: float) -> tuple[int, float]:
+def wait_exported(url: str, timeout: float) -> tuple[int, float]:
     """(rows answered, seconds waited) once the spool is exported, or ``timeout`` passed. Requests
     still in flight when wrk stops are answered (and logged) after it, so the count is read once it
     stops moving."""
@@ -163,7 +163,7 @@ def _wait_exported(url: str, timeout: float) -> tuple[int, float]:
     return served, time.monotonic() - t0
 
 
-def _integrity(setup: Setup, rnd: int, work: Path, tracking_uri: str, served: int, drain: float,
+def integrity_of(setup: Setup, rnd: int, work: Path, tracking_uri: str, served: int, drain: float,
                lags: list[tuple[str, float]]) -> Integrity:
     """After the gateway stopped: every row it answered is in MLflow or still in its spool (which the
     next start exports), and no row has two runs. Per-prediction export into a stock MLflow server

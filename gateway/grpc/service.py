@@ -11,28 +11,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Callable
 from typing import Any, NoReturn
 
 import grpc
-import orjson
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
-from gateway.domain.errors import MalformedBody, NotReady
+from gateway.domain.errors import NotReady
 from gateway.domain.messages import without_credentials
-from gateway.domain.records import REQUEST_ID_PATTERN
 from gateway.grpc import tensors
 from gateway.grpc.errors import code_for
-from gateway.protocols.limits import RequestShape
+from gateway.protocols.body import logged_values
+from gateway.protocols.body import request_id as checked_request_id
+from gateway.protocols.limits import LARGE_BODY_BYTES
 from gateway.serving import answering
 from gateway.serving.answering import Ask
 from gateway.wiring import oip_models
 from gateway.wiring.services import GatewayServices
 
 log = logging.getLogger("gateway.grpc")
-_REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 OnResponse = Callable[[str | None, str | None, int], None]
 
 
@@ -87,58 +85,53 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
         svc = self.svc
         forced = request.model_version or None
         oip_models.check_model(svc, request.model_name, forced)
-        schema = svc.variants.schema
-        if schema is None:
-            raise NotReady(svc.variants.load_error or "models are still loading")
-        rows, ask = tensors.decode(request, RequestShape(tuple(schema.names), svc.settings.model.max_rows))
+        shape = svc.request_shape()
+        # As REST does with a large body: decoded on a worker thread, so the event loop keeps answering.
+        if request.ByteSize() > LARGE_BODY_BYTES:
+            rows, ask = await asyncio.to_thread(tensors.decode, request, shape)
+        else:
+            rows, ask = tensors.decode(request, shape)
         metadata = _metadata(context)
         routing = svc.settings.routing
         answered = await answering.answer(
             svc.scorer, rows,
-            Ask(forced=forced or metadata.get(routing.variant_header.lower()),
-                user_key=metadata.get(routing.sticky_header.lower()),
-                request_id=_request_id(request.id or None, metadata.get("x-request-id")),
-                probabilities=ask.probabilities, headers=_logged(metadata, routing.log_headers)),
+            Ask(forced=forced or _first(metadata, routing.variant_header.lower()),
+                user_key=_first(metadata, routing.sticky_header.lower()),
+                request_id=checked_request_id(request.id, "the request's id") if request.id else
+                checked_request_id(_first(metadata, "x-request-id"), "x-request-id"),
+                probabilities=ask.probabilities,
+                headers=logged_values({name: metadata[name] for name in routing.log_headers if name in metadata})),
             timeout_ms=_timeout_ms(svc.settings.model.request_timeout_ms, context.time_remaining()), gone=None,
             on_response=self.on_response)
-        outcome = answered.outcome
-        shown = outcome.model_version if routing.reveal_version else None
-        parameters = {"routing_reason": outcome.reason}
-        if outcome.replayed:
+        notes = answering.notes(answered, reveal_version=routing.reveal_version,
+                                logging_enabled=svc.scorer.logging_enabled, receipts=svc.receipts)
+        parameters = {"routing_reason": notes.reason}
+        if notes.replayed:
             parameters["idempotent_replay"] = "true"
-        if not outcome.logged and svc.scorer.logging_enabled:
+        if notes.unlogged:
             parameters["prediction_logged"] = "false"
-        if outcome.logged and svc.receipts is not None:
-            parameters["feedback_receipt"] = svc.receipts.issue(outcome.request_id, len(outcome.predictions))
-        response = tensors.encode(request.model_name, shown, outcome.request_id, answered.labels,
+        if notes.receipt is not None:
+            parameters["feedback_receipt"] = notes.receipt
+        response = tensors.encode(request.model_name, notes.version, notes.request_id, answered.labels,
                                   answered.probabilities, ask, parameters)
-        if outcome.shadow is not None:  # the candidate's scoring, queued once this answer is on its way
-            asyncio.get_running_loop().call_soon(svc.scorer.submit_shadow, outcome, answered.scored)
+        if answered.outcome.shadow is not None:  # the candidate's scoring, queued once this answer is on its way
+            asyncio.get_running_loop().call_soon(svc.scorer.submit_shadow, answered.outcome, answered.scored)
         return response
 
 
-def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
-    """The request's text metadata by lower-case key (binary ``-bin`` entries are not headers here);
-    a key sent twice is one value, joined with ", " as HTTP joins a header's lines."""
-    out: dict[str, str] = {}
+def _metadata(context: grpc.aio.ServicerContext) -> dict[str, list[str]]:
+    """The request's text metadata by lower-case key, each key's values in order (binary ``-bin``
+    entries are not headers here)."""
+    out: dict[str, list[str]] = {}
     for key, value in context.invocation_metadata() or ():
         if isinstance(value, str):
-            out[key] = f"{out[key]}, {value}" if key in out else value
+            out.setdefault(key, []).append(value)
     return out
 
 
-def _request_id(given: str | None, header: str | None) -> str | None:
-    source, value = ("the request's id", given) if given is not None else ("x-request-id", header)
-    if value is None:
-        return None
-    if not _REQUEST_ID.match(value):
-        raise MalformedBody(f"{source} must be 1-128 characters from A-Z a-z 0-9 . _ : -")
-    return value
-
-
-def _logged(metadata: dict[str, str], names: list[str]) -> str:
-    found = {name: metadata[name][:256] for name in names if name in metadata}
-    return orjson.dumps(found).decode() if found else ""
+def _first(metadata: dict[str, list[str]], key: str) -> str | None:
+    values = metadata.get(key)
+    return values[0] if values else None
 
 
 def _timeout_ms(configured_ms: float, remaining_s: float | None) -> float:

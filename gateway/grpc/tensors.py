@@ -29,7 +29,6 @@ CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_conte
             "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
             "UINT32": "uint_contents", "UINT64": "uint64_contents", "FP32": "fp32_contents",
             "FP64": "fp64_contents", "BYTES": "bytes_contents"}
-_RAW_DTYPES = {"BOOL": np.bool_, "INT64": np.int64, "FP64": np.float64}
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,15 +124,10 @@ def encode(model_name: str, version: str | None, request_id: str, labels: list[A
             tensor.parameters["classes"].string_param = orjson.dumps(out["parameters"]["classes"]).decode()
         data, datatype = out["data"], out["datatype"]
         if ask.raw:
-            response.raw_output_contents.append(_raw(datatype, data))
+            response.raw_output_contents.append(oip.output_bytes(datatype, data))
         elif datatype == "BYTES":
             tensor.contents.bytes_contents.extend(str(v).encode() for v in data)
         else:
             getattr(tensor.contents, CONTENTS[datatype]).extend(data)
     return response
 
-
-def _raw(datatype: str, data: list[Any]) -> bytes:
-    if datatype == "BYTES":
-        return b"".join(len(b).to_bytes(4, "little") + b for b in (str(v).encode() for v in data))
-    return np.asarray(data, dtype=np.dtype(_RAW_DTYPES[datatype]).newbyteorder("<")).tobytes()

@@ -6,17 +6,15 @@ so that /predict, /invocations and /v2/.../infer are routed, logged and counted 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-import orjson
 from fastapi import Request
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from gateway.domain.errors import MalformedBody, NotReady
-from gateway.domain.records import REQUEST_ID_PATTERN
+from gateway.protocols.body import logged_values
+from gateway.protocols.body import request_id as checked_request_id
 from gateway.protocols.limits import LARGE_BODY_BYTES, RequestShape
 from gateway.serving import answering
 from gateway.serving.answering import Answered, Ask
@@ -24,7 +22,6 @@ from gateway.wiring.services import GatewayServices
 
 T = TypeVar("T")
 SAGEMAKER_VARIANT_HEADER = "x-amzn-sagemaker-target-variant"
-_REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 
 
 def services(request: Request) -> GatewayServices:
@@ -45,9 +42,8 @@ def header_utf8(request: Request, name: str) -> str | None:
 
 
 def logged_headers(request: Request, names: list[str]) -> str:
-    """The ``[routing] log_headers`` the request sent, as JSON text for its records ("" when none). A
-    header sent more than once is one value, its lines joined with ", " (RFC 9110, 5.3); bytes that are
-    not UTF-8 are kept visible as \\xNN escapes, not read as Latin-1."""
+    """The ``[routing] log_headers`` the request sent, as JSON text for its records ("" when none);
+    bytes that are not UTF-8 are kept visible as \\xNN escapes, not read as Latin-1."""
     if not names:
         return ""
     wanted = {name.encode("latin-1"): name for name in names}
@@ -56,27 +52,19 @@ def logged_headers(request: Request, names: list[str]) -> str:
         name = wanted.get(key)
         if name is not None:
             found.setdefault(name, []).append(value.decode("utf-8", errors="backslashreplace"))
-    return orjson.dumps({name: ", ".join(values)[:256] for name, values in found.items()}).decode() if found else ""
+    return logged_values(found)
 
 
 def request_id_of(request: Request, given: Any = None) -> str | None:
     """The protocol's own id (OIP ``id``) or the X-Request-ID header; None lets the gateway make one."""
-    source = "the request's id" if given is not None else "X-Request-ID"
-    value = given if given is not None else request.headers.get("x-request-id")
-    if value is None:
-        return None
-    if not isinstance(value, str) or not _REQUEST_ID.match(value):
-        raise MalformedBody(f"{source} must be 1-128 characters from A-Z a-z 0-9 . _ : -")
-    return value
+    if given is not None:
+        return checked_request_id(given, "the request's id")
+    return checked_request_id(request.headers.get("x-request-id"), "X-Request-ID")
 
 
 def request_shape(request: Request) -> RequestShape:
     """What a request to these models may hold; NotReady (503) while they load."""
-    svc = services(request)
-    schema = svc.variants.schema
-    if schema is None or not svc.variants.ready.is_set():
-        raise NotReady(svc.variants.load_error or "models are still loading")
-    return RequestShape(tuple(schema.names), svc.settings.model.max_rows)
+    return services(request).request_shape()
 
 
 async def decoded(body: bytes, decode: Callable[..., T], *args: Any) -> T:
@@ -108,6 +96,12 @@ async def _disconnect(request: Request) -> None:
         pass
 
 
+def answer_notes(request: Request, answered: Answered) -> answering.Notes:
+    svc = services(request)
+    return answering.notes(answered, reveal_version=svc.settings.routing.reveal_version,
+                           logging_enabled=svc.scorer.logging_enabled, receipts=svc.receipts)
+
+
 def shown_version(request: Request, answered: Answered) -> str | None:
     """The version that answered, as the answer may show it: None under ``[routing] reveal_version =
     false`` (a blind test: a client cannot tell the versions apart, nor sort user ids by version)."""
@@ -115,18 +109,16 @@ def shown_version(request: Request, answered: Answered) -> str | None:
 
 
 def answer_headers(request: Request, answered: Answered) -> dict[str, str]:
-    outcome = answered.outcome
-    svc = services(request)
-    headers = {"X-Request-ID": outcome.request_id, "X-Routing-Reason": outcome.reason}
-    version = shown_version(request, answered)
-    if version is not None:
-        headers["X-Model-Version"] = version
-    if outcome.replayed:
+    notes = answer_notes(request, answered)
+    headers = {"X-Request-ID": notes.request_id, "X-Routing-Reason": notes.reason}
+    if notes.version is not None:
+        headers["X-Model-Version"] = notes.version
+    if notes.replayed:
         headers["X-Idempotent-Replay"] = "true"
-    if not outcome.logged and svc.scorer.logging_enabled:
+    if notes.unlogged:
         headers["X-Prediction-Logged"] = "false"
-    if outcome.logged and svc.receipts is not None:  # lets this client label its own rows (POST /feedback)
-        headers["X-Feedback-Receipt"] = svc.receipts.issue(outcome.request_id, len(outcome.predictions))
+    if notes.receipt is not None:
+        headers["X-Feedback-Receipt"] = notes.receipt
     return headers
 
 

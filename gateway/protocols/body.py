@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import orjson
 
 from gateway.domain.errors import MalformedBody
 from gateway.domain.messages import first_line
+from gateway.domain.records import REQUEST_ID_PATTERN
+
+_REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
+LOGGED_VALUE_CHARS = 256  # a logged header's (or gRPC metadata's) value is cut here
 
 
 def plain(value: Any) -> Any:
@@ -45,3 +50,20 @@ def json_object(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise MalformedBody(f"{where} must be a JSON object, got {type(value).__name__}")
     return value
+
+
+def request_id(value: Any, source: str) -> str | None:
+    """A client's request id (``source`` names where it came from), or None when it sent none."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _REQUEST_ID.match(value):
+        raise MalformedBody(f"{source} must be 1-128 characters from A-Z a-z 0-9 . _ : -")
+    return value
+
+
+def logged_values(found: dict[str, list[str]]) -> str:
+    """Headers (or gRPC metadata) to log with the records, as JSON text ("" when none): a name sent more
+    than once is one value, its lines joined with ", " (RFC 9110, 5.3), cut at LOGGED_VALUE_CHARS."""
+    if not found:
+        return ""
+    return orjson.dumps({name: ", ".join(values)[:LOGGED_VALUE_CHARS] for name, values in found.items()}).decode()

@@ -289,6 +289,15 @@ def requested_outputs(payload: dict[str, Any]) -> list[str] | None:
     return [str(n) for n in names]
 
 
+def output_bytes(datatype: str, data: list[Any]) -> bytes:
+    """An output's values as bytes, little-endian, as the binary extension and gRPC's
+    ``raw_output_contents`` carry them (BYTES: each element a 4-byte length, then its UTF-8)."""
+    if datatype == "BYTES":
+        return b"".join(len(b).to_bytes(4, "little") + b for b in (str(v).encode() for v in data))
+    dtype = {"BOOL": np.bool_, "INT64": np.int64, "FP64": np.float64}[datatype]
+    return np.asarray(data, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
+
+
 def binary_outputs(payload: dict[str, Any], body: dict[str, Any]) -> tuple[bytes, int] | None:
     """Re-encode outputs in the binary extension when the request asks for it (Triton's default).
     Returns (full body, JSON header length) or None for a plain JSON answer."""
@@ -300,11 +309,7 @@ def binary_outputs(payload: dict[str, Any], body: dict[str, Any]) -> tuple[bytes
     for out in body["outputs"]:
         if not asked.get(out["name"], default):
             continue
-        if out["datatype"] == "BYTES":
-            raw = b"".join(len(b).to_bytes(4, "little") + b for b in (str(v).encode() for v in out["data"]))
-        else:
-            dtype = {"BOOL": np.bool_, "INT64": np.int64, "FP64": np.float64}[out["datatype"]]
-            raw = np.asarray(out["data"], dtype=dtype).tobytes()
+        raw = output_bytes(out["datatype"], out["data"])
         out["parameters"] = {**out.get("parameters", {}), "binary_data_size": len(raw)}
         del out["data"]
         chunks.append(raw)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.domain.errors import ClientGone, RequestTimeout
+from gateway.security.receipts import ReceiptSigner
 from gateway.serving.outcome import Committed, PredictionOutcome, ScoredRequest
 from gateway.serving.pipeline import Pending, Scorer
 
@@ -34,6 +35,28 @@ class Answered:
     @property
     def probabilities(self) -> list[dict[str, float]] | None:
         return self.outcome.predictions.probabilities
+
+
+@dataclass(frozen=True, slots=True)
+class Notes:
+    """What an answer tells its client beside the predictions, whatever carries it (HTTP headers,
+    gRPC response parameters)."""
+
+    request_id: str
+    reason: str
+    version: str | None  # None under [routing] reveal_version = false (a blind test)
+    replayed: bool
+    unlogged: bool  # the log is on and this answer's rows were not logged (on_log_failure = "serve")
+    receipt: str | None  # lets this client label its own rows (POST /feedback); None when not logged
+
+
+def notes(answered: Answered, *, reveal_version: bool, logging_enabled: bool,
+          receipts: ReceiptSigner | None) -> Notes:
+    outcome = answered.outcome
+    receipt = receipts.issue(outcome.request_id, len(outcome.predictions)) \
+        if outcome.logged and receipts is not None else None
+    return Notes(outcome.request_id, outcome.reason, outcome.model_version if reveal_version else None,
+                 outcome.replayed, logging_enabled and not outcome.logged, receipt)
 
 
 @dataclass(frozen=True, slots=True)

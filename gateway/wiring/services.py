@@ -10,7 +10,8 @@ from typing import Any
 
 from gateway.bandit.reweigher import BanditRunner
 from gateway.config.settings import Settings, StateBackend
-from gateway.domain.errors import InvalidRollout, RolloutConflict
+from gateway.domain.errors import InvalidRollout, NotReady, RolloutConflict
+from gateway.protocols.limits import RequestShape
 from gateway.rollout.controller import RolloutController
 from gateway.rollout.controller import describe as describe_rollout
 from gateway.rollout.observations import RolloutObserver
@@ -85,6 +86,14 @@ class GatewayServices:
         """What the outbox still owes MLflow (champion alias moves, change-log runs)."""
         outbox = self.champion.outbox
         return [] if outbox is None else outbox.pending()
+
+    def request_shape(self) -> RequestShape:
+        """What a request to these models may hold (their columns, [model] max_rows); NotReady while
+        they load."""
+        schema = self.variants.schema
+        if schema is None or not self.variants.ready.is_set():
+            raise NotReady(self.variants.load_error or "models are still loading")
+        return RequestShape(tuple(schema.names), self.settings.model.max_rows)
 
     def model_name(self) -> str:
         """The name clients use in the Open Inference Protocol: ``[model] name``, else the variants'

@@ -168,3 +168,23 @@ def test_binary_bodies_must_add_up() -> None:
 def test_a_tensor_of_the_wrong_width_names_the_column_count() -> None:
     with pytest.raises(MalformedBody, match=r"shape \[1, 2\] has 2 columns; the model has 3 \(x, y z, w/v\)"):
         _decode([{"name": "input-0", "shape": [1, 2], "datatype": "FP64", "data": [1.0, 2.0]}])
+
+
+@given(values=st.dictionaries(st.sampled_from(["x-a", "x-b"]), st.lists(st.text(max_size=200), min_size=1,
+                                                                          max_size=3)))
+def test_logged_values_join_a_names_lines_and_cut_them(values: dict[str, list[str]]) -> None:
+    """One rule for logged HTTP headers and gRPC metadata."""
+    from gateway.protocols.body import LOGGED_VALUE_CHARS, logged_values
+
+    text = logged_values(values)
+    assert text == "" if not values else json.loads(text) == {
+        k: ", ".join(v)[:LOGGED_VALUE_CHARS] for k, v in values.items()}
+
+
+def test_a_request_id_is_checked_by_one_rule() -> None:
+    from gateway.protocols.body import request_id
+
+    assert request_id(None, "x") is None and request_id("a.b_c:1-2", "x") == "a.b_c:1-2"
+    for bad in ("has space", "", "x" * 129, 5):
+        with pytest.raises(MalformedBody, match="where must be 1-128"):
+            request_id(bad, "where")
