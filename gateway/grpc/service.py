@@ -105,13 +105,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
             on_response=self.on_response)
         notes = answering.notes(answered, reveal_version=routing.reveal_version,
                                 logging_enabled=svc.scorer.logging_enabled, receipts=svc.receipts)
-        parameters = {"routing_reason": notes.reason}
-        if notes.replayed:
-            parameters["idempotent_replay"] = "true"
-        if notes.unlogged:
-            parameters["prediction_logged"] = "false"
-        if notes.receipt is not None:
-            parameters["feedback_receipt"] = notes.receipt
+        parameters = notes.named("routing_reason", "idempotent_replay", "prediction_logged", "feedback_receipt")
         response = tensors.encode(request.model_name, notes.version, notes.request_id, answered.labels,
                                   answered.probabilities, ask, parameters)
         if answered.outcome.shadow is not None:  # the candidate's scoring, queued once this answer is on its way

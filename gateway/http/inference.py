@@ -110,15 +110,10 @@ def shown_version(request: Request, answered: Answered) -> str | None:
 
 def answer_headers(request: Request, answered: Answered) -> dict[str, str]:
     notes = answer_notes(request, answered)
-    headers = {"X-Request-ID": notes.request_id, "X-Routing-Reason": notes.reason}
+    headers = {"X-Request-ID": notes.request_id,
+               **notes.named("X-Routing-Reason", "X-Idempotent-Replay", "X-Prediction-Logged", "X-Feedback-Receipt")}
     if notes.version is not None:
         headers["X-Model-Version"] = notes.version
-    if notes.replayed:
-        headers["X-Idempotent-Replay"] = "true"
-    if notes.unlogged:
-        headers["X-Prediction-Logged"] = "false"
-    if notes.receipt is not None:
-        headers["X-Feedback-Receipt"] = notes.receipt
     return headers
 
 

@@ -49,6 +49,18 @@ class Notes:
     unlogged: bool  # the log is on and this answer's rows were not logged (on_log_failure = "serve")
     receipt: str | None  # lets this client label its own rows (POST /feedback); None when not logged
 
+    def named(self, reason: str, replayed: str, unlogged: str, receipt: str) -> dict[str, str]:
+        """The notes a transport sends, under its own names: the reason always, the others when they
+        say something (a replay "true", an unlogged answer "false", the receipt)."""
+        out = {reason: self.reason}
+        if self.replayed:
+            out[replayed] = "true"
+        if self.unlogged:
+            out[unlogged] = "false"
+        if self.receipt is not None:
+            out[receipt] = self.receipt
+        return out
+
 
 def notes(answered: Answered, *, reveal_version: bool, logging_enabled: bool,
           receipts: ReceiptSigner | None) -> Notes:

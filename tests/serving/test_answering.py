@@ -32,3 +32,6 @@ def test_the_notes_follow_the_outcome_and_the_settings(logged: bool, reveal: boo
     if n.receipt is not None:
         for row in range(rows):  # the receipt covers each of the answer's rows, and no other
             SIGNER.verify(n.receipt, "rid-1", row)
+    named = n.named("r", "p", "u", "c")
+    assert named["r"] == "sticky" and ("p" in named) is replayed and ("u" in named) is n.unlogged
+    assert named.get("c") == n.receipt
