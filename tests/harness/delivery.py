@@ -9,12 +9,14 @@ from stack.iris import FEATURES
 from stack.processes import GatewayProcess, runs_by_request
 
 
-def wait_drained(gw: GatewayProcess, timeout: float = 120) -> dict[str, Any]:
+def wait_drained(gw: GatewayProcess, timeout: float = 120, labels: bool = False) -> dict[str, Any]:
+    """Until the spool holds no prediction left to export (and, with ``labels``, no label either: labels
+    travel on their own after their predictions)."""
     deadline = time.monotonic() + timeout
     stats: dict[str, Any] = {}
     while time.monotonic() < deadline:
         stats = httpx.get(gw.url + "/stats", timeout=10).json()
-        if stats["spool"]["backlog"] == 0:
+        if stats["spool"]["backlog"] == 0 and not (labels and stats["spool"].get("labels_backlog")):
             return stats
         time.sleep(0.3)
     raise TimeoutError(f"spool not drained after {timeout}s: {stats}")

@@ -71,10 +71,7 @@ def test_a_bandit_starves_the_constant_version_and_ipw_matches_offline_accuracy(
     last = np.asarray(assigned[-1000:])
     assert (last == "const").mean() <= MIN_SHARE + 0.05
 
-    wait_drained(gw, timeout=120)
-    deadline = time.monotonic() + 60
-    while httpx.get(gw.url + "/stats").json()["spool"]["labels_backlog"] and time.monotonic() < deadline:
-        time.sleep(0.3)
+    wait_drained(gw, timeout=120, labels=True)
     report, records = build_report(experiment, mlflow_server.url)
     primary = records[records["role"] == "primary"]
     assert len(primary) == N and primary["assignment_probability"].notna().all()

@@ -280,10 +280,7 @@ def test_three_registered_versions_through_a_gateway_with_sticky_users_and_a_log
             assert r.status_code == 200, r.text
             assert http.post("/feedback", json={"request_id": r.json()["request_id"], "true_label": truth},
                              headers=FEEDBACK_AUTH).status_code == 202
-    wait_drained(gw, timeout=120)
-    deadline = time.monotonic() + 60
-    while httpx.get(gw.url + "/stats").json()["spool"]["labels_backlog"] and time.monotonic() < deadline:
-        time.sleep(0.3)
+    wait_drained(gw, timeout=120, labels=True)
     proc = subprocess.run([sys.executable, "-m", "experiments.compare", "--experiment", experiment, "--tracking-uri",
                            mlflow_server.url, "--control", "v1.0", "--segment-by", "header:X-Country", "--json",
                            "--no-log"], capture_output=True, text=True, timeout=300, cwd=ROOT)

@@ -163,7 +163,7 @@ def test_two_replicas_append_to_one_table_at_once(tmp_path: Path, mlflow_server:
                                   headers=FEEDBACK_AUTH)
                     assert r.status_code == 202, r.text
         for gw in replicas:
-            wait_drained(gw, timeout=120)
+            wait_drained(gw, timeout=120, labels=True)
     finally:
         for gw in replicas:
             gw.stop()

@@ -81,7 +81,7 @@ def test_a_real_gateways_table_gives_one_report_on_both_engines_and_the_row_leve
                        table={"enabled": True, "uri": str(tmp_path / "table")})
     result = asyncio.run(run_traffic(gw.url, 400, concurrency=8, users=60, seed=5, progress=False, feedback=True))
     assert result.ok == 400
-    wait_drained(gw)
+    wait_drained(gw, labels=True)
     section = TableSection(enabled=True, uri=str(tmp_path / "table"))
     duck = DuckDBEngine(section)
     try:
