@@ -29,8 +29,8 @@ from experiments.bench.table_rows import Shape, write
 from stack.processes import ROOT
 
 TARGET_SECONDS, TARGET_RSS_MB = 60.0, 2048.0
-STAGES = ("prepare labels", "prepare sticky_users", "versions", "classes", "sample", "accuracy", "unit",
-          "latency_counts", "per_user", "srm", "exposure", "__init__", "srm_test", "bandit")
+STAGES = ("prepare labels", "prepare judged", "prepare sticky_users", "versions", "classes", "sample", "accuracy",
+          "unit", "latency_counts", "per_user", "srm", "exposure", "__init__", "srm_test", "bandit")
 
 
 def run_report(config: Path, engine: str, timeout: float = 3600) -> dict[str, Any]:

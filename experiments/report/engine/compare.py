@@ -35,7 +35,8 @@ def latency_test(counts: pd.DataFrame, sample: pd.DataFrame, base: str, other: s
 
 
 def between(report: dict[str, Any], engine: Engine, f: Filters, sample: pd.DataFrame, control: str | None,
-             correction: str, seed: int) -> None:
+             correction: str, seed: int, per_users: pd.DataFrame | None = None) -> None:
+    """The tests between versions; ``per_users`` (queries.per_user's frame) when the user is the unit."""
     names, verdicts, tests, labels = list(report["versions"]), report["verdicts"], report["tests"], report["labels"]
     versions = report["versions"]
     table = np.array([[versions[v]["classes"][lbl] for lbl in labels] for v in names])
@@ -53,7 +54,7 @@ def between(report: dict[str, Any], engine: Engine, f: Filters, sample: pd.DataF
     if control is not None and control not in names:
         verdicts.append(f"the control {control} answered no traffic in this range: {chosen} is the control")
     if report["unit"]["unit"] == "user":
-        per_user = q.per_user(engine, f, labels)
+        per_user = per_users if per_users is not None else q.per_user(engine, f, labels)
         pairs = {v: clustered(per_user, chosen, v, labels, seed) for v in names if v != chosen}
     else:
         control_latency = {v: latency.get(v) if chosen == names[0] else

@@ -29,9 +29,10 @@ class Filters:
     engine skip the day partitions outside the range."""
 
     def __init__(self, since: int | None = None, until: int | None = None, config_hash: str | None = None,
-                 role: str = "all", extra: tuple[str, ...] = ()) -> None:
+                 role: str = "all", extra: tuple[str, ...] = (), judged: str | None = None) -> None:
         self.since, self.until, self.config_hash, self.role = since, until, config_hash, role
         self.extra = extra  # further conditions, "{p}" standing for the table's alias and a dot
+        self.judged = judged  # a prepared relation holding judged_sql(self), if any (prepare_judged)
 
     def narrowed(self, condition: str) -> Filters:
         return Filters(self.since, self.until, self.config_hash, self.role, (*self.extra, condition))
@@ -76,6 +77,25 @@ RIGHT = ("COALESCE(l.correct, CASE WHEN JSON_EXTRACT_STRING(l.true_label, '$') =
           "ELSE 0.0 END)")
 
 
+def judged_sql(f: Filters) -> str:
+    """Each labelled primary row the filters select, judged by the label rule: its version, user, time
+    and whether it was right. The one join of the predictions with their labels (a hundred million
+    rows probe the labels once); accuracy, the per-user sums and the slices all read it."""
+    return (f"SELECT p.model_version, p.\"user\", p.ts_ms, {RIGHT} AS right_ FROM labels AS l JOIN predictions AS p "
+            f"ON p.request_id = l.request_id AND p.row_index = l.row_index WHERE {f.sql('p', 'primary')}")
+
+
+def prepare_judged(engine: Engine, f: Filters) -> Filters:
+    """The relation ``judged`` for ``f``, computed once (needs ``labels``); returns ``f`` naming it."""
+    engine.prepare("judged", judged_sql(f))
+    return Filters(f.since, f.until, f.config_hash, f.role, f.extra, judged="judged")
+
+
+def judged_rows(f: Filters) -> str:
+    """What to read the judged rows from: the prepared relation, or the join itself (a narrowed filter)."""
+    return f.judged or f"({judged_sql(f)})"
+
+
 def versions(engine: Engine, f: Filters) -> pd.DataFrame:
     """Per role and version: counts, means, and the latency and request-time quantiles (p50, p95,
     p99), the quantiles from each value's count (the gateway logs both to the microsecond): an
@@ -102,10 +122,8 @@ def classes(engine: Engine, f: Filters) -> pd.DataFrame:
 
 
 def accuracy(engine: Engine, f: Filters) -> pd.DataFrame:
-    return engine.frame(f"""
-        SELECT p.model_version, COUNT(*) AS labelled, SUM({RIGHT}) AS right_
-        FROM predictions AS p JOIN labels AS l ON p.request_id = l.request_id AND p.row_index = l.row_index
-        WHERE {f.sql('p', 'primary')} GROUP BY p.model_version""")
+    return engine.frame(f"SELECT model_version, COUNT(*) AS labelled, SUM(right_) AS right_ FROM {judged_rows(f)} AS j "
+                        "GROUP BY model_version")
 
 
 def latency_counts(engine: Engine, f: Filters) -> pd.DataFrame:
@@ -166,29 +184,39 @@ def srm(engine: Engine, f: Filters, by_user: bool) -> pd.DataFrame:
         WHERE {randomised(f, " AND weights <> ''")} GROUP BY config_hash, weights, model_version""")
 
 
-def exposure(engine: Engine, f: Filters) -> dict[str, Any] | None:
-    row = engine.frame(f"""
-        SELECT COUNT(*) AS users, SUM(CASE WHEN nv > 1 THEN 1 ELSE 0 END) AS mixed FROM (
-            SELECT "user", COUNT(DISTINCT model_version) AS nv FROM predictions
-            WHERE {f.sql(role='primary')} AND "user" IS NOT NULL GROUP BY "user") AS per_user""").iloc[0]
-    users = int(row["users"] or 0)
+def exposure(engine: Engine, f: Filters, per_users: pd.DataFrame | None = None) -> dict[str, Any] | None:
+    """Sticky users answered by more than one version; from ``per_user``'s frame when the report has it
+    (one row per version and user: the same rows this query groups)."""
+    if per_users is not None:
+        versions_per_user = per_users.groupby("user").size()
+        users, mixed = len(versions_per_user), int((versions_per_user > 1).sum())
+    else:
+        row = engine.frame(f"""
+            SELECT COUNT(*) AS users, SUM(CASE WHEN nv > 1 THEN 1 ELSE 0 END) AS mixed FROM (
+                SELECT "user", COUNT(DISTINCT model_version) AS nv FROM predictions
+                WHERE {f.sql(role='primary')} AND "user" IS NOT NULL GROUP BY "user") AS per_user""").iloc[0]
+        users = int(row["users"] or 0)
+        mixed = int(row["mixed"]) if users else 0  # SUM over no rows is NULL
     if users == 0:
         return None
-    mixed = int(row["mixed"] or 0)
     return {"users": users, "in_more_than_one_version": mixed, "share": mixed / users,
             "warn_above": MULTIPLE_EXPOSURE_WARN}
 
 
 def per_user(engine: Engine, f: Filters, labels: list[str]) -> pd.DataFrame:
-    classes = ", ".join(f"SUM(CASE WHEN p.prediction = {quote(lbl)} THEN 1.0 ELSE 0.0 END) AS class_{i}"
-                        for i, lbl in enumerate(labels))
+    """Per version and sticky user: requests, latency and class sums from the predictions alone, and
+    labels and right ones from the judged rows; the two grouped apart and joined on their million keys,
+    not a hundred million rows joined before grouping."""
+    classes = "".join(f", SUM(CASE WHEN prediction = {quote(lbl)} THEN 1.0 ELSE 0.0 END) AS class_{i}"
+                      for i, lbl in enumerate(labels))
     return engine.frame(f"""
-        SELECT p.model_version, p."user", COUNT(*) AS n, SUM(p.inference_time_ms) AS latency,
-               SUM(CASE WHEN l.request_id IS NULL THEN 0.0 ELSE 1.0 END) AS labelled,
-               SUM(CASE WHEN l.request_id IS NULL THEN 0.0 ELSE {RIGHT} END) AS right_
-               {', ' + classes if classes else ''}
-        FROM predictions AS p LEFT JOIN labels AS l ON p.request_id = l.request_id AND p.row_index = l.row_index
-        WHERE {f.sql('p', 'primary')} AND p."user" IS NOT NULL GROUP BY p.model_version, p."user\"""")
+        SELECT u.*, COALESCE(j.labelled, 0.0) AS labelled, COALESCE(j.right_, 0.0) AS right_
+        FROM (SELECT model_version, "user", COUNT(*) AS n, SUM(inference_time_ms) AS latency{classes}
+              FROM predictions WHERE {f.sql(role='primary')} AND "user" IS NOT NULL
+              GROUP BY model_version, "user") AS u
+        LEFT JOIN (SELECT model_version, "user", CAST(COUNT(*) AS DOUBLE) AS labelled, SUM(right_) AS right_
+                   FROM {judged_rows(f)} AS jr WHERE "user" IS NOT NULL GROUP BY model_version, "user") AS j
+          ON u.model_version = j.model_version AND u."user" = j."user\"""")
 
 
 def shadow_pairs(engine: Engine, f: Filters) -> pd.DataFrame:

@@ -36,6 +36,7 @@ def engine_report(engine: Engine, filters: Filters, *, seed: int = 0, control: s
         raise EngineUnsupported("the engine path covers classifiers so far, and this table holds a regressor's "
                                 "predictions: run the report with --engine mlflow")
     q.prepare_labels(engine)
+    filters = q.prepare_judged(engine, filters)
     q.prepare_sticky_users(engine, filters)
     classes = q.classes(engine, filters)
     labels = sorted(classes["prediction"].astype(str).unique().tolist())
@@ -61,8 +62,10 @@ def engine_report(engine: Engine, filters: Filters, *, seed: int = 0, control: s
     report["unit"] = unit = q.unit(engine, filters)
     if unit["unit"] == "user":
         verdicts.append(f"unit of analysis: the user ({unit['why']})")
+    # per version and user, when the user is the unit: the clustered tests and the exposure both read it
+    per_users = q.per_user(engine, filters, labels) if unit["unit"] == "user" else None
     if len(names) >= 2:
-        c.between(report, engine, filters, sample, control, correction, seed)
+        c.between(report, engine, filters, sample, control, correction, seed, per_users)
         if segment_by is not None:
             chosen = report["comparisons"]["control"]
             report["segments"] = segments.segments(engine, filters, segment_by, chosen, labels, correction, seed,
@@ -72,7 +75,7 @@ def engine_report(engine: Engine, filters: Filters, *, seed: int = 0, control: s
         verdicts.append(f"only {names[0]} answered traffic: no between-version tests")
     _quality(report, verdicts)
     latest = _sample_ratio(report, engine, filters, names, unit["unit"] == "user")
-    exposure = q.exposure(engine, filters)
+    exposure = q.exposure(engine, filters, per_users)
     if exposure is not None:
         report["health"] = {"multiple_exposure": exposure}
         if exposure["share"] > MULTIPLE_EXPOSURE_WARN:
@@ -84,7 +87,7 @@ def engine_report(engine: Engine, filters: Filters, *, seed: int = 0, control: s
         config_hash, weights = latest
         srm = sequential.srm_test(engine, q.srm_units(filters, config_hash, unit["unit"] == "user"),
                                   parse_weights_tag(weights), report["tests"].get("srm"))
-    slices = sequential.Slices(engine, filters.sql("p", "primary"), labels, q.RIGHT)
+    slices = sequential.Slices(engine, filters, labels)
     report["sequential"] = sequential.sequential_section(report, slices, names, srm)
     if report["shadow_versions"]:
         report["shadow"] = sections.shadow(engine, filters, labels, seed)

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from experiments.report.engine import queries as q
 from experiments.report.engine.engines import Engine
-from experiments.report.engine.queries import quote
+from experiments.report.engine.queries import Filters, quote
 from experiments.report.sequential import LOOKS, METHOD, _beside, _look_points, _path_min, with_family
 from gateway.stats import sequential as sq
 
@@ -30,7 +31,8 @@ _BIN = (f"CASE WHEN inference_time_ms > {sq.BIN_BASE} THEN CAST(FLOOR(LN(inferen
 class Slices:
     """Per (slice of time, version) aggregates of the primary rows, from the engine."""
 
-    def __init__(self, engine: Engine, where: str, labels: list[str], right: str) -> None:
+    def __init__(self, engine: Engine, f: Filters, labels: list[str]) -> None:
+        where = f.sql("p", "primary")
         bounds = engine.frame(f"SELECT MIN(ts_ms) AS lo, MAX(ts_ms) AS hi FROM predictions AS p WHERE {where}")
         lo, hi = bounds["lo"].iloc[0], bounds["hi"].iloc[0]
         self.empty = pd.isna(lo)
@@ -40,13 +42,14 @@ class Slices:
         bucket = f"CAST(FLOOR((p.ts_ms - {self.lo}) / {self.width}) AS BIGINT)"
         classes = "".join(f", SUM(CASE WHEN p.prediction = {quote(lbl)} THEN 1 ELSE 0 END) AS class_{i}"
                           for i, lbl in enumerate(labels))
-        self.stats = engine.frame(f"""
+        stats = engine.frame(f"""
             SELECT {bucket} AS b, p.model_version, COUNT(*) AS n, SUM(p.inference_time_ms) AS s,
-                   SUM(p.inference_time_ms * p.inference_time_ms) AS ss,
-                   SUM(CASE WHEN l.request_id IS NULL THEN 0 ELSE 1 END) AS labelled,
-                   SUM(CASE WHEN l.request_id IS NULL THEN 0.0 ELSE {right} END) AS right_{classes}
-            FROM predictions AS p LEFT JOIN labels AS l ON p.request_id = l.request_id AND p.row_index = l.row_index
-            WHERE {where} GROUP BY 1, 2""")
+                   SUM(p.inference_time_ms * p.inference_time_ms) AS ss{classes}
+            FROM predictions AS p WHERE {where} GROUP BY 1, 2""")
+        # the labels per slice from the judged rows (the one join, queries.judged_sql), by prediction time
+        judged = engine.frame(f"SELECT {bucket} AS b, p.model_version, COUNT(*) AS labelled, SUM(p.right_) AS right_ "
+                              f"FROM {q.judged_rows(f)} AS p GROUP BY 1, 2")
+        self.stats = stats.merge(judged, on=["b", "model_version"], how="left").fillna({"labelled": 0, "right_": 0.0})
         self.histograms = engine.frame(f"""
             SELECT {bucket} AS b, p.model_version, {_BIN.replace('inference_time_ms', 'p.inference_time_ms')} AS bin,
                    COUNT(*) AS n
