@@ -75,6 +75,15 @@ def _show(title: str, state: dict[str, Any]) -> None:
     print(f"\n{title}: GET /rollout =\n{json.dumps(keep, indent=1)}")
 
 
+def _brief(state: dict[str, Any]) -> str:
+    """The rollout's decisions in one short text, for an assertion's message (a CI log shows it whole
+    when the printed state is cut)."""
+    steps = "; ".join(f"{h.get('decision')} step {h.get('step')} w={h.get('weight')}: {str(h.get('reason'))[:240]}"
+                      for h in state["history"])
+    samples, sent = state.get("step_samples"), state.get("requests_sent")
+    return f"state {state['state']}, step samples {samples}, sent {sent}: {steps}"
+
+
 def _rollout_runs(tracking_uri: str, rollout_id: str, decision: str) -> list[Any]:
     from mlflow import MlflowClient
 
@@ -99,7 +108,7 @@ def test_a_degraded_candidate_is_rolled_back(start_gateway: Callable[..., Gatewa
     started = _start(gw, {"control": "v1.0", "candidate": "const", "steps": [0.2, 0.5, 1.0], "min_samples": 300})
     state = drive(gw, until=_finished)
     _show("degraded candidate", state)
-    assert state["state"] == "rolled_back" and state["candidate_weight"] == 0.0
+    assert state["state"] == "rolled_back" and state["candidate_weight"] == 0.0, _brief(state)
     assert state["history"][-1]["decision"] == "rollback" and "accuracy" in state["history"][-1]["reason"]
     accuracy = state["guardrails"]["accuracy"]
     assert accuracy["breached"] and accuracy["p_value"] <= 0.05 and accuracy["interval"][1] < 0
@@ -130,7 +139,7 @@ def test_a_healthy_candidate_is_promoted_step_by_step(start_gateway: Callable[..
     try:
         state = drive(gw, until=_finished)
         _show("healthy candidate", state)
-        assert state["state"] == "promoted" and state["candidate_weight"] == 1.0
+        assert state["state"] == "promoted" and state["candidate_weight"] == 1.0, _brief(state)
         decisions = [h["decision"] for h in state["history"] if h["decision"] != "champion_alias"]
         assert decisions == ["start", "advance", "advance", "promote"]
         assert [h["weight"] for h in state["history"][:4]] == [0.25, 0.5, 1.0, 1.0]
@@ -157,6 +166,6 @@ def test_an_aa_rollout_is_not_rolled_back(start_gateway: Callable[..., GatewayPr
                                "accuracy": {"require": "not_breached"}, "latency_p95": {"require": "not_breached"}}})
     state = drive(gw, until=_finished)
     _show("A/A", state)
-    assert state["state"] == "promoted"
+    assert state["state"] == "promoted", _brief(state)
     assert not any(g["breached"] for g in state["guardrails"].values())
     assert state["guardrails"]["disagreement"]["n"]["pairs"] > 0  # the shadow scoring ran
