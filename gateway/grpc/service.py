@@ -103,8 +103,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
                 headers=logged_values({name: metadata[name] for name in routing.log_headers if name in metadata})),
             timeout_ms=_timeout_ms(svc.settings.model.request_timeout_ms, context.time_remaining()), gone=None,
             on_response=self.on_response)
-        notes = answering.notes(answered, reveal_version=routing.reveal_version,
-                                logging_enabled=svc.scorer.logging_enabled, receipts=svc.receipts)
+        notes = svc.notes(answered)
         parameters = notes.named("routing_reason", "idempotent_replay", "prediction_logged", "feedback_receipt")
         response = tensors.encode(request.model_name, notes.version, notes.request_id, answered.labels,
                                   answered.probabilities, ask, parameters)

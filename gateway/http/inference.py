@@ -96,20 +96,8 @@ async def _disconnect(request: Request) -> None:
         pass
 
 
-def answer_notes(request: Request, answered: Answered) -> answering.Notes:
-    svc = services(request)
-    return answering.notes(answered, reveal_version=svc.settings.routing.reveal_version,
-                           logging_enabled=svc.scorer.logging_enabled, receipts=svc.receipts)
-
-
-def shown_version(request: Request, answered: Answered) -> str | None:
-    """The version that answered, as the answer may show it: None under ``[routing] reveal_version =
-    false`` (a blind test: a client cannot tell the versions apart, nor sort user ids by version)."""
-    return answered.outcome.model_version if services(request).settings.routing.reveal_version else None
-
-
-def answer_headers(request: Request, answered: Answered) -> dict[str, str]:
-    notes = answer_notes(request, answered)
+def answer_headers(notes: answering.Notes) -> dict[str, str]:
+    """The answer's notes as HTTP headers (X-Model-Version only when the version is shown)."""
     headers = {"X-Request-ID": notes.request_id,
                **notes.named("X-Routing-Reason", "X-Idempotent-Replay", "X-Prediction-Logged", "X-Feedback-Receipt")}
     if notes.version is not None:

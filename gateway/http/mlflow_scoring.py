@@ -25,7 +25,7 @@ async def invocations(request: Request) -> Response:
     probabilities = bool(params.pop(mlflow_scoring.PROBABILITIES_PARAM, False))
     answered = await answer(request, rows, probabilities=probabilities, params=params)
     body = mlflow_scoring.encode(answered.labels, answered.probabilities if probabilities else None)
-    return FastJSONResponse(body, headers=answer_headers(request, answered),
+    return FastJSONResponse(body, headers=answer_headers(services(request).notes(answered)),
                             background=shadow_task(request, answered))
 
 

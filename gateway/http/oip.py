@@ -20,7 +20,6 @@ from gateway.http.inference import (
     request_shape,
     services,
     shadow_task,
-    shown_version,
 )
 from gateway.http.responses import FastJSONResponse
 from gateway.protocols import oip
@@ -104,9 +103,10 @@ async def _infer(request: Request, name: str, variant: str | None) -> Response:
     probabilities = oip.wants_probabilities(payload)
     answered = await answer(request, rows, probabilities=probabilities, forced=variant,
                             request_id=request_id_of(request, payload.get("id") or None))
-    body = oip.encode(name, shown_version(request, answered), answered.outcome.request_id, answered.labels,
+    notes = svc.notes(answered)
+    body = oip.encode(name, notes.version, notes.request_id, answered.labels,
                       answered.probabilities if probabilities else None, requested)
-    headers = answer_headers(request, answered)
+    headers = answer_headers(notes)
     background = shadow_task(request, answered)
     binary_body = oip.binary_outputs(payload, body)
     if binary_body is not None:

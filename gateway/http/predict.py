@@ -13,7 +13,7 @@ from gateway.domain.errors import MalformedBody
 from gateway.domain.messages import first_line
 from gateway.domain.records import REQUEST_ID_PATTERN
 from gateway.http.errors import PREDICTION_STATUSES, ErrorBody, responses
-from gateway.http.inference import Answered, answer, answer_headers, decoded, services, shadow_task, shown_version
+from gateway.http.inference import Answered, answer, answer_headers, decoded, services, shadow_task
 from gateway.http.responses import FastJSONResponse
 from gateway.protocols.body import loads_body
 from gateway.variants.output import Prediction
@@ -111,6 +111,6 @@ async def predict(request: Request) -> Response:
     rows, batch = await _raw_rows(request)
     probabilities = request.query_params.get("probabilities", "").lower() in _TRUE
     answered = await answer(request, rows, probabilities=probabilities)
-    return FastJSONResponse(render(answered, batch, shown_version(request, answered)),
-                            headers=answer_headers(request, answered),
+    notes = services(request).notes(answered)
+    return FastJSONResponse(render(answered, batch, notes.version), headers=answer_headers(notes),
                         background=shadow_task(request, answered))

@@ -20,6 +20,7 @@ from gateway.routing.spec import RoutingMode
 from gateway.routing.table import RoutingTable
 from gateway.security.gate import FeedbackGate
 from gateway.security.receipts import ReceiptSigner
+from gateway.serving import answering
 from gateway.serving.feedback import FeedbackRecorder
 from gateway.serving.metrics import GatewayMetrics
 from gateway.serving.observers import Observers
@@ -94,6 +95,12 @@ class GatewayServices:
         if schema is None or not self.variants.ready.is_set():
             raise NotReady(self.variants.load_error or "models are still loading")
         return RequestShape(tuple(schema.names), self.settings.model.max_rows)
+
+    def notes(self, answered: answering.Answered) -> answering.Notes:
+        """What the answer tells its client beside the predictions, by this gateway's settings (the
+        version shown or not, the receipt): one rule for every transport."""
+        return answering.notes(answered, reveal_version=self.settings.routing.reveal_version,
+                               logging_enabled=self.scorer.logging_enabled, receipts=self.receipts)
 
     def model_name(self) -> str:
         """The name clients use in the Open Inference Protocol: ``[model] name``, else the variants'
