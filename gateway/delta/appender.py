@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
@@ -52,7 +51,7 @@ class DeltaAppender:
     def append_once(self, rows: pa.Table, app_id: str, version: int,
                     metadata: dict[str, Any] | None = None) -> Appended:
         """Append ``rows`` as app transaction ``version`` of ``app_id``, unless the table holds it."""
-        rows = with_day(plain_strings(rows))
+        rows = with_day(rows)
         for attempt in range(self.retries + 1):
             table = self._open()
             if table is not None and int(table.transaction_version(app_id) or 0) >= version:
@@ -74,10 +73,12 @@ class DeltaAppender:
         raise AssertionError("unreachable")
 
 
-def plain_strings(rows: pa.Table) -> pa.Table:
-    """Dictionary-encoded text as plain text (the window table encodes each entry's shared text once)."""
-    columns = [pc.cast(c, pa.string()) if pa.types.is_dictionary(c.type) else c for c in rows.columns]
-    return pa.table(columns, names=rows.column_names)
+def repeated(value: str, n: int) -> pa.DictionaryArray:
+    """``value`` ``n`` times as dictionary-encoded text: one string and an index per row. delta-rs
+    writes dictionary-encoded text as the table's plain string type (Parquet encodes it by dictionary
+    either way); casting a 500,000-row window's text columns to plain strings first cost a fifth of
+    its append (measured here), for the same files."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([value], pa.string()))
 
 
 _MS_PER_DAY = 86_400_000
@@ -93,4 +94,4 @@ def with_day(rows: pa.Table) -> pa.Table:
     day = np.floor_divide(rows["ts_ms"].to_numpy(zero_copy_only=False), _MS_PER_DAY)
     unique, index = np.unique(day, return_inverse=True)
     names = pa.array([(_EPOCH + dt.timedelta(days=int(d))).isoformat() for d in unique], pa.string())
-    return rows.append_column(PARTITION, names.take(pa.array(index.reshape(-1))))
+    return rows.append_column(PARTITION, names.take(pa.array(index.reshape(-1))))  # plain: delta-rs partitions by it

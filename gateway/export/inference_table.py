@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
-from gateway.delta.appender import DeltaAppender
+from gateway.delta.appender import DeltaAppender, repeated
 from gateway.delta.spec import PREDICTIONS, TableSection
 from gateway.domain import contract
 from gateway.spool.label_table import LabelRow
@@ -39,7 +39,7 @@ class WindowTable:
         version = self.spool.commits.table_version(batch_id) if done else None
         if version is not None:
             return version
-        rows = rows.append_column(WINDOW_ID, pa.array([batch_id] * rows.num_rows, pa.string()))
+        rows = rows.append_column(WINDOW_ID, repeated(batch_id, rows.num_rows))
         result = self.appender.append_once(rows, self.app_id(), seq, metadata={WINDOW_ID: batch_id, "table": self.name})
         self.spool.commits.committed(batch_id, result.version)
         return result.version
