@@ -99,3 +99,30 @@ Requests/sec:    324.50
     assert result.seconds == 60.0 and result.requests == 19470 and result.non_2xx == 70
     assert _point("gw-window", 64, 0, 0).rows_per_s == 0.0
     assert Point("gw-window", 1, 64, "memory", 1000, result).rows_per_s == (19470 - 70) / 60 * 1000
+
+
+def test_cpu_cost_reads_a_stat_line_and_names_each_process_by_its_part() -> None:
+    from experiments.bench.cpu_cost import _TICKS, parse_stat, role_of
+
+    # The command in parentheses may hold spaces and a parenthesis; fields 5, 14 and 15 follow it.
+    line = "4242 (python (x) y) S 1 4200 4200 0 -1 4194560 100 0 0 0 " + f"{3 * _TICKS} {_TICKS} 0 0 20 0 9"
+    assert parse_stat(line) == (4200, 4.0)
+    assert role_of("python -m gateway.export --follow --nice 10") == "exporter"
+    assert role_of("python -B -c from multiprocessing.spawn import spawn_main; spawn_main(tracker_fd=12)") == "worker"
+    assert role_of("python -B -c from multiprocessing.resource_tracker import main;main(11)") == "other"
+    assert role_of("python -m gateway --config g.toml --port 1 --workers 2") == "supervisor"
+    assert role_of("/v/bin/python /v/bin/mlserver start /tmp/repo") == "mlserver"
+
+
+def test_cpu_cost_counts_what_each_part_spent_between_two_readings() -> None:
+    from experiments.bench.cpu_cost import Cost, per_role, table
+
+    before = {1: ("worker", 10.0), 2: ("worker", 20.0), 3: ("exporter", 1.0), 9: ("other", 5.0)}
+    after = {1: ("worker", 12.5), 2: ("worker", 21.0), 3: ("exporter", 4.0), 4: ("exporter", 0.5)}  # 4 new, 9 gone
+    assert per_role(before, after) == {"worker": 3.5, "exporter": 3.5}
+    cost = Cost("gw-table-2p", 1000, 500_000.0, 7_000_000, {"worker": 0.5, "exporter": 0.25},
+                {"worker": 0.5, "exporter": 0.5}, 4.0)
+    assert cost.total_load_ms == 0.75 and cost.total_drained_ms == 1.0
+    text = table([cost, Cost("mlserver", 1000, 700_000.0, 10_000_000, {"mlserver": 0.25, "worker": 1.5}, None, None)])
+    assert "| gw-table-2p | 1,000 | 500,000 | 0.75 | 1.00 | 0.50 | - | 0.50 |" in text
+    assert "| mlserver | 1,000 | 700,000 | 1.75 | - | - | 0.25 | 1.50 |" in text
