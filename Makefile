@@ -107,6 +107,7 @@ bench: $(STAMP) system-deps
 	$(PY) -m experiments.bench.grpc_serving
 	$(PY) -m experiments.bench.tree_threads
 	$(PY) -m experiments.bench.table_files
+	$(PY) -m experiments.bench.cpu_cost
 
 # The report at scale: a million window-mode predictions through the exporter, then one report.
 bench-report: $(STAMP) system-deps

@@ -2,7 +2,7 @@
 processes: the gateway's workers, its exporter, its supervisor; MLServer's processes.
 
 Throughput on this 2-core machine moves by half from one hour to the next, and a ratio of two setups
-measured minutes apart moves with it. CPU time per row answered moves much less, and it adds up: a
+measured minutes apart moves with it. CPU time per row answered adds up where ratios do not: a
 setup whose processes spend C ms of CPU per 1,000 rows cannot answer more than cores / C thousand rows
 a second. For each setup and batch size: a fresh server, wrk at 8 connections for ``--seconds`` after
 a 2 s warm-up, each process's user + system time (``/proc/PID/stat``) from before the first request
