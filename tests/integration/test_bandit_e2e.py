@@ -17,7 +17,7 @@ import pytest
 from stack.processes import FEEDBACK_AUTH, ROOT, MlflowServer, register_constant_model
 from tests.harness.delivery import wait_drained
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 CLASSES = ["Setosa", "Versicolor", "Virginica"]
 NAMES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 MIN_SHARE = 0.15

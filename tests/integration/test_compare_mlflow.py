@@ -22,7 +22,7 @@ from gateway.spool.store import PredictionSpool
 from gateway.wiring.exporter import build_thread_exporter
 from stack.processes import FEEDBACK_AUTH, ROOT, MlflowServer
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 ARTIFACTS = ROOT / "test-artifacts"
 CLASSES = ["Setosa", "Versicolor", "Virginica"]
 

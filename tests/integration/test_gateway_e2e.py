@@ -18,7 +18,7 @@ from experiments.traffic import run_traffic
 from stack.processes import FEEDBACK_AUTH, ROOT, GatewayProcess, MlflowServer, descendants, free_port, write_config
 from tests.harness.delivery import FEATURES, runs_by_request, wait_drained
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 SEED_FORM = "sepal_length=5.1&sepal_width=3.5&petal_length=1.4&petal_width=0.2"
 

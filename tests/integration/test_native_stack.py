@@ -26,7 +26,7 @@ from stack.processes import (
 )
 from tests.harness.delivery import runs_by_request, wait_drained
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 PG = "postgresql://postgres@127.0.0.1:5432"
 
 

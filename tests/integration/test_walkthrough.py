@@ -17,7 +17,7 @@ import pytest
 
 from stack.processes import ROOT
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 DOC = ROOT / "docs" / "own-models.md"
 PORTS = (5001, 8000)  # the walkthrough's own: it names them, as make run does
