@@ -24,7 +24,7 @@ from stack.processes import ROOT, GatewayProcess
 from tests.experiments.test_engine_report import row_level_report
 from tests.harness.delivery import wait_drained
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 
 @pytest.fixture(scope="module")
