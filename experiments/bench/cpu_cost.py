@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from experiments.bench.counts import rows_served
-from experiments.bench.memory import EXPORTER
+from experiments.bench.memory import EXPORTER, command_of, group_members
 from experiments.bench.peers import OIP_100, OIP_1000, Setup, mlserver_venv, setups
 from experiments.bench.serving import wait_exported
 from experiments.bench.wrk import ensure_wrk, run_wrk
@@ -49,25 +49,18 @@ def role_of(command: str) -> str:
     return "other"
 
 
-def parse_stat(text: str) -> tuple[int, float]:
-    """(process group, user + system CPU seconds) from a ``/proc/PID/stat`` line (the command in its
-    parentheses may hold spaces and parentheses itself)."""
-    fields = text.rsplit(")", 1)[1].split()
-    return int(fields[2]), (int(fields[11]) + int(fields[12])) / _TICKS
+def cpu_seconds(fields: list[str]) -> float:
+    """User + system CPU seconds from a process's stat fields after its command (utime, stime)."""
+    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 def group_cpu(pgid: int) -> dict[int, tuple[str, float]]:
     """Each process of process group ``pgid``: (its role, CPU seconds so far)."""
     out: dict[int, tuple[str, float]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for entry, fields in group_members(pgid):
         try:
-            group, seconds = parse_stat((entry / "stat").read_text())
-            if group == pgid:
-                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                out[int(entry.name)] = (role_of(command), seconds)
-        except (OSError, ValueError, IndexError):  # the process ended meanwhile
+            out[int(entry.name)] = (role_of(command_of(entry)), cpu_seconds(fields))
+        except OSError:  # the process ended meanwhile
             continue
     return out
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,18 +34,31 @@ class Memory:
         return self.rss_end_mb - self.rss_start_mb
 
 
-def group_rss_mb(pid: int, command: str | None = None) -> float:
-    """The resident memory of every process in ``pid``'s process group (the gateway and its exporter),
-    or of those whose command line holds ``command``."""
-    total_kb = 0
+def group_members(pgid: int) -> Iterator[tuple[Path, list[str]]]:
+    """Each process of process group ``pgid``: its ``/proc`` directory and its stat fields after the
+    command (which may hold spaces and parentheses itself): the state first, the group third."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(stat[2]) != pid:  # field 5, pgrp
-                continue
-            if command is not None and command not in (entry / "cmdline").read_bytes().decode(errors="replace"):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:  # field 5, pgrp
+                yield entry, fields
+        except (OSError, ValueError, IndexError):  # the process ended meanwhile
+            continue
+
+
+def command_of(entry: Path) -> str:
+    return (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+
+
+def group_rss_mb(pid: int, command: str | None = None) -> float:
+    """The resident memory of every process in ``pid``'s process group (the gateway and its exporter),
+    or of those whose command line holds ``command``."""
+    total_kb = 0
+    for entry, _ in group_members(pid):
+        try:
+            if command is not None and command not in command_of(entry):
                 continue
             for line in (entry / "status").read_text().splitlines():
                 if line.startswith("VmRSS:"):

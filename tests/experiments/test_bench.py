@@ -101,12 +101,17 @@ Requests/sec:    324.50
     assert Point("gw-window", 1, 64, "memory", 1000, result).rows_per_s == (19470 - 70) / 60 * 1000
 
 
-def test_cpu_cost_reads_a_stat_line_and_names_each_process_by_its_part() -> None:
-    from experiments.bench.cpu_cost import _TICKS, parse_stat, role_of
+def test_cpu_cost_reads_each_process_cpu_time_and_names_it_by_its_part() -> None:
+    import os
 
-    # The command in parentheses may hold spaces and a parenthesis; fields 5, 14 and 15 follow it.
-    line = "4242 (python (x) y) S 1 4200 4200 0 -1 4194560 100 0 0 0 " + f"{3 * _TICKS} {_TICKS} 0 0 20 0 9"
-    assert parse_stat(line) == (4200, 4.0)
+    from experiments.bench.cpu_cost import _TICKS, cpu_seconds, group_cpu, role_of
+
+    # The fields after the command: state, ppid, pgrp, ..., utime (14th of the line), stime (15th).
+    fields = ["S", "1", "4200", "4200", "0", "-1", "4194560", "100", "0", "0", "0", str(3 * _TICKS), str(_TICKS)]
+    assert cpu_seconds(fields) == 4.0
+    # This test's own process group holds this process, its CPU time counted.
+    own = group_cpu(os.getpgid(0))
+    assert os.getpid() in own and own[os.getpid()][1] > 0
     assert role_of("python -m gateway.export --follow --nice 10") == "exporter"
     assert role_of("python -B -c from multiprocessing.spawn import spawn_main; spawn_main(tracker_fd=12)") == "worker"
     assert role_of("python -B -c from multiprocessing.resource_tracker import main;main(11)") == "other"
